@@ -1,0 +1,37 @@
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/loom-installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+## make demo: install, then run a real workflow end to end on the embedded SQLite store
+demo: $(BIN)/loom-installed
+	cd examples && rm -f demo.db demo.db-wal demo.db-shm && LOOM_DATABASE_URL=sqlite:///demo.db ../$(BIN)/python demo.py
+
+## make test: install with dev extras, lint, type-check and run the whole suite
+test: $(BIN)/loom-installed
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: $(BIN)/loom-installed
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+
+$(BIN)/bench-installed: $(BIN)/loom-installed
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+## make bench: Loom beside DBOS on the same machine, in one run
+bench: $(BIN)/bench-installed
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmark harness: the same workloads on Loom and on DBOS, each in its own process."""

@@ -1,0 +1,84 @@
+"""Loom: durable, event-sourced workflows for Python.
+
+Write a workflow as a class of ordered ``@loom.step`` methods, put side effects in
+``@loom.activity`` functions, and Loom records every change as an immutable event. A workflow is
+rebuilt from its history, so it survives a crash of any process at any instant.
+"""
+
+from loom.client import Database, WorkflowHandle, WorkflowSummary
+from loom.core.context import StateProxy, WorkflowContext
+from loom.core.history import Event, EventType
+from loom.core.workflow import Workflow
+from loom.definitions import (
+    ActivityDefinition,
+    Registry,
+    StepDefinition,
+    WorkflowDefinition,
+    activity,
+    default_registry,
+    step,
+    workflow,
+)
+from loom.errors import (
+    ActivityFailedError,
+    ConfigurationError,
+    DefinitionError,
+    LeaseLostError,
+    LoomError,
+    NonDeterminismError,
+    PayloadError,
+    StoreError,
+    UnknownWorkflowTypeError,
+    WorkflowAlreadyExistsError,
+    WorkflowCanceledError,
+    WorkflowError,
+    WorkflowFailedError,
+    WorkflowNotFoundError,
+    WorkflowNotRunningError,
+)
+from loom.schemas.state import Input, State
+from loom.status import WorkflowStatus
+from loom.worker import Worker, WorkerStats, run_once
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivityDefinition",
+    "ActivityFailedError",
+    "ConfigurationError",
+    "Database",
+    "DefinitionError",
+    "Event",
+    "EventType",
+    "Input",
+    "LeaseLostError",
+    "LoomError",
+    "NonDeterminismError",
+    "PayloadError",
+    "Registry",
+    "State",
+    "StateProxy",
+    "StepDefinition",
+    "StoreError",
+    "UnknownWorkflowTypeError",
+    "Worker",
+    "WorkerStats",
+    "Workflow",
+    "WorkflowAlreadyExistsError",
+    "WorkflowCanceledError",
+    "WorkflowContext",
+    "WorkflowDefinition",
+    "WorkflowError",
+    "WorkflowFailedError",
+    "WorkflowHandle",
+    "WorkflowNotFoundError",
+    "WorkflowNotRunningError",
+    "WorkflowStatus",
+    "WorkflowSummary",
+    "__version__",
+    "activity",
+    "default_registry",
+    "run_once",
+    "step",
+    "workflow",
+]

@@ -1,0 +1,353 @@
+"""``Database`` and ``WorkflowHandle``: the public API that users, the CLI and the dashboard call.
+
+A ``Database`` owns one store (picked from its URL) and, lazily, one in-process worker used by
+:func:`loom.run_once`. It also carries two in-process notifiers, so a worker in the same process
+wakes the moment work is started and ``handle.result()`` returns the moment a workflow ends;
+across processes both fall back to polling the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import orjson
+
+from loom import codec
+from loom.core.history import Event, EventType
+from loom.definitions import Registry, default_registry, workflow_definition
+from loom.errors import (
+    ConfigurationError,
+    WorkflowAlreadyExistsError,
+    WorkflowCanceledError,
+    WorkflowFailedError,
+    WorkflowNotFoundError,
+)
+from loom.status import WorkflowStatus
+from loom.store import open_store, resolve_url
+from loom.store.base import CancelOutcome, NewWorkflow, Store, StoreStats, WorkflowRecord
+
+if TYPE_CHECKING:
+    from loom.core.workflow import Workflow
+    from loom.worker import Worker
+
+StateT = TypeVar("StateT")
+
+
+class Notifier:
+    """Wakes every coroutine waiting on it; lost wake-ups are covered by the waiters' timeouts."""
+
+    def __init__(self) -> None:
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def notify(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def wait(self, timeout: float) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            await asyncio.wait((waiter,), timeout=max(0.0, timeout))
+        finally:
+            self._waiters.discard(waiter)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSummary:
+    """One row of ``list_workflows``."""
+
+    workflow_id: str
+    name: str
+    version: str
+    status: WorkflowStatus
+    current_step: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, record: WorkflowRecord) -> WorkflowSummary:
+        return cls(
+            record.workflow_id,
+            record.name,
+            record.version,
+            record.status,
+            record.current_step,
+            record.created_at,
+            record.updated_at,
+        )
+
+
+class Database:
+    """A Loom database. ``url`` defaults to ``$LOOM_DATABASE_URL``, else ``sqlite:///loom.db``.
+
+    Use it as an async context manager; ``migrate_up()`` creates or upgrades the schema.
+    """
+
+    def __init__(self, url: str | None = None, *, registry: Registry | None = None) -> None:
+        self.url = resolve_url(url)
+        self.registry = registry or default_registry
+        self.store: Store = open_store(self.url)
+        self.work_available = Notifier()
+        self.workflow_changed = Notifier()
+        self._opened = 0
+        self._worker: Worker | None = None
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._opened == 0:
+            await self.store.open()
+            _active.setdefault(asyncio.get_running_loop(), []).append(self)
+        self._opened += 1
+
+    async def close(self) -> None:
+        if self._opened == 0:
+            return
+        self._opened -= 1
+        if self._opened == 0:
+            if self._worker is not None:
+                await self._worker.stop_and_wait()
+                self._worker = None
+            with contextlib.suppress(ValueError):
+                _active.get(asyncio.get_running_loop(), []).remove(self)
+            await self.store.close()
+
+    async def migrate_up(self) -> list[str]:
+        """Create or upgrade the schema. Idempotent: returns the migrations applied now."""
+        return await self.store.migrate()
+
+    # -- starting -------------------------------------------------------------------------
+    async def start_workflow(
+        self,
+        workflow: type[Workflow[Any, StateT]],
+        *,
+        workflow_input: Any = None,
+        initial_state: Any = None,
+        workflow_id: str | None = None,
+    ) -> WorkflowHandle[StateT]:
+        """Record a new workflow and make it ready for a worker; return its handle.
+
+        An existing ``workflow_id`` returns that workflow's handle if its input is equal, and
+        raises ``WorkflowAlreadyExistsError`` otherwise.
+        """
+        definition = workflow_definition(workflow)
+        return await self._start(definition.name, definition.version, workflow_input,
+                                 initial_state, workflow_id)
+
+    async def start_workflow_by_name(
+        self,
+        name: str,
+        *,
+        workflow_input: Any = None,
+        initial_state: Any = None,
+        workflow_id: str | None = None,
+    ) -> WorkflowHandle[Any]:
+        """Start a registered workflow by its name (as the CLI and dashboard do)."""
+        definition = self.registry.workflow(name)
+        return await self._start(definition.name, definition.version, workflow_input,
+                                 initial_state, workflow_id)
+
+    async def _start(
+        self,
+        name: str,
+        version: str,
+        workflow_input: Any,
+        initial_state: Any,
+        workflow_id: str | None,
+    ) -> WorkflowHandle[Any]:
+        if workflow_id is not None and (not isinstance(workflow_id, str) or not workflow_id):
+            raise ConfigurationError(f"workflow_id must be a non-empty string, got {workflow_id!r}")
+        wid = workflow_id or str(uuid.uuid4())
+        stored_input = codec.to_json(workflow_input, what=f"the input of workflow {wid!r}")
+        state = codec.to_json(initial_state or {}, what=f"the initial state of workflow {wid!r}")
+        if not isinstance(state, dict):
+            raise ConfigurationError(
+                f"initial_state of workflow {wid!r} must be a mapping, got {type(state).__name__}"
+            )
+        now = time.time()
+        first = Event(
+            1,
+            EventType.WORKFLOW_STARTED,
+            {"name": name, "version": version, "input": stored_input, "state": state},
+            now,
+        )
+        existing = await self.store.create_workflow(
+            NewWorkflow(wid, name, version, stored_input, state, now), first
+        )
+        if existing is not None:
+            if existing.name != name:
+                raise WorkflowAlreadyExistsError(wid, f"as a {existing.name!r} workflow")
+            if _canonical(existing.input) != _canonical(stored_input):
+                raise WorkflowAlreadyExistsError(wid, "with a different input")
+        else:
+            self.work_available.notify()
+        return WorkflowHandle(self, wid)
+
+    # -- reading ----------------------------------------------------------------------------
+    def get_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """A handle to an existing workflow (no I/O; its methods raise if the id is unknown)."""
+        return WorkflowHandle(self, workflow_id)
+
+    async def list_workflows(
+        self,
+        status: WorkflowStatus | str | None = None,
+        limit: int = 50,
+        *,
+        name: str | None = None,
+        offset: int = 0,
+    ) -> list[WorkflowSummary]:
+        """Newest first. ``status`` filters by RUNNING, COMPLETED, FAILED or CANCELED."""
+        wanted = None
+        if status is not None:
+            try:
+                wanted = WorkflowStatus(str(status).upper())
+            except ValueError:
+                raise ConfigurationError(
+                    f"unknown status {status!r}; use one of "
+                    f"{', '.join(s.value for s in WorkflowStatus)}"
+                ) from None
+        records = await self.store.list_workflows(
+            status=wanted, name=name, limit=limit, offset=offset
+        )
+        return [WorkflowSummary.of(r) for r in records]
+
+    async def stats(self) -> StoreStats:
+        return await self.store.stats(time.time())
+
+    # -- the in-process worker behind loom.run_once() --------------------------------------
+    def default_worker(self) -> Worker:
+        if self._worker is None:
+            from loom.worker import Worker
+
+            self._worker = Worker(self)
+        return self._worker
+
+
+def _canonical(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+class WorkflowHandle(Generic[StateT]):
+    """Refers to one workflow by id; every method reads or acts on the database."""
+
+    def __init__(self, database: Database, workflow_id: str) -> None:
+        self.database = database
+        self.workflow_id = workflow_id
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle({self.workflow_id!r})"
+
+    async def describe(self) -> WorkflowRecord:
+        record = await self.database.store.get_workflow(self.workflow_id)
+        if record is None:
+            raise WorkflowNotFoundError(self.workflow_id)
+        return record
+
+    async def status(self) -> WorkflowStatus:
+        return (await self.describe()).status
+
+    async def state(self) -> StateT:
+        """The current state, including changes made by a step that is still running."""
+        return (await self.describe()).state  # type: ignore[return-value]
+
+    async def events(self) -> list[Event]:
+        """The whole history, oldest first."""
+        events = await self.database.store.load_history(self.workflow_id)
+        if not events:
+            await self.describe()  # raises WorkflowNotFoundError
+        return events
+
+    async def result(self, timeout: float | None = None) -> StateT:
+        """Wait for the workflow to end and return its final state.
+
+        Raises ``WorkflowFailedError`` (with ``cause``) if it failed, ``WorkflowCanceledError``
+        if it was canceled, and ``TimeoutError`` if ``timeout`` seconds pass first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            record = await self.describe()
+            if record.status is WorkflowStatus.COMPLETED:
+                return record.state  # type: ignore[return-value]
+            if record.status is WorkflowStatus.FAILED:
+                raise WorkflowFailedError(self.workflow_id, record.error or {})
+            if record.status is WorkflowStatus.CANCELED:
+                reason = (record.error or {}).get("message")
+                raise WorkflowCanceledError(self.workflow_id, reason)
+            wait = pause
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"workflow {self.workflow_id!r} did not finish within {timeout} s "
+                        f"(it is {record.status.value})"
+                    )
+                wait = min(wait, left)
+            await self.database.workflow_changed.wait(wait)
+            pause = min(pause * 2, 0.25)
+
+    async def signal(self, name: str, payload: Any = None) -> None:
+        """Send signal ``name``; it is buffered until the workflow waits for it."""
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError("signal names are non-empty strings")
+        data = codec.to_json(payload, what=f"the payload of signal {name!r}")
+        await self.database.store.send_signal(self.workflow_id, name, data, time.time())
+        self.database.work_available.notify()
+
+    async def cancel(self, reason: str | None = None) -> CancelOutcome:
+        """Cancel a RUNNING workflow: no further steps run, a pending activity's result is
+        discarded. Immediate when no worker holds it; otherwise at that worker's next write
+        (a running activity is interrupted within one lease renewal)."""
+        outcome = await self.database.store.cancel(self.workflow_id, reason, time.time())
+        self.database.workflow_changed.notify()
+        return outcome
+
+    async def retry(self) -> None:
+        """Resume a FAILED workflow from the step that failed, keeping its history."""
+        await self.database.store.retry(self.workflow_id, time.time())
+        self.database.work_available.notify()
+
+
+# -- the default database (used by Workflow.start and loom.run_once()) ----------------------
+
+_defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Database]] = (
+    weakref.WeakKeyDictionary()
+)
+_active: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Database]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def default_database(url: str | None = None) -> Database:
+    """The database for ``url`` (default: ``$LOOM_DATABASE_URL`` or ``loom.db``) in this loop.
+
+    Reuses a ``Database`` already open on that URL in this event loop; otherwise opens one,
+    creates the schema if missing, and keeps it open for the life of the loop.
+    """
+    resolved = resolve_url(url)
+    loop = asyncio.get_running_loop()
+    for db in reversed(_active.get(loop, [])):
+        if db.url == resolved and db._opened:
+            return db
+    per_loop = _defaults.setdefault(loop, {})
+    db = per_loop.get(resolved)
+    if db is None or not db._opened:
+        db = Database(resolved)
+        await db.open()
+        await db.migrate_up()
+        per_loop[resolved] = db
+    return db

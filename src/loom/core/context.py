@@ -1,0 +1,246 @@
+"""``WorkflowContext``: what a step sees, and the only door from workflow code to the world.
+
+Every durable call (activity, sleep, signal wait, state change) becomes a decision event with a
+sequence number. On replay the same call must produce the same kind of event with the same name,
+or :class:`~loom.errors.NonDeterminismError` is raised naming both. ``now()``, ``random()`` and
+``uuid4()`` are derived from the history, so they return the same values on every replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import random as _random
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from loom import codec
+from loom.core.history import EventType
+from loom.definitions import activity_definition
+from loom.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from loom.core.replay import WorkflowExecution
+
+InputT = TypeVar("InputT")
+StateT = TypeVar("StateT")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_log = logging.getLogger("loom.workflow")
+
+
+class WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
+    """Silent while the workflow replays; stamps ``workflow_id`` (and step) on every record."""
+
+    def __init__(self, ctx: WorkflowContext[Any, Any]) -> None:
+        super().__init__(_log, {})
+        self._ctx = ctx
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's API
+        return not self._ctx.is_replaying and self.logger.isEnabledFor(level)
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            msg, kwargs = self.process(msg, kwargs)
+            self.logger.log(level, msg, *args, stacklevel=2, **kwargs)
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = dict(kwargs.get("extra") or {})
+        extra.setdefault("workflow_id", self._ctx.workflow_id)
+        extra.setdefault("step", self._ctx.step)
+        kwargs["extra"] = extra
+        return f"[{self._ctx.workflow_id}] {msg}", kwargs
+
+
+class StateProxy(Mapping[str, Any], Generic[StateT]):
+    """Read the workflow state like a dict; change it only through ``await set`` / ``update``.
+
+    Each change is one durable event (``STATE_SET`` or ``STATE_UPDATE``), visible to
+    ``handle.state()`` as soon as the workflow next pauses.
+    """
+
+    def __init__(self, execution: WorkflowExecution) -> None:
+        self._execution = execution
+
+    def __getitem__(self, key: str) -> Any:
+        return self._execution.state[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._execution.state)
+
+    def __len__(self) -> int:
+        return len(self._execution.state)
+
+    def __repr__(self) -> str:
+        return f"StateProxy({self._execution.state!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A copy of the current state."""
+        return dict(self._execution.state)
+
+    async def set(self, key: str, value: Any) -> None:
+        """Set one key: one ``STATE_SET`` event."""
+        if not isinstance(key, str):
+            raise ConfigurationError(f"state keys are strings, got {key!r}")
+        stored = codec.to_json(value, what=f"state value for key {key!r}")
+        event = self._execution.decide(EventType.STATE_SET, {"key": key, "value": stored})
+        self._execution.state[key] = event.payload["value"]
+
+    async def update(self, **updaters: Callable[[Any], Any]) -> None:
+        """Compute several keys from their current values; one atomic ``STATE_UPDATE`` event.
+
+        Each updater receives the key's current value (``None`` if unset) and returns the new
+        value, or an awaitable of it, as in ``update(count=lambda c: asyncio.sleep(0, c + 1))``.
+        """
+        values: dict[str, Any] = {}
+        for key, updater in updaters.items():
+            if not callable(updater):
+                raise ConfigurationError(
+                    f"state.update({key}=...) takes a function of the current value, "
+                    f"got {updater!r}; use state.set() for a plain value"
+                )
+            new = updater(self._execution.state.get(key))
+            if isinstance(new, Awaitable):
+                new = await new
+            values[key] = codec.to_json(new, what=f"state value for key {key!r}")
+        event = self._execution.decide(EventType.STATE_UPDATE, {"values": values})
+        self._execution.state.update(event.payload["values"])
+
+
+class WorkflowContext(Generic[InputT, StateT]):
+    """Passed to every step: the workflow's input, its state, and its durable operations."""
+
+    def __init__(self, execution: WorkflowExecution) -> None:
+        self._execution = execution
+        self._state: StateProxy[StateT] = StateProxy(execution)
+        self._logger = WorkflowLogger(self)
+
+    # -- read-only facts -------------------------------------------------------------------
+    @property
+    def input(self) -> InputT:
+        """The workflow input, as given to ``start`` (read-only: it is part of the history)."""
+        return self._execution.input  # type: ignore[no-any-return]
+
+    @property
+    def state(self) -> StateProxy[StateT]:
+        return self._state
+
+    @property
+    def workflow_id(self) -> str:
+        return self._execution.workflow_id
+
+    @property
+    def step(self) -> str | None:
+        """The name of the step now running."""
+        return self._execution.current_step
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the code re-runs through events already in the history."""
+        return self._execution.is_replaying
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        return self._logger
+
+    # -- deterministic replacements for clock and randomness -------------------------------
+    def now(self) -> datetime:
+        """The time of the latest event the workflow has seen; identical on replay."""
+        return datetime.fromtimestamp(self._execution.now, UTC)
+
+    def random(self) -> _random.Random:
+        """A random generator seeded from the workflow id and step: identical on replay."""
+        return self._execution.rng
+
+    def uuid4(self) -> uuid.UUID:
+        """A random-looking UUID that replay reproduces."""
+        return uuid.UUID(int=self._execution.rng.getrandbits(128), version=4)
+
+    # -- durable operations ----------------------------------------------------------------
+    @overload
+    async def activity(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+    @overload
+    async def activity(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    async def activity(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run an ``@loom.activity`` durably and return its result.
+
+        Arguments are checked before anything runs: a value that cannot be stored raises
+        ``PayloadError`` here. If the activity fails after its retries, ``ActivityFailedError``
+        is raised here, where the step can catch it and compensate.
+        """
+        definition = activity_definition(fn)
+        what = f"an argument of activity {definition.name!r}"
+        payload = {
+            "name": definition.name,
+            "args": codec.to_json(list(args), what=what),
+            "kwargs": codec.to_json(kwargs, what=what),
+            "step": self._execution.current_step,
+        }
+        event = self._execution.decide(EventType.ACTIVITY_SCHEDULED, payload)
+        result = await self._execution.schedule_activity(event, definition)
+        return codec.convert(result, definition.return_annotation)
+
+    async def sleep(
+        self,
+        delta: timedelta | float | None = None,
+        *,
+        seconds: float | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        """Sleep durably. The workflow holds no worker and no memory while it sleeps.
+
+        Give exactly one of ``delta`` (a timedelta or seconds), ``seconds=`` or ``until=`` (an
+        aware datetime).
+        """
+        given = [x for x in (delta, seconds, until) if x is not None]
+        if len(given) != 1:
+            raise ConfigurationError(
+                "ctx.sleep() takes exactly one of delta=, seconds= or until="
+            )
+        fire_at = _deadline(self._execution.now, delta, seconds, until)
+        event = self._execution.decide(EventType.TIMER_SCHEDULED, {"fire_at": fire_at})
+        await self._execution.schedule_timer(event)
+
+    async def wait_for_signal(
+        self, name: str, timeout: timedelta | float | None = None
+    ) -> Any:
+        """Wait until signal ``name`` arrives and return its payload.
+
+        Signals are buffered: one sent before the workflow waits is delivered when it does, in
+        the order sent. With ``timeout`` (seconds or timedelta), raises ``TimeoutError`` if no
+        such signal arrives in time.
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError("signal names are non-empty strings")
+        deadline = None if timeout is None else _deadline(self._execution.now, timeout, None, None)
+        event = self._execution.decide(
+            EventType.SIGNAL_WAIT_STARTED, {"name": name, "deadline": deadline}
+        )
+        return await self._execution.wait_signal(event)
+
+
+def _deadline(
+    now: float, delta: timedelta | float | None, seconds: float | None, until: datetime | None
+) -> float:
+    if until is not None:
+        if not isinstance(until, datetime):
+            raise ConfigurationError(f"until= takes a datetime, got {until!r}")
+        if until.tzinfo is None or until.utcoffset() is None:
+            raise ConfigurationError(
+                "until= needs an aware datetime (e.g. datetime.now(UTC) + ...); a naive one is "
+                "ambiguous across machines"
+            )
+        return until.timestamp()
+    amount = seconds if seconds is not None else delta
+    if isinstance(amount, timedelta):
+        amount = amount.total_seconds()
+    if not isinstance(amount, int | float) or isinstance(amount, bool):
+        raise ConfigurationError(f"a duration must be a timedelta or seconds, got {amount!r}")
+    if amount < 0:
+        raise ConfigurationError(f"a duration cannot be negative, got {amount!r}")
+    return now + float(amount)

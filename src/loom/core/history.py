@@ -1,0 +1,96 @@
+"""The event history: the single source of truth for a workflow.
+
+Each event has a per-workflow sequence number (``seq``) that the store enforces as unique, so
+two writers can never both record the same step of a workflow. Events fall in two groups:
+
+* *decisions*, which the workflow code produces (STEP_*, STATE_*, *_SCHEDULED, SIGNAL_WAIT_STARTED,
+  WORKFLOW_COMPLETED/FAILED) and which replay checks the code still produces, and
+* *inputs*, which the outside world delivers (activity outcomes, timers, signals) and which
+  replay feeds back to the code in their recorded order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class EventType(StrEnum):
+    WORKFLOW_STARTED = "WORKFLOW_STARTED"
+    WORKFLOW_COMPLETED = "WORKFLOW_COMPLETED"
+    WORKFLOW_FAILED = "WORKFLOW_FAILED"
+    WORKFLOW_CANCELED = "WORKFLOW_CANCELED"
+    WORKFLOW_RETRIED = "WORKFLOW_RETRIED"
+    STEP_STARTED = "STEP_STARTED"
+    STEP_COMPLETED = "STEP_COMPLETED"
+    STATE_SET = "STATE_SET"
+    STATE_UPDATE = "STATE_UPDATE"
+    ACTIVITY_SCHEDULED = "ACTIVITY_SCHEDULED"
+    ACTIVITY_COMPLETED = "ACTIVITY_COMPLETED"
+    ACTIVITY_FAILED = "ACTIVITY_FAILED"
+    TIMER_SCHEDULED = "TIMER_SCHEDULED"
+    TIMER_FIRED = "TIMER_FIRED"
+    SIGNAL_WAIT_STARTED = "SIGNAL_WAIT_STARTED"
+    SIGNAL_RECEIVED = "SIGNAL_RECEIVED"
+
+
+DECISIONS = frozenset(
+    {
+        EventType.STEP_STARTED,
+        EventType.STEP_COMPLETED,
+        EventType.STATE_SET,
+        EventType.STATE_UPDATE,
+        EventType.ACTIVITY_SCHEDULED,
+        EventType.TIMER_SCHEDULED,
+        EventType.SIGNAL_WAIT_STARTED,
+        EventType.WORKFLOW_COMPLETED,
+        EventType.WORKFLOW_FAILED,
+    }
+)
+INPUTS = frozenset(
+    {
+        EventType.ACTIVITY_COMPLETED,
+        EventType.ACTIVITY_FAILED,
+        EventType.TIMER_FIRED,
+        EventType.SIGNAL_RECEIVED,
+    }
+)
+TERMINAL = frozenset(
+    {EventType.WORKFLOW_COMPLETED, EventType.WORKFLOW_FAILED, EventType.WORKFLOW_CANCELED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One immutable entry of a workflow's history. ``created_at`` is seconds since the epoch."""
+
+    seq: int
+    type: EventType
+    payload: dict[str, Any]
+    timestamp: float
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromtimestamp(self.timestamp, UTC)
+
+    def describe(self) -> str:
+        """``ACTIVITY_SCHEDULED 'charge'`` — the kind and name used in determinism errors."""
+        name = decision_key(self.type, self.payload)
+        return f"{self.type.value} {name!r} (seq {self.seq})" if name else (
+            f"{self.type.value} (seq {self.seq})"
+        )
+
+
+def decision_key(kind: EventType, payload: dict[str, Any]) -> str | None:
+    """What must be equal, besides the kind, for a replayed decision to match its history."""
+    if kind in (EventType.STEP_STARTED, EventType.STEP_COMPLETED):
+        return str(payload.get("step"))
+    if kind is EventType.STATE_SET:
+        return str(payload.get("key"))
+    if kind is EventType.STATE_UPDATE:
+        return ",".join(sorted(payload.get("values", {})))
+    if kind in (EventType.ACTIVITY_SCHEDULED, EventType.SIGNAL_WAIT_STARTED):
+        return str(payload.get("name"))
+    return None

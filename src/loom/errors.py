@@ -1,0 +1,166 @@
+"""Every error Loom raises, under one root so callers can catch ``LoomError``.
+
+::
+
+    LoomError
+    ├── DefinitionError          a @workflow/@step/@activity is malformed (raised at import)
+    ├── PayloadError             a value cannot be stored as JSON (raised at the call site)
+    ├── ConfigurationError       a bad database URL, an unknown backend, a naive datetime ...
+    ├── StoreError               the database refused or failed an operation
+    │   └── LeaseLostError       this worker's lease was taken over; its writes were rejected
+    ├── WorkflowError            concerns one workflow (carries ``workflow_id``)
+    │   ├── WorkflowNotFoundError
+    │   ├── WorkflowAlreadyExistsError
+    │   ├── WorkflowNotRunningError   signal/cancel of a finished workflow, retry of a running one
+    │   ├── WorkflowFailedError       ``handle.result()`` of a FAILED workflow; ``cause`` says why
+    │   ├── WorkflowCanceledError     ``handle.result()`` of a CANCELED workflow
+    │   ├── NonDeterminismError       the code no longer reproduces the stored history
+    │   └── ActivityFailedError       an activity exhausted its retries (raised inside the step)
+    └── UnknownWorkflowTypeError   a stored workflow names a class this process did not register
+
+Each message names the workflow (and step, activity) it concerns and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LoomError(Exception):
+    """Root of every error raised by Loom."""
+
+
+class DefinitionError(LoomError, TypeError):
+    """A workflow, step or activity definition is invalid; raised when the module is imported."""
+
+
+class PayloadError(LoomError, TypeError):
+    """A value cannot be stored: only JSON, dataclasses and pydantic models are durable."""
+
+
+class ConfigurationError(LoomError, ValueError):
+    """Loom was configured with something it cannot use (URL, option, naive datetime ...)."""
+
+
+class StoreError(LoomError):
+    """The database failed an operation."""
+
+
+class LeaseLostError(StoreError):
+    """This worker no longer owns the workflow: another worker took it over after the lease ran out.
+
+    Its pending writes were rejected (fencing), so nothing was recorded twice.
+    """
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r}: lease lost to another worker; this worker's writes "
+            "were rejected and the workflow continues elsewhere"
+        )
+        self.workflow_id = workflow_id
+
+
+class WorkflowError(LoomError):
+    """An error about one workflow."""
+
+    def __init__(self, message: str, *, workflow_id: str) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+
+
+class WorkflowNotFoundError(WorkflowError):
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"no workflow with id {workflow_id!r}", workflow_id=workflow_id)
+
+
+class WorkflowAlreadyExistsError(WorkflowError):
+    def __init__(self, workflow_id: str, detail: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} already exists {detail}; pick another workflow_id "
+            "or start it with the same input to get the existing handle",
+            workflow_id=workflow_id,
+        )
+
+
+class WorkflowNotRunningError(WorkflowError):
+    def __init__(self, workflow_id: str, status: str, action: str) -> None:
+        super().__init__(
+            f"cannot {action} workflow {workflow_id!r}: it is {status}", workflow_id=workflow_id
+        )
+        self.status = status
+
+
+class WorkflowFailedError(WorkflowError):
+    """The workflow ended FAILED. ``cause`` is the recorded error (type, message, step)."""
+
+    def __init__(self, workflow_id: str, cause: dict[str, Any]) -> None:
+        where = f" in step {cause['step']!r}" if cause.get("step") else ""
+        super().__init__(
+            f"workflow {workflow_id!r} failed{where}: {cause.get('type', 'Error')}: "
+            f"{cause.get('message', '')}",
+            workflow_id=workflow_id,
+        )
+        self.cause = cause
+
+
+class WorkflowCanceledError(WorkflowError):
+    def __init__(self, workflow_id: str, reason: str | None) -> None:
+        because = f": {reason}" if reason else ""
+        super().__init__(f"workflow {workflow_id!r} was canceled{because}", workflow_id=workflow_id)
+        self.reason = reason
+
+
+class NonDeterminismError(WorkflowError):
+    """The workflow code did something other than what its history records at that point.
+
+    Usually the code changed while the workflow was running. Restore the old behaviour (or start
+    new workflows under a new version), then ``loom retry`` the workflow.
+    """
+
+    def __init__(self, workflow_id: str, detail: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} is non-deterministic: {detail}. The code no longer "
+            "reproduces the stored history; restore the old code path, then retry the workflow",
+            workflow_id=workflow_id,
+        )
+
+
+class ActivityFailedError(WorkflowError):
+    """An activity failed after all its attempts; raised in the step that awaited it.
+
+    Catch it there to compensate. ``error_type`` and ``error_message`` describe the last failure.
+    """
+
+    def __init__(
+        self,
+        *,
+        workflow_id: str,
+        step: str,
+        activity: str,
+        attempts: int,
+        error_type: str,
+        error_message: str,
+    ) -> None:
+        super().__init__(
+            f"activity {activity!r} in step {step!r} of workflow {workflow_id!r} failed after "
+            f"{attempts} attempt(s): {error_type}: {error_message}",
+            workflow_id=workflow_id,
+        )
+        self.step = step
+        self.activity = activity
+        self.attempts = attempts
+        self.error_type = error_type
+        self.error_message = error_message
+
+
+class UnknownWorkflowTypeError(LoomError):
+    """A stored workflow's type is not registered in this process; import its module."""
+
+    def __init__(self, name: str, workflow_id: str | None = None) -> None:
+        which = f" (workflow {workflow_id!r})" if workflow_id else ""
+        super().__init__(
+            f"no workflow class named {name!r} is registered{which}; import the module that "
+            "defines it (loom worker -m MODULE)"
+        )
+        self.name = name
+        self.workflow_id = workflow_id

@@ -1,0 +1,1 @@
+"""Typed shapes for workflow input and state."""

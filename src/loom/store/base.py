@@ -1,0 +1,205 @@
+"""The storage contract: the one narrow interface every backend implements.
+
+The engine never writes SQL; it asks a :class:`Store` for a few whole operations, each one
+transaction: create a workflow, claim ready workflows under a lease, commit what a worker decided
+(fenced by the lease epoch), and the client's reads and requests. ``commit`` takes a *batch*, so a
+backend can record many workflows' progress in one durable transaction (group commit).
+
+Scheduling uses a single column, ``ready_at``: a workflow is claimable when ``ready_at <= now``.
+A parked workflow's ``ready_at`` is its next timer (or NULL when it only waits for a signal); a
+claimed one's is its lease expiry, so a workflow whose worker died becomes claimable again by the
+same test, with no separate reaper. Every claim increments ``lease_epoch``; a commit carrying an
+older epoch is rejected, so a worker that lost its lease can never record anything.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from loom.core.history import Event
+from loom.status import WorkflowStatus
+
+
+@dataclass(frozen=True, slots=True)
+class NewWorkflow:
+    workflow_id: str
+    name: str
+    version: str
+    input: Any
+    state: dict[str, Any]
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRecord:
+    """A workflow's row: what ``list`` and ``inspect`` show without reading the history."""
+
+    workflow_id: str
+    name: str
+    version: str
+    status: WorkflowStatus
+    input: Any
+    state: dict[str, Any]
+    result: Any
+    error: dict[str, Any] | None
+    current_step: str | None
+    created: float
+    updated: float
+    last_seq: int
+    ready_at: float | None
+    leased: bool
+    cancel_requested: bool
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromtimestamp(self.created, UTC)
+
+    @property
+    def updated_at(self) -> datetime:
+        return datetime.fromtimestamp(self.updated, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    workflow_id: str
+    name: str
+    lease_epoch: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    id: int
+    name: str
+    payload: Any
+
+
+@dataclass(slots=True)
+class Commit:
+    """What one worker decided for one workflow, recorded atomically (or not at all)."""
+
+    workflow_id: str
+    lease_epoch: int
+    events: list[Event]
+    status: WorkflowStatus
+    state: dict[str, Any]
+    current_step: str | None
+    lease_until: float
+    release: bool = False
+    ready_at: float | None = None
+    wait_signals: tuple[str, ...] = ()
+    consumed_signals: tuple[int, ...] = ()
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+class CommitOutcome(StrEnum):
+    OK = "OK"
+    FENCED = "FENCED"  # the lease moved on; nothing was written
+    CANCELED = "CANCELED"  # a cancel request won; the workflow is now CANCELED
+
+
+class CancelOutcome(StrEnum):
+    CANCELED = "CANCELED"
+    REQUESTED = "REQUESTED"  # a worker holds it; it becomes CANCELED at that worker's next write
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    by_status: dict[str, int]
+    ready: int
+    leased: int
+    sleeping: int
+    waiting: int
+    oldest_ready_age: float | None
+    events: int
+    signals_pending: int
+    completed_last_minute: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Store(abc.ABC):
+    """Every backend implements exactly these operations; each is one transaction."""
+
+    url: str
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; return the names applied (empty when up to date)."""
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
+    async def create_workflow(self, new: NewWorkflow, first: Event) -> WorkflowRecord | None:
+        """Insert the workflow with its first event and make it ready.
+
+        Returns None when created, or the existing record when the id is taken.
+        """
+
+    @abc.abstractmethod
+    async def claim(
+        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+    ) -> list[Claim]:
+        """Lease up to ``limit`` ready workflows whose type is in ``names``, oldest due first."""
+
+    @abc.abstractmethod
+    async def load_history(self, workflow_id: str, after_seq: int = 0) -> list[Event]: ...
+
+    @abc.abstractmethod
+    async def commit(self, commit: Commit, now: float) -> CommitOutcome:
+        """Record one decision; concurrent calls may share one transaction (group commit)."""
+
+    @abc.abstractmethod
+    async def renew(
+        self, owner: str, workflow_ids: list[str], lease_until: float
+    ) -> tuple[set[str], set[str]]:
+        """Extend the leases still held; return (ids whose lease was lost, ids to cancel)."""
+
+    @abc.abstractmethod
+    async def release(self, owner: str, workflow_ids: list[str], now: float) -> None:
+        """Give leases back so another worker may claim them at once."""
+
+    @abc.abstractmethod
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_workflows(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[WorkflowRecord]: ...
+
+    @abc.abstractmethod
+    async def read_signals(self, workflow_id: str) -> list[Signal]: ...
+
+    @abc.abstractmethod
+    async def send_signal(self, workflow_id: str, name: str, payload: Any, now: float) -> None:
+        """Buffer a signal and wake the workflow; raises if it is unknown or finished."""
+
+    @abc.abstractmethod
+    async def cancel(self, workflow_id: str, reason: str | None, now: float) -> CancelOutcome: ...
+
+    @abc.abstractmethod
+    async def retry(self, workflow_id: str, now: float) -> None:
+        """Make a FAILED workflow RUNNING again from the step that failed."""
+
+    @abc.abstractmethod
+    async def next_due(self, names: list[str]) -> float | None:
+        """The earliest ``ready_at`` of any workflow, for an idle worker's sleep."""
+
+    @abc.abstractmethod
+    async def stats(self, now: float) -> StoreStats: ...

@@ -1,0 +1,556 @@
+"""The embedded SQLite store.
+
+One connection, driven from one dedicated thread so the event loop never blocks on disk. WAL
+mode with ``synchronous=FULL`` (configurable) makes every commit durable; writes open with
+``BEGIN IMMEDIATE`` and a busy timeout, so several processes can share one file safely. Commits
+that arrive while a transaction is being written are queued and written together in the next
+one: many workflows' progress for the price of one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from loom import codec
+from loom.core.history import Event, EventType
+from loom.errors import (
+    ConfigurationError,
+    StoreError,
+    WorkflowNotFoundError,
+    WorkflowNotRunningError,
+)
+from loom.status import WorkflowStatus
+from loom.store.base import (
+    CancelOutcome,
+    Claim,
+    Commit,
+    CommitOutcome,
+    NewWorkflow,
+    Signal,
+    Store,
+    StoreStats,
+    WorkflowRecord,
+)
+
+T = TypeVar("T")
+
+_RECORD_COLUMNS = (
+    "id, name, version, status, input, state, result, error, current_step, created_at, "
+    "updated_at, last_seq, ready_at, lease_owner, cancel_requested"
+)
+_EVENT_TYPES = {t.value: t for t in EventType}
+
+
+def _dump(value: Any) -> str:
+    return codec.dumps(value).decode()
+
+
+def _record(row: tuple[Any, ...]) -> WorkflowRecord:
+    return WorkflowRecord(
+        workflow_id=row[0],
+        name=row[1],
+        version=row[2],
+        status=WorkflowStatus(row[3]),
+        input=orjson.loads(row[4]),
+        state=orjson.loads(row[5]),
+        result=None if row[6] is None else orjson.loads(row[6]),
+        error=None if row[7] is None else orjson.loads(row[7]),
+        current_step=row[8],
+        created=row[9],
+        updated=row[10],
+        last_seq=row[11],
+        ready_at=row[12],
+        leased=row[13] is not None,
+        cancel_requested=row[14] is not None,
+    )
+
+
+def migrations(dialect: str) -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every numbered migration file of ``dialect``, in order."""
+    folder = resources.files("loom.store.migrations").joinpath(dialect)
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def split_sql(sql: str) -> list[str]:
+    """The statements of a migration file (``--`` comments removed, split on ``;``)."""
+    code = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
+    return [s.strip() for s in code.split(";") if s.strip()]
+
+
+class SqliteStore(Store):
+    def __init__(self, url: str, path: str, *, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
+            raise ConfigurationError(f"unknown SQLite synchronous mode {synchronous!r}")
+        self.url = url
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._queue: list[tuple[Commit, float, asyncio.Future[CommitOutcome]]] = []
+        self._flushing = False
+        self._lock = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loom-sqlite")
+        await self._run(self._connect)
+
+    def _connect(self) -> None:
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        self._conn = conn
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        while self._flushing or self._queue:
+            await asyncio.sleep(0.001)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            executor.submit(conn.close).result()
+        executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreError("the database is closed; use `async with loom.Database(...)`")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction (on the store thread)."""
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite could not start a write on {self.path!r}: {exc}") from exc
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        assert self._conn is not None
+        return self._conn.execute(sql, params).fetchall()
+
+    # -- schema ---------------------------------------------------------------------------
+    async def migrate(self) -> list[str]:
+        return await self._run(self._write, self._migrate)
+
+    def _migrate(self, conn: sqlite3.Connection) -> list[str]:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS loom_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM loom_migrations")}
+        applied = []
+        for version, name, sql in migrations("sqlite"):
+            if version in done:
+                continue
+            for statement in split_sql(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO loom_migrations VALUES (?, ?, strftime('%s','now'))", (version, name)
+            )
+            applied.append(name)
+        return applied
+
+    async def schema_version(self) -> int:
+        def read() -> int:
+            try:
+                rows = self._read("SELECT MAX(version) FROM loom_migrations")
+            except sqlite3.OperationalError:
+                return 0
+            return int(rows[0][0] or 0)
+
+        return await self._run(read)
+
+    # -- workflows --------------------------------------------------------------------------
+    async def create_workflow(self, new: NewWorkflow, first: Event) -> WorkflowRecord | None:
+        def write(conn: sqlite3.Connection) -> WorkflowRecord | None:
+            row = conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM workflows WHERE id = ?", (new.workflow_id,)
+            ).fetchone()
+            if row is not None:
+                return _record(row)
+            conn.execute(
+                "INSERT INTO workflows (id, name, version, status, input, state, created_at, "
+                "updated_at, last_seq, ready_at) VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?)",
+                (
+                    new.workflow_id,
+                    new.name,
+                    new.version,
+                    _dump(new.input),
+                    _dump(new.state),
+                    new.now,
+                    new.now,
+                    first.seq,
+                    new.now,
+                ),
+            )
+            self._insert_events(conn, new.workflow_id, [first])
+            return None
+
+        return await self._run(self._write, write)
+
+    @staticmethod
+    def _insert_events(conn: sqlite3.Connection, workflow_id: str, events: list[Event]) -> None:
+        conn.executemany(
+            "INSERT INTO events (workflow_id, seq, type, payload, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(workflow_id, e.seq, e.type.value, _dump(e.payload), e.timestamp) for e in events],
+        )
+
+    async def claim(
+        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+    ) -> list[Claim]:
+        if not names or limit <= 0:
+            return []
+        marks = ",".join("?" * len(names))
+
+        def write(conn: sqlite3.Connection) -> list[Claim]:
+            rows = conn.execute(
+                "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, "
+                "ready_at = ? WHERE id IN (SELECT id FROM workflows WHERE ready_at <= ? "
+                f"AND name IN ({marks}) ORDER BY ready_at LIMIT ?) "
+                "RETURNING id, name, lease_epoch, last_seq",
+                (owner, now + lease_seconds, now, *names, limit),
+            ).fetchall()
+            return [Claim(r[0], r[1], r[2], r[3]) for r in rows]
+
+        return await self._run(self._write, write)
+
+    async def load_history(self, workflow_id: str, after_seq: int = 0) -> list[Event]:
+        rows = await self._run(
+            self._read,
+            "SELECT seq, type, payload, created_at FROM events WHERE workflow_id = ? AND seq > ? "
+            "ORDER BY seq",
+            (workflow_id, after_seq),
+        )
+        return [Event(r[0], _EVENT_TYPES[r[1]], orjson.loads(r[2]), r[3]) for r in rows]
+
+    # -- group commit ---------------------------------------------------------------------
+    async def commit(self, commit: Commit, now: float) -> CommitOutcome:
+        future: asyncio.Future[CommitOutcome] = asyncio.get_running_loop().create_future()
+        self._queue.append((commit, now, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    outcomes = await self._run(self._write, lambda c: self._commit_all(c, batch))
+                except BaseException as exc:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+                    if not future.done():
+                        future.set_result(outcome)
+        finally:
+            self._flushing = False
+
+    def _commit_all(
+        self,
+        conn: sqlite3.Connection,
+        batch: list[tuple[Commit, float, asyncio.Future[CommitOutcome]]],
+    ) -> list[CommitOutcome]:
+        return [self._commit_one(conn, commit, now) for commit, now, _ in batch]
+
+    def _commit_one(self, conn: sqlite3.Connection, c: Commit, now: float) -> CommitOutcome:
+        row = conn.execute(
+            "SELECT lease_epoch, status, cancel_requested, last_seq FROM workflows WHERE id = ?",
+            (c.workflow_id,),
+        ).fetchone()
+        if row is None or row[0] != c.lease_epoch or row[1] != WorkflowStatus.RUNNING:
+            return CommitOutcome.FENCED
+        last_seq = row[3]
+        if row[2] is not None:
+            self._cancel_now(conn, c.workflow_id, orjson.loads(row[2]), last_seq, now)
+            return CommitOutcome.CANCELED
+        if not c.events:
+            new_last = last_seq
+        else:
+            if c.events[0].seq != last_seq + 1:
+                return CommitOutcome.FENCED
+            self._insert_events(conn, c.workflow_id, c.events)
+            new_last = c.events[-1].seq
+        if c.consumed_signals:
+            conn.executemany("DELETE FROM signals WHERE id = ?", [(i,) for i in c.consumed_signals])
+        lease_owner_sql = "lease_owner"
+        if c.status is not WorkflowStatus.RUNNING:
+            ready_at = None
+            lease_owner_sql = "NULL"
+            conn.execute("DELETE FROM signals WHERE workflow_id = ?", (c.workflow_id,))
+        elif c.release:
+            ready_at = c.ready_at
+            lease_owner_sql = "NULL"
+            if c.wait_signals:
+                marks = ",".join("?" * len(c.wait_signals))
+                waiting = conn.execute(
+                    f"SELECT 1 FROM signals WHERE workflow_id = ? AND name IN ({marks}) LIMIT 1",
+                    (c.workflow_id, *c.wait_signals),
+                ).fetchone()
+                if waiting is not None:
+                    ready_at = now
+        else:
+            ready_at = c.lease_until
+        conn.execute(
+            f"UPDATE workflows SET status = ?, state = ?, result = ?, error = ?, "
+            f"current_step = ?, updated_at = ?, last_seq = ?, ready_at = ?, "
+            f"lease_owner = {lease_owner_sql} WHERE id = ?",
+            (
+                c.status.value,
+                _dump(c.state),
+                None if c.result is None else _dump(c.result),
+                None if c.error is None else _dump(c.error),
+                c.current_step,
+                now,
+                new_last,
+                ready_at,
+                c.workflow_id,
+            ),
+        )
+        return CommitOutcome.OK
+
+    def _cancel_now(
+        self, conn: sqlite3.Connection, workflow_id: str, reason: Any, last_seq: int, now: float
+    ) -> None:
+        self._insert_events(
+            conn,
+            workflow_id,
+            [Event(last_seq + 1, EventType.WORKFLOW_CANCELED, {"reason": reason}, now)],
+        )
+        conn.execute(
+            "UPDATE workflows SET status = 'CANCELED', ready_at = NULL, lease_owner = NULL, "
+            "lease_epoch = lease_epoch + 1, cancel_requested = NULL, last_seq = ?, "
+            "updated_at = ?, error = ? WHERE id = ?",
+            (last_seq + 1, now, _dump({"type": "Canceled", "message": reason}), workflow_id),
+        )
+        conn.execute("DELETE FROM signals WHERE workflow_id = ?", (workflow_id,))
+
+    # -- leases -----------------------------------------------------------------------------
+    async def renew(
+        self, owner: str, workflow_ids: list[str], lease_until: float
+    ) -> tuple[set[str], set[str]]:
+        if not workflow_ids:
+            return set(), set()
+
+        def write(conn: sqlite3.Connection) -> tuple[set[str], set[str]]:
+            marks = ",".join("?" * len(workflow_ids))
+            rows = conn.execute(
+                f"UPDATE workflows SET ready_at = ? WHERE lease_owner = ? AND status = 'RUNNING' "
+                f"AND id IN ({marks}) RETURNING id, cancel_requested IS NOT NULL",
+                (lease_until, owner, *workflow_ids),
+            ).fetchall()
+            held = {r[0] for r in rows}
+            return set(workflow_ids) - held, {r[0] for r in rows if r[1]}
+
+        return await self._run(self._write, write)
+
+    async def release(self, owner: str, workflow_ids: list[str], now: float) -> None:
+        if not workflow_ids:
+            return
+
+        def write(conn: sqlite3.Connection) -> None:
+            marks = ",".join("?" * len(workflow_ids))
+            conn.execute(
+                f"UPDATE workflows SET lease_owner = NULL, ready_at = ? WHERE lease_owner = ? "
+                f"AND status = 'RUNNING' AND id IN ({marks})",
+                (now, owner, *workflow_ids),
+            )
+
+        await self._run(self._write, write)
+
+    # -- client reads and requests --------------------------------------------------------
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        rows = await self._run(
+            self._read, f"SELECT {_RECORD_COLUMNS} FROM workflows WHERE id = ?", (workflow_id,)
+        )
+        return _record(rows[0]) if rows else None
+
+    async def list_workflows(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[WorkflowRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(WorkflowStatus(status).value)
+        if name is not None:
+            where.append("name = ?")
+            params.append(name)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._run(
+            self._read,
+            f"SELECT {_RECORD_COLUMNS} FROM workflows {clause} "
+            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [_record(r) for r in rows]
+
+    async def read_signals(self, workflow_id: str) -> list[Signal]:
+        rows = await self._run(
+            self._read,
+            "SELECT id, name, payload FROM signals WHERE workflow_id = ? ORDER BY id",
+            (workflow_id,),
+        )
+        return [Signal(r[0], r[1], orjson.loads(r[2])) for r in rows]
+
+    def _running_row(
+        self, conn: sqlite3.Connection, workflow_id: str, action: str
+    ) -> tuple[Any, ...]:
+        row = conn.execute(
+            "SELECT status, lease_owner, ready_at, last_seq FROM workflows WHERE id = ?",
+            (workflow_id,),
+        ).fetchone()
+        if row is None:
+            raise WorkflowNotFoundError(workflow_id)
+        if row[0] != WorkflowStatus.RUNNING:
+            raise WorkflowNotRunningError(workflow_id, row[0], action)
+        return tuple(row)
+
+    async def send_signal(self, workflow_id: str, name: str, payload: Any, now: float) -> None:
+        data = _dump(payload)
+
+        def write(conn: sqlite3.Connection) -> None:
+            _, lease_owner, ready_at, _ = self._running_row(conn, workflow_id, "signal")
+            conn.execute(
+                "INSERT INTO signals (workflow_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
+                (workflow_id, name, data, now),
+            )
+            if lease_owner is None and (ready_at is None or ready_at > now):
+                conn.execute("UPDATE workflows SET ready_at = ? WHERE id = ?", (now, workflow_id))
+
+        await self._run(self._write, write)
+
+    async def cancel(self, workflow_id: str, reason: str | None, now: float) -> CancelOutcome:
+        def write(conn: sqlite3.Connection) -> CancelOutcome:
+            _, lease_owner, ready_at, last_seq = self._running_row(conn, workflow_id, "cancel")
+            if lease_owner is not None and ready_at is not None and ready_at > now:
+                conn.execute(
+                    "UPDATE workflows SET cancel_requested = ? WHERE id = ?",
+                    (_dump(reason), workflow_id),
+                )
+                return CancelOutcome.REQUESTED
+            self._cancel_now(conn, workflow_id, reason, last_seq, now)
+            return CancelOutcome.CANCELED
+
+        return await self._run(self._write, write)
+
+    async def retry(self, workflow_id: str, now: float) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT status, last_seq, current_step FROM workflows WHERE id = ?",
+                (workflow_id,),
+            ).fetchone()
+            if row is None:
+                raise WorkflowNotFoundError(workflow_id)
+            if row[0] != WorkflowStatus.FAILED:
+                raise WorkflowNotRunningError(workflow_id, row[0], "retry (only FAILED can)")
+            seq = row[1] + 1
+            self._insert_events(
+                conn,
+                workflow_id,
+                [Event(seq, EventType.WORKFLOW_RETRIED, {"step": row[2]}, now)],
+            )
+            conn.execute(
+                "UPDATE workflows SET status = 'RUNNING', error = NULL, ready_at = ?, "
+                "lease_owner = NULL, lease_epoch = lease_epoch + 1, last_seq = ?, updated_at = ? "
+                "WHERE id = ?",
+                (now, seq, now, workflow_id),
+            )
+
+        await self._run(self._write, write)
+
+    async def next_due(self, names: list[str]) -> float | None:
+        if not names:
+            return None
+        marks = ",".join("?" * len(names))
+        rows = await self._run(
+            self._read,
+            f"SELECT MIN(ready_at) FROM workflows WHERE ready_at IS NOT NULL AND name IN ({marks})",
+            tuple(names),
+        )
+        return rows[0][0] if rows else None
+
+    async def stats(self, now: float) -> StoreStats:
+        def read() -> StoreStats:
+            by_status = dict(self._read("SELECT status, COUNT(*) FROM workflows GROUP BY status"))
+            ready, oldest = self._read(
+                "SELECT COUNT(*), MIN(ready_at) FROM workflows WHERE ready_at <= ? "
+                "AND lease_owner IS NULL",
+                (now,),
+            )[0]
+            leased = self._read(
+                "SELECT COUNT(*) FROM workflows WHERE lease_owner IS NOT NULL AND ready_at > ?",
+                (now,),
+            )[0][0]
+            sleeping = self._read(
+                "SELECT COUNT(*) FROM workflows WHERE lease_owner IS NULL AND ready_at > ?",
+                (now,),
+            )[0][0]
+            waiting = self._read(
+                "SELECT COUNT(*) FROM workflows WHERE status = 'RUNNING' AND ready_at IS NULL"
+            )[0][0]
+            events = self._read("SELECT COUNT(*) FROM events")[0][0]
+            signals = self._read("SELECT COUNT(*) FROM signals")[0][0]
+            recent = self._read(
+                "SELECT COUNT(*) FROM workflows WHERE status = 'COMPLETED' AND updated_at > ?",
+                (now - 60,),
+            )[0][0]
+            return StoreStats(
+                by_status={str(k): int(v) for k, v in by_status.items()},
+                ready=int(ready),
+                leased=int(leased),
+                sleeping=int(sleeping),
+                waiting=int(waiting),
+                oldest_ready_age=None if oldest is None else max(0.0, now - oldest),
+                events=int(events),
+                signals_pending=int(signals),
+                completed_last_minute=int(recent),
+            )
+
+        return await self._run(read)

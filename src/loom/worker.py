@@ -1,0 +1,389 @@
+"""The worker: claim ready workflows under a lease, drive them, commit what they decide.
+
+Driving one workflow (:meth:`Worker._drive`): rebuild it (from the in-memory cache when its
+history has not moved, else by replay), fire due timers, hand it buffered signals it waits for,
+and run the activities it scheduled. Before waiting on anything the new events are committed, so
+state is durable whenever the workflow pauses; an activity's result and the decisions that follow
+it are committed together. When nothing is left to run now, the workflow is parked with its next
+wake-up time and its lease is given back.
+
+A lease is renewed while the worker lives; a worker that dies simply stops renewing and another
+claims the workflow once the lease runs out. Every write carries the lease epoch, so a worker that
+lost its lease can never record anything (fencing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from loom.activities import AttemptOutcome, run_attempt
+from loom.core.replay import WorkflowExecution
+from loom.definitions import Registry
+from loom.errors import LoomError
+from loom.status import WorkflowStatus
+from loom.store.base import Claim, Commit, CommitOutcome
+
+if TYPE_CHECKING:
+    from loom.client import Database
+
+log = logging.getLogger("loom.worker")
+
+
+@dataclass
+class WorkerStats:
+    """Counters a status line or dashboard can show."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    canceled: int = 0
+    parked: int = 0
+    activities: int = 0
+    lease_lost: int = 0
+    started_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class _Held:
+    claim: Claim
+    running: dict[int, asyncio.Task[AttemptOutcome]] = field(default_factory=dict)
+    cancel_requested: bool = False
+    lease_lost: bool = False
+
+
+class _Abort(Exception):
+    """The workflow left this worker (lease lost or canceled); stop driving it."""
+
+
+class Worker:
+    """Runs workflows from one database.
+
+    ``concurrency`` is how many workflows are driven at once; ``poll_interval`` bounds how long
+    an idle worker waits before looking for work started by another process (work started in
+    this process, and due timers, wake it at once). ``lease_seconds`` is how long a workflow
+    stays with a worker that stopped renewing: a dead worker's workflows are taken over after it.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        concurrency: int = 4,
+        poll_interval: float = 0.5,
+        lease_seconds: float = 10.0,
+        registry: Registry | None = None,
+        cache_size: int = 1000,
+        worker_id: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise LoomError("concurrency must be >= 1")
+        if poll_interval <= 0 or lease_seconds <= 0:
+            raise LoomError("poll_interval and lease_seconds must be > 0")
+        self.database = database
+        self.store = database.store
+        self.registry = registry or database.registry
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.lease_seconds = lease_seconds
+        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
+        self.stats = WorkerStats()
+        self._cache: collections.OrderedDict[str, WorkflowExecution] = collections.OrderedDict()
+        self._cache_size = cache_size
+        self._held: dict[str, _Held] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._running: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def __aenter__(self) -> Worker:
+        self._running = asyncio.get_running_loop().create_task(self.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop_and_wait()
+
+    def stop(self) -> None:
+        """Stop claiming; workflows in flight park after their current activity."""
+        self._stopping = True
+        self.database.work_available.notify()
+
+    async def stop_and_wait(self) -> None:
+        self.stop()
+        if self._running is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._running
+            self._running = None
+        await self._drain()
+
+    async def run(self) -> None:
+        """Claim and drive workflows until :meth:`stop` is called."""
+        self._stopping = False
+        self._ensure_renewer()
+        try:
+            while not self._stopping:
+                free = self.concurrency - len(self._tasks)
+                if free > 0:
+                    claims = await self._claim(free)
+                    for claim in claims:
+                        self._spawn(claim)
+                    if len(claims) == free:
+                        continue
+                await self._idle(full=len(self._tasks) >= self.concurrency)
+        finally:
+            await self._drain()
+
+    async def run_once(self) -> bool:
+        """Claim one ready workflow and drive it until it parks or ends. False if none."""
+        self._ensure_renewer()
+        claims = await self._claim(1)
+        if not claims:
+            return False
+        await self._advance(claims[0])
+        return True
+
+    async def _drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._renewer is not None and not self._held:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
+
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
+
+    # -- claiming -------------------------------------------------------------------------
+    def _names(self) -> list[str]:
+        return [d.name for d in self.registry.workflows()]
+
+    async def _claim(self, limit: int) -> list[Claim]:
+        claims = await self.store.claim(
+            self.worker_id, self._names(), limit, self.lease_seconds, time.time()
+        )
+        self.stats.claimed += len(claims)
+        return claims
+
+    def _spawn(self, claim: Claim) -> None:
+        task = asyncio.get_running_loop().create_task(self._advance(claim))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.database.work_available.notify()
+
+    async def _idle(self, *, full: bool) -> None:
+        if full:
+            timeout = self.poll_interval
+        else:
+            due = await self.store.next_due(self._names())
+            timeout = self.poll_interval if due is None else min(
+                self.poll_interval, due - time.time()
+            )
+        if timeout > 0:
+            await self.database.work_available.wait(timeout)
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            if not self._held:
+                continue
+            try:
+                lost, cancel = await self.store.renew(
+                    self.worker_id, list(self._held), time.time() + self.lease_seconds
+                )
+            except Exception:
+                log.exception("lease renewal failed; retrying")
+                continue
+            for wid in lost | cancel:
+                held = self._held.get(wid)
+                if held is None:
+                    continue
+                held.lease_lost |= wid in lost
+                held.cancel_requested |= wid in cancel
+                for task in held.running.values():
+                    task.cancel()
+
+    # -- driving one workflow -------------------------------------------------------------
+    async def _advance(self, claim: Claim) -> None:
+        held = _Held(claim)
+        self._held[claim.workflow_id] = held
+        execution: WorkflowExecution | None = None
+        try:
+            execution = await self._execution_for(claim)
+            await self._drive(held, execution)
+        except _Abort:
+            self._evict(claim.workflow_id, execution)
+        except Exception:
+            log.exception("workflow %s: worker error; releasing it", claim.workflow_id)
+            self._evict(claim.workflow_id, execution)
+            with contextlib.suppress(Exception):
+                await self.store.release(self.worker_id, [claim.workflow_id], time.time())
+        finally:
+            for task in held.running.values():
+                task.cancel()
+            self._held.pop(claim.workflow_id, None)
+            self.database.workflow_changed.notify()
+
+    async def _execution_for(self, claim: Claim) -> WorkflowExecution:
+        cached = self._cache.pop(claim.workflow_id, None)
+        if cached is not None and cached.last_seq == claim.last_seq and not cached.finished:
+            return cached
+        if cached is not None:
+            cached.close()
+        history = await self.store.load_history(claim.workflow_id)
+        definition = self.registry.workflow(claim.name, claim.workflow_id)
+        return WorkflowExecution(definition, claim.workflow_id, history, now=time.time())
+
+    def _evict(self, workflow_id: str, execution: WorkflowExecution | None) -> None:
+        self._cache.pop(workflow_id, None)
+        if execution is not None:
+            execution.close()
+
+    async def _drive(self, held: _Held, ex: WorkflowExecution) -> None:
+        consumed: list[int] = []
+        signals_seen: frozenset[int] = frozenset()
+        while not ex.finished and not held.cancel_requested:
+            now = time.time()
+            progressed = False
+            for seq, at in ex.deadlines():
+                if at <= now:
+                    ex.fire_timer(seq, now)
+                    progressed = True
+            waits = ex.signal_waits()
+            wait_seqs = frozenset(seq for seq, _ in waits)
+            if waits and wait_seqs != signals_seen:
+                signals_seen = wait_seqs
+                progressed |= await self._deliver_signals(ex, waits, consumed)
+            if progressed:
+                continue
+            if not self._stopping:
+                for run in ex.activity_runs():
+                    if run.seq not in held.running and run.not_before <= now:
+                        held.running[run.seq] = asyncio.get_running_loop().create_task(
+                            run_attempt(run, time.time)
+                        )
+            if not held.running:
+                break
+            # Pause: what the workflow decided so far becomes durable before we wait.
+            await self._commit(held, ex, consumed, release=False)
+            consumed = []
+            wake = ex.next_wakeup()
+            timeout = None if wake is None else max(0.0, wake - time.time())
+            done, _ = await asyncio.wait(
+                held.running.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if held.lease_lost:
+                raise _Abort
+            for seq, task in list(held.running.items()):
+                if not task.done():
+                    continue
+                del held.running[seq]
+                if task.cancelled():
+                    continue
+                outcome = task.result()
+                self.stats.activities += 1
+                if outcome.ok:
+                    ex.activity_completed(seq, outcome.result, time.time())
+                else:
+                    assert outcome.error is not None
+                    ex.activity_failed(seq, outcome.error, outcome.retry_at, time.time())
+        await self._commit(held, ex, consumed, release=True)
+
+    async def _deliver_signals(
+        self, ex: WorkflowExecution, waits: list[tuple[int, str]], consumed: list[int]
+    ) -> bool:
+        inbox = [s for s in await self.store.read_signals(ex.workflow_id) if s.id not in consumed]
+        delivered = False
+        for seq, name in waits:
+            match = next((s for s in inbox if s.name == name), None)
+            if match is None:
+                continue
+            inbox.remove(match)
+            consumed.append(match.id)
+            ex.receive_signal(seq, name, match.payload, time.time())
+            delivered = True
+        return delivered
+
+    async def _commit(
+        self, held: _Held, ex: WorkflowExecution, consumed: list[int], *, release: bool
+    ) -> None:
+        events = ex.take_new_events()
+        if not events and not consumed and not release:
+            return
+        now = time.time()
+        park = release and not ex.finished
+        commit = Commit(
+            workflow_id=ex.workflow_id,
+            lease_epoch=held.claim.lease_epoch,
+            events=events,
+            status=ex.status,
+            state=ex.state,
+            current_step=ex.current_step,
+            lease_until=now + self.lease_seconds,
+            release=release,
+            ready_at=self._park_time(ex, now) if park else None,
+            wait_signals=tuple(sorted({name for _, name in ex.signal_waits()})),
+            consumed_signals=tuple(consumed),
+            result=ex.state if ex.status is WorkflowStatus.COMPLETED else None,
+            error=ex.error if ex.status is WorkflowStatus.FAILED else None,
+        )
+        outcome = await self.store.commit(commit, now)
+        if outcome is CommitOutcome.FENCED:
+            self.stats.lease_lost += 1
+            log.warning("workflow %s: lease lost; its writes were rejected", ex.workflow_id)
+            raise _Abort
+        if outcome is CommitOutcome.CANCELED:
+            self.stats.canceled += 1
+            raise _Abort
+        if not release:
+            return
+        if ex.finished:
+            if ex.status is WorkflowStatus.COMPLETED:
+                self.stats.completed += 1
+            else:
+                self.stats.failed += 1
+            self._evict(ex.workflow_id, ex)
+        else:
+            self.stats.parked += 1
+            self._remember(ex)
+            if commit.ready_at is not None:
+                self.database.work_available.notify()
+
+    def _park_time(self, ex: WorkflowExecution, now: float) -> float | None:
+        if self._stopping and ex.activity_runs():
+            return now  # hand the unfinished activity to another worker at once
+        return ex.next_wakeup()
+
+    def _remember(self, ex: WorkflowExecution) -> None:
+        self._cache[ex.workflow_id] = ex
+        while len(self._cache) > self._cache_size:
+            _, old = self._cache.popitem(last=False)
+            old.close()
+
+
+async def run_once(database: Database | None = None) -> bool:
+    """Execute one ready workflow task; True if there was one.
+
+    Uses ``database``, else the default database (the one open in this event loop on
+    ``$LOOM_DATABASE_URL`` / ``loom.db``). Call it in a loop until it returns False to run
+    everything that is ready now.
+    """
+    if database is None:
+        from loom.client import default_database
+
+        database = await default_database()
+    return await database.default_worker().run_once()
+
+
+__all__ = ["Worker", "WorkerStats", "run_once"]
