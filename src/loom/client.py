@@ -108,6 +108,10 @@ class Database:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @property
+    def is_open(self) -> bool:
+        return self._opened > 0
+
     async def open(self) -> None:
         if self._opened == 0:
             await self.store.open()
@@ -145,8 +149,9 @@ class Database:
         raises ``WorkflowAlreadyExistsError`` otherwise.
         """
         definition = workflow_definition(workflow)
-        return await self._start(definition.name, definition.version, workflow_input,
-                                 initial_state, workflow_id)
+        return await self._start(
+            definition.name, definition.version, workflow_input, initial_state, workflow_id
+        )
 
     async def start_workflow_by_name(
         self,
@@ -158,8 +163,9 @@ class Database:
     ) -> WorkflowHandle[Any]:
         """Start a registered workflow by its name (as the CLI and dashboard do)."""
         definition = self.registry.workflow(name)
-        return await self._start(definition.name, definition.version, workflow_input,
-                                 initial_state, workflow_id)
+        return await self._start(
+            definition.name, definition.version, workflow_input, initial_state, workflow_id
+        )
 
     async def _start(
         self,
@@ -340,12 +346,12 @@ async def default_database(url: str | None = None) -> Database:
     """
     resolved = resolve_url(url)
     loop = asyncio.get_running_loop()
-    for db in reversed(_active.get(loop, [])):
-        if db.url == resolved and db._opened:
-            return db
+    for active in reversed(_active.get(loop, [])):
+        if active.url == resolved and active.is_open:
+            return active
     per_loop = _defaults.setdefault(loop, {})
     db = per_loop.get(resolved)
-    if db is None or not db._opened:
+    if db is None or not db.is_open:
         db = Database(resolved)
         await db.open()
         await db.migrate_up()

@@ -130,9 +130,7 @@ def _make_step(fn: Any, name: str | None, description: str | None) -> Any:
         for p in params
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
-    extra_required = [
-        p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty
-    ]
+    extra_required = [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
     if len(positional) != 2 or extra_required:
         raise DefinitionError(
             f"step {where} must take exactly (self, ctx); it takes "

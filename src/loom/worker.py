@@ -187,8 +187,8 @@ class Worker:
             timeout = self.poll_interval
         else:
             due = await self.store.next_due(self._names())
-            timeout = self.poll_interval if due is None else min(
-                self.poll_interval, due - time.time()
+            timeout = (
+                self.poll_interval if due is None else min(self.poll_interval, due - time.time())
             )
         if timeout > 0:
             await self.database.work_available.wait(timeout)
@@ -280,7 +280,7 @@ class Worker:
             consumed = []
             wake = ex.next_wakeup()
             timeout = None if wake is None else max(0.0, wake - time.time())
-            done, _ = await asyncio.wait(
+            await asyncio.wait(
                 held.running.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             if held.lease_lost:

@@ -38,7 +38,7 @@ class WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
         super().__init__(_log, {})
         self._ctx = ctx
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's API
+    def isEnabledFor(self, level: int) -> bool:
         return not self._ctx.is_replaying and self.logger.isEnabledFor(level)
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
@@ -199,16 +199,12 @@ class WorkflowContext(Generic[InputT, StateT]):
         """
         given = [x for x in (delta, seconds, until) if x is not None]
         if len(given) != 1:
-            raise ConfigurationError(
-                "ctx.sleep() takes exactly one of delta=, seconds= or until="
-            )
+            raise ConfigurationError("ctx.sleep() takes exactly one of delta=, seconds= or until=")
         fire_at = _deadline(self._execution.now, delta, seconds, until)
         event = self._execution.decide(EventType.TIMER_SCHEDULED, {"fire_at": fire_at})
         await self._execution.schedule_timer(event)
 
-    async def wait_for_signal(
-        self, name: str, timeout: timedelta | float | None = None
-    ) -> Any:
+    async def wait_for_signal(self, name: str, timeout: timedelta | float | None = None) -> Any:
         """Wait until signal ``name`` arrives and return its payload.
 
         Signals are buffered: one sent before the workflow waits is delivered when it does, in

@@ -78,8 +78,10 @@ class Event:
     def describe(self) -> str:
         """``ACTIVITY_SCHEDULED 'charge'`` — the kind and name used in determinism errors."""
         name = decision_key(self.type, self.payload)
-        return f"{self.type.value} {name!r} (seq {self.seq})" if name else (
-            f"{self.type.value} (seq {self.seq})"
+        return (
+            f"{self.type.value} {name!r} (seq {self.seq})"
+            if name
+            else (f"{self.type.value} (seq {self.seq})")
         )
 
 

@@ -33,7 +33,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._errors: list[dict[str, Any]] = []
 
     # -- what asyncio.Task / Future / gather need -----------------------------------------
-    def call_soon(
+    def call_soon(  # type: ignore[override]
         self,
         callback: Callable[..., object],
         *args: Any,
@@ -46,7 +46,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     def create_future(self) -> asyncio.Future[Any]:
         return asyncio.Future(loop=self)
 
-    def create_task(  # type: ignore[override]
+    def create_task(
         self,
         coro: Coroutine[Any, Any, T] | Generator[Any, None, T],
         *,
@@ -85,7 +85,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
 
     call_later = _no_clock  # type: ignore[assignment]
     call_at = _no_clock  # type: ignore[assignment]
-    time = _no_clock  # type: ignore[assignment]
+    time = _no_clock
 
     def call_soon_threadsafe(self, *args: Any, **kwargs: Any) -> NoReturn:  # type: ignore[override]
         raise WorkflowSandboxError(

@@ -81,9 +81,10 @@ def plan_replay(
     for i, event in enumerate(cleaned):
         if event.type is EventType.STEP_COMPLETED:
             index = int(event.payload["index"])
-            if index >= len(definition.steps) or definition.steps[index].name != event.payload[
-                "step"
-            ]:
+            if (
+                index >= len(definition.steps)
+                or definition.steps[index].name != event.payload["step"]
+            ):
                 expected = (
                     definition.steps[index].name if index < len(definition.steps) else "nothing"
                 )
@@ -137,7 +138,7 @@ class WorkflowExecution:
         self._next_seq = history[-1].seq + 1
         self._new: list[Event] = []
         self._pending: dict[int, _Pending] = {}
-        self._loop = DeterministicLoop()
+        self._loop = DeterministicLoop()  # type: ignore[abstract]
         self._failure: NonDeterminismError | None = None
         self._stream: collections.deque[Event] = collections.deque()
         self._first_step = 0
@@ -202,8 +203,12 @@ class WorkflowExecution:
         attempt = run.attempt if run else 1
         self._deliver(
             EventType.ACTIVITY_COMPLETED,
-            {"scheduled": seq, "name": run and run.definition.name, "attempt": attempt,
-             "result": result},
+            {
+                "scheduled": seq,
+                "name": run and run.definition.name,
+                "attempt": attempt,
+                "result": result,
+            },
             now,
         )
 
@@ -213,8 +218,13 @@ class WorkflowExecution:
         run = self._pending[seq].run
         self._deliver(
             EventType.ACTIVITY_FAILED,
-            {"scheduled": seq, "name": run and run.definition.name,
-             "attempt": run.attempt if run else 1, "error": error, "retry_at": retry_at},
+            {
+                "scheduled": seq,
+                "name": run and run.definition.name,
+                "attempt": run.attempt if run else 1,
+                "error": error,
+                "retry_at": retry_at,
+            },
             now,
         )
 
@@ -267,7 +277,9 @@ class WorkflowExecution:
         self.now = self._clock
         return event
 
-    def schedule_activity(self, event: Event, definition: ActivityDefinition) -> asyncio.Future[Any]:
+    def schedule_activity(
+        self, event: Event, definition: ActivityDefinition
+    ) -> asyncio.Future[Any]:
         run = ActivityRun(
             seq=event.seq,
             definition=definition,
@@ -283,7 +295,9 @@ class WorkflowExecution:
     def wait_signal(self, event: Event) -> asyncio.Future[Any]:
         deadline = event.payload.get("deadline")
         return self._register(
-            event, name=event.payload["name"], deadline=None if deadline is None else float(deadline)
+            event,
+            name=event.payload["name"],
+            deadline=None if deadline is None else float(deadline),
         )
 
     # -- internals ------------------------------------------------------------------------
@@ -331,9 +345,10 @@ class WorkflowExecution:
                 self._stream.clear()
                 self.status = WorkflowStatus.CANCELED
             elif event.type in DECISIONS:
-                waiting = ", ".join(
-                    f"{p.kind.value} seq {s}" for s, p in self._pending.items()
-                ) or "nothing"
+                waiting = (
+                    ", ".join(f"{p.kind.value} seq {s}" for s, p in self._pending.items())
+                    or "nothing"
+                )
                 self._finish_failed(
                     self._nondeterminism(
                         f"the history has {event.describe()} next, but the code did not make "
@@ -423,4 +438,3 @@ class WorkflowExecution:
         for pending in self._pending.values():
             pending.future.cancel()
         self._pending.clear()
-

@@ -10,8 +10,8 @@ one: many workflows' progress for the price of one fsync.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -101,8 +101,7 @@ class SqliteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._queue: list[tuple[Commit, float, asyncio.Future[CommitOutcome]]] = []
-        self._flushing = False
-        self._lock = threading.Lock()
+        self._flushing: asyncio.Task[None] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -130,8 +129,8 @@ class SqliteStore(Store):
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        while self._flushing or self._queue:
-            await asyncio.sleep(0.001)
+        while self._flushing is not None:
+            await self._flushing
         conn, self._conn = self._conn, None
         if conn is not None:
             executor.submit(conn.close).result()
@@ -263,9 +262,8 @@ class SqliteStore(Store):
     async def commit(self, commit: Commit, now: float) -> CommitOutcome:
         future: asyncio.Future[CommitOutcome] = asyncio.get_running_loop().create_future()
         self._queue.append((commit, now, future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
         return await future
 
     async def _flush(self) -> None:
@@ -273,7 +271,9 @@ class SqliteStore(Store):
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:
-                    outcomes = await self._run(self._write, lambda c: self._commit_all(c, batch))
+                    outcomes = await self._run(
+                        self._write, functools.partial(self._commit_all, batch=batch)
+                    )
                 except BaseException as exc:
                     for _, _, future in batch:
                         if not future.done():
@@ -285,7 +285,7 @@ class SqliteStore(Store):
                     if not future.done():
                         future.set_result(outcome)
         finally:
-            self._flushing = False
+            self._flushing = None
 
     def _commit_all(
         self,
