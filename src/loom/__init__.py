@@ -5,7 +5,7 @@ Write a workflow as a class of ordered ``@loom.step`` methods, put side effects 
 rebuilt from its history, so it survives a crash of any process at any instant.
 """
 
-from loom.client import Database, WorkflowHandle, WorkflowSummary
+from loom.client import Database, ReplayReport, WorkflowHandle, WorkflowSummary
 from loom.core.context import StateProxy, WorkflowContext
 from loom.core.history import Event, EventType
 from loom.core.workflow import Workflow
@@ -56,6 +56,7 @@ __all__ = [
     "NonDeterminismError",
     "PayloadError",
     "Registry",
+    "ReplayReport",
     "State",
     "StateProxy",
     "StepDefinition",

@@ -86,6 +86,16 @@ class WorkflowSummary:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    """Whether the current code reproduces one stored history (``loom replay``)."""
+
+    workflow_id: str
+    name: str
+    ok: bool
+    problem: str | None
+
+
 class Database:
     """A Loom database. ``url`` defaults to ``$LOOM_DATABASE_URL``, else ``sqlite:///loom.db``.
 
@@ -233,6 +243,53 @@ class Database:
 
     async def stats(self) -> StoreStats:
         return await self.store.stats(time.time())
+
+    async def check_replay(
+        self, workflow_ids: list[str] | None = None, *, limit: int | None = None
+    ) -> list[ReplayReport]:
+        """Replay stored histories against the code registered now (all steps, no side effects).
+
+        Reports, for each workflow (all of them when ``workflow_ids`` is None), whether the
+        current code reproduces its history: a determinism check to run before deploying.
+        """
+        if workflow_ids is None:
+            records = await self.store.list_workflows(limit=limit or 1_000_000)
+            workflow_ids = [r.workflow_id for r in records]
+        reports = []
+        for wid in workflow_ids:
+            reports.append(await self._check_one(wid))
+        return reports
+
+    async def _check_one(self, workflow_id: str) -> ReplayReport:
+        from loom.core.replay import WorkflowExecution
+        from loom.errors import UnknownWorkflowTypeError
+
+        record = await self.store.get_workflow(workflow_id)
+        if record is None:
+            raise WorkflowNotFoundError(workflow_id)
+        history = await self.store.load_history(workflow_id)
+        try:
+            definition = self.registry.workflow(record.name, workflow_id)
+        except UnknownWorkflowTypeError as exc:
+            return ReplayReport(workflow_id, record.name, False, str(exc))
+        execution = WorkflowExecution(
+            definition, workflow_id, history, now=history[-1].timestamp, full=True
+        )
+        try:
+            new = execution.take_new_events()
+            if execution.nondeterminism is not None:
+                return ReplayReport(workflow_id, record.name, False, str(execution.nondeterminism))
+            if new and record.status is not WorkflowStatus.RUNNING:
+                kinds = ", ".join(e.type.value for e in new)
+                return ReplayReport(
+                    workflow_id,
+                    record.name,
+                    False,
+                    f"the code goes on past the recorded end ({record.status.value}): {kinds}",
+                )
+            return ReplayReport(workflow_id, record.name, True, None)
+        finally:
+            execution.close()
 
     # -- the in-process worker behind loom.run_once() --------------------------------------
     def default_worker(self) -> Worker:

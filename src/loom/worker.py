@@ -102,6 +102,11 @@ class Worker:
         self._running: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
 
+    @property
+    def in_flight(self) -> int:
+        """Workflows this worker is driving right now."""
+        return len(self._held)
+
     # -- lifecycle ------------------------------------------------------------------------
     async def __aenter__(self) -> Worker:
         self._running = asyncio.get_running_loop().create_task(self.run())

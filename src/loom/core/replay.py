@@ -147,6 +147,7 @@ class WorkflowExecution:
                 definition, workflow_id, history, full=full
             )
         except NonDeterminismError as exc:
+            self._failure = exc
             self._finish_failed(exc, step=None)
             return
         self._stream.extend(stream)
@@ -158,6 +159,11 @@ class WorkflowExecution:
     @property
     def is_replaying(self) -> bool:
         return bool(self._stream)
+
+    @property
+    def nondeterminism(self) -> NonDeterminismError | None:
+        """Set when the code diverged from the history (the workflow is then FAILED)."""
+        return self._failure
 
     @property
     def last_seq(self) -> int:

@@ -119,6 +119,7 @@ class StoreStats:
     events: int
     signals_pending: int
     completed_last_minute: int
+    completed_per_minute: list[int] = field(default_factory=list)  # newest minute first
     extra: dict[str, Any] = field(default_factory=dict)
 
 

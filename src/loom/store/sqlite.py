@@ -537,10 +537,15 @@ class SqliteStore(Store):
             )[0][0]
             events = self._read("SELECT COUNT(*) FROM events")[0][0]
             signals = self._read("SELECT COUNT(*) FROM signals")[0][0]
-            recent = self._read(
-                "SELECT COUNT(*) FROM workflows WHERE status = 'COMPLETED' AND updated_at > ?",
-                (now - 60,),
-            )[0][0]
+            per_minute = [0] * 5
+            for minute, count in self._read(
+                "SELECT CAST((? - updated_at) / 60 AS INTEGER), COUNT(*) FROM workflows "
+                "WHERE status = 'COMPLETED' AND updated_at > ? GROUP BY 1",
+                (now, now - 300),
+            ):
+                if 0 <= minute < 5:
+                    per_minute[minute] = int(count)
+            recent = per_minute[0]
             return StoreStats(
                 by_status={str(k): int(v) for k, v in by_status.items()},
                 ready=int(ready),
@@ -551,6 +556,7 @@ class SqliteStore(Store):
                 events=int(events),
                 signals_pending=int(signals),
                 completed_last_minute=int(recent),
+                completed_per_minute=per_minute,
             )
 
         return await self._run(read)

@@ -1,0 +1,287 @@
+"""The storage contract: every backend must pass exactly these tests.
+
+The ``store`` fixture is parametrized by backend; a new backend joins by adding its URL factory
+to ``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from loom.core.history import Event, EventType
+from loom.errors import WorkflowNotFoundError, WorkflowNotRunningError
+from loom.status import WorkflowStatus
+from loom.store import open_store
+from loom.store.base import CancelOutcome, Commit, CommitOutcome, NewWorkflow, Store
+from loom.store.sqlite import migrations, split_sql
+
+BACKENDS: dict[str, Callable[[Path], str]] = {
+    "sqlite": lambda tmp: f"sqlite:///{tmp / 'contract.db'}",
+}
+
+T0 = 1_700_000_000.0
+LEASE = 10.0
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s = open_store(BACKENDS[request.param](tmp_path))
+    await s.open()
+    await s.migrate()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def create(store: Store, wid: str = "wf-1", name: str = "W", now: float = T0) -> None:
+    first = Event(1, EventType.WORKFLOW_STARTED, {"input": {"x": 1}, "state": {}}, now)
+    new = NewWorkflow(wid, name, "1", {"x": 1}, {}, now)
+    assert await store.create_workflow(new, first) is None
+
+
+def commit_of(
+    wid: str, epoch: int, events: list[Event], *, release: bool = False, **kw: object
+) -> Commit:
+    return Commit(
+        workflow_id=wid,
+        lease_epoch=epoch,
+        events=events,
+        status=kw.pop("status", WorkflowStatus.RUNNING),  # type: ignore[arg-type]
+        state=kw.pop("state", {"k": 1}),  # type: ignore[arg-type]
+        current_step="s",
+        lease_until=T0 + LEASE,
+        release=release,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def ev(seq: int, kind: EventType = EventType.STEP_STARTED, **payload: object) -> Event:
+    return Event(seq, kind, {"step": "s", "index": 0, **payload}, T0)
+
+
+async def test_migrate_is_idempotent(store: Store) -> None:
+    assert await store.migrate() == []
+    assert await store.schema_version() == max(v for v, _, _ in migrations("sqlite"))
+
+
+async def test_create_returns_existing_record_for_taken_id(store: Store) -> None:
+    await create(store)
+    first = Event(1, EventType.WORKFLOW_STARTED, {}, T0)
+    existing = await store.create_workflow(NewWorkflow("wf-1", "W", "1", {"x": 2}, {}, T0), first)
+    assert existing is not None and existing.input == {"x": 1}
+    assert len(await store.load_history("wf-1")) == 1
+
+
+async def test_claim_leases_once_and_only_known_types(store: Store) -> None:
+    await create(store, "a", "Known")
+    await create(store, "b", "Other")
+    assert await store.claim("w1", ["Nobody"], 10, LEASE, T0) == []
+    claims = await store.claim("w1", ["Known"], 10, LEASE, T0)
+    assert [(c.workflow_id, c.lease_epoch, c.last_seq) for c in claims] == [("a", 1, 1)]
+    # Leased: nobody else gets it until the lease expires ...
+    assert await store.claim("w2", ["Known"], 10, LEASE, T0 + 1) == []
+    # ... then it is claimable again, with a new epoch.
+    again = await store.claim("w2", ["Known"], 10, LEASE, T0 + LEASE + 0.1)
+    assert [(c.workflow_id, c.lease_epoch) for c in again] == [("a", 2)]
+
+
+async def test_commit_with_stale_epoch_is_fenced_and_writes_nothing(store: Store) -> None:
+    await create(store)
+    [old] = await store.claim("w1", ["W"], 1, LEASE, T0)
+    [new] = await store.claim("w2", ["W"], 1, LEASE, T0 + LEASE + 1)
+    assert await store.commit(commit_of("wf-1", old.lease_epoch, [ev(2)]), T0) is (
+        CommitOutcome.FENCED
+    )
+    assert len(await store.load_history("wf-1")) == 1
+    assert await store.commit(commit_of("wf-1", new.lease_epoch, [ev(2)]), T0) is CommitOutcome.OK
+    assert [e.seq for e in await store.load_history("wf-1")] == [1, 2]
+
+
+async def test_commit_must_continue_the_sequence(store: Store) -> None:
+    await create(store)
+    [claim] = await store.claim("w1", ["W"], 1, LEASE, T0)
+    assert await store.commit(commit_of("wf-1", claim.lease_epoch, [ev(3)]), T0) is (
+        CommitOutcome.FENCED
+    )
+    assert await store.commit(commit_of("wf-1", claim.lease_epoch, [ev(2)]), T0) is (
+        CommitOutcome.OK
+    )
+    assert await store.commit(commit_of("wf-1", claim.lease_epoch, [ev(2)]), T0) is (
+        CommitOutcome.FENCED
+    )
+    assert [e.seq for e in await store.load_history("wf-1")] == [1, 2]
+
+
+async def test_event_sequence_is_unique_in_the_schema(tmp_path: Path) -> None:
+    """Even a writer that bypasses the store cannot record one seq twice."""
+    conn = sqlite3.connect(tmp_path / "raw.db")
+    for _, _, sql in migrations("sqlite"):
+        for statement in split_sql(sql):
+            conn.execute(statement)
+    conn.execute("INSERT INTO events VALUES ('w', 1, 'X', '{}', 0)")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO events VALUES ('w', 1, 'Y', '{}', 0)")
+
+
+async def test_park_sets_ready_at_and_releases_the_lease(store: Store) -> None:
+    await create(store)
+    [claim] = await store.claim("w1", ["W"], 1, LEASE, T0)
+    timer = Event(2, EventType.TIMER_SCHEDULED, {"fire_at": T0 + 5}, T0)
+    outcome = await store.commit(
+        commit_of("wf-1", claim.lease_epoch, [timer], release=True, ready_at=T0 + 5), T0
+    )
+    assert outcome is CommitOutcome.OK
+    record = await store.get_workflow("wf-1")
+    assert record is not None and not record.leased and record.ready_at == T0 + 5
+    assert record.state == {"k": 1} and record.last_seq == 2
+    assert await store.claim("w1", ["W"], 1, LEASE, T0 + 4) == []
+    assert len(await store.claim("w1", ["W"], 1, LEASE, T0 + 5)) == 1
+    assert await store.next_due(["W"]) == T0 + 5 + LEASE
+
+
+async def test_terminal_commit_clears_schedule(store: Store) -> None:
+    await create(store)
+    [claim] = await store.claim("w1", ["W"], 1, LEASE, T0)
+    done = Event(2, EventType.WORKFLOW_COMPLETED, {"state": {"k": 1}}, T0)
+    await store.commit(
+        commit_of(
+            "wf-1", claim.lease_epoch, [done], release=True, status=WorkflowStatus.COMPLETED,
+            result={"k": 1},
+        ),
+        T0,
+    )
+    record = await store.get_workflow("wf-1")
+    assert record is not None and record.status is WorkflowStatus.COMPLETED
+    assert record.ready_at is None and record.result == {"k": 1}
+    assert await store.claim("w1", ["W"], 1, LEASE, T0 + 100) == []
+    with pytest.raises(WorkflowNotRunningError):
+        await store.send_signal("wf-1", "go", None, T0)
+    with pytest.raises(WorkflowNotRunningError):
+        await store.cancel("wf-1", None, T0)
+
+
+async def test_signals_are_buffered_and_wake_a_parked_waiter(store: Store) -> None:
+    await create(store)
+    [claim] = await store.claim("w1", ["W"], 1, LEASE, T0)
+    # Parked waiting for "go" only: not ready.
+    await store.commit(
+        commit_of("wf-1", claim.lease_epoch, [ev(2)], release=True, wait_signals=("go",)), T0
+    )
+    assert await store.claim("w1", ["W"], 1, LEASE, T0 + 1) == []
+    await store.send_signal("wf-1", "go", {"n": 1}, T0 + 2)
+    await store.send_signal("wf-1", "go", {"n": 2}, T0 + 2)
+    assert [s.payload for s in await store.read_signals("wf-1")] == [{"n": 1}, {"n": 2}]
+    [claim] = await store.claim("w1", ["W"], 1, LEASE, T0 + 2)
+    first = (await store.read_signals("wf-1"))[0]
+    await store.commit(
+        commit_of("wf-1", claim.lease_epoch, [], release=True, wait_signals=("go",),
+                  consumed_signals=(first.id,)),
+        T0 + 3,
+    )
+    assert [s.payload for s in await store.read_signals("wf-1")] == [{"n": 2}]
+    # A waited-for signal is still buffered, so the park leaves it ready at once.
+    record = await store.get_workflow("wf-1")
+    assert record is not None and record.ready_at == T0 + 3
+
+
+async def test_signal_to_a_leased_workflow_does_not_steal_it(store: Store) -> None:
+    await create(store)
+    await store.claim("w1", ["W"], 1, LEASE, T0)
+    await store.send_signal("wf-1", "go", None, T0 + 1)
+    assert await store.claim("w2", ["W"], 1, LEASE, T0 + 1) == []
+
+
+async def test_unknown_workflow_errors(store: Store) -> None:
+    assert await store.get_workflow("nope") is None
+    with pytest.raises(WorkflowNotFoundError):
+        await store.send_signal("nope", "x", None, T0)
+    with pytest.raises(WorkflowNotFoundError):
+        await store.cancel("nope", None, T0)
+    with pytest.raises(WorkflowNotFoundError):
+        await store.retry("nope", T0)
+
+
+async def test_cancel_parked_is_immediate_and_leased_is_requested(store: Store) -> None:
+    await create(store, "parked")
+    outcome = await store.cancel("parked", "no longer needed", T0)
+    assert outcome is CancelOutcome.CANCELED
+    history = await store.load_history("parked")
+    assert history[-1].type is EventType.WORKFLOW_CANCELED
+    assert history[-1].payload == {"reason": "no longer needed"}
+
+    await create(store, "busy")
+    [claim] = await store.claim("w1", ["W"], 1, LEASE, T0)
+    assert await store.cancel("busy", None, T0 + 1) is CancelOutcome.REQUESTED
+    lost, cancel = await store.renew("w1", ["busy"], T0 + 2 + LEASE)
+    assert (lost, cancel) == (set(), {"busy"})
+    # The holder's next write turns into the cancellation; its events are discarded.
+    outcome = await store.commit(commit_of("busy", claim.lease_epoch, [ev(2)]), T0 + 2)
+    assert outcome is CommitOutcome.CANCELED
+    types = [e.type for e in await store.load_history("busy")]
+    assert types == [EventType.WORKFLOW_STARTED, EventType.WORKFLOW_CANCELED]
+    record = await store.get_workflow("busy")
+    assert record is not None and record.status is WorkflowStatus.CANCELED
+
+
+async def test_renew_reports_lost_leases(store: Store) -> None:
+    await create(store)
+    await store.claim("w1", ["W"], 1, LEASE, T0)
+    await store.claim("w2", ["W"], 1, LEASE, T0 + LEASE + 1)
+    lost, _ = await store.renew("w1", ["wf-1"], T0 + 100)
+    assert lost == {"wf-1"}
+
+
+async def test_retry_only_from_failed(store: Store) -> None:
+    await create(store)
+    with pytest.raises(WorkflowNotRunningError):
+        await store.retry("wf-1", T0)
+    [claim] = await store.claim("w1", ["W"], 1, LEASE, T0)
+    failed = Event(2, EventType.WORKFLOW_FAILED, {"error": {"message": "boom"}}, T0)
+    await store.commit(
+        commit_of("wf-1", claim.lease_epoch, [failed], release=True,
+                  status=WorkflowStatus.FAILED, error={"message": "boom"}),
+        T0,
+    )
+    await store.retry("wf-1", T0 + 1)
+    record = await store.get_workflow("wf-1")
+    assert record is not None and record.status is WorkflowStatus.RUNNING and record.error is None
+    assert (await store.load_history("wf-1"))[-1].type is EventType.WORKFLOW_RETRIED
+    assert len(await store.claim("w1", ["W"], 1, LEASE, T0 + 1)) == 1
+
+
+async def test_release_makes_workflow_claimable_at_once(store: Store) -> None:
+    await create(store)
+    await store.claim("w1", ["W"], 1, LEASE, T0)
+    await store.release("w1", ["wf-1"], T0 + 1)
+    assert len(await store.claim("w2", ["W"], 1, LEASE, T0 + 1)) == 1
+
+
+async def test_list_and_stats(store: Store) -> None:
+    for i in range(3):
+        await create(store, f"wf-{i}", "A" if i < 2 else "B", now=T0 + i)
+    listed = await store.list_workflows(limit=2)
+    assert [r.workflow_id for r in listed] == ["wf-2", "wf-1"]
+    assert [r.workflow_id for r in await store.list_workflows(name="A")] == ["wf-1", "wf-0"]
+    assert await store.list_workflows(status=WorkflowStatus.COMPLETED) == []
+    stats = await store.stats(T0 + 10)
+    assert stats.by_status == {"RUNNING": 3}
+    assert stats.ready == 3 and stats.events == 3
+    assert stats.oldest_ready_age == pytest.approx(10)
+
+
+async def test_group_commit_of_many_workflows(store: Store) -> None:
+    for i in range(50):
+        await create(store, f"g{i}")
+    claims = await store.claim("w1", ["W"], 50, LEASE, T0)
+    outcomes = await asyncio.gather(
+        *(store.commit(commit_of(c.workflow_id, c.lease_epoch, [ev(2)]), T0) for c in claims)
+    )
+    assert outcomes == [CommitOutcome.OK] * 50
+    for c in claims:
+        assert len(await store.load_history(c.workflow_id)) == 2
