@@ -272,17 +272,25 @@ class Worker:
                 progressed |= await self._deliver_signals(ex, waits, consumed)
             if progressed:
                 continue
-            if not self._stopping:
-                for run in ex.activity_runs():
-                    if run.seq not in held.running and run.not_before <= now:
-                        held.running[run.seq] = asyncio.get_running_loop().create_task(
-                            run_attempt(run, time.time)
-                        )
-            if not held.running:
+            due = (
+                []
+                if self._stopping
+                else [
+                    run
+                    for run in ex.activity_runs()
+                    if run.seq not in held.running and run.not_before <= now
+                ]
+            )
+            if not due and not held.running:
                 break
-            # Pause: what the workflow decided so far becomes durable before we wait.
+            # Pause: what the workflow decided so far becomes durable before anything runs or
+            # is waited for; this write also learns of a cancel request or a lost lease.
             await self._commit(held, ex, consumed, release=False)
             consumed = []
+            for run in due:
+                held.running[run.seq] = asyncio.get_running_loop().create_task(
+                    run_attempt(run, time.time)
+                )
             wake = ex.next_wakeup()
             timeout = None if wake is None else max(0.0, wake - time.time())
             await asyncio.wait(

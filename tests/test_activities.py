@@ -1,0 +1,381 @@
+"""Activities run by a real worker on SQLite: retries with backoff, timeouts, non-retryable
+errors, failures seen by the step, threads for sync code, parallel calls and typed results."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+import pytest
+
+import loom
+from loom import EventType
+
+Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
+
+# Executions per workflow input key: what really ran, whatever the history says.
+calls: collections.Counter[str] = collections.Counter()
+
+
+def worker(db: loom.Database) -> loom.Worker:
+    return loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10)
+
+
+def of_type(events: list[loom.Event], kind: EventType) -> list[loom.Event]:
+    return [e for e in events if e.type is kind]
+
+
+# ------------------------------------------------------------------ retry with backoff
+
+
+@loom.activity(
+    name="acts_flaky", retry_count=3, retry_delay=0.02, retry_backoff=2.0, timeout_seconds=5
+)
+async def acts_flaky(key: str, failures: int) -> str:
+    calls[key] += 1
+    if calls[key] <= failures:
+        raise ConnectionError(f"attempt {calls[key]} refused")
+    return f"ok after {calls[key]}"
+
+
+@loom.workflow(name="acts_Flaky")
+class ActsFlaky(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def call(self, ctx: Ctx) -> None:
+        result = await ctx.activity(acts_flaky, ctx.input["key"], ctx.input["failures"])
+        await ctx.state.set("result", result)
+
+
+async def test_retries_back_off_exponentially_then_succeed(db: loom.Database) -> None:
+    handle = await db.start_workflow(ActsFlaky, workflow_input={"key": "backoff", "failures": 3})
+    async with worker(db):
+        state = await handle.result(timeout=10)
+
+    assert state == {"result": "ok after 4"}
+    assert calls["backoff"] == 4
+    events = await handle.events()
+    [scheduled] = of_type(events, EventType.ACTIVITY_SCHEDULED)
+    failed = of_type(events, EventType.ACTIVITY_FAILED)
+    [completed] = of_type(events, EventType.ACTIVITY_COMPLETED)
+
+    assert [e.payload["attempt"] for e in failed] == [1, 2, 3]
+    assert all(e.payload["scheduled"] == scheduled.seq for e in failed)
+    assert [e.payload["error"]["type"] for e in failed] == ["ConnectionError"] * 3
+    assert failed[0].payload["error"]["message"] == "attempt 1 refused"
+    # The n-th retry waits retry_delay * backoff ** (n - 1): 0.02, 0.04, 0.08 s.
+    waits = [e.payload["retry_at"] - e.timestamp for e in failed]
+    assert waits == pytest.approx([0.02, 0.04, 0.08], abs=0.01)
+    # ... and no attempt ran before its retry time.
+    outcomes = [*failed, completed]
+    for before, after in itertools.pairwise(outcomes):
+        assert after.timestamp >= before.payload["retry_at"]
+
+    assert completed.payload["attempt"] == 4
+    assert completed.payload["scheduled"] == scheduled.seq
+    assert completed.payload["result"] == "ok after 4"
+    assert completed.seq > failed[-1].seq
+
+
+# ---------------------------------------------------------------------------- timeout
+
+timed_out_finished: set[str] = set()
+
+
+@loom.activity(name="acts_slow", timeout_seconds=0.2)
+async def acts_slow(key: str) -> None:
+    calls[key] += 1
+    await asyncio.sleep(5)
+    timed_out_finished.add(key)
+
+
+@loom.workflow(name="acts_Slow")
+class ActsSlow(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step(name="wait_for_slow")
+    async def call(self, ctx: Ctx) -> None:
+        await ctx.activity(acts_slow, ctx.input["key"])
+
+
+async def test_timeout_is_enforced_and_recorded_as_timeout_error(db: loom.Database) -> None:
+    handle = await db.start_workflow(ActsSlow, workflow_input={"key": "timeout"})
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    async with worker(db):
+        with pytest.raises(loom.WorkflowFailedError) as info:
+            await handle.result(timeout=4)
+    assert loop.time() - began < 4  # it did not wait for the 5 s sleep
+    assert calls["timeout"] == 1
+    assert "timeout" not in timed_out_finished
+
+    [failed] = of_type(await handle.events(), EventType.ACTIVITY_FAILED)
+    assert failed.payload["error"]["type"] == "TimeoutError"
+    assert "0.2" in failed.payload["error"]["message"]
+    assert failed.payload["retry_at"] is None
+    cause = info.value.cause
+    assert cause["step"] == "wait_for_slow"
+    assert cause["type"] == "ActivityFailedError"
+    assert "TimeoutError" in cause["message"]
+
+
+# ----------------------------------------------------------------------- non-retryable
+
+
+class PermanentError(Exception):
+    pass
+
+
+@loom.activity(
+    name="acts_permanent", retry_count=5, retry_delay=0.01, non_retryable=(PermanentError,)
+)
+async def acts_permanent(key: str) -> None:
+    calls[key] += 1
+    raise PermanentError("card declined")
+
+
+@loom.workflow(name="acts_Permanent")
+class ActsPermanent(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def charge(self, ctx: Ctx) -> None:
+        await ctx.activity(acts_permanent, ctx.input["key"])
+
+
+async def test_non_retryable_error_stops_retries_at_once(db: loom.Database) -> None:
+    handle = await db.start_workflow(ActsPermanent, workflow_input={"key": "permanent"})
+    async with worker(db):
+        with pytest.raises(loom.WorkflowFailedError) as info:
+            await handle.result(timeout=10)
+
+    assert calls["permanent"] == 1
+    [failed] = of_type(await handle.events(), EventType.ACTIVITY_FAILED)
+    assert failed.payload["attempt"] == 1
+    assert failed.payload["retry_at"] is None
+    assert failed.payload["error"] == {"type": "PermanentError", "message": "card declined"}
+    assert "card declined" in info.value.cause["message"]
+
+
+# ----------------------------------------------------- exhausted retries: compensate or fail
+
+
+@loom.activity(name="acts_always_fails", retry_count=1, retry_delay=0.01)
+async def acts_always_fails(key: str) -> None:
+    calls[key] += 1
+    raise RuntimeError("inventory service down")
+
+
+@loom.activity(name="acts_refund")
+async def acts_refund(key: str) -> str:
+    calls[key + ":refund"] += 1
+    return "refunded"
+
+
+@loom.workflow(name="acts_Compensating")
+class ActsCompensating(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def reserve(self, ctx: Ctx) -> None:
+        try:
+            await ctx.activity(acts_always_fails, ctx.input["key"])
+        except loom.ActivityFailedError as exc:
+            await ctx.state.set(
+                "failure",
+                {
+                    "activity": exc.activity,
+                    "step": exc.step,
+                    "attempts": exc.attempts,
+                    "error_type": exc.error_type,
+                    "error_message": exc.error_message,
+                },
+            )
+            await ctx.state.set("compensation", await ctx.activity(acts_refund, ctx.input["key"]))
+
+    @loom.step
+    async def after(self, ctx: Ctx) -> None:
+        await ctx.state.set("after_ran", True)
+
+
+@loom.workflow(name="acts_Uncaught")
+class ActsUncaught(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step(name="reserve_stock")
+    async def reserve(self, ctx: Ctx) -> None:
+        await ctx.activity(acts_always_fails, ctx.input["key"])
+
+    @loom.step
+    async def never(self, ctx: Ctx) -> None:
+        await ctx.state.set("never_ran", False)
+
+
+async def test_exhausted_retries_raise_in_the_step_which_can_compensate(
+    db: loom.Database,
+) -> None:
+    handle = await db.start_workflow(ActsCompensating, workflow_input={"key": "compensate"})
+    async with worker(db):
+        state = await handle.result(timeout=10)
+
+    assert await handle.status() == loom.WorkflowStatus.COMPLETED
+    assert state["failure"] == {
+        "activity": "acts_always_fails",
+        "step": "reserve",
+        "attempts": 2,
+        "error_type": "RuntimeError",
+        "error_message": "inventory service down",
+    }
+    assert state["compensation"] == "refunded"
+    assert state["after_ran"] is True
+    assert calls["compensate"] == 2
+    assert calls["compensate:refund"] == 1
+
+
+async def test_uncaught_activity_failure_fails_the_workflow(db: loom.Database) -> None:
+    handle = await db.start_workflow(ActsUncaught, workflow_input={"key": "uncaught"})
+    async with worker(db):
+        with pytest.raises(loom.WorkflowFailedError) as info:
+            await handle.result(timeout=10)
+
+    assert await handle.status() == loom.WorkflowStatus.FAILED
+    cause = info.value.cause
+    assert cause["step"] == "reserve_stock"
+    assert cause["type"] == "ActivityFailedError"
+    assert "acts_always_fails" in cause["message"]
+    assert "RuntimeError: inventory service down" in cause["message"]
+    assert "reserve_stock" in str(info.value)
+    assert info.value.workflow_id == handle.workflow_id
+
+    events = await handle.events()
+    assert events[-1].type is EventType.WORKFLOW_FAILED
+    assert events[-1].payload["error"]["step"] == "reserve_stock"
+    started = [e.payload["step"] for e in of_type(events, EventType.STEP_STARTED)]
+    assert started == ["reserve_stock"]
+    assert "never_ran" not in await handle.state()
+
+
+# --------------------------------------------------------------------- sync activities
+
+
+@loom.activity(name="acts_sync_where")
+def acts_sync_where(tag: str) -> dict[str, Any]:
+    thread = threading.current_thread()
+    return {"tag": tag, "main": thread is threading.main_thread(), "thread": thread.name}
+
+
+@loom.workflow(name="acts_Sync")
+class ActsSync(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def call(self, ctx: Ctx) -> None:
+        await ctx.state.set("where", await ctx.activity(acts_sync_where, "t1"))
+
+
+async def test_sync_activity_runs_in_a_thread(db: loom.Database) -> None:
+    assert threading.current_thread() is threading.main_thread()
+    handle = await db.start_workflow(ActsSync)
+    async with worker(db):
+        state = await handle.result(timeout=10)
+    assert state["where"]["tag"] == "t1"
+    assert state["where"]["main"] is False
+    assert state["where"]["thread"] != threading.main_thread().name
+
+
+# --------------------------------------------------------------------- parallel calls
+
+
+@loom.activity(name="acts_echo_after")
+async def acts_echo_after(tag: str, delay: float) -> str:
+    await asyncio.sleep(delay)
+    return tag.upper()
+
+
+@loom.workflow(name="acts_Gather")
+class ActsGather(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def fan_out(self, ctx: Ctx) -> None:
+        results = await asyncio.gather(
+            ctx.activity(acts_echo_after, "a", 0.3),
+            ctx.activity(acts_echo_after, "b", 0.0),
+            ctx.activity(acts_echo_after, "c", 0.15),
+        )
+        await ctx.state.set("results", list(results))
+
+
+async def test_gather_runs_activities_together_and_keeps_argument_order(
+    db: loom.Database,
+) -> None:
+    handle = await db.start_workflow(ActsGather)
+    async with worker(db):
+        state = await handle.result(timeout=10)
+
+    assert state["results"] == ["A", "B", "C"]
+    events = await handle.events()
+    scheduled = of_type(events, EventType.ACTIVITY_SCHEDULED)
+    completed = of_type(events, EventType.ACTIVITY_COMPLETED)
+    assert [e.payload["args"][0] for e in scheduled] == ["a", "b", "c"]
+    # All three were scheduled before any finished, and they finished in another order.
+    assert max(e.seq for e in scheduled) < min(e.seq for e in completed)
+    by_seq = {e.seq: e.payload["args"][0] for e in scheduled}
+    assert [by_seq[e.payload["scheduled"]] for e in completed] == ["b", "c", "a"]
+    # Run concurrently: the whole fan-out took about the longest call, not the sum.
+    assert completed[-1].timestamp - scheduled[0].timestamp < 0.45 + 0.15
+
+
+# ----------------------------------------------------------------------- typed results
+
+
+@dataclass
+class Parcel:
+    sku: str
+    weight: float
+
+
+class Quote(pydantic.BaseModel):
+    carrier: str
+    price_cents: int
+
+
+@loom.activity(name="acts_pack")
+async def acts_pack(sku: str) -> Parcel:
+    return Parcel(sku=sku, weight=1.5)
+
+
+@loom.activity(name="acts_quote")
+async def acts_quote(parcel: Parcel) -> Quote:
+    # The dataclass argument arrives rebuilt from its stored JSON.
+    assert isinstance(parcel, Parcel), type(parcel)
+    return Quote(carrier="ACME", price_cents=int(parcel.weight * 1000))
+
+
+@loom.workflow(name="acts_Typed")
+class ActsTyped(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def ship(self, ctx: Ctx) -> None:
+        parcel = await ctx.activity(acts_pack, "SKU-1")
+        quote = await ctx.activity(acts_quote, parcel)
+        await ctx.state.set(
+            "seen",
+            {
+                "parcel_type": type(parcel).__name__,
+                "parcel_weight": parcel.weight,
+                "quote_type": type(quote).__name__,
+                "quote_carrier": quote.carrier,
+            },
+        )
+        await ctx.state.set("quote", quote)
+
+
+async def test_dataclass_and_pydantic_results_come_back_as_their_types(
+    db: loom.Database,
+) -> None:
+    handle = await db.start_workflow(ActsTyped)
+    async with worker(db):
+        state = await handle.result(timeout=10)
+
+    assert state["seen"] == {
+        "parcel_type": "Parcel",
+        "parcel_weight": 1.5,
+        "quote_type": "Quote",
+        "quote_carrier": "ACME",
+    }
+    # Stored as plain JSON.
+    assert state["quote"] == {"carrier": "ACME", "price_cents": 1500}
+    completed = of_type(await handle.events(), EventType.ACTIVITY_COMPLETED)
+    assert completed[0].payload["result"] == {"sku": "SKU-1", "weight": 1.5}
