@@ -16,6 +16,7 @@
     │   ├── WorkflowCanceledError     ``handle.result()`` of a CANCELED workflow
     │   ├── NonDeterminismError       the code no longer reproduces the stored history
     │   └── ActivityFailedError       an activity exhausted its retries (raised inside the step)
+    ├── UnawaitedCallError       a step returned with a durable call still pending
     └── UnknownWorkflowTypeError   a stored workflow names a class this process did not register
 
 Each message names the workflow (and step, activity) it concerns and, where there is one, the fix.
@@ -151,6 +152,10 @@ class ActivityFailedError(WorkflowError):
         self.attempts = attempts
         self.error_type = error_type
         self.error_message = error_message
+
+
+class UnawaitedCallError(LoomError):
+    """A step returned while one of its durable calls was still pending (not awaited)."""
 
 
 class UnknownWorkflowTypeError(LoomError):

@@ -25,7 +25,12 @@ from loom.core.context import WorkflowContext
 from loom.core.history import DECISIONS, INPUTS, Event, EventType, decision_key
 from loom.core.loop import DeterministicLoop
 from loom.definitions import ActivityDefinition, WorkflowDefinition
-from loom.errors import ActivityFailedError, LoomError, NonDeterminismError
+from loom.errors import (
+    ActivityFailedError,
+    LoomError,
+    NonDeterminismError,
+    UnawaitedCallError,
+)
 from loom.status import WorkflowStatus
 
 
@@ -154,6 +159,7 @@ class WorkflowExecution:
         self._main = self._loop.create_task(self._run(), name=f"workflow {workflow_id}")
         self._loop.run_until_idle()
         self._replay_inputs()
+        self._clock = now  # what follows the replay happens now
 
     # -- facts for the context and the worker ------------------------------------------
     @property
@@ -323,6 +329,7 @@ class WorkflowExecution:
                 started = self.decide(EventType.STEP_STARTED, {"step": step.name, "index": index})
                 self.rng = random.Random(f"{self.workflow_id}:{index}:{started.seq}")
                 await getattr(instance, step.attribute)(ctx)
+                self._check_step_settled(step.name)
                 self.decide(EventType.STEP_COMPLETED, {"step": step.name, "index": index})
             self.current_step = None
             self.decide(EventType.WORKFLOW_COMPLETED, {"state": dict(self.state)})
@@ -338,6 +345,14 @@ class WorkflowExecution:
             except NonDeterminismError as nd:
                 self._finish_failed(nd, step=self.current_step)
 
+    def _check_step_settled(self, step: str) -> None:
+        if any(p.step == step for p in self._pending.values()):
+            raise UnawaitedCallError(
+                f"step {step!r} of workflow {self.workflow_id!r} returned while durable calls "
+                f"were still pending ({self._waiting_on()}); await every ctx.activity, "
+                "ctx.sleep and ctx.wait_for_signal within the step that makes it"
+            )
+
     def _replay_inputs(self) -> None:
         """Feed recorded inputs back in order, running the code until idle after each."""
         while self._stream and not self.finished:
@@ -351,14 +366,10 @@ class WorkflowExecution:
                 self._stream.clear()
                 self.status = WorkflowStatus.CANCELED
             elif event.type in DECISIONS:
-                waiting = (
-                    ", ".join(f"{p.kind.value} seq {s}" for s, p in self._pending.items())
-                    or "nothing"
-                )
                 self._finish_failed(
                     self._nondeterminism(
                         f"the history has {event.describe()} next, but the code did not make "
-                        f"that decision (it is waiting on {waiting})"
+                        f"that decision (it is waiting on {self._waiting_on()})"
                     ),
                     step=self.current_step,
                 )
@@ -380,10 +391,12 @@ class WorkflowExecution:
         seq = int(event.payload["scheduled"])
         pending = self._pending.get(seq)
         if pending is None:
+            name = event.payload.get("name")
+            what = event.describe() + (f" of {name!r}" if name else "")
             self._finish_failed(
                 self._nondeterminism(
-                    f"the history has {event.describe()} for seq {seq}, which the code did not "
-                    "schedule"
+                    f"the history has {what} for seq {seq}, which the code did not schedule "
+                    f"(it is waiting on {self._waiting_on()})"
                 ),
                 step=self.current_step,
             )
@@ -422,6 +435,15 @@ class WorkflowExecution:
             )
         else:
             pending.future.set_result(None)
+
+    def _waiting_on(self) -> str:
+        """What the code is blocked on, by kind, name and seq, for determinism errors."""
+        parts = []
+        for seq, p in self._pending.items():
+            name = p.run.definition.name if p.run is not None else p.name
+            label = f"{p.kind.value} {name!r}" if name else p.kind.value
+            parts.append(f"{label} (seq {seq})")
+        return ", ".join(parts) or "nothing"
 
     def _nondeterminism(self, detail: str) -> NonDeterminismError:
         if self._failure is None:

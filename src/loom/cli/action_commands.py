@@ -1,0 +1,122 @@
+"""``loom start``, ``signal``, ``cancel`` and ``retry``: act on workflows through the client API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from loom.cli import render
+from loom.cli.common import (
+    DatabaseOption,
+    JsonOption,
+    ModulesOption,
+    open_database,
+    parse_json,
+    run,
+)
+from loom.cli.modules import import_modules
+from loom.errors import WorkflowNotFoundError
+from loom.store.base import CancelOutcome
+
+WorkflowId = Annotated[str, typer.Argument(metavar="WORKFLOW_ID", help="The workflow's id.")]
+
+
+def start_command(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The registered workflow name.")],
+    input_json: Annotated[
+        str | None, typer.Option("--input", "-i", metavar="JSON", help="The workflow input.")
+    ] = None,
+    workflow_id: Annotated[
+        str | None, typer.Option("--id", metavar="ID", help="Workflow id (default: a UUID).")
+    ] = None,
+    modules: ModulesOption = None,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a workflow by name; a worker with its module runs it."""
+    workflow_input = parse_json(input_json, "--input")
+    import_modules(modules)
+
+    async def start() -> tuple[str, bool]:
+        async with open_database(database) as db:
+            existed = False
+            if workflow_id is not None:
+                try:
+                    await db.get_workflow(workflow_id).describe()
+                    existed = True
+                except WorkflowNotFoundError:
+                    pass
+            handle = await db.start_workflow_by_name(
+                name, workflow_input=workflow_input, workflow_id=workflow_id
+            )
+            return handle.workflow_id, existed
+
+    started_id, existed = run(start())
+    if as_json:
+        render.emit_json({"workflow_id": started_id, "name": name, "created": not existed})
+    elif existed:
+        render.console().print(
+            Text(f"workflow {started_id} already exists with this input; nothing started")
+        )
+    else:
+        render.console().print(Text(f"started {name} workflow {started_id}"))
+
+
+def signal_command(
+    workflow_id: WorkflowId,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The signal name.")],
+    payload_json: Annotated[
+        str | None, typer.Option("--payload", "-p", metavar="JSON", help="The signal payload.")
+    ] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Send a signal; it waits in the workflow's inbox until the workflow asks for it."""
+    payload = parse_json(payload_json, "--payload")
+
+    async def send() -> None:
+        async with open_database(database) as db:
+            await db.get_workflow(workflow_id).signal(name, payload)
+
+    run(send())
+    render.console().print(Text(f"sent signal {name!r} to workflow {workflow_id}"))
+
+
+def cancel_command(
+    workflow_id: WorkflowId,
+    reason: Annotated[
+        str | None, typer.Option("--reason", "-r", metavar="TEXT", help="Why (recorded).")
+    ] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Cancel a running workflow: no further steps run."""
+
+    async def cancel() -> CancelOutcome:
+        async with open_database(database) as db:
+            return await db.get_workflow(workflow_id).cancel(reason)
+
+    outcome = run(cancel())
+    if outcome is CancelOutcome.CANCELED:
+        message = f"canceled workflow {workflow_id}"
+    else:
+        message = (
+            f"cancel requested for workflow {workflow_id}: a worker is running it and stops "
+            "it at its next write"
+        )
+    render.console().print(Text(message))
+
+
+def retry_command(workflow_id: WorkflowId, database: DatabaseOption = None) -> None:
+    """Resume a FAILED workflow from the step that failed, keeping its history."""
+
+    async def retry() -> str | None:
+        async with open_database(database) as db:
+            handle = db.get_workflow(workflow_id)
+            step = (await handle.describe()).current_step
+            await handle.retry()
+            return step
+
+    step = run(retry())
+    where = f" from step {step!r}" if step else ""
+    render.console().print(Text(f"retrying workflow {workflow_id}{where}"))

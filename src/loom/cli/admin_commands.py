@@ -1,0 +1,92 @@
+"""``loom init``, ``loom replay`` and the reserved ``loom web``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from loom.cli import render
+from loom.cli.common import DatabaseOption, JsonOption, ModulesOption, open_database, run
+from loom.cli.errors import CliError
+from loom.cli.modules import import_modules, require_workflows
+from loom.client import ReplayReport
+
+
+def init_command(database: DatabaseOption = None) -> None:
+    """Create the database, or bring its schema up to date. Safe to run again."""
+
+    async def migrate() -> tuple[str, int, list[str], int]:
+        async with open_database(database, initialized=False) as db:
+            before = await db.store.schema_version()
+            applied = await db.migrate_up()
+            return db.url, before, applied, await db.store.schema_version()
+
+    url, before, applied, after = run(migrate())
+    if not applied:
+        message = f"database {url} is up to date (schema version {after}); nothing to do"
+    elif before == 0:
+        message = f"created database {url} (schema version {after}; applied {', '.join(applied)})"
+    else:
+        message = (
+            f"migrated database {url} from schema version {before} to {after} "
+            f"(applied {', '.join(applied)})"
+        )
+    render.console().print(Text(message))
+
+
+def replay_command(
+    modules: ModulesOption = None,
+    workflow_ids: Annotated[
+        list[str] | None,
+        typer.Option("--workflow", "-w", metavar="ID", help="Check this workflow (repeatable)."),
+    ] = None,
+    check_all: Annotated[bool, typer.Option("--all", help="Check every stored workflow.")] = False,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replay stored histories against the current code; exit 1 if any is not reproduced.
+
+    Run it before deploying changed workflow code. With neither --workflow nor --all, every
+    stored workflow is checked.
+    """
+    if workflow_ids and check_all:
+        raise CliError("use either --workflow ID or --all, not both", exit_code=2)
+    names = import_modules(modules)
+
+    async def check() -> list[ReplayReport]:
+        async with open_database(database) as db:
+            require_workflows(db.registry, names)
+            return await db.check_replay(list(workflow_ids) if workflow_ids else None)
+
+    reports = run(check())
+    bad = [r for r in reports if not r.ok]
+    if as_json:
+        render.emit_json(
+            [
+                {"workflow_id": r.workflow_id, "name": r.name, "ok": r.ok, "problem": r.problem}
+                for r in reports
+            ]
+        )
+    else:
+        out = render.console()
+        for report in bad:
+            out.print(Text.assemble(("NOT REPRODUCED ", "bold red"), f"{report.workflow_id} "))
+            out.print(Text(f"  {report.name}: {report.problem}"))
+        summary = f"checked {len(reports)} workflow(s): {len(reports) - len(bad)} reproduced"
+        if bad:
+            summary += f", {len(bad)} not reproduced by the current code"
+        out.print(Text(summary, style="bold red" if bad else "bold green"))
+    if bad:
+        raise typer.Exit(1)
+
+
+def web_command(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    reload: Annotated[bool, typer.Option("--reload", help="Restart on code changes.")] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """The web dashboard (reserved: not built yet)."""
+    raise CliError("the web dashboard is not built yet; use loom list, inspect and stats")

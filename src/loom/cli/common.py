@@ -1,0 +1,72 @@
+"""What every command shares: the ``--database`` option, opening the database, JSON arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+import loom
+from loom.cli.errors import CliError
+
+T = TypeVar("T")
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        "-d",
+        metavar="URL",
+        envvar="LOOM_DATABASE_URL",
+        show_envvar=True,
+        help="Database URL (sqlite:///path.db) or a SQLite file path. Default: loom.db.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+ModulesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--module",
+        "-m",
+        metavar="MODULE",
+        help="Module defining workflows and activities (repeatable). Default: $LOOM_MODULES "
+        "(comma separated), else [tool.loom] modules in ./pyproject.toml.",
+    ),
+]
+
+
+def database_url(value: str | None) -> str | None:
+    """A URL as given, or ``sqlite:///<path>`` for a bare file path; None for the default."""
+    if not value:
+        return None
+    return value if "://" in value else f"sqlite:///{value}"
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@contextlib.asynccontextmanager
+async def open_database(
+    url: str | None, *, initialized: bool = True
+) -> AsyncIterator[loom.Database]:
+    """Open the database; unless ``initialized`` is False, refuse one ``loom init`` never set up."""
+    db = loom.Database(database_url(url))
+    async with db:
+        if initialized and await db.store.schema_version() == 0:
+            raise CliError(f"database {db.url} is not initialized; run `loom init` first")
+        yield db
+
+
+def parse_json(text: str | None, option: str) -> Any:
+    """``text`` decoded as JSON (None when not given); a clear error names the option."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{option} is not valid JSON: {exc.msg} (at position {exc.pos})") from None

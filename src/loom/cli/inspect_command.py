@@ -1,0 +1,182 @@
+"""``loom inspect``: one workflow's input, state, steps, error and (optionally) history."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group, RenderableType
+from rich.json import JSON
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from loom.cli import render
+from loom.cli.common import DatabaseOption, JsonOption, open_database, run
+from loom.cli.timeline import StepRun, failure_cause, step_runs
+from loom.core.history import Event
+from loom.store.base import WorkflowRecord
+
+
+def inspect_command(
+    workflow_id: Annotated[str, typer.Argument(metavar="WORKFLOW_ID", help="The workflow's id.")],
+    events: Annotated[
+        bool, typer.Option("--events", "-e", help="Also print the whole event history.")
+    ] = False,
+    traceback: Annotated[
+        bool, typer.Option("--traceback", help="Print the recorded traceback of a failure.")
+    ] = False,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a workflow: input, state, status, steps with durations, error and its cause."""
+
+    async def fetch() -> tuple[WorkflowRecord, list[Event]]:
+        async with open_database(database) as db:
+            handle = db.get_workflow(workflow_id)
+            record = await handle.describe()
+            return record, await handle.events()
+
+    record, history = run(fetch())
+    runs = step_runs(history, record.status)
+    error = record.error
+    cause = failure_cause(history) if error and error.get("type") == "ActivityFailedError" else None
+    if as_json:
+        document = _as_json(record, runs, cause)
+        if events:
+            document["events"] = [_event_json(e) for e in history]
+        render.emit_json(document)
+        return
+    out = render.console()
+    _print_header(out, record)
+    _section(out, "Input", _json_block(record.input))
+    _section(out, "State", _json_block(record.state))
+    _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
+    if error:
+        _section(out, "Error", _error_block(error, cause, show_traceback=traceback))
+    if events:
+        _section(out, f"Events ({len(history)})", _events_table(history))
+
+
+def _as_json(
+    record: WorkflowRecord, runs: list[StepRun], cause: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "workflow_id": record.workflow_id,
+        "name": record.name,
+        "version": record.version,
+        "status": record.status.value,
+        "current_step": record.current_step,
+        "input": record.input,
+        "state": record.state,
+        "result": record.result,
+        "error": record.error,
+        "cause": cause,
+        "created_at": render.iso(record.created),
+        "updated_at": render.iso(record.updated),
+        "duration_seconds": round(
+            render.lifetime(record.status, record.created, record.updated), 3
+        ),
+        "steps": [r.to_json() for r in runs],
+    }
+
+
+def _event_json(event: Event) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "type": event.type.value,
+        "created_at": render.iso(event.timestamp),
+        "payload": event.payload,
+    }
+
+
+def _print_header(out: Console, record: WorkflowRecord) -> None:
+    title = Text.assemble(
+        ("Workflow ", "bold"),
+        (record.workflow_id, "bold"),
+        "  ",
+        render.status_text(record.status),
+    )
+    out.print(title)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim")
+    grid.add_column()
+    grid.add_row("name", Text(f"{record.name} (version {record.version})"))
+    grid.add_row("current step", Text(record.current_step or "-"))
+    grid.add_row("created", render.local_time(record.created))
+    grid.add_row("updated", render.local_time(record.updated))
+    lifetime = render.lifetime(record.status, record.created, record.updated)
+    grid.add_row("duration", render.duration(lifetime))
+    out.print(Padding(grid, (0, 0, 0, 2)))
+
+
+def _section(out: Console, title: str, body: RenderableType) -> None:
+    out.print()
+    out.print(Text(title, style="bold underline"))
+    out.print(Padding(body, (0, 0, 0, 2)))
+
+
+def _json_block(value: Any) -> RenderableType:
+    return JSON(json.dumps(value, default=str, ensure_ascii=False), indent=2, highlight=False)
+
+
+def _steps_table(runs: list[StepRun]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("#", "STEP", "STARTED", "DURATION", "STATUS", "NOTES"):
+        table.add_column(column, justify="right" if column in ("#", "DURATION") else "left")
+    styles = {"completed": "green", "failed": "red", "canceled": "yellow", "running": "cyan"}
+    for run_ in runs:
+        notes = []
+        if run_.activities:
+            notes.append(f"{run_.activities} activit{'y' if run_.activities == 1 else 'ies'}")
+        if run_.failed_attempts:
+            notes.append(f"{run_.failed_attempts} failed attempt(s)")
+        if run_.status == "running" and run_.waiting:
+            notes.append(f"waiting for {', '.join(run_.waiting)}")
+        table.add_row(
+            str(run_.index + 1),
+            Text(run_.step),
+            render.clock_time(run_.started),
+            render.duration(run_.duration),
+            Text(run_.status, style=styles.get(run_.status, "")),
+            Text(", ".join(notes), style="dim"),
+        )
+    return table
+
+
+def _error_block(
+    error: dict[str, Any], cause: dict[str, Any] | None, *, show_traceback: bool
+) -> RenderableType:
+    parts: list[RenderableType] = []
+    where = f" (in step {error['step']!r})" if error.get("step") else ""
+    parts.append(Text(f"{error.get('type', 'Error')}: {error.get('message', '')}{where}", "red"))
+    if cause:
+        parts.append(
+            Text(
+                f"caused by {cause['type']}: {cause['message']} "
+                f"(activity {cause['activity']!r}, attempt {cause['attempt']})"
+            )
+        )
+    if show_traceback and error.get("traceback"):
+        parts.append(Text(str(error["traceback"]).rstrip(), style="dim"))
+    return Group(*parts)
+
+
+def _events_table(history: list[Event]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("SEQ", justify="right")
+    table.add_column("TIME", no_wrap=True)
+    table.add_column("TYPE", no_wrap=True)
+    table.add_column("PAYLOAD", overflow="fold")
+    for event in history:
+        payload = {k: v for k, v in event.payload.items() if k != "traceback"}
+        if isinstance(payload.get("error"), dict):
+            payload["error"] = {k: v for k, v in payload["error"].items() if k != "traceback"}
+        table.add_row(
+            str(event.seq),
+            render.clock_time(event.timestamp),
+            event.type.value,
+            Text(render.compact_json(payload)),
+        )
+    return table

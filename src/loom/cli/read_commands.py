@@ -1,0 +1,124 @@
+"""``loom list`` and ``loom stats``: what is in the database, as a table or JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from loom.cli import render
+from loom.cli.common import DatabaseOption, JsonOption, open_database, run
+from loom.client import WorkflowSummary
+from loom.status import WorkflowStatus
+from loom.store.base import StoreStats
+
+
+def list_command(
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, help="At most this many rows.")
+    ] = 50,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", "-s", help="Only this status: RUNNING, COMPLETED, FAILED or CANCELED."
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Only workflows of this type.")] = None,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List workflows, newest first."""
+
+    async def fetch() -> list[WorkflowSummary]:
+        async with open_database(database) as db:
+            return await db.list_workflows(status=status, limit=limit, name=name)
+
+    rows = run(fetch())
+    if as_json:
+        render.emit_json([summary_json(row) for row in rows])
+        return
+    out = render.console()
+    if not rows:
+        out.print("No workflows.")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ID", no_wrap=True)
+    for column in ("NAME", "VERSION", "STATUS", "STEP", "STARTED", "UPDATED"):
+        table.add_column(column)
+    table.add_column("DURATION", justify="right")
+    for row in rows:
+        created, updated = row.created_at.timestamp(), row.updated_at.timestamp()
+        table.add_row(
+            Text(row.workflow_id),
+            Text(row.name),
+            Text(row.version),
+            render.status_text(row.status),
+            Text(row.current_step or "-"),
+            render.local_time(created),
+            render.local_time(updated),
+            render.duration(render.lifetime(row.status, created, updated)),
+        )
+    out.print(table)
+
+
+def summary_json(row: WorkflowSummary) -> dict[str, Any]:
+    created, updated = row.created_at.timestamp(), row.updated_at.timestamp()
+    return {
+        "workflow_id": row.workflow_id,
+        "name": row.name,
+        "version": row.version,
+        "status": row.status.value,
+        "current_step": row.current_step,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        "duration_seconds": round(render.lifetime(row.status, created, updated), 3),
+    }
+
+
+def stats_command(database: DatabaseOption = None, as_json: JsonOption = False) -> None:
+    """Workflows by status, tasks by state, throughput and the oldest pending task."""
+
+    async def fetch() -> StoreStats:
+        async with open_database(database) as db:
+            return await db.stats()
+
+    stats = run(fetch())
+    by_status = {s.value: stats.by_status.get(s.value, 0) for s in WorkflowStatus}
+    if as_json:
+        render.emit_json({**dataclasses.asdict(stats), "by_status": by_status})
+        return
+    out = render.console()
+    workflows = Table(title="Workflows", title_justify="left", box=None, pad_edge=False)
+    for status in WorkflowStatus:
+        workflows.add_column(
+            status.value, justify="right", header_style=render.STATUS_STYLES[status]
+        )
+    workflows.add_column("TOTAL", justify="right", header_style="bold")
+    workflows.add_row(*(str(n) for n in by_status.values()), str(sum(by_status.values())))
+    out.print(workflows)
+    out.print()
+    tasks = Table(title="Tasks", title_justify="left", box=None, pad_edge=False, show_header=False)
+    tasks.add_column(style="bold")
+    tasks.add_column(justify="right")
+    tasks.add_column(style="dim")
+    tasks.add_row("ready", str(stats.ready), "runnable now, waiting for a worker")
+    tasks.add_row("leased", str(stats.leased), "being run by a worker")
+    tasks.add_row("sleeping", str(stats.sleeping), "until a timer or an activity retry")
+    tasks.add_row("waiting", str(stats.waiting), "for a signal")
+    tasks.add_row("signals pending", str(stats.signals_pending), "sent, not yet consumed")
+    oldest = stats.oldest_ready_age
+    tasks.add_row(
+        "oldest ready",
+        "-" if oldest is None else render.duration(oldest),
+        "how long the oldest ready task has waited",
+    )
+    out.print(tasks)
+    out.print()
+    per_minute = " ".join(str(n) for n in stats.completed_per_minute) or "-"
+    out.print(Text.assemble(("Throughput", "bold italic"), ""))
+    out.print(f"completed in the last minute  {stats.completed_last_minute}")
+    out.print(f"completed per minute          {per_minute}  (newest minute first)")
+    out.print(f"events stored                 {stats.events}")

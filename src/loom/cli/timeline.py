@@ -1,0 +1,89 @@
+"""A workflow's steps as a timeline, and the cause of its failure, read from its history."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from loom.core.history import Event, EventType
+from loom.status import WorkflowStatus
+
+
+@dataclass
+class StepRun:
+    """One run of one step: from STEP_STARTED to STEP_COMPLETED (or to how it stopped)."""
+
+    step: str
+    index: int
+    started: float
+    ended: float | None = None
+    status: str = "running"  # running, completed, failed, canceled, retried
+    activities: int = 0
+    failed_attempts: int = 0
+    waiting: list[str] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, (self.ended if self.ended is not None else time.time()) - self.started)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "index": self.index,
+            "status": self.status,
+            "started": self.started,
+            "ended": self.ended,
+            "duration_seconds": round(self.duration, 3),
+            "activities": self.activities,
+            "failed_attempts": self.failed_attempts,
+        }
+
+
+def step_runs(events: list[Event], status: WorkflowStatus) -> list[StepRun]:
+    runs: list[StepRun] = []
+    current: StepRun | None = None
+    for event in events:
+        kind, payload = event.type, event.payload
+        if kind is EventType.STEP_STARTED:
+            current = StepRun(
+                str(payload.get("step")), int(payload.get("index", 0)), event.timestamp
+            )
+            runs.append(current)
+        elif current is None:
+            continue
+        elif kind is EventType.STEP_COMPLETED:
+            current.ended, current.status, current = event.timestamp, "completed", None
+        elif kind is EventType.ACTIVITY_SCHEDULED:
+            current.activities += 1
+        elif kind is EventType.ACTIVITY_FAILED:
+            current.failed_attempts += 1
+        elif kind is EventType.SIGNAL_WAIT_STARTED:
+            current.waiting.append(f"signal {payload.get('name')!r}")
+        elif kind is EventType.TIMER_SCHEDULED:
+            current.waiting.append("timer")
+        elif kind in (EventType.SIGNAL_RECEIVED, EventType.TIMER_FIRED) and current.waiting:
+            current.waiting.pop(0)
+        elif kind is EventType.WORKFLOW_FAILED:
+            current.ended, current.status, current = event.timestamp, "failed", None
+        elif kind is EventType.WORKFLOW_CANCELED:
+            current.ended, current.status, current = event.timestamp, "canceled", None
+    if current is not None and status is not WorkflowStatus.RUNNING:
+        current.status = status.value.lower()
+    return runs
+
+
+def failure_cause(events: list[Event]) -> dict[str, Any] | None:
+    """The activity failure that made the workflow fail, if that is what happened."""
+    for event in reversed(events):
+        if event.type is EventType.WORKFLOW_RETRIED:
+            return None
+        if event.type is EventType.ACTIVITY_FAILED and event.payload.get("retry_at") is None:
+            error = event.payload.get("error") or {}
+            return {
+                "activity": event.payload.get("name"),
+                "attempt": event.payload.get("attempt"),
+                "type": error.get("type"),
+                "message": error.get("message"),
+            }
+    return None

@@ -1,0 +1,147 @@
+"""``loom worker``: a long-running worker process with a live status line.
+
+The first SIGINT/SIGTERM stops claiming; workflows in flight park after their current activity
+and are released, and the process exits 0. A second signal exits at once: the leases it held
+expire after ``--lease-seconds`` and other workers take the workflows over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.logging import RichHandler
+
+import loom
+from loom.cli import render
+from loom.cli.common import DatabaseOption, ModulesOption, open_database, run
+from loom.cli.modules import import_modules, require_workflows
+from loom.cli.status_line import StatusLine
+
+PLAIN_STATUS_SECONDS = 10.0
+log = logging.getLogger("loom.cli")
+
+
+def worker_command(
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Workflows run at once (concurrency).")
+    ] = 4,
+    poll_interval: Annotated[
+        float,
+        typer.Option(
+            "--poll-interval", min=0.001, help="Longest wait, in seconds, before looking for work."
+        ),
+    ] = 0.5,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(
+            "--lease-seconds", min=0.1, help="How long a stopped worker's workflows stay locked."
+        ),
+    ] = 10.0,
+    modules: ModulesOption = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No status line; warnings and errors only.")
+    ] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Run workflows until SIGINT/SIGTERM (a second signal exits at once)."""
+    out = render.console(stderr=True)
+    _configure_logging(out, quiet)
+    names = import_modules(modules)
+    run(_serve(database, names, workers, poll_interval, lease_seconds, out, quiet))
+
+
+def _configure_logging(out: Console, quiet: bool) -> None:
+    handler: logging.Handler
+    if out.is_terminal:
+        handler = RichHandler(console=out, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+async def _serve(
+    database: str | None,
+    names: list[str],
+    concurrency: int,
+    poll_interval: float,
+    lease_seconds: float,
+    out: Console,
+    quiet: bool,
+) -> None:
+    async with open_database(database) as db:
+        require_workflows(db.registry, names)
+        worker = loom.Worker(
+            db, concurrency=concurrency, poll_interval=poll_interval, lease_seconds=lease_seconds
+        )
+        status = StatusLine(worker)
+        loop = asyncio.get_running_loop()
+        received: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            name = signal.Signals(signum).name
+            if len(received) > 1:
+                log.warning(
+                    "%s again: exiting now; the leases held expire within %s s", name, lease_seconds
+                )
+                logging.shutdown()
+                sys.stdout.flush()
+                os._exit(128 + signum)
+            status.stopping = True
+            log.info(
+                "%s: stopping; finishing %d workflow(s) in flight (send it again to exit at once)",
+                name,
+                worker.in_flight,
+            )
+            worker.stop()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            workflows = ", ".join(sorted(d.name for d in db.registry.workflows()))
+            log.info(
+                "worker %s ready on %s: %d at once, polling every %s s; workflows: %s",
+                worker.worker_id,
+                db.url,
+                concurrency,
+                poll_interval,
+                workflows,
+            )
+            running = loop.create_task(worker.run())
+            await _show_status(running, status, out, quiet)
+            await worker.stop_and_wait()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+        log.info("worker %s stopped: %s", worker.worker_id, status.plain())
+
+
+async def _show_status(
+    running: asyncio.Task[None], status: StatusLine, out: Console, quiet: bool
+) -> None:
+    """Wait for the worker to stop, showing its status (live on a terminal, else periodic)."""
+    if quiet:
+        await running
+    elif out.is_terminal:
+        with Live(get_renderable=status.rich, console=out, refresh_per_second=4):
+            await running
+    else:
+        last = status.snapshot()
+        while not running.done():
+            await asyncio.wait({running}, timeout=PLAIN_STATUS_SECONDS)
+            if not running.done() and status.snapshot() != last:
+                last = status.snapshot()
+                log.info("%s", status.plain())
+        await running

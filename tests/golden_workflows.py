@@ -1,0 +1,157 @@
+"""Workflows whose recorded histories are kept in ``tests/golden/`` and replayed by test_golden.py.
+
+A stored history must keep replaying against this code: renaming an activity, reordering or
+renaming a step, or replacing one kind of durable call by another breaks it on purpose. The
+``*V0`` classes are earlier versions of a workflow, kept so that a history they recorded can
+prove the current code rejects it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import loom
+
+Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
+
+# Whether the hotel accepts reservations; golden_Booking fails while it does not.
+HOTEL = {"open": True}
+
+
+# ---------------------------------------------------------------------------- golden_Order
+
+
+@loom.activity(name="golden_charge_card")
+async def charge_card(order_id: str, amount: int) -> dict[str, Any]:
+    return {"charge_id": f"ch-{order_id}", "amount": amount}
+
+
+@loom.activity(name="golden_bill_card")
+async def bill_card(order_id: str, amount: int) -> dict[str, Any]:
+    return {"charge_id": f"bill-{order_id}", "amount": amount}
+
+
+@loom.activity(name="golden_ship_parcel")
+async def ship_parcel(order_id: str, charge_id: str) -> str:
+    return f"TRACK-{order_id}-{charge_id}"
+
+
+@loom.workflow(name="golden_Order")
+class GoldenOrder(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def charge(self, ctx: Ctx) -> None:
+        charge = await ctx.activity(charge_card, ctx.input["order_id"], ctx.input["amount"])
+        await ctx.state.set("charge_id", charge["charge_id"])
+        await ctx.state.update(charged=lambda total: (total or 0) + charge["amount"])
+
+    @loom.step
+    async def ship(self, ctx: Ctx) -> None:
+        tracking = await ctx.activity(ship_parcel, ctx.input["order_id"], ctx.state["charge_id"])
+        await ctx.state.set("tracking", tracking)
+        await ctx.state.set("reference", str(ctx.uuid4()))
+
+
+@loom.workflow(name="golden_OrderV0", version="0.9.0")
+class GoldenOrderV0(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """golden_Order before its first step switched from ``golden_bill_card`` to charge_card."""
+
+    @loom.step
+    async def charge(self, ctx: Ctx) -> None:
+        charge = await ctx.activity(bill_card, ctx.input["order_id"], ctx.input["amount"])
+        await ctx.state.set("charge_id", charge["charge_id"])
+        await ctx.state.update(charged=lambda total: (total or 0) + charge["amount"])
+
+    @loom.step
+    async def ship(self, ctx: Ctx) -> None:
+        tracking = await ctx.activity(ship_parcel, ctx.input["order_id"], ctx.state["charge_id"])
+        await ctx.state.set("tracking", tracking)
+        await ctx.state.set("reference", str(ctx.uuid4()))
+
+
+# ---------------------------------------------------------------------- golden_Procurement
+
+
+@loom.activity(name="golden_quote_fast")
+async def quote_fast(item: str) -> dict[str, Any]:
+    return {"supplier": "fast", "item": item, "price": 12}
+
+
+@loom.activity(name="golden_quote_slow")
+async def quote_slow(item: str) -> dict[str, Any]:
+    await asyncio.sleep(0.1)  # the slow supplier answers after the fast one
+    return {"supplier": "slow", "item": item, "price": 10}
+
+
+@loom.workflow(name="golden_Procurement")
+class GoldenProcurement(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def quote(self, ctx: Ctx) -> None:
+        slow, fast = await asyncio.gather(
+            ctx.activity(quote_slow, ctx.input["item"]),
+            ctx.activity(quote_fast, ctx.input["item"]),
+        )
+        best = min((slow, fast), key=lambda q: q["price"])
+        await ctx.state.set("best", best)
+
+    @loom.step
+    async def cool_off(self, ctx: Ctx) -> None:
+        await ctx.sleep(seconds=0.05)
+        await ctx.state.set("cooled_off_at", ctx.now().isoformat())
+
+    @loom.step
+    async def approval(self, ctx: Ctx) -> None:
+        decision = await ctx.wait_for_signal("approve")
+        await ctx.state.set("approved_by", decision["by"])
+        try:
+            note = await ctx.wait_for_signal("note", timeout=0.05)
+        except TimeoutError:
+            note = None
+        await ctx.state.set("note", note)
+        await ctx.state.set("order_number", ctx.random().randint(10_000, 99_999))
+
+
+@loom.workflow(name="golden_ProcurementV0", version="0.9.0")
+class GoldenProcurementV0(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """golden_Procurement before the approval step came after a cooling-off period."""
+
+    @loom.step
+    async def quote(self, ctx: Ctx) -> None:
+        slow, fast = await asyncio.gather(
+            ctx.activity(quote_slow, ctx.input["item"]),
+            ctx.activity(quote_fast, ctx.input["item"]),
+        )
+        best = min((slow, fast), key=lambda q: q["price"])
+        await ctx.state.set("best", best)
+
+    @loom.step
+    async def approval(self, ctx: Ctx) -> None:
+        decision = await ctx.wait_for_signal("approve")
+        await ctx.state.set("approved_by", decision["by"])
+
+
+# -------------------------------------------------------------------------- golden_Booking
+
+
+@loom.activity(name="golden_reserve_room")
+async def reserve_room(booking_id: str) -> str:
+    if not HOTEL["open"]:
+        raise RuntimeError("no rooms left")
+    return f"room-{booking_id}"
+
+
+@loom.workflow(name="golden_Booking")
+class GoldenBooking(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def hold(self, ctx: Ctx) -> None:
+        await ctx.state.set("held_at", ctx.now().timestamp())
+
+    @loom.step
+    async def reserve(self, ctx: Ctx) -> None:
+        await ctx.state.set("reserving_since", ctx.now().timestamp())
+        try:
+            room = await ctx.activity(reserve_room, ctx.input["booking_id"])
+        except loom.ActivityFailedError as exc:
+            await ctx.state.set("last_error", exc.error_message)
+            raise
+        await ctx.state.set("room", room)
