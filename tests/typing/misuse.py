@@ -25,7 +25,7 @@ class Misuse(loom.Workflow[In, St]):
     @loom.step
     async def only(self, ctx: WorkflowContext[In, St]) -> None:
         await ctx.activity(double, "not an int")  # expect-error
-        text: str = await ctx.activity(double, 1)  # expect-error
+        _text: str = await ctx.activity(double, 1)  # expect-error
         await ctx.activity(double, 1, 2)  # expect-error
 
 
