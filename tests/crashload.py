@@ -1,0 +1,135 @@
+"""A multi-step workflow for the kill test, and a worker process that runs it until killed.
+
+``crash_Multi`` has three steps and five activities: two in sequence with state changes between
+them, two run together with ``asyncio.gather``, and a last one. Every activity appends a line to
+an execution log outside Loom when it begins and when it has done its work, so a test can count
+how often each activity really ran, whatever the history says.
+
+Run as a worker process (the test starts it and kills it with SIGKILL at a random moment)::
+
+    python tests/crashload.py worker sqlite:////tmp/x/loom.db --lease-seconds 0.5
+
+The process prints ``ready`` once its database is open, then runs a ``loom.Worker`` forever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+from typing import Any
+
+import loom
+
+Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
+
+# Every activity call of crash_Multi, by label, in the order the code makes them.
+LABELS = ("reserve.hold", "reserve.confirm", "fan.left", "fan.right", "finish.seal")
+
+
+def mix(label: str, value: int) -> int:
+    """What an activity computes: a pure function of its label and argument."""
+    return (value * 31 + sum(label.encode())) % 1_000_003
+
+
+def record(log: str, what: str, workflow_id: str, label: str) -> None:
+    """Append one line to the execution log: one write with O_APPEND, safe across processes."""
+    line = f"{what} {workflow_id} {label} {os.getpid()}\n".encode()
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+@loom.activity(name="crash_compute", timeout_seconds=30)
+async def crash_compute(log: str, workflow_id: str, label: str, value: int, delay_ms: int) -> int:
+    record(log, "start", workflow_id, label)
+    await asyncio.sleep(delay_ms / 1000)  # the activity's work takes a while
+    record(log, "end", workflow_id, label)
+    return mix(label, value)
+
+
+async def _compute(ctx: Ctx, label: str, value: int) -> int:
+    delay = int(ctx.input["delays"][label])
+    return await ctx.activity(crash_compute, ctx.input["log"], ctx.workflow_id, label, value, delay)
+
+
+@loom.workflow(name="crash_Multi")
+class CrashMulti(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def reserve(self, ctx: Ctx) -> None:
+        held = await _compute(ctx, "reserve.hold", ctx.input["n"])
+        await ctx.state.set("held", held)
+        confirmed = await _compute(ctx, "reserve.confirm", held)
+        await ctx.state.update(total=lambda total: (total or 0) + confirmed)
+
+    @loom.step
+    async def fan_out(self, ctx: Ctx) -> None:
+        total = ctx.state["total"]
+        left, right = await asyncio.gather(
+            _compute(ctx, "fan.left", total), _compute(ctx, "fan.right", total + 1)
+        )
+        await ctx.state.set("pair", [left, right])
+        await ctx.state.update(total=lambda t: t + left + right)
+
+    @loom.step
+    async def finish(self, ctx: Ctx) -> None:
+        seal = await _compute(ctx, "finish.seal", ctx.state["total"])
+        await ctx.state.set("seal", seal)
+        await ctx.state.update(steps_done=lambda done: (done or 0) + 3)
+
+
+def make_input(n: int, log: str, rng: random.Random) -> dict[str, Any]:
+    """The input of one crash_Multi: its number, the execution log, and each activity's duration
+    in milliseconds."""
+    return {"n": n, "log": log, "delays": {label: rng.randint(50, 250) for label in LABELS}}
+
+
+def expected_state(workflow_input: dict[str, Any], initial: dict[str, Any]) -> dict[str, Any]:
+    """The final state crash_Multi must reach, computed without Loom."""
+    state = dict(initial)
+    held = mix("reserve.hold", workflow_input["n"])
+    state["held"] = held
+    state["total"] = (state.get("total") or 0) + mix("reserve.confirm", held)
+    left = mix("fan.left", state["total"])
+    right = mix("fan.right", state["total"] + 1)
+    state["pair"] = [left, right]
+    state["total"] += left + right
+    state["seal"] = mix("finish.seal", state["total"])
+    state["steps_done"] = (state.get("steps_done") or 0) + 3
+    return state
+
+
+# ------------------------------------------------------------------------ worker process
+
+
+async def serve(url: str, concurrency: int, lease_seconds: float, poll_interval: float) -> None:
+    async with loom.Database(url) as database:
+        print("ready", flush=True)
+        async with loom.Worker(
+            database,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            lease_seconds=lease_seconds,
+        ):
+            await asyncio.Event().wait()  # run until killed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    worker = commands.add_parser("worker", help="run crash_Multi workflows until killed")
+    worker.add_argument("url")
+    worker.add_argument("--concurrency", type=int, default=2)
+    worker.add_argument("--lease-seconds", type=float, default=0.5)
+    worker.add_argument("--poll-interval", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.url, args.concurrency, args.lease_seconds, args.poll_interval))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
