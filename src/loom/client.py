@@ -380,8 +380,14 @@ class WorkflowHandle(Generic[StateT]):
         return outcome
 
     async def retry(self) -> None:
-        """Resume a FAILED workflow from the step that failed, keeping its history."""
-        await self.database.store.retry(self.workflow_id, time.time())
+        """Resume a FAILED workflow from the step that failed, keeping its history.
+
+        That step starts afresh; signals its failed attempt had received are delivered again.
+        """
+        from loom.core.replay import discarded_signals
+
+        history = await self.database.store.load_history(self.workflow_id)
+        await self.database.store.retry(self.workflow_id, time.time(), discarded_signals(history))
         self.database.work_available.notify()
 
 

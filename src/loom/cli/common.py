@@ -11,7 +11,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 import loom
-from loom.cli.errors import CliError
+from loom.cli.errors import CliError, describe
+from loom.errors import LoomError
 
 T = TypeVar("T")
 
@@ -34,7 +35,7 @@ ModulesOption = Annotated[
         "-m",
         metavar="MODULE",
         help="Module defining workflows and activities (repeatable). Default: $LOOM_MODULES "
-        "(comma separated), else [tool.loom] modules in ./pyproject.toml.",
+        "(comma separated), else \\[tool.loom] modules in ./pyproject.toml.",
     ),
 ]
 
@@ -47,6 +48,7 @@ def database_url(value: str | None) -> str | None:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one command's coroutine; its errors reach ``main()``, which prints them."""
     return asyncio.run(coro)
 
 
@@ -56,10 +58,18 @@ async def open_database(
 ) -> AsyncIterator[loom.Database]:
     """Open the database; unless ``initialized`` is False, refuse one ``loom init`` never set up."""
     db = loom.Database(database_url(url))
-    async with db:
+    try:
+        await db.open()
+    except LoomError:
+        raise
+    except Exception as exc:  # the file cannot be created, is not a database ...
+        raise CliError(f"cannot open database {db.url}: {describe(exc)}") from None
+    try:
         if initialized and await db.store.schema_version() == 0:
             raise CliError(f"database {db.url} is not initialized; run `loom init` first")
         yield db
+    finally:
+        await db.close()
 
 
 def parse_json(text: str | None, option: str) -> Any:

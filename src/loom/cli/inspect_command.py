@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 
 import typer
@@ -16,6 +17,7 @@ from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, open_database, run
 from loom.cli.timeline import StepRun, failure_cause, step_runs
 from loom.core.history import Event
+from loom.status import WorkflowStatus
 from loom.store.base import WorkflowRecord
 
 
@@ -53,7 +55,10 @@ def inspect_command(
     _section(out, "Input", _json_block(record.input))
     _section(out, "State", _json_block(record.state))
     _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
-    if error:
+    if record.status is WorkflowStatus.CANCELED:
+        reason = (error or {}).get("message")
+        _section(out, "Canceled", Text(f"reason: {reason}" if reason else "no reason given"))
+    elif error:
         _section(out, "Error", _error_block(error, cause, show_traceback=traceback))
     if events:
         _section(out, f"Events ({len(history)})", _events_table(history))
@@ -104,17 +109,38 @@ def _print_header(out: Console, record: WorkflowRecord) -> None:
     grid.add_column()
     grid.add_row("name", Text(f"{record.name} (version {record.version})"))
     grid.add_row("current step", Text(record.current_step or "-"))
+    if record.status is WorkflowStatus.RUNNING:
+        grid.add_row("scheduling", _scheduling(record))
     grid.add_row("created", render.local_time(record.created))
     grid.add_row("updated", render.local_time(record.updated))
     lifetime = render.lifetime(record.status, record.created, record.updated)
     grid.add_row("duration", render.duration(lifetime))
-    out.print(Padding(grid, (0, 0, 0, 2)))
+    out.print(Padding(grid, (0, 0, 0, 2), expand=False))
+
+
+def _scheduling(record: WorkflowRecord) -> str:
+    """Where a running workflow stands with the workers."""
+    if record.cancel_requested:
+        return "cancel requested; stops at its worker's next write"
+    now = time.time()
+    if record.leased and record.ready_at is not None and record.ready_at <= now:
+        return (
+            f"its worker's lease expired at {render.local_time(record.ready_at)}; "
+            "the next free worker takes it over"
+        )
+    if record.leased:
+        return f"being run by a worker (lease until {render.local_time(record.ready_at)})"
+    if record.ready_at is None:
+        return "waiting for a signal"
+    if record.ready_at <= now:
+        return "ready: the next free worker runs it"
+    return f"sleeping until {render.local_time(record.ready_at)}"
 
 
 def _section(out: Console, title: str, body: RenderableType) -> None:
     out.print()
     out.print(Text(title, style="bold underline"))
-    out.print(Padding(body, (0, 0, 0, 2)))
+    out.print(Padding(body, (0, 0, 0, 2), expand=False))
 
 
 def _json_block(value: Any) -> RenderableType:
@@ -149,8 +175,10 @@ def _error_block(
     error: dict[str, Any], cause: dict[str, Any] | None, *, show_traceback: bool
 ) -> RenderableType:
     parts: list[RenderableType] = []
-    where = f" (in step {error['step']!r})" if error.get("step") else ""
-    parts.append(Text(f"{error.get('type', 'Error')}: {error.get('message', '')}{where}", "red"))
+    message = str(error.get("message", ""))
+    step = error.get("step")
+    where = f" (in step {step!r})" if step and f"step {step!r}" not in message else ""
+    parts.append(Text(f"{error.get('type', 'Error')}: {message}{where}", "red"))
     if cause:
         parts.append(
             Text(

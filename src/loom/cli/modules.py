@@ -58,10 +58,8 @@ def require_workflows(registry: Registry, names: list[str]) -> None:
     """Fail clearly when the imported modules registered no workflow at all."""
     if registry.workflows():
         return
-    where = (
-        f"modules {', '.join(names)} define" if names else "no module was named; nothing defines"
-    )
+    found = f"modules {', '.join(names)} define none" if names else "no module was named"
     raise CliError(
-        f"no workflows are registered ({where} none): name the modules that define them with "
+        f"no workflows are registered ({found}): name the modules that define them with "
         "-m MODULE, $LOOM_MODULES or [tool.loom] modules in pyproject.toml"
     )

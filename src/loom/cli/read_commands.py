@@ -57,8 +57,8 @@ def list_command(
             Text(row.version),
             render.status_text(row.status),
             Text(row.current_step or "-"),
-            render.local_time(created),
-            render.local_time(updated),
+            render.short_time(created),
+            render.short_time(updated),
             render.duration(render.lifetime(row.status, created, updated)),
         )
     out.print(table)
@@ -98,12 +98,7 @@ def stats_command(database: DatabaseOption = None, as_json: JsonOption = False) 
         )
     workflows.add_column("TOTAL", justify="right", header_style="bold")
     workflows.add_row(*(str(n) for n in by_status.values()), str(sum(by_status.values())))
-    out.print(workflows)
-    out.print()
-    tasks = Table(title="Tasks", title_justify="left", box=None, pad_edge=False, show_header=False)
-    tasks.add_column(style="bold")
-    tasks.add_column(justify="right")
-    tasks.add_column(style="dim")
+    tasks = _section("Tasks")
     tasks.add_row("ready", str(stats.ready), "runnable now, waiting for a worker")
     tasks.add_row("leased", str(stats.leased), "being run by a worker")
     tasks.add_row("sleeping", str(stats.sleeping), "until a timer or an activity retry")
@@ -115,10 +110,20 @@ def stats_command(database: DatabaseOption = None, as_json: JsonOption = False) 
         "-" if oldest is None else render.duration(oldest),
         "how long the oldest ready task has waited",
     )
-    out.print(tasks)
-    out.print()
+    throughput = _section("Throughput")
     per_minute = " ".join(str(n) for n in stats.completed_per_minute) or "-"
-    out.print(Text.assemble(("Throughput", "bold italic"), ""))
-    out.print(f"completed in the last minute  {stats.completed_last_minute}")
-    out.print(f"completed per minute          {per_minute}  (newest minute first)")
-    out.print(f"events stored                 {stats.events}")
+    throughput.add_row("last minute", str(stats.completed_last_minute), "workflows completed")
+    throughput.add_row("per minute", per_minute, "completed, newest minute first")
+    throughput.add_row("events", str(stats.events), "stored in all histories")
+    for index, table in enumerate((workflows, tasks, throughput)):
+        if index:
+            out.print()
+        out.print(table)
+
+
+def _section(title: str) -> Table:
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column(style="dim")
+    return table

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any, TextIO, cast
 
 from rich.console import Console
 from rich.text import Text
@@ -21,9 +23,46 @@ STATUS_STYLES = {
 }
 
 
+PIPE_WIDTH = 200
+
+
 def console(*, stderr: bool = False) -> Console:
-    """A console for user-facing output; no automatic highlighting of user data."""
-    return Console(stderr=stderr, highlight=False)
+    """A console for user-facing output; no automatic highlighting of user data.
+
+    Written to a pipe or a file, tables are laid out wide instead of at 80 columns, so each row
+    stays on one line for grep and friends (``$COLUMNS`` still wins), and lines carry no
+    trailing padding.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(file=stream, highlight=False, soft_wrap=True)
+    out = Console(file=cast(IO[str], _TrimmedLines(stream)), highlight=False, soft_wrap=True)
+    if not os.environ.get("COLUMNS"):
+        out.width = PIPE_WIDTH
+    return out
+
+
+class _TrimmedLines(io.TextIOBase):
+    """Writes whole lines to ``stream`` without the spaces Rich pads them with."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            self._stream.write(line.rstrip(" ") + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._stream.write(self._pending)
+            self._pending = ""
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return False
 
 
 def emit_json(value: Any) -> None:
@@ -45,10 +84,18 @@ def iso(timestamp: float | None) -> str | None:
 
 
 def local_time(timestamp: float | None) -> str:
-    """Seconds since the epoch as local ``YYYY-MM-DD HH:MM:SS`` (for tables)."""
+    """Seconds since the epoch as local ``YYYY-MM-DD HH:MM:SS`` (for details)."""
     if timestamp is None:
         return "-"
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def short_time(timestamp: float) -> str:
+    """Local ``HH:MM:SS`` for today, else ``YYYY-MM-DD HH:MM`` (for tables)."""
+    moment = datetime.fromtimestamp(timestamp)
+    if moment.date() == datetime.now().date():
+        return moment.strftime("%H:%M:%S")
+    return moment.strftime("%Y-%m-%d %H:%M")
 
 
 def clock_time(timestamp: float) -> str:

@@ -27,8 +27,14 @@ class StatusLine:
         while len(self._samples) > 2 and now - self._samples[1][0] >= WINDOW_SECONDS:
             self._samples.popleft()
         first_time, first_done = self._samples[0]
-        elapsed = now - first_time
-        return (done - first_done) / elapsed if elapsed > 0 else 0.0
+        if now - first_time >= 1.0:
+            return (done - first_done) / (now - first_time)
+        return self.average()
+
+    def average(self) -> float:
+        """Workflows completed per second since the worker started."""
+        elapsed = time.time() - self.worker.stats.started_at
+        return self.worker.stats.completed / elapsed if elapsed > 0 else 0.0
 
     def snapshot(self) -> tuple[int, ...]:
         """The counters alone, to tell whether anything changed since the last report."""
@@ -43,27 +49,50 @@ class StatusLine:
             ("running", str(self.worker.in_flight)),
             ("parked", str(stats.parked)),
             ("activities", str(stats.activities)),
-            ("throughput", f"{self.throughput():.1f}/s"),
+            ("throughput", rate(self.throughput())),
             ("up", _uptime(time.time() - stats.started_at)),
         ]
 
     def plain(self) -> str:
-        text = "  ".join(f"{name} {value}" for name, value in self.counters())
-        return f"{self.worker.worker_id}: {text}"
+        return "  ".join(f"{name} {value}" for name, value in self.counters())
+
+    def summary(self) -> str:
+        """The final report of a worker that stopped."""
+        stats = self.worker.stats
+        return (
+            f"completed {stats.completed}, failed {stats.failed}, canceled {stats.canceled}, "
+            f"parked {stats.parked}, activities {stats.activities} in "
+            f"{_uptime(time.time() - stats.started_at)} ({rate(self.average())} on average)"
+        )
 
     def rich(self) -> Text:
-        line = Text()
+        """The live line, short enough for an 80-column terminal."""
+        line = Text(no_wrap=True, overflow="ellipsis")
         if self.stopping:
             line.append("stopping ", style="bold yellow")
         else:
             line.append("● ", style="bold green")
-        line.append(self.worker.worker_id, style="bold")
-        styles = {"completed": "green", "failed": "red", "running": "cyan"}
-        for name, value in self.counters():
-            line.append("  ")
+        stats = self.worker.stats
+        parts = [
+            ("completed", str(stats.completed), "green"),
+            ("failed", str(stats.failed), "red"),
+            ("running", f"{self.worker.in_flight}/{self.worker.concurrency}", "cyan"),
+            ("activities", str(stats.activities), ""),
+        ]
+        for index, (name, value, style) in enumerate(parts):
+            line.append("  " if index else "")
             line.append(name + " ", style="dim")
-            line.append(value, style=styles.get(name, ""))
+            line.append(value, style=style)
+        line.append(f"  {rate(self.throughput())}", style="bold")
+        line.append(f"  up {_uptime(time.time() - stats.started_at)}", style="dim")
         return line
+
+
+def rate(per_second: float) -> str:
+    """Workflows completed per second, or per minute when that reads better."""
+    if per_second >= 1 or per_second == 0:
+        return f"{per_second:.1f}/s"
+    return f"{per_second * 60:.1f}/min"
 
 
 def _uptime(seconds: float) -> str:

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from loom.cli.render import iso
 from loom.core.history import Event, EventType
 from loom.status import WorkflowStatus
 
@@ -32,8 +33,8 @@ class StepRun:
             "step": self.step,
             "index": self.index,
             "status": self.status,
-            "started": self.started,
-            "ended": self.ended,
+            "started_at": iso(self.started),
+            "ended_at": iso(self.ended),
             "duration_seconds": round(self.duration, 3),
             "activities": self.activities,
             "failed_attempts": self.failed_attempts,

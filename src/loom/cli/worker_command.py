@@ -125,7 +125,7 @@ async def _serve(
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
-        log.info("worker %s stopped: %s", worker.worker_id, status.plain())
+        log.info("worker %s stopped: %s", worker.worker_id, status.summary())
 
 
 async def _show_status(
@@ -143,5 +143,5 @@ async def _show_status(
             await asyncio.wait({running}, timeout=PLAIN_STATUS_SECONDS)
             if not running.done() and status.snapshot() != last:
                 last = status.snapshot()
-                log.info("%s", status.plain())
+                log.info("worker %s: %s", status.worker.worker_id, status.plain())
         await running

@@ -105,6 +105,22 @@ def plan_replay(
     return first_step, state, cleaned[cut:]
 
 
+def discarded_signals(history: Sequence[Event]) -> list[tuple[str, Any]]:
+    """(name, payload) of the signals consumed by the attempt a retry will discard.
+
+    That attempt is everything after the last completed step (or the last retry).
+    """
+    start = 0
+    for i, event in enumerate(history):
+        if event.type in (EventType.STEP_COMPLETED, EventType.WORKFLOW_RETRIED):
+            start = i + 1
+    return [
+        (str(e.payload["name"]), e.payload.get("payload"))
+        for e in history[start:]
+        if e.type is EventType.SIGNAL_RECEIVED
+    ]
+
+
 def _apply_state(state: dict[str, Any], event: Event) -> None:
     if event.type is EventType.STATE_SET:
         state[event.payload["key"]] = event.payload["value"]

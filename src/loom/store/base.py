@@ -15,6 +15,7 @@ older epoch is rejected, so a worker that lost its lease can never record anythi
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -195,8 +196,14 @@ class Store(abc.ABC):
     async def cancel(self, workflow_id: str, reason: str | None, now: float) -> CancelOutcome: ...
 
     @abc.abstractmethod
-    async def retry(self, workflow_id: str, now: float) -> None:
-        """Make a FAILED workflow RUNNING again from the step that failed."""
+    async def retry(
+        self, workflow_id: str, now: float, resend: Sequence[tuple[str, Any]] = ()
+    ) -> None:
+        """Make a FAILED workflow RUNNING again from the step that failed.
+
+        ``resend`` are the (name, payload) signals that the failed attempt consumed; they are
+        buffered again, ahead of any still buffered, so the new attempt receives them too.
+        """
 
     @abc.abstractmethod
     async def next_due(self, names: list[str]) -> float | None:

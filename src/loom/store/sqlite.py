@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -318,7 +318,8 @@ class SqliteStore(Store):
         if c.status is not WorkflowStatus.RUNNING:
             ready_at = None
             lease_owner_sql = "NULL"
-            conn.execute("DELETE FROM signals WHERE workflow_id = ?", (c.workflow_id,))
+            if c.status is WorkflowStatus.COMPLETED:  # a FAILED one keeps them for a retry
+                conn.execute("DELETE FROM signals WHERE workflow_id = ?", (c.workflow_id,))
         elif c.release:
             ready_at = c.ready_at
             lease_owner_sql = "NULL"
@@ -480,7 +481,11 @@ class SqliteStore(Store):
 
         return await self._run(self._write, write)
 
-    async def retry(self, workflow_id: str, now: float) -> None:
+    async def retry(
+        self, workflow_id: str, now: float, resend: Sequence[tuple[str, Any]] = ()
+    ) -> None:
+        resent = [(name, _dump(payload)) for name, payload in resend]
+
         def write(conn: sqlite3.Connection) -> None:
             row = conn.execute(
                 "SELECT status, last_seq, current_step FROM workflows WHERE id = ?",
@@ -501,6 +506,17 @@ class SqliteStore(Store):
                 "lease_owner = NULL, lease_epoch = lease_epoch + 1, last_seq = ?, updated_at = ? "
                 "WHERE id = ?",
                 (now, seq, now, workflow_id),
+            )
+            # Signals the failed attempt consumed are delivered again, before those still
+            # buffered, keeping the order in which they were sent.
+            buffered = conn.execute(
+                "SELECT name, payload FROM signals WHERE workflow_id = ? ORDER BY id",
+                (workflow_id,),
+            ).fetchall()
+            conn.execute("DELETE FROM signals WHERE workflow_id = ?", (workflow_id,))
+            conn.executemany(
+                "INSERT INTO signals (workflow_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
+                [(workflow_id, name, data, now) for name, data in [*resent, *buffered]],
             )
 
         await self._run(self._write, write)
