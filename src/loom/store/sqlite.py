@@ -100,7 +100,7 @@ class SqliteStore(Store):
         self.synchronous = synchronous.upper()
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._queue: list[tuple[Commit, float, asyncio.Future[CommitOutcome]]] = []
+        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._flushing: asyncio.Task[None] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -220,7 +220,7 @@ class SqliteStore(Store):
             self._insert_events(conn, new.workflow_id, [first])
             return None
 
-        return await self._run(self._write, write)
+        return await self._batched(write)
 
     @staticmethod
     def _insert_events(conn: sqlite3.Connection, workflow_id: str, events: list[Event]) -> None:
@@ -247,7 +247,7 @@ class SqliteStore(Store):
             ).fetchall()
             return [Claim(r[0], r[1], r[2], r[3]) for r in rows]
 
-        return await self._run(self._write, write)
+        return await self._batched(write)
 
     async def load_history(self, workflow_id: str, after_seq: int = 0) -> list[Event]:
         rows = await self._run(
@@ -259,12 +259,16 @@ class SqliteStore(Store):
         return [Event(r[0], _EVENT_TYPES[r[1]], orjson.loads(r[2]), r[3]) for r in rows]
 
     # -- group commit ---------------------------------------------------------------------
-    async def commit(self, commit: Commit, now: float) -> CommitOutcome:
-        future: asyncio.Future[CommitOutcome] = asyncio.get_running_loop().create_future()
-        self._queue.append((commit, now, future))
+    async def _batched(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``job`` in the next write transaction, shared with every job queued meanwhile.
+
+        Each job runs under its own savepoint, so one job's error undoes only that job.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((job, future))
         if self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
-        return await future
+        return await future  # type: ignore[no-any-return]
 
     async def _flush(self) -> None:
         try:
@@ -272,27 +276,42 @@ class SqliteStore(Store):
                 batch, self._queue = self._queue, []
                 try:
                     outcomes = await self._run(
-                        self._write, functools.partial(self._commit_all, batch=batch)
+                        self._write, functools.partial(self._run_jobs, jobs=[j for j, _ in batch])
                     )
                 except BaseException as exc:
-                    for _, _, future in batch:
+                    for _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for (_, _, future), outcome in zip(batch, outcomes, strict=True):
-                    if not future.done():
-                        future.set_result(outcome)
+                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
         finally:
             self._flushing = None
 
-    def _commit_all(
-        self,
-        conn: sqlite3.Connection,
-        batch: list[tuple[Commit, float, asyncio.Future[CommitOutcome]]],
-    ) -> list[CommitOutcome]:
-        return [self._commit_one(conn, commit, now) for commit, now, _ in batch]
+    @staticmethod
+    def _run_jobs(
+        conn: sqlite3.Connection, jobs: list[Callable[[sqlite3.Connection], Any]]
+    ) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        for job in jobs:
+            conn.execute("SAVEPOINT job")
+            try:
+                outcomes.append((True, job(conn)))
+            except Exception as exc:
+                conn.execute("ROLLBACK TO job")
+                outcomes.append((False, exc))
+            conn.execute("RELEASE job")
+        return outcomes
+
+    async def commit(self, commit: Commit, now: float) -> CommitOutcome:
+        return await self._batched(functools.partial(self._commit_one, c=commit, now=now))
 
     def _commit_one(self, conn: sqlite3.Connection, c: Commit, now: float) -> CommitOutcome:
         row = conn.execute(
@@ -384,7 +403,7 @@ class SqliteStore(Store):
             held = {r[0] for r in rows}
             return set(workflow_ids) - held, {r[0] for r in rows if r[1]}
 
-        return await self._run(self._write, write)
+        return await self._batched(write)
 
     async def release(self, owner: str, workflow_ids: list[str], now: float) -> None:
         if not workflow_ids:
@@ -398,7 +417,7 @@ class SqliteStore(Store):
                 (now, owner, *workflow_ids),
             )
 
-        await self._run(self._write, write)
+        await self._batched(write)
 
     # -- client reads and requests --------------------------------------------------------
     async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
@@ -465,7 +484,7 @@ class SqliteStore(Store):
             if lease_owner is None and (ready_at is None or ready_at > now):
                 conn.execute("UPDATE workflows SET ready_at = ? WHERE id = ?", (now, workflow_id))
 
-        await self._run(self._write, write)
+        await self._batched(write)
 
     async def cancel(self, workflow_id: str, reason: str | None, now: float) -> CancelOutcome:
         def write(conn: sqlite3.Connection) -> CancelOutcome:
@@ -479,7 +498,7 @@ class SqliteStore(Store):
             self._cancel_now(conn, workflow_id, reason, last_seq, now)
             return CancelOutcome.CANCELED
 
-        return await self._run(self._write, write)
+        return await self._batched(write)
 
     async def retry(
         self, workflow_id: str, now: float, resend: Sequence[tuple[str, Any]] = ()
@@ -519,7 +538,7 @@ class SqliteStore(Store):
                 [(workflow_id, name, data, now) for name, data in [*resent, *buffered]],
             )
 
-        await self._run(self._write, write)
+        await self._batched(write)
 
     async def next_due(self, names: list[str]) -> float | None:
         if not names:
