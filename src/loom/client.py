@@ -99,13 +99,16 @@ class ReplayReport:
 class Database:
     """A Loom database. ``url`` defaults to ``$LOOM_DATABASE_URL``, else ``sqlite:///loom.db``.
 
-    Use it as an async context manager; ``migrate_up()`` creates or upgrades the schema.
+    Use it as an async context manager; ``migrate_up()`` creates or upgrades the schema. With
+    ``create=False``, opening a database that does not exist raises ``StoreError``.
     """
 
-    def __init__(self, url: str | None = None, *, registry: Registry | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, *, registry: Registry | None = None, create: bool = True
+    ) -> None:
         self.url = resolve_url(url)
         self.registry = registry or default_registry
-        self.store: Store = open_store(self.url)
+        self.store: Store = open_store(self.url, create=create)
         self.work_available = Notifier()
         self.workflow_changed = Notifier()
         self._opened = 0
@@ -139,6 +142,10 @@ class Database:
             with contextlib.suppress(ValueError):
                 _active.get(asyncio.get_running_loop(), []).remove(self)
             await self.store.close()
+
+    async def schema_version(self) -> int:
+        """The newest migration applied; 0 for a database never initialized."""
+        return await self.store.schema_version()
 
     async def migrate_up(self) -> list[str]:
         """Create or upgrade the schema. Idempotent: returns the migrations applied now."""

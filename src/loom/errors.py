@@ -84,9 +84,11 @@ class WorkflowAlreadyExistsError(WorkflowError):
 
 
 class WorkflowNotRunningError(WorkflowError):
-    def __init__(self, workflow_id: str, status: str, action: str) -> None:
+    def __init__(self, workflow_id: str, status: str, action: str, hint: str = "") -> None:
+        why = f" ({hint})" if hint else ""
         super().__init__(
-            f"cannot {action} workflow {workflow_id!r}: it is {status}", workflow_id=workflow_id
+            f"cannot {action} workflow {workflow_id!r}: it is {status}{why}",
+            workflow_id=workflow_id,
         )
         self.status = status
 

@@ -57,7 +57,7 @@ async def open_database(
     url: str | None, *, initialized: bool = True
 ) -> AsyncIterator[loom.Database]:
     """Open the database; unless ``initialized`` is False, refuse one ``loom init`` never set up."""
-    db = loom.Database(database_url(url))
+    db = loom.Database(database_url(url), create=not initialized)
     try:
         await db.open()
     except LoomError:
@@ -65,7 +65,7 @@ async def open_database(
     except Exception as exc:  # the file cannot be created, is not a database ...
         raise CliError(f"cannot open database {db.url}: {describe(exc)}") from None
     try:
-        if initialized and await db.store.schema_version() == 0:
+        if initialized and await db.schema_version() == 0:
             raise CliError(f"database {db.url} is not initialized; run `loom init` first")
         yield db
     finally:

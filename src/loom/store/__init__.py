@@ -16,11 +16,12 @@ def resolve_url(url: str | None) -> str:
     return url or os.environ.get("LOOM_DATABASE_URL") or DEFAULT_URL
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, create: bool = True) -> Store:
     """A store for ``url``: ``sqlite:///relative.db``, ``sqlite:////absolute.db``.
 
     SQLite takes ``?synchronous=NORMAL`` to trade the last commits on power loss for speed;
-    the default, FULL, loses nothing once a commit returns.
+    the default, FULL, loses nothing once a commit returns. With ``create=False`` a missing
+    database is an error instead of being created.
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -36,7 +37,7 @@ def open_store(url: str) -> Store:
         if not path:
             raise ConfigurationError(f"bad SQLite URL {url!r}: no file path")
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        return SqliteStore(url, path, synchronous=options.get("synchronous", "FULL"))
+        return SqliteStore(url, path, synchronous=options.get("synchronous", "FULL"), create=create)
     if scheme in {"postgres", "postgresql"}:
         raise ConfigurationError(
             "the PostgreSQL backend is not available in this build yet; use a sqlite:/// URL"

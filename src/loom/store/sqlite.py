@@ -92,12 +92,15 @@ def split_sql(sql: str) -> list[str]:
 
 
 class SqliteStore(Store):
-    def __init__(self, url: str, path: str, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, url: str, path: str, *, synchronous: str = "FULL", create: bool = True
+    ) -> None:
         if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
             raise ConfigurationError(f"unknown SQLite synchronous mode {synchronous!r}")
         self.url = url
         self.path = path
         self.synchronous = synchronous.upper()
+        self.create = create
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
@@ -107,22 +110,31 @@ class SqliteStore(Store):
     async def open(self) -> None:
         if self._executor is not None:
             return
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loom-sqlite")
-        await self._run(self._connect)
+        try:
+            await self._run(self._connect)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
 
     def _connect(self) -> None:
+        if self.path != ":memory:":
+            if not self.create and not Path(self.path).is_file():
+                raise StoreError(f"no database at {self.path!r}; create it with `loom init`")
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         try:
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA foreign_keys=ON")
         self._conn = conn
 
     async def close(self) -> None:
@@ -513,7 +525,9 @@ class SqliteStore(Store):
             if row is None:
                 raise WorkflowNotFoundError(workflow_id)
             if row[0] != WorkflowStatus.FAILED:
-                raise WorkflowNotRunningError(workflow_id, row[0], "retry (only FAILED can)")
+                raise WorkflowNotRunningError(
+                    workflow_id, row[0], "retry", "only FAILED workflows can be retried"
+                )
             seq = row[1] + 1
             self._insert_events(
                 conn,
