@@ -27,15 +27,17 @@ class AttemptOutcome:
 
 def _bind_args(run: ActivityRun) -> tuple[list[Any], dict[str, Any]]:
     """Rebuild dataclass/pydantic arguments from their stored JSON using the annotations."""
+    types = run.definition.arg_types
+    if not types:
+        return run.args, run.kwargs
     fn = run.definition.fn
     try:
-        hints = inspect.get_annotations(fn, eval_str=True)
         bound = inspect.signature(fn).bind(*run.args, **run.kwargs)
-    except Exception:
-        return run.args, run.kwargs
+    except TypeError:
+        return run.args, run.kwargs  # the call itself will raise the clear TypeError
     for name, value in bound.arguments.items():
-        if name in hints:
-            bound.arguments[name] = codec.convert(value, hints[name])
+        if name in types:
+            bound.arguments[name] = codec.convert(value, types[name])
     return list(bound.args), dict(bound.kwargs)
 
 

@@ -9,6 +9,7 @@ embedders can pass their own.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class ActivityDefinition:
     is_async: bool = True
     return_annotation: Any = None
     description: str | None = None
+    arg_types: Mapping[str, type[Any]] = field(default_factory=dict)
+    """Parameters annotated with a dataclass or pydantic model: rebuilt from stored JSON."""
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 = first retry)."""
@@ -204,6 +207,11 @@ def _make_activity(
         hints = inspect.get_annotations(fn, eval_str=True)
     except Exception:
         hints = {}
+    arg_types = {
+        param: hint
+        for param, hint in hints.items()
+        if param != "return" and isinstance(hint, type) and _is_structured(hint)
+    }
     definition = ActivityDefinition(
         name=name or fn.__name__,
         fn=fn,
@@ -216,10 +224,15 @@ def _make_activity(
         is_async=inspect.iscoroutinefunction(fn),
         return_annotation=hints.get("return"),
         description=description or fn.__doc__,
+        arg_types=arg_types,
     )
     setattr(fn, _ACTIVITY_ATTR, definition)
     registry.add_activity(definition)
     return fn
+
+
+def _is_structured(hint: type[Any]) -> bool:
+    return dataclasses.is_dataclass(hint) or callable(getattr(hint, "model_validate", None))
 
 
 @overload
