@@ -149,8 +149,6 @@ async def test_retry_delivers_again_the_signals_the_failed_attempt_received(
     # The retried step started afresh and received "alice" again, not "bob".
     assert final == {"approver": "alice", "result": "fulfilled-o-7"}
     received = [
-        e.payload["payload"]
-        for e in await handle.events()
-        if e.type is EventType.SIGNAL_RECEIVED
+        e.payload["payload"] for e in await handle.events() if e.type is EventType.SIGNAL_RECEIVED
     ]
     assert received == ["alice", "alice"]

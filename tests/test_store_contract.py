@@ -18,10 +18,12 @@ from loom.errors import WorkflowNotFoundError, WorkflowNotRunningError
 from loom.status import WorkflowStatus
 from loom.store import open_store
 from loom.store.base import CancelOutcome, Commit, CommitOutcome, NewWorkflow, Store
-from loom.store.sqlite import migrations, split_sql
+from loom.store.common import migrations, split_sql
+from pg import pg_url
 
 BACKENDS: dict[str, Callable[[Path], str]] = {
     "sqlite": lambda tmp: f"sqlite:///{tmp / 'contract.db'}",
+    "postgres": pg_url,
 }
 
 T0 = 1_700_000_000.0
@@ -31,6 +33,7 @@ LEASE = 10.0
 @pytest.fixture(params=sorted(BACKENDS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     s = open_store(BACKENDS[request.param](tmp_path))
+    assert s.dialect == request.param
     await s.open()
     await s.migrate()
     try:
@@ -67,7 +70,7 @@ def ev(seq: int, kind: EventType = EventType.STEP_STARTED, **payload: object) ->
 
 async def test_migrate_is_idempotent(store: Store) -> None:
     assert await store.migrate() == []
-    assert await store.schema_version() == max(v for v, _, _ in migrations("sqlite"))
+    assert await store.schema_version() == max(v for v, _, _ in migrations(store.dialect))
 
 
 async def test_create_returns_existing_record_for_taken_id(store: Store) -> None:
@@ -151,7 +154,11 @@ async def test_terminal_commit_clears_schedule(store: Store) -> None:
     done = Event(2, EventType.WORKFLOW_COMPLETED, {"state": {"k": 1}}, T0)
     await store.commit(
         commit_of(
-            "wf-1", claim.lease_epoch, [done], release=True, status=WorkflowStatus.COMPLETED,
+            "wf-1",
+            claim.lease_epoch,
+            [done],
+            release=True,
+            status=WorkflowStatus.COMPLETED,
             result={"k": 1},
         ),
         T0,
@@ -180,8 +187,14 @@ async def test_signals_are_buffered_and_wake_a_parked_waiter(store: Store) -> No
     [claim] = await store.claim("w1", ["W"], 1, LEASE, T0 + 2)
     first = (await store.read_signals("wf-1"))[0]
     await store.commit(
-        commit_of("wf-1", claim.lease_epoch, [], release=True, wait_signals=("go",),
-                  consumed_signals=(first.id,)),
+        commit_of(
+            "wf-1",
+            claim.lease_epoch,
+            [],
+            release=True,
+            wait_signals=("go",),
+            consumed_signals=(first.id,),
+        ),
         T0 + 3,
     )
     assert [s.payload for s in await store.read_signals("wf-1")] == [{"n": 2}]
@@ -244,8 +257,14 @@ async def test_retry_only_from_failed(store: Store) -> None:
     [claim] = await store.claim("w1", ["W"], 1, LEASE, T0)
     failed = Event(2, EventType.WORKFLOW_FAILED, {"error": {"message": "boom"}}, T0)
     await store.commit(
-        commit_of("wf-1", claim.lease_epoch, [failed], release=True,
-                  status=WorkflowStatus.FAILED, error={"message": "boom"}),
+        commit_of(
+            "wf-1",
+            claim.lease_epoch,
+            [failed],
+            release=True,
+            status=WorkflowStatus.FAILED,
+            error={"message": "boom"},
+        ),
         T0,
     )
     await store.retry("wf-1", T0 + 1)

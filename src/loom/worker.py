@@ -132,6 +132,8 @@ class Worker:
         """Claim and drive workflows until :meth:`stop` is called."""
         self._stopping = False
         self._ensure_renewer()
+        wake = self.database.work_available.notify
+        await self.store.listen(wake)
         try:
             while not self._stopping:
                 free = self.concurrency - len(self._tasks)
@@ -144,6 +146,7 @@ class Worker:
                 await self._idle(full=len(self._tasks) >= self.concurrency)
         finally:
             await self._drain()
+            await self.store.unlisten(wake)
 
     async def run_once(self) -> bool:
         """Claim one ready workflow and drive it until it parks or ends. False if none."""

@@ -39,9 +39,9 @@ def open_store(url: str, *, create: bool = True) -> Store:
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         return SqliteStore(url, path, synchronous=options.get("synchronous", "FULL"), create=create)
     if scheme in {"postgres", "postgresql"}:
-        raise ConfigurationError(
-            "the PostgreSQL backend is not available in this build yet; use a sqlite:/// URL"
-        )
+        from loom.store.postgres import PostgresStore
+
+        return PostgresStore(url, create=create)
     raise ConfigurationError(
         f"unknown database URL {url!r}: expected sqlite:///path.db or postgresql://..."
     )

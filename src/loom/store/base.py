@@ -15,7 +15,7 @@ older epoch is rejected, so a worker that lost its lease can never record anythi
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -128,6 +128,8 @@ class Store(abc.ABC):
     """Every backend implements exactly these operations; each is one transaction."""
 
     url: str
+    dialect: str
+    """The migrations folder and test name of the backend: ``sqlite``, ``postgres``."""
 
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -211,3 +213,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def stats(self, now: float) -> StoreStats: ...
+
+    async def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever another process announces ready work.
+
+        Backends without cross-process notifications (SQLite) do nothing: workers then find
+        such work by polling, at most ``poll_interval`` late.
+        """
+        return None
+
+    async def unlisten(self, callback: Callable[[], None]) -> None:
+        """Stop calling ``callback``."""
+        return None

@@ -14,13 +14,11 @@ import functools
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
-from loom import codec
 from loom.core.history import Event, EventType
 from loom.errors import (
     ConfigurationError,
@@ -40,58 +38,21 @@ from loom.store.base import (
     StoreStats,
     WorkflowRecord,
 )
+from loom.store.common import (
+    EVENT_TYPES,
+    RECORD_COLUMNS,
+    dump,
+    migrations,
+    record,
+    split_sql,
+)
 
 T = TypeVar("T")
 
-_RECORD_COLUMNS = (
-    "id, name, version, status, input, state, result, error, current_step, created_at, "
-    "updated_at, last_seq, ready_at, lease_owner, cancel_requested"
-)
-_EVENT_TYPES = {t.value: t for t in EventType}
-
-
-def _dump(value: Any) -> str:
-    return codec.dumps(value).decode()
-
-
-def _record(row: tuple[Any, ...]) -> WorkflowRecord:
-    return WorkflowRecord(
-        workflow_id=row[0],
-        name=row[1],
-        version=row[2],
-        status=WorkflowStatus(row[3]),
-        input=orjson.loads(row[4]),
-        state=orjson.loads(row[5]),
-        result=None if row[6] is None else orjson.loads(row[6]),
-        error=None if row[7] is None else orjson.loads(row[7]),
-        current_step=row[8],
-        created=row[9],
-        updated=row[10],
-        last_seq=row[11],
-        ready_at=row[12],
-        leased=row[13] is not None,
-        cancel_requested=row[14] is not None,
-    )
-
-
-def migrations(dialect: str) -> list[tuple[int, str, str]]:
-    """(version, name, sql) of every numbered migration file of ``dialect``, in order."""
-    folder = resources.files("loom.store.migrations").joinpath(dialect)
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append((version, entry.name, entry.read_text()))
-    return sorted(found)
-
-
-def split_sql(sql: str) -> list[str]:
-    """The statements of a migration file (``--`` comments removed, split on ``;``)."""
-    code = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
-    return [s.strip() for s in code.split(";") if s.strip()]
-
 
 class SqliteStore(Store):
+    dialect = "sqlite"
+
     def __init__(
         self, url: str, path: str, *, synchronous: str = "FULL", create: bool = True
     ) -> None:
@@ -210,10 +171,10 @@ class SqliteStore(Store):
     async def create_workflow(self, new: NewWorkflow, first: Event) -> WorkflowRecord | None:
         def write(conn: sqlite3.Connection) -> WorkflowRecord | None:
             row = conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM workflows WHERE id = ?", (new.workflow_id,)
+                f"SELECT {RECORD_COLUMNS} FROM workflows WHERE id = ?", (new.workflow_id,)
             ).fetchone()
             if row is not None:
-                return _record(row)
+                return record(row)
             conn.execute(
                 "INSERT INTO workflows (id, name, version, status, input, state, created_at, "
                 "updated_at, last_seq, ready_at) VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?)",
@@ -221,8 +182,8 @@ class SqliteStore(Store):
                     new.workflow_id,
                     new.name,
                     new.version,
-                    _dump(new.input),
-                    _dump(new.state),
+                    dump(new.input),
+                    dump(new.state),
                     new.now,
                     new.now,
                     first.seq,
@@ -239,7 +200,7 @@ class SqliteStore(Store):
         conn.executemany(
             "INSERT INTO events (workflow_id, seq, type, payload, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            [(workflow_id, e.seq, e.type.value, _dump(e.payload), e.timestamp) for e in events],
+            [(workflow_id, e.seq, e.type.value, dump(e.payload), e.timestamp) for e in events],
         )
 
     async def claim(
@@ -268,7 +229,7 @@ class SqliteStore(Store):
             "ORDER BY seq",
             (workflow_id, after_seq),
         )
-        return [Event(r[0], _EVENT_TYPES[r[1]], orjson.loads(r[2]), r[3]) for r in rows]
+        return [Event(r[0], EVENT_TYPES[r[1]], orjson.loads(r[2]), r[3]) for r in rows]
 
     # -- group commit ---------------------------------------------------------------------
     async def _batched(self, job: Callable[[sqlite3.Connection], T]) -> T:
@@ -370,9 +331,9 @@ class SqliteStore(Store):
             f"lease_owner = {lease_owner_sql} WHERE id = ?",
             (
                 c.status.value,
-                _dump(c.state),
-                None if c.result is None else _dump(c.result),
-                None if c.error is None else _dump(c.error),
+                dump(c.state),
+                None if c.result is None else dump(c.result),
+                None if c.error is None else dump(c.error),
                 c.current_step,
                 now,
                 new_last,
@@ -394,7 +355,7 @@ class SqliteStore(Store):
             "UPDATE workflows SET status = 'CANCELED', ready_at = NULL, lease_owner = NULL, "
             "lease_epoch = lease_epoch + 1, cancel_requested = NULL, last_seq = ?, "
             "updated_at = ?, error = ? WHERE id = ?",
-            (last_seq + 1, now, _dump({"type": "Canceled", "message": reason}), workflow_id),
+            (last_seq + 1, now, dump({"type": "Canceled", "message": reason}), workflow_id),
         )
         conn.execute("DELETE FROM signals WHERE workflow_id = ?", (workflow_id,))
 
@@ -434,9 +395,9 @@ class SqliteStore(Store):
     # -- client reads and requests --------------------------------------------------------
     async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         rows = await self._run(
-            self._read, f"SELECT {_RECORD_COLUMNS} FROM workflows WHERE id = ?", (workflow_id,)
+            self._read, f"SELECT {RECORD_COLUMNS} FROM workflows WHERE id = ?", (workflow_id,)
         )
-        return _record(rows[0]) if rows else None
+        return record(rows[0]) if rows else None
 
     async def list_workflows(
         self,
@@ -457,11 +418,11 @@ class SqliteStore(Store):
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._run(
             self._read,
-            f"SELECT {_RECORD_COLUMNS} FROM workflows {clause} "
+            f"SELECT {RECORD_COLUMNS} FROM workflows {clause} "
             "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
-        return [_record(r) for r in rows]
+        return [record(r) for r in rows]
 
     async def read_signals(self, workflow_id: str) -> list[Signal]:
         rows = await self._run(
@@ -485,7 +446,7 @@ class SqliteStore(Store):
         return tuple(row)
 
     async def send_signal(self, workflow_id: str, name: str, payload: Any, now: float) -> None:
-        data = _dump(payload)
+        data = dump(payload)
 
         def write(conn: sqlite3.Connection) -> None:
             _, lease_owner, ready_at, _ = self._running_row(conn, workflow_id, "signal")
@@ -504,7 +465,7 @@ class SqliteStore(Store):
             if lease_owner is not None and ready_at is not None and ready_at > now:
                 conn.execute(
                     "UPDATE workflows SET cancel_requested = ? WHERE id = ?",
-                    (_dump(reason), workflow_id),
+                    (dump(reason), workflow_id),
                 )
                 return CancelOutcome.REQUESTED
             self._cancel_now(conn, workflow_id, reason, last_seq, now)
@@ -515,7 +476,7 @@ class SqliteStore(Store):
     async def retry(
         self, workflow_id: str, now: float, resend: Sequence[tuple[str, Any]] = ()
     ) -> None:
-        resent = [(name, _dump(payload)) for name, payload in resend]
+        resent = [(name, dump(payload)) for name, payload in resend]
 
         def write(conn: sqlite3.Connection) -> None:
             row = conn.execute(

@@ -1,0 +1,64 @@
+"""What every SQL dialect shares: row decoding, payload encoding, the migration files."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from loom import codec
+from loom.core.history import EventType
+from loom.status import WorkflowStatus
+from loom.store.base import WorkflowRecord
+
+RECORD_COLUMNS = (
+    "id, name, version, status, input, state, result, error, current_step, created_at, "
+    "updated_at, last_seq, ready_at, lease_owner, cancel_requested"
+)
+"""The columns :func:`record` decodes, in its order."""
+
+EVENT_TYPES = {t.value: t for t in EventType}
+
+
+def dump(value: Any) -> str:
+    """A payload as stored: JSON text."""
+    return codec.dumps(value).decode()
+
+
+def record(row: Any) -> WorkflowRecord:
+    """A ``workflows`` row selected with :data:`RECORD_COLUMNS`."""
+    return WorkflowRecord(
+        workflow_id=row[0],
+        name=row[1],
+        version=row[2],
+        status=WorkflowStatus(row[3]),
+        input=orjson.loads(row[4]),
+        state=orjson.loads(row[5]),
+        result=None if row[6] is None else orjson.loads(row[6]),
+        error=None if row[7] is None else orjson.loads(row[7]),
+        current_step=row[8],
+        created=row[9],
+        updated=row[10],
+        last_seq=row[11],
+        ready_at=row[12],
+        leased=row[13] is not None,
+        cancel_requested=row[14] is not None,
+    )
+
+
+def migrations(dialect: str) -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every numbered migration file of ``dialect``, in order."""
+    folder = resources.files("loom.store.migrations").joinpath(dialect)
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def split_sql(sql: str) -> list[str]:
+    """The statements of a migration file (``--`` comments removed, split on ``;``)."""
+    code = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
+    return [s.strip() for s in code.split(";") if s.strip()]
