@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 
 import loom
+import pg
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh, empty database: every engine test runs on every backend."""
+    if request.param == "postgres":
+        return pg.pg_url(tmp_path)
     return f"sqlite:///{tmp_path / 'loom.db'}"
 
 

@@ -24,6 +24,17 @@ calls: collections.Counter[str] = collections.Counter()
 # Per-key gates that let a test hold an activity in progress, and learn when it began.
 gates: dict[str, asyncio.Event] = {}
 began: dict[str, asyncio.Event] = {}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counters() -> None:
+    """Each test (and each backend's run of it) counts its own executions."""
+    calls.clear()
+    gates.clear()
+    began.clear()
+    repaired.clear()
+
+
 interrupted: set[str] = set()
 # Keys whose fragile activity is allowed to succeed.
 repaired: set[str] = set()

@@ -15,6 +15,12 @@ Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 calls: collections.Counter[str] = collections.Counter()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_counters() -> None:
+    """Each test (and each backend's run of it) counts its own executions."""
+    calls.clear()
+
+
 def worker(db: loom.Database) -> loom.Worker:
     return loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10)
 
