@@ -7,6 +7,7 @@ database; this process only collects the JSON lines, prints the table and saves 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import os
@@ -19,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import pg
 from bench.harness import RESULT_PREFIX, WORKLOADS
-from bench.report import DBOS_MODE_LABELS, build_rows, print_table, write_json
+from bench.report import DBOS_MODE_LABELS, build_pg_rows, build_rows, print_table, write_json
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = BENCH_DIR.parent
@@ -49,6 +51,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--engines", default="loom,dbos", help="subset of loom,dbos")
     parser.add_argument(
+        "--backends",
+        default=None,
+        help="subset of sqlite,postgres (default: both when the PostgreSQL server answers)",
+    )
+    parser.add_argument(
+        "--pg-processes", default="1,2,4", help="worker process counts for PostgreSQL"
+    )
+    parser.add_argument("--pg-n", type=int, default=1000, help="workflows per PostgreSQL run")
+    parser.add_argument(
+        "--pg-clients", type=int, default=16, help="starts in flight at once on PostgreSQL"
+    )
+    parser.add_argument(
         "--json", type=Path, default=BENCH_DIR / "results" / "latest.json", help="output file"
     )
     return parser.parse_args(argv)
@@ -64,6 +78,20 @@ def _split(value: str, allowed: Sequence[str], what: str) -> list[str]:
 
 def run_runner(engine: str, workload: str, mode: str, ns: argparse.Namespace) -> dict[str, Any]:
     """Run one runner subprocess and return its JSON result (or a failure record)."""
+    if workload == "pg_throughput":
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.pg_runner",
+            f"--engine={engine}",
+            f"--processes={mode}",
+            f"--n={ns.pg_n}",
+            f"--concurrency={ns.concurrency}",
+            f"--poll-interval={ns.poll_interval}",
+            f"--warmup={ns.warmup}",
+            f"--clients={ns.pg_clients}",
+        ]
+        return _run(cmd, engine, workload, mode)
     cmd = [
         sys.executable,
         "-m",
@@ -76,6 +104,10 @@ def run_runner(engine: str, workload: str, mode: str, ns: argparse.Namespace) ->
         f"--poll-interval={ns.poll_interval}",
         f"--warmup={ns.warmup}",
     ]
+    return _run(cmd, engine, workload, mode)
+
+
+def _run(cmd: list[str], engine: str, workload: str, mode: str) -> dict[str, Any]:
     paths = [str(PROJECT_ROOT), *_pythonpath(), str(PROJECT_ROOT / "src")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     failure: dict[str, Any] = {"engine": engine, "workload": workload, "mode": mode, "ok": False}
@@ -130,7 +162,11 @@ def _summary(result: dict[str, Any]) -> str:
 def durability_notes(results: Sequence[dict[str, Any]]) -> list[str]:
     notes = []
     for engine in ("loom", "dbos"):
-        observed = [r["config"]["observed"] for r in results if r["engine"] == engine and r["ok"]]
+        observed = [
+            r["config"]["observed"]
+            for r in results
+            if r["engine"] == engine and r["ok"] and r["workload"] in WORKLOADS
+        ]
         if not observed:
             continue
         journals = sorted({o.get("journal_mode", "?") for o in observed})
@@ -145,9 +181,44 @@ def durability_notes(results: Sequence[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def _backends(ns: argparse.Namespace) -> tuple[list[str], str | None]:
+    """The backends to run, and the server's settings (None without PostgreSQL)."""
+    reason = asyncio.run(pg.unavailable_reason())
+    if ns.backends is None:
+        if reason is not None:
+            print(f"{reason}: running the SQLite workloads only")
+            return ["sqlite"], None
+        backends = ["sqlite", "postgres"]
+    else:
+        backends = _split(ns.backends, ["sqlite", "postgres"], "backend")
+        if "postgres" in backends and reason is not None:
+            raise SystemExit(f"--backends postgres: {reason}")
+    settings = asyncio.run(pg.server_settings()) if "postgres" in backends else None
+    return backends, settings
+
+
+def pg_notes(ns: argparse.Namespace, settings: dict[str, str]) -> list[str]:
+    return [
+        f"Server: PostgreSQL {settings['server_version']} at {pg.ADMIN_URL.rsplit('/', 1)[0]}, "
+        f"same machine; one fresh database per run, dropped afterwards",
+        f"Durability: synchronous_commit={settings['synchronous_commit']}, "
+        f"fsync={settings['fsync']}, wal_sync_method={settings['wal_sync_method']} (SHOW)",
+        f"Settings: n={ns.pg_n} per run, {ns.pg_clients} starts in flight from the benchmark "
+        f"process, concurrency={ns.concurrency} per worker process, "
+        f"poll interval={ns.poll_interval}s, warm-up={ns.warmup}",
+        "Loom: K `loom worker` processes; DBOS: K DBOS processes dequeuing one queue "
+        "(worker_concurrency per process), workflows enqueued with DBOSClient",
+        "Loom/DBOS above 1 means Loom's figure is larger (better).",
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ns = parse_args(argv)
+    backends, pg_settings = _backends(ns)
+    pg_processes = [int(k) for k in ns.pg_processes.split(",") if k.strip()]
     workloads = _split(ns.workloads, list(WORKLOADS), "workload")
+    if "sqlite" not in backends:
+        workloads = []
     engines = _split(ns.engines, ["loom", "dbos"], "engine")
     dbos_modes = _split(ns.dbos_modes, list(DBOS_MODE_LABELS), "DBOS mode")
     machine = machine_info()
@@ -168,9 +239,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if engine in engines
         for mode in modes
     ]
+    if "postgres" in backends:
+        plan += [
+            (engine, "pg_throughput", str(k))
+            for k in pg_processes
+            for engine in ("loom", "dbos")
+            if engine in engines
+        ]
     results = []
     for engine, workload, mode in plan:
-        print(f"running {engine:<4} {workload:<10} ({mode}) ...", end=" ", flush=True)
+        label = f"{mode} process(es)" if workload == "pg_throughput" else mode
+        print(f"running {engine:<4} {workload:<13} ({label}) ...", end=" ", flush=True)
         result = run_runner(engine, workload, mode, ns)
         print(_summary(result), flush=True)
         results.append(result)
@@ -192,9 +271,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"concurrency={ns.concurrency}, poll interval={ns.poll_interval}s",
         "Loom/DBOS above 1 means Loom's figure is larger: good for workflows/s, bad for ms.",
     ]
-    rows = build_rows(results, workloads, dbos_modes)
-    print()
-    print_table(rows, "Loom vs DBOS: workflows of 3 no-op activities", notes)
+    if pg_settings is not None:
+        settings["postgres"] = {**pg_settings, "processes": pg_processes, "n": ns.pg_n}
+    rows = []
+    if workloads:
+        rows = build_rows(results, workloads, dbos_modes)
+        print()
+        print_table(rows, "Loom vs DBOS on SQLite: workflows of 3 no-op activities", notes)
+    if pg_settings is not None:
+        pg_rows = build_pg_rows(results, pg_processes)
+        rows += pg_rows
+        print()
+        print_table(pg_rows, "Loom vs DBOS on one PostgreSQL server", pg_notes(ns, pg_settings))
     for r in results:
         if not r.get("ok"):
             print(f"{r['engine']} {r['workload']} ({r['mode']}) failed: {r.get('error')}")

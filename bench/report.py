@@ -62,6 +62,33 @@ def build_rows(
     return rows
 
 
+def build_pg_rows(results: Sequence[dict[str, Any]], processes: Sequence[int]) -> list[Row]:
+    """One row per worker-process count: Loom and DBOS workflows/s on the same server."""
+
+    def find(engine: str, k: int) -> dict[str, Any] | None:
+        for r in results:
+            if r["engine"] == engine and r["workload"] == "pg_throughput" and r["mode"] == str(k):
+                return r
+        return None
+
+    rows = []
+    for k in processes:
+        loom = _metric(find("loom", k), "wf_per_s")
+        dbos = _metric(find("dbos", k), "wf_per_s")
+        rows.append(
+            Row(
+                workload=f"PostgreSQL throughput, {k} worker process{'es' if k > 1 else ''}",
+                metric="workflows/s",
+                better="higher",
+                dbos_path=f"Queue, {k} process{'es' if k > 1 else ''}",
+                loom=loom,
+                dbos=dbos,
+                ratio=round(loom / dbos, 4) if loom is not None and dbos else None,
+            )
+        )
+    return rows
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "n/a"
