@@ -10,6 +10,10 @@ wake-up time and its lease is given back.
 A lease is renewed while the worker lives; a worker that dies simply stops renewing and another
 claims the workflow once the lease runs out. Every write carries the lease epoch, so a worker that
 lost its lease can never record anything (fencing).
+
+A worker outlives database outages: failed polls are retried with exponential backoff and logged
+once per outage; a workflow whose write failed is given back (or its lease simply runs out) and
+is claimed again later, from what was durably recorded.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import TYPE_CHECKING
 from loom.activities import AttemptOutcome, run_attempt
 from loom.core.replay import WorkflowExecution
 from loom.definitions import Registry
-from loom.errors import LoomError
+from loom.errors import LoomError, StoreError
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome
 
@@ -34,6 +38,42 @@ if TYPE_CHECKING:
     from loom.client import Database
 
 log = logging.getLogger("loom.worker")
+
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (StoreError, OSError, TimeoutError)
+"""What a database outage looks like to a worker: the stores report a lost or refused connection
+as StoreError; OSError and TimeoutError can still escape while a connection is being made."""
+
+
+class _Backoff:
+    """Retry pacing for one kind of database call during an outage.
+
+    Delays start at ``first`` and double up to ``limit``; a success resets them. Only the first
+    failure of an outage is logged (with its traceback), and the recovery once, so a long outage
+    does not flood the log.
+    """
+
+    first = 0.1
+    limit = 5.0
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._next: float | None = None  # None: no outage in progress
+
+    def failed(self, exc: BaseException) -> float:
+        """Note a failure; return how long to wait before trying again."""
+        if self._next is None:
+            log.warning(
+                "%s failed; retrying until the database is back: %s", self.what, exc, exc_info=exc
+            )
+            self._next = self.first
+        delay = self._next
+        self._next = min(delay * 2, self.limit)
+        return delay
+
+    def succeeded(self) -> None:
+        if self._next is not None:
+            log.warning("%s works again", self.what)
+        self._next = None
 
 
 @dataclass
@@ -134,16 +174,17 @@ class Worker:
         self._ensure_renewer()
         wake = self.database.work_available.notify
         await self.store.listen(wake)
+        outage = _Backoff(f"{self.worker_id}: looking for work")
         try:
             while not self._stopping:
-                free = self.concurrency - len(self._tasks)
-                if free > 0:
-                    claims = await self._claim(free)
-                    for claim in claims:
-                        self._spawn(claim)
-                    if len(claims) == free:
-                        continue
-                await self._idle(full=len(self._tasks) >= self.concurrency)
+                try:
+                    await self._poll()
+                except OUTAGE_ERRORS as exc:
+                    if not self.database.is_open:
+                        raise  # closed under a running worker: not an outage, nothing to wait for
+                    await self._pause(outage.failed(exc))
+                else:
+                    outage.succeeded()
         finally:
             await self._drain()
             await self.store.unlisten(wake)
@@ -190,6 +231,24 @@ class Worker:
         self._tasks.discard(task)
         self.database.work_available.notify()
 
+    async def _poll(self) -> None:
+        """Claim what this worker has room for; when nothing more is ready, wait for work."""
+        free = self.concurrency - len(self._tasks)
+        if free > 0:
+            claims = await self._claim(free)
+            for claim in claims:
+                self._spawn(claim)
+            if len(claims) == free:
+                return
+        await self._idle(full=len(self._tasks) >= self.concurrency)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep out a retry delay; only :meth:`stop` cuts it short (new work cannot be claimed
+        from a database that is down)."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and (left := deadline - time.monotonic()) > 0:
+            await self.database.work_available.wait(left)
+
     async def _idle(self, *, full: bool) -> None:
         if full:
             timeout = self.poll_interval
@@ -202,6 +261,10 @@ class Worker:
             await self.database.work_available.wait(timeout)
 
     async def _renew_loop(self) -> None:
+        """Extend held leases every third of a lease. A renewal that fails is simply tried again
+        at the next tick: if the database stays away longer than the lease, the leases run out
+        and fencing makes sure this worker's late writes are rejected."""
+        outage = _Backoff(f"{self.worker_id}: lease renewal")
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             if not self._held:
@@ -210,9 +273,10 @@ class Worker:
                 lost, cancel = await self.store.renew(
                     self.worker_id, list(self._held), time.time() + self.lease_seconds
                 )
-            except Exception:
-                log.exception("lease renewal failed; retrying")
+            except Exception as exc:
+                outage.failed(exc)
                 continue
+            outage.succeeded()
             for wid in lost | cancel:
                 held = self._held.get(wid)
                 if held is None:
@@ -232,8 +296,15 @@ class Worker:
             await self._drive(held, execution)
         except _Abort:
             self._evict(claim.workflow_id, execution)
-        except Exception:
-            log.exception("workflow %s: worker error; releasing it", claim.workflow_id)
+        except Exception as exc:
+            # The workflow is given back, or its lease runs out if the database is away: it is
+            # claimed again later and resumes from what was durably recorded, so it is never lost.
+            if isinstance(exc, OUTAGE_ERRORS):
+                log.warning(
+                    "workflow %s: database error, retried later: %s", claim.workflow_id, exc
+                )
+            else:
+                log.exception("workflow %s: worker error; releasing it", claim.workflow_id)
             self._evict(claim.workflow_id, execution)
             with contextlib.suppress(Exception):
                 await self.store.release(self.worker_id, [claim.workflow_id], time.time())

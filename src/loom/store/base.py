@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from loom.core.history import Event
 from loom.status import WorkflowStatus
@@ -124,6 +124,117 @@ class StoreStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class DumpedEvent(NamedTuple):
+    """One ``events`` row as stored: the payload is the stored JSON text, not decoded."""
+
+    seq: int
+    type: str
+    payload: str
+    created_at: float
+
+
+class DumpedSignal(NamedTuple):
+    """One buffered signal as stored, without its id: a target numbers signals anew, in order."""
+
+    name: str
+    payload: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowDump:
+    """A workflow's whole stored row, its history and its buffered signals, for copying between
+    databases (``loom migrate``). Payload columns are the stored JSON text, copied verbatim.
+
+    ``lease_owner`` is what the source said; it is never written to a target (see
+    :meth:`Store.import_rows`) and is not part of :meth:`differences`.
+    """
+
+    workflow_id: str
+    name: str
+    version: str
+    status: str
+    input: str
+    state: str
+    result: str | None
+    error: str | None
+    current_step: str | None
+    created_at: float
+    updated_at: float
+    last_seq: int
+    ready_at: float | None
+    lease_owner: str | None
+    lease_epoch: int
+    cancel_requested: str | None
+    events: tuple[DumpedEvent, ...]
+    signals: tuple[DumpedSignal, ...]
+
+    _COMPARED = (
+        "workflow_id",
+        "name",
+        "version",
+        "status",
+        "input",
+        "state",
+        "result",
+        "error",
+        "current_step",
+        "created_at",
+        "updated_at",
+        "last_seq",
+        "ready_at",
+        "lease_epoch",
+        "cancel_requested",
+    )
+
+    ROW_COLUMNS = (
+        "id, name, version, status, input, state, result, error, current_step, created_at, "
+        "updated_at, last_seq, ready_at, lease_owner, lease_epoch, cancel_requested"
+    )
+    """The ``workflows`` columns, in field order: what :meth:`of_row` takes."""
+
+    @classmethod
+    def of_row(
+        cls, row: Sequence[Any], events: Sequence[Sequence[Any]], signals: Sequence[Sequence[Any]]
+    ) -> WorkflowDump:
+        """A dump from a ``workflows`` row (:attr:`ROW_COLUMNS`), its ``(seq, type, payload,
+        created_at)`` events in seq order and its ``(name, payload, created_at)`` signals in id
+        order."""
+        return cls(
+            workflow_id=row[0],
+            name=row[1],
+            version=row[2],
+            status=row[3],
+            input=row[4],
+            state=row[5],
+            result=row[6],
+            error=row[7],
+            current_step=row[8],
+            created_at=float(row[9]),
+            updated_at=float(row[10]),
+            last_seq=int(row[11]),
+            ready_at=None if row[12] is None else float(row[12]),
+            lease_owner=row[13],
+            lease_epoch=int(row[14]),
+            cancel_requested=row[15],
+            events=tuple(DumpedEvent(int(e[0]), e[1], e[2], float(e[3])) for e in events),
+            signals=tuple(DumpedSignal(s[0], s[1], float(s[2])) for s in signals),
+        )
+
+    def differences(self, other: WorkflowDump) -> list[str]:
+        """What differs from ``other`` (empty when they hold the same workflow), e.g.
+        ``["state", "events (first at seq 4)"]``."""
+        found = [f for f in self._COMPARED if getattr(self, f) != getattr(other, f)]
+        if self.events != other.events:
+            mine = {e.seq: e for e in self.events}
+            theirs = {e.seq: e for e in other.events}
+            seqs = sorted(s for s in mine.keys() | theirs.keys() if mine.get(s) != theirs.get(s))
+            found.append(f"events (first at seq {seqs[0]})" if seqs else "events (order)")
+        if self.signals != other.signals:
+            found.append(f"signals ({len(self.signals)} vs {len(other.signals)})")
+        return found
+
+
 class Store(abc.ABC):
     """Every backend implements exactly these operations; each is one transaction."""
 
@@ -225,3 +336,26 @@ class Store(abc.ABC):
     async def unlisten(self, callback: Callable[[], None]) -> None:
         """Stop calling ``callback``."""
         return None
+
+    # -- copying between databases (``loom migrate``) ----------------------------------------
+    @abc.abstractmethod
+    async def export_rows(self, after_id: str | None, limit: int) -> list[WorkflowDump]:
+        """Up to ``limit`` whole workflows whose id sorts after ``after_id`` (all when None),
+        in id order (bytewise, the same on every backend), read from one consistent snapshot.
+
+        Page through a database with ``after_id = page[-1].workflow_id``.
+        """
+
+    @abc.abstractmethod
+    async def import_rows(self, dumps: Sequence[WorkflowDump]) -> int:
+        """Insert ``dumps`` verbatim, all in one transaction; return how many were inserted.
+
+        Leases are not copied: ``lease_owner`` is written as NULL, so a RUNNING workflow is
+        claimable on this database at its ``ready_at`` (a workflow leased in the source at
+        ``ready_at``, its lease expiry, as if that worker had died). Every other column, the
+        events and the buffered signals (renumbered, in the same order) are kept.
+
+        A workflow id already present here is skipped when it holds exactly the same workflow
+        (so copying again after an interrupted copy completes it); when it differs, nothing of
+        the batch is written and :class:`~loom.errors.StoreError` names the workflow.
+        """

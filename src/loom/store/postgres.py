@@ -39,6 +39,7 @@ from loom.store.base import (
     Signal,
     Store,
     StoreStats,
+    WorkflowDump,
     WorkflowRecord,
 )
 from loom.store.common import EVENT_TYPES, RECORD_COLUMNS, dump, migrations, record, split_sql
@@ -670,3 +671,115 @@ class PostgresStore(Store):
             completed_last_minute=per_minute[0],
             completed_per_minute=per_minute,
         )
+
+    # -- copying between databases (``loom migrate``) ----------------------------------------
+    @staticmethod
+    async def _dumps(conn: Any, rows: list[Any]) -> list[WorkflowDump]:
+        """The dumps of the ``workflows`` rows ``rows`` (in id order), read on ``conn``."""
+        if not rows:
+            return []
+        ids = [r[0] for r in rows]
+        events: dict[str, list[Any]] = {}
+        for r in await conn.fetch(
+            "SELECT workflow_id, seq, type, payload, created_at FROM events "
+            "WHERE workflow_id = ANY($1::text[]) ORDER BY workflow_id, seq",
+            ids,
+        ):
+            events.setdefault(r[0], []).append(tuple(r)[1:])
+        signals: dict[str, list[Any]] = {}
+        for r in await conn.fetch(
+            "SELECT workflow_id, name, payload, created_at FROM signals "
+            "WHERE workflow_id = ANY($1::text[]) ORDER BY workflow_id, id",
+            ids,
+        ):
+            signals.setdefault(r[0], []).append(tuple(r)[1:])
+        return [
+            WorkflowDump.of_row(tuple(row), events.get(row[0], []), signals.get(row[0], []))
+            for row in rows
+        ]
+
+    async def export_rows(self, after_id: str | None, limit: int) -> list[WorkflowDump]:
+        if limit <= 0:
+            return []
+        async with (
+            self._connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            if after_id is None:
+                rows = await conn.fetch(
+                    f"SELECT {WorkflowDump.ROW_COLUMNS} FROM workflows ORDER BY id LIMIT $1",
+                    limit,
+                )
+            else:
+                rows = await conn.fetch(
+                    f"SELECT {WorkflowDump.ROW_COLUMNS} FROM workflows WHERE id > $1 "
+                    "ORDER BY id LIMIT $2",
+                    after_id,
+                    limit,
+                )
+            return await self._dumps(conn, list(rows))
+
+    async def import_rows(self, dumps: Sequence[WorkflowDump]) -> int:
+        if not dumps:
+            return 0
+        async with self._transaction() as conn:
+            # Lock what is there in id order, as commits do, so nothing changes meanwhile.
+            present = await conn.fetch(
+                f"SELECT {WorkflowDump.ROW_COLUMNS} FROM workflows WHERE id = ANY($1::text[]) "
+                "ORDER BY id FOR UPDATE",
+                sorted({d.workflow_id for d in dumps}),
+            )
+            existing = {d.workflow_id: d for d in await self._dumps(conn, list(present))}
+            new: list[WorkflowDump] = []
+            for d in dumps:
+                there = existing.get(d.workflow_id)
+                if there is None:
+                    new.append(d)
+                    existing[d.workflow_id] = d  # the same id twice in one batch: once
+                    continue
+                differ = there.differences(d)
+                if differ:
+                    raise StoreError(
+                        f"workflow {d.workflow_id!r} already exists in {self._where} with "
+                        f"different contents ({', '.join(differ)}); nothing of this batch "
+                        "was written"
+                    )
+            if not new:
+                return 0
+            await conn.executemany(
+                "INSERT INTO workflows (id, name, version, status, input, state, result, error, "
+                "current_step, created_at, updated_at, last_seq, ready_at, lease_owner, "
+                "lease_epoch, cancel_requested) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+                "$10, $11, $12, $13, NULL, $14, $15)",
+                [
+                    (
+                        d.workflow_id,
+                        d.name,
+                        d.version,
+                        d.status,
+                        d.input,
+                        d.state,
+                        d.result,
+                        d.error,
+                        d.current_step,
+                        d.created_at,
+                        d.updated_at,
+                        d.last_seq,
+                        d.ready_at,
+                        d.lease_epoch,
+                        d.cancel_requested,
+                    )
+                    for d in new
+                ],
+            )
+            await _insert_events(conn, [(d.workflow_id, *e) for d in new for e in d.events])
+            signals = [(d.workflow_id, *sig) for d in new for sig in d.signals]
+            if signals:  # one at a time, in order: ids are handed out in the dumps' order
+                await conn.executemany(
+                    "INSERT INTO signals (workflow_id, name, payload, created_at) "
+                    "VALUES ($1, $2, $3, $4)",
+                    signals,
+                )
+            if any(d.status == WorkflowStatus.RUNNING and d.ready_at is not None for d in new):
+                await conn.execute(f"NOTIFY {CHANNEL}")
+            return len(new)
