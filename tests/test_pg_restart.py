@@ -221,3 +221,26 @@ async def test_workflows_complete_across_a_postgres_restart(
             assert len(scheduled) == 3
             assert sorted(completed) == scheduled, handle.workflow_id
             assert [e.type for e in events].count(EventType.WORKFLOW_COMPLETED) == 1
+
+
+async def test_an_idle_worker_hears_new_work_again_after_a_restart(cluster: Cluster) -> None:
+    """With a one-minute poll interval, only a LISTEN re-established after the restart can
+    wake the idle worker for work started afterwards."""
+    async with loom.Database(cluster.url) as db, loom.Database(cluster.url) as client:
+        await db.migrate_up()
+        # The worker's own Database is not told of starts made through `client`: only a NOTIFY
+        # reaches it.
+        async with loom.Worker(db, poll_interval=60, lease_seconds=LEASE_SECONDS):
+            await asyncio.to_thread(cluster.pg_ctl, "restart", "-m", "fast")
+            deadline = time.monotonic() + 20
+            handle = None
+            while handle is None:  # the pool reconnects on first use after the restart
+                try:
+                    handle = await client.start_workflow(
+                        FencingPipeline,
+                        workflow_input={"n": 1, "log": os.devnull, "step_ms": 1, "slow_ms": 1},
+                    )
+                except loom.StoreError:
+                    assert time.monotonic() < deadline, "PostgreSQL did not come back"
+                    await asyncio.sleep(0.05)
+            assert await handle.result(timeout=15) == expected_state(1)

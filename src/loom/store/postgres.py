@@ -130,6 +130,7 @@ class PostgresStore(Store):
         self._queue: list[_Pending] = []
         self._flushing: asyncio.Task[None] | None = None
         self._listener: Any = None
+        self._relisten: asyncio.Task[None] | None = None
         self._callbacks: list[Callable[[], None]] = []
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -159,6 +160,8 @@ class PostgresStore(Store):
         pool, self._pool = self._pool, None
         listener, self._listener = self._listener, None
         self._callbacks.clear()
+        if self._relisten is not None:
+            self._relisten.cancel()
         if listener is not None:
             with contextlib.suppress(Exception):
                 await listener.close(timeout=5)
@@ -177,7 +180,7 @@ class PostgresStore(Store):
                 yield conn
         except asyncpg.PostgresError as exc:
             raise _Rejected(f"PostgreSQL at {self._where} refused an operation: {exc}") from exc
-        except (asyncpg.InterfaceError, OSError) as exc:
+        except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise StoreError(f"lost the PostgreSQL connection to {self._where}: {exc}") from exc
 
     @contextlib.asynccontextmanager
@@ -197,14 +200,43 @@ class PostgresStore(Store):
         """
         if self._pool is None:
             raise StoreError("the database is closed; use `async with loom.Database(...)`")
-        if self._listener is None:
-            try:
-                conn = await asyncpg.connect(self._dsn, timeout=self.connect_timeout)
-                await conn.add_listener(CHANNEL, self._notified)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-                raise StoreError(f"cannot LISTEN on PostgreSQL at {self._where}: {exc}") from exc
-            self._listener = conn
         self._callbacks.append(callback)
+        if self._listener is None and self._relisten is None:
+            try:
+                self._listener = await self._open_listener()
+            except StoreError:  # unreachable now: keep trying in the background, poll meanwhile
+                self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
+
+    async def _open_listener(self) -> Any:
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=self.connect_timeout)
+            await conn.add_listener(CHANNEL, self._notified)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise StoreError(f"cannot LISTEN on PostgreSQL at {self._where}: {exc}") from exc
+        conn.add_termination_listener(self._listener_lost)
+        return conn
+
+    def _listener_lost(self, conn: Any) -> None:
+        """The server went away: listen again as soon as it is back (polling covers the gap)."""
+        if conn is not self._listener or self._pool is None:
+            return
+        self._listener = None
+        self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
+
+    async def _listen_again(self) -> None:
+        delay = 0.1
+        try:
+            while self._callbacks and self._pool is not None:
+                try:
+                    self._listener = await self._open_listener()
+                except StoreError:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                self._notified()  # work may have been announced while nobody listened
+                return
+        finally:
+            self._relisten = None
 
     async def unlisten(self, callback: Callable[[], None]) -> None:
         with contextlib.suppress(ValueError):
