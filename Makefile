@@ -32,6 +32,7 @@ $(BIN)/bench-installed: $(BIN)/loom-installed
 ## make bench: Loom beside DBOS on the same machine, in one run
 bench: $(BIN)/bench-installed
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.timers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
