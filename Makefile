@@ -33,6 +33,7 @@ $(BIN)/bench-installed: $(BIN)/loom-installed
 bench: $(BIN)/bench-installed
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.timers
+	$(BIN)/python -m bench.memory
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -47,44 +47,43 @@ async def database_url(backend: str) -> AsyncIterator[str]:
 
 
 async def run(n: int, sleep: float, backend: str) -> None:
-    async with database_url(backend) as url:
-        async with loom.Database(url) as db:
-            await db.migrate_up()
-            loom_cli = Path(sys.executable).with_name("loom")
-            worker = await asyncio.create_subprocess_exec(
-                str(loom_cli), "worker", "-d", url, "-m", "bench.timers", "--workers", "64",
-                "--quiet", cwd=ROOT, stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-            try:
-                await asyncio.sleep(1.0)  # the worker imports its modules and starts polling
-                baseline = rss_mb(worker.pid)
-                t0 = time.perf_counter()
-                handles = await asyncio.gather(
-                    *(
-                        db.start_workflow(BenchSleep, workflow_input={"seconds": sleep})
-                        for _ in range(n)
-                    )
+    async with database_url(backend) as url, loom.Database(url) as db:
+        await db.migrate_up()
+        loom_cli = Path(sys.executable).with_name("loom")
+        worker = await asyncio.create_subprocess_exec(
+            str(loom_cli), "worker", "-d", url, "-m", "bench.timers", "--workers", "64",
+            "--quiet", cwd=ROOT, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            await asyncio.sleep(1.0)  # the worker imports its modules and starts polling
+            baseline = rss_mb(worker.pid)
+            t0 = time.perf_counter()
+            handles = await asyncio.gather(
+                *(
+                    db.start_workflow(BenchSleep, workflow_input={"seconds": sleep})
+                    for _ in range(n)
                 )
-                peak = baseline
-                pending = list(handles)
-                while pending:
-                    peak = max(peak, rss_mb(worker.pid))
-                    status = await pending[-1].status()
-                    if status is loom.WorkflowStatus.COMPLETED:
-                        pending = [
-                            h for h in pending
-                            if await h.status() is not loom.WorkflowStatus.COMPLETED
-                        ]  # fmt: skip
-                    else:
-                        await asyncio.sleep(0.2)
-                elapsed = time.perf_counter() - t0
-                high_water = rss_mb(worker.pid, "VmHWM")
-            finally:
-                worker.send_signal(signal.SIGTERM)
-                await worker.wait()
+            )
+            peak = baseline
+            pending = list(handles)
+            while pending:
+                peak = max(peak, rss_mb(worker.pid))
+                status = await pending[-1].status()
+                if status is loom.WorkflowStatus.COMPLETED:
+                    pending = [
+                        h for h in pending
+                        if await h.status() is not loom.WorkflowStatus.COMPLETED
+                    ]  # fmt: skip
+                else:
+                    await asyncio.sleep(0.2)
+            elapsed = time.perf_counter() - t0
+            high_water = rss_mb(worker.pid, "VmHWM")
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            await worker.wait()
     print(f"{n} workflows sleeping {sleep:g} s at once, one worker process ({backend})")
     print(f"  worker RSS before work: {baseline:.1f} MB")
-    print(f"  worker RSS peak (sampled): {peak:.1f} MB; kernel high-water mark: {high_water:.1f} MB")
+    print(f"  worker RSS peak (sampled): {peak:.1f} MB; high-water mark: {high_water:.1f} MB")
     print(f"  all {n} completed in {elapsed:.1f} s")
     print(f"Machine: {os.cpu_count()} cores")
 
