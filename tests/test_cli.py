@@ -666,8 +666,8 @@ def test_errors_are_one_line_on_stderr_with_a_non_zero_exit(populated: dict[str,
         "cannot open SQLite database 'garbage.db'",
         "not a database",
     )
-    web = loom_cli("web", "--port", "9000", env=env, cwd=cwd)
-    assert_one_line_error(web, "web dashboard is not built yet")
+    web = loom_cli("web", "--host", "0.0.0.0", env=env, cwd=cwd)
+    assert_one_line_error(web, "--token")
 
 
 # -- replay ----------------------------------------------------------------------------------

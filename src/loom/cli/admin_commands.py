@@ -1,4 +1,4 @@
-"""``loom init``, ``loom replay`` and the reserved ``loom web``."""
+"""``loom init``, ``loom replay`` and ``loom web``."""
 
 from __future__ import annotations
 
@@ -84,9 +84,64 @@ def replay_command(
 
 def web_command(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=0, help="Port to listen on.")] = 8000,
     reload: Annotated[bool, typer.Option("--reload", help="Restart on code changes.")] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="LOOM_WEB_TOKEN",
+            show_envvar=True,
+            help="Require this token on every call (Authorization: Bearer, or ?token=). "
+            "Needed to listen on anything but 127.0.0.1.",
+        ),
+    ] = None,
+    modules: ModulesOption = None,
     database: DatabaseOption = None,
 ) -> None:
-    """The web dashboard (reserved: not built yet)."""
-    raise CliError("the web dashboard is not built yet; use loom list, inspect and stats")
+    """Serve the JSON API (documented at /docs) and the dashboard pages."""
+    import os
+    import signal
+
+    import uvicorn
+
+    token = token or None
+    if not token and host not in ("127.0.0.1", "localhost", "::1"):
+        raise CliError(
+            f"listening on {host} would expose the dashboard to the network; pass --token "
+            "TOKEN (or set $LOOM_WEB_TOKEN), or use --host 127.0.0.1",
+            exit_code=2,
+        )
+    names = import_modules(modules)
+
+    async def check() -> str:
+        async with open_database(database) as db:
+            return db.url
+
+    url = run(check())
+    if reload:
+        # The reloader imports the app in a new process: hand it the settings through the
+        # environment, which app_from_env() reads.
+        os.environ["LOOM_DATABASE_URL"] = url
+        os.environ["LOOM_MODULES"] = ",".join(names)
+        if token:
+            os.environ["LOOM_WEB_TOKEN"] = token
+        uvicorn.run(
+            "loom.web.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            reload=True,
+            timeout_graceful_shutdown=3,
+        )
+        return
+    from loom.web import create_app
+
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal with the
+    # previous handlers in place: make that a clean exit, as `loom worker` does.
+    def exit_cleanly(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, exit_cleanly)
+    uvicorn.run(create_app(url, token=token), host=host, port=port, timeout_graceful_shutdown=3)

@@ -1,0 +1,181 @@
+"""The application factory: :func:`create_app` wires the API, the pages and the request guard."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+import loom
+from loom.client import Database
+from loom.definitions import Registry
+from loom.errors import (
+    ConfigurationError,
+    LoomError,
+    PayloadError,
+    StoreError,
+    UnknownWorkflowTypeError,
+    WorkflowAlreadyExistsError,
+    WorkflowNotFoundError,
+    WorkflowNotRunningError,
+)
+from loom.web.api import router
+from loom.web.security import LOOPBACK_HOSTS, Guard
+
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (WorkflowNotFoundError, 404),
+    (WorkflowNotRunningError, 409),
+    (WorkflowAlreadyExistsError, 409),
+    (UnknownWorkflowTypeError, 422),
+    (PayloadError, 422),
+    (ConfigurationError, 422),
+    (StoreError, 503),
+)
+
+
+def create_app(
+    database_url: str | None = None,
+    *,
+    database: Database | None = None,
+    token: str | None = None,
+    registry: Registry | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    poll_interval: float = 0.5,
+    heartbeat: float = 15.0,
+) -> FastAPI:
+    """The dashboard application over one database.
+
+    Give either ``database_url`` (the database is opened in the app's lifespan and closed with
+    it) or an open ``database`` (used as is; the caller closes it). ``registry`` is where
+    workflow names are looked up (default: the database's). With a ``token``, every call needs
+    it; without one only loopback ``Host`` names are served, unless ``allowed_hosts`` says
+    otherwise. ``poll_interval`` and ``heartbeat`` pace the event streams.
+    """
+    if database is not None and database_url is not None:
+        raise ConfigurationError("give create_app() a database_url or a database, not both")
+    if token is not None and not token:
+        raise ConfigurationError("the web token must not be empty")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if database is not None:
+            yield
+            return
+        db = Database(database_url, registry=registry, create=False)
+        await db.open()
+        app.state.database = db
+        try:
+            yield
+        finally:
+            await db.close()
+
+    app = FastAPI(
+        title="Loom",
+        version=loom.__version__,
+        description="Durable workflows: read and act on the workflows of one Loom database.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.database = database
+    app.state.registry = registry or (database.registry if database else loom.default_registry)
+    app.state.poll_interval = poll_interval
+    app.state.heartbeat = heartbeat
+    hosts = allowed_hosts if allowed_hosts is not None else (None if token else LOOPBACK_HOSTS)
+    app.add_middleware(Guard, token=token, allowed_hosts=hosts)
+    _add_error_handlers(app)
+    app.include_router(router)
+    _add_pages(app, token)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The factory ``loom web --reload`` gives uvicorn: settings come from the environment
+    (``LOOM_DATABASE_URL``, ``LOOM_WEB_TOKEN``, ``LOOM_MODULES``)."""
+    from loom.cli.modules import import_modules
+
+    import_modules(None)
+    return create_app(
+        os.environ.get("LOOM_DATABASE_URL") or None, token=os.environ.get("LOOM_WEB_TOKEN") or None
+    )
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def loom_error(request: Request, exc: Exception) -> Response:
+        for kind, status in ERROR_STATUS:
+            if isinstance(exc, kind):
+                return _error(status, " ".join(str(exc).split()))
+        return _error(500, " ".join(str(exc).split()))
+
+    async def invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"})
+        parts = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in errors
+        ]
+        return _error(422, "invalid request: " + "; ".join(parts), detail=errors)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    app.add_exception_handler(LoomError, loom_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def _add_pages(app: FastAPI, token: str | None) -> None:
+    pages = {name: (STATIC / name).read_bytes() for name in ("index.html", "workflow.html")}
+
+    def page(name: str) -> Response:
+        # Static files: the script fills them in from the API, so no request data is ever
+        # interpolated into HTML on the server.
+        return Response(pages[name], media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        return page("index.html")
+
+    @app.get("/workflows/{workflow_id:path}", include_in_schema=False)
+    async def workflow_page(workflow_id: str) -> Response:
+        return page("workflow.html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        url = "/openapi.json" + (f"?token={quote(token, safe='')}" if token else "")
+        return get_swagger_ui_html(openapi_url=url, title="Loom API")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -1,0 +1,58 @@
+"""Workflows the web API tests drive. Every workflow and activity name starts with ``web_``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import loom
+
+Ctx = loom.WorkflowContext[Any, dict[str, Any]]
+
+FLAKY = {"fail": True}
+"""While ``fail`` is true, ``web_flaky_call`` raises: a test flips it before retrying."""
+
+
+@loom.activity(name="web_double")
+async def double(n: int) -> int:
+    return n * 2
+
+
+@loom.activity(name="web_flaky_call")
+def flaky_call() -> str:
+    if FLAKY["fail"]:
+        raise RuntimeError("the flaky service is down")
+    return "ok"
+
+
+@loom.workflow(name="web_Approval")
+class Approval(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """Doubles a number, waits for an approval signal, then pauses briefly."""
+
+    @loom.step
+    async def prepare(self, ctx: Ctx) -> None:
+        """Compute the amount."""
+        await ctx.state.set("doubled", await ctx.activity(double, ctx.input["n"]))
+
+    @loom.step
+    async def approve(self, ctx: Ctx) -> None:
+        decision = await ctx.wait_for_signal("approve")
+        await ctx.state.set("decision", decision)
+
+    @loom.step
+    async def finish(self, ctx: Ctx) -> None:
+        await ctx.sleep(seconds=0.01)
+        await ctx.state.set("done", True)
+
+
+@loom.workflow(name="web_Echo")
+class Echo(loom.Workflow[Any, dict[str, Any]]):
+    @loom.step
+    async def echo(self, ctx: Ctx) -> None:
+        await ctx.state.set("echo", ctx.input)
+
+
+@loom.workflow(name="web_Flaky")
+class Flaky(loom.Workflow[Any, dict[str, Any]]):
+    @loom.step
+    async def call(self, ctx: Ctx) -> None:
+        await ctx.state.set("answer", await ctx.activity(flaky_call))
