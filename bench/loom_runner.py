@@ -19,15 +19,16 @@ RESULT_TIMEOUT_S = 120.0
 
 
 class LoomEngine:
-    def __init__(self, db: Any, workflow: type) -> None:
+    def __init__(self, db: Any, workflow: type, timeout: float = RESULT_TIMEOUT_S) -> None:
         self._db = db
         self._workflow = workflow
+        self._timeout = timeout
 
     async def start(self) -> Any:
         return await self._db.start_workflow(self._workflow, workflow_input={}, initial_state={})
 
     async def wait(self, handle: Any) -> Any:
-        return await handle.result(timeout=RESULT_TIMEOUT_S)
+        return await handle.result(timeout=self._timeout)
 
 
 async def run(args: RunnerArgs) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any
 
 from bench import pg
 from bench.harness import RunnerArgs, emit, measure_concurrent_throughput
+from bench.loom_runner import LoomEngine
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOM_SCRIPT = Path(sys.executable).parent / "loom"
@@ -102,18 +103,6 @@ def _dbos_cmd(url: str, args: RunnerArgs) -> list[str]:
     ]
 
 
-class LoomClient:
-    def __init__(self, db: Any, workflow: type) -> None:
-        self._db = db
-        self._workflow = workflow
-
-    async def start(self) -> Any:
-        return await self._db.start_workflow(self._workflow, workflow_input={}, initial_state={})
-
-    async def wait(self, handle: Any) -> Any:
-        return await handle.result(timeout=RESULT_TIMEOUT_S)
-
-
 class DbosClient:
     def __init__(self, client: Any, poll_interval: float) -> None:
         self._client = client
@@ -153,7 +142,7 @@ async def _measure(engine: str, url: str, args: RunnerArgs, clients: int) -> dic
 
                 async with loom.Database(f"{url}?pool_max={clients}") as db:
                     metrics = await measure_concurrent_throughput(
-                        LoomClient(db, Bench3), args, clients
+                        LoomEngine(db, Bench3, RESULT_TIMEOUT_S), args, clients
                     )
             else:
                 from dbos import DBOSClient

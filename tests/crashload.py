@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import sys
 from typing import Any
 
 import loom
+from execution_log import record
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 
@@ -32,16 +32,6 @@ LABELS = ("reserve.hold", "reserve.confirm", "fan.left", "fan.right", "finish.se
 def mix(label: str, value: int) -> int:
     """What an activity computes: a pure function of its label and argument."""
     return (value * 31 + sum(label.encode())) % 1_000_003
-
-
-def record(log: str, what: str, workflow_id: str, label: str) -> None:
-    """Append one line to the execution log: one write with O_APPEND, safe across processes."""
-    line = f"{what} {workflow_id} {label} {os.getpid()}\n".encode()
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
 
 
 @loom.activity(name="crash_compute", timeout_seconds=30)

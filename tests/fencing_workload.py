@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import loom
+from execution_log import record
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -39,16 +40,6 @@ Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 def mix(label: str, value: int) -> int:
     """What an activity computes: a pure function of its label and argument."""
     return (value * 131 + sum(label.encode())) % 1_000_003
-
-
-def record(log: str, what: str, workflow_id: str, label: str) -> None:
-    """Append one line to the execution log: one write with O_APPEND, safe across processes."""
-    line = f"{what} {workflow_id} {label} {os.getpid()}\n".encode()
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
 
 
 @loom.activity(name="fencing_work", timeout_seconds=60)
