@@ -1,0 +1,91 @@
+"""Does a long history make each further task slower?
+
+python -m bench.history [--activities 5000] [--backend sqlite|postgres]
+
+One workflow runs ``--activities`` no-op activities one after another in one step, and a second
+workflow the same number with a durable 1 ms ``sleep`` after every 100 activities (each sleep parks
+the workflow, so it is claimed again and must be resumed: from the worker's cache, or, with the
+cache off, by replaying its history; the last variant shows that fallback's cost). Each activity adds two events, so
+5,000 activities make a history of about 10,000 events. From the stored timestamps the time
+per activity is compared near the start (events 1-200) and near the end (the last 200 events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import loom
+from bench.loom_workflows import noop
+
+Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
+
+
+@loom.workflow(name="BenchLongHistory")
+class LongHistory(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def run(self, ctx: Ctx) -> None:
+        for i in range(int(ctx.input["activities"])):
+            await ctx.activity(noop, i)
+            if ctx.input["park_every"] and (i + 1) % ctx.input["park_every"] == 0:
+                await ctx.sleep(seconds=0.001)
+
+
+def per_activity_ms(events: Sequence[loom.Event], window: int) -> tuple[float, float]:
+    done = [e.timestamp for e in events if e.type is loom.EventType.ACTIVITY_COMPLETED]
+    first = [b - a for a, b in zip(done[:window], done[1 : window + 1], strict=False)]
+    last = [b - a for a, b in zip(done[-window - 1 : -1], done[-window:], strict=False)]
+    return statistics.fmean(first) * 1000, statistics.fmean(last) * 1000
+
+
+@contextlib.asynccontextmanager
+async def database_url(backend: str) -> AsyncIterator[str]:
+    if backend == "postgres":
+        from bench.pg import fresh_database
+
+        async with fresh_database() as url:
+            yield url
+    else:
+        with tempfile.TemporaryDirectory(prefix="loom-history-") as tmp:
+            yield f"sqlite:///{tmp}/h.db"
+
+
+async def run(activities: int, backend: str) -> None:
+    print(f"{activities} activities in one workflow ({backend}); mean ms per activity")
+    print(f"{'variant':<36} {'events':>7} {'first 100':>10} {'last 100':>10}")
+    variants = (
+        (0, 1000, "stays in memory"),
+        (100, 1000, "parks every 100 (cached)"),
+        (100, 0, "parks every 100, no cache: replays"),
+    )
+    async with database_url(backend) as url, loom.Database(url) as db:
+        await db.migrate_up()
+        for park_every, cache_size, label in variants:
+            async with loom.Worker(db, concurrency=4, poll_interval=0.05, cache_size=cache_size):
+                handle = await db.start_workflow(
+                    LongHistory,
+                    workflow_input={"activities": activities, "park_every": park_every},
+                )
+                await handle.result(timeout=600)
+            events = await handle.events()
+            first, last = per_activity_ms(events, 100)
+            print(f"{label:<36} {len(events):>7} {first:>10.3f} {last:>10.3f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Cost of a task as the history grows.")
+    parser.add_argument("--activities", type=int, default=5000)
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    ns = parser.parse_args(argv)
+    asyncio.run(run(ns.activities, ns.backend))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
