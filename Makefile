@@ -34,6 +34,7 @@ bench: $(BIN)/bench-installed
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.timers
 	$(BIN)/python -m bench.memory
+	$(BIN)/python -m bench.history
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
