@@ -1,0 +1,60 @@
+"""Workflows the browser tests drive. Every workflow and activity name starts with ``e2e_``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import loom
+
+Ctx = loom.WorkflowContext[Any, dict[str, Any]]
+
+FLAKY = {"fail": True}
+"""While ``fail`` is true, ``e2e_flaky_call`` raises: a test flips it before retrying."""
+
+
+@loom.activity(name="e2e_double")
+async def double(n: int) -> int:
+    return n * 2
+
+
+@loom.activity(name="e2e_flaky_call")
+def flaky_call() -> str:
+    if FLAKY["fail"]:
+        raise RuntimeError("the payment service is down")
+    return "paid"
+
+
+@loom.workflow(name="e2e_Approval")
+class Approval(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """Doubles an amount, waits for an approval signal, then settles."""
+
+    @loom.step
+    async def prepare(self, ctx: Ctx) -> None:
+        await ctx.state.set("doubled", await ctx.activity(double, ctx.input["n"]))
+
+    @loom.step
+    async def approve(self, ctx: Ctx) -> None:
+        await ctx.state.set("decision", await ctx.wait_for_signal("approve"))
+
+    @loom.step
+    async def settle(self, ctx: Ctx) -> None:
+        await ctx.sleep(seconds=0.05)
+        await ctx.state.set("settled", True)
+
+
+@loom.workflow(name="e2e_Echo")
+class Echo(loom.Workflow[Any, dict[str, Any]]):
+    @loom.step
+    async def echo(self, ctx: Ctx) -> None:
+        await ctx.state.set("echo", ctx.input)
+
+
+@loom.workflow(name="e2e_Pay")
+class Pay(loom.Workflow[Any, dict[str, Any]]):
+    @loom.step
+    async def reserve(self, ctx: Ctx) -> None:
+        await ctx.state.set("reserved", True)
+
+    @loom.step
+    async def charge(self, ctx: Ctx) -> None:
+        await ctx.state.set("charge", await ctx.activity(flaky_call))

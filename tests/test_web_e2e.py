@@ -1,0 +1,379 @@
+"""The dashboard pages in a real browser: Debian's chromium driven by Playwright.
+
+A uvicorn server and a worker run in the test's event loop over one SQLite file; another
+process starts workflows on that file, and the pages must show them live, act on them through
+their forms (with the confirm dialogs) and render untrusted values as text. Every page is
+screenshotted; with ``LOOM_SCREENSHOTS=docs`` the pictures replace those in docs/screenshots/,
+otherwise they go to a temporary folder so a test run leaves the tree untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+import e2e_workflows
+import loom
+from loom.web import create_app
+
+TESTS_DIR = Path(__file__).resolve().parent
+SCREENSHOTS = (
+    TESTS_DIR.parent / "docs" / "screenshots"
+    if os.environ.get("LOOM_SCREENSHOTS") == "docs"
+    else Path(tempfile.gettempdir()) / f"loom-screenshots-{os.getpid()}"
+)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+TIMEOUT_MS = 8000
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _unavailable(reason: str) -> None:
+    message = f"BROWSER TESTS NOT RUN: {reason}"
+    if _in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _require_browser() -> None:
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        _unavailable("the playwright package is not installed (pip install playwright)")
+    if not os.access(CHROMIUM, os.X_OK):
+        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    _require_browser()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        instance = await pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield instance
+        finally:
+            await instance.close()
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[loom.Database]:
+    async with loom.Database(f"sqlite:///{tmp_path / 'e2e.db'}") as database:
+        await database.migrate_up()
+        yield database
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port in this event loop."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert not task.done(), "the server stopped while starting"
+        assert time.monotonic() < deadline, "the server did not start"
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def worker(db: loom.Database) -> loom.Worker:
+    return loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10)
+
+
+START_SCRIPT = """
+import asyncio, sys
+import loom
+import e2e_workflows
+
+async def main(url, workflow_id):
+    async with loom.Database(url) as db:
+        await db.start_workflow(
+            e2e_workflows.Approval, workflow_input={"n": 21}, workflow_id=workflow_id
+        )
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def start_in_other_process(db_url: str, workflow_id: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        START_SCRIPT,
+        db_url,
+        workflow_id,
+        cwd=TESTS_DIR,
+        env={**os.environ, "PYTHONPATH": str(TESTS_DIR)},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, err.decode()
+
+
+async def shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+async def test_list_is_live_and_a_signal_sent_from_the_page_completes_the_workflow(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    await sqlite_db.start_workflow(e2e_workflows.Echo, workflow_input="hello", workflow_id="echo-1")
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(base + "/")
+        await expect(page.locator("#live")).to_have_text("live", timeout=TIMEOUT_MS)
+        await expect(page.locator('tr[data-id="echo-1"]')).to_contain_text("COMPLETED")
+        await page.evaluate("window.__sameDocument = true")
+
+        await start_in_other_process(sqlite_db.url, "order-42")
+        row = page.locator('tr[data-id="order-42"]')
+        await expect(row).to_be_visible(timeout=TIMEOUT_MS)
+        await expect(row).to_contain_text("e2e_Approval")
+        await expect(row).to_contain_text("RUNNING", timeout=TIMEOUT_MS)
+        assert await page.evaluate("window.__sameDocument") is True  # no reload happened
+        await shot(page, "list")
+
+        await row.get_by_role("link", name="order-42").click()
+        await expect(page.locator("#workflow-id")).to_have_text("order-42")
+        events = page.locator("#events tbody")
+        await expect(events).to_contain_text("SIGNAL_WAIT_STARTED", timeout=TIMEOUT_MS)
+        await expect(page.locator("#input")).to_contain_text('"n": 21')
+        await expect(page.locator("#state")).to_contain_text('"doubled": 42')
+        await expect(page.locator('#timeline g.bar-done[data-step="prepare"]')).to_have_count(1)
+        await expect(page.locator('#timeline g.bar-current[data-step="approve"]')).to_have_count(1)
+
+        # Declining the confirm dialog sends nothing.
+        await page.fill("#signal-name", "approve")
+        await page.fill("#signal-payload", '{"by": "ada"}')
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.dismiss()))
+        await page.click("#signal-send")
+        await expect(page.locator("#action-result")).to_contain_text("not sent")
+        assert (await sqlite_db.get_workflow("order-42").status()).value == "RUNNING"
+
+        # A malformed payload is refused with a clear message before any request.
+        await page.fill("#signal-payload", "{oops")
+        await page.click("#signal-send")
+        await expect(page.locator("#action-result")).to_contain_text("not valid JSON")
+
+        await page.fill("#signal-payload", '{"by": "ada"}')
+        messages: list[str] = []
+
+        async def accept(dialog: Any) -> None:
+            messages.append(dialog.message)
+            await dialog.accept()
+
+        page.once("dialog", lambda dialog: asyncio.ensure_future(accept(dialog)))
+        await page.click("#signal-send")
+        await expect(page.locator("#action-result")).to_contain_text("Signal approve sent")
+        assert messages and "approve" in messages[0] and "order-42" in messages[0]
+        await expect(page.locator("#summary")).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
+        await expect(page.locator("#state")).to_contain_text('"by": "ada"')
+        await expect(page.locator("#state")).to_contain_text('"settled": true')
+        await expect(events).to_contain_text("WORKFLOW_COMPLETED")
+        await expect(page.locator("#timeline g.bar-done")).to_have_count(3)
+        await expect(page.locator("#signal-send")).to_be_disabled()
+
+        # Event payloads expand on click.
+        received = page.locator("#events tbody tr", has_text="SIGNAL_RECEIVED")
+        payload = received.locator("pre.payload")
+        await expect(payload).to_be_hidden()
+        await received.locator("summary").click()
+        await expect(payload).to_be_visible()
+        await expect(payload).to_contain_text('"by": "ada"')
+        await shot(page, "detail")
+        await page.close()
+    assert (await sqlite_db.get_workflow("order-42").state())["decision"] == {"by": "ada"}
+
+
+async def test_failed_workflow_shows_its_error_and_retries_from_the_page(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    e2e_workflows.FLAKY["fail"] = True
+    handle = await sqlite_db.start_workflow(e2e_workflows.Pay, workflow_id="pay-7")
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        with pytest.raises(loom.WorkflowFailedError):
+            await handle.result(timeout=10)
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(base + "/workflows/pay-7")
+        await expect(page.locator("#summary")).to_contain_text("FAILED", timeout=TIMEOUT_MS)
+        error = page.locator("#error-section")
+        await expect(error).to_be_visible()
+        await expect(error).to_contain_text("the payment service is down")
+        await expect(error).to_contain_text("in step charge")
+        await expect(error).to_contain_text(
+            "Caused by RuntimeError: the payment service is down (activity e2e_flaky_call"
+        )
+        await expect(page.locator('#timeline g.bar-stopped[data-step="charge"]')).to_have_count(1)
+        await expect(page.locator("#signal-send")).to_be_disabled()
+        await shot(page, "failed")
+
+        e2e_workflows.FLAKY["fail"] = False
+        try:
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await page.click("#retry")
+            await expect(page.locator("#action-result")).to_contain_text("Retried")
+            await expect(page.locator("#summary")).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
+            await expect(page.locator("#state")).to_contain_text('"charge": "paid"')
+            await expect(error).to_be_hidden()
+
+            # An action the status no longer allows is refused with the server's reason.
+            await page.evaluate("document.getElementById('retry').disabled = false")
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await page.click("#retry")
+            result = page.locator("#action-result")
+            await expect(result).to_contain_text("Retry failed:")
+            await expect(result).to_have_class("error")
+        finally:
+            e2e_workflows.FLAKY["fail"] = True
+        await page.close()
+
+
+async def test_untrusted_input_is_rendered_as_text(sqlite_db: loom.Database, browser: Any) -> None:
+    from playwright.async_api import expect
+
+    await sqlite_db.start_workflow(e2e_workflows.Echo, workflow_input=XSS, workflow_id=XSS)
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        page = await browser.new_page()
+        await page.goto(base + "/")
+        row = page.locator("#workflows tbody tr").first
+        await expect(row).to_contain_text(XSS, timeout=TIMEOUT_MS)
+        await row.get_by_role("link").click()
+        await expect(page.locator("#workflow-id")).to_have_text(XSS)
+        await expect(page.locator("#input")).to_contain_text("<script>window.__xss=1</script>")
+        await expect(page.locator("#summary")).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
+        await expect(page.locator("#state")).to_contain_text('onerror=\\"window.__xss=2\\"')
+        await expect(page.locator("#events tbody")).to_contain_text("STATE_SET")
+        for summary in await page.locator("#events summary").all():
+            await summary.click()
+        assert await page.locator("main img").count() == 0
+        assert await page.locator("main script").count() == 0
+        assert await page.evaluate("typeof window.__xss") == "undefined"
+        await page.close()
+
+
+async def test_a_token_protected_server_refuses_the_page_without_the_token(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    await sqlite_db.start_workflow(e2e_workflows.Echo, workflow_input=1, workflow_id="secret-1")
+    app = create_app(database=sqlite_db, token="s3cret-token", poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        page = await browser.new_page()
+        response = await page.goto(base + "/")
+        assert response is not None and response.status == 401
+        await expect(page.locator("body")).to_contain_text("a valid token is required")
+        assert await page.locator("#workflows").count() == 0
+        api = await page.request.get(base + "/api/workflows")
+        assert api.status == 401
+
+        response = await page.goto(base + "/?token=wrong")
+        assert response is not None and response.status == 401
+
+        response = await page.goto(base + "/?token=s3cret-token")
+        assert response is not None and response.status == 200
+        await expect(page.locator("#live")).to_have_text("live", timeout=TIMEOUT_MS)
+        row = page.locator('tr[data-id="secret-1"]')
+        await expect(row).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
+        await expect(page.locator("#list-error")).to_have_text("")
+        await row.get_by_role("link").click()
+        await expect(page).to_have_url(base + "/workflows/secret-1?token=s3cret-token")
+        await expect(page.locator("#state")).to_contain_text('"echo": 1', timeout=TIMEOUT_MS)
+        await expect(page.locator("#load-error")).to_have_text("")
+        await page.close()
+
+
+async def test_definitions_graph_is_coloured_by_a_run_and_metrics_are_charted(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    for n in range(3):
+        await sqlite_db.start_workflow(e2e_workflows.Echo, workflow_input=n)
+    await sqlite_db.start_workflow(
+        e2e_workflows.Approval, workflow_input={"n": 1}, workflow_id="order-9"
+    )
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(base + "/")
+        await page.get_by_role("link", name="Definitions").click()
+        graph = page.locator('article[data-name="e2e_Approval"]')
+        await expect(graph).to_contain_text("activity e2e_double")
+        await expect(graph).to_contain_text("signal approve")
+        await expect(graph).to_contain_text("sleep seconds=0.05")
+        await expect(graph.locator("g.node")).to_have_count(3)
+        await expect(graph.locator("g.node-plain")).to_have_count(3)  # no run chosen yet
+
+        deadline = time.monotonic() + 10
+        while not any(
+            e.type.value == "SIGNAL_WAIT_STARTED"
+            for e in await sqlite_db.get_workflow("order-9").events()
+        ):
+            assert time.monotonic() < deadline, "order-9 never waited for its signal"
+            await asyncio.sleep(0.02)
+        await page.fill("#run-id", "order-9")
+        await page.click("#run-form button")
+        await expect(graph.locator('g.node-done[data-step="prepare"]')).to_have_count(1)
+        await expect(graph.locator('g.node-current[data-step="approve"]')).to_have_count(1)
+        await expect(graph.locator('g.node-pending[data-step="settle"]')).to_have_count(1)
+        await expect(graph).to_contain_text("RUNNING")
+        other = page.locator('article[data-name="e2e_Echo"]')
+        await expect(other.locator("g.node-plain")).to_have_count(1)
+        await shot(page, "definitions")
+
+        await page.fill("#run-id", "no-such-run")
+        await page.click("#run-form button")
+        await expect(page.locator("#defs-error")).to_contain_text("no-such-run")
+
+        await page.get_by_role("link", name="Queue & metrics").click()
+        status_chart = page.locator("#chart-status")
+        await expect(status_chart.locator('g[data-label="COMPLETED"]')).to_contain_text(
+            "3", timeout=TIMEOUT_MS
+        )
+        await expect(status_chart.locator('g[data-label="RUNNING"]')).to_contain_text("1")
+        await expect(page.locator('#chart-queue g[data-label="waiting"]')).to_contain_text("1")
+        await expect(page.locator("#chart-throughput rect")).not_to_have_count(0)
+        await shot(page, "metrics")
+        await page.close()
