@@ -179,7 +179,9 @@ class Worker:
             while not self._stopping:
                 try:
                     await self._poll()
-                except OUTAGE_ERRORS as exc:
+                except Exception as exc:
+                    # An outage, or a driver error nobody foresaw: a long-running worker backs
+                    # off and tries again rather than dying with work still to do.
                     if not self.database.is_open:
                         raise  # closed under a running worker: not an outage, nothing to wait for
                     await self._pause(outage.failed(exc))

@@ -177,10 +177,16 @@ class PostgresStore(Store):
             raise StoreError("the database is closed; use `async with loom.Database(...)`")
         try:
             async with pool.acquire() as conn:
-                yield conn
+                try:
+                    yield conn
+                except asyncpg.InternalClientError:
+                    # A connection left half-way through a protocol exchange (the server went
+                    # away mid-operation): never hand it out again.
+                    conn.terminate()
+                    raise
         except asyncpg.PostgresError as exc:
             raise _Rejected(f"PostgreSQL at {self._where} refused an operation: {exc}") from exc
-        except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError) as exc:
             raise StoreError(f"lost the PostgreSQL connection to {self._where}: {exc}") from exc
 
     @contextlib.asynccontextmanager
