@@ -173,7 +173,10 @@ class Worker:
         self._stopping = False
         self._ensure_renewer()
         wake = self.database.work_available.notify
-        await self.store.listen(wake)
+        try:
+            await self.store.listen(wake)
+        except Exception:  # wake-ups are an optimisation: polling finds the work regardless
+            log.warning("%s: cannot listen for new work; polling only", self.worker_id)
         outage = _Backoff(f"{self.worker_id}: looking for work")
         try:
             while not self._stopping:

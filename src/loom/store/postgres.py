@@ -214,10 +214,19 @@ class PostgresStore(Store):
                 self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
 
     async def _open_listener(self) -> Any:
+        conn = None
         try:
             conn = await asyncpg.connect(self._dsn, timeout=self.connect_timeout)
             await conn.add_listener(CHANNEL, self._notified)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+            OSError,
+            TimeoutError,
+        ) as exc:
+            if conn is not None:
+                conn.terminate()
             raise StoreError(f"cannot LISTEN on PostgreSQL at {self._where}: {exc}") from exc
         conn.add_termination_listener(self._listener_lost)
         return conn
