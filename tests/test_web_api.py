@@ -9,7 +9,6 @@ the `loom web` command runs as a subprocess.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import subprocess
@@ -24,11 +23,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 
 import loom
 import web_workflows
 from loom.web import create_app
+from webserver import serve
 
 TESTS_DIR = Path(__file__).resolve().parent
 LOOM = Path(sys.executable).parent / "loom"
@@ -123,27 +122,6 @@ class SseReader:
         while not found or not done(found[-1]):
             found.append(await self.next(timeout))
         return found
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in this event loop."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert not task.done(), "the server stopped while starting"
-        assert time.monotonic() < deadline, "the server did not start"
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 # -- listing, filters and paging -------------------------------------------------------------

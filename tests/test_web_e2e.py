@@ -10,7 +10,6 @@ otherwise they go to a temporary folder so a test run leaves the tree untouched.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 import tempfile
@@ -20,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 import e2e_workflows
 import loom
 from loom.web import create_app
+from pg import in_ci
+from webserver import serve
 
 TESTS_DIR = Path(__file__).resolve().parent
 SCREENSHOTS = (
@@ -46,15 +46,11 @@ XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 TIMEOUT_MS = 8000
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
 def _unavailable(reason: str) -> None:
     message = f"BROWSER TESTS NOT RUN: {reason}"
-    if _in_ci():
+    if in_ci():
         pytest.fail(message)
-    pytest.skip(message)
+    pytest.skip(message)  # only outside CI: under CI=true the line above fails instead
 
 
 def _require_browser() -> None:
@@ -86,27 +82,6 @@ async def sqlite_db(tmp_path: Path) -> AsyncIterator[loom.Database]:
     async with loom.Database(f"sqlite:///{tmp_path / 'e2e.db'}") as database:
         await database.migrate_up()
         yield database
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in this event loop."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert not task.done(), "the server stopped while starting"
-        assert time.monotonic() < deadline, "the server did not start"
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def worker(db: loom.Database) -> loom.Worker:
