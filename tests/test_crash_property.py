@@ -128,14 +128,26 @@ def instrument(db: loom.Database) -> None:
     store.commit = crashing_commit  # type: ignore[method-assign]
 
 
-async def live_one_process(url: str, workflow_id: str, crash: tuple[str, int] | None) -> bool:
-    """Run the workflow in a fresh process until it ends (True) or the process crashes."""
+async def live_one_process(
+    url: str, workflow_id: str, crash: tuple[str, int] | None, inline_window: float
+) -> bool:
+    """Run the workflow in a fresh process until it ends (True) or the process crashes.
+
+    With ``inline_window=0`` every activity's scheduling is committed before it runs, so there
+    are many commits to crash around; with the default, short activities are committed together
+    with their results, and the whole workflow takes few commits."""
     global injector
     injector = Injector(*crash) if crash else Injector()
     deadline = time.monotonic() + 10
     async with loom.Database(url) as db:
         instrument(db)
-        worker = loom.Worker(db, concurrency=1, poll_interval=0.01, lease_seconds=LEASE_SECONDS)
+        worker = loom.Worker(
+            db,
+            concurrency=1,
+            poll_interval=0.01,
+            lease_seconds=LEASE_SECONDS,
+            inline_window=inline_window,
+        )
         handle = db.get_workflow(workflow_id)
         try:
             while await handle.status() is WorkflowStatus.RUNNING:
@@ -161,7 +173,7 @@ class Outcome:
 
 
 async def run_with_crashes(
-    directory: Path, name: str, n: int, plan: list[tuple[str, int]]
+    directory: Path, name: str, n: int, plan: list[tuple[str, int]], inline_window: float = 0.0
 ) -> Outcome:
     url = f"sqlite:///{directory / name}.db"
     workflow_id = f"crashprop-{n}"
@@ -175,7 +187,7 @@ async def run_with_crashes(
         await handle.signal("approve", {"by": f"user-{n}"})
     crashes = 0
     for crash in [*plan, None]:
-        if await live_one_process(url, workflow_id, crash):
+        if await live_one_process(url, workflow_id, crash, inline_window):
             break
         crashes += 1
     async with loom.Database(url) as db:
@@ -235,15 +247,17 @@ crash_point = st.sampled_from(POINTS).flatmap(
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(
-    n=st.integers(min_value=0, max_value=10_000), plan=st.lists(crash_point, min_size=1, max_size=3)
+    n=st.integers(min_value=0, max_value=10_000),
+    plan=st.lists(crash_point, min_size=1, max_size=3),
+    inline_window=st.sampled_from([0.0, 0.05]),
 )
 def test_a_workflow_crashed_anywhere_ends_as_a_crash_free_run(
-    n: int, plan: list[tuple[str, int]]
+    n: int, plan: list[tuple[str, int]], inline_window: float
 ) -> None:
     async def scenario() -> tuple[Outcome, Outcome]:
         with tempfile.TemporaryDirectory() as tmp:
-            clean = await run_with_crashes(Path(tmp), "clean", n, [])
-            crashed = await run_with_crashes(Path(tmp), "crashed", n, plan)
+            clean = await run_with_crashes(Path(tmp), "clean", n, [], inline_window)
+            crashed = await run_with_crashes(Path(tmp), "crashed", n, plan, inline_window)
             return clean, crashed
 
     clean, crashed = asyncio.run(scenario())
@@ -251,27 +265,39 @@ def test_a_workflow_crashed_anywhere_ends_as_a_crash_free_run(
     check_against_crash_free(crashed, clean)
 
 
-@pytest.mark.parametrize(
-    "plan",
-    [
-        [("claim_after", 1)],
-        [("commit_before", 1)],
-        [("commit_after", 1)],
-        [("commit_before", 3)],
-        [("commit_before", 4)],
-        [("commit_after", 4)],
-        [("activity_start", 1)],
-        [("activity_end", 1)],
-        [("activity_end", 3)],
-        [("activity_start", 4), ("activity_end", 1), ("commit_after", 2)],
-    ],
-    ids=lambda plan: "+".join(f"{point}#{at}" for point, at in plan),
-)
+PLANS = [
+    [("claim_after", 1)],
+    [("commit_before", 1)],
+    [("commit_after", 1)],
+    [("commit_before", 3)],
+    [("commit_before", 4)],
+    [("commit_after", 4)],
+    [("activity_start", 1)],
+    [("activity_end", 1)],
+    [("activity_end", 3)],
+    [("activity_start", 4), ("activity_end", 1), ("commit_after", 2)],
+]
+
+
+def _cases() -> list[Any]:
+    """Every plan with each activity being committed on its own; with short activities inline
+    (one commit per process here), the plans whose crash points still exist."""
+    cases = []
+    for window, label in ((0.0, "commit-each"), (0.05, "inline")):
+        for plan in PLANS:
+            if window and any(p.startswith("commit") and at > 1 for p, at in plan):
+                continue
+            ident = "+".join(f"{point}#{at}" for point, at in plan)
+            cases.append(pytest.param(plan, window, id=f"{label}:{ident}"))
+    return cases
+
+
+@pytest.mark.parametrize(("plan", "inline_window"), _cases())
 async def test_each_kind_of_crash_point_is_survived(
-    tmp_path: Path, plan: list[tuple[str, int]]
+    tmp_path: Path, plan: list[tuple[str, int]], inline_window: float
 ) -> None:
-    clean = await run_with_crashes(tmp_path, "clean", 7, [])
-    crashed = await run_with_crashes(tmp_path, "crashed", 7, plan)
+    clean = await run_with_crashes(tmp_path, "clean", 7, [], inline_window)
+    crashed = await run_with_crashes(tmp_path, "crashed", 7, plan, inline_window)
     assert crashed.crashes == len(plan)  # every planned crash really happened
     check_against_crash_free(crashed, clean)
     if any(point == "activity_end" for point, _ in plan):

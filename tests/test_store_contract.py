@@ -233,11 +233,26 @@ async def test_cancel_parked_is_immediate_and_leased_is_requested(store: Store) 
     assert await store.cancel("busy", None, T0 + 1) is CancelOutcome.REQUESTED
     lost, cancel = await store.renew("w1", ["busy"], T0 + 2 + LEASE)
     assert (lost, cancel) == (set(), {"busy"})
-    # The holder's next write turns into the cancellation; its events are discarded.
-    outcome = await store.commit(commit_of("busy", claim.lease_epoch, [ev(2)]), T0 + 2)
+    # The holder's next write turns into the cancellation: its leading decisions are kept,
+    # from its first input (an activity's outcome) on it is discarded.
+    events = [
+        ev(2),
+        Event(3, EventType.STATE_SET, {"key": "phase", "value": "charging"}, T0),
+        ev(4, EventType.ACTIVITY_COMPLETED),
+        Event(5, EventType.STATE_SET, {"key": "phase", "value": "charged"}, T0),
+    ]
+    outcome = await store.commit(commit_of("busy", claim.lease_epoch, events), T0 + 2)
     assert outcome is CommitOutcome.CANCELED
-    types = [e.type for e in await store.load_history("busy")]
-    assert types == [EventType.WORKFLOW_STARTED, EventType.WORKFLOW_CANCELED]
+    history = await store.load_history("busy")
+    assert [(e.seq, e.type) for e in history] == [
+        (1, EventType.WORKFLOW_STARTED),
+        (2, EventType.STEP_STARTED),
+        (3, EventType.STATE_SET),
+        (4, EventType.WORKFLOW_CANCELED),
+    ]
+    record = await store.get_workflow("busy")
+    assert record is not None and record.state == {"phase": "charging"}
+    assert record.last_seq == 4
     record = await store.get_workflow("busy")
     assert record is not None and record.status is WorkflowStatus.CANCELED
 

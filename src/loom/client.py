@@ -113,6 +113,8 @@ class Database:
         self.workflow_changed = Notifier()
         self._opened = 0
         self._worker: Worker | None = None
+        self.workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+        """The workers of this process on this database: a cancel reaches them at once."""
 
     async def __aenter__(self) -> Database:
         await self.open()
@@ -380,9 +382,14 @@ class WorkflowHandle(Generic[StateT]):
 
     async def cancel(self, reason: str | None = None) -> CancelOutcome:
         """Cancel a RUNNING workflow: no further steps run, a pending activity's result is
-        discarded. Immediate when no worker holds it; otherwise at that worker's next write
-        (a running activity is interrupted within one lease renewal)."""
+        discarded. Immediate when no worker holds it. A worker of this process that holds it
+        stops it at once (interrupting its running activity); a worker elsewhere stops it at
+        its next write, which comes within its ``inline_window`` while activities run (a long
+        activity is interrupted within one lease renewal)."""
         outcome = await self.database.store.cancel(self.workflow_id, reason, time.time())
+        if outcome is CancelOutcome.REQUESTED:
+            for worker in list(self.database.workers):
+                worker.interrupt(self.workflow_id)
         self.database.workflow_changed.notify()
         return outcome
 

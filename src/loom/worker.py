@@ -2,10 +2,14 @@
 
 Driving one workflow (:meth:`Worker._drive`): rebuild it (from the in-memory cache when its
 history has not moved, else by replay), fire due timers, hand it buffered signals it waits for,
-and run the activities it scheduled. Before waiting on anything the new events are committed, so
-state is durable whenever the workflow pauses; an activity's result and the decisions that follow
-it are committed together. When nothing is left to run now, the workflow is parked with its next
-wake-up time and its lease is given back.
+and run the activities it scheduled. Short activities run inline: for up to ``inline_window``
+after the last write, an activity starts at once and its scheduling is committed together with
+its outcome and the decisions that follow, so a workflow of quick activities costs one write.
+Once the window is used up, what the workflow decided is committed before anything else runs or
+is waited for, so state is durable whenever the workflow pauses. When nothing is left to run
+now, the workflow is parked with its next wake-up time and its lease is given back. A crash
+before a write loses only work that is then done again: activities run at least once, and each
+result is recorded once.
 
 A lease is renewed while the worker lives; a worker that dies simply stops renewing and another
 claims the workflow once the lease runs out. Every write carries the lease epoch, so a worker that
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from loom.activities import AttemptOutcome, run_attempt
+from loom.core.history import Event
 from loom.core.replay import WorkflowExecution
 from loom.definitions import Registry
 from loom.errors import LoomError, StoreError
@@ -109,6 +114,8 @@ class Worker:
     an idle worker waits before looking for work started by another process (work started in
     this process, and due timers, wake it at once). ``lease_seconds`` is how long a workflow
     stays with a worker that stopped renewing: a dead worker's workflows are taken over after it.
+    ``inline_window`` is how long a workflow's activities may run before their scheduling is
+    written (0: each is written before it starts); quicker ones cost no write of their own.
     """
 
     def __init__(
@@ -121,19 +128,24 @@ class Worker:
         registry: Registry | None = None,
         cache_size: int = 1000,
         worker_id: str | None = None,
+        inline_window: float = 0.05,
     ) -> None:
         if concurrency < 1:
             raise LoomError("concurrency must be >= 1")
         if poll_interval <= 0 or lease_seconds <= 0:
             raise LoomError("poll_interval and lease_seconds must be > 0")
+        if inline_window < 0:
+            raise LoomError("inline_window must be >= 0")
         self.database = database
         self.store = database.store
         self.registry = registry or database.registry
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
+        self.inline_window = inline_window
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self.stats = WorkerStats()
+        database.workers.add(self)
         self._cache: collections.OrderedDict[str, WorkflowExecution] = collections.OrderedDict()
         self._cache_size = cache_size
         self._held: dict[str, _Held] = {}
@@ -283,13 +295,19 @@ class Worker:
                 continue
             outage.succeeded()
             for wid in lost | cancel:
-                held = self._held.get(wid)
-                if held is None:
-                    continue
-                held.lease_lost |= wid in lost
-                held.cancel_requested |= wid in cancel
-                for task in held.running.values():
-                    task.cancel()
+                self.interrupt(wid, lease_lost=wid in lost)
+
+    def interrupt(self, workflow_id: str, *, lease_lost: bool = False) -> None:
+        """Stop driving ``workflow_id`` if this worker holds it: a cancel was requested (or its
+        lease is lost). Its running activities are interrupted; the next write, which the store
+        turns into the cancellation, ends it."""
+        held = self._held.get(workflow_id)
+        if held is None:
+            return
+        held.lease_lost |= lease_lost
+        held.cancel_requested |= not lease_lost
+        for task in held.running.values():
+            task.cancel()
 
     # -- driving one workflow -------------------------------------------------------------
     async def _advance(self, claim: Claim) -> None:
@@ -325,7 +343,10 @@ class Worker:
             return cached
         if cached is not None:
             cached.close()
-        history = await self.store.load_history(claim.workflow_id)
+        if len(claim.history) == claim.last_seq:
+            history: list[Event] | tuple[Event, ...] = claim.history
+        else:
+            history = await self.store.load_history(claim.workflow_id)
         definition = self.registry.workflow(claim.name, claim.workflow_id)
         return WorkflowExecution(definition, claim.workflow_id, history, now=time.time())
 
@@ -337,6 +358,7 @@ class Worker:
     async def _drive(self, held: _Held, ex: WorkflowExecution) -> None:
         consumed: list[int] = []
         signals_seen: frozenset[int] = frozenset()
+        last_write = time.monotonic()  # the claim
         while not ex.finished and not held.cancel_requested:
             now = time.time()
             progressed = False
@@ -362,14 +384,26 @@ class Worker:
             )
             if not due and not held.running:
                 break
-            # Pause: what the workflow decided so far becomes durable before anything runs or
-            # is waited for; this write also learns of a cancel request or a lost lease.
-            await self._commit(held, ex, consumed, release=False)
-            consumed = []
+            if due and last_write + self.inline_window <= time.monotonic():
+                # The inline window is used up: what the workflow decided so far, these
+                # activities' scheduling included, becomes durable before they begin.
+                await self._commit(held, ex, consumed, release=False)
+                consumed, last_write = [], time.monotonic()
             for run in due:
                 held.running[run.seq] = asyncio.get_running_loop().create_task(
                     run_attempt(run, time.time)
                 )
+            left = last_write + self.inline_window - time.monotonic()
+            if due and left > 0:
+                # Short activities run inline: their scheduling is written with their outcome.
+                await asyncio.wait(
+                    held.running.values(), timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+            if not any(task.done() for task in held.running.values()):
+                # Pause: what the workflow decided so far becomes durable before it waits any
+                # longer; this write also learns of a cancel request or a lost lease.
+                await self._commit(held, ex, consumed, release=False)
+                consumed, last_write = [], time.monotonic()
             wake = ex.next_wakeup()
             timeout = None if wake is None else max(0.0, wake - time.time())
             await asyncio.wait(

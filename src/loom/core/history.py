@@ -11,6 +11,7 @@ two writers can never both record the same step of a workflow. Events fall in tw
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -96,3 +97,29 @@ def decision_key(kind: EventType, payload: dict[str, Any]) -> str | None:
     if kind in (EventType.ACTIVITY_SCHEDULED, EventType.SIGNAL_WAIT_STARTED):
         return str(payload.get("name"))
     return None
+
+
+def apply_state(state: dict[str, Any], event: Event) -> None:
+    """Apply a STATE_SET or STATE_UPDATE event to ``state`` (any other event is ignored)."""
+    if event.type is EventType.STATE_SET:
+        state[event.payload["key"]] = event.payload["value"]
+    elif event.type is EventType.STATE_UPDATE:
+        state.update(event.payload["values"])
+
+
+def decided_before_cancel(events: Sequence[Event], last_seq: int) -> list[Event]:
+    """What a commit that meets a cancel request still records.
+
+    Its leading decisions are facts (the step began, an activity was scheduled and may well
+    have run), so they stay in the history; from its first input on (an activity's outcome, a
+    fired timer, a received signal) and any ending, it is discarded, as the cancel says. Nothing
+    is kept from a commit that does not follow ``last_seq``.
+    """
+    if not events or events[0].seq != last_seq + 1:
+        return []
+    kept: list[Event] = []
+    for event in events:
+        if event.type in INPUTS or event.type in TERMINAL:
+            break
+        kept.append(event)
+    return kept

@@ -22,7 +22,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from loom.core.context import WorkflowContext
-from loom.core.history import DECISIONS, INPUTS, Event, EventType, decision_key
+from loom.core.history import (
+    DECISIONS,
+    INPUTS,
+    Event,
+    EventType,
+    apply_state,
+    decision_key,
+)
 from loom.core.loop import DeterministicLoop
 from loom.definitions import ActivityDefinition, WorkflowDefinition
 from loom.errors import (
@@ -101,7 +108,7 @@ def plan_replay(
             first_step = index + 1
             cut = i + 1
     for event in cleaned[:cut]:
-        _apply_state(state, event)
+        apply_state(state, event)
     return first_step, state, cleaned[cut:]
 
 
@@ -119,13 +126,6 @@ def discarded_signals(history: Sequence[Event]) -> list[tuple[str, Any]]:
         for e in history[start:]
         if e.type is EventType.SIGNAL_RECEIVED
     ]
-
-
-def _apply_state(state: dict[str, Any], event: Event) -> None:
-    if event.type is EventType.STATE_SET:
-        state[event.payload["key"]] = event.payload["value"]
-    elif event.type is EventType.STATE_UPDATE:
-        state.update(event.payload["values"])
 
 
 def _error_payload(exc: BaseException, step: str | None) -> dict[str, Any]:
@@ -154,7 +154,8 @@ class WorkflowExecution:
         self.error: dict[str, Any] | None = None
         self.current_step: str | None = None
         self.now = started.timestamp
-        self.rng = random.Random(workflow_id)
+        self._rng_seed = workflow_id
+        self._rng: random.Random | None = None
         self._clock = now
         self._next_seq = history[-1].seq + 1
         self._new: list[Event] = []
@@ -178,6 +179,13 @@ class WorkflowExecution:
         self._clock = now  # what follows the replay happens now
 
     # -- facts for the context and the worker ------------------------------------------
+    @property
+    def rng(self) -> random.Random:
+        """The step's seeded generator, made on first use (seeding costs more than most steps)."""
+        if self._rng is None:
+            self._rng = random.Random(self._rng_seed)
+        return self._rng
+
     @property
     def is_replaying(self) -> bool:
         return bool(self._stream)
@@ -343,7 +351,7 @@ class WorkflowExecution:
                 step = steps[index]
                 self.current_step = step.name
                 started = self.decide(EventType.STEP_STARTED, {"step": step.name, "index": index})
-                self.rng = random.Random(f"{self.workflow_id}:{index}:{started.seq}")
+                self._rng_seed, self._rng = f"{self.workflow_id}:{index}:{started.seq}", None
                 await getattr(instance, step.attribute)(ctx)
                 self._check_step_settled(step.name)
                 self.decide(EventType.STEP_COMPLETED, {"step": step.name, "index": index})

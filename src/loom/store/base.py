@@ -66,10 +66,15 @@ class WorkflowRecord:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
+    """A workflow leased to one worker. ``history`` is its whole history when the store read it
+    along with the claim (a workflow that has not run yet: its WORKFLOW_STARTED event), which
+    spares the worker a separate read; otherwise empty."""
+
     workflow_id: str
     name: str
     lease_epoch: int
     last_seq: int
+    history: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

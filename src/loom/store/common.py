@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 import orjson
 
 from loom import codec
-from loom.core.history import EventType
+from loom.core.history import Event, EventType, apply_state
 from loom.status import WorkflowStatus
 from loom.store.base import WorkflowRecord
 
@@ -24,6 +25,16 @@ EVENT_TYPES = {t.value: t for t in EventType}
 def dump(value: Any) -> str:
     """A payload as stored: JSON text."""
     return codec.dumps(value).decode()
+
+
+def state_after(state_json: str | bytes, events: Sequence[Event]) -> str:
+    """The stored state ``state_json`` with the state changes among ``events`` applied."""
+    if not any(e.type in (EventType.STATE_SET, EventType.STATE_UPDATE) for e in events):
+        return state_json if isinstance(state_json, str) else state_json.decode()
+    state = orjson.loads(state_json)
+    for event in events:
+        apply_state(state, event)
+    return dump(state)
 
 
 def record(row: Any) -> WorkflowRecord:

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 import orjson
 
-from loom.core.history import Event, EventType
+from loom.core.history import Event, EventType, decided_before_cancel
 from loom.errors import (
     ConfigurationError,
     StoreError,
@@ -42,7 +42,15 @@ from loom.store.base import (
     WorkflowDump,
     WorkflowRecord,
 )
-from loom.store.common import EVENT_TYPES, RECORD_COLUMNS, dump, migrations, record, split_sql
+from loom.store.common import (
+    EVENT_TYPES,
+    RECORD_COLUMNS,
+    dump,
+    migrations,
+    record,
+    split_sql,
+    state_after,
+)
 
 CHANNEL = "loom_work"
 _MIGRATION_LOCK = 0x6C6F6F6D  # pg_advisory_xact_lock key that serializes concurrent migrations
@@ -326,18 +334,31 @@ class PostgresStore(Store):
     ) -> list[Claim]:
         if not names or limit <= 0:
             return []
+        # A workflow that has not run yet comes with its one event, sparing a history read.
         rows = await self._fetch(
-            "UPDATE workflows SET lease_owner = $1, lease_epoch = lease_epoch + 1, ready_at = $2 "
-            "WHERE id IN (SELECT id FROM workflows WHERE ready_at <= $3 AND name = ANY($4::text[]) "
-            "ORDER BY ready_at LIMIT $5 FOR UPDATE SKIP LOCKED) "
-            "RETURNING id, name, lease_epoch, last_seq",
+            "WITH claimed AS (UPDATE workflows SET lease_owner = $1, "
+            "lease_epoch = lease_epoch + 1, ready_at = $2 WHERE id IN (SELECT id FROM workflows "
+            "WHERE ready_at <= $3 AND name = ANY($4::text[]) ORDER BY ready_at LIMIT $5 "
+            "FOR UPDATE SKIP LOCKED) RETURNING id, name, lease_epoch, last_seq) "
+            "SELECT c.id, c.name, c.lease_epoch, c.last_seq, e.type, e.payload, e.created_at "
+            "FROM claimed c LEFT JOIN events e ON c.last_seq = 1 AND e.workflow_id = c.id "
+            "AND e.seq = 1",
             owner,
             now + lease_seconds,
             now,
             names,
             limit,
         )
-        return [Claim(r[0], r[1], r[2], r[3]) for r in rows]
+        return [
+            Claim(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                () if r[4] is None else (Event(1, EVENT_TYPES[r[4]], orjson.loads(r[5]), r[6]),),
+            )
+            for r in rows
+        ]
 
     async def load_history(self, workflow_id: str, after_seq: int = 0) -> list[Event]:
         rows = await self._fetch(
@@ -431,13 +452,14 @@ class PostgresStore(Store):
             return CommitOutcome.FENCED, False
         if row.cancel_requested is not None:
             reason = orjson.loads(row.cancel_requested)
-            await self._cancel_now(conn, c.workflow_id, reason, row.last_seq, now, events)
+            decided = decided_before_cancel(c.events, row.last_seq)
+            await self._cancel_now(conn, c.workflow_id, reason, row.last_seq, now, events, decided)
             row.status, row.epoch, row.cancel_requested = (
                 WorkflowStatus.CANCELED,
                 row.epoch + 1,
                 None,
             )
-            row.last_seq += 1
+            row.last_seq += len(decided) + 1
             return CommitOutcome.CANCELED, False
         new_last = row.last_seq
         if c.events:
@@ -491,16 +513,23 @@ class PostgresStore(Store):
         last_seq: int,
         now: float,
         events: list[_EventRow],
+        decided: Sequence[Event] = (),
     ) -> None:
-        cancel = Event(last_seq + 1, EventType.WORKFLOW_CANCELED, {"reason": reason}, now)
-        events.extend(_event_rows(workflow_id, [cancel]))
+        """End the workflow as CANCELED, after ``decided`` (see ``decided_before_cancel``)."""
+        state = state_after(
+            await conn.fetchval("SELECT state FROM workflows WHERE id = $1", workflow_id), decided
+        )
+        seq = last_seq + len(decided) + 1
+        cancel = Event(seq, EventType.WORKFLOW_CANCELED, {"reason": reason}, now)
+        events.extend(_event_rows(workflow_id, [*decided, cancel]))
         await conn.execute(
             "UPDATE workflows SET status = 'CANCELED', ready_at = NULL, lease_owner = NULL, "
             "lease_epoch = lease_epoch + 1, cancel_requested = NULL, last_seq = $1, "
-            "updated_at = $2, error = $3 WHERE id = $4",
-            last_seq + 1,
+            "updated_at = $2, error = $3, state = $4 WHERE id = $5",
+            seq,
             now,
             dump({"type": "Canceled", "message": reason}),
+            state,
             workflow_id,
         )
         await conn.execute("DELETE FROM signals WHERE workflow_id = $1", workflow_id)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from loom.core.history import Event, EventType
+from loom.core.history import Event, EventType, decided_before_cancel
 from loom.errors import (
     ConfigurationError,
     StoreError,
@@ -46,6 +46,7 @@ from loom.store.common import (
     migrations,
     record,
     split_sql,
+    state_after,
 )
 
 T = TypeVar("T")
@@ -219,7 +220,19 @@ class SqliteStore(Store):
                 "RETURNING id, name, lease_epoch, last_seq",
                 (owner, now + lease_seconds, now, *names, limit),
             ).fetchall()
-            return [Claim(r[0], r[1], r[2], r[3]) for r in rows]
+            fresh = [r[0] for r in rows if r[3] == 1]
+            started: dict[str, Event] = {}
+            if fresh:
+                for r in conn.execute(
+                    "SELECT workflow_id, type, payload, created_at FROM events WHERE seq = 1 "
+                    f"AND workflow_id IN ({','.join('?' * len(fresh))})",
+                    fresh,
+                ):
+                    started[r[0]] = Event(1, EVENT_TYPES[r[1]], orjson.loads(r[2]), r[3])
+            return [
+                Claim(r[0], r[1], r[2], r[3], (started[r[0]],) if r[0] in started else ())
+                for r in rows
+            ]
 
         return await self._batched(write)
 
@@ -247,6 +260,10 @@ class SqliteStore(Store):
     async def _flush(self) -> None:
         try:
             while self._queue:
+                # Let the tasks that are ready run first: what they are about to write (often
+                # the next step of a workflow whose write just finished) joins this transaction.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
                 batch, self._queue = self._queue, []
                 try:
                     outcomes = await self._run(
@@ -296,7 +313,8 @@ class SqliteStore(Store):
             return CommitOutcome.FENCED
         last_seq = row[3]
         if row[2] is not None:
-            self._cancel_now(conn, c.workflow_id, orjson.loads(row[2]), last_seq, now)
+            decided = decided_before_cancel(c.events, last_seq)
+            self._cancel_now(conn, c.workflow_id, orjson.loads(row[2]), last_seq, now, decided)
             return CommitOutcome.CANCELED
         if not c.events:
             new_last = last_seq
@@ -345,18 +363,30 @@ class SqliteStore(Store):
         return CommitOutcome.OK
 
     def _cancel_now(
-        self, conn: sqlite3.Connection, workflow_id: str, reason: Any, last_seq: int, now: float
+        self,
+        conn: sqlite3.Connection,
+        workflow_id: str,
+        reason: Any,
+        last_seq: int,
+        now: float,
+        decided: Sequence[Event] = (),
     ) -> None:
+        """End the workflow as CANCELED, after ``decided`` (see ``decided_before_cancel``)."""
+        (state_json,) = conn.execute(
+            "SELECT state FROM workflows WHERE id = ?", (workflow_id,)
+        ).fetchone()
+        state = state_after(state_json, decided)
+        seq = last_seq + len(decided) + 1
         self._insert_events(
             conn,
             workflow_id,
-            [Event(last_seq + 1, EventType.WORKFLOW_CANCELED, {"reason": reason}, now)],
+            [*decided, Event(seq, EventType.WORKFLOW_CANCELED, {"reason": reason}, now)],
         )
         conn.execute(
             "UPDATE workflows SET status = 'CANCELED', ready_at = NULL, lease_owner = NULL, "
             "lease_epoch = lease_epoch + 1, cancel_requested = NULL, last_seq = ?, "
-            "updated_at = ?, error = ? WHERE id = ?",
-            (last_seq + 1, now, dump({"type": "Canceled", "message": reason}), workflow_id),
+            "updated_at = ?, error = ?, state = ? WHERE id = ?",
+            (seq, now, dump({"type": "Canceled", "message": reason}), state, workflow_id),
         )
         conn.execute("DELETE FROM signals WHERE workflow_id = ?", (workflow_id,))
 
