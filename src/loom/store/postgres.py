@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,8 @@ from loom.store.common import (
     split_sql,
     state_after,
 )
+
+log = logging.getLogger("loom.store.postgres")
 
 CHANNEL = "loom_work"
 _MIGRATION_LOCK = 0x6C6F6F6D  # pg_advisory_xact_lock key that serializes concurrent migrations
@@ -140,6 +143,8 @@ class PostgresStore(Store):
         self._listener: Any = None
         self._relisten: asyncio.Task[None] | None = None
         self._callbacks: list[Callable[[], None]] = []
+        self._announcing: asyncio.Task[None] | None = None
+        self._announce_again = False
 
     # -- plumbing ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -165,6 +170,9 @@ class PostgresStore(Store):
             return
         while self._flushing is not None:  # commits already queued are written first
             await self._flushing
+        if self._announcing is not None:
+            with contextlib.suppress(Exception):
+                await self._announcing
         pool, self._pool = self._pool, None
         listener, self._listener = self._listener, None
         self._callbacks.clear()
@@ -305,29 +313,61 @@ class PostgresStore(Store):
 
     # -- workflows --------------------------------------------------------------------------
     async def create_workflow(self, new: NewWorkflow, first: Event) -> WorkflowRecord | None:
-        data, state = dump(new.input), dump(new.state)
-        events = _event_rows(new.workflow_id, [first])
-        async with self._transaction() as conn:
-            created = await conn.fetchval(
-                "INSERT INTO workflows (id, name, version, status, input, state, created_at, "
-                "updated_at, last_seq, ready_at) VALUES ($1, $2, $3, 'RUNNING', $4, $5, $6, $6, "
-                "$7, $6) ON CONFLICT (id) DO NOTHING RETURNING id",
-                new.workflow_id,
-                new.name,
-                new.version,
-                data,
-                state,
-                new.now,
-                first.seq,
-            )
-            if created is None:
-                row = await conn.fetchrow(
-                    f"SELECT {RECORD_COLUMNS} FROM workflows WHERE id = $1", new.workflow_id
-                )
-                return record(row)
-            await _insert_events(conn, events)
-            await conn.execute(f"NOTIFY {CHANNEL}")
+        # One statement, so one round trip and an implicit transaction: the row and its first
+        # event are written together, or neither when the id is taken.
+        created = await self._fetch(
+            "WITH w AS (INSERT INTO workflows (id, name, version, status, input, state, "
+            "created_at, updated_at, last_seq, ready_at) VALUES ($1, $2, $3, 'RUNNING', $4, $5, "
+            "$6, $6, $7, $6) ON CONFLICT (id) DO NOTHING RETURNING id) "
+            "INSERT INTO events (workflow_id, seq, type, payload, created_at) "
+            "SELECT id, $7, $8, $9, $10 FROM w RETURNING workflow_id",
+            new.workflow_id,
+            new.name,
+            new.version,
+            dump(new.input),
+            dump(new.state),
+            new.now,
+            first.seq,
+            first.type.value,
+            dump(first.payload),
+            first.timestamp,
+        )
+        if created:
+            self._announce()
             return None
+        rows = await self._fetch(
+            f"SELECT {RECORD_COLUMNS} FROM workflows WHERE id = $1", new.workflow_id
+        )
+        if not rows:
+            raise StoreError(f"workflow {new.workflow_id!r} was neither created nor found")
+        return record(rows[0])
+
+    def _announce(self) -> None:
+        """Wake listening workers after new work was committed.
+
+        A NOTIFY makes its transaction take a database-wide lock through its commit, so one per
+        start would queue every start behind the others' disk flushes. Instead at most one
+        announcement per store is in flight; work committed meanwhile is covered by the next.
+        """
+        if self._announcing is not None:
+            self._announce_again = True
+            return
+        self._announcing = asyncio.get_running_loop().create_task(self._announce_loop())
+
+    async def _announce_loop(self) -> None:
+        try:
+            while True:
+                self._announce_again = False
+                async with self._transaction() as conn:
+                    # A wake-up holds no data: it need not wait for the disk.
+                    await conn.execute("SET LOCAL synchronous_commit = off")
+                    await conn.execute(f"NOTIFY {CHANNEL}")
+                if not self._announce_again:
+                    return
+        except Exception as exc:  # wake-ups are an optimisation: polling finds the work anyway
+            log.debug("could not announce new work: %s", exc)
+        finally:
+            self._announcing = None
 
     async def claim(
         self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
@@ -439,8 +479,8 @@ class PostgresStore(Store):
                 outcomes.append(outcome)
                 wake |= ready
             await _insert_events(conn, events)
-            if wake:
-                await conn.execute(f"NOTIFY {CHANNEL}")
+        if wake:
+            self._announce()
         return outcomes
 
     async def _commit_one(
