@@ -35,6 +35,8 @@ bench: $(BIN)/bench-installed
 	$(BIN)/python -m bench.timers
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.history
+	$(BIN)/python -m bench.dbos_more
+	$(BIN)/python -m bench.summary
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

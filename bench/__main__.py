@@ -33,7 +33,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Run the same workloads on Loom and on DBOS."
     )
-    parser.add_argument("--n", type=int, default=500, help="workflows in the throughput run")
+    parser.add_argument("--n", type=int, default=2000, help="workflows per throughput run")
     parser.add_argument("--latency-runs", type=int, default=50, help="samples for latency")
     parser.add_argument("--concurrency", type=int, default=64, help="worker concurrency")
     parser.add_argument(
@@ -58,9 +58,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pg-processes", default="1,2,4", help="worker process counts for PostgreSQL"
     )
-    parser.add_argument("--pg-n", type=int, default=1000, help="workflows per PostgreSQL run")
+    parser.add_argument("--pg-n", type=int, default=3000, help="workflows per PostgreSQL run")
     parser.add_argument(
-        "--pg-clients", type=int, default=16, help="starts in flight at once on PostgreSQL"
+        "--clients", type=int, default=16, help="starts in flight at once (throughput runs)"
     )
     parser.add_argument(
         "--json", type=Path, default=BENCH_DIR / "results" / "latest.json", help="output file"
@@ -78,18 +78,20 @@ def _split(value: str, allowed: Sequence[str], what: str) -> list[str]:
 
 def run_runner(engine: str, workload: str, mode: str, ns: argparse.Namespace) -> dict[str, Any]:
     """Run one runner subprocess and return its JSON result (or a failure record)."""
-    if workload == "pg_throughput":
+    if workload in ("pg_throughput", "pg_latency"):
         cmd = [
             sys.executable,
             "-m",
             "bench.pg_runner",
+            f"--workload={workload}",
+            f"--latency-runs={ns.latency_runs}",
             f"--engine={engine}",
             f"--processes={mode}",
             f"--n={ns.pg_n}",
             f"--concurrency={ns.concurrency}",
             f"--poll-interval={ns.poll_interval}",
             f"--warmup={ns.warmup}",
-            f"--clients={ns.pg_clients}",
+            f"--clients={ns.clients}",
         ]
         return _run(cmd, engine, workload, mode)
     cmd = [
@@ -103,6 +105,7 @@ def run_runner(engine: str, workload: str, mode: str, ns: argparse.Namespace) ->
         f"--concurrency={ns.concurrency}",
         f"--poll-interval={ns.poll_interval}",
         f"--warmup={ns.warmup}",
+        f"--clients={ns.clients}",
     ]
     return _run(cmd, engine, workload, mode)
 
@@ -203,7 +206,7 @@ def pg_notes(ns: argparse.Namespace, settings: dict[str, str]) -> list[str]:
         f"same machine; one fresh database per run, dropped afterwards",
         f"Durability: synchronous_commit={settings['synchronous_commit']}, "
         f"fsync={settings['fsync']}, wal_sync_method={settings['wal_sync_method']} (SHOW)",
-        f"Settings: n={ns.pg_n} per run, {ns.pg_clients} starts in flight from the benchmark "
+        f"Settings: n={ns.pg_n} per run, {ns.clients} starts in flight from the benchmark "
         f"process, concurrency={ns.concurrency} per worker process, "
         f"poll interval={ns.poll_interval}s, warm-up={ns.warmup}",
         "Loom: K `loom worker` processes; DBOS: K DBOS processes dequeuing one queue "
@@ -246,9 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for engine in ("loom", "dbos")
             if engine in engines
         ]
+        plan += [(engine, "pg_latency", "1") for engine in ("loom", "dbos") if engine in engines]
     results = []
     for engine, workload, mode in plan:
-        label = f"{mode} process(es)" if workload == "pg_throughput" else mode
+        label = f"{mode} process(es)" if workload.startswith("pg_") else mode
         print(f"running {engine:<4} {workload:<13} ({label}) ...", end=" ", flush=True)
         result = run_runner(engine, workload, mode, ns)
         print(_summary(result), flush=True)

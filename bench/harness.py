@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+RESULTS = Path(__file__).resolve().parent / "results"
+"""Where every benchmark writes its JSON; ``python -m bench.summary`` reads them all."""
+
 RESULT_PREFIX = "BENCH_RESULT "
 """Marks the one stdout line of a runner that carries its JSON result."""
 
@@ -46,6 +49,7 @@ class RunnerArgs:
     concurrency: int
     poll_interval: float
     warmup: int
+    clients: int = 16
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,9 @@ async def _warm_up(engine: Engine, count: int) -> None:
         await engine.wait(await engine.start())
 
 
-async def measure_throughput(engine: Engine, args: RunnerArgs) -> dict[str, Any]:
-    """Start ``n`` workflows back to back, then wait for all; first start to last result."""
+async def measure_serial_throughput(engine: Engine, args: RunnerArgs) -> dict[str, Any]:
+    """Start ``n`` workflows back to back from one client, then wait for all; first start to
+    last result. Every start waits for its own durable write before the next is made."""
     await _warm_up(engine, args.warmup)
     t0 = time.perf_counter()
     handles = [await engine.start() for _ in range(args.n)]
@@ -83,6 +88,15 @@ async def measure_throughput(engine: Engine, args: RunnerArgs) -> dict[str, Any]
         "elapsed_s": round(elapsed, 4),
         "start_phase_s": round(started - t0, 4),
         "wf_per_s": round(args.n / elapsed, 2),
+    }
+
+
+async def measure_throughput(engine: Engine, args: RunnerArgs) -> dict[str, Any]:
+    """``n`` workflows started by ``clients`` concurrent clients (as a web service's requests
+    would), then every result awaited."""
+    return {
+        **await measure_concurrent_throughput(engine, args, args.clients),
+        "clients": args.clients,
     }
 
 
@@ -143,9 +157,16 @@ WORKLOADS: dict[str, Workload] = {
     for w in (
         Workload(
             name="throughput",
-            description="N workflows x 3 no-op activities, all started, first start to last result",
+            description="N workflows x 3 no-op activities, started by concurrent clients, "
+            "first start to last result",
             metrics=(Metric("wf_per_s", "workflows/s", higher_is_better=True),),
             measure=measure_throughput,
+        ),
+        Workload(
+            name="serial",
+            description="the same, started back to back by one client",
+            metrics=(Metric("wf_per_s", "workflows/s", higher_is_better=True),),
+            measure=measure_serial_throughput,
         ),
         Workload(
             name="latency",
@@ -173,6 +194,7 @@ def parse_runner_args(argv: Sequence[str] | None, modes: Sequence[str]) -> Runne
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--poll-interval", type=float, default=0.05)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=16)
     ns = parser.parse_args(argv)
     return RunnerArgs(
         workload=ns.workload,
@@ -182,6 +204,7 @@ def parse_runner_args(argv: Sequence[str] | None, modes: Sequence[str]) -> Runne
         concurrency=ns.concurrency,
         poll_interval=ns.poll_interval,
         warmup=ns.warmup,
+        clients=ns.clients,
     )
 
 
@@ -201,3 +224,9 @@ def sqlite_file_pragmas(path: Path) -> dict[str, str]:
     finally:
         conn.close()
     return {"journal_mode": str(mode).upper()}
+
+
+def save_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamped = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **payload}
+    path.write_text(json.dumps(stamped, indent=2, sort_keys=True) + "\n")

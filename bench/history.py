@@ -20,9 +20,11 @@ import statistics
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import loom
+from bench.harness import RESULTS, save_json
 from bench.loom_workflows import noop
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
@@ -57,7 +59,7 @@ async def database_url(backend: str) -> AsyncIterator[str]:
             yield f"sqlite:///{tmp}/h.db"
 
 
-async def run(activities: int, backend: str) -> None:
+async def run(activities: int, backend: str, out: Path | None = None) -> None:
     print(f"{activities} activities in one workflow ({backend}); mean ms per activity")
     print(f"{'variant':<36} {'events':>7} {'first 100':>10} {'last 100':>10}")
     variants = (
@@ -65,6 +67,7 @@ async def run(activities: int, backend: str) -> None:
         (100, 1000, "parks every 100 (cached)"),
         (100, 0, "parks every 100, no cache: replays"),
     )
+    saved: dict[str, Any] = {"activities": activities, "backend": backend, "variants": {}}
     async with database_url(backend) as url, loom.Database(url) as db:
         await db.migrate_up()
         for park_every, cache_size, label in variants:
@@ -77,14 +80,22 @@ async def run(activities: int, backend: str) -> None:
             events = await handle.events()
             first, last = per_activity_ms(events, 100)
             print(f"{label:<36} {len(events):>7} {first:>10.3f} {last:>10.3f}")
+            saved["variants"][label] = {
+                "events": len(events),
+                "first_ms": round(first, 4),
+                "last_ms": round(last, 4),
+            }
+    if out is not None:
+        save_json(out, saved)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Cost of a task as the history grows.")
     parser.add_argument("--activities", type=int, default=5000)
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--json", type=Path, default=RESULTS / "history.json")
     ns = parser.parse_args(argv)
-    asyncio.run(run(ns.activities, ns.backend))
+    asyncio.run(run(ns.activities, ns.backend, ns.json))
     return 0
 
 

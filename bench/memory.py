@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import loom
+from bench.harness import RESULTS, save_json
 from bench.timers import BenchSleep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +47,7 @@ async def database_url(backend: str) -> AsyncIterator[str]:
             yield f"sqlite:///{tmp}/m.db"
 
 
-async def run(n: int, sleep: float, backend: str) -> None:
+async def run(n: int, sleep: float, backend: str, out: Path | None = None) -> None:
     async with database_url(backend) as url, loom.Database(url) as db:
         await db.migrate_up()
         loom_cli = Path(sys.executable).with_name("loom")
@@ -86,6 +87,19 @@ async def run(n: int, sleep: float, backend: str) -> None:
     print(f"  worker RSS peak (sampled): {peak:.1f} MB; high-water mark: {high_water:.1f} MB")
     print(f"  all {n} completed in {elapsed:.1f} s")
     print(f"Machine: {os.cpu_count()} cores")
+    if out is not None:
+        save_json(
+            out,
+            {
+                "n": n,
+                "sleep_s": sleep,
+                "backend": backend,
+                "baseline_mb": round(baseline, 1),
+                "peak_mb": round(max(peak, high_water), 1),
+                "completed": n,
+                "elapsed_s": round(elapsed, 2),
+            },
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,8 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--sleep", type=float, default=3.0)
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--json", type=Path, default=RESULTS / "memory.json")
     ns = parser.parse_args(argv)
-    asyncio.run(run(ns.n, ns.sleep, ns.backend))
+    asyncio.run(run(ns.n, ns.sleep, ns.backend, ns.json))
     return 0
 
 

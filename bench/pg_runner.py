@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import pg
-from bench.harness import RunnerArgs, emit, measure_concurrent_throughput
+from bench.harness import RunnerArgs, emit, measure_concurrent_throughput, measure_latency
 from bench.loom_runner import LoomEngine
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +118,12 @@ class DbosClient:
         return await handle.get_result(polling_interval_sec=self._poll)
 
 
+async def _workload(engine: Any, args: RunnerArgs) -> dict[str, Any]:
+    if args.workload == "pg_latency":
+        return await measure_latency(engine, args)
+    return await measure_concurrent_throughput(engine, args, args.clients)
+
+
 async def _measure(engine: str, url: str, args: RunnerArgs, clients: int) -> dict[str, Any]:
     cmd = _loom_cmd if engine == "loom" else _dbos_cmd
     ready = "ready on" if engine == "loom" else "ready"
@@ -141,17 +147,13 @@ async def _measure(engine: str, url: str, args: RunnerArgs, clients: int) -> dic
                 from bench.loom_workflows import Bench3
 
                 async with loom.Database(f"{url}?pool_max={clients}") as db:
-                    metrics = await measure_concurrent_throughput(
-                        LoomEngine(db, Bench3, RESULT_TIMEOUT_S), args, clients
-                    )
+                    metrics = await _workload(LoomEngine(db, Bench3, RESULT_TIMEOUT_S), args)
             else:
                 from dbos import DBOSClient
 
                 client = DBOSClient(system_database_url=url, system_database_pool_size=clients)
                 try:
-                    metrics = await measure_concurrent_throughput(
-                        DbosClient(client, args.poll_interval), args, clients
-                    )
+                    metrics = await _workload(DbosClient(client, args.poll_interval), args)
                 finally:
                     client.destroy()
         finally:
@@ -181,7 +183,11 @@ async def run(engine: str, args: RunnerArgs, clients: int) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--engine", choices=ENGINES, required=True)
+    parser.add_argument(
+        "--workload", choices=("pg_throughput", "pg_latency"), default="pg_throughput"
+    )
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--latency-runs", type=int, default=50)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--poll-interval", type=float, default=0.05)
@@ -189,13 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16, help="starts in flight at once")
     ns = parser.parse_args(argv)
     args = RunnerArgs(
-        workload="pg_throughput",
+        workload=ns.workload,
         mode=str(ns.processes),
         n=ns.n,
-        latency_runs=0,
+        latency_runs=ns.latency_runs,
         concurrency=ns.concurrency,
         poll_interval=ns.poll_interval,
         warmup=ns.warmup,
+        clients=ns.clients,
     )
     dist = "loom-core" if ns.engine == "loom" else "dbos"
     base: dict[str, Any] = {"engine": ns.engine, "workload": args.workload, "mode": args.mode}

@@ -19,10 +19,11 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import loom
-from bench.harness import latency_summary
+from bench.harness import RESULTS, latency_summary, save_json
 
 
 @loom.workflow(name="BenchSleep")
@@ -60,9 +61,12 @@ async def measure(url: str, runs: int, sleep: float, crowd: int) -> dict[str, An
     return {"idle": latency_summary(idle), "crowd": latency_summary(crowded)}
 
 
-async def main_async(backends: Sequence[str], runs: int, sleep: float, crowd: int) -> int:
+async def main_async(
+    backends: Sequence[str], runs: int, sleep: float, crowd: int, out: Path | None = None
+) -> int:
     print(f"Durable sleep of {sleep:g} s: how late it fires (ms), from the stored history")
     print(f"{'backend':<10} {'situation':<22} {'p50':>8} {'p95':>8} {'max':>8}")
+    saved: dict[str, Any] = {"sleep_s": sleep, "crowd": crowd, "runs": runs}
     for backend in backends:
         if backend == "sqlite":
             with tempfile.TemporaryDirectory(prefix="loom-timers-") as tmp:
@@ -72,6 +76,7 @@ async def main_async(backends: Sequence[str], runs: int, sleep: float, crowd: in
 
             async with fresh_database() as url:
                 result = await measure(url, runs, sleep, crowd)
+        saved[backend] = result
         for situation, label in (("idle", "idle worker"), ("crowd", f"{crowd} due at once")):
             s = result[situation]
             print(
@@ -79,6 +84,8 @@ async def main_async(backends: Sequence[str], runs: int, sleep: float, crowd: in
                 f"{s['max_ms']:>8.2f}"
             )
     print(f"Machine: {os.cpu_count()} cores; worker poll interval 5 s (timers wake it, not polls)")
+    if out is not None:
+        save_json(out, saved)
     return 0
 
 
@@ -88,9 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--sleep", type=float, default=0.1)
     parser.add_argument("--crowd", type=int, default=200)
+    parser.add_argument("--json", type=Path, default=RESULTS / "timers.json")
     ns = parser.parse_args(argv)
     backends = [b.strip() for b in ns.backends.split(",") if b.strip()]
-    return asyncio.run(main_async(backends, ns.runs, ns.sleep, ns.crowd))
+    return asyncio.run(main_async(backends, ns.runs, ns.sleep, ns.crowd, ns.json))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from loom.core.history import Event, EventType
 from loom.errors import ConfigurationError, StoreError
 from loom.status import WorkflowStatus
 from loom.store import open_store
-from loom.store.base import Commit, CommitOutcome, NewWorkflow, Store
+from loom.store.base import CancelOutcome, Commit, CommitOutcome, NewWorkflow, Store
 from loom.store.postgres import PostgresStore
 from pg import ADMIN_URL, pg_db_url, url_for
 
@@ -364,6 +364,33 @@ async def test_listen_wakes_on_work_from_another_process(pg_db_url: str) -> None
         await worker_side.unlisten(woke.set)
         await eventually(lambda: _equals(connections_to(pg_db_url), 2))
     await eventually(lambda: _equals(connections_to(pg_db_url), 0))
+
+
+async def test_listen_for_changes_hears_commits_and_cancels_of_another_process(
+    pg_db_url: str,
+) -> None:
+    async with opened(pg_db_url) as worker_side, opened(pg_db_url) as reader:
+        changed, work = asyncio.Event(), asyncio.Event()
+        await reader.listen(changed.set, topic="changes")
+        await reader.listen(work.set)
+        await create(worker_side, "watched")
+        await asyncio.wait_for(changed.wait(), timeout=5)  # a start is a change, and work
+        await asyncio.wait_for(work.wait(), timeout=5)
+
+        [claim] = await worker_side.claim("w", ["W"], 1, LEASE, T0)
+        changed.clear()
+        work.clear()
+        commit = commit_of("watched", claim.lease_epoch, [step(2)])
+        assert await worker_side.commit(commit, T0) is CommitOutcome.OK
+        await asyncio.wait_for(changed.wait(), timeout=5)
+        assert not work.is_set()  # still leased: no work for anyone else
+
+        changed.clear()
+        assert await worker_side.cancel("watched", "stop", T0 + 1) is CancelOutcome.REQUESTED
+        await asyncio.wait_for(changed.wait(), timeout=5)
+
+        with pytest.raises(ConfigurationError, match="topic"):
+            await reader.listen(changed.set, topic="everything")
 
 
 async def test_close_stops_listening(pg_db_url: str) -> None:

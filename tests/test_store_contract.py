@@ -81,6 +81,23 @@ async def test_create_returns_existing_record_for_taken_id(store: Store) -> None
     assert len(await store.load_history("wf-1")) == 1
 
 
+async def test_a_claim_brings_a_new_workflows_history(store: Store) -> None:
+    await create(store, "fresh")
+    await create(store, "moved-on")
+    [first] = await store.claim("w1", ["W"], 1, LEASE, T0)
+    assert first.workflow_id == "fresh"
+    assert list(first.history) == await store.load_history("fresh")
+    commit = commit_of("fresh", first.lease_epoch, [ev(2)], release=True, ready_at=T0)
+    assert await store.commit(commit, T0) is CommitOutcome.OK
+
+    claims = await store.claim("w1", ["W"], 2, LEASE, T0 + 1)
+    by_id = {c.workflow_id: c for c in claims}
+    assert set(by_id) == {"fresh", "moved-on"}
+    assert by_id["fresh"].history == ()  # more than its first event: the worker loads it
+    assert by_id["fresh"].last_seq == 2
+    assert [e.type for e in by_id["moved-on"].history] == [EventType.WORKFLOW_STARTED]
+
+
 async def test_claim_leases_once_and_only_known_types(store: Store) -> None:
     await create(store, "a", "Known")
     await create(store, "b", "Other")

@@ -53,10 +53,8 @@ async def run_attempt(run: ActivityRun, clock: Any) -> AttemptOutcome:
     """Run one attempt. ``clock()`` gives the current time, used to schedule a retry."""
     definition = run.definition
     try:
-        if definition.timeout_seconds is None:
+        async with asyncio.timeout(definition.timeout_seconds):
             value = await _call(run)
-        else:
-            value = await asyncio.wait_for(_call(run), definition.timeout_seconds)
         return AttemptOutcome(
             True, codec.to_json(value, what=f"the result of activity {definition.name!r}")
         )

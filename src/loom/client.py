@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 import weakref
@@ -40,19 +41,29 @@ if TYPE_CHECKING:
 StateT = TypeVar("StateT")
 
 
+log = logging.getLogger("loom.client")
+
+
 class Notifier:
     """Wakes every coroutine waiting on it; lost wake-ups are covered by the waiters' timeouts."""
 
     def __init__(self) -> None:
         self._waiters: set[asyncio.Future[None]] = set()
+        self.version = 0
+        """Counts notifications: a waiter that read it before looking can tell it missed one."""
 
     def notify(self) -> None:
+        self.version += 1
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float, since: int | None = None) -> None:
+        """Wait for the next notification, at most ``timeout`` seconds; return at once if one
+        came after ``version`` was ``since``."""
+        if since is not None and since != self.version:
+            return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.add(waiter)
         try:
@@ -113,6 +124,7 @@ class Database:
         self.workflow_changed = Notifier()
         self._opened = 0
         self._worker: Worker | None = None
+        self._following = False
         self.workers: weakref.WeakSet[Worker] = weakref.WeakSet()
         """The workers of this process on this database: a cancel reaches them at once."""
 
@@ -143,7 +155,23 @@ class Database:
                 self._worker = None
             with contextlib.suppress(ValueError):
                 _active.get(asyncio.get_running_loop(), []).remove(self)
+            if self._following:
+                self._following = False
+                with contextlib.suppress(Exception):
+                    await self.store.unlisten(self.workflow_changed.notify, topic="changes")
             await self.store.close()
+
+    async def follow_changes(self) -> None:
+        """Have ``workflow_changed`` also wake on changes made by other processes (PostgreSQL
+        LISTEN); without it, or on SQLite, waiters poll. Idempotent."""
+        if self._following or not self.is_open:
+            return
+        self._following = True
+        try:
+            await self.store.listen(self.workflow_changed.notify, topic="changes")
+        except Exception:  # an optimisation: waiters poll regardless
+            self._following = False
+            log.debug("cannot listen for workflow changes; polling", exc_info=True)
 
     async def schema_version(self) -> int:
         """The newest migration applied; 0 for a database never initialized."""
@@ -351,7 +379,10 @@ class WorkflowHandle(Generic[StateT]):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.002
+        changed = self.database.workflow_changed
+        await self.database.follow_changes()
         while True:
+            seen = changed.version
             record = await self.describe()
             if record.status is WorkflowStatus.COMPLETED:
                 return record.state  # type: ignore[return-value]
@@ -369,8 +400,10 @@ class WorkflowHandle(Generic[StateT]):
                         f"(it is {record.status.value})"
                     )
                 wait = min(wait, left)
-            await self.database.workflow_changed.wait(wait)
-            pause = min(pause * 2, 0.05)  # in-process ends wake us at once; others: <= 50 ms
+            await changed.wait(wait, since=seen)
+            # Ends announced by the store (in this process, or PostgreSQL's NOTIFY) wake us at
+            # once; otherwise the polls back off to one per 50 ms.
+            pause = min(pause * 2, 0.05)
 
     async def signal(self, name: str, payload: Any = None) -> None:
         """Send signal ``name``; it is buffered until the workflow waits for it."""

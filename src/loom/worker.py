@@ -404,11 +404,11 @@ class Worker:
                 # longer; this write also learns of a cancel request or a lost lease.
                 await self._commit(held, ex, consumed, release=False)
                 consumed, last_write = [], time.monotonic()
-            wake = ex.next_wakeup()
-            timeout = None if wake is None else max(0.0, wake - time.time())
-            await asyncio.wait(
-                held.running.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+                wake = ex.next_wakeup()
+                timeout = None if wake is None else max(0.0, wake - time.time())
+                await asyncio.wait(
+                    held.running.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
             if held.lease_lost:
                 raise _Abort
             for seq, task in list(held.running.items()):

@@ -330,15 +330,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def stats(self, now: float) -> StoreStats: ...
 
-    async def listen(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` whenever another process announces ready work.
+    async def listen(self, callback: Callable[[], None], topic: str = "work") -> None:
+        """Call ``callback`` whenever another process announces ready work (``topic="work"``)
+        or a change to some workflow (``"changes"``).
 
         Backends without cross-process notifications (SQLite) do nothing: workers then find
-        such work by polling, at most ``poll_interval`` late.
+        such work by polling, at most ``poll_interval`` late, and readers poll for changes.
         """
         return None
 
-    async def unlisten(self, callback: Callable[[], None]) -> None:
+    async def unlisten(self, callback: Callable[[], None], topic: str = "work") -> None:
         """Stop calling ``callback``."""
         return None
 

@@ -56,6 +56,8 @@ from loom.store.common import (
 log = logging.getLogger("loom.store.postgres")
 
 CHANNEL = "loom_work"
+CHANGES_CHANNEL = "loom_changes"
+CHANNELS = {"work": CHANNEL, "changes": CHANGES_CHANNEL}
 _MIGRATION_LOCK = 0x6C6F6F6D  # pg_advisory_xact_lock key that serializes concurrent migrations
 _OPTIONS = {"pool_min", "pool_max", "connect_timeout"}
 _EventRow = tuple[str, int, str, str, float]
@@ -142,9 +144,9 @@ class PostgresStore(Store):
         self._flushing: asyncio.Task[None] | None = None
         self._listener: Any = None
         self._relisten: asyncio.Task[None] | None = None
-        self._callbacks: list[Callable[[], None]] = []
+        self._callbacks: list[tuple[str, Callable[[], None]]] = []
         self._announcing: asyncio.Task[None] | None = None
-        self._announce_again = False
+        self._announce_pending: set[str] = set()
 
     # -- plumbing ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -215,14 +217,17 @@ class PostgresStore(Store):
             return list(await conn.fetch(sql, *args))
 
     # -- wake-ups -------------------------------------------------------------------------
-    async def listen(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (on the event loop) whenever any process announces ready work.
+    async def listen(self, callback: Callable[[], None], topic: str = "work") -> None:
+        """Call ``callback`` (on the event loop) whenever any process announces ready work
+        (``topic="work"``) or a change to some workflow (``"changes"``).
 
-        One dedicated connection, outside the pool, listens for the whole store.
+        One dedicated connection, outside the pool, listens on both channels for the store.
         """
         if self._pool is None:
             raise StoreError("the database is closed; use `async with loom.Database(...)`")
-        self._callbacks.append(callback)
+        if topic not in CHANNELS:
+            raise ConfigurationError(f"unknown notification topic {topic!r}")
+        self._callbacks.append((topic, callback))
         if self._listener is None and self._relisten is None:
             try:
                 self._listener = await self._open_listener()
@@ -234,6 +239,7 @@ class PostgresStore(Store):
         try:
             conn = await asyncpg.connect(self._dsn, timeout=self.connect_timeout)
             await conn.add_listener(CHANNEL, self._notified)
+            await conn.add_listener(CHANGES_CHANNEL, self._notified)
         except (
             asyncpg.PostgresError,
             asyncpg.InterfaceError,
@@ -264,22 +270,25 @@ class PostgresStore(Store):
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue
-                self._notified()  # work may have been announced while nobody listened
+                # Work or changes may have been announced while nobody listened.
+                self._notified(None, None, CHANNEL)
+                self._notified(None, None, CHANGES_CHANNEL)
                 return
         finally:
             self._relisten = None
 
-    async def unlisten(self, callback: Callable[[], None]) -> None:
+    async def unlisten(self, callback: Callable[[], None], topic: str = "work") -> None:
         with contextlib.suppress(ValueError):
-            self._callbacks.remove(callback)
+            self._callbacks.remove((topic, callback))
         if not self._callbacks and self._listener is not None:
             listener, self._listener = self._listener, None
             with contextlib.suppress(Exception):
                 await listener.close(timeout=5)
 
-    def _notified(self, *_: object) -> None:
-        for callback in list(self._callbacks):
-            callback()
+    def _notified(self, _conn: object, _pid: object, channel: str, *_: object) -> None:
+        for topic, callback in list(self._callbacks):
+            if CHANNELS[topic] == channel:
+                callback()
 
     # -- schema ---------------------------------------------------------------------------
     async def migrate(self) -> list[str]:
@@ -342,28 +351,27 @@ class PostgresStore(Store):
             raise StoreError(f"workflow {new.workflow_id!r} was neither created nor found")
         return record(rows[0])
 
-    def _announce(self) -> None:
-        """Wake listening workers after new work was committed.
+    def _announce(self, *channels: str) -> None:
+        """Tell listeners, after the fact, that work is ready or workflows changed.
 
         A NOTIFY makes its transaction take a database-wide lock through its commit, so one per
-        start would queue every start behind the others' disk flushes. Instead at most one
-        announcement per store is in flight; work committed meanwhile is covered by the next.
+        start or commit would queue them all behind each other's disk flushes. Instead at most
+        one announcement per store is in flight; whatever is committed meanwhile is covered by
+        the next one.
         """
-        if self._announcing is not None:
-            self._announce_again = True
-            return
-        self._announcing = asyncio.get_running_loop().create_task(self._announce_loop())
+        self._announce_pending.update(channels or (CHANNEL, CHANGES_CHANNEL))
+        if self._announcing is None:
+            self._announcing = asyncio.get_running_loop().create_task(self._announce_loop())
 
     async def _announce_loop(self) -> None:
         try:
-            while True:
-                self._announce_again = False
+            while self._announce_pending:
+                channels, self._announce_pending = self._announce_pending, set()
                 async with self._transaction() as conn:
                     # A wake-up holds no data: it need not wait for the disk.
                     await conn.execute("SET LOCAL synchronous_commit = off")
-                    await conn.execute(f"NOTIFY {CHANNEL}")
-                if not self._announce_again:
-                    return
+                    for channel in sorted(channels):
+                        await conn.execute(f"NOTIFY {channel}")
         except Exception as exc:  # wake-ups are an optimisation: polling finds the work anyway
             log.debug("could not announce new work: %s", exc)
         finally:
@@ -480,7 +488,9 @@ class PostgresStore(Store):
                 wake |= ready
             await _insert_events(conn, events)
         if wake:
-            self._announce()
+            self._announce(CHANNEL, CHANGES_CHANNEL)
+        else:
+            self._announce(CHANGES_CHANNEL)
         return outcomes
 
     async def _commit_one(
@@ -666,6 +676,7 @@ class PostgresStore(Store):
 
     async def send_signal(self, workflow_id: str, name: str, payload: Any, now: float) -> None:
         data = dump(payload)
+        wake = False
         async with self._transaction() as conn:
             _, lease_owner, ready_at, _ = await self._running_row(conn, workflow_id, "signal")
             await conn.execute(
@@ -680,9 +691,18 @@ class PostgresStore(Store):
                 await conn.execute(
                     "UPDATE workflows SET ready_at = $1 WHERE id = $2", now, workflow_id
                 )
-                await conn.execute(f"NOTIFY {CHANNEL}")
+                wake = True
+        if wake:
+            self._announce(CHANNEL, CHANGES_CHANNEL)
+        else:
+            self._announce(CHANGES_CHANNEL)
 
     async def cancel(self, workflow_id: str, reason: str | None, now: float) -> CancelOutcome:
+        outcome = await self._cancel(workflow_id, reason, now)
+        self._announce(CHANGES_CHANNEL)
+        return outcome
+
+    async def _cancel(self, workflow_id: str, reason: str | None, now: float) -> CancelOutcome:
         async with self._transaction() as conn:
             _, lease_owner, ready_at, last_seq = await self._running_row(
                 conn, workflow_id, "cancel"
@@ -738,7 +758,7 @@ class PostgresStore(Store):
                     "VALUES ($1, $2, $3, $4)",
                     [(workflow_id, name, data, now) for name, data in again],
                 )
-            await conn.execute(f"NOTIFY {CHANNEL}")
+        self._announce(CHANNEL, CHANGES_CHANNEL)
 
     async def next_due(self, names: list[str]) -> float | None:
         if not names:
