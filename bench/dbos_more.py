@@ -13,7 +13,7 @@ workflows started with ``DBOS.start_workflow_async``:
   and at its peak (DBOS runs workflows in the process that starts them, so this one process is
   both the starter and the executor).
 * ``history``: one workflow of ``--activities`` no-op steps in a row; the mean time per step over
-  the first 100 and the last 100, from times the steps record.
+  the first 500 and the last 500, from times the steps record.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import RESULT_PREFIX, RESULTS, emit, latency_summary, save_json
+from bench.history import WINDOW
 from bench.memory import rss_mb
 
 WHAT = ("timers", "memory", "history")
@@ -122,8 +123,8 @@ async def _history(flows: dict[str, Any], ns: argparse.Namespace) -> dict[str, A
 
     handle = await DBOS.start_workflow_async(flows["many_steps"], ns.activities)
     stamps = await handle.get_result()
-    first = [b - a for a, b in itertools.pairwise(stamps[:101])]
-    last = [b - a for a, b in itertools.pairwise(stamps[-101:])]
+    first = [b - a for a, b in itertools.pairwise(stamps[: WINDOW + 1])]
+    last = [b - a for a, b in itertools.pairwise(stamps[-WINDOW - 1 :])]
     return {
         "activities": ns.activities,
         "first_ms": round(statistics.fmean(first) * 1000, 4),
@@ -198,16 +199,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--activities", type=int, default=5000)
     parser.add_argument("--json", type=Path, default=RESULTS / "dbos_more.json")
+    parser.add_argument(
+        "--save", action="store_true", help="with --what: also update its entry in --json"
+    )
     ns = parser.parse_args(argv)
     if ns.what is None:
         return run_all(ns)
     try:
-        emit({"ok": True, "metrics": measure(ns)})
+        result: dict[str, Any] = {"ok": True, "metrics": measure(ns)}
     except Exception as exc:
         traceback.print_exc()
-        emit({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
-        return 1
-    return 0
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    emit(result)
+    if ns.save:  # run alone: update this workload's entry in the saved results
+        saved = json.loads(ns.json.read_text()) if ns.json.exists() else {}
+        saved.pop("generated_at", None)
+        save_json(ns.json, {**saved, ns.what: result})
+    return 0 if result["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ to ``BACKENDS``.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -79,6 +80,30 @@ async def test_create_returns_existing_record_for_taken_id(store: Store) -> None
     existing = await store.create_workflow(NewWorkflow("wf-1", "W", "1", {"x": 2}, {}, T0), first)
     assert existing is not None and existing.input == {"x": 1}
     assert len(await store.load_history("wf-1")) == 1
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+async def test_an_older_schema_is_upgraded_in_place(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database made by an earlier release (first migration only) gets the later ones
+    applied by ``migrate``, its workflows untouched."""
+    module = importlib.import_module(f"loom.store.{backend}")
+    every = migrations(backend)
+    assert len(every) >= 2
+    s = open_store(BACKENDS[backend](tmp_path))
+    await s.open()
+    try:
+        monkeypatch.setattr(module, "migrations", lambda dialect: every[:1])
+        assert await s.migrate() == [every[0][1]]
+        await create(s, "old-timer")
+        monkeypatch.undo()
+        assert await s.migrate() == [name for _, name, _ in every[1:]]
+        assert await s.schema_version() == every[-1][0]
+        assert [r.workflow_id for r in await s.changed_since(0, 10)] == ["old-timer"]
+        assert [e.type for e in await s.load_history("old-timer")] == [EventType.WORKFLOW_STARTED]
+    finally:
+        await s.close()
 
 
 async def test_a_claim_brings_a_new_workflows_history(store: Store) -> None:
@@ -324,6 +349,28 @@ async def test_list_and_stats(store: Store) -> None:
     assert stats.by_status == {"RUNNING": 3}
     assert stats.ready == 3 and stats.events == 3
     assert stats.oldest_ready_age == pytest.approx(10)
+
+
+async def test_search_by_id_and_read_changes_in_order(store: Store) -> None:
+    for wid, at in (("Order-17", T0 + 2), ("order-170", T0 + 1), ("invoice-17", T0 + 1)):
+        await create(store, wid, now=at)
+    found = await store.list_workflows(id_contains="ORDER-17")
+    assert [r.workflow_id for r in found] == ["Order-17", "order-170"]  # any case, newest first
+    assert [r.workflow_id for r in await store.list_workflows(id_contains="17", limit=1)] == [
+        "Order-17"
+    ]
+    assert await store.list_workflows(id_contains="%") == []  # no pattern characters
+
+    # Oldest change first, ties broken by id; a cursor (time, id) pages on without a gap.
+    order = [r.workflow_id for r in await store.changed_since(T0, 10)]
+    assert order == ["invoice-17", "order-170", "Order-17"]
+    first = await store.changed_since(T0, 1)
+    rest = await store.changed_since(first[0].updated, 10, first[0].workflow_id)
+    assert [r.workflow_id for r in first + rest] == order
+    [claim] = await store.claim("w1", ["W"], 1, LEASE, T0 + 5)
+    commit = commit_of(claim.workflow_id, claim.lease_epoch, [ev(2)])
+    assert await store.commit(commit, T0 + 6) is CommitOutcome.OK
+    assert [r.workflow_id for r in await store.changed_since(T0 + 3, 10)] == [claim.workflow_id]
 
 
 async def test_group_commit_of_many_workflows(store: Store) -> None:

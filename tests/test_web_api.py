@@ -389,6 +389,13 @@ async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()
     assert "/openapi.json" in docs.text
+    # Offline: every script, stylesheet and icon of the page is served by Loom itself.
+    assets = re.findall(r'(?:src|href)=["\']([^"\']+)["\']', docs.text)
+    assert assets and all(a.startswith("/") for a in assets), assets
+    for asset in assets:
+        served = await client.get(asset)
+        assert served.status_code == 200, asset
+        assert len(served.content) > 100, asset
 
 
 # -- security ----------------------------------------------------------------------------------

@@ -314,6 +314,7 @@ async def test_definitions_graph_is_coloured_by_a_run_and_metrics_are_charted(
         page = await browser.new_page(viewport={"width": 1280, "height": 900})
         await page.goto(base + "/")
         await page.get_by_role("link", name="Definitions").click()
+        await expect(page).to_have_url(base + "/definitions")
         graph = page.locator('article[data-name="e2e_Approval"]')
         await expect(graph).to_contain_text("activity e2e_double")
         await expect(graph).to_contain_text("signal approve")
@@ -343,6 +344,7 @@ async def test_definitions_graph_is_coloured_by_a_run_and_metrics_are_charted(
         await expect(page.locator("#defs-error")).to_contain_text("no-such-run")
 
         await page.get_by_role("link", name="Queue & metrics").click()
+        await expect(page).to_have_url(base + "/metrics")
         status_chart = page.locator("#chart-status")
         await expect(status_chart.locator('g[data-label="COMPLETED"]')).to_contain_text(
             "3", timeout=TIMEOUT_MS
@@ -351,4 +353,37 @@ async def test_definitions_graph_is_coloured_by_a_run_and_metrics_are_charted(
         await expect(page.locator('#chart-queue g[data-label="waiting"]')).to_contain_text("1")
         await expect(page.locator("#chart-throughput rect")).not_to_have_count(0)
         await shot(page, "metrics")
+        await page.close()
+
+
+async def test_api_docs_are_interactive_offline(sqlite_db: loom.Database, browser: Any) -> None:
+    """Swagger UI renders and runs a call with every request outside the server refused."""
+    from playwright.async_api import expect
+
+    await sqlite_db.start_workflow(e2e_workflows.Echo, workflow_input=5, workflow_id="echo-5")
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base:
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        outside: list[str] = []
+
+        async def only_this_server(route: Any) -> None:
+            if route.request.url.startswith(base):
+                await route.continue_()
+            else:
+                outside.append(route.request.url)
+                await route.abort()
+
+        await page.route("**/*", only_this_server)
+        await page.goto(base + "/docs")
+        operation = page.locator("#operations-default-get_workflow_api_workflows__workflow_id__get")
+        await expect(operation).to_be_visible(timeout=TIMEOUT_MS)
+        await operation.locator(".opblock-summary").click()
+        await operation.get_by_role("button", name="Try it out").click()
+        await operation.locator('input[placeholder="workflow_id"]').fill("echo-5")
+        await operation.get_by_role("button", name="Execute").click()
+        live = operation.locator(".live-responses-table tbody .response-col_status")
+        await expect(live).to_contain_text("200", timeout=TIMEOUT_MS)
+        await expect(operation.locator(".live-responses-table")).to_contain_text("echo-5")
+        assert outside == []
+        await shot(page, "api-docs")
         await page.close()

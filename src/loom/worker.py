@@ -473,6 +473,7 @@ class Worker:
             self.stats.canceled += 1
             raise _Abort
         if not release:
+            self.database.workflow_changed.notify()  # live views see a step's progress
             return
         if ex.finished:
             if ex.status is WorkflowStatus.COMPLETED:

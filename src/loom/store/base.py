@@ -299,9 +299,18 @@ class Store(abc.ABC):
         *,
         status: WorkflowStatus | None = None,
         name: str | None = None,
+        id_contains: str | None = None,
         limit: int = 50,
         offset: int = 0,
-    ) -> list[WorkflowRecord]: ...
+    ) -> list[WorkflowRecord]:
+        """Newest created first. ``id_contains`` keeps ids containing it, ignoring case."""
+
+    @abc.abstractmethod
+    async def changed_since(
+        self, after: float, limit: int, after_id: str = ""
+    ) -> list[WorkflowRecord]:
+        """Up to ``limit`` workflows after the cursor ``(after, after_id)`` in the order of
+        ``(updated, id)``: what a stream of changes reads next. Page on with the last one's."""
 
     @abc.abstractmethod
     async def read_signals(self, workflow_id: str) -> list[Signal]: ...

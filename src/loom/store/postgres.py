@@ -632,6 +632,7 @@ class PostgresStore(Store):
         *,
         status: WorkflowStatus | None = None,
         name: str | None = None,
+        id_contains: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[WorkflowRecord]:
@@ -643,6 +644,9 @@ class PostgresStore(Store):
         if name is not None:
             params.append(name)
             where.append(f"name = ${len(params)}")
+        if id_contains:
+            params.append(id_contains.casefold())
+            where.append(f"strpos(lower(id), ${len(params)}) > 0")
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         n = len(params)
         rows = await self._fetch(
@@ -651,6 +655,18 @@ class PostgresStore(Store):
             *params,
             None if limit < 0 else limit,  # a negative limit means none, as in SQLite
             max(offset, 0),
+        )
+        return [record(r) for r in rows]
+
+    async def changed_since(
+        self, after: float, limit: int, after_id: str = ""
+    ) -> list[WorkflowRecord]:
+        rows = await self._fetch(
+            f"SELECT {RECORD_COLUMNS} FROM workflows WHERE (updated_at, id) > ($1, $2) "
+            "ORDER BY updated_at, id LIMIT $3",
+            after,
+            after_id,
+            limit,
         )
         return [record(r) for r in rows]
 

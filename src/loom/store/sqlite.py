@@ -435,6 +435,7 @@ class SqliteStore(Store):
         *,
         status: WorkflowStatus | None = None,
         name: str | None = None,
+        id_contains: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[WorkflowRecord]:
@@ -446,12 +447,26 @@ class SqliteStore(Store):
         if name is not None:
             where.append("name = ?")
             params.append(name)
+        if id_contains:
+            where.append("instr(lower(id), ?) > 0")
+            params.append(id_contains.casefold())
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._run(
             self._read,
             f"SELECT {RECORD_COLUMNS} FROM workflows {clause} "
             "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
             (*params, limit, offset),
+        )
+        return [record(r) for r in rows]
+
+    async def changed_since(
+        self, after: float, limit: int, after_id: str = ""
+    ) -> list[WorkflowRecord]:
+        rows = await self._run(
+            self._read,
+            f"SELECT {RECORD_COLUMNS} FROM workflows WHERE (updated_at, id) > (?, ?) "
+            "ORDER BY updated_at, id LIMIT ?",
+            (after, after_id, limit),
         )
         return [record(r) for r in rows]
 

@@ -26,7 +26,6 @@ from loom.web.graph import definition_graph
 
 router = APIRouter(prefix="/api")
 
-SCAN_PAGE = 500
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -102,25 +101,10 @@ async def list_workflows(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    wanted = _status(status_)
-    name = name or None
-    if q:
-        needle = q.casefold()
-        matches: list[WorkflowRecord] = []
-        scanned = 0
-        while len(matches) <= offset + limit:
-            page = await db.store.list_workflows(
-                status=wanted, name=name, limit=SCAN_PAGE, offset=scanned
-            )
-            matches.extend(r for r in page if needle in r.workflow_id.casefold())
-            scanned += len(page)
-            if len(page) < SCAN_PAGE:
-                break
-        rows = matches[offset : offset + limit + 1]
-    else:
-        rows = await db.store.list_workflows(
-            status=wanted, name=name, limit=limit + 1, offset=offset
-        )
+    rows = await db.store.list_workflows(
+        status=_status(status_), name=name or None, id_contains=q or None, limit=limit + 1,
+        offset=offset,
+    )  # fmt: skip
     return {
         "workflows": [serialize.summary(r) for r in rows[:limit]],
         "limit": limit,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +35,9 @@ from loom.web.api import router
 from loom.web.security import LOOPBACK_HOSTS, Guard
 
 STATIC = Path(__file__).resolve().parent / "static"
+SWAGGER_PREFIX = "/static/swagger-ui"
+"""Where Swagger UI's own files (from the swagger-ui-bundle package) are served."""
+
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
     "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
@@ -166,8 +170,11 @@ def _add_pages(app: FastAPI, token: str | None) -> None:
         return Response(pages[name], media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
     @app.get("/", include_in_schema=False)
+    @app.get("/definitions", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False)
+    @app.get("/queue", include_in_schema=False)
     async def index() -> Response:
-        return page("index.html")
+        return page("index.html")  # the script shows the view its path names
 
     @app.get("/workflows/{workflow_id:path}", include_in_schema=False)
     async def workflow_page(workflow_id: str) -> Response:
@@ -175,7 +182,18 @@ def _add_pages(app: FastAPI, token: str | None) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
+        # Swagger UI's files come from the fastapi-swagger package (a current Swagger UI, which
+        # reads OpenAPI 3.1), served from here: the docs work offline, nothing is fetched from
+        # a CDN.
         url = "/openapi.json" + (f"?token={quote(token, safe='')}" if token else "")
-        return get_swagger_ui_html(openapi_url=url, title="Loom API")
+        return get_swagger_ui_html(
+            openapi_url=url,
+            title="Loom API",
+            swagger_js_url=f"{SWAGGER_PREFIX}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_PREFIX}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_PREFIX}/favicon-32x32.png",
+        )
 
+    swagger_files = resources.files("fastapi_swagger") / "resources"
+    app.mount(SWAGGER_PREFIX, StaticFiles(directory=str(swagger_files)), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -1,10 +1,12 @@
 """Server-sent event streams: one workflow's history, and every workflow change.
 
-Both streams send everything after a cursor, then follow: they wake when this process's
-``Database.workflow_changed`` notifier fires and otherwise poll every ``poll_interval`` seconds
-(changes made by workers in other processes). A comment line is sent every ``heartbeat``
-seconds so proxies keep the connection open. Each message carries an ``id``; a client that
-reconnects with ``Last-Event-ID`` (browsers do this by themselves) resumes after it.
+Both streams send everything after a cursor, then follow: they wake when
+``Database.workflow_changed`` fires, which it does for changes made in this process and, on
+PostgreSQL, for those of every other process (LISTEN on the store's ``changes`` channel); they
+also poll every ``poll_interval`` seconds, which is what finds other processes' changes on
+SQLite. A comment line is sent every ``heartbeat`` seconds so proxies keep the connection
+open. Each message carries an ``id``; a client that reconnects with ``Last-Event-ID``
+(browsers do this by themselves) resumes after it.
 
 * ``/api/workflows/{id}/events/stream``: the cursor is the event ``seq``; each message is one
   history event (``event: history``), exactly once and in order.
@@ -52,9 +54,12 @@ class Pacer:
             return True
         return False
 
-    async def pause(self) -> None:
+    async def pause(self, since: int) -> None:
+        """Wait for a change noticed after ``since`` (a ``workflow_changed.version``), a poll,
+        or the next heartbeat, whichever comes first."""
         left = self.heartbeat - (time.monotonic() - self.last_beat)
-        await self.db.workflow_changed.wait(max(0.0, min(self.poll_interval, left)))
+        await self.db.follow_changes()
+        await self.db.workflow_changed.wait(max(0.0, min(self.poll_interval, left)), since)
 
 
 async def workflow_history(
@@ -70,30 +75,25 @@ async def workflow_history(
     cursor = after_seq
     yield "retry: 1000\n\n"
     while not await disconnected():
+        seen = db.workflow_changed.version
         for item in await db.store.load_history(workflow_id, after_seq=cursor):
             cursor = item.seq
             yield message(serialize.event(item), event="history", id=str(item.seq))
         if pacer.beat_due():
             yield ": heartbeat\n\n"
-        await pacer.pause()
+        await pacer.pause(seen)
 
 
 async def changed_since(db: Database, after: float) -> list[WorkflowRecord]:
-    """Workflows updated after ``after``, oldest change first.
-
-    The store lists workflows newest-created first with no ``updated`` filter, so this pages
-    through all of them; a store query ``list_workflows(updated_after=...)`` would replace it.
-    """
+    """Workflows updated after ``after``, oldest change first (an indexed read, page by page)."""
     found: list[WorkflowRecord] = []
-    offset = 0
+    after_id = ""
     while True:
-        page = await db.store.list_workflows(limit=PAGE, offset=offset)
-        found.extend(r for r in page if r.updated > after)
+        page = await db.store.changed_since(after, PAGE, after_id)
+        found.extend(page)
         if len(page) < PAGE:
-            break
-        offset += PAGE
-    found.sort(key=lambda r: (r.updated, r.workflow_id))
-    return found
+            return found
+        after, after_id = page[-1].updated, page[-1].workflow_id
 
 
 async def all_changes(
@@ -109,6 +109,7 @@ async def all_changes(
     sent: dict[str, float] = {}  # workflow id -> the ``updated`` last sent, within the window
     yield "retry: 1000\n\n"
     while not await disconnected():
+        seen = db.workflow_changed.version
         for record in await changed_since(db, cursor - LOOKBACK):
             if sent.get(record.workflow_id) == record.updated:
                 continue
@@ -120,4 +121,4 @@ async def all_changes(
             del sent[wid]
         if pacer.beat_due():
             yield ": heartbeat\n\n"
-        await pacer.pause()
+        await pacer.pause(seen)

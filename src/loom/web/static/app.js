@@ -265,10 +265,10 @@
     byId("live").textContent = "";
     byId("run-form").addEventListener("submit", function (event) {
       event.preventDefault();
-      const q = new URLSearchParams({ view: "definitions" });
+      const q = new URLSearchParams();
       const id = byId("run-id").value.trim();
       if (id) q.set("run", id);
-      window.location.assign(withToken("/?" + q.toString()));
+      window.location.assign(withToken("/definitions?" + q.toString()));
     });
 
     async function load() {
@@ -788,7 +788,9 @@
       });
   }
 
-  const view = params.get("view") || "list";
+  // Each view has a path of its own (/definitions, /metrics or /queue); ?view= works too.
+  const paths = { "/definitions": "definitions", "/metrics": "metrics", "/queue": "metrics" };
+  const view = paths[window.location.pathname] || params.get("view") || "list";
   if (document.body.dataset.page === "list") {
     const known = { list: listPage, definitions: definitionsView, metrics: metricsView };
     const chosen = known[view] ? view : "list";
