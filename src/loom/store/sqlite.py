@@ -51,6 +51,9 @@ from loom.store.common import (
 
 T = TypeVar("T")
 
+SMALL_BATCH = 8
+"""A batch smaller than this waits two turns of the event loop for company before it is written."""
+
 
 class SqliteStore(Store):
     dialect = "sqlite"
@@ -260,10 +263,12 @@ class SqliteStore(Store):
     async def _flush(self) -> None:
         try:
             while self._queue:
-                # Let the tasks that are ready run first: what they are about to write (often
-                # the next step of a workflow whose write just finished) joins this transaction.
-                await asyncio.sleep(0)
-                await asyncio.sleep(0)
+                if len(self._queue) < SMALL_BATCH:
+                    # A small batch: let the tasks that are ready run first, so what they are
+                    # about to write (often the next start of a client that was waiting for
+                    # the previous one) joins this transaction instead of waiting for the next.
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
                 batch, self._queue = self._queue, []
                 try:
                     outcomes = await self._run(
