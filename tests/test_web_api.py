@@ -27,7 +27,10 @@ import pytest
 import loom
 import web_workflows
 from loom.web import create_app
+from pg import pg_db_url
 from webserver import serve
+
+__all__ = ["pg_db_url"]  # the fixture, used by name
 
 TESTS_DIR = Path(__file__).resolve().parent
 LOOM = Path(sys.executable).parent / "loom"
@@ -586,6 +589,32 @@ async def test_global_stream_reports_changes_and_resumes(db: loom.Database) -> N
                 latest[message.data["workflow_id"]] = message.data["status"]
                 ids.append(float(message.id or 0))
             assert ids == sorted(ids)  # the cursor never goes back
+
+
+async def test_streams_hear_other_processes_through_postgresql_notifications(
+    pg_db_url: str,
+) -> None:
+    """Polling is set to a minute, so only the store's change notifications (LISTEN/NOTIFY)
+    can bring another process's start and progress to the streams in time."""
+    async with loom.Database(pg_db_url) as web_db, loom.Database(pg_db_url) as elsewhere:
+        await web_db.migrate_up()
+        app = create_app(database=web_db, poll_interval=60, heartbeat=60)
+        async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+            async with http.stream("GET", "/api/events/stream") as response:
+                sse = SseReader(response)
+                await asyncio.sleep(0)
+                await elsewhere.start_workflow(
+                    web_workflows.Echo, workflow_input="far", workflow_id="far-1"
+                )
+                started = await sse.until(lambda m: m.data["workflow_id"] == "far-1", 10)
+                assert started[-1].data["status"] == "RUNNING"
+            url = "/api/workflows/far-1/events/stream"
+            async with http.stream("GET", url) as response:
+                sse = SseReader(response)
+                assert (await sse.next(10)).data["type"] == "WORKFLOW_STARTED"
+                async with worker(elsewhere):
+                    done = await sse.until(lambda m: m.data["type"] == "WORKFLOW_COMPLETED", 10)
+                assert done[0].data["type"] == "STEP_STARTED"
 
 
 async def test_stream_rejects_a_bad_cursor(db: loom.Database, client: httpx.AsyncClient) -> None:

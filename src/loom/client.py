@@ -124,7 +124,7 @@ class Database:
         self.workflow_changed = Notifier()
         self._opened = 0
         self._worker: Worker | None = None
-        self._following = False
+        self._following: asyncio.Task[None] | None = None
         self.workers: weakref.WeakSet[Worker] = weakref.WeakSet()
         """The workers of this process on this database: a cancel reaches them at once."""
 
@@ -155,23 +155,26 @@ class Database:
                 self._worker = None
             with contextlib.suppress(ValueError):
                 _active.get(asyncio.get_running_loop(), []).remove(self)
-            if self._following:
-                self._following = False
+            if self._following is not None:
+                self._following = None
                 with contextlib.suppress(Exception):
                     await self.store.unlisten(self.workflow_changed.notify, topic="changes")
             await self.store.close()
 
     async def follow_changes(self) -> None:
         """Have ``workflow_changed`` also wake on changes made by other processes (PostgreSQL
-        LISTEN); without it, or on SQLite, waiters poll. Idempotent."""
-        if self._following or not self.is_open:
+        LISTEN); without it, or on SQLite, waiters poll. Idempotent; returns once listening."""
+        if not self.is_open:
             return
-        self._following = True
+        if self._following is None:
+            self._following = asyncio.get_running_loop().create_task(
+                self.store.listen(self.workflow_changed.notify, topic="changes")
+            )
         try:
-            await self.store.listen(self.workflow_changed.notify, topic="changes")
+            await asyncio.shield(self._following)
         except Exception:  # an optimisation: waiters poll regardless
-            self._following = False
             log.debug("cannot listen for workflow changes; polling", exc_info=True)
+            self._following = None
 
     async def schema_version(self) -> int:
         """The newest migration applied; 0 for a database never initialized."""

@@ -58,7 +58,6 @@ class Pacer:
         """Wait for a change noticed after ``since`` (a ``workflow_changed.version``), a poll,
         or the next heartbeat, whichever comes first."""
         left = self.heartbeat - (time.monotonic() - self.last_beat)
-        await self.db.follow_changes()
         await self.db.workflow_changed.wait(max(0.0, min(self.poll_interval, left)), since)
 
 
@@ -73,6 +72,7 @@ async def workflow_history(
 ) -> AsyncIterator[str]:
     pacer = Pacer(db, poll_interval, heartbeat)
     cursor = after_seq
+    await db.follow_changes()  # before the first read, so no change falls between the two
     yield "retry: 1000\n\n"
     while not await disconnected():
         seen = db.workflow_changed.version
@@ -107,6 +107,7 @@ async def all_changes(
     pacer = Pacer(db, poll_interval, heartbeat)
     cursor = time.time() if after is None else after
     sent: dict[str, float] = {}  # workflow id -> the ``updated`` last sent, within the window
+    await db.follow_changes()  # before the first read, so no change falls between the two
     yield "retry: 1000\n\n"
     while not await disconnected():
         seen = db.workflow_changed.version
