@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -92,7 +93,7 @@ async def _timers(flows: dict[str, Any], ns: argparse.Namespace) -> dict[str, An
 async def _memory(flows: dict[str, Any], ns: argparse.Namespace) -> dict[str, Any]:
     from dbos import DBOS
 
-    baseline = rss_mb(_pid())
+    baseline = rss_mb(os.getpid())
     gate = asyncio.Semaphore(16)
     t0 = time.perf_counter()
 
@@ -105,10 +106,10 @@ async def _memory(flows: dict[str, Any], ns: argparse.Namespace) -> dict[str, An
     for _ in range(0, ns.n, 500):
         chunk = min(500, ns.n - len(handles))
         handles += await asyncio.gather(*(start() for _ in range(chunk)))
-        peak = max(peak, rss_mb(_pid()))
+        peak = max(peak, rss_mb(os.getpid()))
     started = time.perf_counter() - t0
     await asyncio.sleep(1.0)  # every workflow has reached its sleep
-    peak = max(peak, rss_mb(_pid()), rss_mb(_pid(), "VmHWM"))
+    peak = max(peak, rss_mb(os.getpid()), rss_mb(os.getpid(), "VmHWM"))
     return {
         "n": ns.n,
         "baseline_mb": round(baseline, 1),
@@ -130,12 +131,6 @@ async def _history(flows: dict[str, Any], ns: argparse.Namespace) -> dict[str, A
         "first_ms": round(statistics.fmean(first) * 1000, 4),
         "last_ms": round(statistics.fmean(last) * 1000, 4),
     }
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def measure(ns: argparse.Namespace) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rich.console import Console
@@ -92,7 +92,7 @@ def build_lines() -> tuple[list[Line], list[str]]:
     dbos = _best(figure("dbos", "throughput", "wf_per_s"), True)
     line = Line("SQLite: 3 no-op activities, 1 worker process", "workflows/s", loom, dbos, True)
     met = None if loom is None else loom >= 1500 and (line.advantage or 0) >= 12
-    lines.append(Line(**{**line.__dict__, "target": ">= 1,500/s and >= 12x", "met": met}))
+    lines.append(replace(line, target=">= 1,500/s and >= 12x", met=met))
 
     loom = _best(figure("loom", "serial", "wf_per_s"), True)
     dbos = _best(figure("dbos", "serial", "wf_per_s"), True)
@@ -107,7 +107,7 @@ def build_lines() -> tuple[list[Line], list[str]]:
                     dbos, True)  # fmt: skip
         if k == 2:
             met = None if loom is None else loom >= 1000 and (line.advantage or 0) >= 8
-            line = Line(**{**line.__dict__, "target": ">= 1,000/s and >= 8x", "met": met})
+            line = replace(line, target=">= 1,000/s and >= 8x", met=met)
         lines.append(line)
 
     loom = _best(figure("loom", "latency", "p50_ms"), False)

@@ -4,14 +4,13 @@ a longer one has its scheduling written when the window ends; waiters hear other
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 import loom
 from loom import EventType, WorkflowStatus
+from polling import eventually
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 
@@ -59,13 +58,6 @@ def count_commits(db: loom.Database) -> list[int]:
 
     db.store.commit = counting  # type: ignore[method-assign]
     return seen
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize(("window", "writes"), [(30.0, 1), (0.0, 4)])

@@ -16,6 +16,7 @@ import pytest
 
 import loom
 from loom import EventType, WorkflowStatus
+from polling import eventually
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 
@@ -50,15 +51,6 @@ def of_type(events: list[loom.Event], kind: EventType) -> list[loom.Event]:
 
 def steps_started(events: list[loom.Event]) -> list[str]:
     return [e.payload["step"] for e in of_type(events, EventType.STEP_STARTED)]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    """Poll ``check`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 def gate(key: str) -> tuple[asyncio.Event, asyncio.Event]:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,6 +26,7 @@ from loom.store.base import CancelOutcome, Commit, CommitOutcome, NewWorkflow, S
 from loom.store.common import migrations
 from loom.store.postgres import PostgresStore
 from pg import ADMIN_URL, pg_db_url, url_for
+from polling import eventually
 
 __all__ = ["pg_db_url"]  # the fixture, used by name
 
@@ -84,14 +84,6 @@ async def connections_to(url: str) -> int:
         return int(count)
     finally:
         await conn.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 # ------------------------------------------------------------------------------ claims

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 
 import loom
 from loom import EventType
+from polling import eventually
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 
@@ -22,15 +22,6 @@ def worker(db: loom.Database) -> loom.Worker:
 
 def of_type(events: list[loom.Event], kind: EventType) -> list[loom.Event]:
     return [e for e in events if e.type is kind]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    """Poll ``check`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 async def parked_waiting_for(handle: loom.WorkflowHandle[Any], kind: EventType) -> bool:

@@ -16,7 +16,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import pg
 from loom import EventType
 from loom.store.base import WorkflowDump
 from loom.transfer import copy_database
+from polling import eventually
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 LOOM = Path(sys.executable).parent / "loom"  # the installed console script
@@ -94,14 +94,6 @@ class Held(loom.Workflow[dict[str, Any], dict[str, Any]]):
 
 def worker(db: loom.Database) -> loom.Worker:
     return loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 def sqlite_url(tmp_path: Path, name: str) -> str:

@@ -14,8 +14,7 @@ import re
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import loom
 import web_workflows
 from loom.web import create_app
 from pg import pg_db_url
+from polling import eventually
 from webserver import serve
 
 __all__ = ["pg_db_url"]  # the fixture, used by name
@@ -54,14 +54,6 @@ async def client(db: loom.Database) -> AsyncIterator[httpx.AsyncClient]:
 
 def worker(db: loom.Database) -> loom.Worker:
     return loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 async def api_status(client: httpx.AsyncClient, workflow_id: str) -> str:
