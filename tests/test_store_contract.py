@@ -350,6 +350,21 @@ async def test_list_and_stats(store: Store) -> None:
     assert stats.ready == 3 and stats.events == 3
     assert stats.oldest_ready_age == pytest.approx(10)
 
+    # Completions and failures per minute, newest minute first.
+    claims = {c.workflow_id: c for c in await store.claim("w1", ["A", "B"], 3, LEASE, T0 + 10)}
+    for wid, status, at in (
+        ("wf-0", WorkflowStatus.COMPLETED, T0 + 100),
+        ("wf-1", WorkflowStatus.FAILED, T0 + 100),
+        ("wf-2", WorkflowStatus.COMPLETED, T0 + 200),
+    ):
+        done = commit_of(wid, claims[wid].lease_epoch, [ev(2)], release=True, status=status)
+        assert await store.commit(done, at) is CommitOutcome.OK
+    stats = await store.stats(T0 + 230)
+    assert stats.completed_per_minute[:3] == [1, 0, 1]  # 30 s ago, and 130 s ago
+    assert stats.failed_per_minute[:3] == [0, 0, 1]
+    assert sum(stats.completed_per_minute) == 2 and sum(stats.failed_per_minute) == 1
+    assert len(stats.completed_per_minute) == len(stats.failed_per_minute) == 30
+
 
 async def test_search_by_id_and_read_changes_in_order(store: Store) -> None:
     for wid, at in (("Order-17", T0 + 2), ("order-170", T0 + 1), ("invoice-17", T0 + 1)):

@@ -306,6 +306,8 @@ async def test_definitions_graph_is_coloured_by_a_run_and_metrics_are_charted(
 
     for n in range(3):
         await sqlite_db.start_workflow(e2e_workflows.Echo, workflow_input=n)
+    e2e_workflows.FLAKY["fail"] = True
+    await sqlite_db.start_workflow(e2e_workflows.Pay, workflow_id="pay-9")
     await sqlite_db.start_workflow(
         e2e_workflows.Approval, workflow_input={"n": 1}, workflow_id="order-9"
     )
@@ -352,6 +354,11 @@ async def test_definitions_graph_is_coloured_by_a_run_and_metrics_are_charted(
         await expect(status_chart.locator('g[data-label="RUNNING"]')).to_contain_text("1")
         await expect(page.locator('#chart-queue g[data-label="waiting"]')).to_contain_text("1")
         await expect(page.locator("#chart-throughput rect")).not_to_have_count(0)
+        await expect(status_chart.locator('g[data-label="FAILED"]')).to_contain_text("1")
+        failures = page.locator("#chart-failures rect title")
+        await expect(failures).to_have_count(30)
+        counts = await failures.evaluate_all("els => els.map(e => e.textContent)")
+        assert counts.count("1") == 1 and set(counts) == {"0", "1"}  # the failure, its minute
         await shot(page, "metrics")
         await page.close()
 

@@ -111,9 +111,11 @@ def stats_command(database: DatabaseOption = None, as_json: JsonOption = False) 
         "how long the oldest ready task has waited",
     )
     throughput = _section("Throughput")
-    per_minute = " ".join(str(n) for n in stats.completed_per_minute) or "-"
+    per_minute = " ".join(str(n) for n in stats.completed_per_minute[:5]) or "-"
     throughput.add_row("last minute", str(stats.completed_last_minute), "workflows completed")
-    throughput.add_row("per minute", per_minute, "completed, newest minute first")
+    throughput.add_row("per minute", per_minute, "completed, the last 5 minutes, newest first")
+    failed = " ".join(str(n) for n in stats.failed_per_minute[:5]) or "-"
+    throughput.add_row("failed", failed, "per minute, the last 5 minutes, newest first")
     throughput.add_row("events", str(stats.events), "stored in all histories")
     for index, table in enumerate((workflows, tasks, throughput)):
         if index:

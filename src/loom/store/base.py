@@ -126,6 +126,7 @@ class StoreStats:
     signals_pending: int
     completed_last_minute: int
     completed_per_minute: list[int] = field(default_factory=list)  # newest minute first
+    failed_per_minute: list[int] = field(default_factory=list)  # newest minute first
     extra: dict[str, Any] = field(default_factory=dict)
 
 

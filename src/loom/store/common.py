@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -21,6 +21,9 @@ RECORD_COLUMNS = (
 
 EVENT_TYPES = {t.value: t for t in EventType}
 
+STATS_MINUTES = 30
+"""How many one-minute buckets of completions and failures ``stats`` reports."""
+
 
 def dump(value: Any) -> str:
     """A payload as stored: JSON text."""
@@ -35,6 +38,16 @@ def state_after(state_json: str | bytes, events: Sequence[Event]) -> str:
     for event in events:
         apply_state(state, event)
     return dump(state)
+
+
+def minute_buckets(rows: Iterable[Any]) -> dict[WorkflowStatus, list[int]]:
+    """``(status, minutes ago, count)`` rows as per-minute counts, newest minute first, for
+    COMPLETED and FAILED over the last :data:`STATS_MINUTES` minutes."""
+    buckets = {s: [0] * STATS_MINUTES for s in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED)}
+    for status, minute, count in rows:
+        if 0 <= minute < STATS_MINUTES:
+            buckets[WorkflowStatus(status)][minute] = int(count)
+    return buckets
 
 
 def record(row: Any) -> WorkflowRecord:

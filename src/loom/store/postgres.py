@@ -46,8 +46,10 @@ from loom.store.base import (
 from loom.store.common import (
     EVENT_TYPES,
     RECORD_COLUMNS,
+    STATS_MINUTES,
     dump,
     migrations,
+    minute_buckets,
     record,
     split_sql,
     state_after,
@@ -802,15 +804,15 @@ class PostgresStore(Store):
             )
             events = await conn.fetchval("SELECT COUNT(*) FROM events")
             signals = await conn.fetchval("SELECT COUNT(*) FROM signals")
-            per_minute = [0] * 5
-            for minute, count in await conn.fetch(
-                "SELECT trunc(($1 - updated_at) / 60)::int, COUNT(*) FROM workflows "
-                "WHERE status = 'COMPLETED' AND updated_at > $2 GROUP BY 1",
-                now,
-                now - 300,
-            ):
-                if 0 <= minute < 5:
-                    per_minute[minute] = int(count)
+            ended = minute_buckets(
+                await conn.fetch(
+                    "SELECT status, trunc(($1 - updated_at) / 60)::int, COUNT(*) FROM workflows "
+                    "WHERE updated_at > $2 AND status IN ('COMPLETED', 'FAILED') GROUP BY 1, 2",
+                    now,
+                    now - 60 * STATS_MINUTES,
+                )
+            )
+            per_minute = ended[WorkflowStatus.COMPLETED]
         return StoreStats(
             by_status={str(k): int(v) for k, v in by_status},
             ready=int(ready),
@@ -822,6 +824,7 @@ class PostgresStore(Store):
             signals_pending=int(signals),
             completed_last_minute=per_minute[0],
             completed_per_minute=per_minute,
+            failed_per_minute=ended[WorkflowStatus.FAILED],
         )
 
     # -- copying between databases (``loom migrate``) ----------------------------------------

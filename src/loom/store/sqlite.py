@@ -42,8 +42,10 @@ from loom.store.base import (
 from loom.store.common import (
     EVENT_TYPES,
     RECORD_COLUMNS,
+    STATS_MINUTES,
     dump,
     migrations,
+    minute_buckets,
     record,
     split_sql,
     state_after,
@@ -598,14 +600,15 @@ class SqliteStore(Store):
             )[0][0]
             events = self._read("SELECT COUNT(*) FROM events")[0][0]
             signals = self._read("SELECT COUNT(*) FROM signals")[0][0]
-            per_minute = [0] * 5
-            for minute, count in self._read(
-                "SELECT CAST((? - updated_at) / 60 AS INTEGER), COUNT(*) FROM workflows "
-                "WHERE status = 'COMPLETED' AND updated_at > ? GROUP BY 1",
-                (now, now - 300),
-            ):
-                if 0 <= minute < 5:
-                    per_minute[minute] = int(count)
+            ended = minute_buckets(
+                self._read(
+                    "SELECT status, CAST((? - updated_at) / 60 AS INTEGER), COUNT(*) "
+                    "FROM workflows WHERE updated_at > ? AND status IN ('COMPLETED', 'FAILED') "
+                    "GROUP BY 1, 2",
+                    (now, now - 60 * STATS_MINUTES),
+                )
+            )
+            per_minute = ended[WorkflowStatus.COMPLETED]
             recent = per_minute[0]
             return StoreStats(
                 by_status={str(k): int(v) for k, v in by_status.items()},
@@ -618,6 +621,7 @@ class SqliteStore(Store):
                 signals_pending=int(signals),
                 completed_last_minute=int(recent),
                 completed_per_minute=per_minute,
+                failed_per_minute=ended[WorkflowStatus.FAILED],
             )
 
         return await self._run(read)

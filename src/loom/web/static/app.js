@@ -332,9 +332,9 @@
           })
         );
         barChart(byId("chart-queue"), [
-          ["ready", queue.ready, "q-ready"],
-          ["leased", queue.leased, "q-leased"],
-          ["sleeping", queue.sleeping, "q-sleeping"],
+          ["pending (ready)", queue.ready, "q-ready"],
+          ["leased (running)", queue.leased, "q-leased"],
+          ["scheduled (timers)", queue.sleeping, "q-sleeping"],
           ["waiting", queue.waiting, "q-waiting"],
           ["signals pending", queue.signals_pending, "q-signals"],
         ]);
@@ -344,9 +344,11 @@
           ". Events stored: " +
           stats.events +
           ".";
-        const perMinute = (stats.completed_per_minute || []).slice().reverse();
-        const minutes = perMinute.length ? perMinute : [0];
-        columnChart(byId("chart-throughput"), minutes, "Completed per minute", 60);
+        // The API gives the newest minute first; the charts run oldest to newest.
+        const completed = (stats.completed_per_minute || [0]).slice().reverse();
+        const failed = (stats.failed_per_minute || [0]).slice().reverse();
+        columnChart(byId("chart-throughput"), completed, "Completed per minute", 30);
+        columnChart(byId("chart-failures"), failed, "Failed per minute", 30);
         depth.push(queue.ready);
         if (depth.length > 150) depth.shift();
         columnChart(byId("chart-depth"), depth, "Ready tasks", 150);
