@@ -7,14 +7,13 @@ Workers claim with ``FOR UPDATE SKIP LOCKED``, so concurrent claimers never wait
 nor get the same workflow. Commits that arrive while a commit transaction is in flight are
 queued and written together in the next one (group commit); that transaction first locks the
 batch's workflow rows in id order, so two batches can never deadlock. Work that becomes ready
-is announced with ``NOTIFY loom_work`` so listening workers can wake at once (:meth:`listen`).
+is announced with ``NOTIFY`` so listening workers wake at once (``pg_wakeups``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from loom.errors import (
     WorkflowNotRunningError,
 )
 from loom.status import WorkflowStatus
+from loom.store import pg_transfer
 from loom.store.base import (
     CancelOutcome,
     Claim,
@@ -54,32 +54,15 @@ from loom.store.common import (
     split_sql,
     state_after,
 )
+from loom.store.pg_transfer import EventRow, event_rows, insert_events
+from loom.store.pg_wakeups import CHANGES, WORK, Wakeups
 
-log = logging.getLogger("loom.store.postgres")
-
-CHANNEL = "loom_work"
-CHANGES_CHANNEL = "loom_changes"
-CHANNELS = {"work": CHANNEL, "changes": CHANGES_CHANNEL}
 _MIGRATION_LOCK = 0x6C6F6F6D  # pg_advisory_xact_lock key that serializes concurrent migrations
 _OPTIONS = {"pool_min", "pool_max", "connect_timeout"}
-_EventRow = tuple[str, int, str, str, float]
 
 
 class _Rejected(StoreError):
     """PostgreSQL reported an error: the transaction was rolled back and wrote nothing."""
-
-
-def _event_rows(workflow_id: str, events: Sequence[Event]) -> list[_EventRow]:
-    return [(workflow_id, e.seq, e.type.value, dump(e.payload), e.timestamp) for e in events]
-
-
-async def _insert_events(conn: Any, rows: list[_EventRow]) -> None:
-    if rows:
-        await conn.execute(
-            "INSERT INTO events (workflow_id, seq, type, payload, created_at) SELECT * FROM "
-            "unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::float8[])",
-            *(list(column) for column in zip(*rows, strict=True)),
-        )
 
 
 @dataclass(slots=True)
@@ -96,7 +79,7 @@ class _Row:
 class _Pending:
     commit: Commit
     now: float
-    events: list[_EventRow]
+    events: list[EventRow]
     state: str
     result: str | None
     error: str | None
@@ -144,11 +127,7 @@ class PostgresStore(Store):
         self._pool: Any = None
         self._queue: list[_Pending] = []
         self._flushing: asyncio.Task[None] | None = None
-        self._listener: Any = None
-        self._relisten: asyncio.Task[None] | None = None
-        self._callbacks: list[tuple[str, Callable[[], None]]] = []
-        self._announcing: asyncio.Task[None] | None = None
-        self._announce_pending: set[str] = set()
+        self._wakeups: Wakeups | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -168,23 +147,19 @@ class PostgresStore(Store):
             ) from exc
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {exc}") from exc
+        self._wakeups = Wakeups(self._dsn, self._where, self.connect_timeout, self._transaction)
 
     async def close(self) -> None:
         if self._pool is None:
             return
         while self._flushing is not None:  # commits already queued are written first
             await self._flushing
-        if self._announcing is not None:
-            with contextlib.suppress(Exception):
-                await self._announcing
+        wakeups, self._wakeups = self._wakeups, None
+        if wakeups is not None:
+            await wakeups.finish_announcing()
         pool, self._pool = self._pool, None
-        listener, self._listener = self._listener, None
-        self._callbacks.clear()
-        if self._relisten is not None:
-            self._relisten.cancel()
-        if listener is not None:
-            with contextlib.suppress(Exception):
-                await listener.close(timeout=5)
+        if wakeups is not None:
+            await wakeups.close()
         try:
             await asyncio.wait_for(pool.close(), timeout=10)
         except TimeoutError:
@@ -221,76 +196,18 @@ class PostgresStore(Store):
     # -- wake-ups -------------------------------------------------------------------------
     async def listen(self, callback: Callable[[], None], topic: str = "work") -> None:
         """Call ``callback`` (on the event loop) whenever any process announces ready work
-        (``topic="work"``) or a change to some workflow (``"changes"``).
-
-        One dedicated connection, outside the pool, listens on both channels for the store.
-        """
-        if self._pool is None:
+        (``topic="work"``) or a change to some workflow (``"changes"``): see ``pg_wakeups``."""
+        if self._pool is None or self._wakeups is None:
             raise StoreError("the database is closed; use `async with loom.Database(...)`")
-        if topic not in CHANNELS:
-            raise ConfigurationError(f"unknown notification topic {topic!r}")
-        self._callbacks.append((topic, callback))
-        if self._listener is None and self._relisten is None:
-            try:
-                self._listener = await self._open_listener()
-            except StoreError:  # unreachable now: keep trying in the background, poll meanwhile
-                self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
-
-    async def _open_listener(self) -> Any:
-        conn = None
-        try:
-            conn = await asyncpg.connect(self._dsn, timeout=self.connect_timeout)
-            await conn.add_listener(CHANNEL, self._notified)
-            await conn.add_listener(CHANGES_CHANNEL, self._notified)
-        except (
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,
-            OSError,
-            TimeoutError,
-        ) as exc:
-            if conn is not None:
-                conn.terminate()
-            raise StoreError(f"cannot LISTEN on PostgreSQL at {self._where}: {exc}") from exc
-        conn.add_termination_listener(self._listener_lost)
-        return conn
-
-    def _listener_lost(self, conn: Any) -> None:
-        """The server went away: listen again as soon as it is back (polling covers the gap)."""
-        if conn is not self._listener or self._pool is None:
-            return
-        self._listener = None
-        self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
-
-    async def _listen_again(self) -> None:
-        delay = 0.1
-        try:
-            while self._callbacks and self._pool is not None:
-                try:
-                    self._listener = await self._open_listener()
-                except StoreError:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                # Work or changes may have been announced while nobody listened.
-                self._notified(None, None, CHANNEL)
-                self._notified(None, None, CHANGES_CHANNEL)
-                return
-        finally:
-            self._relisten = None
+        await self._wakeups.listen(callback, topic)
 
     async def unlisten(self, callback: Callable[[], None], topic: str = "work") -> None:
-        with contextlib.suppress(ValueError):
-            self._callbacks.remove((topic, callback))
-        if not self._callbacks and self._listener is not None:
-            listener, self._listener = self._listener, None
-            with contextlib.suppress(Exception):
-                await listener.close(timeout=5)
+        if self._wakeups is not None:
+            await self._wakeups.unlisten(callback, topic)
 
-    def _notified(self, _conn: object, _pid: object, channel: str, *_: object) -> None:
-        for topic, callback in list(self._callbacks):
-            if CHANNELS[topic] == channel:
-                callback()
+    def _announce(self, *channels: str) -> None:
+        if self._wakeups is not None:
+            self._wakeups.announce(*channels)
 
     # -- schema ---------------------------------------------------------------------------
     async def migrate(self) -> list[str]:
@@ -353,32 +270,6 @@ class PostgresStore(Store):
             raise StoreError(f"workflow {new.workflow_id!r} was neither created nor found")
         return record(rows[0])
 
-    def _announce(self, *channels: str) -> None:
-        """Tell listeners, after the fact, that work is ready or workflows changed.
-
-        A NOTIFY makes its transaction take a database-wide lock through its commit, so one per
-        start or commit would queue them all behind each other's disk flushes. Instead at most
-        one announcement per store is in flight; whatever is committed meanwhile is covered by
-        the next one.
-        """
-        self._announce_pending.update(channels or (CHANNEL, CHANGES_CHANNEL))
-        if self._announcing is None:
-            self._announcing = asyncio.get_running_loop().create_task(self._announce_loop())
-
-    async def _announce_loop(self) -> None:
-        try:
-            while self._announce_pending:
-                channels, self._announce_pending = self._announce_pending, set()
-                async with self._transaction() as conn:
-                    # A wake-up holds no data: it need not wait for the disk.
-                    await conn.execute("SET LOCAL synchronous_commit = off")
-                    for channel in sorted(channels):
-                        await conn.execute(f"NOTIFY {channel}")
-        except Exception as exc:  # wake-ups are an optimisation: polling finds the work anyway
-            log.debug("could not announce new work: %s", exc)
-        finally:
-            self._announcing = None
-
     async def claim(
         self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
     ) -> list[Claim]:
@@ -425,7 +316,7 @@ class PostgresStore(Store):
         pending = _Pending(
             commit,
             now,
-            _event_rows(commit.workflow_id, commit.events),
+            event_rows(commit.workflow_id, commit.events),
             dump(commit.state),
             None if commit.result is None else dump(commit.result),
             None if commit.error is None else dump(commit.error),
@@ -482,21 +373,21 @@ class PostgresStore(Store):
                 ids,
             )
             rows = {r[0]: _Row(r[1], r[2], r[3], r[4]) for r in locked}
-            events: list[_EventRow] = []
+            events: list[EventRow] = []
             outcomes, wake = [], False
             for pending in batch:
                 outcome, ready = await self._commit_one(conn, pending, rows, events)
                 outcomes.append(outcome)
                 wake |= ready
-            await _insert_events(conn, events)
+            await insert_events(conn, events)
         if wake:
-            self._announce(CHANNEL, CHANGES_CHANNEL)
+            self._announce(WORK, CHANGES)
         else:
-            self._announce(CHANGES_CHANNEL)
+            self._announce(CHANGES)
         return outcomes
 
     async def _commit_one(
-        self, conn: Any, p: _Pending, rows: dict[str, _Row], events: list[_EventRow]
+        self, conn: Any, p: _Pending, rows: dict[str, _Row], events: list[EventRow]
     ) -> tuple[CommitOutcome, bool]:
         c, now = p.commit, p.now
         row = rows.get(c.workflow_id)
@@ -564,7 +455,7 @@ class PostgresStore(Store):
         reason: Any,
         last_seq: int,
         now: float,
-        events: list[_EventRow],
+        events: list[EventRow],
         decided: Sequence[Event] = (),
     ) -> None:
         """End the workflow as CANCELED, after ``decided`` (see ``decided_before_cancel``)."""
@@ -573,7 +464,7 @@ class PostgresStore(Store):
         )
         seq = last_seq + len(decided) + 1
         cancel = Event(seq, EventType.WORKFLOW_CANCELED, {"reason": reason}, now)
-        events.extend(_event_rows(workflow_id, [*decided, cancel]))
+        events.extend(event_rows(workflow_id, [*decided, cancel]))
         await conn.execute(
             "UPDATE workflows SET status = 'CANCELED', ready_at = NULL, lease_owner = NULL, "
             "lease_epoch = lease_epoch + 1, cancel_requested = NULL, last_seq = $1, "
@@ -620,7 +511,7 @@ class PostgresStore(Store):
                 workflow_ids,
             )
             if released:
-                await conn.execute(f"NOTIFY {CHANNEL}")
+                await conn.execute(f"NOTIFY {WORK}")
 
     # -- client reads and requests --------------------------------------------------------
     async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
@@ -711,13 +602,13 @@ class PostgresStore(Store):
                 )
                 wake = True
         if wake:
-            self._announce(CHANNEL, CHANGES_CHANNEL)
+            self._announce(WORK, CHANGES)
         else:
-            self._announce(CHANGES_CHANNEL)
+            self._announce(CHANGES)
 
     async def cancel(self, workflow_id: str, reason: str | None, now: float) -> CancelOutcome:
         outcome = await self._cancel(workflow_id, reason, now)
-        self._announce(CHANGES_CHANNEL)
+        self._announce(CHANGES)
         return outcome
 
     async def _cancel(self, workflow_id: str, reason: str | None, now: float) -> CancelOutcome:
@@ -732,9 +623,9 @@ class PostgresStore(Store):
                     workflow_id,
                 )
                 return CancelOutcome.REQUESTED
-            events: list[_EventRow] = []
+            events: list[EventRow] = []
             await self._cancel_now(conn, workflow_id, reason, last_seq, now, events)
-            await _insert_events(conn, events)
+            await insert_events(conn, events)
             return CancelOutcome.CANCELED
 
     async def retry(
@@ -754,7 +645,7 @@ class PostgresStore(Store):
                 )
             seq = row[1] + 1
             retried = Event(seq, EventType.WORKFLOW_RETRIED, {"step": row[2]}, now)
-            await _insert_events(conn, _event_rows(workflow_id, [retried]))
+            await insert_events(conn, event_rows(workflow_id, [retried]))
             await conn.execute(
                 "UPDATE workflows SET status = 'RUNNING', error = NULL, ready_at = $1, "
                 "lease_owner = NULL, lease_epoch = lease_epoch + 1, last_seq = $2, "
@@ -776,7 +667,7 @@ class PostgresStore(Store):
                     "VALUES ($1, $2, $3, $4)",
                     [(workflow_id, name, data, now) for name, data in again],
                 )
-        self._announce(CHANNEL, CHANGES_CHANNEL)
+        self._announce(WORK, CHANGES)
 
     async def next_due(self, names: list[str]) -> float | None:
         if not names:
@@ -827,32 +718,7 @@ class PostgresStore(Store):
             failed_per_minute=ended[WorkflowStatus.FAILED],
         )
 
-    # -- copying between databases (``loom migrate``) ----------------------------------------
-    @staticmethod
-    async def _dumps(conn: Any, rows: list[Any]) -> list[WorkflowDump]:
-        """The dumps of the ``workflows`` rows ``rows`` (in id order), read on ``conn``."""
-        if not rows:
-            return []
-        ids = [r[0] for r in rows]
-        events: dict[str, list[Any]] = {}
-        for r in await conn.fetch(
-            "SELECT workflow_id, seq, type, payload, created_at FROM events "
-            "WHERE workflow_id = ANY($1::text[]) ORDER BY workflow_id, seq",
-            ids,
-        ):
-            events.setdefault(r[0], []).append(tuple(r)[1:])
-        signals: dict[str, list[Any]] = {}
-        for r in await conn.fetch(
-            "SELECT workflow_id, name, payload, created_at FROM signals "
-            "WHERE workflow_id = ANY($1::text[]) ORDER BY workflow_id, id",
-            ids,
-        ):
-            signals.setdefault(r[0], []).append(tuple(r)[1:])
-        return [
-            WorkflowDump.of_row(tuple(row), events.get(row[0], []), signals.get(row[0], []))
-            for row in rows
-        ]
-
+    # -- copying between databases (``loom migrate``): see ``pg_transfer`` ------------------
     async def export_rows(self, after_id: str | None, limit: int) -> list[WorkflowDump]:
         if limit <= 0:
             return []
@@ -860,81 +726,10 @@ class PostgresStore(Store):
             self._connection() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
-            if after_id is None:
-                rows = await conn.fetch(
-                    f"SELECT {WorkflowDump.ROW_COLUMNS} FROM workflows ORDER BY id LIMIT $1",
-                    limit,
-                )
-            else:
-                rows = await conn.fetch(
-                    f"SELECT {WorkflowDump.ROW_COLUMNS} FROM workflows WHERE id > $1 "
-                    "ORDER BY id LIMIT $2",
-                    after_id,
-                    limit,
-                )
-            return await self._dumps(conn, list(rows))
+            return await pg_transfer.export_page(conn, after_id, limit)
 
     async def import_rows(self, dumps: Sequence[WorkflowDump]) -> int:
         if not dumps:
             return 0
         async with self._transaction() as conn:
-            # Lock what is there in id order, as commits do, so nothing changes meanwhile.
-            present = await conn.fetch(
-                f"SELECT {WorkflowDump.ROW_COLUMNS} FROM workflows WHERE id = ANY($1::text[]) "
-                "ORDER BY id FOR UPDATE",
-                sorted({d.workflow_id for d in dumps}),
-            )
-            existing = {d.workflow_id: d for d in await self._dumps(conn, list(present))}
-            new: list[WorkflowDump] = []
-            for d in dumps:
-                there = existing.get(d.workflow_id)
-                if there is None:
-                    new.append(d)
-                    existing[d.workflow_id] = d  # the same id twice in one batch: once
-                    continue
-                differ = there.differences(d)
-                if differ:
-                    raise StoreError(
-                        f"workflow {d.workflow_id!r} already exists in {self._where} with "
-                        f"different contents ({', '.join(differ)}); nothing of this batch "
-                        "was written"
-                    )
-            if not new:
-                return 0
-            await conn.executemany(
-                "INSERT INTO workflows (id, name, version, status, input, state, result, error, "
-                "current_step, created_at, updated_at, last_seq, ready_at, lease_owner, "
-                "lease_epoch, cancel_requested) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-                "$10, $11, $12, $13, NULL, $14, $15)",
-                [
-                    (
-                        d.workflow_id,
-                        d.name,
-                        d.version,
-                        d.status,
-                        d.input,
-                        d.state,
-                        d.result,
-                        d.error,
-                        d.current_step,
-                        d.created_at,
-                        d.updated_at,
-                        d.last_seq,
-                        d.ready_at,
-                        d.lease_epoch,
-                        d.cancel_requested,
-                    )
-                    for d in new
-                ],
-            )
-            await _insert_events(conn, [(d.workflow_id, *e) for d in new for e in d.events])
-            signals = [(d.workflow_id, *sig) for d in new for sig in d.signals]
-            if signals:  # one at a time, in order: ids are handed out in the dumps' order
-                await conn.executemany(
-                    "INSERT INTO signals (workflow_id, name, payload, created_at) "
-                    "VALUES ($1, $2, $3, $4)",
-                    signals,
-                )
-            if any(d.status == WorkflowStatus.RUNNING and d.ready_at is not None for d in new):
-                await conn.execute(f"NOTIFY {CHANNEL}")
-            return len(new)
+            return await pg_transfer.import_batch(conn, dumps, self._where)

@@ -27,6 +27,7 @@ from loom.errors import (
     WorkflowNotRunningError,
 )
 from loom.status import WorkflowStatus
+from loom.store import sqlite_transfer
 from loom.store.base import (
     CancelOutcome,
     Claim,
@@ -626,38 +627,7 @@ class SqliteStore(Store):
 
         return await self._run(read)
 
-    # -- copying between databases (``loom migrate``) ----------------------------------------
-    @staticmethod
-    def _dumps(
-        conn: sqlite3.Connection, where: str, params: tuple[Any, ...], limit: int = -1
-    ) -> list[WorkflowDump]:
-        """The dumps of the workflows matching ``where``, in id order."""
-        rows = conn.execute(
-            f"SELECT {WorkflowDump.ROW_COLUMNS} FROM workflows WHERE {where} ORDER BY id LIMIT ?",
-            (*params, limit),
-        ).fetchall()
-        if not rows:
-            return []
-        first, last = rows[0][0], rows[-1][0]
-        events: dict[str, list[Any]] = {}
-        for r in conn.execute(
-            "SELECT workflow_id, seq, type, payload, created_at FROM events "
-            "WHERE workflow_id >= ? AND workflow_id <= ? ORDER BY workflow_id, seq",
-            (first, last),
-        ):
-            events.setdefault(r[0], []).append(r[1:])
-        signals: dict[str, list[Any]] = {}
-        for r in conn.execute(
-            "SELECT workflow_id, name, payload, created_at FROM signals "
-            "WHERE workflow_id >= ? AND workflow_id <= ? ORDER BY workflow_id, id",
-            (first, last),
-        ):
-            signals.setdefault(r[0], []).append(r[1:])
-        return [
-            WorkflowDump.of_row(row, events.get(row[0], []), signals.get(row[0], []))
-            for row in rows
-        ]
-
+    # -- copying between databases (``loom migrate``): see ``sqlite_transfer`` --------------
     async def export_rows(self, after_id: str | None, limit: int) -> list[WorkflowDump]:
         if limit <= 0:
             return []
@@ -667,9 +637,7 @@ class SqliteStore(Store):
             assert conn is not None
             conn.execute("BEGIN")  # one snapshot for the rows, their events and signals
             try:
-                if after_id is None:
-                    return self._dumps(conn, "1", (), limit)
-                return self._dumps(conn, "id > ?", (after_id,), limit)
+                return sqlite_transfer.export_page(conn, after_id, limit)
             finally:
                 conn.execute("COMMIT")
 
@@ -679,60 +647,6 @@ class SqliteStore(Store):
         if not dumps:
             return 0
         batch = list(dumps)
-
-        def write(conn: sqlite3.Connection) -> int:
-            inserted = 0
-            for d in batch:
-                present = self._dumps(conn, "id = ?", (d.workflow_id,))
-                if present:
-                    differ = present[0].differences(d)
-                    if differ:
-                        raise StoreError(
-                            f"workflow {d.workflow_id!r} already exists in {self.url} with "
-                            f"different contents ({', '.join(differ)}); nothing of this batch "
-                            "was written"
-                        )
-                    continue
-                try:
-                    conn.execute(
-                        "INSERT INTO workflows (id, name, version, status, input, state, result, "
-                        "error, current_step, created_at, updated_at, last_seq, ready_at, "
-                        "lease_owner, lease_epoch, cancel_requested) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-                        (
-                            d.workflow_id,
-                            d.name,
-                            d.version,
-                            d.status,
-                            d.input,
-                            d.state,
-                            d.result,
-                            d.error,
-                            d.current_step,
-                            d.created_at,
-                            d.updated_at,
-                            d.last_seq,
-                            d.ready_at,
-                            d.lease_epoch,
-                            d.cancel_requested,
-                        ),
-                    )
-                    conn.executemany(
-                        "INSERT INTO events (workflow_id, seq, type, payload, created_at) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        [(d.workflow_id, *e) for e in d.events],
-                    )
-                    conn.executemany(
-                        "INSERT INTO signals (workflow_id, name, payload, created_at) "
-                        "VALUES (?, ?, ?, ?)",
-                        [(d.workflow_id, *sig) for sig in d.signals],
-                    )
-                except sqlite3.Error as exc:
-                    raise StoreError(
-                        f"cannot import workflow {d.workflow_id!r} into {self.url}: {exc}; "
-                        "nothing of this batch was written"
-                    ) from exc
-                inserted += 1
-            return inserted
-
-        return await self._batched(write)
+        return await self._batched(
+            functools.partial(sqlite_transfer.import_batch, dumps=batch, url=self.url)
+        )
