@@ -90,7 +90,7 @@ def _status(value: str | None) -> WorkflowStatus | None:
 # -- workflows -------------------------------------------------------------------------------
 
 
-@router.get("/workflows", summary="List workflows, newest first")
+@router.get("/workflows", tags=["workflows"], summary="List workflows, newest first")
 async def list_workflows(
     db: DB,
     status_: Annotated[
@@ -115,6 +115,7 @@ async def list_workflows(
 
 @router.post(
     "/workflows",
+    tags=["workflows"],
     summary="Start a workflow by name",
     status_code=status.HTTP_201_CREATED,
     responses={200: {"description": "The id existed with the same input"}},
@@ -131,7 +132,11 @@ async def start_workflow(
     return JSONResponse(data, status_code=200 if existed else 201)
 
 
-@router.get("/workflows/{workflow_id:path}/events", summary="A workflow's history, oldest first")
+@router.get(
+    "/workflows/{workflow_id:path}/events",
+    tags=["workflows"],
+    summary="A workflow's history, oldest first",
+)
 async def get_events(
     workflow_id: str, db: DB, after_seq: Annotated[int, Query(ge=0)] = 0
 ) -> dict[str, Any]:
@@ -142,6 +147,7 @@ async def get_events(
 
 @router.post(
     "/workflows/{workflow_id:path}/signal",
+    tags=["workflows"],
     summary="Send a signal (buffered until the workflow waits for it)",
     status_code=status.HTTP_202_ACCEPTED,
 )
@@ -152,6 +158,7 @@ async def signal_workflow(workflow_id: str, body: SignalRequest, db: DB) -> dict
 
 @router.post(
     "/workflows/{workflow_id:path}/cancel",
+    tags=["workflows"],
     summary="Cancel a running workflow",
     description="`outcome` is CANCELED when done at once, REQUESTED when a worker holds the "
     "workflow (it becomes CANCELED at that worker's next write).",
@@ -166,6 +173,7 @@ async def cancel_workflow(
 
 @router.post(
     "/workflows/{workflow_id:path}/retry",
+    tags=["workflows"],
     summary="Resume a FAILED workflow from the step that failed",
     status_code=status.HTTP_202_ACCEPTED,
 )
@@ -177,18 +185,20 @@ async def retry_workflow(workflow_id: str, db: DB) -> dict[str, Any]:
 # -- definitions and statistics ----------------------------------------------------------------
 
 
-@router.get("/definitions", summary="Registered workflows and their steps")
+@router.get("/definitions", tags=["definitions"], summary="Registered workflows and their steps")
 async def definitions(reg: Annotated[Registry, Depends(registry)]) -> dict[str, Any]:
     found = sorted(reg.workflows(), key=lambda d: d.name)
     return {"definitions": [definition_graph(d) for d in found]}
 
 
-@router.get("/queue", summary="Tasks by state and the age of the oldest ready one")
+@router.get(
+    "/queue", tags=["monitoring"], summary="Tasks by state and the age of the oldest ready one"
+)
 async def queue(db: DB) -> dict[str, Any]:
     return serialize.queue(await db.stats())
 
 
-@router.get("/stats", summary="Workflows by status, tasks, throughput")
+@router.get("/stats", tags=["monitoring"], summary="Workflows by status, tasks, throughput")
 async def stats(db: DB) -> dict[str, Any]:
     return serialize.stats(await db.stats())
 
@@ -203,6 +213,7 @@ def _cursor(last_event_id: str | None, after: str | None) -> str | None:
 
 @router.get(
     "/workflows/{workflow_id:path}/events/stream",
+    tags=["streams"],
     summary="Server-sent events: the history, then each new event (id = seq)",
     response_class=StreamingResponse,
 )
@@ -233,6 +244,7 @@ async def stream_workflow(
 
 @router.get(
     "/events/stream",
+    tags=["streams"],
     summary="Server-sent events: each workflow change (id = change time cursor)",
     response_class=StreamingResponse,
 )
@@ -264,6 +276,10 @@ async def stream_all(
 
 
 # Registered last: a workflow id may contain "/", so the routes with a suffix match first.
-@router.get("/workflows/{workflow_id:path}", summary="One workflow: summary, input, state, error")
+@router.get(
+    "/workflows/{workflow_id:path}",
+    tags=["workflows"],
+    summary="One workflow: summary, input, state, error",
+)
 async def get_workflow(workflow_id: str, db: DB) -> dict[str, Any]:
     return serialize.detail(await _record(db, workflow_id))
