@@ -135,52 +135,71 @@ async def _history(flows: dict[str, Any], ns: argparse.Namespace) -> dict[str, A
 
 def measure(ns: argparse.Namespace) -> dict[str, Any]:
     import sqlalchemy as sa
-    from dbos import DBOS, DBOSConfig
 
     from bench.dbos_runner import _create_wal_database, _durable_sqlite
 
+    if ns.backend == "postgres":
+        from bench import pg
+
+        async def with_server() -> dict[str, Any]:
+            async with pg.fresh_database() as url:
+                return await asyncio.to_thread(_launch_and_run, ns, url)
+
+        return asyncio.run(with_server())
     sa.event.listen(sa.engine.Engine, "connect", _durable_sqlite)
-    flows = _register()
-    jobs = {"timers": _timers, "memory": _memory, "history": _history}
     with tempfile.TemporaryDirectory(prefix="dbos-more-") as tmp:
         path = Path(tmp) / "dbos_sys.db"
         _create_wal_database(path)
-        config: DBOSConfig = {
-            "name": "loom-bench-more",
-            "system_database_url": f"sqlite:///{path}",
-            "log_level": "WARNING",
-        }
-        DBOS(config=config)
+        return _launch_and_run(ns, f"sqlite:///{path}")
 
-        async def go() -> dict[str, Any]:
-            DBOS.launch()
-            try:
-                return await jobs[ns.what](flows, ns)
-            finally:
-                DBOS.destroy(workflow_completion_timeout_sec=0)
 
-        return asyncio.run(go())
+def _launch_and_run(ns: argparse.Namespace, url: str) -> dict[str, Any]:
+    from dbos import DBOS, DBOSConfig
+
+    flows = _register()
+    jobs = {"timers": _timers, "memory": _memory, "history": _history}
+    config: DBOSConfig = {
+        "name": "loom-bench-more",
+        "system_database_url": url,
+        "log_level": "WARNING",
+    }
+    DBOS(config=config)
+
+    async def go() -> dict[str, Any]:
+        DBOS.launch()
+        try:
+            return await jobs[ns.what](flows, ns)
+        finally:
+            DBOS.destroy(workflow_completion_timeout_sec=0)
+
+    return asyncio.run(go())
 
 
 def run_all(ns: argparse.Namespace) -> int:
+    from bench import pg
+
     results: dict[str, Any] = {"version": metadata.version("dbos")}
-    for what in WHAT:
-        print(f"running dbos {what} ...", end=" ", flush=True)
+    plan = [(what, "sqlite") for what in WHAT]
+    if asyncio.run(pg.unavailable_reason()) is None:
+        plan.append(("timers", "postgres"))
+    for what, backend in plan:
+        key = what if backend == "sqlite" else f"{what}_{backend}"
+        print(f"running dbos {what} ({backend}) ...", end=" ", flush=True)
         cmd = [
             sys.executable, "-m", "bench.dbos_more", f"--what={what}", f"--runs={ns.runs}",
             f"--sleep={ns.sleep}", f"--crowd={ns.crowd}", f"--n={ns.n}",
-            f"--activities={ns.activities}",
+            f"--activities={ns.activities}", f"--backend={backend}",
         ]  # fmt: skip
         proc = subprocess.run(
             cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1800, check=False
         )
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
         if lines:
-            results[what] = json.loads(lines[-1][len(RESULT_PREFIX) :])
+            results[key] = json.loads(lines[-1][len(RESULT_PREFIX) :])
         else:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            results[what] = {"ok": False, "error": f"exit {proc.returncode}: {tail}"}
-        print(json.dumps(results[what].get("metrics", results[what])), flush=True)
+            results[key] = {"ok": False, "error": f"exit {proc.returncode}: {tail}"}
+        print(json.dumps(results[key].get("metrics", results[key])), flush=True)
     save_json(ns.json, results)
     return 0
 
@@ -188,6 +207,7 @@ def run_all(ns: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="DBOS's timer, memory and history figures.")
     parser.add_argument("--what", choices=WHAT)
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--sleep", type=float, default=0.1)
     parser.add_argument("--crowd", type=int, default=200)
@@ -209,7 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.save:  # run alone: update this workload's entry in the saved results
         saved = json.loads(ns.json.read_text()) if ns.json.exists() else {}
         saved.pop("generated_at", None)
-        save_json(ns.json, {**saved, ns.what: result})
+        key = ns.what if ns.backend == "sqlite" else f"{ns.what}_{ns.backend}"
+        save_json(ns.json, {**saved, key: result})
     return 0 if result["ok"] else 1
 
 
