@@ -382,7 +382,8 @@ async def test_api_docs_are_interactive_offline(sqlite_db: loom.Database, browse
 
         await page.route("**/*", only_this_server)
         await page.goto(base + "/docs")
-        operation = page.locator("#operations-workflows-get_workflow_api_workflows__workflow_id__get")
+        operation_id = "get_workflow_api_workflows__workflow_id__get"
+        operation = page.locator(f"#operations-workflows-{operation_id}")
         await expect(operation).to_be_visible(timeout=TIMEOUT_MS)
         await operation.locator(".opblock-summary").click()
         await operation.get_by_role("button", name="Try it out").click()
