@@ -387,8 +387,7 @@ class Worker:
             if due and last_write + self.inline_window <= time.monotonic():
                 # The inline window is used up: what the workflow decided so far, these
                 # activities' scheduling included, becomes durable before they begin.
-                await self._commit(held, ex, consumed, release=False)
-                consumed, last_write = [], time.monotonic()
+                last_write = await self._checkpoint(held, ex, consumed)
             for run in due:
                 held.running[run.seq] = asyncio.get_running_loop().create_task(
                     run_attempt(run, time.time)
@@ -402,8 +401,7 @@ class Worker:
             if not any(task.done() for task in held.running.values()):
                 # Pause: what the workflow decided so far becomes durable before it waits any
                 # longer; this write also learns of a cancel request or a lost lease.
-                await self._commit(held, ex, consumed, release=False)
-                consumed, last_write = [], time.monotonic()
+                last_write = await self._checkpoint(held, ex, consumed)
                 wake = ex.next_wakeup()
                 timeout = None if wake is None else max(0.0, wake - time.time())
                 await asyncio.wait(
@@ -411,20 +409,31 @@ class Worker:
                 )
             if held.lease_lost:
                 raise _Abort
-            for seq, task in list(held.running.items()):
-                if not task.done():
-                    continue
-                del held.running[seq]
-                if task.cancelled():
-                    continue
-                outcome = task.result()
-                self.stats.activities += 1
-                if outcome.ok:
-                    ex.activity_completed(seq, outcome.result, time.time())
-                else:
-                    assert outcome.error is not None
-                    ex.activity_failed(seq, outcome.error, outcome.retry_at, time.time())
+            self._deliver_outcomes(held, ex)
         await self._commit(held, ex, consumed, release=True)
+
+    async def _checkpoint(self, held: _Held, ex: WorkflowExecution, consumed: list[int]) -> float:
+        """Write what the workflow decided so far (it keeps its lease); when, monotonic."""
+        await self._commit(held, ex, consumed, release=False)
+        consumed.clear()
+        return time.monotonic()
+
+    def _deliver_outcomes(self, held: _Held, ex: WorkflowExecution) -> None:
+        """Hand the workflow the outcome of every activity that finished (interrupted ones have
+        none: they run again later)."""
+        for seq, task in list(held.running.items()):
+            if not task.done():
+                continue
+            del held.running[seq]
+            if task.cancelled():
+                continue
+            outcome = task.result()
+            self.stats.activities += 1
+            if outcome.ok:
+                ex.activity_completed(seq, outcome.result, time.time())
+            else:
+                assert outcome.error is not None
+                ex.activity_failed(seq, outcome.error, outcome.retry_at, time.time())
 
     async def _deliver_signals(
         self, ex: WorkflowExecution, waits: list[tuple[int, str]], consumed: list[int]

@@ -175,7 +175,7 @@ class WorkflowDump:
     events: tuple[DumpedEvent, ...]
     signals: tuple[DumpedSignal, ...]
 
-    _COMPARED = (
+    COPIED_FIELDS = (
         "workflow_id",
         "name",
         "version",
@@ -192,12 +192,22 @@ class WorkflowDump:
         "lease_epoch",
         "cancel_requested",
     )
+    """What a copy carries over and :meth:`differences` compares: every field of the row but
+    the lease owner."""
 
     ROW_COLUMNS = (
         "id, name, version, status, input, state, result, error, current_step, created_at, "
         "updated_at, last_seq, ready_at, lease_owner, lease_epoch, cancel_requested"
     )
     """The ``workflows`` columns, in field order: what :meth:`of_row` takes."""
+
+    INSERT_COLUMNS = ", ".join("id" if f == "workflow_id" else f for f in COPIED_FIELDS)
+    """The columns a copy is written with (all but the lease owner), in the order of
+    :attr:`COPIED_FIELDS`, which :meth:`insert_values` gives."""
+
+    def insert_values(self) -> tuple[Any, ...]:
+        """The values of :attr:`INSERT_COLUMNS`, in order."""
+        return tuple(getattr(self, name) for name in self.COPIED_FIELDS)
 
     @classmethod
     def of_row(
@@ -230,7 +240,7 @@ class WorkflowDump:
     def differences(self, other: WorkflowDump) -> list[str]:
         """What differs from ``other`` (empty when they hold the same workflow), e.g.
         ``["state", "events (first at seq 4)"]``."""
-        found = [f for f in self._COMPARED if getattr(self, f) != getattr(other, f)]
+        found = [f for f in self.COPIED_FIELDS if getattr(self, f) != getattr(other, f)]
         if self.events != other.events:
             mine = {e.seq: e for e in self.events}
             theirs = {e.seq: e for e in other.events}

@@ -99,31 +99,10 @@ async def import_batch(conn: Any, dumps: Sequence[WorkflowDump], where: str) -> 
             )
     if not new:
         return 0
+    marks = ", ".join(f"${n}" for n in range(1, len(WorkflowDump.COPIED_FIELDS) + 1))
     await conn.executemany(
-        "INSERT INTO workflows (id, name, version, status, input, state, result, error, "
-        "current_step, created_at, updated_at, last_seq, ready_at, lease_owner, "
-        "lease_epoch, cancel_requested) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-        "$10, $11, $12, $13, NULL, $14, $15)",
-        [
-            (
-                d.workflow_id,
-                d.name,
-                d.version,
-                d.status,
-                d.input,
-                d.state,
-                d.result,
-                d.error,
-                d.current_step,
-                d.created_at,
-                d.updated_at,
-                d.last_seq,
-                d.ready_at,
-                d.lease_epoch,
-                d.cancel_requested,
-            )
-            for d in new
-        ],
+        f"INSERT INTO workflows ({WorkflowDump.INSERT_COLUMNS}) VALUES ({marks})",
+        [d.insert_values() for d in new],
     )
     await insert_events(conn, [(d.workflow_id, *e) for d in new for e in d.events])
     signals = [(d.workflow_id, *sig) for d in new for sig in d.signals]

@@ -65,28 +65,10 @@ def import_batch(conn: sqlite3.Connection, dumps: list[WorkflowDump], url: str) 
                 )
             continue
         try:
+            marks = ", ".join("?" * len(WorkflowDump.COPIED_FIELDS))
             conn.execute(
-                "INSERT INTO workflows (id, name, version, status, input, state, result, "
-                "error, current_step, created_at, updated_at, last_seq, ready_at, "
-                "lease_owner, lease_epoch, cancel_requested) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-                (
-                    d.workflow_id,
-                    d.name,
-                    d.version,
-                    d.status,
-                    d.input,
-                    d.state,
-                    d.result,
-                    d.error,
-                    d.current_step,
-                    d.created_at,
-                    d.updated_at,
-                    d.last_seq,
-                    d.ready_at,
-                    d.lease_epoch,
-                    d.cancel_requested,
-                ),
+                f"INSERT INTO workflows ({WorkflowDump.INSERT_COLUMNS}) VALUES ({marks})",
+                d.insert_values(),
             )
             conn.executemany(
                 "INSERT INTO events (workflow_id, seq, type, payload, created_at) "

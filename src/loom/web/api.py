@@ -102,9 +102,12 @@ async def list_workflows(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     rows = await db.store.list_workflows(
-        status=_status(status_), name=name or None, id_contains=q or None, limit=limit + 1,
+        status=_status(status_),
+        name=name or None,
+        id_contains=q or None,
+        limit=limit + 1,
         offset=offset,
-    )  # fmt: skip
+    )
     return {
         "workflows": [serialize.summary(r) for r in rows[:limit]],
         "limit": limit,
