@@ -22,6 +22,7 @@ from loom.definitions import (
 from loom.errors import (
     ActivityFailedError,
     ConfigurationError,
+    DatabaseUnavailableError,
     DefinitionError,
     LeaseLostError,
     LoomError,
@@ -47,6 +48,7 @@ __all__ = [
     "ActivityFailedError",
     "ConfigurationError",
     "Database",
+    "DatabaseUnavailableError",
     "DefinitionError",
     "Event",
     "EventType",

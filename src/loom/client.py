@@ -414,6 +414,8 @@ class WorkflowHandle(Generic[StateT]):
             raise ConfigurationError("signal names are non-empty strings")
         data = codec.to_json(payload, what=f"the payload of signal {name!r}")
         await self.database.store.send_signal(self.workflow_id, name, data, time.time())
+        for worker in list(self.database.workers):
+            worker.signal_arrived(self.workflow_id)
         self.database.work_available.notify()
 
     async def cancel(self, reason: str | None = None) -> CancelOutcome:

@@ -7,6 +7,9 @@
     ├── PayloadError             a value cannot be stored as JSON (raised at the call site)
     ├── ConfigurationError       a bad database URL, an unknown backend, a naive datetime ...
     ├── StoreError               the database refused or failed an operation
+    │   ├── DatabaseUnavailableError  it cannot be reached or written now (connection lost,
+    │   │                             disk full, locked): the operation may work when retried
+    │   ├── DatabaseCorruptError the database file is damaged: restore it; retrying cannot help
     │   └── LeaseLostError       this worker's lease was taken over; its writes were rejected
     ├── WorkflowError            concerns one workflow (carries ``workflow_id``)
     │   ├── WorkflowNotFoundError
@@ -45,6 +48,17 @@ class ConfigurationError(LoomError, ValueError):
 
 class StoreError(LoomError):
     """The database failed an operation."""
+
+
+class DatabaseUnavailableError(StoreError):
+    """The database cannot be reached or written right now: the connection was lost or refused,
+    the disk is full, the file is locked. Nothing about the operation itself is wrong, so a worker
+    waits with backoff and tries again instead of blaming the workflow it was writing."""
+
+
+class DatabaseCorruptError(StoreError):
+    """The database file is damaged (SQLite: "database disk image is malformed"). Retrying cannot
+    help: a worker reports it once and exits; restore the file from a backup."""
 
 
 class LeaseLostError(StoreError):

@@ -27,26 +27,29 @@ import collections
 import contextlib
 import logging
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from loom.activities import AttemptOutcome, run_attempt
-from loom.core.history import Event
-from loom.core.replay import WorkflowExecution
+from loom.core.history import Event, EventType
+from loom.core.replay import ActivityRun, WorkflowExecution
 from loom.definitions import Registry
-from loom.errors import LoomError, StoreError
+from loom.errors import DatabaseCorruptError, DatabaseUnavailableError, LoomError
 from loom.status import WorkflowStatus
-from loom.store.base import Claim, Commit, CommitOutcome
+from loom.store.base import Claim, Commit, CommitOutcome, Signal
 
 if TYPE_CHECKING:
     from loom.client import Database
 
 log = logging.getLogger("loom.worker")
 
-OUTAGE_ERRORS: tuple[type[Exception], ...] = (StoreError, OSError, TimeoutError)
-"""What a database outage looks like to a worker: the stores report a lost or refused connection
-as StoreError; OSError and TimeoutError can still escape while a connection is being made."""
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (DatabaseUnavailableError, OSError, TimeoutError)
+"""What a database outage looks like to a worker: the stores report a lost or refused connection,
+a full disk or a locked file as DatabaseUnavailableError; OSError and TimeoutError can still escape
+while a connection is being made. Any other error while handling one workflow is that workflow's
+problem (see ``Worker.max_handling_failures``)."""
 
 
 class _Backoff:
@@ -67,8 +70,12 @@ class _Backoff:
     def failed(self, exc: BaseException) -> float:
         """Note a failure; return how long to wait before trying again."""
         if self._next is None:
+            # One line per outage; a traceback only when the cause is not a plain outage.
             log.warning(
-                "%s failed; retrying until the database is back: %s", self.what, exc, exc_info=exc
+                "%s failed; retrying until the database is back: %s",
+                self.what,
+                exc,
+                exc_info=None if isinstance(exc, OUTAGE_ERRORS) else exc,
             )
             self._next = self.first
         delay = self._next
@@ -92,19 +99,53 @@ class WorkerStats:
     parked: int = 0
     activities: int = 0
     lease_lost: int = 0
+    handling_errors: int = 0
     started_at: float = field(default_factory=time.time)
 
 
 @dataclass
 class _Held:
+    """A workflow this worker holds the lease of, while it drives it."""
+
     claim: Claim
     running: dict[int, asyncio.Task[AttemptOutcome]] = field(default_factory=dict)
     cancel_requested: bool = False
     lease_lost: bool = False
+    inbox: list[Signal] | None = None
+    """Its buffered signals as last read (less those delivered since); None: read them again."""
+    waits_seen: frozenset[int] = frozenset()
+    """The signal waits (by seq) the inbox was read for: a new wait reads it again."""
+    nudge: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when something arrives for it (a signal, a cancel) while it waits on activities."""
 
 
 class _Abort(Exception):
     """The workflow left this worker (lease lost or canceled); stop driving it."""
+
+
+def _text(value: object) -> str:
+    """``str(value)`` that never raises and never carries NUL (which PostgreSQL refuses)."""
+    try:
+        text = str(value)
+    except BaseException:  # describing must never fail
+        try:
+            text = f"<unprintable {type(value).__name__}>"
+        except BaseException:
+            text = "<unprintable>"
+    return text.replace("\x00", "\\x00")
+
+
+def _base_exception_outcome(exc: BaseException) -> AttemptOutcome:
+    """An attempt that raised a BaseException (``sys.exit()``, ``KeyboardInterrupt``): a failure of
+    that attempt, not retried, instead of the end of the worker."""
+    kind = _text(type(exc).__name__)
+    return AttemptOutcome(
+        False,
+        error={
+            "type": kind,
+            "message": f"the activity raised {kind}({_text(exc)}); a BaseException is not retried",
+        },
+    )
 
 
 class Worker:
@@ -116,7 +157,18 @@ class Worker:
     stays with a worker that stopped renewing: a dead worker's workflows are taken over after it.
     ``inline_window`` is how long a workflow's activities may run before their scheduling is
     written (0: each is written before it starts); quicker ones cost no write of their own.
+    ``signal_check_interval`` is how often a workflow that waits for a signal while its
+    activities run looks for signals sent from other processes (signals sent through this
+    process's ``Database`` reach it at once).
     """
+
+    max_handling_failures = 5
+    """Consecutive errors in this worker's own handling of one workflow (describing an error,
+    encoding a value, a write the database refuses for that workflow) before the workflow is
+    marked FAILED; each one backs the workflow off first. ``loom retry`` resumes it."""
+
+    handling_backoff = 0.5
+    """The first back-off after such an error, in seconds; it doubles with each one after."""
 
     def __init__(
         self,
@@ -129,11 +181,12 @@ class Worker:
         cache_size: int = 1000,
         worker_id: str | None = None,
         inline_window: float = 0.05,
+        signal_check_interval: float = 0.2,
     ) -> None:
         if concurrency < 1:
             raise LoomError("concurrency must be >= 1")
-        if poll_interval <= 0 or lease_seconds <= 0:
-            raise LoomError("poll_interval and lease_seconds must be > 0")
+        if poll_interval <= 0 or lease_seconds <= 0 or signal_check_interval <= 0:
+            raise LoomError("poll_interval, lease_seconds and signal_check_interval must be > 0")
         if inline_window < 0:
             raise LoomError("inline_window must be >= 0")
         self.database = database
@@ -143,6 +196,7 @@ class Worker:
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
         self.inline_window = inline_window
+        self.signal_check_interval = signal_check_interval
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self.stats = WorkerStats()
         database.workers.add(self)
@@ -153,6 +207,13 @@ class Worker:
         self._stopping = False
         self._running: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
+        self._failures: dict[str, int] = {}
+        """Consecutive handling errors per workflow id (see ``max_handling_failures``)."""
+        self._writes = _Backoff(
+            f"{self.worker_id}: recording workflow progress (no new work is started meanwhile)"
+        )
+        self._writes_failing = False
+        self._writes_resume_at = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -181,7 +242,11 @@ class Worker:
         await self._drain()
 
     async def run(self) -> None:
-        """Claim and drive workflows until :meth:`stop` is called."""
+        """Claim and drive workflows until :meth:`stop` is called.
+
+        Raises :class:`~loom.errors.DatabaseCorruptError` when the database file is damaged:
+        no retry can help then, so the worker stops instead of spinning.
+        """
         self._stopping = False
         self._ensure_renewer()
         wake = self.database.work_available.notify
@@ -194,6 +259,9 @@ class Worker:
             while not self._stopping:
                 try:
                     await self._poll()
+                except DatabaseCorruptError as exc:
+                    log.error("%s: %s; stopping", self.worker_id, exc)
+                    raise
                 except Exception as exc:
                     # An outage, or a driver error nobody foresaw: a long-running worker backs
                     # off and tries again rather than dying with work still to do.
@@ -249,8 +317,20 @@ class Worker:
         self.database.work_available.notify()
 
     async def _poll(self) -> None:
-        """Claim what this worker has room for; when nothing more is ready, wait for work."""
-        free = self.concurrency - len(self._tasks)
+        """Claim what this worker has room for; when nothing more is ready, wait for work.
+
+        While the database refuses writes (a full disk, say), nothing new is claimed until the
+        retry delay is over, and then one workflow at a time, as a probe: activities are not
+        run again and again for progress that cannot be recorded."""
+        if self._writes_failing:
+            if self._tasks or time.monotonic() < self._writes_resume_at:
+                await self._pause(
+                    max(self._writes_resume_at - time.monotonic(), self.signal_check_interval)
+                )
+                return
+            free = 1
+        else:
+            free = self.concurrency - len(self._tasks)
         if free > 0:
             claims = await self._claim(free)
             for claim in claims:
@@ -267,6 +347,9 @@ class Worker:
             await self.database.work_available.wait(left)
 
     async def _idle(self, *, full: bool) -> None:
+        # Read the wake-up counter before looking, so that work announced (or stop() called)
+        # while next_due() is in flight ends the wait at once instead of being missed.
+        seen = self.database.work_available.version
         if full:
             timeout = self.poll_interval
         else:
@@ -274,8 +357,8 @@ class Worker:
             timeout = (
                 self.poll_interval if due is None else min(self.poll_interval, due - time.time())
             )
-        if timeout > 0:
-            await self.database.work_available.wait(timeout)
+        if timeout > 0 and not self._stopping:
+            await self.database.work_available.wait(timeout, since=seen)
 
     async def _renew_loop(self) -> None:
         """Extend held leases every third of a lease. A renewal that fails is simply tried again
@@ -308,34 +391,116 @@ class Worker:
         held.cancel_requested |= not lease_lost
         for task in held.running.values():
             task.cancel()
+        held.nudge.set()
+
+    def signal_arrived(self, workflow_id: str) -> None:
+        """A signal was buffered for ``workflow_id``: if this worker holds it, it reads its
+        signals again at once (it may be waiting for one while its activities run)."""
+        held = self._held.get(workflow_id)
+        if held is not None:
+            held.inbox = None
+            held.nudge.set()
 
     # -- driving one workflow -------------------------------------------------------------
     async def _advance(self, claim: Claim) -> None:
         held = _Held(claim)
-        self._held[claim.workflow_id] = held
+        wid = claim.workflow_id
+        self._held[wid] = held
         execution: WorkflowExecution | None = None
         try:
             execution = await self._execution_for(claim)
             await self._drive(held, execution)
         except _Abort:
-            self._evict(claim.workflow_id, execution)
-        except Exception as exc:
-            # The workflow is given back, or its lease runs out if the database is away: it is
-            # claimed again later and resumes from what was durably recorded, so it is never lost.
-            if isinstance(exc, OUTAGE_ERRORS):
-                log.warning(
-                    "workflow %s: database error, retried later: %s", claim.workflow_id, exc
-                )
-            else:
-                log.exception("workflow %s: worker error; releasing it", claim.workflow_id)
-            self._evict(claim.workflow_id, execution)
+            self._evict(wid, execution)
+        except asyncio.CancelledError:
+            self._evict(wid, execution)
+            raise
+        except DatabaseCorruptError:
+            self._evict(wid, execution)
+            raise
+        except OUTAGE_ERRORS as exc:
+            # The database is away (or full): the workflow is given back, or its lease runs
+            # out, and it resumes later from what was durably recorded, so it is never lost.
+            # The outage itself is logged once (see _Backoff), not once per workflow.
+            log.debug("workflow %s: database unavailable, retried later: %s", wid, exc)
+            self._evict(wid, execution)
             with contextlib.suppress(Exception):
-                await self.store.release(self.worker_id, [claim.workflow_id], time.time())
+                await self.store.release(self.worker_id, [wid], time.time())
+        except BaseException as exc:  # a workflow must never take the worker down
+            self._evict(wid, execution)
+            await self._handling_failed(held, exc)
+        else:
+            self._failures.pop(wid, None)
         finally:
             for task in held.running.values():
                 task.cancel()
-            self._held.pop(claim.workflow_id, None)
+            self._held.pop(wid, None)
             self.database.workflow_changed.notify()
+
+    async def _handling_failed(self, held: _Held, exc: BaseException) -> None:
+        """This worker failed while handling one workflow (not an outage): back the workflow off,
+        and after ``max_handling_failures`` in a row mark it FAILED, so that a workflow this
+        worker cannot handle never re-runs its activities in a tight loop."""
+        wid = held.claim.workflow_id
+        self.stats.handling_errors += 1
+        count = self._failures.get(wid, 0) + 1
+        self._failures[wid] = count
+        if count >= self.max_handling_failures:
+            self._failures.pop(wid, None)
+            try:
+                await self._give_up(held, exc, count)
+                return
+            except Exception as again:
+                log.error("workflow %s: could not record its failure either: %s", wid, _text(again))
+        delay = min(self.handling_backoff * 2 ** (count - 1), 30.0)
+        log.error(
+            "workflow %s: worker error %d/%d, retried in %.1f s: %s: %s",
+            wid,
+            count,
+            self.max_handling_failures,
+            delay,
+            _text(type(exc).__name__),
+            _text(exc),
+            exc_info=exc if count == 1 else None,
+        )
+        with contextlib.suppress(Exception):
+            await self.store.release(self.worker_id, [wid], time.time() + delay)
+
+    async def _give_up(self, held: _Held, exc: BaseException, count: int) -> None:
+        """Mark the workflow FAILED after the worker failed to handle it ``count`` times: only a
+        WORKFLOW_FAILED event is written after what is stored (what the failing attempts decided
+        is dropped), so ``loom retry`` resumes it from the step it was in."""
+        wid = held.claim.workflow_id
+        record = await self.store.get_workflow(wid)
+        if record is None or record.status is not WorkflowStatus.RUNNING:
+            return
+        tb = "".join(traceback.format_exception(exc, limit=20))
+        error = {
+            "type": "WorkerError",
+            "message": (
+                f"the worker failed {count} times in a row while handling this workflow, last "
+                f"with {_text(type(exc).__name__)}: {_text(exc)}; fix the cause, then "
+                f"`loom retry {wid}`"
+            )[:4000],
+            "step": record.current_step,
+            "traceback": _text(tb[-8000:]),
+        }
+        now = time.time()
+        commit = Commit(
+            workflow_id=wid,
+            lease_epoch=held.claim.lease_epoch,
+            events=[Event(record.last_seq + 1, EventType.WORKFLOW_FAILED, {"error": error}, now)],
+            status=WorkflowStatus.FAILED,
+            state=record.state,
+            current_step=record.current_step,
+            lease_until=now,
+            release=True,
+            error=error,
+        )
+        outcome = await self.store.commit(commit, now)
+        if outcome is CommitOutcome.OK:
+            self.stats.failed += 1
+            log.error("workflow %s: marked FAILED: %s", wid, error["message"])
 
     async def _execution_for(self, claim: Claim) -> WorkflowExecution:
         cached = self._cache.pop(claim.workflow_id, None)
@@ -353,26 +518,20 @@ class Worker:
     def _evict(self, workflow_id: str, execution: WorkflowExecution | None) -> None:
         self._cache.pop(workflow_id, None)
         if execution is not None:
-            execution.close()
+            with contextlib.suppress(BaseException):
+                execution.close()
 
     async def _drive(self, held: _Held, ex: WorkflowExecution) -> None:
+        """Run the workflow until it has nothing to do now, then park it (or record its end).
+
+        Each turn: deliver what happened (timers and signals, in the order they happened),
+        start the activities that are due, and wait for one of them, a signal or a cancel."""
         consumed: list[int] = []
-        signals_seen: frozenset[int] = frozenset()
         last_write = time.monotonic()  # the claim
         while not ex.finished and not held.cancel_requested:
-            now = time.time()
-            progressed = False
-            for seq, at in ex.deadlines():
-                if at <= now:
-                    ex.fire_timer(seq, now)
-                    progressed = True
-            waits = ex.signal_waits()
-            wait_seqs = frozenset(seq for seq, _ in waits)
-            if waits and wait_seqs != signals_seen:
-                signals_seen = wait_seqs
-                progressed |= await self._deliver_signals(ex, waits, consumed)
-            if progressed:
+            if await self._deliver_inputs(held, ex, consumed):
                 continue
+            now = time.time()
             due = (
                 []
                 if self._stopping
@@ -384,15 +543,15 @@ class Worker:
             )
             if not due and not held.running:
                 break
-            if due and last_write + self.inline_window <= time.monotonic():
+            # While writes fail, nothing runs before its scheduling is recorded.
+            window = 0.0 if self._writes_failing else self.inline_window
+            if due and last_write + window <= time.monotonic():
                 # The inline window is used up: what the workflow decided so far, these
                 # activities' scheduling included, becomes durable before they begin.
                 last_write = await self._checkpoint(held, ex, consumed)
             for run in due:
-                held.running[run.seq] = asyncio.get_running_loop().create_task(
-                    run_attempt(run, time.time)
-                )
-            left = last_write + self.inline_window - time.monotonic()
+                held.running[run.seq] = asyncio.get_running_loop().create_task(self._attempt(run))
+            left = last_write + window - time.monotonic()
             if due and left > 0:
                 # Short activities run inline: their scheduling is written with their outcome.
                 await asyncio.wait(
@@ -402,15 +561,42 @@ class Worker:
                 # Pause: what the workflow decided so far becomes durable before it waits any
                 # longer; this write also learns of a cancel request or a lost lease.
                 last_write = await self._checkpoint(held, ex, consumed)
-                wake = ex.next_wakeup()
-                timeout = None if wake is None else max(0.0, wake - time.time())
-                await asyncio.wait(
-                    held.running.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
+                await self._wait_for_progress(held, ex)
             if held.lease_lost:
                 raise _Abort
             self._deliver_outcomes(held, ex)
         await self._commit(held, ex, consumed, release=True)
+
+    async def _attempt(self, run: ActivityRun) -> AttemptOutcome:
+        try:
+            return await run_attempt(run, time.time)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # sys.exit() in an activity fails the attempt
+            return _base_exception_outcome(exc)
+
+    async def _wait_for_progress(self, held: _Held, ex: WorkflowExecution) -> None:
+        """Wait until an activity ends, a timer is due, or (when the workflow waits for one) a
+        signal may have arrived: at once when sent in this process, else within
+        ``signal_check_interval``."""
+        wake = ex.next_wakeup()
+        timeout = None if wake is None else max(0.0, wake - time.time())
+        waits_for_signal = bool(ex.signal_waits())
+        if waits_for_signal:
+            check = self.signal_check_interval
+            timeout = check if timeout is None else min(timeout, check)
+        held.nudge.clear()
+        nudged = asyncio.get_running_loop().create_task(held.nudge.wait())
+        try:
+            await asyncio.wait(
+                [*held.running.values(), nudged],
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            nudged.cancel()
+        if waits_for_signal:
+            held.inbox = None  # look again: a signal may have come from another process
 
     async def _checkpoint(self, held: _Held, ex: WorkflowExecution, consumed: list[int]) -> float:
         """Write what the workflow decided so far (it keeps its lease); when, monotonic."""
@@ -435,20 +621,43 @@ class Worker:
                 assert outcome.error is not None
                 ex.activity_failed(seq, outcome.error, outcome.retry_at, time.time())
 
-    async def _deliver_signals(
-        self, ex: WorkflowExecution, waits: list[tuple[int, str]], consumed: list[int]
+    async def _deliver_inputs(
+        self, held: _Held, ex: WorkflowExecution, consumed: list[int]
     ) -> bool:
-        inbox = [s for s in await self.store.read_signals(ex.workflow_id) if s.id not in consumed]
-        delivered = False
-        for seq, name in waits:
-            match = next((s for s in inbox if s.name == name), None)
-            if match is None:
-                continue
-            inbox.remove(match)
-            consumed.append(match.id)
-            ex.receive_signal(seq, name, match.payload, time.time())
-            delivered = True
-        return delivered
+        """Deliver the earliest thing that happened and that the workflow waits for: a due
+        timer (at its time) or a buffered signal (at the time it was sent). A signal sent
+        before a wait's deadline is delivered even when the worker only runs after it; one sent
+        after the deadline stays buffered for a later wait. True if something was delivered."""
+        now = time.time()
+        waits = ex.signal_waits()
+        found: list[tuple[float, int, int, Signal | None]] = []  # (when, timer last, seq, signal)
+        if waits:
+            wait_seqs = frozenset(seq for seq, _ in waits)
+            if held.inbox is None or wait_seqs != held.waits_seen:
+                held.waits_seen = wait_seqs
+                held.inbox = [
+                    s for s in await self.store.read_signals(ex.workflow_id) if s.id not in consumed
+                ]
+            taken: set[int] = set()
+            for seq, name in waits:  # the oldest wait takes the oldest matching signal
+                match = next((s for s in held.inbox if s.name == name and s.id not in taken), None)
+                if match is not None:
+                    taken.add(match.id)
+                    found.append((match.sent_at, 0, seq, match))
+        for seq, at in ex.deadlines():
+            if at <= now:
+                found.append((at, 1, seq, None))
+        if not found:
+            return False
+        _, _, seq, signal = min(found, key=lambda f: (f[0], f[1], f[2]))
+        if signal is None:
+            ex.fire_timer(seq, now)
+        else:
+            assert held.inbox is not None
+            held.inbox.remove(signal)
+            consumed.append(signal.id)
+            ex.receive_signal(seq, signal.name, signal.payload, now)
+        return True
 
     async def _commit(
         self, held: _Held, ex: WorkflowExecution, consumed: list[int], *, release: bool
@@ -473,7 +682,15 @@ class Worker:
             result=ex.state if ex.status is WorkflowStatus.COMPLETED else None,
             error=ex.error if ex.status is WorkflowStatus.FAILED else None,
         )
-        outcome = await self.store.commit(commit, now)
+        try:
+            outcome = await self.store.commit(commit, now)
+        except OUTAGE_ERRORS as exc:
+            self._writes_failing = True
+            self._writes_resume_at = time.monotonic() + self._writes.failed(exc)
+            raise
+        if self._writes_failing:
+            self._writes_failing = False
+            self._writes.succeeded()
         if outcome is CommitOutcome.FENCED:
             self.stats.lease_lost += 1
             log.warning("workflow %s: lease lost; its writes were rejected", ex.workflow_id)

@@ -82,6 +82,8 @@ class Signal:
     id: int
     name: str
     payload: Any
+    sent_at: float
+    """When it was buffered: a wait whose deadline came first has timed out before it."""
 
 
 @dataclass(slots=True)

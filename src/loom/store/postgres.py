@@ -565,10 +565,10 @@ class PostgresStore(Store):
 
     async def read_signals(self, workflow_id: str) -> list[Signal]:
         rows = await self._fetch(
-            "SELECT id, name, payload FROM signals WHERE workflow_id = $1 ORDER BY id",
+            "SELECT id, name, payload, created_at FROM signals WHERE workflow_id = $1 ORDER BY id",
             workflow_id,
         )
-        return [Signal(r[0], r[1], orjson.loads(r[2])) for r in rows]
+        return [Signal(r[0], r[1], orjson.loads(r[2]), float(r[3])) for r in rows]
 
     @staticmethod
     async def _running_row(conn: Any, workflow_id: str, action: str) -> Any:

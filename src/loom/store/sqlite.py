@@ -481,10 +481,10 @@ class SqliteStore(Store):
     async def read_signals(self, workflow_id: str) -> list[Signal]:
         rows = await self._run(
             self._read,
-            "SELECT id, name, payload FROM signals WHERE workflow_id = ? ORDER BY id",
+            "SELECT id, name, payload, created_at FROM signals WHERE workflow_id = ? ORDER BY id",
             (workflow_id,),
         )
-        return [Signal(r[0], r[1], orjson.loads(r[2])) for r in rows]
+        return [Signal(r[0], r[1], orjson.loads(r[2]), float(r[3])) for r in rows]
 
     def _running_row(
         self, conn: sqlite3.Connection, workflow_id: str, action: str
