@@ -206,6 +206,10 @@ async def test_list_is_live_and_a_signal_sent_from_the_page_completes_the_workfl
         await expect(row).to_contain_text("e2e_Approval")
         await expect(row).to_contain_text("RUNNING", timeout=TIMEOUT_MS)
         assert await page.evaluate("window.__sameDocument") is True  # no reload happened
+        running = page.locator(
+            "#stats div", has=page.locator("dt", has_text=re.compile("^RUNNING$"))
+        )
+        await expect(running.locator("dd")).to_have_text("1", timeout=TIMEOUT_MS)
         await shot(page, "list")
 
         await row.get_by_role("link", name="order-42").click()
@@ -298,6 +302,7 @@ async def test_failed_workflow_shows_its_error_and_retries_from_the_page(
             "ConnectionRefusedError: connection refused by pay.example:443"
         )
         await expect(activity_text).to_contain_text("RuntimeError: the payment service is down")
+        await shot(page, "failed")
         workflow = error.locator("details.traceback", has_text="Workflow traceback")
         await workflow.locator("summary").click()
         await expect(workflow.locator("pre")).to_contain_text("ActivityFailedError")
@@ -309,7 +314,6 @@ async def test_failed_workflow_shows_its_error_and_retries_from_the_page(
         await attempt.locator("details.traceback summary").click()
         await expect(attempt.locator("pre.traceback-text")).to_contain_text("in flaky_call")
         await expect(attempt.locator(".cause-chain")).to_contain_text("ConnectionRefusedError")
-        await shot(page, "failed")
 
         e2e_workflows.FLAKY["fail"] = False
         try:

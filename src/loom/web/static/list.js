@@ -37,6 +37,14 @@ function matches(wf, filters) {
   return !q || String(wf.workflow_id).toLowerCase().includes(q);
 }
 
+const received = new WeakMap(); // summary -> when it arrived (ms), to age a running duration
+
+function duration(wf) {
+  const since = received.has(wf) ? (Date.now() - received.get(wf)) / 1000 : 0;
+  const running = wf.status === "RUNNING" && typeof wf.duration_seconds === "number";
+  return seconds(running ? wf.duration_seconds + since : wf.duration_seconds);
+}
+
 function makeRow(wf) {
   const link = el("a", { href: workflowHref(wf.workflow_id), text: wf.workflow_id });
   return el("tr", { "data-id": wf.workflow_id }, [
@@ -46,7 +54,7 @@ function makeRow(wf) {
     el("td", { text: wf.current_step || "-" }),
     el("td", { text: when(wf.created_at) }),
     el("td", { text: when(wf.updated_at) }),
-    el("td", { text: seconds(wf.duration_seconds) }),
+    el("td", { class: "duration", text: duration(wf) }),
   ]);
 }
 
@@ -75,7 +83,7 @@ export function listPage() {
   byId("filter-q").value = params.get("q") || "";
   let wantedName = params.get("name") || "";
 
-  let filters = { status: "", name: "", q: "" }; // those of the rows shown
+  let filters = null; // those of the rows shown (null until the first answer)
   let shown = []; // summaries, in the server's order
   let hasMore = false;
   let rows = new Map(); // workflow id -> { wf, node } of the rows in the table
@@ -110,6 +118,7 @@ export function listPage() {
 
   /** Apply one streamed summary to the rows shown; true when the table changed. */
   function apply(wf) {
+    if (filters === null) return false; // kept in `pending` for the first answer
     const at = shown.findIndex(function (w) {
       return w.workflow_id === wf.workflow_id;
     });
@@ -139,6 +148,7 @@ export function listPage() {
   }
 
   function onChange(wf) {
+    received.set(wf, Date.now());
     if (pending !== null) pending.push(wf);
     if (apply(wf)) render();
     statsSoon();
@@ -164,12 +174,16 @@ export function listPage() {
     } catch (err) {
       pending = null;
       errorBox.textContent = err.message;
+      // A server or network problem passes: ask again. A refused request stays refused.
+      if (!(err.status >= 400 && err.status < 500)) retrySoon();
       return;
     }
     if (answer === null) return; // a newer request replaced this one
     errorBox.textContent = "";
     filters = wanted;
     shown = answer.value.workflows.slice();
+    const now = Date.now();
+    for (const wf of shown) received.set(wf, now);
     hasMore = answer.value.has_more;
     const streamed = pending;
     pending = null;
@@ -189,7 +203,14 @@ export function listPage() {
   }
 
   const statsSoon = throttle(loadStats, 1000);
+  // A running workflow's duration grows without a change to stream: it is aged here.
+  setInterval(function () {
+    for (const { wf, node } of rows.values()) {
+      if (wf.status === "RUNNING") node.querySelector("td.duration").textContent = duration(wf);
+    }
+  }, 1000);
   const resync = debounce(loadList, 300);
+  const retrySoon = debounce(loadList, 3000);
 
   async function loadDefinitions() {
     const data = await api("/api/definitions");
