@@ -399,9 +399,10 @@ async def test_a_token_protected_server_refuses_the_page_without_the_token(
         await expect(page.locator("#load-error")).to_have_text("")
         await expect(page.locator("#live")).to_have_text("live")
         # A POST from the page is accepted (here refused for the workflow's status, not auth).
-        await page.evaluate("document.getElementById('retry').disabled = false")
         page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
-        await page.click("#retry")
+        await page.evaluate(
+            "() => { const b = document.getElementById('retry'); b.disabled = false; b.click(); }"
+        )
         await expect(page.locator("#action-result")).to_contain_text("Retry failed:")
         await expect(page.locator("#action-result")).not_to_contain_text("token")
         await page.get_by_role("link", name="Loom").click()
