@@ -20,7 +20,10 @@ async def double(n: int) -> int:
 @loom.activity(name="e2e_flaky_call")
 def flaky_call() -> str:
     if FLAKY["fail"]:
-        raise RuntimeError("the payment service is down")
+        try:
+            raise ConnectionRefusedError("connection refused by pay.example:443")
+        except ConnectionRefusedError as exc:
+            raise RuntimeError("the payment service is down") from exc
     return "paid"
 
 

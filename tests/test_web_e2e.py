@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import AsyncIterator
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import httpx
 import pytest
 
 import e2e_workflows
 import loom
+from loom import activities
 from loom.web import create_app
 from pg import in_ci
 from webserver import serve
@@ -84,6 +90,63 @@ async def sqlite_db(tmp_path: Path) -> AsyncIterator[loom.Database]:
         yield database
 
 
+def _cause(exc: BaseException | None, depth: int) -> dict[str, Any] | None:
+    if exc is None or depth == 0:
+        return None
+    nested = _cause(exc.__cause__ or exc.__context__, depth - 1)
+    return {"type": type(exc).__name__, "message": str(exc), "cause": nested}
+
+
+@pytest.fixture
+def activity_tracebacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failed activity attempts are recorded with ``error.traceback`` and ``error.cause`` (the
+    exception chain: ``{type, message, cause}`` nested), as the worker records them."""
+    describe = activities._describe
+
+    def with_traceback(exc: BaseException) -> dict[str, Any]:
+        error: dict[str, Any] = describe(exc)
+        error.setdefault("traceback", "".join(traceback.format_exception(exc))[-8000:])
+        error.setdefault("cause", _cause(exc.__cause__ or exc.__context__, 5))
+        return error
+
+    monkeypatch.setattr(activities, "_describe", with_traceback)
+
+
+def signs_in_with_a_cookie(app: Any, token: str) -> Any:
+    """``app`` behind the sign-in exchange: a page address with the right ``?token=`` is answered
+    with an HttpOnly cookie and a redirect to the same address without it; the cookie then
+    stands for the token."""
+
+    async def exchange(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            if ("token", token) in query:
+                rest = urlencode([(k, v) for k, v in query if k != "token"])
+                location = scope["raw_path"].decode("latin-1") + (f"?{rest}" if rest else "")
+                cookie = f"loom_token={token}; HttpOnly; SameSite=Strict; Path=/"
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 303,
+                        "headers": [
+                            (b"location", location.encode("latin-1")),
+                            (b"set-cookie", cookie.encode("latin-1")),
+                            (b"content-length", b"0"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b""})
+                return
+            headers = dict(scope["headers"])
+            jar = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1"))
+            if "loom_token" in jar and b"authorization" not in headers:
+                bearer = f"Bearer {jar['loom_token'].value}".encode("latin-1")
+                scope = {**scope, "headers": [*scope["headers"], (b"authorization", bearer)]}
+        await app(scope, receive, send)
+
+    return exchange
+
+
 def worker(db: loom.Database) -> loom.Worker:
     return loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10)
 
@@ -143,6 +206,10 @@ async def test_list_is_live_and_a_signal_sent_from_the_page_completes_the_workfl
         await expect(row).to_contain_text("e2e_Approval")
         await expect(row).to_contain_text("RUNNING", timeout=TIMEOUT_MS)
         assert await page.evaluate("window.__sameDocument") is True  # no reload happened
+        running = page.locator(
+            "#stats div", has=page.locator("dt", has_text=re.compile("^RUNNING$"))
+        )
+        await expect(running.locator("dd")).to_have_text("1", timeout=TIMEOUT_MS)
         await shot(page, "list")
 
         await row.get_by_role("link", name="order-42").click()
@@ -198,7 +265,7 @@ async def test_list_is_live_and_a_signal_sent_from_the_page_completes_the_workfl
 
 
 async def test_failed_workflow_shows_its_error_and_retries_from_the_page(
-    sqlite_db: loom.Database, browser: Any
+    sqlite_db: loom.Database, browser: Any, activity_tracebacks: None
 ) -> None:
     from playwright.async_api import expect
 
@@ -220,7 +287,33 @@ async def test_failed_workflow_shows_its_error_and_retries_from_the_page(
         )
         await expect(page.locator('#timeline g.bar-stopped[data-step="charge"]')).to_have_count(1)
         await expect(page.locator("#signal-send")).to_be_disabled()
+
+        # The activity's exception chain is listed, its traceback expands on click.
+        await expect(error.locator(".cause-chain")).to_have_text(
+            "ConnectionRefusedError: connection refused by pay.example:443"
+        )
+        activity = error.locator("details.traceback", has_text="Activity traceback")
+        activity_text = activity.locator("pre")
+        await expect(activity_text).to_be_hidden()
+        await activity.locator("summary").click()
+        await expect(activity_text).to_be_visible()
+        await expect(activity_text).to_contain_text("in flaky_call")
+        await expect(activity_text).to_contain_text(
+            "ConnectionRefusedError: connection refused by pay.example:443"
+        )
+        await expect(activity_text).to_contain_text("RuntimeError: the payment service is down")
         await shot(page, "failed")
+        workflow = error.locator("details.traceback", has_text="Workflow traceback")
+        await workflow.locator("summary").click()
+        await expect(workflow.locator("pre")).to_contain_text("ActivityFailedError")
+        # The history row of the failed attempt shows the same, as text.
+        attempt = page.locator("#events tbody tr.ev-activity_failed")
+        await attempt.locator("summary").first.click()
+        await expect(attempt.locator("pre.payload")).to_contain_text('"attempt": 1')
+        await expect(attempt.locator("pre.payload")).not_to_contain_text("Traceback (most recent")
+        await attempt.locator("details.traceback summary").click()
+        await expect(attempt.locator("pre.traceback-text")).to_contain_text("in flaky_call")
+        await expect(attempt.locator(".cause-chain")).to_contain_text("ConnectionRefusedError")
 
         e2e_workflows.FLAKY["fail"] = False
         try:
@@ -267,13 +360,16 @@ async def test_untrusted_input_is_rendered_as_text(sqlite_db: loom.Database, bro
         await page.close()
 
 
+@pytest.mark.parametrize("sign_in", ["token in the address", "cookie exchange"])
 async def test_a_token_protected_server_refuses_the_page_without_the_token(
-    sqlite_db: loom.Database, browser: Any
+    sqlite_db: loom.Database, browser: Any, sign_in: str
 ) -> None:
     from playwright.async_api import expect
 
     await sqlite_db.start_workflow(e2e_workflows.Echo, workflow_input=1, workflow_id="secret-1")
     app = create_app(database=sqlite_db, token="s3cret-token", poll_interval=0.05)
+    if sign_in == "cookie exchange":
+        app = signs_in_with_a_cookie(app, "s3cret-token")
     async with serve(app) as base, worker(sqlite_db):
         page = await browser.new_page()
         response = await page.goto(base + "/")
@@ -286,16 +382,32 @@ async def test_a_token_protected_server_refuses_the_page_without_the_token(
         response = await page.goto(base + "/?token=wrong")
         assert response is not None and response.status == 401
 
-        response = await page.goto(base + "/?token=s3cret-token")
+        response = await page.goto(base + "/?token=s3cret-token&status=COMPLETED")
         assert response is not None and response.status == 200
+        # The token leaves the address bar at once; the filters stay.
+        await expect(page).to_have_url(base + "/?status=COMPLETED")
         await expect(page.locator("#live")).to_have_text("live", timeout=TIMEOUT_MS)
         row = page.locator('tr[data-id="secret-1"]')
         await expect(row).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
         await expect(page.locator("#list-error")).to_have_text("")
+        hrefs = await page.locator("a[href]").evaluate_all("els => els.map(e => e.href)")
+        assert hrefs and not any("s3cret" in href for href in hrefs)
         await row.get_by_role("link").click()
-        await expect(page).to_have_url(base + "/workflows/secret-1?token=s3cret-token")
+        await expect(page).to_have_url(base + "/workflows/secret-1")
         await expect(page.locator("#state")).to_contain_text('"echo": 1', timeout=TIMEOUT_MS)
+        await expect(page.locator("#events tbody")).to_contain_text("WORKFLOW_COMPLETED")
         await expect(page.locator("#load-error")).to_have_text("")
+        await expect(page.locator("#live")).to_have_text("live")
+        # A POST from the page is accepted (here refused for the workflow's status, not auth).
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.evaluate(
+            "() => { const b = document.getElementById('retry'); b.disabled = false; b.click(); }"
+        )
+        await expect(page.locator("#action-result")).to_contain_text("Retry failed:")
+        await expect(page.locator("#action-result")).not_to_contain_text("token")
+        await page.get_by_role("link", name="Loom").click()
+        await expect(page).to_have_url(base + "/")
+        await expect(row).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
         await page.close()
 
 
@@ -395,3 +507,146 @@ async def test_api_docs_are_interactive_offline(sqlite_db: loom.Database, browse
         assert outside == []
         await shot(page, "api-docs")
         await page.close()
+
+
+async def test_a_workflow_whose_id_has_slashes_and_spaces_opens_from_the_list(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    odd = "orders/2026 12/naïve ✓?x=1#frag%20"
+    await sqlite_db.start_workflow(e2e_workflows.Approval, workflow_input={"n": 4}, workflow_id=odd)
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        page = await browser.new_page()
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        await page.goto(base + "/")
+        link = page.locator("#workflows tbody tr").first.get_by_role("link")
+        await expect(link).to_have_text(odd, timeout=TIMEOUT_MS)
+        await link.click()
+        await expect(page.locator("#workflow-id")).to_have_text(odd)
+        await expect(page.locator("#state")).to_contain_text('"doubled": 8', timeout=TIMEOUT_MS)
+        await expect(page.locator("#events tbody")).to_contain_text("SIGNAL_WAIT_STARTED")
+        await expect(page.locator("#load-error")).to_have_text("")
+
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.fill("#signal-name", "approve")
+        await page.click("#signal-send")
+        await expect(page.locator("#summary")).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
+        # Every address of the workflow holds its id as one encoded path segment.
+        encoded = "orders%2F2026%2012%2Fna%C3%AFve%20%E2%9C%93%3Fx%3D1%23frag%2520"
+        paths = [urlsplit(url).path for url in requested if "orders" in url]
+        assert f"/workflows/{encoded}" in paths
+        assert f"/api/workflows/{encoded}" in paths
+        assert f"/api/workflows/{encoded}/events/stream" in paths
+        assert f"/api/workflows/{encoded}/signal" in paths
+        await page.close()
+    assert (await sqlite_db.get_workflow(odd).state())["decision"] is None
+
+
+async def test_the_list_applies_streamed_changes_without_fetching_it_again(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    first = await sqlite_db.start_workflow(
+        e2e_workflows.Approval, workflow_input={"n": 1}, workflow_id="order-1"
+    )
+    await sqlite_db.start_workflow(e2e_workflows.Echo, workflow_input=0, workflow_id="echo-0")
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        page = await browser.new_page()
+        lists: list[str] = []
+        page.on(
+            "request",
+            lambda r: lists.append(r.url) if urlsplit(r.url).path == "/api/workflows" else None,
+        )
+        await page.goto(base + "/?status=RUNNING")
+        rows = page.locator("#workflows tbody tr")
+        await expect(page.locator("#live")).to_have_text("live", timeout=TIMEOUT_MS)
+        await expect(rows).to_have_count(1, timeout=TIMEOUT_MS)
+        await expect(rows.first).to_have_attribute("data-id", "order-1")
+
+        await start_in_other_process(sqlite_db.url, "order-2")
+        await expect(rows).to_have_count(2, timeout=TIMEOUT_MS)
+        await expect(rows.first).to_have_attribute("data-id", "order-2")  # newest first
+        await expect(page.locator('tr[data-id="order-2"]')).to_contain_text("approve")
+
+        # A workflow that no longer matches the filter leaves the table.
+        await first.signal("approve", "yes")
+        await expect(page.locator('tr[data-id="order-1"]')).to_have_count(0, timeout=TIMEOUT_MS)
+        await expect(rows).to_have_count(1)
+        await expect(page.locator("#page-info")).to_have_text("1\u20131")
+        # The overview counts follow too.
+        term = page.locator("dt", has_text=re.compile("^COMPLETED$"))
+        completed = page.locator("#stats div", has=term).locator("dd")
+        await expect(completed).to_have_text("2", timeout=TIMEOUT_MS)
+        assert len(lists) == 1, lists
+        await page.close()
+
+
+async def test_an_answer_for_older_filters_never_replaces_a_newer_one(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    await sqlite_db.start_workflow(e2e_workflows.Echo, workflow_input=1, workflow_id="echo-1")
+    e2e_workflows.FLAKY["fail"] = True
+    await sqlite_db.start_workflow(e2e_workflows.Pay, workflow_id="pay-1")
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        deadline = time.monotonic() + 10
+        while (await sqlite_db.get_workflow("pay-1").status()).value != "FAILED":
+            assert time.monotonic() < deadline, "pay-1 never failed"
+            await asyncio.sleep(0.02)
+        page = await browser.new_page()
+        await page.goto(base + "/")
+        rows = page.locator("#workflows tbody tr")
+        await expect(rows).to_have_count(2, timeout=TIMEOUT_MS)
+        answered: list[str] = []
+
+        async def slow_completed(route: Any) -> None:
+            # The answer for COMPLETED comes after the one for FAILED, asked for later.
+            if "status=COMPLETED" in route.request.url:
+                await asyncio.sleep(1.5)
+            try:
+                response = await route.fetch()
+                await route.fulfill(response=response)
+                answered.append(route.request.url)
+            except Exception:
+                pass  # the page gave up on this request
+
+        await page.route(re.compile(r".*/api/workflows\?.*"), slow_completed)
+        await page.select_option("#filter-status", "COMPLETED")
+        await page.click("#filters button")
+        await page.select_option("#filter-status", "FAILED")
+        await page.click("#filters button")
+        await expect(rows).to_have_count(1, timeout=TIMEOUT_MS)
+        await expect(rows.first).to_have_attribute("data-id", "pay-1")
+        await page.wait_for_timeout(2000)  # past the slow answer's arrival
+        await expect(rows).to_have_count(1)
+        await expect(rows.first).to_have_attribute("data-id", "pay-1")
+        await expect(page).to_have_url(base + "/?status=FAILED")
+        await page.close()
+
+
+async def test_every_script_module_is_served_as_javascript_and_writes_no_html(
+    sqlite_db: loom.Database,
+) -> None:
+    app = create_app(database=sqlite_db, token="s3cret-token")
+    modules = sorted(p.name for p in (Path(loom.__file__).parent / "web" / "static").glob("*.js"))
+    assert "app.js" in modules and len(modules) > 3
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        for name in modules:
+            response = await http.get(f"/static/{name}")  # no token: modules hold no data
+            assert response.status_code == 200, name
+            assert response.headers["content-type"].startswith("text/javascript"), name
+            for banned in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"):
+                assert banned not in response.text, (name, banned)
+            for imported in re.findall(r'from "\./([\w.]+)"', response.text):
+                assert imported in modules, (name, imported)
+        for page in ("/", "/workflows/x"):
+            html = (await http.get(page, headers={"Authorization": "Bearer s3cret-token"})).text
+            assert '<script type="module" src="/static/app.js"></script>' in html

@@ -1,0 +1,266 @@
+// The page of one workflow: summary, steps, input and state, error, actions and the history.
+//
+// The history follows the workflow's event stream (each message one event, in order). Input,
+// state and error are not all in the events, so a new event has the workflow read again, once
+// per burst; an answer older than the newest request is dropped.
+
+import { api, debounce, follow, newestOnly, workflowApi, workflowIdOfPage } from "./api.js";
+import { timelineChart } from "./charts.js";
+import {
+  byId,
+  el,
+  errorDetails,
+  errorLine,
+  parseJson,
+  payloadView,
+  pretty,
+  seconds,
+  statusBadge,
+  when,
+  withoutTraceback,
+} from "./format.js";
+
+function describeEvent(item) {
+  const payload = item.payload || {};
+  const keys = Object.keys(payload).filter(function (k) {
+    return k !== "traceback";
+  });
+  const parts = keys.slice(0, 4).map(function (k) {
+    const v = JSON.stringify(payload[k]);
+    return k + "=" + (v && v.length > 40 ? v.slice(0, 40) + "…" : v);
+  });
+  return parts.join(" ") + (keys.length > 4 ? " …" : "");
+}
+
+export function workflowPage() {
+  const workflowId = workflowIdOfPage();
+  let definition = null;
+  let lastSeq = 0;
+  let current = null;
+  const events = [];
+  const reads = newestOnly();
+  document.title = "Loom: " + workflowId;
+  byId("workflow-id").textContent = workflowId;
+
+  function renderSummary(wf) {
+    current = wf;
+    const items = [
+      ["Name", wf.name],
+      ["Version", String(wf.version)],
+      ["Status", statusBadge(wf.status)],
+      ["Current step", wf.current_step || "-"],
+      ["Started", when(wf.created_at)],
+      ["Updated", when(wf.updated_at)],
+      ["Duration", seconds(wf.duration_seconds)],
+      ["Events", String(wf.last_seq)],
+    ];
+    if (wf.cancel_requested) items.push(["Cancel", "requested"]);
+    byId("summary").replaceChildren(
+      ...items.map(function ([term, value]) {
+        return el("div", {}, [el("dt", { text: term }), el("dd", {}, [value])]);
+      })
+    );
+    byId("input").textContent = pretty(wf.input);
+    byId("state").textContent = pretty(wf.state);
+    renderError(wf.error);
+    const running = wf.status === "RUNNING";
+    byId("signal-send").disabled = !running;
+    byId("cancel-send").disabled = !running;
+    byId("retry").disabled = wf.status !== "FAILED";
+    renderSteps(wf);
+  }
+
+  function lastActivityFailure() {
+    for (let i = events.length - 1; i >= 0; i -= 1) {
+      const item = events[i];
+      if (item.type === "WORKFLOW_RETRIED") return null;
+      if (item.type === "ACTIVITY_FAILED") return item;
+    }
+    return null;
+  }
+
+  function renderError(error) {
+    const box = byId("error");
+    byId("error-section").hidden = !error;
+    if (!error) {
+      box.replaceChildren();
+      return;
+    }
+    const parts = [errorLine("", error, error.step ? " (in step " + error.step + ")" : "")];
+    const failure = lastActivityFailure();
+    if (failure && failure.payload && failure.payload.error) {
+      const p = failure.payload;
+      const where = " (activity " + p.name + ", attempt " + p.attempt + ")";
+      parts.push(errorLine("Caused by ", p.error, where));
+      parts.push(...errorDetails(p.error, "Activity"));
+    }
+    parts.push(...errorDetails(withoutTraceback(error)));
+    parts.push(...errorDetails({ traceback: error.traceback }, "Workflow"));
+    parts.push(
+      el("details", { class: "error-data" }, [
+        el("summary", { text: "Error details" }),
+        el("pre", { text: pretty(withoutTraceback(error)) }),
+      ])
+    );
+    // Rebuilt only when it changes, so a block the user opened stays open.
+    const key = JSON.stringify([error, failure && failure.seq]);
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    box.replaceChildren(...parts);
+  }
+
+  function stepTimes() {
+    // step name -> {start, end} from STEP_STARTED / STEP_COMPLETED (the latest attempt).
+    const times = {};
+    for (const item of events) {
+      const step = item.payload && item.payload.step;
+      if (item.type === "STEP_STARTED" && step) {
+        times[step] = { start: item.timestamp, end: null };
+      } else if (item.type === "STEP_COMPLETED" && step && times[step]) {
+        times[step].end = item.timestamp;
+      }
+    }
+    return times;
+  }
+
+  function renderSteps(wf) {
+    const times = stepTimes();
+    const names = definition
+      ? definition.steps.map(function (s) {
+          return s.name;
+        })
+      : Object.keys(times);
+    const calls = {};
+    if (definition) {
+      for (const s of definition.steps) calls[s.name] = s.calls || [];
+    }
+    const rows = names.map(function (name) {
+      const t = times[name];
+      let phase = "pending";
+      if (t && t.end !== null) phase = "done";
+      else if (t) phase = wf.status === "RUNNING" ? "current" : "stopped";
+      if (wf.status === "COMPLETED" && !t) phase = "done";
+      return [name, phase, t];
+    });
+    const now = wf.status === "RUNNING" ? Date.now() / 1000 : wf.updated;
+    byId("timeline").replaceChildren(timelineChart(rows, now));
+    const items = rows.map(function ([name, phase]) {
+      const what = (calls[name] || []).map(function (c) {
+        return c.kind + (c.name ? " " + c.name : "");
+      });
+      return el("li", { class: "step step-" + phase, "data-step": name }, [
+        el("strong", { text: name }),
+        el("span", {
+          class: "muted",
+          text: " " + phase + (what.length ? " — " + what.join(", ") : ""),
+        }),
+      ]);
+    });
+    if (!definition) {
+      items.push(el("li", { class: "muted", text: "Definition not registered in this server." }));
+    }
+    byId("steps").replaceChildren(...items);
+  }
+
+  function appendEvent(item) {
+    if (item.seq <= lastSeq) return;
+    lastSeq = item.seq;
+    events.push(item);
+    const details = el("details", {}, [
+      el("summary", { text: describeEvent(item) || "(no payload)" }),
+      ...payloadView(item.payload),
+    ]);
+    const kind = "ev ev-" + String(item.type).toLowerCase();
+    const row = el("tr", { "data-seq": String(item.seq), class: kind }, [
+      el("td", { text: String(item.seq) }),
+      el("td", { text: when(item.created_at) }),
+      el("td", { text: item.type }),
+      el("td", {}, [details]),
+    ]);
+    byId("events").tBodies[0].append(row);
+  }
+
+  async function loadWorkflow() {
+    try {
+      const answer = await reads(function (signal) {
+        return api(workflowApi(workflowId), { signal: signal });
+      });
+      if (answer === null) return;
+      renderSummary(answer.value);
+      byId("load-error").textContent = "";
+    } catch (err) {
+      byId("load-error").textContent = err.message;
+    }
+  }
+
+  const refresh = debounce(loadWorkflow, 200);
+  setInterval(function () {
+    if (current && current.status === "RUNNING") renderSteps(current);
+  }, 1000);
+
+  function showResult(text, failed) {
+    const box = byId("action-result");
+    box.textContent = text;
+    box.className = failed ? "error" : "ok";
+  }
+
+  async function act(what, question, path, body, done) {
+    if (!window.confirm(question + " workflow " + workflowId + "?")) {
+      showResult(what + ": not sent (not confirmed).", false);
+      return;
+    }
+    try {
+      const result = await api(workflowApi(workflowId, path), { method: "POST", json: body });
+      showResult(done(result), false);
+      refresh();
+    } catch (err) {
+      showResult(what + " failed: " + err.message, true);
+    }
+  }
+
+  byId("signal-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    const name = byId("signal-name").value.trim();
+    let payload;
+    try {
+      if (!name) throw new Error("Give the signal a name.");
+      payload = parseJson(byId("signal-payload").value, "Payload");
+    } catch (err) {
+      showResult("Signal failed: " + err.message, true);
+      return;
+    }
+    const question = "Send signal " + JSON.stringify(name) + " to";
+    act("Signal", question, "/signal", { name: name, payload: payload }, function () {
+      return "Signal " + name + " sent.";
+    });
+  });
+  byId("cancel-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    const reason = byId("cancel-reason").value.trim();
+    act("Cancel", "Cancel", "/cancel", reason ? { reason: reason } : {}, function (result) {
+      return "Cancel: " + result.outcome;
+    });
+  });
+  byId("retry").addEventListener("click", function () {
+    act("Retry", "Retry", "/retry", {}, function () {
+      return "Retried: the workflow resumes from the step that failed.";
+    });
+  });
+
+  Promise.all([api("/api/definitions"), api(workflowApi(workflowId))])
+    .then(function ([defs, wf]) {
+      definition =
+        defs.definitions.find(function (d) {
+          return d.name === wf.name;
+        }) || null;
+      renderSummary(wf);
+      follow(workflowApi(workflowId, "/events/stream"), "history", function (item) {
+        appendEvent(item);
+        refresh();
+      });
+    })
+    .catch(function (err) {
+      byId("load-error").textContent = err.message;
+      byId("live").textContent = "offline";
+    });
+}
