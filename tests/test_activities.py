@@ -159,7 +159,15 @@ async def test_non_retryable_error_stops_retries_at_once(db: loom.Database) -> N
     [failed] = of_type(await handle.events(), EventType.ACTIVITY_FAILED)
     assert failed.payload["attempt"] == 1
     assert failed.payload["retry_at"] is None
-    assert failed.payload["error"] == {"type": "PermanentError", "message": "card declined"}
+    error = failed.payload["error"]
+    assert {k: error[k] for k in ("type", "message", "cause")} == {
+        "type": "PermanentError",
+        "message": "card declined",
+        "cause": None,
+    }
+    assert error["traceback"].endswith("PermanentError: card declined\n")
+    assert "in acts_permanent" in error["traceback"]
+    assert set(error) == {"type", "message", "traceback", "cause"}
     assert "card declined" in info.value.cause["message"]
 
 

@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from loom.activities import AttemptOutcome, run_attempt
+from loom.activities import ActivityPool, AttemptOutcome, run_attempt
 from loom.core.history import Event
 from loom.core.replay import WorkflowExecution
 from loom.definitions import Registry
@@ -92,6 +92,11 @@ class WorkerStats:
     parked: int = 0
     activities: int = 0
     lease_lost: int = 0
+    activity_threads_stuck: int = 0
+    """Activity threads held right now by timed-out sync activities that have not returned."""
+    activity_pool_exhausted: int = 0
+    """Times every activity thread was held by a timed-out sync activity (no sync activity
+    could start until one returned)."""
     started_at: float = field(default_factory=time.time)
 
 
@@ -116,6 +121,9 @@ class Worker:
     stays with a worker that stopped renewing: a dead worker's workflows are taken over after it.
     ``inline_window`` is how long a workflow's activities may run before their scheduling is
     written (0: each is written before it starts); quicker ones cost no write of their own.
+    ``activity_threads`` is how many sync activities run at once, on the worker's own threads
+    (default ``max(8, 4 * concurrency)``); a timed-out sync activity holds its thread until the
+    function returns, since a thread cannot be stopped.
     """
 
     def __init__(
@@ -129,6 +137,7 @@ class Worker:
         cache_size: int = 1000,
         worker_id: str | None = None,
         inline_window: float = 0.05,
+        activity_threads: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise LoomError("concurrency must be >= 1")
@@ -136,6 +145,8 @@ class Worker:
             raise LoomError("poll_interval and lease_seconds must be > 0")
         if inline_window < 0:
             raise LoomError("inline_window must be >= 0")
+        if activity_threads is not None and activity_threads < 1:
+            raise LoomError("activity_threads must be >= 1")
         self.database = database
         self.store = database.store
         self.registry = registry or database.registry
@@ -145,6 +156,9 @@ class Worker:
         self.inline_window = inline_window
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self.stats = WorkerStats()
+        self.activity_pool = ActivityPool(
+            activity_threads or max(8, 4 * concurrency), stats=self.stats, owner=self.worker_id
+        )
         database.workers.add(self)
         self._cache: collections.OrderedDict[str, WorkflowExecution] = collections.OrderedDict()
         self._cache_size = cache_size
@@ -179,6 +193,7 @@ class Worker:
                 await self._running
             self._running = None
         await self._drain()
+        self.activity_pool.shutdown()
 
     async def run(self) -> None:
         """Claim and drive workflows until :meth:`stop` is called."""
@@ -390,7 +405,7 @@ class Worker:
                 last_write = await self._checkpoint(held, ex, consumed)
             for run in due:
                 held.running[run.seq] = asyncio.get_running_loop().create_task(
-                    run_attempt(run, time.time)
+                    run_attempt(run, time.time, self.activity_pool)
                 )
             left = last_write + self.inline_window - time.monotonic()
             if due and left > 0:
