@@ -40,7 +40,9 @@ class ActivityDefinition:
 
     ``retry_count`` is the number of retries after the first attempt. The n-th retry waits
     ``min(retry_delay * retry_backoff ** (n - 1), retry_max_delay)`` seconds. Exceptions that are
-    instances of ``non_retryable`` fail the activity at once.
+    instances of ``non_retryable`` fail the activity at once, TimeoutError subclasses included;
+    an attempt that exceeds ``timeout_seconds`` fails with a TimeoutError, which is retried
+    unless TimeoutError (or a base class of it) is listed.
     """
 
     name: str
@@ -260,8 +262,10 @@ def activity(
 ) -> F | Callable[[F], F]:
     """Declare a side-effecting function that workflows call with ``await ctx.activity(fn, ...)``.
 
-    The function is returned unchanged (callable directly in tests); sync functions run in a
-    thread. Execution is at-least-once and the result is recorded exactly once.
+    The function is returned unchanged (callable directly in tests); sync functions run on the
+    worker's activity threads. A thread cannot be killed: when a sync activity times out, its
+    thread keeps running until the function returns, and its result is ignored. Execution is
+    at-least-once and the result is recorded exactly once.
     """
     options: dict[str, Any] = dict(
         name=name,
