@@ -631,3 +631,43 @@ async def test_an_attempt_that_gets_no_thread_in_time_never_runs(
     # Where the sync activity was when it timed out.
     assert "in acts_hog" in hog_failure["traceback"]
     assert "hog_release.wait(10)" in hog_failure["traceback"]
+
+
+blocker_release = threading.Event()
+
+
+@loom.activity(name="acts_blocker", timeout_seconds=None)
+def acts_blocker(key: str) -> None:
+    calls[key] += 1
+    blocker_release.wait(10)
+
+
+@loom.workflow(name="acts_QueuedThenCanceled")
+class ActsQueuedThenCanceled(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def both(self, ctx: Ctx) -> None:
+        await asyncio.gather(ctx.activity(acts_blocker, "blocker"), ctx.activity(acts_late, "q"))
+
+
+async def test_an_interrupted_attempt_waiting_for_a_thread_never_runs(db: loom.Database) -> None:
+    blocker_release.clear()
+    handle = await db.start_workflow(ActsQueuedThenCanceled)
+    try:
+        async with loom.Worker(db, poll_interval=0.05, activity_threads=1) as w:
+
+            async def blocking() -> bool:
+                return calls["blocker"] == 1
+
+            await eventually(blocking)
+            await handle.cancel("changed my mind")  # the second activity still waits for a thread
+
+            async def canceled() -> bool:
+                return await handle.status() == loom.WorkflowStatus.CANCELED
+
+            await eventually(canceled)
+            blocker_release.set()
+            # The pool runs in order: once this has run, the withdrawn attempt would have too.
+            await asyncio.wrap_future(w.activity_pool.submit(lambda: None))
+    finally:
+        blocker_release.set()
+    assert calls["q"] == 0
