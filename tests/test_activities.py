@@ -123,6 +123,9 @@ async def test_timeout_is_enforced_and_recorded_as_timeout_error(db: loom.Databa
     [failed] = of_type(await handle.events(), EventType.ACTIVITY_FAILED)
     assert failed.payload["error"]["type"] == "TimeoutError"
     assert "0.2" in failed.payload["error"]["message"]
+    # Where the activity was when its time ran out.
+    assert "in acts_slow" in failed.payload["error"]["traceback"]
+    assert "asyncio.sleep(5)" in failed.payload["error"]["traceback"]
     assert failed.payload["retry_at"] is None
     cause = info.value.cause
     assert cause["step"] == "wait_for_slow"

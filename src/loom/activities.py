@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from loom import codec
@@ -181,7 +182,9 @@ async def _call(run: ActivityRun, pool: ActivityPool) -> Any:
     except TimeoutError as exc:
         if not limit.expired():
             raise  # raised by the activity itself
-        raise _AttemptTimeout(f"timed out after {timeout} s", _format(exc)) from None
+        # The cancellation that ended it was raised where the activity was awaiting.
+        where = exc.__cause__.__traceback__ if exc.__cause__ is not None else None
+        raise _AttemptTimeout(f"timed out after {timeout} s", _timed_out_at(where)) from None
 
 
 @dataclass(slots=True)
@@ -244,10 +247,21 @@ def _thread_stack(ident: int | None) -> str | None:
     if frame is None:
         return None
     try:
-        stack = "".join(traceback.format_stack(frame))
+        return _timed_out_at("".join(traceback.format_stack(frame)))
     except Exception:
         return None
-    return _tail("Timed out while running (most recent call last):\n" + stack)
+
+
+def _timed_out_at(where: str | TracebackType | None) -> str | None:
+    """The recorded traceback of Loom's own timeout: where the activity was when it ran out."""
+    if where is None:
+        return None
+    if not isinstance(where, str):
+        try:
+            where = "".join(traceback.format_tb(where))
+        except Exception:
+            return None
+    return _tail("Timed out while running (most recent call last):\n" + where)
 
 
 async def run_attempt(run: ActivityRun, clock: Any, pool: ActivityPool) -> AttemptOutcome:
@@ -267,8 +281,12 @@ async def run_attempt(run: ActivityRun, clock: Any, pool: ActivityPool) -> Attem
     except asyncio.CancelledError:
         raise
     except _AttemptTimeout as exc:
-        error = {"type": "TimeoutError", "message": exc.message, "traceback": exc.where}
-        error["cause"] = None
+        error: dict[str, Any] = {
+            "type": "TimeoutError",
+            "message": exc.message,
+            "traceback": exc.where,
+            "cause": None,
+        }
         retryable = not issubclass(TimeoutError, definition.non_retryable)
     except PayloadError as exc:
         error, retryable = describe_error(exc), False
