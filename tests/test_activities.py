@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 import loom
 from loom import EventType
+from polling import eventually
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 
@@ -120,6 +123,9 @@ async def test_timeout_is_enforced_and_recorded_as_timeout_error(db: loom.Databa
     [failed] = of_type(await handle.events(), EventType.ACTIVITY_FAILED)
     assert failed.payload["error"]["type"] == "TimeoutError"
     assert "0.2" in failed.payload["error"]["message"]
+    # Where the activity was when its time ran out.
+    assert "in acts_slow" in failed.payload["error"]["traceback"]
+    assert "asyncio.sleep(5)" in failed.payload["error"]["traceback"]
     assert failed.payload["retry_at"] is None
     cause = info.value.cause
     assert cause["step"] == "wait_for_slow"
@@ -159,7 +165,15 @@ async def test_non_retryable_error_stops_retries_at_once(db: loom.Database) -> N
     [failed] = of_type(await handle.events(), EventType.ACTIVITY_FAILED)
     assert failed.payload["attempt"] == 1
     assert failed.payload["retry_at"] is None
-    assert failed.payload["error"] == {"type": "PermanentError", "message": "card declined"}
+    error = failed.payload["error"]
+    assert {k: error[k] for k in ("type", "message", "cause")} == {
+        "type": "PermanentError",
+        "message": "card declined",
+        "cause": None,
+    }
+    assert error["traceback"].endswith("PermanentError: card declined\n")
+    assert "in acts_permanent" in error["traceback"]
+    assert set(error) == {"type", "message", "traceback", "cause"}
     assert "card declined" in info.value.cause["message"]
 
 
@@ -385,3 +399,278 @@ async def test_dataclass_and_pydantic_results_come_back_as_their_types(
     assert state["quote"] == {"carrier": "ACME", "price_cents": 1500}
     completed = of_type(await handle.events(), EventType.ACTIVITY_COMPLETED)
     assert completed[0].payload["result"] == {"sku": "SKU-1", "weight": 1.5}
+
+
+# ------------------------------------------------- TimeoutError and non_retryable
+
+
+class GatewayTimeout(TimeoutError):
+    pass
+
+
+@loom.activity(
+    name="acts_gateway", retry_count=3, retry_delay=0.01, non_retryable=(GatewayTimeout,)
+)
+async def acts_gateway(key: str) -> None:
+    calls[key] += 1
+    raise GatewayTimeout("upstream gave up")
+
+
+@loom.activity(
+    name="acts_plain_timeout", retry_count=1, retry_delay=0.01, non_retryable=(GatewayTimeout,)
+)
+async def acts_plain_timeout(key: str) -> None:
+    calls[key] += 1
+    raise TimeoutError("read timed out")
+
+
+@loom.activity(name="acts_overrun", retry_count=1, retry_delay=0.01, timeout_seconds=0.1)
+async def acts_overrun(key: str) -> None:
+    calls[key] += 1
+    await asyncio.sleep(5)
+
+
+@loom.activity(
+    name="acts_overrun_final",
+    retry_count=3,
+    retry_delay=0.01,
+    timeout_seconds=0.1,
+    non_retryable=(TimeoutError,),
+)
+def acts_overrun_final(key: str) -> None:
+    calls[key] += 1
+    time.sleep(0.5)
+
+
+TIMEOUT_CASES = {
+    "gateway": acts_gateway,
+    "plain": acts_plain_timeout,
+    "overrun": acts_overrun,
+    "overrun_final": acts_overrun_final,
+}
+
+
+@loom.workflow(name="acts_TimeoutCases")
+class ActsTimeoutCases(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def call(self, ctx: Ctx) -> None:
+        await ctx.activity(TIMEOUT_CASES[ctx.input["case"]], ctx.input["key"])
+
+
+@pytest.mark.parametrize(
+    ("case", "attempts", "error_type", "message"),
+    [
+        # Listed as non_retryable: a TimeoutError subclass the activity raised is not retried.
+        ("gateway", 1, "GatewayTimeout", "upstream gave up"),
+        # A TimeoutError the activity raised that is not listed is retried as usual.
+        ("plain", 2, "TimeoutError", "read timed out"),
+        # Loom's own attempt timeout is retryable by default ...
+        ("overrun", 2, "TimeoutError", "timed out after 0.1 s"),
+        # ... and not when TimeoutError itself is listed (here a sync activity).
+        ("overrun_final", 1, "TimeoutError", "timed out after 0.1 s"),
+    ],
+)
+async def test_non_retryable_holds_for_timeout_errors(
+    db: loom.Database, case: str, attempts: int, error_type: str, message: str
+) -> None:
+    handle = await db.start_workflow(ActsTimeoutCases, workflow_input={"case": case, "key": case})
+    async with worker(db):
+        with pytest.raises(loom.WorkflowFailedError) as info:
+            await handle.result(timeout=10)
+
+    assert calls[case] == attempts
+    failed = of_type(await handle.events(), EventType.ACTIVITY_FAILED)
+    assert [e.payload["attempt"] for e in failed] == list(range(1, attempts + 1))
+    assert failed[-1].payload["retry_at"] is None
+    assert {(e.payload["error"]["type"], e.payload["error"]["message"]) for e in failed} == {
+        (error_type, message)
+    }
+    assert f"{attempts} attempt(s): {error_type}: {message}" in info.value.cause["message"]
+
+
+# ------------------------------------------------------ the worker's activity threads
+
+running_now = 0
+running_peak = 0
+running_lock = threading.Lock()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_peak() -> None:
+    global running_now, running_peak
+    running_now = running_peak = 0
+
+
+@loom.activity(name="acts_sync_nap", timeout_seconds=1.0)
+def acts_sync_nap(tag: int, seconds: float) -> int:
+    global running_now, running_peak
+    with running_lock:
+        running_now += 1
+        running_peak = max(running_peak, running_now)
+    try:
+        time.sleep(seconds)
+    finally:
+        with running_lock:
+            running_now -= 1
+    return tag
+
+
+@loom.workflow(name="acts_SyncFanOut")
+class ActsSyncFanOut(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def fan_out(self, ctx: Ctx) -> None:
+        seconds = ctx.input["seconds"]
+        results = await asyncio.gather(*(ctx.activity(acts_sync_nap, i, seconds) for i in range(8)))
+        await ctx.state.set("results", list(results))
+
+
+def test_activity_threads_default_to_four_per_workflow_slot_and_at_least_eight(
+    tmp_path: Any,
+) -> None:
+    database = loom.Database(f"sqlite:///{tmp_path / 'loom.db'}")
+    assert loom.Worker(database, concurrency=1).activity_pool.size == 8
+    assert loom.Worker(database, concurrency=4).activity_pool.size == 16
+    assert loom.Worker(database, activity_threads=3).activity_pool.size == 3
+    with pytest.raises(loom.LoomError, match="activity_threads"):
+        loom.Worker(database, activity_threads=0)
+
+
+async def test_sync_activities_run_at_once_on_the_workers_own_threads(db: loom.Database) -> None:
+    # Eight 0.6 s sync activities with a 1 s timeout: none waits for a thread, none times out.
+    handle = await db.start_workflow(ActsSyncFanOut, workflow_input={"seconds": 0.6})
+    async with loom.Worker(db, concurrency=2, poll_interval=0.05):
+        state = await handle.result(timeout=10)
+    assert state["results"] == list(range(8))
+    assert running_peak == 8
+    assert not of_type(await handle.events(), EventType.ACTIVITY_FAILED)
+
+
+async def test_timeout_counts_from_when_a_thread_picks_the_attempt_up(db: loom.Database) -> None:
+    # Four threads for eight 0.6 s activities: the second four wait 0.6 s for a thread, then
+    # run 0.6 s. 1.2 s after being queued, but 0.6 s after starting: within the 1 s timeout.
+    handle = await db.start_workflow(ActsSyncFanOut, workflow_input={"seconds": 0.6})
+    began = time.monotonic()
+    async with loom.Worker(db, poll_interval=0.05, activity_threads=4):
+        state = await handle.result(timeout=10)
+    assert time.monotonic() - began >= 1.2
+    assert state["results"] == list(range(8))
+    assert running_peak == 4
+    assert not of_type(await handle.events(), EventType.ACTIVITY_FAILED)
+
+
+hog_release = threading.Event()
+
+
+@loom.activity(name="acts_hog", timeout_seconds=0.2)
+def acts_hog(key: str) -> None:
+    calls[key] += 1
+    hog_release.wait(10)
+
+
+@loom.activity(name="acts_late", timeout_seconds=0.2)
+def acts_late(key: str) -> str:
+    calls[key] += 1
+    return "ran"
+
+
+@loom.workflow(name="acts_StuckPool")
+class ActsStuckPool(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def starve(self, ctx: Ctx) -> None:
+        for name, fn in (("hog", acts_hog), ("late", acts_late)):
+            try:
+                await ctx.activity(fn, name)
+            except loom.ActivityFailedError as exc:
+                await ctx.state.set(name, exc.error_message)
+
+    @loom.step
+    async def after_release(self, ctx: Ctx) -> None:
+        await ctx.wait_for_signal("released")
+        await ctx.state.set("late_again", await ctx.activity(acts_late, "late"))
+
+
+async def test_an_attempt_that_gets_no_thread_in_time_never_runs(
+    db: loom.Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="loom.worker")
+    hog_release.clear()
+    handle = await db.start_workflow(ActsStuckPool)
+    try:
+        async with loom.Worker(db, poll_interval=0.05, activity_threads=1) as w:
+
+            async def starved() -> bool:
+                return "late" in await handle.state()
+
+            await eventually(starved, timeout=10)
+            state = await handle.state()
+            # The hog timed out; its thread cannot be stopped and still holds the only slot.
+            assert state["hog"] == "timed out after 0.2 s"
+            assert w.stats.activity_threads_stuck == 1
+            assert w.stats.activity_pool_exhausted == 1
+            [warning] = [r for r in caplog.records if "activity threads are held" in r.message]
+            assert "all 1 activity threads" in warning.message
+            # The next activity got no thread within its timeout: withdrawn, it never ran.
+            assert state["late"].startswith("did not start within 0.2 s")
+            assert "1 held by timed-out attempts" in state["late"]
+            assert calls["late"] == 0
+
+            hog_release.set()
+
+            async def returned() -> bool:
+                return w.stats.activity_threads_stuck == 0
+
+            await eventually(returned)
+            await handle.signal("released", None)
+            state = await handle.result(timeout=10)
+    finally:
+        hog_release.set()
+    # The withdrawn attempt did not run once a thread was free: only the new call did.
+    assert state["late_again"] == "ran"
+    assert calls["late"] == 1
+    assert calls["hog"] == 1
+    failed = of_type(await handle.events(), EventType.ACTIVITY_FAILED)
+    hog_failure = failed[0].payload["error"]
+    assert hog_failure["type"] == "TimeoutError"
+    # Where the sync activity was when it timed out.
+    assert "in acts_hog" in hog_failure["traceback"]
+    assert "hog_release.wait(10)" in hog_failure["traceback"]
+
+
+blocker_release = threading.Event()
+
+
+@loom.activity(name="acts_blocker", timeout_seconds=None)
+def acts_blocker(key: str) -> None:
+    calls[key] += 1
+    blocker_release.wait(10)
+
+
+@loom.workflow(name="acts_QueuedThenCanceled")
+class ActsQueuedThenCanceled(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def both(self, ctx: Ctx) -> None:
+        await asyncio.gather(ctx.activity(acts_blocker, "blocker"), ctx.activity(acts_late, "q"))
+
+
+async def test_an_interrupted_attempt_waiting_for_a_thread_never_runs(db: loom.Database) -> None:
+    blocker_release.clear()
+    handle = await db.start_workflow(ActsQueuedThenCanceled)
+    try:
+        async with loom.Worker(db, poll_interval=0.05, activity_threads=1) as w:
+
+            async def blocking() -> bool:
+                return calls["blocker"] == 1
+
+            await eventually(blocking)
+            await handle.cancel("changed my mind")  # the second activity still waits for a thread
+
+            async def canceled() -> bool:
+                return await handle.status() == loom.WorkflowStatus.CANCELED
+
+            await eventually(canceled)
+            blocker_release.set()
+            # The pool runs in order: once this has run, the withdrawn attempt would have too.
+            await asyncio.wrap_future(w.activity_pool.submit(lambda: None))
+    finally:
+        blocker_release.set()
+    assert calls["q"] == 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
+import pydantic
 import pytest
 
 import loom
@@ -139,3 +141,173 @@ async def test_non_json_signal_payload_is_refused(db: loom.Database) -> None:
     with pytest.raises(loom.PayloadError, match="'go'"):
         await handle.signal("go", object())
     assert (await db.stats()).signals_pending == 0
+
+
+# ------------------------------------------------- typed arguments and results (pydantic)
+
+
+class Item(pydantic.BaseModel):
+    sku: str
+    qty: int
+
+
+@dataclass
+class Address:
+    city: str
+
+
+@dataclass
+class Order:
+    address: Address
+    tags: tuple[str, ...]
+    items: list[Item]
+
+
+@loom.activity(name="pay_maybe_item")
+async def pay_maybe_item(found: bool) -> Optional[Item]:  # noqa: UP045 - the old spelling
+    return Item(sku="A", qty=1) if found else None
+
+
+@loom.activity(name="pay_item_or_none")
+async def pay_item_or_none(found: bool) -> Item | None:
+    return Item(sku="B", qty=2) if found else None
+
+
+@loom.activity(name="pay_items")
+def pay_items() -> list[Item]:
+    return [Item(sku="C", qty=3), Item(sku="D", qty=4)]
+
+
+@loom.activity(name="pay_items_by_sku")
+async def pay_items_by_sku() -> dict[str, Item]:
+    return {"E": Item(sku="E", qty=5)}
+
+
+@loom.activity(name="pay_order")
+async def pay_order() -> Order:
+    return Order(Address("Lyon"), ("gift", "fragile"), [Item(sku="F", qty=6)])
+
+
+@loom.activity(name="pay_inspect_args")
+def pay_inspect_args(
+    order: Order, items: list[Item], maybe: Item | None, by_sku: dict[str, Item], *more: Address
+) -> dict[str, Any]:
+    """What the activity receives, rebuilt from the stored JSON by its annotations."""
+    return {
+        "order": [type(order).__name__, type(order.address).__name__, type(order.tags).__name__],
+        "items": [type(i).__name__ for i in items],
+        "maybe": type(maybe).__name__,
+        "by_sku": {k: type(v).__name__ for k, v in by_sku.items()},
+        "more": [type(m).__name__ for m in more],
+    }
+
+
+def _shape(value: Any) -> Any:
+    """Type names all the way down, to compare what the workflow saw."""
+    if isinstance(value, list | tuple):
+        return [type(value).__name__, [_shape(v) for v in value]]
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    return type(value).__name__
+
+
+@loom.workflow(name="pay_Typed")
+class PayTyped(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def typed(self, ctx: Ctx) -> None:
+        maybe = await ctx.activity(pay_maybe_item, True)
+        absent = await ctx.activity(pay_maybe_item, False)
+        union = await ctx.activity(pay_item_or_none, True)
+        items = await ctx.activity(pay_items)
+        by_sku = await ctx.activity(pay_items_by_sku)
+        order = await ctx.activity(pay_order)
+        assert isinstance(maybe, Item) and isinstance(union, Item)
+        assert isinstance(order, Order)
+        await ctx.state.set(
+            "seen",
+            {
+                "maybe": _shape(maybe),
+                "absent": _shape(absent),
+                "union": _shape(union),
+                "items": _shape(items),
+                "by_sku": _shape(by_sku),
+                "order": [_shape(order), _shape(order.address), _shape(order.tags)],
+                "order_items": _shape(order.items),
+                "qty": items[1].qty,
+                "city": order.address.city,
+            },
+        )
+        received = await ctx.activity(
+            pay_inspect_args, order, items, union, by_sku, order.address, Address("Paris")
+        )
+        await ctx.state.set("received", received)
+
+
+async def test_results_and_arguments_are_rebuilt_for_any_annotation(db: loom.Database) -> None:
+    handle = await db.start_workflow(PayTyped)
+    async with worker(db):
+        state = await handle.result(timeout=10)
+    assert state["seen"] == {
+        "maybe": "Item",
+        "absent": "NoneType",
+        "union": "Item",
+        "items": ["list", ["Item", "Item"]],
+        "by_sku": {"E": "Item"},
+        "order": ["Order", "Address", ["tuple", ["str", "str"]]],
+        "order_items": ["list", ["Item"]],
+        "qty": 4,
+        "city": "Lyon",
+    }
+    assert state["received"] == {
+        "order": ["Order", "Address", "tuple"],
+        "items": ["Item", "Item"],
+        "maybe": "Item",
+        "by_sku": {"E": "Item"},
+        "more": ["Address", "Address"],
+    }
+    # Stored as plain JSON all the same.
+    completed = of_type(await handle.events(), EventType.ACTIVITY_COMPLETED)
+    assert completed[3].payload["result"] == [{"sku": "C", "qty": 3}, {"sku": "D", "qty": 4}]
+
+
+@loom.activity(name="pay_wrong_result")
+async def pay_wrong_result() -> list[Item]:
+    return [{"sku": "G"}]  # type: ignore[list-item]  # no qty
+
+
+@loom.activity(name="pay_needs_item", retry_count=3, retry_delay=0.01)
+async def pay_needs_item(item: Item) -> int:
+    calls["pay_needs_item"] += 1
+    return item.qty
+
+
+@loom.workflow(name="pay_Invalid")
+class PayInvalid(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step(name="check")
+    async def check(self, ctx: Ctx) -> None:
+        try:
+            await ctx.activity(pay_needs_item, {"sku": "H", "qty": "many"})
+        except loom.ActivityFailedError as exc:
+            await ctx.state.set("argument", [exc.attempts, exc.error_type, exc.error_message])
+        await ctx.activity(pay_wrong_result)
+
+
+async def test_a_value_that_does_not_match_its_annotation_is_a_payload_error(
+    db: loom.Database,
+) -> None:
+    handle = await db.start_workflow(PayInvalid)
+    async with worker(db):
+        with pytest.raises(loom.WorkflowFailedError) as info:
+            await handle.result(timeout=10)
+
+    # An argument that does not validate: the activity never runs, and is not retried.
+    attempts, error_type, message = (await handle.state())["argument"]
+    assert (attempts, error_type) == (1, "PayloadError")
+    assert "argument 'item' of activity 'pay_needs_item'" in message
+    assert "qty" in message and "valid integer" in message
+    assert calls["pay_needs_item"] == 0
+    # A result that does not validate fails where the workflow receives it.
+    cause = info.value.cause
+    assert (cause["type"], cause["step"]) == ("PayloadError", "check")
+    assert "the result of activity 'pay_wrong_result'" in cause["message"]
+    assert "qty" in cause["message"] and "Field required" in cause["message"]

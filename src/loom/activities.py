@@ -3,18 +3,45 @@
 The worker calls :func:`run_attempt` and records what it returns. Retries are not loops here:
 a failed attempt with retries left is recorded (``ACTIVITY_FAILED`` with ``retry_at``) and the
 next attempt is scheduled durably, so a crash between attempts neither loses nor repeats one.
+
+Sync activities run on the worker's own :class:`ActivityPool`, never on the event loop's
+default executor, so they neither compete with other code for threads nor wait behind it. An
+attempt's timeout counts from the moment a thread picks it up; an attempt that gets no thread
+within its timeout is withdrawn and never runs. A thread cannot be killed: a timed-out sync
+activity's thread keeps running until the function returns, and holds its pool slot until then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from loom import codec
 from loom.core.replay import ActivityRun
 from loom.errors import PayloadError
+
+if TYPE_CHECKING:
+    from loom.worker import WorkerStats
+
+log = logging.getLogger("loom.worker")
+
+TRACEBACK_LIMIT = 8000
+"""Characters of a failure's traceback kept in its ACTIVITY_FAILED event (the tail: the frame
+that raised and the exception line are at the end)."""
+MESSAGE_LIMIT = 8000
+"""Characters of a failure's message kept."""
+CAUSE_DEPTH = 5
+"""How many links of an exception's ``__cause__``/``__context__`` chain are described."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,50 +52,246 @@ class AttemptOutcome:
     retry_at: float | None = None
 
 
+# ------------------------------------------------------------------------- thread pool
+
+
+class ActivityPool:
+    """The threads one worker runs sync activities on.
+
+    Its size bounds how many sync activities run at once. A timed-out attempt's thread cannot
+    be stopped: it stays busy ("stuck") until the function returns. When every thread is stuck,
+    no sync activity can start; that is logged once per episode and counted in
+    ``stats.activity_pool_exhausted``, and ``stats.activity_threads_stuck`` says how many
+    threads are held right now.
+    """
+
+    def __init__(
+        self, threads: int, *, stats: WorkerStats | None = None, owner: str = "worker"
+    ) -> None:
+        self.size = threads
+        self.owner = owner
+        self._stats = stats
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._stuck = 0
+        self._exhausted = False
+
+    @property
+    def stuck(self) -> int:
+        """Threads held by timed-out attempts whose function has not returned yet."""
+        return self._stuck
+
+    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.size, thread_name_prefix=f"loom-activity-{self.owner}"
+            )
+        return self._executor.submit(fn)
+
+    def shutdown(self) -> None:
+        """Withdraw queued attempts and let idle threads exit; running ones finish on their own
+        (a later :meth:`submit` starts a fresh set of threads)."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def timed_out(self, future: concurrent.futures.Future[Any]) -> None:
+        """``future``'s attempt timed out while its thread runs on: the thread is stuck until
+        the function returns."""
+        with self._lock:
+            self._stuck += 1
+            self._count()
+            if self._stuck >= self.size and not self._exhausted:
+                self._exhausted = True
+                if self._stats is not None:
+                    self._stats.activity_pool_exhausted += 1
+                log.warning(
+                    "%s: all %d activity threads are held by timed-out sync activities that are "
+                    "still running (a thread cannot be stopped); no sync activity can start "
+                    "until one returns. Make the activities give up by themselves before their "
+                    "timeout, or give the worker more threads (activity_threads=..., "
+                    "loom worker --activity-threads)",
+                    self.owner,
+                    self.size,
+                )
+        future.add_done_callback(self._returned)
+
+    def _returned(self, _future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._stuck -= 1
+            self._count()
+            if self._exhausted and self._stuck < self.size:
+                self._exhausted = False
+                log.warning(
+                    "%s: a stuck activity thread returned; activities run again", self.owner
+                )
+
+    def _count(self) -> None:
+        if self._stats is not None:
+            self._stats.activity_threads_stuck = self._stuck
+
+
+class _AttemptTimeout(Exception):
+    """Loom's own timeout of an attempt (as opposed to a TimeoutError the activity raised)."""
+
+    def __init__(self, message: str, where: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+
+
+# ------------------------------------------------------------------------------ running
+
+
 def _bind_args(run: ActivityRun) -> tuple[list[Any], dict[str, Any]]:
-    """Rebuild dataclass/pydantic arguments from their stored JSON using the annotations."""
+    """Rebuild arguments from their stored JSON as the parameters' annotations say."""
     types = run.definition.arg_types
     if not types:
         return run.args, run.kwargs
     fn = run.definition.fn
+    signature = inspect.signature(fn)
     try:
-        bound = inspect.signature(fn).bind(*run.args, **run.kwargs)
+        bound = signature.bind(*run.args, **run.kwargs)
     except TypeError:
         return run.args, run.kwargs  # the call itself will raise the clear TypeError
     for name, value in bound.arguments.items():
-        if name in types:
-            bound.arguments[name] = codec.convert(value, types[name])
+        if name not in types:
+            continue
+        what = f"argument {name!r} of activity {run.definition.name!r}"
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            bound.arguments[name] = tuple(codec.convert(v, types[name], what=what) for v in value)
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            bound.arguments[name] = {
+                k: codec.convert(v, types[name], what=what) for k, v in value.items()
+            }
+        else:
+            bound.arguments[name] = codec.convert(value, types[name], what=what)
     return list(bound.args), dict(bound.kwargs)
 
 
-async def _call(run: ActivityRun) -> Any:
+async def _call(run: ActivityRun, pool: ActivityPool) -> Any:
     args, kwargs = _bind_args(run)
     fn = run.definition.fn
-    if run.definition.is_async:
-        return await fn(*args, **kwargs)
-    return await asyncio.to_thread(fn, *args, **kwargs)
+    timeout = run.definition.timeout_seconds
+    if not run.definition.is_async:
+        return await _in_thread(pool, lambda: fn(*args, **kwargs), timeout)
+    try:
+        async with asyncio.timeout(timeout) as limit:
+            return await fn(*args, **kwargs)
+    except TimeoutError as exc:
+        if not limit.expired():
+            raise  # raised by the activity itself
+        # The cancellation that ended it was raised where the activity was awaiting.
+        where = exc.__cause__.__traceback__ if exc.__cause__ is not None else None
+        raise _AttemptTimeout(f"timed out after {timeout} s", _timed_out_at(where)) from None
 
 
-async def run_attempt(run: ActivityRun, clock: Any) -> AttemptOutcome:
-    """Run one attempt. ``clock()`` gives the current time, used to schedule a retry."""
+@dataclass(slots=True)
+class _Started:
+    at: float | None = None
+    thread: int | None = None
+
+
+async def _in_thread(pool: ActivityPool, call: Callable[[], Any], timeout: float | None) -> Any:
+    """Run ``call`` on ``pool``; ``timeout`` counts from when a thread picks it up. One that
+    gets no thread within ``timeout`` is withdrawn (it never runs)."""
+    loop = asyncio.get_running_loop()
+    began: asyncio.Future[None] = loop.create_future()
+    started = _Started()
+
+    def work() -> Any:
+        started.at, started.thread = time.monotonic(), threading.get_ident()
+        try:
+            loop.call_soon_threadsafe(_resolve, began)
+        except RuntimeError:  # the loop is closed: nobody waits for this attempt any more
+            return None
+        return call()
+
+    future = pool.submit(work)
+    try:
+        if timeout is None:
+            return await asyncio.wrap_future(future)
+        await asyncio.wait({began}, timeout=timeout)
+        if not began.done() and future.cancel():
+            busy = f"{pool.stuck} held by timed-out attempts still running" if pool.stuck else ""
+            raise _AttemptTimeout(
+                f"did not start within {timeout} s: all {pool.size} activity threads were busy"
+                f"{f' ({busy})' if busy else ''}, so it was not run; give the worker more "
+                "threads (activity_threads=..., loom worker --activity-threads)",
+                None,
+            )
+        # Started (perhaps just now, between the deadline and the withdrawal).
+        at = started.at if started.at is not None else time.monotonic()
+        result = asyncio.wrap_future(future)
+        await asyncio.wait({result}, timeout=max(0.0, at + timeout - time.monotonic()))
+        if not result.done():
+            where = _thread_stack(started.thread)
+            result.cancel()  # the thread runs on; its outcome is dropped
+            pool.timed_out(future)
+            raise _AttemptTimeout(f"timed out after {timeout} s", where)
+        return result.result()
+    except asyncio.CancelledError:
+        future.cancel()  # interrupted before a thread picked it up: it must never run
+        raise
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _thread_stack(ident: int | None) -> str | None:
+    """Where a running thread is now: what a timed-out sync activity was doing."""
+    frame = sys._current_frames().get(ident) if ident is not None else None
+    if frame is None:
+        return None
+    try:
+        return _timed_out_at("".join(traceback.format_stack(frame)))
+    except Exception:
+        return None
+
+
+def _timed_out_at(where: str | TracebackType | None) -> str | None:
+    """The recorded traceback of Loom's own timeout: where the activity was when it ran out."""
+    if where is None:
+        return None
+    if not isinstance(where, str):
+        try:
+            where = "".join(traceback.format_tb(where))
+        except Exception:
+            return None
+    return _tail("Timed out while running (most recent call last):\n" + where)
+
+
+async def run_attempt(run: ActivityRun, clock: Any, pool: ActivityPool) -> AttemptOutcome:
+    """Run one attempt. ``clock()`` gives the current time, used to schedule a retry.
+
+    An exception the activity raises is retried unless it is an instance of the activity's
+    ``non_retryable`` classes (TimeoutError and its subclasses included). Loom's own timeout
+    (``timeout_seconds`` elapsed) is recorded as a TimeoutError: retried unless TimeoutError (or
+    a base class of it) is listed.
+    """
     definition = run.definition
     try:
-        async with asyncio.timeout(definition.timeout_seconds):
-            value = await _call(run)
+        value = await _call(run, pool)
         return AttemptOutcome(
             True, codec.to_json(value, what=f"the result of activity {definition.name!r}")
         )
     except asyncio.CancelledError:
         raise
-    except TimeoutError as exc:
-        error = _describe(exc)
-        if not str(exc):
-            error["message"] = f"timed out after {definition.timeout_seconds} s"
-        retryable = True
+    except _AttemptTimeout as exc:
+        error: dict[str, Any] = {
+            "type": "TimeoutError",
+            "message": exc.message,
+            "traceback": exc.where,
+            "cause": None,
+        }
+        retryable = not issubclass(TimeoutError, definition.non_retryable)
     except PayloadError as exc:
-        error, retryable = _describe(exc), False
+        error, retryable = describe_error(exc), False
     except Exception as exc:
-        error = _describe(exc)
+        error = describe_error(exc)
         retryable = not isinstance(exc, definition.non_retryable)
     if retryable and run.attempt <= definition.retry_count:
         retry_at = clock() + definition.delay_before(run.attempt + 1)
@@ -76,5 +299,78 @@ async def run_attempt(run: ActivityRun, clock: Any) -> AttemptOutcome:
     return AttemptOutcome(False, error=error)
 
 
-def _describe(exc: BaseException) -> dict[str, Any]:
-    return {"type": type(exc).__name__, "message": str(exc)}
+# ----------------------------------------------------------------------- describing errors
+
+
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    """What an ACTIVITY_FAILED event records of ``exc``; never raises, bounded in size.
+
+    ``type`` and ``message`` are what histories have always held; ``traceback`` is the
+    formatted exception (its tail, at most :data:`TRACEBACK_LIMIT` characters) and ``cause``
+    the ``__cause__``/``__context__`` chain as nested ``{"type", "message", "cause"}`` (at
+    most :data:`CAUSE_DEPTH` deep).
+    """
+    return {
+        "type": _type_name(exc),
+        "message": _message(exc),
+        "traceback": _format(exc),
+        "cause": _cause(exc, depth=1, seen={id(exc)}),
+    }
+
+
+def _cause(exc: BaseException, *, depth: int, seen: set[int]) -> dict[str, Any] | None:
+    try:
+        if exc.__cause__ is not None:
+            link: BaseException | None = exc.__cause__
+        else:
+            link = None if exc.__suppress_context__ else exc.__context__
+    except Exception:
+        return None
+    if link is None or depth > CAUSE_DEPTH or id(link) in seen:
+        return None
+    seen.add(id(link))
+    return {
+        "type": _type_name(link),
+        "message": _message(link),
+        "cause": _cause(link, depth=depth + 1, seen=seen),
+    }
+
+
+def _type_name(exc: BaseException) -> str:
+    try:
+        name = type(exc).__name__
+    except Exception:
+        name = None
+    if isinstance(name, str) and name.isprintable() and 0 < len(name) <= 200:
+        return name
+    return "<unnamed exception type>"
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        return f"<unprintable {_type_name(exc)}>"
+    if len(text) > MESSAGE_LIMIT:
+        dropped = len(text) - MESSAGE_LIMIT
+        text = f"{text[:MESSAGE_LIMIT]}... ({dropped} more characters)"
+    return text
+
+
+def _format(exc: BaseException) -> str | None:
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception:
+        try:
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+        except Exception:
+            frames = ""
+        text = f"{frames}{_type_name(exc)}: {_message(exc)}\n"
+    return _tail(text)
+
+
+def _tail(text: str) -> str:
+    if len(text) <= TRACEBACK_LIMIT:
+        return text
+    dropped = len(text) - TRACEBACK_LIMIT
+    return f"[{dropped} earlier characters not kept]\n{text[-TRACEBACK_LIMIT:]}"

@@ -10,12 +10,15 @@ Encoding happens at the call site, before any side effect: a value that cannot b
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+import inspect
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from loom.errors import PayloadError
+
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
 
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
 
@@ -57,13 +60,68 @@ def to_json(value: Any, *, what: str = "value") -> Any:
     return orjson.loads(dumps(value, what=what))
 
 
-def convert(value: Any, annotation: Any) -> Any:
-    """Rebuild a dataclass or pydantic model from its JSON form when ``annotation`` asks for one."""
-    if value is None or not isinstance(annotation, type):
+def convert(value: Any, annotation: Any, *, what: str = "value") -> Any:
+    """Rebuild ``value`` (its JSON form) as ``annotation`` says: dataclasses, pydantic models,
+    ``Model | None``, ``list[Model]``, ``dict[str, Model]``, tuples, nested dataclass fields ...
+
+    Validation is pydantic's (lax mode), so whatever pydantic understands works. No annotation
+    (``None``, ``Any``) or one pydantic cannot build a schema for (an arbitrary class) leaves the
+    value as stored. A value that does not validate raises PayloadError naming ``what``.
+    """
+    if annotation is None or annotation is Any or annotation is inspect.Parameter.empty:
         return value
-    validate = getattr(annotation, "model_validate", None)
-    if callable(validate):
-        return validate(value)
-    if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
-        return annotation(**value)
-    return value
+    adapter = _adapter(annotation)
+    if adapter is None:
+        return value
+    from pydantic import ValidationError
+
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise PayloadError(
+            f"{what} does not match its annotation {_type_name(annotation)}: "
+            f"{_validation_summary(exc)}"
+        ) from None
+
+
+_NO_ADAPTER: Any = object()
+_adapters: dict[Any, Any] = {}
+_ADAPTER_CACHE_LIMIT = 1024
+
+
+def _adapter(annotation: Any) -> TypeAdapter[Any] | None:
+    """The (cached) TypeAdapter for ``annotation``; None if pydantic cannot handle it.
+
+    Built once per annotation: building one costs far more than validating with it.
+    """
+    try:
+        cached = _adapters.get(annotation)
+    except TypeError:  # unhashable (e.g. Annotated with a list in its metadata): not cached
+        return _build_adapter(annotation)
+    if cached is None:
+        cached = _build_adapter(annotation)
+        if len(_adapters) >= _ADAPTER_CACHE_LIMIT:
+            _adapters.clear()
+        _adapters[annotation] = _NO_ADAPTER if cached is None else cached
+    return None if cached is _NO_ADAPTER else cached
+
+
+def _build_adapter(annotation: Any) -> TypeAdapter[Any] | None:
+    from pydantic import PydanticUserError, TypeAdapter
+
+    try:
+        return TypeAdapter(annotation)
+    except (PydanticUserError, TypeError, NameError):
+        return None  # not a type pydantic knows (or an unresolved forward reference)
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__qualname__
+    return repr(annotation).replace("typing.", "")
+
+
+def _validation_summary(exc: Exception) -> str:
+    """pydantic's message without its documentation links."""
+    lines = [line for line in str(exc).splitlines() if "errors.pydantic.dev" not in line]
+    return " ".join(line.strip() for line in lines)

@@ -9,7 +9,6 @@ embedders can pass their own.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,7 +40,9 @@ class ActivityDefinition:
 
     ``retry_count`` is the number of retries after the first attempt. The n-th retry waits
     ``min(retry_delay * retry_backoff ** (n - 1), retry_max_delay)`` seconds. Exceptions that are
-    instances of ``non_retryable`` fail the activity at once.
+    instances of ``non_retryable`` fail the activity at once, TimeoutError subclasses included;
+    an attempt that exceeds ``timeout_seconds`` fails with a TimeoutError, which is retried
+    unless TimeoutError (or a base class of it) is listed.
     """
 
     name: str
@@ -55,8 +56,9 @@ class ActivityDefinition:
     is_async: bool = True
     return_annotation: Any = None
     description: str | None = None
-    arg_types: Mapping[str, type[Any]] = field(default_factory=dict)
-    """Parameters annotated with a dataclass or pydantic model: rebuilt from stored JSON."""
+    arg_types: Mapping[str, Any] = field(default_factory=dict)
+    """Annotated parameters: their stored JSON is rebuilt as the annotation says (see
+    :func:`loom.codec.convert`); for ``*args``/``**kwargs`` the annotation is each item's."""
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 = first retry)."""
@@ -207,11 +209,7 @@ def _make_activity(
         hints = inspect.get_annotations(fn, eval_str=True)
     except Exception:
         hints = {}
-    arg_types = {
-        param: hint
-        for param, hint in hints.items()
-        if param != "return" and isinstance(hint, type) and _is_structured(hint)
-    }
+    arg_types = {param: hint for param, hint in hints.items() if param != "return"}
     definition = ActivityDefinition(
         name=name or fn.__name__,
         fn=fn,
@@ -229,10 +227,6 @@ def _make_activity(
     setattr(fn, _ACTIVITY_ATTR, definition)
     registry.add_activity(definition)
     return fn
-
-
-def _is_structured(hint: type[Any]) -> bool:
-    return dataclasses.is_dataclass(hint) or callable(getattr(hint, "model_validate", None))
 
 
 @overload
@@ -268,8 +262,10 @@ def activity(
 ) -> F | Callable[[F], F]:
     """Declare a side-effecting function that workflows call with ``await ctx.activity(fn, ...)``.
 
-    The function is returned unchanged (callable directly in tests); sync functions run in a
-    thread. Execution is at-least-once and the result is recorded exactly once.
+    The function is returned unchanged (callable directly in tests); sync functions run on the
+    worker's activity threads. A thread cannot be killed: when a sync activity times out, its
+    thread keeps running until the function returns, and its result is ignored. Execution is
+    at-least-once and the result is recorded exactly once.
     """
     options: dict[str, Any] = dict(
         name=name,

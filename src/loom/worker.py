@@ -32,7 +32,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from loom.activities import AttemptOutcome, run_attempt
+from loom.activities import ActivityPool, AttemptOutcome, run_attempt
 from loom.core.history import Event, EventType
 from loom.core.replay import ActivityRun, WorkflowExecution
 from loom.definitions import Registry
@@ -100,6 +100,11 @@ class WorkerStats:
     activities: int = 0
     lease_lost: int = 0
     handling_errors: int = 0
+    activity_threads_stuck: int = 0
+    """Activity threads held right now by timed-out sync activities that have not returned."""
+    activity_pool_exhausted: int = 0
+    """Times every activity thread was held by a timed-out sync activity (no sync activity
+    could start until one returned)."""
     started_at: float = field(default_factory=time.time)
 
 
@@ -160,6 +165,9 @@ class Worker:
     ``signal_check_interval`` is how often a workflow that waits for a signal while its
     activities run looks for signals sent from other processes (signals sent through this
     process's ``Database`` reach it at once).
+    ``activity_threads`` is how many sync activities run at once, on the worker's own threads
+    (default ``max(8, 4 * concurrency)``); a timed-out sync activity holds its thread until the
+    function returns, since a thread cannot be stopped.
     """
 
     max_handling_failures = 5
@@ -182,6 +190,7 @@ class Worker:
         worker_id: str | None = None,
         inline_window: float = 0.05,
         signal_check_interval: float = 0.2,
+        activity_threads: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise LoomError("concurrency must be >= 1")
@@ -189,6 +198,8 @@ class Worker:
             raise LoomError("poll_interval, lease_seconds and signal_check_interval must be > 0")
         if inline_window < 0:
             raise LoomError("inline_window must be >= 0")
+        if activity_threads is not None and activity_threads < 1:
+            raise LoomError("activity_threads must be >= 1")
         self.database = database
         self.store = database.store
         self.registry = registry or database.registry
@@ -199,6 +210,9 @@ class Worker:
         self.signal_check_interval = signal_check_interval
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self.stats = WorkerStats()
+        self.activity_pool = ActivityPool(
+            activity_threads or max(8, 4 * concurrency), stats=self.stats, owner=self.worker_id
+        )
         database.workers.add(self)
         self._cache: collections.OrderedDict[str, WorkflowExecution] = collections.OrderedDict()
         self._cache_size = cache_size
@@ -240,6 +254,7 @@ class Worker:
                 await self._running
             self._running = None
         await self._drain()
+        self.activity_pool.shutdown()
 
     async def run(self) -> None:
         """Claim and drive workflows until :meth:`stop` is called.
@@ -569,7 +584,7 @@ class Worker:
 
     async def _attempt(self, run: ActivityRun) -> AttemptOutcome:
         try:
-            return await run_attempt(run, time.time)
+            return await run_attempt(run, time.time, self.activity_pool)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # sys.exit() in an activity fails the attempt

@@ -16,7 +16,7 @@ from rich.text import Text
 from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, open_database, run
 from loom.cli.timeline import StepRun, failure_cause, step_runs
-from loom.core.history import Event
+from loom.core.history import Event, EventType
 from loom.status import WorkflowStatus
 from loom.store.base import WorkflowRecord
 
@@ -27,7 +27,12 @@ def inspect_command(
         bool, typer.Option("--events", "-e", help="Also print the whole event history.")
     ] = False,
     traceback: Annotated[
-        bool, typer.Option("--traceback", help="Print the recorded traceback of a failure.")
+        bool,
+        typer.Option(
+            "--traceback",
+            help="Print the recorded tracebacks: of the workflow's error and of every failed "
+            "activity attempt.",
+        ),
     ] = False,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
@@ -46,6 +51,8 @@ def inspect_command(
     cause = failure_cause(history) if error and error.get("type") == "ActivityFailedError" else None
     if as_json:
         document = _as_json(record, runs, cause)
+        if traceback:
+            document["failed_attempts"] = _failed_attempts(history)
         if events:
             document["events"] = [_event_json(e) for e in history]
         render.emit_json(document)
@@ -60,6 +67,9 @@ def inspect_command(
         _section(out, "Canceled", Text(f"reason: {reason}" if reason else "no reason given"))
     elif error:
         _section(out, "Error", _error_block(error, cause, show_traceback=traceback))
+    attempts = _failed_attempts(history) if traceback else []
+    if attempts:
+        _section(out, f"Failed activity attempts ({len(attempts)})", _attempts_block(attempts))
     if events:
         _section(out, f"Events ({len(history)})", _events_table(history))
 
@@ -188,6 +198,48 @@ def _error_block(
         )
     if show_traceback and error.get("traceback"):
         parts.append(Text(str(error["traceback"]).rstrip(), style="dim"))
+    return Group(*parts)
+
+
+def _failed_attempts(history: list[Event]) -> list[dict[str, Any]]:
+    """Every ACTIVITY_FAILED event: which activity, which attempt, and its recorded error
+    (traceback and cause chain included when the history has them)."""
+    return [
+        {
+            "seq": event.seq,
+            "activity": event.payload.get("name"),
+            "attempt": event.payload.get("attempt"),
+            "scheduled": event.payload.get("scheduled"),
+            "retried": event.payload.get("retry_at") is not None,
+            "failed_at": render.iso(event.timestamp),
+            "error": event.payload.get("error") or {},
+        }
+        for event in history
+        if event.type is EventType.ACTIVITY_FAILED
+    ]
+
+
+def _attempts_block(attempts: list[dict[str, Any]]) -> RenderableType:
+    parts: list[RenderableType] = []
+    for i, attempt in enumerate(attempts):
+        error = attempt["error"]
+        then = "retried" if attempt["retried"] else "not retried"
+        if i:
+            parts.append(Text(""))
+        parts.append(
+            Text(
+                f"activity {attempt['activity']!r} attempt {attempt['attempt']} (seq "
+                f"{attempt['seq']}, {then}): {error.get('type', 'Error')}: "
+                f"{error.get('message', '')}",
+                "red",
+            )
+        )
+        link = error.get("cause")
+        while isinstance(link, dict):
+            parts.append(Text(f"  caused by {link.get('type')}: {link.get('message')}"))
+            link = link.get("cause")
+        if error.get("traceback"):
+            parts.append(Text(str(error["traceback"]).rstrip(), style="dim"))
     return Group(*parts)
 
 

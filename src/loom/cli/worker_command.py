@@ -45,6 +45,15 @@ def worker_command(
             "--lease-seconds", min=0.1, help="How long a stopped worker's workflows stay locked."
         ),
     ] = 10.0,
+    activity_threads: Annotated[
+        int | None,
+        typer.Option(
+            "--activity-threads",
+            min=1,
+            help="Sync activities run at once, on the worker's own threads "
+            "[default: max(8, 4 x workers)].",
+        ),
+    ] = None,
     modules: ModulesOption = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No status line; warnings and errors only.")
@@ -55,7 +64,9 @@ def worker_command(
     out = render.console(stderr=True)
     _configure_logging(out, quiet)
     names = import_modules(modules)
-    run(_serve(database, names, workers, poll_interval, lease_seconds, out, quiet))
+    run(
+        _serve(database, names, workers, poll_interval, lease_seconds, out, quiet, activity_threads)
+    )
 
 
 def _configure_logging(out: Console, quiet: bool) -> None:
@@ -79,11 +90,16 @@ async def _serve(
     lease_seconds: float,
     out: Console,
     quiet: bool,
+    activity_threads: int | None = None,
 ) -> None:
     async with open_database(database) as db:
         require_workflows(db.registry, names)
         worker = loom.Worker(
-            db, concurrency=concurrency, poll_interval=poll_interval, lease_seconds=lease_seconds
+            db,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            lease_seconds=lease_seconds,
+            activity_threads=activity_threads,
         )
         status = StatusLine(worker)
         loop = asyncio.get_running_loop()
@@ -112,10 +128,12 @@ async def _serve(
         try:
             workflows = ", ".join(sorted(d.name for d in db.registry.workflows()))
             log.info(
-                "worker %s ready on %s: %d at once, polling every %s s; workflows: %s",
+                "worker %s ready on %s: %d at once (%d activity threads), polling every %s s; "
+                "workflows: %s",
                 worker.worker_id,
                 db.url,
                 concurrency,
+                worker.activity_pool.size,
                 poll_interval,
                 workflows,
             )

@@ -183,7 +183,8 @@ class WorkflowContext(Generic[InputT, StateT]):
         }
         event = self._execution.decide(EventType.ACTIVITY_SCHEDULED, payload)
         result = await self._execution.schedule_activity(event, definition)
-        return codec.convert(result, definition.return_annotation)
+        returned = f"the result of activity {definition.name!r}"
+        return codec.convert(result, definition.return_annotation, what=returned)
 
     async def sleep(
         self,
