@@ -32,7 +32,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from loom.activities import ActivityPool, AttemptOutcome, run_attempt
+from loom.activities import ActivityPool, AttemptOutcome, describe_error, run_attempt
 from loom.core.history import Event, EventType
 from loom.core.replay import ActivityRun, WorkflowExecution
 from loom.definitions import Registry
@@ -143,14 +143,11 @@ def _text(value: object) -> str:
 def _base_exception_outcome(exc: BaseException) -> AttemptOutcome:
     """An attempt that raised a BaseException (``sys.exit()``, ``KeyboardInterrupt``): a failure of
     that attempt, not retried, instead of the end of the worker."""
-    kind = _text(type(exc).__name__)
-    return AttemptOutcome(
-        False,
-        error={
-            "type": kind,
-            "message": f"the activity raised {kind}({_text(exc)}); a BaseException is not retried",
-        },
+    error = describe_error(exc)
+    error["message"] = (
+        f"the activity raised {error['type']}({error['message']}); a BaseException is not retried"
     )
+    return AttemptOutcome(False, error=error)
 
 
 class Worker:
