@@ -36,7 +36,8 @@ from loom.activities import ActivityPool, AttemptOutcome, describe_error, run_at
 from loom.core.history import Event, EventType
 from loom.core.replay import ActivityRun, WorkflowExecution
 from loom.definitions import Registry
-from loom.errors import DatabaseCorruptError, DatabaseUnavailableError, LoomError
+from loom.errors import DatabaseCorruptError, LoomError
+from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome, Signal
 
@@ -44,48 +45,6 @@ if TYPE_CHECKING:
     from loom.client import Database
 
 log = logging.getLogger("loom.worker")
-
-OUTAGE_ERRORS: tuple[type[Exception], ...] = (DatabaseUnavailableError, OSError, TimeoutError)
-"""What a database outage looks like to a worker: the stores report a lost or refused connection,
-a full disk or a locked file as DatabaseUnavailableError; OSError and TimeoutError can still escape
-while a connection is being made. Any other error while handling one workflow is that workflow's
-problem (see ``Worker.max_handling_failures``)."""
-
-
-class _Backoff:
-    """Retry pacing for one kind of database call during an outage.
-
-    Delays start at ``first`` and double up to ``limit``; a success resets them. Only the first
-    failure of an outage is logged (with its traceback), and the recovery once, so a long outage
-    does not flood the log.
-    """
-
-    first = 0.1
-    limit = 5.0
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self._next: float | None = None  # None: no outage in progress
-
-    def failed(self, exc: BaseException) -> float:
-        """Note a failure; return how long to wait before trying again."""
-        if self._next is None:
-            # One line per outage; a traceback only when the cause is not a plain outage.
-            log.warning(
-                "%s failed; retrying until the database is back: %s",
-                self.what,
-                exc,
-                exc_info=None if isinstance(exc, OUTAGE_ERRORS) else exc,
-            )
-            self._next = self.first
-        delay = self._next
-        self._next = min(delay * 2, self.limit)
-        return delay
-
-    def succeeded(self) -> None:
-        if self._next is not None:
-            log.warning("%s works again", self.what)
-        self._next = None
 
 
 @dataclass
@@ -220,8 +179,9 @@ class Worker:
         self._renewer: asyncio.Task[None] | None = None
         self._failures: dict[str, int] = {}
         """Consecutive handling errors per workflow id (see ``max_handling_failures``)."""
-        self._writes = _Backoff(
-            f"{self.worker_id}: recording workflow progress (no new work is started meanwhile)"
+        self._outages = OutageLog(self.worker_id)
+        self._writes = Backoff(
+            "recording workflow progress (no new work is started meanwhile)", self._outages
         )
         self._writes_failing = False
         self._writes_resume_at = 0.0
@@ -266,7 +226,7 @@ class Worker:
             await self.store.listen(wake)
         except Exception:  # wake-ups are an optimisation: polling finds the work regardless
             log.warning("%s: cannot listen for new work; polling only", self.worker_id)
-        outage = _Backoff(f"{self.worker_id}: looking for work")
+        outage = Backoff("looking for work", self._outages)
         try:
             while not self._stopping:
                 try:
@@ -376,7 +336,7 @@ class Worker:
         """Extend held leases every third of a lease. A renewal that fails is simply tried again
         at the next tick: if the database stays away longer than the lease, the leases run out
         and fencing makes sure this worker's late writes are rejected."""
-        outage = _Backoff(f"{self.worker_id}: lease renewal")
+        outage = Backoff("lease renewal", self._outages)
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             if not self._held:
@@ -433,7 +393,7 @@ class Worker:
         except OUTAGE_ERRORS as exc:
             # The database is away (or full): the workflow is given back, or its lease runs
             # out, and it resumes later from what was durably recorded, so it is never lost.
-            # The outage itself is logged once (see _Backoff), not once per workflow.
+            # The outage itself is logged once (see loom.outage), not once per workflow.
             log.debug("workflow %s: database unavailable, retried later: %s", wid, exc)
             self._evict(wid, execution)
             with contextlib.suppress(Exception):

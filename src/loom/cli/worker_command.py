@@ -8,10 +8,13 @@ expire after ``--lease-seconds`` and other workers take the workflows over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import typer
@@ -22,8 +25,10 @@ from rich.logging import RichHandler
 import loom
 from loom.cli import render
 from loom.cli.common import DatabaseOption, ModulesOption, open_database, run
+from loom.cli.errors import CliError
 from loom.cli.modules import import_modules, require_workflows
 from loom.cli.status_line import StatusLine
+from loom.outage import OUTAGE_ERRORS, Backoff
 
 PLAIN_STATUS_SECONDS = 10.0
 log = logging.getLogger("loom.cli")
@@ -54,6 +59,15 @@ def worker_command(
             "[default: max(8, 4 x workers)].",
         ),
     ] = None,
+    give_up_after: Annotated[
+        float | None,
+        typer.Option(
+            "--give-up-after",
+            min=0,
+            help="Exit 1 if the database cannot be reached for this many seconds at start "
+            "[default: wait for it as long as it takes].",
+        ),
+    ] = None,
     modules: ModulesOption = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No status line; warnings and errors only.")
@@ -65,7 +79,17 @@ def worker_command(
     _configure_logging(out, quiet)
     names = import_modules(modules)
     run(
-        _serve(database, names, workers, poll_interval, lease_seconds, out, quiet, activity_threads)
+        _serve(
+            database,
+            names,
+            workers,
+            poll_interval,
+            lease_seconds,
+            out,
+            quiet,
+            activity_threads,
+            give_up_after,
+        )
     )
 
 
@@ -91,8 +115,9 @@ async def _serve(
     out: Console,
     quiet: bool,
     activity_threads: int | None = None,
+    give_up_after: float | None = None,
 ) -> None:
-    async with open_database(database) as db:
+    async with _reachable_database(database, give_up_after) as db:
         require_workflows(db.registry, names)
         worker = loom.Worker(
             db,
@@ -144,6 +169,42 @@ async def _serve(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
         log.info("worker %s stopped: %s", worker.worker_id, status.summary())
+
+
+@contextlib.asynccontextmanager
+async def _reachable_database(
+    url: str | None, give_up_after: float | None
+) -> AsyncIterator[loom.Database]:
+    """The database, once it can be reached: a worker started during an outage (the server is
+    restarting, the network is not up yet) waits for it with backoff, as a running worker
+    rides out an outage, instead of exiting. Only an outage is waited out: a wrong URL or a
+    database never initialized fails at once."""
+    started = time.monotonic()
+    delay = Backoff.first
+    while True:
+        stack = contextlib.AsyncExitStack()
+        try:
+            db = await stack.enter_async_context(open_database(url))
+        except OUTAGE_ERRORS as exc:
+            waited = time.monotonic() - started
+            if give_up_after is not None and waited >= give_up_after:
+                raise CliError(
+                    f"the database is still unreachable after {waited:.0f} s: {exc}"
+                ) from None
+            if delay == Backoff.first:
+                log.warning(
+                    "the database is unreachable (%s); waiting for it%s",
+                    exc,
+                    "" if give_up_after is None else f" for up to {give_up_after:g} s",
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, Backoff.limit)
+            continue
+        if delay != Backoff.first:
+            log.warning("the database is reachable; starting")
+        async with stack:
+            yield db
+        return
 
 
 async def _show_status(
