@@ -108,24 +108,41 @@ ACTIVITY_LABELS = {"prepare.a", "prepare.b", "fan.x", "fan.y", "approve.c"}
 
 
 def instrument(db: loom.Database) -> None:
-    """Put crash points around this process's claims and commits."""
+    """Put crash points around this process's claims and commits. Once a crash point fired,
+    the process is dead: every later call it makes to the database raises Crash too, so
+    nothing it still does (a worker survives an activity's BaseException) is recorded."""
     store = db.store
     claim, commit = store.claim, store.commit
 
+    def dead() -> None:
+        if injector.fired:
+            raise Crash("the process is dead")
+
     async def crashing_claim(*args: Any, **kwargs: Any) -> Any:
+        dead()
         claims = await claim(*args, **kwargs)
         if claims:
             injector.reach("claim_after")
         return claims
 
     async def crashing_commit(*args: Any, **kwargs: Any) -> Any:
+        dead()
         injector.reach("commit_before")
         outcome = await commit(*args, **kwargs)
         injector.reach("commit_after")
         return outcome
 
+    def guarded(method: Any) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            dead()
+            return await method(*args, **kwargs)
+
+        return call
+
     store.claim = crashing_claim  # type: ignore[method-assign]
     store.commit = crashing_commit  # type: ignore[method-assign]
+    for name in ("release", "renew", "load_history", "read_signals", "get_workflow"):
+        setattr(store, name, guarded(getattr(store, name)))
 
 
 async def live_one_process(
@@ -152,7 +169,10 @@ async def live_one_process(
         try:
             while await handle.status() is WorkflowStatus.RUNNING:
                 assert time.monotonic() < deadline, "the workflow made no progress in 10 s"
-                if not await worker.run_once():
+                ran = await worker.run_once()
+                if injector.fired:
+                    return False
+                if not ran:
                     await asyncio.sleep(0.01)  # a dead process's lease has not run out yet
         except Crash:
             return False

@@ -81,6 +81,8 @@ class _Held:
     """The signal waits (by seq) the inbox was read for: a new wait reads it again."""
     nudge: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when something arrives for it (a signal, a cancel) while it waits on activities."""
+    awaits_signal: bool = False
+    """It waits for a signal while its activities run: another process's changes wake it."""
 
 
 class _Abort(Exception):
@@ -224,6 +226,7 @@ class Worker:
         wake = self.database.work_available.notify
         try:
             await self.store.listen(wake)
+            await self.store.listen(self._changes_elsewhere, topic="changes")
         except Exception:  # wake-ups are an optimisation: polling finds the work regardless
             log.warning("%s: cannot listen for new work; polling only", self.worker_id)
         outage = Backoff("looking for work", self._outages)
@@ -245,6 +248,7 @@ class Worker:
         finally:
             await self._drain()
             await self.store.unlisten(wake)
+            await self.store.unlisten(self._changes_elsewhere, topic="changes")
 
     async def run_once(self) -> bool:
         """Claim one ready workflow and drive it until it parks or ends. False if none."""
@@ -372,6 +376,14 @@ class Worker:
         if held is not None:
             held.inbox = None
             held.nudge.set()
+
+    def _changes_elsewhere(self) -> None:
+        """Another process changed some workflow (PostgreSQL announces it): one that waits for a
+        signal while its activities run reads its signals again, in case it was sent one."""
+        for held in self._held.values():
+            if held.awaits_signal:
+                held.inbox = None
+                held.nudge.set()
 
     # -- driving one workflow -------------------------------------------------------------
     async def _advance(self, claim: Claim) -> None:
@@ -558,6 +570,7 @@ class Worker:
             check = self.signal_check_interval
             timeout = check if timeout is None else min(timeout, check)
         held.nudge.clear()
+        held.awaits_signal = waits_for_signal
         nudged = asyncio.get_running_loop().create_task(held.nudge.wait())
         try:
             await asyncio.wait(
@@ -567,6 +580,7 @@ class Worker:
             )
         finally:
             nudged.cancel()
+            held.awaits_signal = False
         if waits_for_signal:
             held.inbox = None  # look again: a signal may have come from another process
 
