@@ -5,7 +5,11 @@ make the same decisions every time it is replayed. Running it on the worker's re
 its scheduling with unrelated I/O. Instead each workflow gets this loop: callbacks run strictly in
 FIFO order and :meth:`run_until_idle` returns as soon as every workflow task is blocked on a
 durable call. There is no clock here: ``asyncio.sleep(n)`` and timeouts fail with advice to use
-``ctx.sleep``, because a wall clock cannot be replayed.
+``ctx.sleep``, because a wall clock cannot be replayed; threads, sockets and subprocesses fail the
+same way, with advice to use an activity.
+
+The loop also remembers the tasks created since :meth:`DeterministicLoop.take_tasks`, so the
+executor can tell when a step returns while a task it started is still pending.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import contextvars
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, NoReturn, TypeVar
 
-from loom.errors import LoomError
+from loom.errors import WorkflowSandboxError
 
 T = TypeVar("T")
 
-
-class WorkflowSandboxError(LoomError, RuntimeError):
-    """Workflow code used something that cannot be replayed (wall-clock timers, real I/O)."""
+_USE_AN_ACTIVITY = (
+    "do that inside an activity (`await ctx.activity(fn, ...)`), which runs on the worker and "
+    "whose result is recorded"
+)
 
 
 class DeterministicLoop(asyncio.AbstractEventLoop):
@@ -31,6 +36,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._ready: collections.deque[asyncio.Handle] = collections.deque()
         self._closed = False
         self._errors: list[dict[str, Any]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
 
     # -- what asyncio.Task / Future / gather need -----------------------------------------
     def call_soon(  # type: ignore[override]
@@ -53,7 +59,14 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         name: str | None = None,
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[T]:
-        return asyncio.Task(coro, loop=self, name=name, context=context)
+        task = asyncio.Task(coro, loop=self, name=name, context=context)
+        self._tasks.append(task)
+        return task
+
+    def take_tasks(self) -> list[asyncio.Task[Any]]:
+        """The tasks created since the last call, oldest first."""
+        tasks, self._tasks = self._tasks, []
+        return tasks
 
     def get_debug(self) -> bool:
         return False
@@ -89,7 +102,14 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
 
     def call_soon_threadsafe(self, *args: Any, **kwargs: Any) -> NoReturn:  # type: ignore[override]
         raise WorkflowSandboxError(
-            "workflow code cannot wait on threads or I/O; do that inside an activity"
+            f"workflow code cannot wait on threads or I/O; {_USE_AN_ACTIVITY}"
+        )
+
+    def run_in_executor(self, *args: Any, **kwargs: Any) -> NoReturn:  # type: ignore[override]
+        raise WorkflowSandboxError(
+            "workflow code cannot run functions in threads (asyncio.to_thread, "
+            f"loop.run_in_executor): their result is not recorded, so replay cannot repeat it; "
+            f"{_USE_AN_ACTIVITY}"
         )
 
     # -- driving ---------------------------------------------------------------------------
@@ -105,3 +125,40 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
                     handle._run()
         finally:
             asyncio.events._set_running_loop(previous)
+
+
+def _no_io(name: str) -> Callable[..., NoReturn]:
+    def refuse(self: DeterministicLoop, *args: Any, **kwargs: Any) -> NoReturn:
+        raise WorkflowSandboxError(
+            f"workflow code cannot use loop.{name}() (sockets, pipes, subprocesses, signals, "
+            f"threads): nothing it does is recorded, so replay cannot repeat it; {_USE_AN_ACTIVITY}"
+        )
+
+    refuse.__name__ = name
+    return refuse
+
+
+# The event-loop operations left are I/O of some kind (or loop administration, which workflow
+# code has no business doing): refuse the I/O with advice rather than AbstractEventLoop's bare
+# NotImplementedError.
+_ADMINISTRATION = {
+    "run_forever",
+    "run_until_complete",
+    "stop",
+    "shutdown_asyncgens",
+    "shutdown_default_executor",
+    "set_default_executor",
+    "set_task_factory",
+    "get_task_factory",
+    "get_exception_handler",
+    "set_exception_handler",
+    "set_debug",
+}
+for _name, _member in vars(asyncio.AbstractEventLoop).items():
+    if (
+        callable(_member)
+        and not _name.startswith("_")
+        and _name not in vars(DeterministicLoop)
+        and _name not in _ADMINISTRATION
+    ):
+        setattr(DeterministicLoop, _name, _no_io(_name))
