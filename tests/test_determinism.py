@@ -426,7 +426,7 @@ class DetForgetsHelper(loom.Workflow[dict[str, Any], dict[str, Any]]):
         async def later() -> None:
             await ctx.sleep(seconds=1)
 
-        asyncio.ensure_future(later())
+        asyncio.ensure_future(later())  # noqa: RUF006
 
 
 @pytest.mark.parametrize(
