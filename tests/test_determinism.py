@@ -455,6 +455,8 @@ async def test_a_task_left_pending_by_a_step_fails_that_step(
         ["prepare"] if workflow is DetForgetsLast else []
     )
     assert calls["forgotten-last"] == calls["forgotten-early"] == calls["finish"] == 0
+    [report] = await db.check_replay([handle.workflow_id])  # the failure replays as recorded
+    assert report.ok, report.problem
 
 
 # --------------------------------------------------- 15. awaits nothing durable completes
@@ -520,6 +522,8 @@ async def test_a_step_awaiting_something_not_durable_fails_saying_what_to_use(
     assert cause["message"].strip() != ""
     assert await handle.state() == {"started": True}
     assert isinstance(loom.WorkflowSandboxError("x"), loom.LoomError)
+    [report] = await db.check_replay([handle.workflow_id])  # the failure replays as recorded
+    assert report.ok, report.problem
 
 
 @loom.workflow(name="det_Cooperating")
