@@ -335,6 +335,69 @@ async def test_endless_and_absurd_durations_are_refused_at_the_call_site(
     assert not of_type(events, EventType.SIGNAL_WAIT_STARTED)
 
 
+def test_an_activity_cannot_be_defined_with_an_endless_or_nan_timing() -> None:
+    for option in ("timeout_seconds", "retry_delay", "retry_backoff", "retry_max_delay"):
+        for bad in (math.nan, math.inf):
+            with pytest.raises(loom.DefinitionError, match=f"{option} must be a finite number"):
+
+                @loom.activity(name=f"det_bad_{option}", **{option: bad})
+                async def timed() -> None:
+                    pass
+
+
+@loom.workflow(name="det_HugeSleep")
+class DetHugeSleep(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def wait(self, ctx: Ctx) -> None:
+        try:
+            await ctx.sleep(seconds=10**400)
+        except ValueError as exc:
+            await ctx.state.set("refused", str(exc))
+
+
+async def test_a_sleep_of_a_huge_integer_is_refused_like_any_absurd_duration(
+    db: loom.Database,
+) -> None:
+    handle = await db.start_workflow(DetHugeSleep)
+    async with worker(db):
+        state = await handle.result(timeout=20)
+    assert "100 years" in state["refused"]
+
+
+# ---------------------------------------------- an activity's arguments belong to the call
+
+attempts_seen: list[Any] = []
+
+
+@loom.activity(name="det_scribbler", retry_count=2, retry_delay=0)
+async def det_scribbler(order: dict[str, Any]) -> int:
+    attempts_seen.append(copy.deepcopy(order))
+    order["lines"].append("scribbled")  # a careless activity changes its argument in place
+    order["attempt"] = len(attempts_seen)
+    if len(attempts_seen) < 3:
+        raise RuntimeError("try again")
+    return len(order["lines"])
+
+
+@loom.workflow(name="det_Scribble")
+class DetScribble(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def call(self, ctx: Ctx) -> None:
+        await ctx.state.set("lines", await ctx.activity(det_scribbler, {"lines": ["a"]}))
+
+
+async def test_an_attempt_changing_its_arguments_changes_neither_history_nor_retries(
+    db: loom.Database,
+) -> None:
+    attempts_seen.clear()
+    handle = await db.start_workflow(DetScribble)
+    async with worker(db):
+        assert await handle.result(timeout=20) == {"lines": 2}
+    assert attempts_seen == [{"lines": ["a"]}] * 3  # every attempt got the recorded call
+    [scheduled] = of_type(await handle.events(), EventType.ACTIVITY_SCHEDULED)
+    assert scheduled.payload["args"] == [{"lines": ["a"]}]
+
+
 # -------------------------------------------- other values JSON would refuse or change
 
 

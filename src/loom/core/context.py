@@ -282,7 +282,7 @@ def _deadline(
         amount = amount.total_seconds()
     if not isinstance(amount, int | float) or isinstance(amount, bool):
         raise ConfigurationError(f"a duration must be a timedelta or seconds, got {amount!r}")
-    if not math.isfinite(amount):
+    if isinstance(amount, float) and not math.isfinite(amount):
         raise ConfigurationError(
             f"a duration must be a finite number of seconds, got {amount!r}; to wait with no "
             "limit, call wait_for_signal() without a timeout"

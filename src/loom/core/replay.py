@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from loom.core.context import WorkflowContext
+from loom.core.frozen import thaw
 from loom.core.history import (
     DECISIONS,
     INPUTS,
@@ -217,7 +218,13 @@ class WorkflowExecution:
         return new
 
     def activity_runs(self) -> list[ActivityRun]:
-        return [p.run for p in self._pending.values() if p.run is not None]
+        """The activities to run; each with its own copy of the arguments, so an attempt that
+        changes them in place changes neither the recorded call nor the next attempt."""
+        return [
+            replace(p.run, args=thaw(p.run.args), kwargs=thaw(p.run.kwargs))
+            for p in self._pending.values()
+            if p.run is not None
+        ]
 
     def deadlines(self) -> list[tuple[int, float]]:
         """(seq, time) of every timer and signal-wait timeout not yet fired."""
@@ -238,7 +245,9 @@ class WorkflowExecution:
     def next_wakeup(self) -> float | None:
         """The earliest time something scheduled becomes due (timer, timeout, retry)."""
         times = [d for _, d in self.deadlines()]
-        times += [r.not_before for r in self.activity_runs() if r.not_before > 0]
+        times += [
+            p.run.not_before for p in self._pending.values() if p.run and p.run.not_before > 0
+        ]
         return min(times, default=None)
 
     # -- live deliveries (the worker) ----------------------------------------------------
