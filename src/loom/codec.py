@@ -73,10 +73,9 @@ def dumps(value: Any, *, what: str = "value", root: str = "value") -> bytes:
             f"{what} cannot be stored: {problem}. Durable values must be JSON (dict with str keys, "
             "list, str, int, float, bool, None), a dataclass or a pydantic model"
         ) from None
-    if b"null" in data:  # NaN and Infinity are written as null
-        non_finite = _find_problem(value, root)
-        if non_finite is not None:
-            raise PayloadError(f"{what} cannot be stored: {non_finite}")
+    if b"null" in data and not _all_finite(value):  # NaN and Infinity are written as null
+        non_finite = _find_problem(value, root, floats_only=True)
+        raise PayloadError(f"{what} cannot be stored: {non_finite}")
     return data
 
 
@@ -89,12 +88,39 @@ def to_json(value: Any, *, what: str = "value", root: str = "value") -> Any:
     return orjson.loads(dumps(value, what=what, root=root))
 
 
-def _find_problem(value: Any, path: str) -> str | None:
-    """Why ``value`` (named ``path``) cannot be stored faithfully, or None if it can."""
+_PLAIN = (str, int, bool, type(None))
+
+
+def _all_finite(value: Any) -> bool:
+    """False if a NaN or an Infinity hides in ``value``: the quick check, without paths."""
+    kind = type(value)
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        items = value.values()
+    elif kind is list:
+        items = value
+    elif kind in _PLAIN:
+        return True
+    else:
+        return _find_problem(value, "", floats_only=True) is None  # rare types: the slow walk
+    for item in items:
+        if type(item) in _PLAIN:
+            continue
+        if not _all_finite(item):
+            return False
+    return True
+
+
+def _find_problem(value: Any, path: str, *, floats_only: bool = False) -> str | None:
+    """Why ``value`` (named ``path``) cannot be stored faithfully, or None if it can.
+
+    ``floats_only``: look for NaN and Infinity only (the value is known to encode).
+    """
     if value is None or isinstance(value, str | bool | uuid.UUID):
         return None
     if isinstance(value, enum.Enum):
-        return _find_problem(value.value, path)
+        return _find_problem(value.value, path, floats_only=floats_only)
     if isinstance(value, float):
         if math.isfinite(value):
             return None
@@ -108,31 +134,35 @@ def _find_problem(value: Any, path: str) -> str | None:
         return f"{path} is an integer beyond 64 bits ({value}); store it as a string"
     if isinstance(value, dict):
         for key, item in value.items():
-            if type(key) is not str:
+            if type(key) is not str and not floats_only:
                 return f"{path} has a key that is not a str: {key!r}"
-            problem = _find_problem(item, f"{path}[{key!r}]")
+            problem = _find_problem(item, f"{path}[{key!r}]", floats_only=floats_only)
             if problem is not None:
                 return problem
         return None
     if isinstance(value, list):
         for i, item in enumerate(value):
-            problem = _find_problem(item, f"{path}[{i}]")
+            problem = _find_problem(item, f"{path}[{i}]", floats_only=floats_only)
             if problem is not None:
                 return problem
         return None
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in dataclasses.fields(value):
-            problem = _find_problem(getattr(value, field.name), f"{path}.{field.name}")
+            problem = _find_problem(
+                getattr(value, field.name), f"{path}.{field.name}", floats_only=floats_only
+            )
             if problem is not None:
                 return problem
         return None
     try:
         converted = _default(value)
     except TypeError:
+        if floats_only:
+            return None
         return f"{path} is a {type(value).__module__}.{type(value).__qualname__}"
     if converted is value:
         return None
-    return _find_problem(converted, path)
+    return _find_problem(converted, path, floats_only=floats_only)
 
 
 def convert(value: Any, annotation: Any) -> Any:
