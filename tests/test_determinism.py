@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import copy
 import math
 import pickle
@@ -587,6 +588,46 @@ async def test_a_step_awaiting_something_not_durable_fails_saying_what_to_use(
     assert isinstance(loom.WorkflowSandboxError("x"), loom.LoomError)
     [report] = await db.check_replay([handle.workflow_id])  # the failure replays as recorded
     assert report.ok, report.problem
+
+
+async def _spin(ctx: Ctx) -> None:
+    while ctx.state.get("never") is None:  # noqa: ASYNC110 (the mistake under test)
+        await asyncio.sleep(0)
+
+
+async def _spin_beside(ctx: Ctx) -> None:
+    await asyncio.gather(ctx.activity(det_count, "beside-spin"), _spin(ctx))
+
+
+async def _spin_stubbornly(ctx: Ctx) -> None:
+    while True:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)
+
+
+SPINNING = {"spin": _spin, "beside": _spin_beside, "stubborn": _spin_stubbornly}
+
+
+@loom.workflow(name="det_Spinning")
+class DetSpinning(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step(name="polling")
+    async def polling(self, ctx: Ctx) -> None:
+        await SPINNING[ctx.input["how"]](ctx)
+
+
+@pytest.mark.parametrize("how", list(SPINNING))
+async def test_a_step_spinning_on_asyncio_sleep_zero_fails_instead_of_holding_the_worker(
+    db: loom.Database, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loom.core.loop, "SPIN_LIMIT", 20_000)  # the same, sooner
+    handle = await db.start_workflow(DetSpinning, workflow_input={"how": how})
+    other = await db.start_workflow(DetEcho, workflow_input={"n": 2})
+    cause = await failure(db, handle)
+    assert cause["type"] == "WorkflowSandboxError"
+    assert cause["step"] == "polling"
+    assert "ran 20000 callbacks" in cause["message"]
+    assert "spinning" in cause["message"] and "ctx.sleep" in cause["message"]
+    assert await other.status() == WorkflowStatus.COMPLETED  # the worker was not held
 
 
 @loom.workflow(name="det_Cooperating")

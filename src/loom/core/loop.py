@@ -25,6 +25,11 @@ from loom.errors import WorkflowSandboxError
 
 T = TypeVar("T")
 
+SPIN_LIMIT = 250_000
+"""Callbacks run between two idle points before the code is judged to spin. A step that fans
+out to thousands of activities needs about one per activity; a busy loop gets here within a
+second or so."""
+
 _USE_AN_ACTIVITY = (
     "do that inside an activity (`await ctx.activity(fn, ...)`), which runs on the worker and "
     "whose result is recorded"
@@ -113,16 +118,23 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         )
 
     # -- driving ---------------------------------------------------------------------------
-    def run_until_idle(self) -> None:
-        """Run ready callbacks until none is left, with this loop seen as the running loop."""
+    def run_until_idle(self, limit: int | None = None) -> bool:
+        """Run ready callbacks until none is left, with this loop seen as the running loop.
+
+        False if ``limit`` callbacks ran and more are ready: the code is spinning (a loop
+        around ``asyncio.sleep(0)``) and would hold the worker's thread forever.
+        """
         previous = asyncio.events._get_running_loop()
         asyncio.events._set_running_loop(self)
         try:
             ready = self._ready
-            while ready:
+            for _ in range(SPIN_LIMIT if limit is None else limit):
+                if not ready:
+                    return True
                 handle = ready.popleft()
                 if not handle._cancelled:
                     handle._run()
+            return not ready
         finally:
             asyncio.events._set_running_loop(previous)
 

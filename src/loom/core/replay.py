@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from loom.core import loop as loop_module
 from loom.core.context import WorkflowContext
 from loom.core.frozen import thaw
 from loom.core.history import (
@@ -171,6 +172,7 @@ class WorkflowExecution:
         self._pending: dict[int, _Pending] = {}
         self._loop = DeterministicLoop()  # type: ignore[abstract]
         self._failure: NonDeterminismError | None = None
+        self._spinning: WorkflowSandboxError | None = None
         self._stream: collections.deque[Event] = collections.deque()
         self._first_step = 0
         try:
@@ -385,6 +387,8 @@ class WorkflowExecution:
             for task in self._loop.take_tasks():  # the failed step's tasks must not run on
                 if task is not self._main:
                     task.cancel()
+            if isinstance(exc, asyncio.CancelledError) and self._spinning is not None:
+                exc = self._spinning
             if self._failure is not None or isinstance(exc, NonDeterminismError):
                 self._finish_failed(self._failure or exc, step=self.current_step)
                 return
@@ -415,7 +419,7 @@ class WorkflowExecution:
         is pending: no event Loom could deliver would ever wake it. The futures it waits on
         are failed with WorkflowSandboxError, raised where they are awaited in the step.
         """
-        self._loop.run_until_idle()
+        self._run_until_idle()
         for _ in range(100):  # a step may catch the error and get stuck again
             if self.finished or self._pending or self._main.done():
                 return
@@ -433,7 +437,7 @@ class WorkflowExecution:
                         "`await ctx.wait_for_signal(name)` to wait for the outside world"
                     )
                 )
-            self._loop.run_until_idle()
+            self._run_until_idle()
         if not (self.finished or self._pending or self._main.done()):
             self._finish_failed(
                 WorkflowSandboxError(
@@ -443,6 +447,27 @@ class WorkflowExecution:
                 ),
                 step=self.current_step,
             )
+
+    def _run_until_idle(self) -> None:
+        """Run the code until idle; a step that spins instead fails with WorkflowSandboxError.
+
+        Spinning (``while not done: await asyncio.sleep(0)``) would hold the worker's thread,
+        and every workflow on it, forever. Its tasks are cancelled, and the step's failure is
+        recorded as the sandbox error, not as a cancellation.
+        """
+        if self._loop.run_until_idle():
+            return
+        self._spinning = WorkflowSandboxError(
+            f"step {self.current_step!r} of workflow {self.workflow_id!r} ran "
+            f"{loop_module.SPIN_LIMIT} callbacks without waiting on anything durable: it is "
+            "spinning (e.g. a loop around asyncio.sleep(0) polling for a change), which would "
+            "hold the worker forever; wait "
+            "with `await ctx.sleep(...)` or `await ctx.wait_for_signal(name)` instead"
+        )
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()
+        if not self._loop.run_until_idle() and not self.finished:
+            self._finish_failed(self._spinning, step=self.current_step)  # it ignored the cancel
 
     def _replay_inputs(self) -> None:
         """Feed recorded inputs back in order, running the code until idle after each."""
