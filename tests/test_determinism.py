@@ -402,10 +402,6 @@ async def test_an_attempt_changing_its_arguments_changes_neither_history_nor_ret
 # -------------------------------------------- other values JSON would refuse or change
 
 
-class Color(str):
-    pass
-
-
 @loom.workflow(name="det_Values")
 class DetValues(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step

@@ -375,8 +375,8 @@ class WorkflowExecution:
                 self._rng_seed, self._rng = f"{self.workflow_id}:{index}:{started.seq}", None
                 # A new instance per step: attributes are not a channel between steps, with or
                 # without the worker's cache (steps share only ctx.state).
-                instance = self.definition.cls()
                 self._loop.take_tasks()
+                instance = self.definition.cls()
                 await getattr(instance, step.attribute)(ctx)
                 self._check_step_settled(step.name)
                 self.decide(EventType.STEP_COMPLETED, {"step": step.name, "index": index})
