@@ -18,6 +18,8 @@ import asyncio
 import asyncio.events
 import collections
 import contextvars
+import itertools
+import weakref
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, NoReturn, TypeVar
 
@@ -42,6 +44,10 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._closed = False
         self._errors: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
+        self._every_task: weakref.WeakValueDictionary[int, asyncio.Task[Any]] = (
+            weakref.WeakValueDictionary()
+        )
+        self._created = itertools.count()
 
     # -- what asyncio.Task / Future / gather need -----------------------------------------
     def call_soon(  # type: ignore[override]
@@ -66,7 +72,12 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     ) -> asyncio.Task[T]:
         task = asyncio.Task(coro, loop=self, name=name, context=context)
         self._tasks.append(task)
+        self._every_task[next(self._created)] = task
         return task
+
+    def pending_tasks(self) -> list[asyncio.Task[Any]]:
+        """Every task of this loop not done, oldest first (a stable order, unlike a set's)."""
+        return [t for _, t in sorted(self._every_task.items()) if not t.done()]
 
     def take_tasks(self) -> list[asyncio.Task[Any]]:
         """The tasks created since the last call, oldest first."""

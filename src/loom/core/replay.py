@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import random
 import traceback
 from collections.abc import Sequence
@@ -423,7 +424,7 @@ class WorkflowExecution:
         for _ in range(100):  # a step may catch the error and get stuck again
             if self.finished or self._pending or self._main.done():
                 return
-            stuck = _stuck_futures(self._loop, self._main)
+            stuck = _stuck_futures(self._loop)
             if not stuck:
                 break
             for future, awaited in stuck:
@@ -464,7 +465,7 @@ class WorkflowExecution:
             "hold the worker forever; wait "
             "with `await ctx.sleep(...)` or `await ctx.wait_for_signal(name)` instead"
         )
-        for task in asyncio.all_tasks(self._loop):
+        for task in self._loop.pending_tasks():
             task.cancel()
         if not self._loop.run_until_idle() and not self.finished:
             self._finish_failed(self._spinning, step=self.current_step)  # it ignored the cancel
@@ -584,17 +585,13 @@ class WorkflowExecution:
         self._pending.clear()
 
 
-def _stuck_futures(
-    loop: DeterministicLoop, main: asyncio.Task[Any]
-) -> list[tuple[asyncio.Future[Any], str]]:
+def _stuck_futures(loop: DeterministicLoop) -> list[tuple[asyncio.Future[Any], str]]:
     """(future, what awaits it) for every plain future a pending task of ``loop`` waits on.
 
     Tasks and ``gather`` futures are skipped: they complete when what they wait on does.
     """
     found = []
-    for task in [main, *(t for t in asyncio.all_tasks(loop) if t is not main)]:
-        if task.done():
-            continue
+    for task in loop.pending_tasks():
         waiter = getattr(task, "_fut_waiter", None)
         if (
             isinstance(waiter, asyncio.Future)
@@ -636,4 +633,4 @@ def _describe_task(task: asyncio.Task[Any]) -> str:
     return f"a task running {name}()"
 
 
-_ASYNCIO_DIR = asyncio.__file__.rsplit("/", 1)[0]
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
