@@ -177,6 +177,9 @@ class DetReader(loom.Workflow[dict[str, Any], dict[str, Any]]):
         result = await ctx.activity(det_echo, {"list": [1]})
         result["list"].append(2)  # a private copy: the recorded result stays as it was
         await ctx.state.set("result", result)
+        signal = await ctx.wait_for_signal("note")
+        signal["seen"] = True  # likewise for a signal's payload
+        await ctx.state.set("signal", signal)
 
 
 class DetModel(pydantic.BaseModel):
@@ -190,6 +193,7 @@ async def test_views_read_like_plain_values_and_copies_are_mutable(db: loom.Data
         workflow_input={"n": 1, "nested": {"name": "box", "sizes": [1, 2]}},
         initial_state={"items": ["a"]},
     )
+    await handle.signal("note", {"text": "hi"})
     async with worker(db):
         state = await handle.result(timeout=20)
     report = state["report"]
@@ -205,8 +209,12 @@ async def test_views_read_like_plain_values_and_copies_are_mutable(db: loom.Data
     assert report["model"] == {"name": "box", "sizes": [1, 2]}
     assert state["items"] == ["a", "b"]
     assert state["result"] == {"list": [1, 2]}
-    [completed] = of_type(await handle.events(), EventType.ACTIVITY_COMPLETED)
+    events = await handle.events()
+    [completed] = of_type(events, EventType.ACTIVITY_COMPLETED)
     assert completed.payload["result"] == {"list": [1]}
+    assert state["signal"] == {"text": "hi", "seen": True}
+    [received] = of_type(events, EventType.SIGNAL_RECEIVED)
+    assert received.payload["payload"] == {"text": "hi"}
 
 
 def test_a_view_copies_pickles_and_compares_as_its_value() -> None:
@@ -413,6 +421,7 @@ class DetValues(loom.Workflow[dict[str, Any], dict[str, Any]]):
             ("bytes", {"blob": b"\x00"}),
             ("naive", {"at": datetime(2024, 1, 1)}),
             ("aware", {"at": datetime(2024, 1, 1, tzinfo=UTC)}),
+            ("surrogate", ["ok", "\ud800"]),
         ]:
             try:
                 await ctx.state.set(label, value)
@@ -436,6 +445,7 @@ async def test_values_json_cannot_hold_are_refused_naming_where_and_sets_are_sor
     assert "state['bytes']['blob'] is a builtins.bytes" in refused["bytes"]
     assert "state['naive']['at'] is a datetime.datetime" in refused["naive"]
     assert "state['aware']['at']" in refused["aware"]
+    assert "state['surrogate'][1] is a str with a lone surrogate" in refused["surrogate"]
     # A set's order depends on the process's hash seed; stored, it is sorted, so equal inputs
     # are equal whichever process starts them.
     assert state["tags"] == ["apple", "banana", "fig", "kiwi", "pear"]

@@ -117,6 +117,12 @@ def _find_problem(value: Any, path: str, *, floats_only: bool = False) -> str | 
 
     ``floats_only``: look for NaN and Infinity only (the value is known to encode).
     """
+    if isinstance(value, str) and not floats_only:
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return f"{path} is a str with a lone surrogate, which is not valid UTF-8"
+        return None
     if value is None or isinstance(value, str | bool | uuid.UUID):
         return None
     if isinstance(value, enum.Enum):
