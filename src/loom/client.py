@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 import weakref
@@ -228,8 +229,12 @@ class Database:
         if workflow_id is not None and (not isinstance(workflow_id, str) or not workflow_id):
             raise ConfigurationError(f"workflow_id must be a non-empty string, got {workflow_id!r}")
         wid = workflow_id or str(uuid.uuid4())
-        stored_input = codec.to_json(workflow_input, what=f"the input of workflow {wid!r}")
-        state = codec.to_json(initial_state or {}, what=f"the initial state of workflow {wid!r}")
+        stored_input = codec.to_json(
+            workflow_input, what=f"the input of workflow {wid!r}", root="input"
+        )
+        state = codec.to_json(
+            initial_state or {}, what=f"the initial state of workflow {wid!r}", root="initial_state"
+        )
         if not isinstance(state, dict):
             raise ConfigurationError(
                 f"initial_state of workflow {wid!r} must be a mapping, got {type(state).__name__}"
@@ -412,7 +417,7 @@ class WorkflowHandle(Generic[StateT]):
         """Send signal ``name``; it is buffered until the workflow waits for it."""
         if not isinstance(name, str) or not name:
             raise ConfigurationError("signal names are non-empty strings")
-        data = codec.to_json(payload, what=f"the payload of signal {name!r}")
+        data = codec.to_json(payload, what=f"the payload of signal {name!r}", root="payload")
         await self.database.store.send_signal(self.workflow_id, name, data, time.time())
         for worker in list(self.database.workers):
             worker.signal_arrived(self.workflow_id)
@@ -472,3 +477,32 @@ async def default_database(url: str | None = None) -> Database:
         await db.migrate_up()
         per_loop[resolved] = db
     return db
+
+
+async def open_database() -> Database:
+    """The database this process works on when a call is given none (``loom.run_once()``).
+
+    That is the one ``Database`` open in this event loop (``async with loom.Database(url)``, or
+    the default one ``Workflow.start`` opened). With none open, ``$LOOM_DATABASE_URL`` if set;
+    otherwise, and when several are open, ``ConfigurationError`` says which to pass, instead of
+    silently running on an empty ``loom.db``.
+    """
+    from loom.transfer import display_url
+
+    loop = asyncio.get_running_loop()
+    candidates = [db for db in _active.get(loop, []) if db.is_open]
+    urls = list(dict.fromkeys(db.url for db in candidates))
+    if len(urls) == 1:
+        return candidates[0]
+    if len(urls) > 1:
+        raise ConfigurationError(
+            f"{len(urls)} databases are open in this event loop "
+            f"({', '.join(display_url(u) for u in urls)}); pass the one to run: "
+            "`await loom.run_once(db)`"
+        )
+    if os.environ.get("LOOM_DATABASE_URL"):
+        return await default_database()
+    raise ConfigurationError(
+        "no database is open in this event loop and $LOOM_DATABASE_URL is not set; pass the "
+        "database to run (`async with loom.Database(url) as db: await loom.run_once(db)`)"
+    )

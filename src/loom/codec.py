@@ -5,29 +5,45 @@ Dataclasses and pydantic models are accepted and stored as JSON objects; when th
 declares such a type (an activity's return annotation) the value is rebuilt as that type.
 
 Encoding happens at the call site, before any side effect: a value that cannot be stored raises
-:class:`~loom.errors.PayloadError` there instead of being lost later.
+:class:`~loom.errors.PayloadError` there instead of being lost later, naming where in the value
+the problem is (``input['items'][2] is nan``). orjson writes NaN and Infinity as ``null``, which
+would silently change the value, so they are refused too; the check walks the value only when
+the encoded bytes contain ``null`` at all, which keeps the common case a single ``memmem``.
+
+Sets are stored as sorted lists: their iteration order depends on the process's hash seed, and a
+stored value must not depend on which process stored it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import inspect
+import math
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from loom.core.frozen import FrozenDict, FrozenList
 from loom.errors import PayloadError
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson can encode
 
 
 def _default(value: Any) -> Any:
+    if isinstance(value, FrozenDict | FrozenList):  # ctx.input / ctx.state views
+        return value._raw
     dump = getattr(value, "model_dump", None)
     if callable(dump):  # pydantic v2 model
         return dump(mode="json")
-    if isinstance(value, tuple | set | frozenset):
+    if isinstance(value, set | frozenset):
+        return _sorted(value)
+    if isinstance(value, tuple):
         return list(value)
     if isinstance(value, str):  # str subclasses such as StrEnum members
         return str(value)
@@ -40,24 +56,123 @@ def _default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def dumps(value: Any, *, what: str = "value") -> bytes:
-    """Encode ``value`` as JSON bytes, or raise PayloadError naming ``what`` could not be stored."""
+def _sorted(items: set[Any] | frozenset[Any]) -> list[Any]:
     try:
-        return orjson.dumps(value, default=_default, option=_OPTIONS)
+        return sorted(items)
+    except TypeError:  # mixed types: order by encoding, which is as stable
+        return sorted(items, key=lambda item: orjson.dumps(item, default=_default, option=_OPTIONS))
+
+
+def dumps(value: Any, *, what: str = "value", root: str = "value") -> bytes:
+    """Encode ``value`` as JSON bytes, or raise PayloadError naming ``what`` could not be stored.
+
+    ``root`` names ``value`` in the message, which points at the offending part of it
+    (``root['key'][2]``).
+    """
+    try:
+        data = orjson.dumps(value, default=_default, option=_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
+        problem = _find_problem(value, root) or str(exc)
         raise PayloadError(
-            f"{what} cannot be stored: {exc}. Durable values must be JSON (dict with str keys, "
+            f"{what} cannot be stored: {problem}. Durable values must be JSON (dict with str keys, "
             "list, str, int, float, bool, None), a dataclass or a pydantic model"
         ) from None
+    if b"null" in data and not _all_finite(value):  # NaN and Infinity are written as null
+        non_finite = _find_problem(value, root, floats_only=True)
+        raise PayloadError(f"{what} cannot be stored: {non_finite}")
+    return data
 
 
 def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
 
 
-def to_json(value: Any, *, what: str = "value") -> Any:
+def to_json(value: Any, *, what: str = "value", root: str = "value") -> Any:
     """Round-trip ``value`` through JSON so live code sees exactly what replay will see."""
-    return orjson.loads(dumps(value, what=what))
+    return orjson.loads(dumps(value, what=what, root=root))
+
+
+_PLAIN = (str, int, bool, type(None))
+
+
+def _all_finite(value: Any) -> bool:
+    """False if a NaN or an Infinity hides in ``value``: the quick check, without paths."""
+    kind = type(value)
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        items = value.values()
+    elif kind is list:
+        items = value
+    elif kind in _PLAIN:
+        return True
+    else:
+        return _find_problem(value, "", floats_only=True) is None  # rare types: the slow walk
+    for item in items:
+        if type(item) in _PLAIN:
+            continue
+        if not _all_finite(item):
+            return False
+    return True
+
+
+def _find_problem(value: Any, path: str, *, floats_only: bool = False) -> str | None:
+    """Why ``value`` (named ``path``) cannot be stored faithfully, or None if it can.
+
+    ``floats_only``: look for NaN and Infinity only (the value is known to encode).
+    """
+    if isinstance(value, str) and not floats_only:
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return f"{path} is a str with a lone surrogate, which is not valid UTF-8"
+        return None
+    if value is None or isinstance(value, str | bool | uuid.UUID):
+        return None
+    if isinstance(value, enum.Enum):
+        return _find_problem(value.value, path, floats_only=floats_only)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return (
+            f"{path} is {value!r}, which JSON cannot represent (it would be stored as null); "
+            "use None, a string or a finite number"
+        )
+    if isinstance(value, int):
+        if _INT_MIN <= value <= _INT_MAX:
+            return None
+        return f"{path} is an integer beyond 64 bits ({value}); store it as a string"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) is not str and not floats_only:
+                return f"{path} has a key that is not a str: {key!r}"
+            problem = _find_problem(item, f"{path}[{key!r}]", floats_only=floats_only)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            problem = _find_problem(item, f"{path}[{i}]", floats_only=floats_only)
+            if problem is not None:
+                return problem
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            problem = _find_problem(
+                getattr(value, field.name), f"{path}.{field.name}", floats_only=floats_only
+            )
+            if problem is not None:
+                return problem
+        return None
+    try:
+        converted = _default(value)
+    except TypeError:
+        if floats_only:
+            return None
+        return f"{path} is a {type(value).__module__}.{type(value).__qualname__}"
+    if converted is value:
+        return None
+    return _find_problem(converted, path, floats_only=floats_only)
 
 
 def convert(value: Any, annotation: Any, *, what: str = "value") -> Any:

@@ -10,6 +10,7 @@ embedders can pass their own.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -194,6 +195,21 @@ def _make_activity(
     where = _qualname(fn)
     if not isinstance(retry_count, int) or retry_count < 0:
         raise DefinitionError(f"activity {where}: retry_count must be an int >= 0")
+    for option, value in [
+        ("timeout_seconds", timeout_seconds),
+        ("retry_delay", retry_delay),
+        ("retry_backoff", retry_backoff),
+        ("retry_max_delay", retry_max_delay),
+    ]:
+        if value is None:
+            continue
+        if not isinstance(value, int | float) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            raise DefinitionError(
+                f"activity {where}: {option} must be a finite number, got {value!r}"
+                + (" (None means no timeout)" if option == "timeout_seconds" else "")
+            )
     if timeout_seconds is not None and timeout_seconds <= 0:
         raise DefinitionError(f"activity {where}: timeout_seconds must be > 0 or None")
     if retry_delay < 0 or retry_backoff < 1 or retry_max_delay < 0:

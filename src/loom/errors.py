@@ -20,6 +20,8 @@
     │   ├── NonDeterminismError       the code no longer reproduces the stored history
     │   └── ActivityFailedError       an activity exhausted its retries (raised inside the step)
     ├── UnawaitedCallError       a step returned with a durable call still pending
+    ├── WorkflowSandboxError     workflow code used a clock, a thread or I/O it cannot replay
+    ├── ReadOnlyError            workflow code changed ctx.input or ctx.state in place
     └── UnknownWorkflowTypeError   a stored workflow names a class this process did not register
 
 Each message names the workflow (and step, activity) it concerns and, where there is one, the fix.
@@ -130,14 +132,18 @@ class WorkflowCanceledError(WorkflowError):
 class NonDeterminismError(WorkflowError):
     """The workflow code did something other than what its history records at that point.
 
-    Usually the code changed while the workflow was running. Restore the old behaviour (or start
-    new workflows under a new version), then ``loom retry`` the workflow.
+    Usually the code changed while the workflow was running. Keep the old code deployed until
+    the workflows started under it finish; for one that already failed, restore the old code
+    path and ``loom retry`` it. ``loom replay`` checks stored histories against the code before
+    a deploy.
     """
 
     def __init__(self, workflow_id: str, detail: str) -> None:
         super().__init__(
             f"workflow {workflow_id!r} is non-deterministic: {detail}. The code no longer "
-            "reproduces the stored history; restore the old code path, then retry the workflow",
+            "reproduces the stored history: restore the old code path and `loom retry` the "
+            "workflow (keep changed code undeployed until the workflows running the old code "
+            "finish; `loom replay` checks a deploy against stored histories)",
             workflow_id=workflow_id,
         )
 
@@ -185,3 +191,19 @@ class UnknownWorkflowTypeError(LoomError):
         )
         self.name = name
         self.workflow_id = workflow_id
+
+
+class WorkflowSandboxError(LoomError, RuntimeError):
+    """Workflow code used something that cannot be replayed: a wall-clock timer, a thread, I/O,
+    or an await that nothing durable can complete (a bare future, an ``asyncio.Event``, a queue).
+
+    Raised in the step; the message says what was used and the durable call to use instead.
+    """
+
+
+class ReadOnlyError(LoomError, TypeError):
+    """Workflow code changed ``ctx.input`` or a value read from ``ctx.state`` in place.
+
+    Both are rebuilt from the history on replay, so an in-place change would be lost after a
+    restart; change state with ``await ctx.state.set(...)`` / ``update(...)``.
+    """

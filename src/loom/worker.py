@@ -714,14 +714,15 @@ class Worker:
 async def run_once(database: Database | None = None) -> bool:
     """Execute one ready workflow task; True if there was one.
 
-    Uses ``database``, else the default database (the one open in this event loop on
-    ``$LOOM_DATABASE_URL`` / ``loom.db``). Call it in a loop until it returns False to run
-    everything that is ready now.
+    Uses ``database``, else the database open in this event loop (the ``loom.Database`` the
+    program opened, or the default one ``Workflow.start`` opened), else ``$LOOM_DATABASE_URL``.
+    Raises ``ConfigurationError`` if that is ambiguous (several open) or there is none. Call it
+    in a loop until it returns False to run everything that is ready now.
     """
     if database is None:
-        from loom.client import default_database
+        from loom.client import open_database
 
-        database = await default_database()
+        database = await open_database()
     return await database.default_worker().run_once()
 
 

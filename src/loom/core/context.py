@@ -4,11 +4,15 @@ Every durable call (activity, sleep, signal wait, state change) becomes a decisi
 sequence number. On replay the same call must produce the same kind of event with the same name,
 or :class:`~loom.errors.NonDeterminismError` is raised naming both. ``now()``, ``random()`` and
 ``uuid4()`` are derived from the history, so they return the same values on every replay.
+
+``ctx.input`` and the values read from ``ctx.state`` are read-only views (loom.core.frozen): an
+in-place change would live only in this worker's memory, and a replay would not see it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random as _random
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
@@ -16,9 +20,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from loom import codec
+from loom.core.frozen import freeze, thaw
 from loom.core.history import EventType
 from loom.definitions import activity_definition
-from loom.errors import ConfigurationError
+from loom.errors import ConfigurationError, ReadOnlyError
 
 if TYPE_CHECKING:
     from loom.core.replay import WorkflowExecution
@@ -29,6 +34,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _log = logging.getLogger("loom.workflow")
+
+
+_MAX_YEARS = 100
+MAX_DURATION = _MAX_YEARS * 365.25 * 86400.0
+"""The longest durable wait (sleep or signal timeout) accepted, in seconds."""
 
 
 class WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
@@ -54,18 +64,38 @@ class WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
         return f"[{self._ctx.workflow_id}] {msg}", kwargs
 
 
+_STATE_HINT = (
+    "the workflow state changes only through `await ctx.state.set(key, value)` or "
+    "`await ctx.state.update(key=lambda current: ...)`, which record it durably"
+)
+_INPUT_HINT = (
+    "the workflow input is part of the history; keep what you derive from it in local "
+    "variables or in ctx.state (`await ctx.state.set(key, value)`)"
+)
+
+
 class StateProxy(Mapping[str, Any], Generic[StateT]):
     """Read the workflow state like a dict; change it only through ``await set`` / ``update``.
 
     Each change is one durable event (``STATE_SET`` or ``STATE_UPDATE``), visible to
-    ``handle.state()`` as soon as the workflow next pauses.
+    ``handle.state()`` as soon as the workflow next pauses. Values read from it are read-only
+    (a list or dict raises ``ReadOnlyError`` if changed in place); ``to_dict()`` and
+    ``copy.deepcopy`` give mutable copies.
     """
 
     def __init__(self, execution: WorkflowExecution) -> None:
         self._execution = execution
 
     def __getitem__(self, key: str) -> Any:
-        return self._execution.state[key]
+        return freeze(self._execution.state[key], f"ctx.state[{key!r}]", _STATE_HINT)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._execution.state
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise ReadOnlyError(f"ctx.state is read-only: {_STATE_HINT}")
+
+    __delitem__ = __setitem__
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._execution.state)
@@ -77,14 +107,16 @@ class StateProxy(Mapping[str, Any], Generic[StateT]):
         return f"StateProxy({self._execution.state!r})"
 
     def to_dict(self) -> dict[str, Any]:
-        """A copy of the current state."""
-        return dict(self._execution.state)
+        """A deep copy of the current state: changing it changes nothing durable."""
+        return thaw(self._execution.state)  # type: ignore[no-any-return]
 
     async def set(self, key: str, value: Any) -> None:
         """Set one key: one ``STATE_SET`` event."""
         if not isinstance(key, str):
             raise ConfigurationError(f"state keys are strings, got {key!r}")
-        stored = codec.to_json(value, what=f"state value for key {key!r}")
+        stored = codec.to_json(
+            value, what=f"state value for key {key!r}", root=f"state[{str(key)!r}]"
+        )
         event = self._execution.decide(EventType.STATE_SET, {"key": key, "value": stored})
         self._execution.state[key] = event.payload["value"]
 
@@ -101,10 +133,12 @@ class StateProxy(Mapping[str, Any], Generic[StateT]):
                     f"state.update({key}=...) takes a function of the current value, "
                     f"got {updater!r}; use state.set() for a plain value"
                 )
-            new = updater(self._execution.state.get(key))
+            new = updater(self[key] if key in self._execution.state else None)
             if isinstance(new, Awaitable):
                 new = await new
-            values[key] = codec.to_json(new, what=f"state value for key {key!r}")
+            values[key] = codec.to_json(
+                new, what=f"state value for key {key!r}", root=f"state[{key!r}]"
+            )
         event = self._execution.decide(EventType.STATE_UPDATE, {"values": values})
         self._execution.state.update(event.payload["values"])
 
@@ -120,8 +154,11 @@ class WorkflowContext(Generic[InputT, StateT]):
     # -- read-only facts -------------------------------------------------------------------
     @property
     def input(self) -> InputT:
-        """The workflow input, as given to ``start`` (read-only: it is part of the history)."""
-        return self._execution.input  # type: ignore[no-any-return]
+        """The workflow input, as given to ``start`` (read-only: it is part of the history).
+
+        A dict or list input is a read-only view: changing it raises ``ReadOnlyError``.
+        """
+        return freeze(self._execution.input, "ctx.input", _INPUT_HINT)  # type: ignore[no-any-return]
 
     @property
     def state(self) -> StateProxy[StateT]:
@@ -177,14 +214,15 @@ class WorkflowContext(Generic[InputT, StateT]):
         what = f"an argument of activity {definition.name!r}"
         payload = {
             "name": definition.name,
-            "args": codec.to_json(list(args), what=what),
-            "kwargs": codec.to_json(kwargs, what=what),
+            "args": codec.to_json(list(args), what=what, root="args"),
+            "kwargs": codec.to_json(kwargs, what=what, root="kwargs"),
             "step": self._execution.current_step,
         }
         event = self._execution.decide(EventType.ACTIVITY_SCHEDULED, payload)
         result = await self._execution.schedule_activity(event, definition)
         returned = f"the result of activity {definition.name!r}"
-        return codec.convert(result, definition.return_annotation, what=returned)
+        # A private copy: the recorded result must not change if the step edits what it got.
+        return codec.convert(thaw(result), definition.return_annotation, what=returned)
 
     async def sleep(
         self,
@@ -218,7 +256,8 @@ class WorkflowContext(Generic[InputT, StateT]):
         event = self._execution.decide(
             EventType.SIGNAL_WAIT_STARTED, {"name": name, "deadline": deadline}
         )
-        return await self._execution.wait_signal(event)
+        # A private copy: the recorded payload must not change if the step edits what it got.
+        return thaw(await self._execution.wait_signal(event))
 
 
 def _deadline(
@@ -232,12 +271,28 @@ def _deadline(
                 "until= needs an aware datetime (e.g. datetime.now(UTC) + ...); a naive one is "
                 "ambiguous across machines"
             )
-        return until.timestamp()
+        fire_at = until.timestamp()
+        if fire_at - now > MAX_DURATION:
+            raise ConfigurationError(
+                f"until={until.isoformat()} is more than {_MAX_YEARS} years away; a durable wait "
+                "that long is almost certainly a unit mistake"
+            )
+        return fire_at
     amount = seconds if seconds is not None else delta
     if isinstance(amount, timedelta):
         amount = amount.total_seconds()
     if not isinstance(amount, int | float) or isinstance(amount, bool):
         raise ConfigurationError(f"a duration must be a timedelta or seconds, got {amount!r}")
+    if isinstance(amount, float) and not math.isfinite(amount):
+        raise ConfigurationError(
+            f"a duration must be a finite number of seconds, got {amount!r}; to wait with no "
+            "limit, call wait_for_signal() without a timeout"
+        )
     if amount < 0:
         raise ConfigurationError(f"a duration cannot be negative, got {amount!r}")
+    if amount > MAX_DURATION:
+        raise ConfigurationError(
+            f"a duration of {amount!r} seconds is more than {_MAX_YEARS} years; a durable wait "
+            "that long is almost certainly a unit mistake"
+        )
     return now + float(amount)

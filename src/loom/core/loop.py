@@ -5,7 +5,11 @@ make the same decisions every time it is replayed. Running it on the worker's re
 its scheduling with unrelated I/O. Instead each workflow gets this loop: callbacks run strictly in
 FIFO order and :meth:`run_until_idle` returns as soon as every workflow task is blocked on a
 durable call. There is no clock here: ``asyncio.sleep(n)`` and timeouts fail with advice to use
-``ctx.sleep``, because a wall clock cannot be replayed.
+``ctx.sleep``, because a wall clock cannot be replayed; threads, sockets and subprocesses fail the
+same way, with advice to use an activity.
+
+The loop also remembers the tasks created since :meth:`DeterministicLoop.take_tasks`, so the
+executor can tell when a step returns while a task it started is still pending.
 """
 
 from __future__ import annotations
@@ -14,16 +18,24 @@ import asyncio
 import asyncio.events
 import collections
 import contextvars
+import itertools
+import weakref
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, NoReturn, TypeVar
 
-from loom.errors import LoomError
+from loom.errors import WorkflowSandboxError
 
 T = TypeVar("T")
 
+SPIN_LIMIT = 250_000
+"""Callbacks run between two idle points before the code is judged to spin. A step that fans
+out to thousands of activities needs about one per activity; a busy loop gets here within a
+second or so."""
 
-class WorkflowSandboxError(LoomError, RuntimeError):
-    """Workflow code used something that cannot be replayed (wall-clock timers, real I/O)."""
+_USE_AN_ACTIVITY = (
+    "do that inside an activity (`await ctx.activity(fn, ...)`), which runs on the worker and "
+    "whose result is recorded"
+)
 
 
 class DeterministicLoop(asyncio.AbstractEventLoop):
@@ -31,6 +43,11 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._ready: collections.deque[asyncio.Handle] = collections.deque()
         self._closed = False
         self._errors: list[dict[str, Any]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._every_task: weakref.WeakValueDictionary[int, asyncio.Task[Any]] = (
+            weakref.WeakValueDictionary()
+        )
+        self._created = itertools.count()
 
     # -- what asyncio.Task / Future / gather need -----------------------------------------
     def call_soon(  # type: ignore[override]
@@ -53,7 +70,19 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         name: str | None = None,
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[T]:
-        return asyncio.Task(coro, loop=self, name=name, context=context)
+        task = asyncio.Task(coro, loop=self, name=name, context=context)
+        self._tasks.append(task)
+        self._every_task[next(self._created)] = task
+        return task
+
+    def pending_tasks(self) -> list[asyncio.Task[Any]]:
+        """Every task of this loop not done, oldest first (a stable order, unlike a set's)."""
+        return [t for _, t in sorted(self._every_task.items()) if not t.done()]
+
+    def take_tasks(self) -> list[asyncio.Task[Any]]:
+        """The tasks created since the last call, oldest first."""
+        tasks, self._tasks = self._tasks, []
+        return tasks
 
     def get_debug(self) -> bool:
         return False
@@ -89,19 +118,70 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
 
     def call_soon_threadsafe(self, *args: Any, **kwargs: Any) -> NoReturn:  # type: ignore[override]
         raise WorkflowSandboxError(
-            "workflow code cannot wait on threads or I/O; do that inside an activity"
+            f"workflow code cannot wait on threads or I/O; {_USE_AN_ACTIVITY}"
+        )
+
+    def run_in_executor(self, *args: Any, **kwargs: Any) -> NoReturn:  # type: ignore[override]
+        raise WorkflowSandboxError(
+            "workflow code cannot run functions in threads (asyncio.to_thread, "
+            f"loop.run_in_executor): their result is not recorded, so replay cannot repeat it; "
+            f"{_USE_AN_ACTIVITY}"
         )
 
     # -- driving ---------------------------------------------------------------------------
-    def run_until_idle(self) -> None:
-        """Run ready callbacks until none is left, with this loop seen as the running loop."""
+    def run_until_idle(self, limit: int | None = None) -> bool:
+        """Run ready callbacks until none is left, with this loop seen as the running loop.
+
+        False if ``limit`` callbacks ran and more are ready: the code is spinning (a loop
+        around ``asyncio.sleep(0)``) and would hold the worker's thread forever.
+        """
         previous = asyncio.events._get_running_loop()
         asyncio.events._set_running_loop(self)
         try:
             ready = self._ready
-            while ready:
+            for _ in range(SPIN_LIMIT if limit is None else limit):
+                if not ready:
+                    return True
                 handle = ready.popleft()
                 if not handle._cancelled:
                     handle._run()
+            return not ready
         finally:
             asyncio.events._set_running_loop(previous)
+
+
+def _no_io(name: str) -> Callable[..., NoReturn]:
+    def refuse(self: DeterministicLoop, *args: Any, **kwargs: Any) -> NoReturn:
+        raise WorkflowSandboxError(
+            f"workflow code cannot use loop.{name}() (sockets, pipes, subprocesses, signals, "
+            f"threads): nothing it does is recorded, so replay cannot repeat it; {_USE_AN_ACTIVITY}"
+        )
+
+    refuse.__name__ = name
+    return refuse
+
+
+# The event-loop operations left are I/O of some kind (or loop administration, which workflow
+# code has no business doing): refuse the I/O with advice rather than AbstractEventLoop's bare
+# NotImplementedError.
+_ADMINISTRATION = {
+    "run_forever",
+    "run_until_complete",
+    "stop",
+    "shutdown_asyncgens",
+    "shutdown_default_executor",
+    "set_default_executor",
+    "set_task_factory",
+    "get_task_factory",
+    "get_exception_handler",
+    "set_exception_handler",
+    "set_debug",
+}
+for _name, _member in vars(asyncio.AbstractEventLoop).items():
+    if (
+        callable(_member)
+        and not _name.startswith("_")
+        and _name not in vars(DeterministicLoop)
+        and _name not in _ADMINISTRATION
+    ):
+        setattr(DeterministicLoop, _name, _no_io(_name))

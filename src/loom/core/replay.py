@@ -9,19 +9,29 @@ Replay is strict. Each decision the code makes must equal the next decision in t
 kind, same name), and the recorded inputs are fed back one at a time, in order, with the code run
 until idle after each, exactly as they were delivered live. Anything else raises
 :class:`~loom.errors.NonDeterminismError`, which fails the workflow with its history kept.
+
+Each step runs on a new instance of the workflow class, so an attribute set in one step is never
+seen by the next: whether the execution stayed in a worker's cache or was rebuilt from the history
+must not change what the code computes. A step that returns while a task it created is pending
+fails with :class:`~loom.errors.UnawaitedCallError`; a step left waiting on something no durable
+event can complete (a bare future, an ``asyncio.Event``, a queue) fails with
+:class:`~loom.errors.WorkflowSandboxError` instead of hanging.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import random
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from loom.core import loop as loop_module
 from loom.core.context import WorkflowContext
+from loom.core.frozen import thaw
 from loom.core.history import (
     DECISIONS,
     INPUTS,
@@ -31,12 +41,13 @@ from loom.core.history import (
     decision_key,
 )
 from loom.core.loop import DeterministicLoop
-from loom.definitions import ActivityDefinition, WorkflowDefinition
+from loom.definitions import ActivityDefinition, WorkflowDefinition, activity_definition
 from loom.errors import (
     ActivityFailedError,
     LoomError,
     NonDeterminismError,
     UnawaitedCallError,
+    WorkflowSandboxError,
 )
 from loom.status import WorkflowStatus
 
@@ -162,6 +173,7 @@ class WorkflowExecution:
         self._pending: dict[int, _Pending] = {}
         self._loop = DeterministicLoop()  # type: ignore[abstract]
         self._failure: NonDeterminismError | None = None
+        self._spinning: WorkflowSandboxError | None = None
         self._stream: collections.deque[Event] = collections.deque()
         self._first_step = 0
         try:
@@ -174,7 +186,7 @@ class WorkflowExecution:
             return
         self._stream.extend(stream)
         self._main = self._loop.create_task(self._run(), name=f"workflow {workflow_id}")
-        self._loop.run_until_idle()
+        self._run_code()
         self._replay_inputs()
         self._clock = now  # what follows the replay happens now
 
@@ -209,7 +221,13 @@ class WorkflowExecution:
         return new
 
     def activity_runs(self) -> list[ActivityRun]:
-        return [p.run for p in self._pending.values() if p.run is not None]
+        """The activities to run; each with its own copy of the arguments, so an attempt that
+        changes them in place changes neither the recorded call nor the next attempt."""
+        return [
+            replace(p.run, args=thaw(p.run.args), kwargs=thaw(p.run.kwargs))
+            for p in self._pending.values()
+            if p.run is not None
+        ]
 
     def deadlines(self) -> list[tuple[int, float]]:
         """(seq, time) of every timer and signal-wait timeout not yet fired."""
@@ -230,7 +248,9 @@ class WorkflowExecution:
     def next_wakeup(self) -> float | None:
         """The earliest time something scheduled becomes due (timer, timeout, retry)."""
         times = [d for _, d in self.deadlines()]
-        times += [r.not_before for r in self.activity_runs() if r.not_before > 0]
+        times += [
+            p.run.not_before for p in self._pending.values() if p.run and p.run.not_before > 0
+        ]
         return min(times, default=None)
 
     # -- live deliveries (the worker) ----------------------------------------------------
@@ -285,6 +305,9 @@ class WorkflowExecution:
         if main is not None and not main.done():
             main.cancel()
             self._loop.run_until_idle()
+        for task in self._loop.take_tasks():
+            task.cancel()
+        self._loop.run_until_idle()
         self._loop.close()
 
     # -- the context's door (loom.core.context) -----------------------------------------
@@ -344,7 +367,6 @@ class WorkflowExecution:
 
     async def _run(self) -> None:
         steps = self.definition.steps
-        instance = self.definition.cls()
         ctx: WorkflowContext[Any, Any] = WorkflowContext(self)
         try:
             for index in range(self._first_step, len(steps)):
@@ -352,6 +374,10 @@ class WorkflowExecution:
                 self.current_step = step.name
                 started = self.decide(EventType.STEP_STARTED, {"step": step.name, "index": index})
                 self._rng_seed, self._rng = f"{self.workflow_id}:{index}:{started.seq}", None
+                # A new instance per step: attributes are not a channel between steps, with or
+                # without the worker's cache (steps share only ctx.state).
+                self._loop.take_tasks()
+                instance = self.definition.cls()
                 await getattr(instance, step.attribute)(ctx)
                 self._check_step_settled(step.name)
                 self.decide(EventType.STEP_COMPLETED, {"step": step.name, "index": index})
@@ -359,6 +385,11 @@ class WorkflowExecution:
             self.decide(EventType.WORKFLOW_COMPLETED, {"state": dict(self.state)})
             self.status = WorkflowStatus.COMPLETED
         except (Exception, asyncio.CancelledError) as exc:
+            for task in self._loop.take_tasks():  # the failed step's tasks must not run on
+                if task is not self._main:
+                    task.cancel()
+            if isinstance(exc, asyncio.CancelledError) and self._spinning is not None:
+                exc = self._spinning
             if self._failure is not None or isinstance(exc, NonDeterminismError):
                 self._finish_failed(self._failure or exc, step=self.current_step)
                 return
@@ -370,12 +401,74 @@ class WorkflowExecution:
                 self._finish_failed(nd, step=self.current_step)
 
     def _check_step_settled(self, step: str) -> None:
-        if any(p.step == step for p in self._pending.values()):
+        orphans = [task for task in self._loop.take_tasks() if not task.done()]
+        if orphans or any(p.step == step for p in self._pending.values()):
+            what = ", ".join([_describe_task(t) for t in orphans] + [self._waiting_on()])
+            for task in orphans:  # they must not run on, into the next step's history
+                task.cancel()
             raise UnawaitedCallError(
-                f"step {step!r} of workflow {self.workflow_id!r} returned while durable calls "
-                f"were still pending ({self._waiting_on()}); await every ctx.activity, "
-                "ctx.sleep and ctx.wait_for_signal within the step that makes it"
+                f"step {step!r} of workflow {self.workflow_id!r} returned while work it started "
+                f"was still pending ({what.removesuffix(', nothing')}); await every "
+                "ctx.activity, ctx.sleep and ctx.wait_for_signal, and every task created with "
+                "asyncio.create_task, within the step that makes it"
             )
+
+    def _run_code(self) -> None:
+        """Run the workflow code until idle; fail a step stuck on something not durable.
+
+        The code is stuck when nothing is runnable, it has not finished, and no durable call
+        is pending: no event Loom could deliver would ever wake it. The futures it waits on
+        are failed with WorkflowSandboxError, raised where they are awaited in the step.
+        """
+        self._run_until_idle()
+        for _ in range(100):  # a step may catch the error and get stuck again
+            if self.finished or self._pending or self._main.done():
+                return
+            stuck = _stuck_futures(self._loop)
+            if not stuck:
+                break
+            for future, awaited in stuck:
+                future.set_exception(
+                    WorkflowSandboxError(
+                        f"step {self.current_step!r} of workflow {self.workflow_id!r} awaits "
+                        f"{awaited}, which nothing durable can complete: Loom neither records "
+                        "nor replays it, so the step would wait forever; use "
+                        "`await ctx.activity(fn, ...)` for I/O and threads, "
+                        "`await ctx.sleep(...)` to wait, and "
+                        "`await ctx.wait_for_signal(name)` to wait for the outside world"
+                    )
+                )
+            self._run_until_idle()
+        if not (self.finished or self._pending or self._main.done()):
+            self._finish_failed(
+                WorkflowSandboxError(
+                    f"step {self.current_step!r} of workflow {self.workflow_id!r} keeps waiting "
+                    "on something that is not durable; use ctx.activity, ctx.sleep and "
+                    "ctx.wait_for_signal"
+                ),
+                step=self.current_step,
+            )
+
+    def _run_until_idle(self) -> None:
+        """Run the code until idle; a step that spins instead fails with WorkflowSandboxError.
+
+        Spinning (``while not done: await asyncio.sleep(0)``) would hold the worker's thread,
+        and every workflow on it, forever. Its tasks are cancelled, and the step's failure is
+        recorded as the sandbox error, not as a cancellation.
+        """
+        if self._loop.run_until_idle():
+            return
+        self._spinning = WorkflowSandboxError(
+            f"step {self.current_step!r} of workflow {self.workflow_id!r} ran "
+            f"{loop_module.SPIN_LIMIT} callbacks without waiting on anything durable: it is "
+            "spinning (e.g. a loop around asyncio.sleep(0) polling for a change), which would "
+            "hold the worker forever; wait "
+            "with `await ctx.sleep(...)` or `await ctx.wait_for_signal(name)` instead"
+        )
+        for task in self._loop.pending_tasks():
+            task.cancel()
+        if not self._loop.run_until_idle() and not self.finished:
+            self._finish_failed(self._spinning, step=self.current_step)  # it ignored the cancel
 
     def _replay_inputs(self) -> None:
         """Feed recorded inputs back in order, running the code until idle after each."""
@@ -385,7 +478,7 @@ class WorkflowExecution:
                 self._stream.popleft()
                 self._clock = event.timestamp
                 self._apply_input(event)
-                self._loop.run_until_idle()
+                self._run_code()
             elif event.type is EventType.WORKFLOW_CANCELED:
                 self._stream.clear()
                 self.status = WorkflowStatus.CANCELED
@@ -408,7 +501,7 @@ class WorkflowExecution:
         self._next_seq += 1
         self._new.append(event)
         self._apply_input(event)
-        self._loop.run_until_idle()
+        self._run_code()
 
     def _apply_input(self, event: Event) -> None:
         self.now = event.timestamp
@@ -490,3 +583,54 @@ class WorkflowExecution:
         for pending in self._pending.values():
             pending.future.cancel()
         self._pending.clear()
+
+
+def _stuck_futures(loop: DeterministicLoop) -> list[tuple[asyncio.Future[Any], str]]:
+    """(future, what awaits it) for every plain future a pending task of ``loop`` waits on.
+
+    Tasks and ``gather`` futures are skipped: they complete when what they wait on does.
+    """
+    found = []
+    for task in loop.pending_tasks():
+        waiter = getattr(task, "_fut_waiter", None)
+        if (
+            isinstance(waiter, asyncio.Future)
+            and not isinstance(waiter, asyncio.Task)
+            and not waiter.done()
+            and type(waiter).__name__ != "_GatheringFuture"
+        ):
+            found.append((waiter, _awaited(task)))
+    return found
+
+
+def _awaited(task: asyncio.Task[Any]) -> str:
+    """What the innermost coroutine of ``task`` awaits, as ``Event.wait()`` or a future."""
+    coro: Any = task.get_coro()
+    while True:
+        inner = getattr(coro, "cr_await", None)
+        if inner is None or not hasattr(inner, "cr_await"):
+            break
+        coro = inner
+    name = getattr(coro, "__qualname__", None) or "?"
+    code = getattr(coro, "cr_code", None)
+    if code is not None and code.co_filename.startswith(_ASYNCIO_DIR):
+        return f"{name}() (asyncio)"
+    return f"a bare asyncio future (e.g. loop.create_future()) in {name}()"
+
+
+def _describe_task(task: asyncio.Task[Any]) -> str:
+    """``a task running ctx.activity('charge')`` or ``a task running helper()``."""
+    coro: Any = task.get_coro()
+    name = getattr(coro, "__qualname__", None) or task.get_name()
+    frame = getattr(coro, "cr_frame", None)
+    if name == "WorkflowContext.activity" and frame is not None:
+        fn = frame.f_locals.get("fn")
+        try:
+            activity = activity_definition(fn).name
+        except LoomError:
+            activity = getattr(fn, "__name__", "?")
+        return f"a task running ctx.activity({activity!r})"
+    return f"a task running {name}()"
+
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
