@@ -290,7 +290,26 @@ async def test_a_step_calling_sys_exit_fails_the_workflow_and_the_worker_survive
         with pytest.raises(loom.WorkflowFailedError) as failed:
             await handle.result(timeout=20)
         assert await after.result(timeout=10)
-    assert "SystemExit" in str(failed.value)
+    assert failed.value.cause["type"] == "SystemExit"  # the step failed, not the worker
+    assert failed.value.cause["step"] == "work"
+
+
+@loom.workflow(name="hard_StepUnprintable")
+class HardStepUnprintable(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def work(self, ctx: Ctx) -> None:
+        raise Unprintable()
+
+
+async def test_a_step_raising_an_exception_that_cannot_be_described_fails_the_workflow(
+    db: loom.Database,
+) -> None:
+    handle = await db.start_workflow(HardStepUnprintable)
+    async with worker(db):
+        with pytest.raises(loom.WorkflowFailedError) as failed:
+            await handle.result(timeout=10)  # it used to stay RUNNING with nothing to run
+    assert failed.value.cause["type"] == "Unprintable"
+    assert failed.value.cause["message"] == "<unprintable Unprintable>"
 
 
 # ------------------------------------------------------------------- failing writes

@@ -29,19 +29,12 @@ from typing import TYPE_CHECKING, Any
 from loom import codec
 from loom.core.replay import ActivityRun
 from loom.errors import PayloadError
+from loom.failures import describe_error, tail
 
 if TYPE_CHECKING:
     from loom.worker import WorkerStats
 
 log = logging.getLogger("loom.worker")
-
-TRACEBACK_LIMIT = 8000
-"""Characters of a failure's traceback kept in its ACTIVITY_FAILED event (the tail: the frame
-that raised and the exception line are at the end)."""
-MESSAGE_LIMIT = 8000
-"""Characters of a failure's message kept."""
-CAUSE_DEPTH = 5
-"""How many links of an exception's ``__cause__``/``__context__`` chain are described."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +254,7 @@ def _timed_out_at(where: str | TracebackType | None) -> str | None:
             where = "".join(traceback.format_tb(where))
         except Exception:
             return None
-    return _tail("Timed out while running (most recent call last):\n" + where)
+    return tail("Timed out while running (most recent call last):\n" + where)
 
 
 async def run_attempt(run: ActivityRun, clock: Any, pool: ActivityPool) -> AttemptOutcome:
@@ -297,80 +290,3 @@ async def run_attempt(run: ActivityRun, clock: Any, pool: ActivityPool) -> Attem
         retry_at = clock() + definition.delay_before(run.attempt + 1)
         return AttemptOutcome(False, error=error, retry_at=retry_at)
     return AttemptOutcome(False, error=error)
-
-
-# ----------------------------------------------------------------------- describing errors
-
-
-def describe_error(exc: BaseException) -> dict[str, Any]:
-    """What an ACTIVITY_FAILED event records of ``exc``; never raises, bounded in size.
-
-    ``type`` and ``message`` are what histories have always held; ``traceback`` is the
-    formatted exception (its tail, at most :data:`TRACEBACK_LIMIT` characters) and ``cause``
-    the ``__cause__``/``__context__`` chain as nested ``{"type", "message", "cause"}`` (at
-    most :data:`CAUSE_DEPTH` deep).
-    """
-    return {
-        "type": _type_name(exc),
-        "message": _message(exc),
-        "traceback": _format(exc),
-        "cause": _cause(exc, depth=1, seen={id(exc)}),
-    }
-
-
-def _cause(exc: BaseException, *, depth: int, seen: set[int]) -> dict[str, Any] | None:
-    try:
-        if exc.__cause__ is not None:
-            link: BaseException | None = exc.__cause__
-        else:
-            link = None if exc.__suppress_context__ else exc.__context__
-    except Exception:
-        return None
-    if link is None or depth > CAUSE_DEPTH or id(link) in seen:
-        return None
-    seen.add(id(link))
-    return {
-        "type": _type_name(link),
-        "message": _message(link),
-        "cause": _cause(link, depth=depth + 1, seen=seen),
-    }
-
-
-def _type_name(exc: BaseException) -> str:
-    try:
-        name = type(exc).__name__
-    except Exception:
-        name = None
-    if isinstance(name, str) and name.isprintable() and 0 < len(name) <= 200:
-        return name
-    return "<unnamed exception type>"
-
-
-def _message(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:
-        return f"<unprintable {_type_name(exc)}>"
-    if len(text) > MESSAGE_LIMIT:
-        dropped = len(text) - MESSAGE_LIMIT
-        text = f"{text[:MESSAGE_LIMIT]}... ({dropped} more characters)"
-    return text
-
-
-def _format(exc: BaseException) -> str | None:
-    try:
-        text = "".join(traceback.format_exception(exc))
-    except Exception:
-        try:
-            frames = "".join(traceback.format_tb(exc.__traceback__))
-        except Exception:
-            frames = ""
-        text = f"{frames}{_type_name(exc)}: {_message(exc)}\n"
-    return _tail(text)
-
-
-def _tail(text: str) -> str:
-    if len(text) <= TRACEBACK_LIMIT:
-        return text
-    dropped = len(text) - TRACEBACK_LIMIT
-    return f"[{dropped} earlier characters not kept]\n{text[-TRACEBACK_LIMIT:]}"

@@ -32,11 +32,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from loom.activities import ActivityPool, AttemptOutcome, describe_error, run_attempt
+from loom.activities import ActivityPool, AttemptOutcome, run_attempt
 from loom.core.history import Event, EventType
 from loom.core.replay import ActivityRun, WorkflowExecution
 from loom.definitions import Registry
 from loom.errors import DatabaseCorruptError, LoomError
+from loom.failures import describe_error
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome, Signal

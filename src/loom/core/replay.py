@@ -24,7 +24,6 @@ import asyncio
 import collections
 import os
 import random
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -49,6 +48,7 @@ from loom.errors import (
     UnawaitedCallError,
     WorkflowSandboxError,
 )
+from loom.failures import describe_error
 from loom.status import WorkflowStatus
 
 
@@ -140,8 +140,15 @@ def discarded_signals(history: Sequence[Event]) -> list[tuple[str, Any]]:
 
 
 def _error_payload(exc: BaseException, step: str | None) -> dict[str, Any]:
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=20))
-    return {"type": type(exc).__name__, "message": str(exc), "step": step, "traceback": tb[-8000:]}
+    """What WORKFLOW_FAILED records (never raises, even for an exception that cannot be
+    printed): type, message, step, and the traceback's tail."""
+    described = describe_error(exc)
+    return {
+        "type": described["type"],
+        "message": described["message"],
+        "step": step,
+        "traceback": described["traceback"],
+    }
 
 
 class WorkflowExecution:
@@ -384,7 +391,12 @@ class WorkflowExecution:
             self.current_step = None
             self.decide(EventType.WORKFLOW_COMPLETED, {"state": dict(self.state)})
             self.status = WorkflowStatus.COMPLETED
-        except (Exception, asyncio.CancelledError) as exc:
+        except BaseException as exc:
+            # A step that calls sys.exit() or raises any other BaseException fails like any
+            # step: workflow code never takes its worker down. GeneratorExit is the coroutine
+            # being closed, not the step failing.
+            if isinstance(exc, GeneratorExit):
+                raise
             for task in self._loop.take_tasks():  # the failed step's tasks must not run on
                 if task is not self._main:
                     task.cancel()
