@@ -447,6 +447,8 @@ class WorkflowHandle(Generic[StateT]):
         stops it at once (interrupting its running activity); a worker elsewhere stops it at
         its next write, which comes within its ``inline_window`` while activities run (a long
         activity is interrupted within one lease renewal)."""
+        if reason is not None:
+            limits.check_text(reason, "the cancel reason")
         outcome = await self.database.store.cancel(self.workflow_id, reason, time.time())
         if outcome is CancelOutcome.REQUESTED:
             for worker in list(self.database.workers):

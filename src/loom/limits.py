@@ -37,8 +37,7 @@ def problem(value: Any, what: str = "workflow id") -> str | None:
         return f"{what} must not be empty"
     if len(value) > MAX_ID_LENGTH:
         return (
-            f"{what} {_shown(value)} is {len(value)} characters long; "
-            f"the limit is {MAX_ID_LENGTH}"
+            f"{what} {_shown(value)} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
         )
     for index, char in enumerate(value):
         code = ord(char)

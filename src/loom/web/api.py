@@ -192,7 +192,10 @@ async def list_workflows(
     tags=["workflows"],
     summary="Start a workflow by name",
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "The id existed with the same input"}, **_errors(409, 413, 415)},
+    responses={
+        200: {"description": "The id existed with the same input"},
+        **_errors(409, 413, 415),
+    },
 )
 async def start_workflow(
     body: StartRequest, db: DB, reg: Annotated[Registry, Depends(registry)]

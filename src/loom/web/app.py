@@ -24,8 +24,8 @@ from loom.client import Database
 from loom.definitions import Registry
 from loom.errors import (
     ConfigurationError,
-    LoomError,
     InvalidIdError,
+    LoomError,
     PayloadError,
     PayloadTooLargeError,
     StoreError,
