@@ -105,7 +105,8 @@ def web_command(
             "--token",
             envvar="LOOM_WEB_TOKEN",
             show_envvar=True,
-            help="Require this token on every call (Authorization: Bearer, or ?token=). "
+            help="Require this token on every call (Authorization: Bearer; a browser opens "
+            "/?token=TOKEN once, which sets a cookie). "
             "Needed to listen on anything but 127.0.0.1.",
         ),
     ] = None,
