@@ -355,3 +355,33 @@ async def test_bearer_header_and_cookie_are_accepted_and_the_log_hides_the_token
         )
     assert "t0k" not in caplog.text
     assert "token=***" in caplog.text
+
+
+async def test_a_stream_reads_and_holds_the_history_a_page_at_a_time(
+    db: loom.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loom.web import streams
+
+    handle = await db.start_workflow(web_workflows.Echo, workflow_input=1, workflow_id="pages")
+    assert await loom.run_once(db)
+    stored = [e.seq for e in await handle.events()]
+    assert len(stored) >= 4
+    monkeypatch.setattr(streams, "PAGE", 2)
+    pages: list[int] = []
+    real_page = streams.history_page
+
+    async def spy(*args: Any) -> Any:
+        events, more = await real_page(*args)
+        pages.append(len(events))
+        return events, more
+
+    monkeypatch.setattr(streams, "history_page", spy)
+
+    async def connected() -> bool:
+        return False
+
+    body = streams.workflow_history(db, "pages", 0, connected, poll_interval=0.01, heartbeat=5)
+    sent = [await anext(body) for _ in range(len(stored) + 1)][1:]
+    await body.aclose()
+    assert [int(m.split("\n", 1)[0].removeprefix("id: ")) for m in sent] == stored
+    assert max(pages) == 2

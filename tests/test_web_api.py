@@ -647,7 +647,7 @@ def test_loom_web_serves_the_api_and_docs(tmp_path: Path) -> None:
         [str(LOOM), "web", "--port", "0", "-m", "web_workflows"],
         env=env,
         cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -682,8 +682,11 @@ def test_loom_web_serves_the_api_and_docs(tmp_path: Path) -> None:
             assert "swagger" in docs.text.lower()
     finally:
         process.terminate()
-        process.wait(timeout=15)
+        access_log, _ = process.communicate(timeout=15)
     assert process.returncode == 0, "".join(lines)
+    # The access log shows the request with ?token=, never the token itself.
+    assert "GET /docs?token=*** " in access_log, access_log
+    assert "cli-token" not in access_log + "".join(lines)
 
 
 def test_loom_web_refuses_a_public_host_without_a_token(tmp_path: Path) -> None:
