@@ -28,7 +28,7 @@ from loom.definitions import Registry
 from loom.errors import ConfigurationError, WorkflowNotFoundError
 from loom.status import WorkflowStatus
 from loom.store.base import WorkflowRecord
-from loom.web import paths, serialize, streams
+from loom.web import models, paths, serialize, streams
 from loom.web.graph import definition_graph
 
 
@@ -161,7 +161,12 @@ def _status(value: str | None) -> WorkflowStatus | None:
 # -- workflows -------------------------------------------------------------------------------
 
 
-@router.get("/workflows", tags=["workflows"], summary="List workflows, newest first")
+@router.get(
+    "/workflows",
+    tags=["workflows"],
+    summary="List workflows, newest first",
+    response_model=models.WorkflowList,
+)
 async def list_workflows(
     db: DB,
     status_: Annotated[
@@ -192,8 +197,9 @@ async def list_workflows(
     tags=["workflows"],
     summary="Start a workflow by name",
     status_code=status.HTTP_201_CREATED,
+    response_model=models.WorkflowDetail,
     responses={
-        200: {"description": "The id existed with the same input"},
+        200: {"description": "The id existed with the same input", "model": models.WorkflowDetail},
         **_errors(409, 413, 415),
     },
 )
@@ -215,6 +221,7 @@ async def start_workflow(
     summary="A workflow's history, oldest first, a page at a time",
     description="At most `limit` events after `after_seq`; while `has_more`, ask for the "
     "next page with `after_seq` = `next_after_seq`.",
+    response_model=models.EventPage,
     responses=ONE_WORKFLOW,
 )
 async def get_events(
@@ -238,6 +245,7 @@ async def get_events(
     tags=["workflows"],
     summary="Send a signal (buffered until the workflow waits for it)",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=models.SignalAccepted,
     responses=ACTION,
 )
 async def signal_workflow(workflow_id: WorkflowId, body: SignalRequest, db: DB) -> dict[str, Any]:
@@ -252,6 +260,7 @@ async def signal_workflow(workflow_id: WorkflowId, body: SignalRequest, db: DB) 
     description="`outcome` is CANCELED when done at once, REQUESTED when a worker holds the "
     "workflow (it becomes CANCELED at that worker's next write).",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=models.CancelResult,
     responses=ACTION,
 )
 async def cancel_workflow(
@@ -266,6 +275,7 @@ async def cancel_workflow(
     tags=["workflows"],
     summary="Resume a FAILED workflow from the step that failed",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=models.WorkflowDetail,
     responses=ACTION,
 )
 async def retry_workflow(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
@@ -276,20 +286,33 @@ async def retry_workflow(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
 # -- definitions and statistics ----------------------------------------------------------------
 
 
-@router.get("/definitions", tags=["definitions"], summary="Registered workflows and their steps")
+@router.get(
+    "/definitions",
+    tags=["definitions"],
+    summary="Registered workflows and their steps",
+    response_model=models.Definitions,
+)
 async def definitions(reg: Annotated[Registry, Depends(registry)]) -> dict[str, Any]:
     found = sorted(reg.workflows(), key=lambda d: d.name)
     return {"definitions": [definition_graph(d) for d in found]}
 
 
 @router.get(
-    "/queue", tags=["monitoring"], summary="Tasks by state and the age of the oldest ready one"
+    "/queue",
+    tags=["monitoring"],
+    summary="Tasks by state and the age of the oldest ready one",
+    response_model=models.Queue,
 )
 async def queue(db: DB) -> dict[str, Any]:
     return serialize.queue(await db.stats())
 
 
-@router.get("/stats", tags=["monitoring"], summary="Workflows by status, tasks, throughput")
+@router.get(
+    "/stats",
+    tags=["monitoring"],
+    summary="Workflows by status, tasks, throughput",
+    response_model=models.Stats,
+)
 async def stats(db: DB) -> dict[str, Any]:
     return serialize.stats(await db.stats())
 
@@ -380,6 +403,7 @@ async def stream_all(
     "/workflows/{workflow_id:path}",
     tags=["workflows"],
     summary="One workflow: summary, input, state, error",
+    response_model=models.WorkflowDetail,
     responses=ONE_WORKFLOW,
 )
 async def get_workflow(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
