@@ -166,3 +166,22 @@ def test_init_and_worker_never_print_the_database_password(tmp_path: Path) -> No
     failed = loom_cli("list", "-d", unreachable, env=cli_env(None), cwd=tmp_path)
     assert failed.returncode != 0
     assert "hunter2" not in failed.stdout + failed.stderr
+
+
+def test_one_helper_masks_every_spelling_of_a_password() -> None:
+    from loom.masking import mask_credentials
+    from loom.transfer import display_url
+
+    for text, shown in (
+        ("postgresql://loom:s3cret@db:5432/loom", "postgresql://loom:***@db:5432/loom"),
+        ("postgres://:s3cret@db/loom", "postgres://:***@db/loom"),
+        (
+            "error at postgresql://u:p@ss%40w0rd@db/x: refused",
+            "error at postgresql://u:***@db/x: refused",
+        ),
+        ("host=db user=loom password=s3cret dbname=x", "host=db user=loom password=*** dbname=x"),
+        ("sqlite:///data/loom.db", "sqlite:///data/loom.db"),
+        ("postgresql://loom@db/loom", "postgresql://loom@db/loom"),
+    ):
+        assert mask_credentials(text) == shown
+    assert display_url("postgresql://loom:s3cret@db/loom") == "postgresql://loom:***@db/loom"
