@@ -32,13 +32,6 @@ from loom.web import models, paths, serialize, streams
 from loom.web.graph import definition_graph
 
 
-class ErrorBody(BaseModel):
-    """Every error response: a one-line message (and, for a malformed request, its details)."""
-
-    error: str
-    detail: list[dict[str, Any]] | None = None
-
-
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     described = {
         401: "A valid token is required",
@@ -50,7 +43,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         422: "A malformed request, or an id or name that breaks the id rule",
         503: "The database is unavailable",
     }
-    return {code: {"model": ErrorBody, "description": described[code]} for code in codes}
+    return {code: {"model": models.ErrorBody, "description": described[code]} for code in codes}
 
 
 router = APIRouter(prefix="/api", responses=_errors(401, 403, 422, 503))

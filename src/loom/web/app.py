@@ -34,6 +34,7 @@ from loom.errors import (
     WorkflowNotFoundError,
     WorkflowNotRunningError,
 )
+from loom.masking import mask_credentials
 from loom.web import streams
 from loom.web.api import router
 from loom.web.paths import EncodedIds
@@ -91,12 +92,15 @@ def create_app(
     otherwise. ``poll_interval`` and ``heartbeat`` pace the event streams; a stream ends after
     ``stream_lifetime`` seconds (the browser reconnects and resumes) and sends payloads above
     ``stream_event_bytes`` as a link. ``max_payload_bytes`` (default: the database's, else
-    4 MiB) bounds each value a request stores; a request body may be that plus 64 KiB (413).
+    4 MiB) bounds each value a request stores, and becomes the limit of a ``database`` given
+    open; a request body may be that plus 64 KiB (413).
     """
     if database is not None and database_url is not None:
         raise ConfigurationError("give create_app() a database_url or a database, not both")
     if token is not None and not token:
         raise ConfigurationError("the web token must not be empty")
+    if max_payload_bytes is not None and max_payload_bytes < 1:
+        raise ConfigurationError(f"max_payload_bytes must be positive, got {max_payload_bytes}")
     payload = max_payload_bytes or (
         database.max_payload_bytes if database is not None else limits.DEFAULT_MAX_PAYLOAD_BYTES
     )
@@ -165,7 +169,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def loom_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, StoreError):
             # The store's message may name the server; it goes to the log, not to the client.
-            log.error("database error on %s %s: %s", request.method, request.url.path, exc)
+            detail = mask_credentials(str(exc))
+            log.error("database error on %s %s: %s", request.method, request.url.path, detail)
             return _error(503, "database unavailable; try again later")
         for kind, status in ERROR_STATUS:
             if isinstance(exc, kind):

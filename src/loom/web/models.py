@@ -11,6 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from loom.status import WorkflowStatus
 
 
+class ErrorBody(BaseModel):
+    """Every error response: a one-line message (and, for a malformed request, its details)."""
+
+    error: str
+    detail: list[dict[str, Any]] | None = None
+
+
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
