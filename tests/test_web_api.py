@@ -417,18 +417,25 @@ async def test_token_protects_every_call(db: loom.Database) -> None:
         wrong = await anonymous.get("/api/stats", headers={"Authorization": "Bearer s3cret"})
         assert_error(wrong, 401)
         assert_error(await anonymous.get("/api/stats", params={"token": "nope"}), 401)
-        by_query = await anonymous.get("/api/stats", params={"token": "s3cret-token"})
-        assert by_query.status_code == 200
-        page = await anonymous.get("/", params={"token": "s3cret-token"})
-        assert page.status_code == 200
-        assert "text/html" in page.headers["content-type"]
         # The script and stylesheet hold no data and load without the token.
         assert (await anonymous.get("/static/app.js")).status_code == 200
+    # A ?token= in the URL is exchanged for a cookie and dropped from the address.
+    async with make_client(app) as browser:
+        by_query = await browser.get("/api/stats", params={"token": "s3cret-token", "a": "1"})
+        assert by_query.status_code == 303
+        assert by_query.headers["location"] == "/api/stats?a=1"
+        cookie = by_query.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert (await browser.get("/api/stats")).status_code == 200  # the cookie is enough
+        page = await browser.get("/", params={"token": "s3cret-token"}, follow_redirects=True)
+        assert page.status_code == 200
+        assert str(page.url) == "http://127.0.0.1/"
+        assert "text/html" in page.headers["content-type"]
     async with make_client(app, Authorization="Bearer s3cret-token") as allowed:
         assert (await allowed.get("/api/workflows/w1")).json()["input"] == 1
         assert (await allowed.post("/api/workflows/w1/cancel")).status_code == 202
         docs = await allowed.get("/docs")
-        assert "/openapi.json?token=s3cret-token" in docs.text
+        assert "s3cret-token" not in docs.text
     assert await db.get_workflow("w1").status() is loom.WorkflowStatus.CANCELED
 
 
@@ -640,7 +647,7 @@ def test_loom_web_serves_the_api_and_docs(tmp_path: Path) -> None:
         [str(LOOM), "web", "--port", "0", "-m", "web_workflows"],
         env=env,
         cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -670,13 +677,16 @@ def test_loom_web_serves_the_api_and_docs(tmp_path: Path) -> None:
                 d["name"] for d in http.get("/api/definitions", headers=auth).json()["definitions"]
             ]
             assert "web_Approval" in names
-            docs = http.get("/docs", params={"token": "cli-token"})
+            docs = http.get("/docs", params={"token": "cli-token"}, follow_redirects=True)
             assert docs.status_code == 200
             assert "swagger" in docs.text.lower()
     finally:
         process.terminate()
-        process.wait(timeout=15)
+        access_log, _ = process.communicate(timeout=15)
     assert process.returncode == 0, "".join(lines)
+    # The access log shows the request with ?token=, never the token itself.
+    assert "GET /docs?token=*** " in access_log, access_log
+    assert "cli-token" not in access_log + "".join(lines)
 
 
 def test_loom_web_refuses_a_public_host_without_a_token(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
-from loom import codec
+from loom import codec, limits
 from loom.core.history import Event, EventType
 from loom.definitions import Registry, default_registry, workflow_definition
 from loom.errors import (
@@ -113,11 +113,29 @@ class Database:
 
     Use it as an async context manager; ``migrate_up()`` creates or upgrades the schema. With
     ``create=False``, opening a database that does not exist raises ``StoreError``.
+
+    Workflow ids and names follow one rule (:mod:`loom.limits`; ``InvalidIdError``), and a
+    workflow's input, its initial state and a signal's payload are each at most
+    ``max_payload_bytes`` as JSON (``PayloadTooLargeError``, raised before anything is stored).
     """
 
     def __init__(
-        self, url: str | None = None, *, registry: Registry | None = None, create: bool = True
+        self,
+        url: str | None = None,
+        *,
+        registry: Registry | None = None,
+        create: bool = True,
+        max_payload_bytes: int = limits.DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
+        if (
+            not isinstance(max_payload_bytes, int)
+            or isinstance(max_payload_bytes, bool)
+            or max_payload_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_payload_bytes must be a positive number of bytes, got {max_payload_bytes!r}"
+            )
+        self.max_payload_bytes = max_payload_bytes
         self.url = resolve_url(url)
         self.registry = registry or default_registry
         self.store: Store = open_store(self.url, create=create)
@@ -213,7 +231,7 @@ class Database:
         workflow_id: str | None = None,
     ) -> WorkflowHandle[Any]:
         """Start a registered workflow by its name (as the CLI and dashboard do)."""
-        definition = self.registry.workflow(name)
+        definition = self.registry.workflow(limits.check_id(name, "workflow name"))
         return await self._start(
             definition.name, definition.version, workflow_input, initial_state, workflow_id
         )
@@ -226,14 +244,11 @@ class Database:
         initial_state: Any,
         workflow_id: str | None,
     ) -> WorkflowHandle[Any]:
-        if workflow_id is not None and (not isinstance(workflow_id, str) or not workflow_id):
-            raise ConfigurationError(f"workflow_id must be a non-empty string, got {workflow_id!r}")
-        wid = workflow_id or str(uuid.uuid4())
-        stored_input = codec.to_json(
-            workflow_input, what=f"the input of workflow {wid!r}", root="input"
-        )
-        state = codec.to_json(
-            initial_state or {}, what=f"the initial state of workflow {wid!r}", root="initial_state"
+        limits.check_id(name, "workflow name")
+        wid = str(uuid.uuid4()) if workflow_id is None else limits.check_id(workflow_id)
+        stored_input = self.encode(workflow_input, f"the input of workflow {wid!r}", root="input")
+        state = self.encode(
+            initial_state or {}, f"the initial state of workflow {wid!r}", root="initial_state"
         )
         if not isinstance(state, dict):
             raise ConfigurationError(
@@ -258,10 +273,20 @@ class Database:
             self.work_available.notify()
         return WorkflowHandle(self, wid)
 
+    def encode(self, value: Any, what: str, root: str = "value") -> Any:
+        """``value`` as stored (round-tripped through JSON), within ``max_payload_bytes``;
+        ``root`` names it in an error about one of its parts (``input['a'][2] is nan``)."""
+        data = codec.dumps(value, what=what, root=root)
+        limits.check_size(data, self.max_payload_bytes, what)
+        return codec.loads(data)
+
     # -- reading ----------------------------------------------------------------------------
     def get_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
-        """A handle to an existing workflow (no I/O; its methods raise if the id is unknown)."""
-        return WorkflowHandle(self, workflow_id)
+        """A handle to an existing workflow (no I/O; its methods raise if the id is unknown).
+
+        An id that breaks the id rule raises ``InvalidIdError`` here.
+        """
+        return WorkflowHandle(self, limits.check_id(workflow_id))
 
     async def list_workflows(
         self,
@@ -415,9 +440,8 @@ class WorkflowHandle(Generic[StateT]):
 
     async def signal(self, name: str, payload: Any = None) -> None:
         """Send signal ``name``; it is buffered until the workflow waits for it."""
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError("signal names are non-empty strings")
-        data = codec.to_json(payload, what=f"the payload of signal {name!r}", root="payload")
+        limits.check_id(name, "signal name")
+        data = self.database.encode(payload, f"the payload of signal {name!r}", root="payload")
         await self.database.store.send_signal(self.workflow_id, name, data, time.time())
         for worker in list(self.database.workers):
             worker.signal_arrived(self.workflow_id)
@@ -429,6 +453,8 @@ class WorkflowHandle(Generic[StateT]):
         stops it at once (interrupting its running activity); a worker elsewhere stops it at
         its next write, which comes within its ``inline_window`` while activities run (a long
         activity is interrupted within one lease renewal)."""
+        if reason is not None:
+            limits.check_text(reason, "the cancel reason")
         outcome = await self.database.store.cancel(self.workflow_id, reason, time.time())
         if outcome is CancelOutcome.REQUESTED:
             for worker in list(self.database.workers):

@@ -5,6 +5,8 @@
     LoomError
     ├── DefinitionError          a @workflow/@step/@activity is malformed (raised at import)
     ├── PayloadError             a value cannot be stored as JSON (raised at the call site)
+    │   └── PayloadTooLargeError a value is above the database's max_payload_bytes
+    ├── InvalidIdError           a workflow id or name breaks the id rule (loom.limits)
     ├── ConfigurationError       a bad database URL, an unknown backend, a naive datetime ...
     ├── StoreError               the database refused or failed an operation
     │   ├── DatabaseUnavailableError  it cannot be reached or written now (connection lost,
@@ -207,3 +209,28 @@ class ReadOnlyError(LoomError, TypeError):
     Both are rebuilt from the history on replay, so an in-place change would be lost after a
     restart; change state with ``await ctx.state.set(...)`` / ``update(...)``.
     """
+
+
+class InvalidIdError(LoomError, ValueError):
+    """A workflow id or a name (workflow, signal) breaks the rule every entry point applies.
+
+    The rule (see :mod:`loom.limits`): a non-empty string of at most 200 characters, with no
+    control characters and no lone surrogates, so every id can be stored by both backends,
+    printed safely and addressed in a URL.
+    """
+
+
+class PayloadTooLargeError(PayloadError):
+    """A value (input, initial state, signal payload) is larger than the database accepts.
+
+    The limit is ``Database(max_payload_bytes=...)`` (``loom web --max-payload``).
+    """
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{what} is {size} bytes as JSON, above the limit of {limit} bytes; store large "
+            "data elsewhere and pass a reference, or raise the limit (Database(max_payload_bytes"
+            "=...), loom web --max-payload)"
+        )
+        self.size = size
+        self.limit = limit

@@ -25,9 +25,10 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from loom.errors import ConfigurationError, LoomError, StoreError
+from loom.masking import mask_credentials
 from loom.store import open_store
 from loom.store.base import Store, WorkflowDump
 from loom.store.common import migrations
@@ -59,15 +60,8 @@ class TransferReport:
 
 
 def display_url(url: str) -> str:
-    """``url`` without its password, for printing."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
+    """``url`` without its password, for printing (:func:`loom.masking.mask_credentials`)."""
+    return mask_credentials(url)
 
 
 def _identity(url: str) -> tuple[str, ...]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.text import Text
 
+from loom import limits
 from loom.cli import render
 from loom.cli.common import (
     DatabaseOption,
@@ -36,6 +36,9 @@ def start_command(
     as_json: JsonOption = False,
 ) -> None:
     """Start a workflow by name; a worker with its module runs it."""
+    limits.check_id(name, "workflow name")
+    if workflow_id is not None:
+        limits.check_id(workflow_id)
     workflow_input = parse_json(input_json, "--input")
     import_modules(modules)
 
@@ -58,10 +61,10 @@ def start_command(
         render.emit_json({"workflow_id": started_id, "name": name, "created": not existed})
     elif existed:
         render.console().print(
-            Text(f"workflow {started_id} already exists with this input; nothing started")
+            render.text(f"workflow {started_id} already exists with this input; nothing started")
         )
     else:
-        render.console().print(Text(f"started {name} workflow {started_id}"))
+        render.console().print(render.text(f"started {name} workflow {started_id}"))
 
 
 def signal_command(
@@ -73,6 +76,8 @@ def signal_command(
     database: DatabaseOption = None,
 ) -> None:
     """Send a signal; it waits in the workflow's inbox until the workflow asks for it."""
+    limits.check_id(workflow_id)
+    limits.check_id(name, "signal name")
     payload = parse_json(payload_json, "--payload")
 
     async def send() -> None:
@@ -80,7 +85,7 @@ def signal_command(
             await db.get_workflow(workflow_id).signal(name, payload)
 
     run(send())
-    render.console().print(Text(f"sent signal {name!r} to workflow {workflow_id}"))
+    render.console().print(render.text(f"sent signal {name!r} to workflow {workflow_id}"))
 
 
 def cancel_command(
@@ -91,6 +96,9 @@ def cancel_command(
     database: DatabaseOption = None,
 ) -> None:
     """Cancel a running workflow: no further steps run."""
+    limits.check_id(workflow_id)
+    if reason is not None:
+        limits.check_text(reason, "--reason")
 
     async def cancel() -> CancelOutcome:
         async with open_database(database) as db:
@@ -104,11 +112,12 @@ def cancel_command(
             f"cancel requested for workflow {workflow_id}: a worker is running it and stops "
             "it at its next write"
         )
-    render.console().print(Text(message))
+    render.console().print(render.text(message))
 
 
 def retry_command(workflow_id: WorkflowId, database: DatabaseOption = None) -> None:
     """Resume a FAILED workflow from the step that failed, keeping its history."""
+    limits.check_id(workflow_id)
 
     async def retry() -> str | None:
         async with open_database(database) as db:
@@ -119,4 +128,4 @@ def retry_command(workflow_id: WorkflowId, database: DatabaseOption = None) -> N
 
     step = run(retry())
     where = f" from step {step!r}" if step else ""
-    render.console().print(Text(f"retrying workflow {workflow_id}{where}"))
+    render.console().print(render.text(f"retrying workflow {workflow_id}{where}"))

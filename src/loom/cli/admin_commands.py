@@ -7,11 +7,20 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from loom import limits
 from loom.cli import render
-from loom.cli.common import DatabaseOption, JsonOption, ModulesOption, open_database, run
+from loom.cli.common import (
+    DatabaseOption,
+    JsonOption,
+    ModulesOption,
+    bounded,
+    open_database,
+    run,
+)
 from loom.cli.errors import CliError
 from loom.cli.modules import import_modules, require_workflows
 from loom.client import ReplayReport
+from loom.masking import mask_credentials
 
 
 def init_command(database: DatabaseOption = None) -> None:
@@ -33,7 +42,7 @@ def init_command(database: DatabaseOption = None) -> None:
             f"migrated database {url} from schema version {before} to {after} "
             f"(applied {', '.join(applied)})"
         )
-    render.console().print(Text(message))
+    render.console().print(render.text(mask_credentials(message)))
 
 
 def replay_command(
@@ -53,6 +62,8 @@ def replay_command(
     """
     if workflow_ids and check_all:
         raise CliError("use either --workflow ID or --all, not both", exit_code=2)
+    for workflow_id in workflow_ids or []:
+        limits.check_id(workflow_id)
     names = import_modules(modules)
 
     async def check() -> list[ReplayReport]:
@@ -72,8 +83,10 @@ def replay_command(
     else:
         out = render.console()
         for report in bad:
-            out.print(Text.assemble(("NOT REPRODUCED ", "bold red"), f"{report.workflow_id} "))
-            out.print(Text(f"  {report.name}: {report.problem}"))
+            out.print(
+                Text.assemble(("NOT REPRODUCED ", "bold red"), render.safe(report.workflow_id))
+            )
+            out.print(render.text(f"  {report.name}: {report.problem}"))
         summary = f"checked {len(reports)} workflow(s): {len(reports) - len(bad)} reproduced"
         if bad:
             summary += f", {len(bad)} not reproduced by the current code"
@@ -84,7 +97,7 @@ def replay_command(
 
 def web_command(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free).")] = 8000,
     reload: Annotated[bool, typer.Option("--reload", help="Restart on code changes.")] = False,
     token: Annotated[
         str | None,
@@ -92,10 +105,21 @@ def web_command(
             "--token",
             envvar="LOOM_WEB_TOKEN",
             show_envvar=True,
-            help="Require this token on every call (Authorization: Bearer, or ?token=). "
+            help="Require this token on every call (Authorization: Bearer; a browser opens "
+            "/?token=TOKEN once, which sets a cookie). "
             "Needed to listen on anything but 127.0.0.1.",
         ),
     ] = None,
+    max_payload: Annotated[
+        int,
+        typer.Option(
+            "--max-payload",
+            metavar="BYTES",
+            envvar="LOOM_MAX_PAYLOAD",
+            help="Largest input, state or signal payload a request may store, in bytes "
+            "(a request body may be 64 KiB more).",
+        ),
+    ] = limits.DEFAULT_MAX_PAYLOAD_BYTES,
     modules: ModulesOption = None,
     database: DatabaseOption = None,
 ) -> None:
@@ -105,6 +129,8 @@ def web_command(
 
     import uvicorn
 
+    bounded(port, "--port", 0, 65535)
+    bounded(max_payload, "--max-payload", 1, 1024**3)
     token = token or None
     if not token and host not in ("127.0.0.1", "localhost", "::1"):
         raise CliError(
@@ -126,6 +152,7 @@ def web_command(
         os.environ["LOOM_MODULES"] = ",".join(names)
         if token:
             os.environ["LOOM_WEB_TOKEN"] = token
+        os.environ["LOOM_MAX_PAYLOAD"] = str(max_payload)
         uvicorn.run(
             "loom.web.app:app_from_env",
             factory=True,
@@ -144,4 +171,5 @@ def web_command(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, exit_cleanly)
-    uvicorn.run(create_app(url, token=token), host=host, port=port, timeout_graceful_shutdown=3)
+    app = create_app(url, token=token, max_payload_bytes=max_payload)
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import AsyncIterator, Coroutine
 from typing import Annotated, Any, TypeVar
 
@@ -73,10 +74,33 @@ async def open_database(
 
 
 def parse_json(text: str | None, option: str) -> Any:
-    """``text`` decoded as JSON (None when not given); a clear error names the option."""
+    """``text`` decoded as JSON (None when not given); a clear error names the option.
+
+    Strict JSON: ``NaN``, ``Infinity`` and numbers too large for a float (``1e400``) are
+    refused, as they cannot be stored and read back as the same value.
+    """
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise CliError(f"{option} is not valid JSON: {exc.msg} (at position {exc.pos})") from None
+    except ValueError as exc:
+        raise CliError(f"{option} is not valid JSON: {exc}") from None
+
+
+def _not_a_number(word: str) -> Any:
+    raise ValueError(f"{word} is not a JSON number; use a finite number or a string")
+
+
+def _finite(word: str) -> float:
+    value = float(word)
+    if not math.isfinite(value):
+        raise ValueError(f"{word[:40]} is too large for a number; use a string")
+    return value
+
+
+def bounded(value: float, option: str, low: float, high: float) -> None:
+    """Refuse, in one line, a number outside ``[low, high]`` (or NaN) given to ``option``."""
+    if not low <= value <= high:
+        raise CliError(f"{option} must be between {low} and {high}, got {value}", exit_code=2)

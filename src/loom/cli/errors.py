@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from loom.cli.render import safe
 from loom.errors import LoomError
+from loom.masking import mask_credentials
 
 
 class CliError(Exception):
@@ -16,7 +18,8 @@ class CliError(Exception):
 
 
 def one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """``text`` on one line, credentials masked and control characters escaped."""
+    return safe(" ".join(mask_credentials(str(text)).split()))
 
 
 def describe(exc: BaseException) -> str:

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console, Group, RenderableType
-from rich.json import JSON
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from loom import limits
 from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, open_database, run
 from loom.cli.timeline import StepRun, failure_cause, step_runs
@@ -38,6 +38,7 @@ def inspect_command(
     as_json: JsonOption = False,
 ) -> None:
     """Show a workflow: input, state, status, steps with durations, error and its cause."""
+    limits.check_id(workflow_id)
 
     async def fetch() -> tuple[WorkflowRecord, list[Event]]:
         async with open_database(database) as db:
@@ -64,7 +65,7 @@ def inspect_command(
     _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
     if record.status is WorkflowStatus.CANCELED:
         reason = (error or {}).get("message")
-        _section(out, "Canceled", Text(f"reason: {reason}" if reason else "no reason given"))
+        _section(out, "Canceled", render.text(f"reason: {reason}" if reason else "no reason given"))
     elif error:
         _section(out, "Error", _error_block(error, cause, show_traceback=traceback))
     attempts = _failed_attempts(history) if traceback else []
@@ -109,7 +110,7 @@ def _event_json(event: Event) -> dict[str, Any]:
 def _print_header(out: Console, record: WorkflowRecord) -> None:
     title = Text.assemble(
         ("Workflow ", "bold"),
-        (record.workflow_id, "bold"),
+        (render.safe(record.workflow_id), "bold"),
         "  ",
         render.status_text(record.status),
     )
@@ -117,8 +118,8 @@ def _print_header(out: Console, record: WorkflowRecord) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim")
     grid.add_column()
-    grid.add_row("name", Text(f"{record.name} (version {record.version})"))
-    grid.add_row("current step", Text(record.current_step or "-"))
+    grid.add_row("name", render.text(f"{record.name} (version {record.version})"))
+    grid.add_row("current step", render.text(record.current_step or "-"))
     if record.status is WorkflowStatus.RUNNING:
         grid.add_row("scheduling", _scheduling(record))
     grid.add_row("created", render.local_time(record.created))
@@ -154,7 +155,8 @@ def _section(out: Console, title: str, body: RenderableType) -> None:
 
 
 def _json_block(value: Any) -> RenderableType:
-    return JSON(json.dumps(value, default=str, ensure_ascii=False), indent=2, highlight=False)
+    # Plain text, not Rich's JSON (which re-encodes it): the escapes of render.json_text stay.
+    return Text(render.json_text(json.dumps(value, default=str, ensure_ascii=False, indent=2)))
 
 
 def _steps_table(runs: list[StepRun]) -> Table:
@@ -172,11 +174,11 @@ def _steps_table(runs: list[StepRun]) -> Table:
             notes.append(f"waiting for {', '.join(run_.waiting)}")
         table.add_row(
             str(run_.index + 1),
-            Text(run_.step),
+            render.text(run_.step),
             render.clock_time(run_.started),
             render.duration(run_.duration),
             Text(run_.status, style=styles.get(run_.status, "")),
-            Text(", ".join(notes), style="dim"),
+            render.text(", ".join(notes), style="dim"),
         )
     return table
 
@@ -188,16 +190,17 @@ def _error_block(
     message = str(error.get("message", ""))
     step = error.get("step")
     where = f" (in step {step!r})" if step and f"step {step!r}" not in message else ""
-    parts.append(Text(f"{error.get('type', 'Error')}: {message}{where}", "red"))
+    parts.append(render.text(f"{error.get('type', 'Error')}: {message}{where}", "red"))
     if cause:
         parts.append(
-            Text(
+            render.text(
                 f"caused by {cause['type']}: {cause['message']} "
                 f"(activity {cause['activity']!r}, attempt {cause['attempt']})"
             )
         )
     if show_traceback and error.get("traceback"):
-        parts.append(Text(str(error["traceback"]).rstrip(), style="dim"))
+        traceback_text = render.safe(str(error["traceback"]).rstrip(), newlines=True)
+        parts.append(Text(traceback_text, style="dim"))
     return Group(*parts)
 
 
@@ -256,7 +259,7 @@ def _events_table(history: list[Event]) -> Table:
         table.add_row(
             str(event.seq),
             render.clock_time(event.timestamp),
-            event.type.value,
+            render.safe(event.type.value),
             Text(render.compact_json(payload)),
         )
     return table

@@ -6,10 +6,10 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.text import Text
 
 from loom.cli import render
-from loom.cli.common import JsonOption, database_url, run
+from loom.cli.common import JsonOption, bounded, database_url, run
+from loom.masking import mask_credentials
 from loom.transfer import Progress, TransferReport, copy_database
 
 
@@ -29,7 +29,7 @@ def migrate_command(
         ),
     ],
     batch: Annotated[
-        int, typer.Option("--batch", min=1, help="Workflows per transaction on the target.")
+        int, typer.Option("--batch", help="Workflows per transaction on the target (1 to 100000).")
     ] = 500,
     as_json: JsonOption = False,
 ) -> None:
@@ -40,6 +40,7 @@ def migrate_command(
     completed by the same command. Leases are not copied: running workflows are picked up by
     the target's workers.
     """
+    bounded(batch, "--batch", 1, 100_000)
     source_url, target_url = database_url(source), database_url(target)
     assert source_url is not None and target_url is not None  # typer requires both options
     progress = _progress_printer() if not as_json and sys.stderr.isatty() else None
@@ -64,7 +65,7 @@ def migrate_command(
         )
         return
     for line, style in summary(report):
-        render.console().print(Text(line, style=style))
+        render.console().print(render.text(mask_credentials(line), style=style))
 
 
 def _progress_printer() -> Progress:

@@ -7,18 +7,20 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
+from loom import limits
 from loom.cli import render
-from loom.cli.common import DatabaseOption, JsonOption, open_database, run
+from loom.cli.common import DatabaseOption, JsonOption, bounded, open_database, run
 from loom.client import WorkflowSummary
 from loom.status import WorkflowStatus
 from loom.store.base import StoreStats
 
+MAX_ROWS = 1_000_000
+
 
 def list_command(
     limit: Annotated[
-        int, typer.Option("--limit", "-n", min=1, help="At most this many rows.")
+        int, typer.Option("--limit", "-n", help=f"At most this many rows (1 to {MAX_ROWS}).")
     ] = 50,
     status: Annotated[
         str | None,
@@ -31,6 +33,9 @@ def list_command(
     as_json: JsonOption = False,
 ) -> None:
     """List workflows, newest first."""
+    bounded(limit, "--limit", 1, MAX_ROWS)
+    if name is not None:
+        limits.check_id(name, "workflow name")
 
     async def fetch() -> list[WorkflowSummary]:
         async with open_database(database) as db:
@@ -52,11 +57,11 @@ def list_command(
     for row in rows:
         created, updated = row.created_at.timestamp(), row.updated_at.timestamp()
         table.add_row(
-            Text(row.workflow_id),
-            Text(row.name),
-            Text(row.version),
+            render.text(row.workflow_id),
+            render.text(row.name),
+            render.text(row.version),
             render.status_text(row.status),
-            Text(row.current_step or "-"),
+            render.text(row.current_step or "-"),
             render.short_time(created),
             render.short_time(updated),
             render.duration(render.lifetime(row.status, created, updated)),

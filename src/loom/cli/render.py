@@ -26,6 +26,38 @@ STATUS_STYLES = {
 PIPE_WIDTH = 200
 
 
+UNSAFE = frozenset(
+    [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+)
+"""Characters that act on a terminal or reorder text: C0, DEL, C1 and bidi overrides."""
+_SURROGATES = range(0xD800, 0xE000)
+
+
+def safe(value: object, *, newlines: bool = False) -> str:
+    """``value`` as text a terminal shows as is: control characters, bidi overrides and lone
+    surrogates are written as escapes (``\\x1b``, ``\\u202e``), so user data (an id, a name,
+    an error message) cannot move the cursor, retitle the window or recolour the screen.
+    ``newlines`` keeps line breaks (and tabs), for multi-line text such as a traceback."""
+    text = str(value)
+    if not any(ord(c) in UNSAFE or ord(c) in _SURROGATES for c in text):
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if newlines and char in "\n\t":
+            out.append(char)
+        elif code in UNSAFE or code in _SURROGATES:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def text(value: object, style: str = "") -> Text:
+    """User-controlled ``value`` as a Rich ``Text`` (no markup), made :func:`safe`."""
+    return Text(safe(value), style=style)
+
+
 def console(*, stderr: bool = False) -> Console:
     """A console for user-facing output; no automatic highlighting of user data.
 
@@ -67,7 +99,9 @@ class _TrimmedLines(io.TextIOBase):
 
 def emit_json(value: Any) -> None:
     """Write ``value`` as indented JSON on stdout (datetimes as ISO 8601)."""
-    sys.stdout.write(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False))
+    sys.stdout.write(
+        json_text(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False))
+    )
     sys.stdout.write("\n")
     sys.stdout.flush()
 
@@ -134,5 +168,20 @@ def status_text(status: WorkflowStatus | str) -> Text:
     return Text(value.value, style=STATUS_STYLES.get(value, ""))
 
 
+def json_text(encoded: str) -> str:
+    """JSON text with the characters :func:`safe` escapes written as ``\\uXXXX``: still the same
+    JSON, harmless on a terminal. (The encoder already escapes C0 inside strings; the line
+    breaks of its indentation stay.)"""
+
+    def unsafe(char: str) -> bool:
+        code = ord(char)
+        return (code in UNSAFE and char not in "\n\r\t") or code in _SURROGATES
+
+    if not any(unsafe(c) for c in encoded):
+        return encoded
+    return "".join(f"\\u{ord(c):04x}" if unsafe(c) else c for c in encoded)
+
+
 def compact_json(value: Any) -> str:
-    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(", ", ": "))
+    encoded = json.dumps(value, default=_json_default, ensure_ascii=False, separators=(", ", ": "))
+    return json_text(encoded)

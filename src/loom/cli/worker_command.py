@@ -24,10 +24,11 @@ from rich.logging import RichHandler
 
 import loom
 from loom.cli import render
-from loom.cli.common import DatabaseOption, ModulesOption, open_database, run
+from loom.cli.common import DatabaseOption, ModulesOption, bounded, open_database, run
 from loom.cli.errors import CliError
 from loom.cli.modules import import_modules, require_workflows
 from loom.cli.status_line import StatusLine
+from loom.masking import MaskingFormatter
 from loom.outage import OUTAGE_ERRORS, Backoff
 
 PLAIN_STATUS_SECONDS = 10.0
@@ -36,18 +37,20 @@ log = logging.getLogger("loom.cli")
 
 def worker_command(
     workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Workflows run at once (concurrency).")
+        int, typer.Option("--workers", help="Workflows run at once (concurrency, 1 to 10000).")
     ] = 4,
     poll_interval: Annotated[
         float,
         typer.Option(
-            "--poll-interval", min=0.001, help="Longest wait, in seconds, before looking for work."
+            "--poll-interval",
+            help="Longest wait, in seconds, before looking for work (0.001 to 3600).",
         ),
     ] = 0.5,
     lease_seconds: Annotated[
         float,
         typer.Option(
-            "--lease-seconds", min=0.1, help="How long a stopped worker's workflows stay locked."
+            "--lease-seconds",
+            help="How long a stopped worker's workflows stay locked (0.1 to 86400 seconds).",
         ),
     ] = 10.0,
     activity_threads: Annotated[
@@ -75,6 +78,9 @@ def worker_command(
     database: DatabaseOption = None,
 ) -> None:
     """Run workflows until SIGINT/SIGTERM (a second signal exits at once)."""
+    bounded(workers, "--workers", 1, 10_000)
+    bounded(poll_interval, "--poll-interval", 0.001, 3600)
+    bounded(lease_seconds, "--lease-seconds", 0.1, 86_400)
     out = render.console(stderr=True)
     _configure_logging(out, quiet)
     names = import_modules(modules)
@@ -93,14 +99,22 @@ def worker_command(
     )
 
 
+class SafeFormatter(MaskingFormatter):
+    """Log lines with credentials masked and control characters (from ids, names, errors)
+    escaped; line breaks of tracebacks are kept."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return render.safe(super().format(record), newlines=True)
+
+
 def _configure_logging(out: Console, quiet: bool) -> None:
     handler: logging.Handler
     if out.is_terminal:
         handler = RichHandler(console=out, show_path=False, markup=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(SafeFormatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if quiet else logging.INFO)

@@ -3,8 +3,14 @@ cancel and retry workflows; queue and store statistics; server-sent event stream
 
 Errors are JSON ``{"error": message}``: 404 for an unknown workflow id, 409 for an action the
 workflow's status does not allow (signal or cancel of a finished workflow, retry of one that did
-not fail, starting an id that exists with another input), 422 for a malformed request, a value
-that cannot be stored as JSON, or a workflow name no module registered in this server.
+not fail, starting an id that exists with another input), 413 for a body or a value above the
+payload limit, 422 for a malformed request, an id or name that breaks the id rule
+(:mod:`loom.limits`), a value that cannot be stored as JSON, or a workflow name no module
+registered in this server, and 503 when the database is unavailable.
+
+A workflow id may contain ``/``: it can be sent as is (``/api/workflows/orders/7``) or, always
+unambiguously (an id that ends in ``/events``, say), with each ``/`` encoded as ``%2F`` as
+``encodeURIComponent`` does (see :mod:`loom.web.paths`).
 """
 
 from __future__ import annotations
@@ -14,25 +20,62 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from loom import limits
 from loom.client import Database
 from loom.definitions import Registry
 from loom.errors import ConfigurationError, WorkflowNotFoundError
 from loom.status import WorkflowStatus
 from loom.store.base import WorkflowRecord
-from loom.web import serialize, streams
+from loom.web import models, paths, serialize, streams
 from loom.web.graph import definition_graph
 
-router = APIRouter(prefix="/api")
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    described = {
+        401: "A valid token is required",
+        403: "Refused: host, origin or cross-site request",
+        404: "No workflow with this id",
+        409: "The workflow's status does not allow this action",
+        413: "The body or a value is above the payload limit",
+        415: "A body that is not JSON",
+        422: "A malformed request, or an id or name that breaks the id rule",
+        503: "The database is unavailable",
+    }
+    return {code: {"model": models.ErrorBody, "description": described[code]} for code in codes}
+
+
+router = APIRouter(prefix="/api", responses=_errors(401, 403, 422, 503))
+ONE_WORKFLOW = _errors(404)
+ACTION = _errors(404, 409, 413, 415)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "An event stream (text/event-stream)",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    **ONE_WORKFLOW,
+}
+
+
+def _checked(value: str | None, what: str) -> str | None:
+    if value is not None:
+        limits.check_id(value, what)
+    return value
+
+
+def _checked_text(value: str | None) -> str | None:
+    if value is not None:
+        limits.check_text(value, "the reason")
+    return value
 
 
 class StartRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, description="A registered workflow name.")
+    name: str = Field(min_length=1, max_length=200, description="A registered workflow name.")
     input: Any = Field(default=None, description="The workflow input (any JSON value).")
     state: dict[str, Any] | None = Field(default=None, description="The initial state.")
     id: str | None = Field(
@@ -40,8 +83,18 @@ class StartRequest(BaseModel):
         min_length=1,
         max_length=200,
         description="The workflow id; default: a new UUID. Starting an existing id with the "
-        "same input returns it (200); with another input is a 409.",
+        "same input returns it (200); with another input is a 409. No control characters.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return limits.check_id(value, "workflow name")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        return _checked(value, "workflow id")
 
 
 class SignalRequest(BaseModel):
@@ -50,11 +103,21 @@ class SignalRequest(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     payload: Any = None
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return limits.check_id(value, "signal name")
+
 
 class CancelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, value: str | None) -> str | None:
+        return _checked_text(value)
 
 
 def database(request: Request) -> Database:
@@ -68,6 +131,7 @@ def registry(request: Request) -> Registry:
 
 
 DB = Annotated[Database, Depends(database)]
+WorkflowId = Annotated[str, Depends(paths.workflow_id)]
 
 
 async def _record(db: Database, workflow_id: str) -> WorkflowRecord:
@@ -90,7 +154,12 @@ def _status(value: str | None) -> WorkflowStatus | None:
 # -- workflows -------------------------------------------------------------------------------
 
 
-@router.get("/workflows", tags=["workflows"], summary="List workflows, newest first")
+@router.get(
+    "/workflows",
+    tags=["workflows"],
+    summary="List workflows, newest first",
+    response_model=models.WorkflowList,
+)
 async def list_workflows(
     db: DB,
     status_: Annotated[
@@ -99,12 +168,12 @@ async def list_workflows(
     name: Annotated[str | None, Query(max_length=200, description="Workflow type")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Substring of the id")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=limits.MAX_INT64)] = 0,
 ) -> dict[str, Any]:
     rows = await db.store.list_workflows(
         status=_status(status_),
-        name=name or None,
-        id_contains=q or None,
+        name=_checked(name or None, "workflow name"),
+        id_contains=_checked(q or None, "the id search"),
         limit=limit + 1,
         offset=offset,
     )
@@ -121,7 +190,11 @@ async def list_workflows(
     tags=["workflows"],
     summary="Start a workflow by name",
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "The id existed with the same input"}},
+    response_model=models.WorkflowDetail,
+    responses={
+        200: {"description": "The id existed with the same input", "model": models.WorkflowDetail},
+        **_errors(409, 413, 415),
+    },
 )
 async def start_workflow(
     body: StartRequest, db: DB, reg: Annotated[Registry, Depends(registry)]
@@ -138,14 +211,26 @@ async def start_workflow(
 @router.get(
     "/workflows/{workflow_id:path}/events",
     tags=["workflows"],
-    summary="A workflow's history, oldest first",
+    summary="A workflow's history, oldest first, a page at a time",
+    description="At most `limit` events after `after_seq`; while `has_more`, ask for the "
+    "next page with `after_seq` = `next_after_seq`.",
+    response_model=models.EventPage,
+    responses=ONE_WORKFLOW,
 )
 async def get_events(
-    workflow_id: str, db: DB, after_seq: Annotated[int, Query(ge=0)] = 0
+    workflow_id: WorkflowId,
+    db: DB,
+    after_seq: Annotated[int, Query(ge=0, le=limits.MAX_INT64)] = 0,
+    limit: Annotated[int, Query(ge=1, le=streams.MAX_PAGE)] = streams.PAGE,
 ) -> dict[str, Any]:
     await _record(db, workflow_id)
-    events = await db.store.load_history(workflow_id, after_seq=after_seq)
-    return {"workflow_id": workflow_id, "events": [serialize.event(e) for e in events]}
+    events, more = await streams.history_page(db, workflow_id, after_seq, limit)
+    return {
+        "workflow_id": workflow_id,
+        "events": [serialize.event(e) for e in events],
+        "has_more": more,
+        "next_after_seq": events[-1].seq if events else after_seq,
+    }
 
 
 @router.post(
@@ -153,8 +238,10 @@ async def get_events(
     tags=["workflows"],
     summary="Send a signal (buffered until the workflow waits for it)",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=models.SignalAccepted,
+    responses=ACTION,
 )
-async def signal_workflow(workflow_id: str, body: SignalRequest, db: DB) -> dict[str, Any]:
+async def signal_workflow(workflow_id: WorkflowId, body: SignalRequest, db: DB) -> dict[str, Any]:
     await db.get_workflow(workflow_id).signal(body.name, body.payload)
     return {"workflow_id": workflow_id, "signal": body.name, "accepted": True}
 
@@ -166,9 +253,11 @@ async def signal_workflow(workflow_id: str, body: SignalRequest, db: DB) -> dict
     description="`outcome` is CANCELED when done at once, REQUESTED when a worker holds the "
     "workflow (it becomes CANCELED at that worker's next write).",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=models.CancelResult,
+    responses=ACTION,
 )
 async def cancel_workflow(
-    workflow_id: str, db: DB, body: CancelRequest | None = None
+    workflow_id: WorkflowId, db: DB, body: CancelRequest | None = None
 ) -> dict[str, Any]:
     outcome = await db.get_workflow(workflow_id).cancel(body.reason if body else None)
     return {"workflow_id": workflow_id, "outcome": outcome.value}
@@ -179,8 +268,10 @@ async def cancel_workflow(
     tags=["workflows"],
     summary="Resume a FAILED workflow from the step that failed",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=models.WorkflowDetail,
+    responses=ACTION,
 )
-async def retry_workflow(workflow_id: str, db: DB) -> dict[str, Any]:
+async def retry_workflow(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
     await db.get_workflow(workflow_id).retry()
     return serialize.detail(await _record(db, workflow_id))
 
@@ -188,20 +279,33 @@ async def retry_workflow(workflow_id: str, db: DB) -> dict[str, Any]:
 # -- definitions and statistics ----------------------------------------------------------------
 
 
-@router.get("/definitions", tags=["definitions"], summary="Registered workflows and their steps")
+@router.get(
+    "/definitions",
+    tags=["definitions"],
+    summary="Registered workflows and their steps",
+    response_model=models.Definitions,
+)
 async def definitions(reg: Annotated[Registry, Depends(registry)]) -> dict[str, Any]:
     found = sorted(reg.workflows(), key=lambda d: d.name)
     return {"definitions": [definition_graph(d) for d in found]}
 
 
 @router.get(
-    "/queue", tags=["monitoring"], summary="Tasks by state and the age of the oldest ready one"
+    "/queue",
+    tags=["monitoring"],
+    summary="Tasks by state and the age of the oldest ready one",
+    response_model=models.Queue,
 )
 async def queue(db: DB) -> dict[str, Any]:
     return serialize.queue(await db.stats())
 
 
-@router.get("/stats", tags=["monitoring"], summary="Workflows by status, tasks, throughput")
+@router.get(
+    "/stats",
+    tags=["monitoring"],
+    summary="Workflows by status, tasks, throughput",
+    response_model=models.Stats,
+)
 async def stats(db: DB) -> dict[str, Any]:
     return serialize.stats(await db.stats())
 
@@ -218,10 +322,13 @@ def _cursor(last_event_id: str | None, after: str | None) -> str | None:
     "/workflows/{workflow_id:path}/events/stream",
     tags=["streams"],
     summary="Server-sent events: the history, then each new event (id = seq)",
+    description="An event whose payload is above the stream's limit is sent without it "
+    "(`payload_omitted`, `payload_bytes`) and with `href`, where the JSON API returns it.",
     response_class=StreamingResponse,
+    responses=SSE_RESPONSE,
 )
 async def stream_workflow(
-    workflow_id: str,
+    workflow_id: WorkflowId,
     request: Request,
     db: DB,
     last_event_id: Annotated[str | None, Header()] = None,
@@ -232,15 +339,19 @@ async def stream_workflow(
     try:
         start = int(cursor) if cursor is not None else 0
     except ValueError:
-        raise ConfigurationError(f"the event id {cursor!r} is not a sequence number") from None
+        start = -1
+    if cursor is not None and not 0 <= start <= limits.MAX_INT64:
+        raise ConfigurationError(f"the event id {cursor[:40]!r} is not a sequence number")
     settings = request.app.state
     body = streams.workflow_history(
         db,
         workflow_id,
-        max(0, start),
+        start,
         request.is_disconnected,
         poll_interval=settings.poll_interval,
         heartbeat=settings.heartbeat,
+        lifetime=settings.stream_lifetime,
+        max_event_bytes=settings.stream_event_bytes,
     )
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -250,6 +361,7 @@ async def stream_workflow(
     tags=["streams"],
     summary="Server-sent events: each workflow change (id = change time cursor)",
     response_class=StreamingResponse,
+    responses={200: SSE_RESPONSE[200]},
 )
 async def stream_all(
     request: Request,
@@ -261,9 +373,9 @@ async def stream_all(
     try:
         start = float(cursor) if cursor is not None else None
     except ValueError:
-        raise ConfigurationError(f"the event id {cursor!r} is not a stream cursor") from None
+        start = -1.0
     if start is not None and not (0 <= start <= time.time() + 86400):
-        raise ConfigurationError(f"the event id {cursor!r} is not a stream cursor")
+        raise ConfigurationError(f"the event id {(cursor or '')[:40]!r} is not a stream cursor")
     settings = request.app.state
     body = streams.all_changes(
         db,
@@ -271,6 +383,7 @@ async def stream_all(
         request.is_disconnected,
         poll_interval=settings.poll_interval,
         heartbeat=settings.heartbeat,
+        lifetime=settings.stream_lifetime,
     )
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -283,6 +396,8 @@ async def stream_all(
     "/workflows/{workflow_id:path}",
     tags=["workflows"],
     summary="One workflow: summary, input, state, error",
+    response_model=models.WorkflowDetail,
+    responses=ONE_WORKFLOW,
 )
-async def get_workflow(workflow_id: str, db: DB) -> dict[str, Any]:
+async def get_workflow(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
     return serialize.detail(await _record(db, workflow_id))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -19,20 +19,28 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 import loom
+from loom import limits
 from loom.client import Database
 from loom.definitions import Registry
 from loom.errors import (
     ConfigurationError,
+    InvalidIdError,
     LoomError,
     PayloadError,
+    PayloadTooLargeError,
     StoreError,
     UnknownWorkflowTypeError,
     WorkflowAlreadyExistsError,
     WorkflowNotFoundError,
     WorkflowNotRunningError,
 )
+from loom.masking import mask_credentials
+from loom.web import streams
 from loom.web.api import router
-from loom.web.security import LOOPBACK_HOSTS, Guard
+from loom.web.paths import EncodedIds
+from loom.web.security import LOOPBACK_HOSTS, BodyLimit, Guard, hide_tokens_in_logs
+
+log = logging.getLogger("loom.web")
 
 STATIC = Path(__file__).resolve().parent / "static"
 SWAGGER_PREFIX = "/static/swagger-ui"
@@ -52,10 +60,14 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (WorkflowNotRunningError, 409),
     (WorkflowAlreadyExistsError, 409),
     (UnknownWorkflowTypeError, 422),
+    (InvalidIdError, 422),
+    (PayloadTooLargeError, 413),
     (PayloadError, 422),
     (ConfigurationError, 422),
     (StoreError, 503),
 )
+BODY_ENVELOPE = 64 * 1024
+"""What a request body may hold beyond one payload (the names, the id, the JSON around)."""
 
 
 def create_app(
@@ -67,6 +79,9 @@ def create_app(
     allowed_hosts: Iterable[str] | None = None,
     poll_interval: float = 0.5,
     heartbeat: float = 15.0,
+    max_payload_bytes: int | None = None,
+    stream_lifetime: float | None = 3600.0,
+    stream_event_bytes: int = streams.STREAM_EVENT_BYTES,
 ) -> FastAPI:
     """The dashboard application over one database.
 
@@ -74,19 +89,30 @@ def create_app(
     it) or an open ``database`` (used as is; the caller closes it). ``registry`` is where
     workflow names are looked up (default: the database's). With a ``token``, every call needs
     it; without one only loopback ``Host`` names are served, unless ``allowed_hosts`` says
-    otherwise. ``poll_interval`` and ``heartbeat`` pace the event streams.
+    otherwise. ``poll_interval`` and ``heartbeat`` pace the event streams; a stream ends after
+    ``stream_lifetime`` seconds (the browser reconnects and resumes) and sends payloads above
+    ``stream_event_bytes`` as a link. ``max_payload_bytes`` (default: the database's, else
+    4 MiB) bounds each value a request stores, and becomes the limit of a ``database`` given
+    open; a request body may be that plus 64 KiB (413).
     """
     if database is not None and database_url is not None:
         raise ConfigurationError("give create_app() a database_url or a database, not both")
     if token is not None and not token:
         raise ConfigurationError("the web token must not be empty")
+    if max_payload_bytes is not None and max_payload_bytes < 1:
+        raise ConfigurationError(f"max_payload_bytes must be positive, got {max_payload_bytes}")
+    payload = max_payload_bytes or (
+        database.max_payload_bytes if database is not None else limits.DEFAULT_MAX_PAYLOAD_BYTES
+    )
+    if database is not None and max_payload_bytes is not None:
+        database.max_payload_bytes = max_payload_bytes
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if database is not None:
             yield
             return
-        db = Database(database_url, registry=registry, create=False)
+        db = Database(database_url, registry=registry, create=False, max_payload_bytes=payload)
         await db.open()
         app.state.database = db
         try:
@@ -107,11 +133,17 @@ def create_app(
     app.state.registry = registry or (database.registry if database else loom.default_registry)
     app.state.poll_interval = poll_interval
     app.state.heartbeat = heartbeat
+    app.state.stream_lifetime = stream_lifetime
+    app.state.stream_event_bytes = stream_event_bytes
     hosts = allowed_hosts if allowed_hosts is not None else (None if token else LOOPBACK_HOSTS)
+    # The last added runs first: the guard, then the body limit, then the id in the path.
+    app.add_middleware(EncodedIds)
+    app.add_middleware(BodyLimit, max_bytes=payload + BODY_ENVELOPE)
     app.add_middleware(Guard, token=token, allowed_hosts=hosts)
     _add_error_handlers(app)
     app.include_router(router)
-    _add_pages(app, token)
+    _add_pages(app)
+    hide_tokens_in_logs()
     return app
 
 
@@ -121,8 +153,11 @@ def app_from_env() -> FastAPI:
     from loom.cli.modules import import_modules
 
     import_modules(None)
+    payload = os.environ.get("LOOM_MAX_PAYLOAD")
     return create_app(
-        os.environ.get("LOOM_DATABASE_URL") or None, token=os.environ.get("LOOM_WEB_TOKEN") or None
+        os.environ.get("LOOM_DATABASE_URL") or None,
+        token=os.environ.get("LOOM_WEB_TOKEN") or None,
+        max_payload_bytes=int(payload) if payload else None,
     )
 
 
@@ -132,6 +167,11 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 def _add_error_handlers(app: FastAPI) -> None:
     async def loom_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, StoreError):
+            # The store's message may name the server; it goes to the log, not to the client.
+            detail = mask_credentials(str(exc))
+            log.error("database error on %s %s: %s", request.method, request.url.path, detail)
+            return _error(503, "database unavailable; try again later")
         for kind, status in ERROR_STATUS:
             if isinstance(exc, kind):
                 return _error(status, " ".join(str(exc).split()))
@@ -153,6 +193,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
     async def unexpected(request: Request, exc: Exception) -> Response:
+        # Never the exception's text: a driver error can carry hosts, users or data.
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error(500, f"internal error: {type(exc).__name__}")
 
     app.add_exception_handler(LoomError, loom_error)
@@ -161,7 +203,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
-def _add_pages(app: FastAPI, token: str | None) -> None:
+def _add_pages(app: FastAPI) -> None:
     pages = {name: (STATIC / name).read_bytes() for name in ("index.html", "workflow.html")}
 
     def page(name: str) -> Response:
@@ -184,10 +226,9 @@ def _add_pages(app: FastAPI, token: str | None) -> None:
     async def docs() -> HTMLResponse:
         # Swagger UI's files come from the fastapi-swagger package (a current Swagger UI, which
         # reads OpenAPI 3.1), served from here: the docs work offline, nothing is fetched from
-        # a CDN.
-        url = "/openapi.json" + (f"?token={quote(token, safe='')}" if token else "")
+        # a CDN. No token in the page: the browser sends its cookie (or the caller's header).
         return get_swagger_ui_html(
-            openapi_url=url,
+            openapi_url="/openapi.json",
             title="Loom API",
             swagger_js_url=f"{SWAGGER_PREFIX}/swagger-ui-bundle.js",
             swagger_css_url=f"{SWAGGER_PREFIX}/swagger-ui.css",

@@ -17,21 +17,66 @@ open. Each message carries an ``id``; a client that reconnects with ``Last-Event
   its cursor so it does not skip such a change. Delivery is at least once: after a reconnect,
   changes from that window may repeat (each message is a full summary, so applying one twice
   is harmless). Without a cursor the stream starts with the changes of that window.
+
+A stream holds at most one page of history (:data:`PAGE` events) at a time, however slowly its
+client reads, and an event whose payload is above ``max_event_bytes`` is sent without it: the
+message says so and links to the JSON API, which returns the event. A stream ends after
+``lifetime`` seconds (when set); the client's ``EventSource`` reconnects and resumes from its
+``Last-Event-ID``, so no event is lost, and no connection lives forever.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
 
 import orjson
 
 from loom.client import Database
+from loom.core.history import Event
 from loom.store.base import WorkflowRecord
 from loom.web import serialize
 
 LOOKBACK = 2.0
 PAGE = 500
+MAX_PAGE = 5000
+"""The most events one page of the JSON history may ask for."""
+STREAM_EVENT_BYTES = 64 * 1024
+"""Default: the largest payload (as JSON) a history stream sends inline."""
+
+
+async def history_page(
+    db: Database, workflow_id: str, after_seq: int, limit: int
+) -> tuple[list[Event], bool]:
+    """At most ``limit`` events after ``after_seq``, and whether more follow.
+
+    Only this page is kept: the caller never holds more than ``limit`` events, whatever the
+    length of the history. (The store reads the rest of the history after the cursor and this
+    drops it; a store-side limit would spare that read.)
+    """
+    events = await db.store.load_history(workflow_id, after_seq=after_seq)
+    more = len(events) > limit
+    del events[limit:]
+    return events, more
+
+
+def event_href(workflow_id: str, seq: int) -> str:
+    """Where the JSON API returns the one event ``seq`` of a workflow."""
+    return f"/api/workflows/{quote(workflow_id, safe='')}/events?after_seq={seq - 1}&limit=1"
+
+
+def streamed_event(workflow_id: str, item: Event, max_bytes: int) -> dict[str, Any]:
+    """The event as a stream sends it: without its payload when that is above ``max_bytes``."""
+    data = serialize.event(item)
+    size = len(orjson.dumps(item.payload))
+    if size > max_bytes:
+        data["payload"] = None
+        data["payload_omitted"] = True
+        data["payload_bytes"] = size
+        data["href"] = event_href(workflow_id, item.seq)
+    return data
 
 
 def message(data: object, *, event: str, id: str) -> str:
@@ -54,6 +99,9 @@ class Pacer:
             return True
         return False
 
+    def expired(self, lifetime: float | None, started: float) -> bool:
+        return lifetime is not None and time.monotonic() - started >= lifetime
+
     async def pause(self, since: int) -> None:
         """Wait for a change noticed after ``since`` (a ``workflow_changed.version``), a poll,
         or the next heartbeat, whichever comes first."""
@@ -69,16 +117,26 @@ async def workflow_history(
     *,
     poll_interval: float,
     heartbeat: float,
+    lifetime: float | None = None,
+    max_event_bytes: int = STREAM_EVENT_BYTES,
 ) -> AsyncIterator[str]:
     pacer = Pacer(db, poll_interval, heartbeat)
+    started = time.monotonic()
     cursor = after_seq
     await db.follow_changes()  # before the first read, so no change falls between the two
     yield "retry: 1000\n\n"
-    while not await disconnected():
+    while not await disconnected() and not pacer.expired(lifetime, started):
         seen = db.workflow_changed.version
-        for item in await db.store.load_history(workflow_id, after_seq=cursor):
-            cursor = item.seq
-            yield message(serialize.event(item), event="history", id=str(item.seq))
+        more = True
+        while more:
+            page, more = await history_page(db, workflow_id, cursor, PAGE)
+            for item in page:
+                cursor = item.seq
+                data = streamed_event(workflow_id, item, max_event_bytes)
+                yield message(data, event="history", id=str(item.seq))
+            del page
+            if more and await disconnected():
+                return
         if pacer.beat_due():
             yield ": heartbeat\n\n"
         await pacer.pause(seen)
@@ -103,13 +161,15 @@ async def all_changes(
     *,
     poll_interval: float,
     heartbeat: float,
+    lifetime: float | None = None,
 ) -> AsyncIterator[str]:
     pacer = Pacer(db, poll_interval, heartbeat)
+    started = time.monotonic()
     cursor = time.time() if after is None else after
     sent: dict[str, float] = {}  # workflow id -> the ``updated`` last sent, within the window
     await db.follow_changes()  # before the first read, so no change falls between the two
     yield "retry: 1000\n\n"
-    while not await disconnected():
+    while not await disconnected() and not pacer.expired(lifetime, started):
         seen = db.workflow_changed.version
         for record in await changed_since(db, cursor - LOOKBACK):
             if sent.get(record.workflow_id) == record.updated:

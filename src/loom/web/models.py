@@ -1,0 +1,126 @@
+"""The shapes of the API's responses, declared so /openapi.json documents what each operation
+returns (and schemathesis can hold the server to it). They mirror :mod:`loom.web.serialize`;
+extra fields are allowed, so a field added there reaches clients before it is declared here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from loom.status import WorkflowStatus
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a one-line message (and, for a malformed request, its details)."""
+
+    error: str
+    detail: list[dict[str, Any]] | None = None
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class WorkflowSummary(_Open):
+    workflow_id: str
+    name: str
+    version: str
+    status: WorkflowStatus
+    current_step: str | None
+    created_at: str = Field(description="ISO 8601, UTC")
+    updated_at: str = Field(description="ISO 8601, UTC")
+    updated: float = Field(description="Seconds since the epoch; the list stream's cursor")
+    duration_seconds: float
+
+
+class WorkflowDetail(WorkflowSummary):
+    input: Any
+    state: dict[str, Any]
+    result: Any
+    error: dict[str, Any] | None
+    last_seq: int
+    ready_at: str | None
+    leased: bool
+    cancel_requested: bool
+
+
+class WorkflowList(_Open):
+    workflows: list[WorkflowSummary]
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class HistoryEvent(_Open):
+    seq: int
+    type: str
+    payload: dict[str, Any] | None
+    created_at: str
+    timestamp: float
+
+
+class EventPage(_Open):
+    workflow_id: str
+    events: list[HistoryEvent]
+    has_more: bool
+    next_after_seq: int = Field(description="The after_seq of the next page")
+
+
+class SignalAccepted(_Open):
+    workflow_id: str
+    signal: str
+    accepted: bool
+
+
+class CancelResult(_Open):
+    workflow_id: str
+    outcome: str = Field(description="CANCELED, or REQUESTED when a worker holds the workflow")
+
+
+class Queue(_Open):
+    ready: int
+    leased: int
+    sleeping: int
+    waiting: int
+    signals_pending: int
+    oldest_ready_age_seconds: float | None
+
+
+class Stats(_Open):
+    by_status: dict[str, int]
+    total: int
+    ready: int
+    leased: int
+    sleeping: int
+    waiting: int
+    oldest_ready_age: float | None
+    events: int
+    signals_pending: int
+    completed_last_minute: int
+    completed_per_minute: list[int]
+    failed_per_minute: list[int]
+
+
+class StepCall(_Open):
+    kind: str
+    name: str
+
+
+class Step(_Open):
+    index: int
+    name: str
+    attribute: str
+    description: str | None
+    calls: list[StepCall] | None
+
+
+class Definition(_Open):
+    name: str
+    version: str
+    description: str | None
+    steps: list[Step]
+
+
+class Definitions(_Open):
+    definitions: list[Definition]
