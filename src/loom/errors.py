@@ -171,3 +171,15 @@ class UnknownWorkflowTypeError(LoomError):
         )
         self.name = name
         self.workflow_id = workflow_id
+
+
+class DatabaseCorruptError(StoreError):
+    """The database file is damaged: retrying cannot help; restore it from a backup."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(
+            f"the SQLite database {path!r} is damaged ({detail}): stop using it and restore "
+            "the file from a backup"
+        )
+        self.path = path
+
