@@ -28,8 +28,8 @@ import asyncpg  # type: ignore[import-untyped]
 from loom.core.history import Event
 from loom.errors import ConfigurationError, StoreError
 from loom.store import sql
-from loom.store.base import Claim, Commit, CommitOutcome, NewWorkflow, WorkflowRecord
-from loom.store.common import WORKFLOW_COLUMNS, dump, event, record
+from loom.store.base import Commit, CommitOutcome, NewWorkflow, WorkflowRecord
+from loom.store.common import WORKFLOW_COLUMNS, Row, dump, event, record
 from loom.store.pg_wakeups import CHANGES, WORK, Wakeups
 from loom.store.sql import Op, Prepared, Rule, SqlStore, Steps
 
@@ -260,36 +260,19 @@ class PostgresStore(SqlStore):
             raise StoreError(f"workflow {new.workflow_id!r} was neither created nor found")
         return record(found[0])
 
-    async def claim(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
-    ) -> list[Claim]:
-        if not names or limit <= 0:
-            return []
-        # One statement: a workflow that has not run yet comes with its one event, sparing a
-        # history read.
-        claim = sql.claim_statement(DIALECT, owner, names, limit, lease_seconds, now)
-        claimed = await self._rows(
+    async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
+        claimed = await self._rows(  # one statement, with the first event of a fresh one
             f"WITH c AS ({claim.sql}) SELECT c.*, e.seq, e.type, e.payload, e.created_at "
             "FROM c LEFT JOIN events e ON c.last_seq = 1 AND e.workflow_id = c.id AND e.seq = 1",
             *claim.args,
         )
         canceled = [r for r in claimed if r["cancel_requested"] is not None]
         if canceled:
-            # Leased to this claim, so nobody else runs them; finalised under that lease's
-            # fence, never handed out (should this process die first, the next claim does it).
+            # Leased to this claim, so nobody else runs them: finalised under that lease's
+            # fence right after (should this process die first, the next claim does it).
             await self._transact(sql.cancel_claimed(DIALECT, canceled, now))
             self._changed()
-        return [
-            Claim(
-                r["id"],
-                r["name"],
-                r["lease_epoch"],
-                r["last_seq"],
-                () if r["type"] is None else (event(r),),
-            )
-            for r in claimed
-            if r["cancel_requested"] is None
-        ]
+        return claimed, {r["id"]: event(r) for r in claimed if r["type"] is not None}
 
     async def commit(self, commit: Commit, now: float) -> CommitOutcome:
         loop = asyncio.get_running_loop()

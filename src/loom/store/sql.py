@@ -28,6 +28,7 @@ from loom.errors import StoreError, WorkflowNotFoundError, WorkflowNotRunningErr
 from loom.status import WorkflowStatus
 from loom.store.base import (
     CancelOutcome,
+    Claim,
     Commit,
     CommitOutcome,
     NewWorkflow,
@@ -572,6 +573,11 @@ class SqlStore(Store):
         """Run the reads of ``rule``; with ``snapshot``, all from one consistent snapshot."""
         raise NotImplementedError
 
+    async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
+        """Run ``claim`` (:func:`claim_statement`) and :func:`cancel_claimed` on its rows with a
+        cancel requested; return the rows leased and the first event of those with no other."""
+        raise NotImplementedError
+
     def _changed(self, work: bool = False) -> None:
         """A transaction changed some workflow (``work``: made one ready): tell who listens."""
 
@@ -593,6 +599,26 @@ class SqlStore(Store):
     # -- operations -----------------------------------------------------------------------
     async def migrate(self) -> list[str]:
         return await self._transact(migrate(self.sql))
+
+    async def claim(
+        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+    ) -> list[Claim]:
+        if not names or limit <= 0:
+            return []
+        statement = claim_statement(self.sql, owner, names, limit, lease_seconds, now)
+        claimed, started = await self._lease(statement, now)
+        # A workflow with a cancel requested was ended instead: it is never run again.
+        return [
+            Claim(
+                r["id"],
+                r["name"],
+                r["lease_epoch"],
+                r["last_seq"],
+                (started[r["id"]],) if r["id"] in started else (),
+            )
+            for r in claimed
+            if r["cancel_requested"] is None
+        ]
 
     async def load_history(self, workflow_id: str, after_seq: int = 0) -> list[Event]:
         self._check_id(workflow_id)

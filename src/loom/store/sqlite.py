@@ -24,8 +24,8 @@ from urllib.parse import quote
 from loom.core.history import Event
 from loom.errors import ConfigurationError, DatabaseCorruptError, StoreError
 from loom.store import sql
-from loom.store.base import Claim, Commit, CommitOutcome, NewWorkflow, WorkflowRecord
-from loom.store.common import WORKFLOW_COLUMNS, event, record
+from loom.store.base import Commit, CommitOutcome, NewWorkflow, WorkflowRecord
+from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, event, record
 from loom.store.sql import Op, Prepared, Rule, SqlStore, Steps
 
 T = TypeVar("T")
@@ -288,40 +288,22 @@ class SqliteStore(SqlStore):
     async def create_workflow(self, new: NewWorkflow, first: Event) -> WorkflowRecord | None:
         return await self._transact(_create(new, first))
 
-    async def claim(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
-    ) -> list[Claim]:
-        if not names or limit <= 0:
-            return []
-        statement = sql.claim_statement(DIALECT, owner, names, limit, lease_seconds, now)
-
-        def write(conn: sqlite3.Connection) -> list[Claim]:
-            claimed = _execute(conn, statement)
+    async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
+        def write(conn: sqlite3.Connection) -> tuple[list[Row], dict[str, Event]]:
+            claimed: list[Row] = _execute(conn, claim)
             canceled = [r for r in claimed if r["cancel_requested"] is not None]
-            if canceled:  # finalised in this same transaction, never handed out
+            if canceled:  # finalised in this same transaction
                 self._drive(conn, sql.cancel_claimed(DIALECT, canceled, now))
-                claimed = [r for r in claimed if r["cancel_requested"] is None]
-            # A workflow that has not run yet comes with its one event, sparing a history read.
             fresh = [r["id"] for r in claimed if r["last_seq"] == 1]
             started: dict[str, Event] = {}
             if fresh:
                 where, args = DIALECT.among("workflow_id", fresh)
                 for r in conn.execute(
-                    f"SELECT workflow_id, seq, type, payload, created_at FROM events "
-                    f"WHERE seq = 1 AND {where}",
+                    f"SELECT workflow_id, {EVENT_COLUMNS} FROM events WHERE seq = 1 AND {where}",
                     args,
                 ):
                     started[r["workflow_id"]] = event(r)
-            return [
-                Claim(
-                    r["id"],
-                    r["name"],
-                    r["lease_epoch"],
-                    r["last_seq"],
-                    (started[r["id"]],) if r["id"] in started else (),
-                )
-                for r in claimed
-            ]
+            return claimed, started
 
         return await self._batched(write)
 
