@@ -182,4 +182,3 @@ class DatabaseCorruptError(StoreError):
             "the file from a backup"
         )
         self.path = path
-
