@@ -31,7 +31,7 @@ from loom.store import sql
 from loom.store.base import Commit, CommitOutcome, NewWorkflow, WorkflowRecord
 from loom.store.common import WORKFLOW_COLUMNS, Row, dump, event, record
 from loom.store.pg_wakeups import CHANGES, WORK, Wakeups
-from loom.store.sql import Op, Prepared, Rule, SqlStore, Steps
+from loom.store.sql import Op, Prepared, Rule, SqlStore
 
 T = TypeVar("T")
 
@@ -195,11 +195,12 @@ class PostgresStore(SqlStore):
 
     @staticmethod
     async def _drive(conn: Any, rule: Rule[T]) -> T:
-        steps = Steps(rule)
-        answer: Any = None
-        while (op := steps.next(answer)) is not None:
-            answer = await _execute(conn, op)
-        return steps.value  # type: ignore[no-any-return]
+        try:
+            op = next(rule)
+            while True:
+                op = rule.send(await _execute(conn, op))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     async def _transact(self, rule: Rule[T]) -> T:
         async with self._transaction() as conn:
@@ -262,9 +263,9 @@ class PostgresStore(SqlStore):
 
     async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
         claimed = await self._rows(  # one statement, with the first event of a fresh one
-            f"WITH c AS ({claim.sql}) SELECT c.*, e.seq, e.type, e.payload, e.created_at "
+            f"WITH c AS ({claim[1]}) SELECT c.*, e.seq, e.type, e.payload, e.created_at "
             "FROM c LEFT JOIN events e ON c.last_seq = 1 AND e.workflow_id = c.id AND e.seq = 1",
-            *claim.args,
+            *claim[2],
         )
         canceled = [r for r in claimed if r["cancel_requested"] is not None]
         if canceled:
@@ -336,16 +337,17 @@ def _settle(future: asyncio.Future[CommitOutcome], outcome: CommitOutcome | Base
 
 
 async def _execute(conn: Any, op: Op) -> Any:
-    if op.kind == "rows":
-        return await conn.fetch(numbered(op.sql), *op.args)
-    if op.kind == "run":
-        await (conn.execute(numbered(op.sql), *op.args) if op.args else conn.execute(op.sql))
-    elif op.kind == "many":
-        await conn.executemany(numbered(op.sql), op.args)
-    elif op.args:  # events: one statement, one round trip, whatever their number
+    kind, text, args = op
+    if kind == "rows":
+        return await conn.fetch(numbered(text), *args)
+    if kind == "run":
+        await (conn.execute(numbered(text), *args) if args else conn.execute(text))
+    elif kind == "many":
+        await conn.executemany(numbered(text), args)
+    elif args:  # events: one statement, one round trip, whatever their number
         await conn.execute(
             "INSERT INTO events (workflow_id, seq, type, payload, created_at) SELECT * FROM "
             "unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::float8[])",
-            *(list(column) for column in zip(*op.args, strict=True)),
+            *(list(column) for column in zip(*args, strict=True)),
         )
     return None

@@ -19,12 +19,17 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
 from loom.core.history import Event, EventType, decided_before_cancel
-from loom.errors import StoreError, WorkflowNotFoundError, WorkflowNotRunningError
+from loom.errors import (
+    DatabaseCorruptError,
+    StoreError,
+    WorkflowNotFoundError,
+    WorkflowNotRunningError,
+)
 from loom.status import WorkflowStatus
 from loom.store.base import (
     CancelOutcome,
@@ -60,48 +65,34 @@ EventRow = tuple[str, int, str, str, float]
 """One ``events`` row to insert: (workflow_id, seq, type, payload JSON, created_at)."""
 
 
-class Op(NamedTuple):
-    """One statement of a rule. ``rows`` answers the rows read, ``run`` nothing, ``many`` runs
-    the statement once per tuple of ``args``, ``events`` inserts the :data:`EventRow` tuples of
-    ``args`` (the dialect picks the fastest bulk insert)."""
-
-    kind: Literal["rows", "run", "many", "events"]
-    sql: str
-    args: Sequence[Any]
-
+Op = tuple[str, str, Sequence[Any]]
+"""One statement of a rule: (kind, SQL, arguments). Kind ``rows`` answers the rows read,
+``run`` nothing, ``many`` runs the statement once per tuple of the arguments, ``events``
+inserts the arguments, :data:`EventRow` tuples (the dialect picks the fastest bulk insert).
+Plain tuples: a commit yields a few of them, on the hot path."""
 
 Rule = Generator[Op, Any, T]
 
 
 def rows(sql: str, *args: Any) -> Op:
-    return Op("rows", sql, args)
+    return ("rows", sql, args)
 
 
 def run(sql: str, *args: Any) -> Op:
-    return Op("run", sql, args)
+    return ("run", sql, args)
+
+
+def many(sql: str, args: Sequence[Any]) -> Op:
+    return ("many", sql, args)
+
+
+def events(written: Sequence[EventRow]) -> Op:
+    return ("events", "", written)
 
 
 def one(op: Op) -> Rule[Any]:
     """A rule of one statement."""
     return (yield op)
-
-
-class Steps:
-    """Drives a rule: ``next(answer)`` gives its next statement, or None when it returned
-    ``value``."""
-
-    __slots__ = ("_rule", "value")
-
-    def __init__(self, rule: Rule[Any]) -> None:
-        self._rule = rule
-        self.value: Any = None
-
-    def next(self, answer: Any = None) -> Op | None:
-        try:
-            return self._rule.send(answer)
-        except StopIteration as done:
-            self.value = done.value
-            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,14 +163,19 @@ def event_rows(workflow_id: str, events: Sequence[Event]) -> list[EventRow]:
     return [(workflow_id, e.seq, e.type.value, dump(e.payload), e.timestamp) for e in events]
 
 
-def lock_fences(d: Dialect, ids: Sequence[str]) -> Rule[dict[str, Fence]]:
-    """Lock the rows of ``ids`` in id order (so two batches never deadlock) and read their fence."""
-    where, args = d.among("id", sorted(set(ids)))
-    locked = yield rows(
+def lock_fences(d: Dialect, ids: Sequence[str]) -> Op:
+    """Lock the rows of ``ids`` in id order (so two batches never deadlock), reading their
+    :func:`fences`."""
+    where, args = d.among("id", sorted(set(ids)) if len(ids) > 1 else ids)
+    return rows(
         "SELECT id, lease_epoch, status, cancel_requested, last_seq FROM workflows "
         f"WHERE {where} ORDER BY id{d.lock}",
         *args,
     )
+
+
+def fences(locked: Sequence[Row]) -> dict[str, Fence]:
+    """The rows read by :func:`lock_fences`, by id."""
     return {
         r["id"]: Fence(r["lease_epoch"], r["status"], r["cancel_requested"], r["last_seq"])
         for r in locked
@@ -189,21 +185,21 @@ def lock_fences(d: Dialect, ids: Sequence[str]) -> Rule[dict[str, Fence]]:
 def commit_batch(d: Dialect, batch: Sequence[Prepared]) -> Rule[list[tuple[CommitOutcome, Any]]]:
     """Record every commit of ``batch`` (or fence it); each outcome comes with the ``ready_at``
     of a workflow the commit released (for announcing work), else None."""
-    fences = yield from lock_fences(d, [p.commit.workflow_id for p in batch])
+    fenced = fences((yield lock_fences(d, [p.commit.workflow_id for p in batch])))
     written: list[EventRow] = []
     outcomes = []
     for p in batch:
-        outcomes.append((yield from commit_one(d, p, fences, written)))
+        outcomes.append((yield from commit_one(d, p, fenced, written)))
     if written:
-        yield Op("events", "", written)
+        yield events(written)
     return outcomes
 
 
 def commit_one(
-    d: Dialect, p: Prepared, fences: dict[str, Fence], written: list[EventRow]
+    d: Dialect, p: Prepared, fenced: dict[str, Fence], written: list[EventRow]
 ) -> Rule[tuple[CommitOutcome, Any]]:
     c, now = p.commit, p.now
-    fence = fences.get(c.workflow_id)
+    fence = fenced.get(c.workflow_id)
     if fence is None or fence.epoch != c.lease_epoch or fence.status != WorkflowStatus.RUNNING:
         return CommitOutcome.FENCED, None  # the lease moved on (or the workflow ended)
     if fence.cancel_requested is not None:  # a cancel request wins over what was decided
@@ -241,9 +237,7 @@ def commit_one(
     else:
         ready_at, release = c.lease_until, False  # still held: ready again when the lease ends
     yield run(
-        "UPDATE workflows SET status = ?, state = ?, result = ?, error = ?, current_step = ?, "
-        "updated_at = ?, last_seq = ?, ready_at = ?, "
-        f"lease_owner = {'NULL' if release else 'lease_owner'} WHERE id = ?",
+        _RELEASE if release else _KEEP,
         c.status.value,
         p.state,
         p.result,
@@ -256,6 +250,13 @@ def commit_one(
     )
     fence.status, fence.last_seq = c.status.value, new_last
     return CommitOutcome.OK, ready_at if release else None
+
+
+_UPDATE = (
+    "UPDATE workflows SET status = ?, state = ?, result = ?, error = ?, current_step = ?, "
+    "updated_at = ?, last_seq = ?, ready_at = ?, lease_owner = {} WHERE id = ?"
+)
+_RELEASE, _KEEP = _UPDATE.format("NULL"), _UPDATE.format("lease_owner")
 
 
 def cancel_now(
@@ -331,10 +332,10 @@ def claim_statement(
 def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[None]:
     """A claimed workflow whose cancel was requested is never run again: end it as CANCELED,
     unless the claim's lease ``claimed`` (rows of :func:`claim_statement`) moved on meanwhile."""
-    fences = yield from lock_fences(d, [r["id"] for r in claimed])
+    fenced = fences((yield lock_fences(d, [r["id"] for r in claimed])))
     written: list[EventRow] = []
     for r in claimed:
-        fence = fences.get(r["id"])
+        fence = fenced.get(r["id"])
         if (
             fence is not None
             and fence.epoch == r["lease_epoch"]
@@ -344,7 +345,7 @@ def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[None]
             reason = orjson.loads(fence.cancel_requested)
             yield from cancel_now(r["id"], reason, fence.last_seq, now, written)
     if written:
-        yield Op("events", "", written)
+        yield events(written)
 
 
 # -- requests -------------------------------------------------------------------------------
@@ -385,7 +386,7 @@ def cancel(d: Dialect, workflow_id: str, reason: str | None, now: float) -> Rule
         return CancelOutcome.REQUESTED
     written: list[EventRow] = []
     yield from cancel_now(workflow_id, reason, row["last_seq"], now, written)
-    yield Op("events", "", written)
+    yield events(written)
     return CancelOutcome.CANCELED
 
 
@@ -401,7 +402,7 @@ def retry(d: Dialect, workflow_id: str, now: float, resent: list[tuple[str, str]
             workflow_id, status, "retry", "only FAILED workflows can be retried"
         )
     retried = Event(last_seq + 1, EventType.WORKFLOW_RETRIED, {"step": step}, now)
-    yield Op("events", "", event_rows(workflow_id, [retried]))
+    yield events(event_rows(workflow_id, [retried]))
     yield run(
         "UPDATE workflows SET status = 'RUNNING', error = NULL, ready_at = ?, "
         "lease_owner = NULL, lease_epoch = lease_epoch + 1, last_seq = ?, updated_at = ? "
@@ -418,7 +419,7 @@ def retry(d: Dialect, workflow_id: str, now: float, resent: list[tuple[str, str]
     )
     again = [*resent, *((r["name"], r["payload"]) for r in sorted(buffered, key=lambda r: r["id"]))]
     if again:
-        yield Op("many", INSERT_SIGNAL, [(workflow_id, name, data, now) for name, data in again])
+        yield many(INSERT_SIGNAL, [(workflow_id, name, data, now) for name, data in again])
 
 
 def migrate(d: Dialect) -> Rule[list[str]]:
@@ -544,15 +545,14 @@ def import_batch(d: Dialect, dumps: Sequence[WorkflowDump], where: str) -> Rule[
     if not new:
         return []
     marks = ", ".join("?" * len(WorkflowDump.COPIED_FIELDS))
-    yield Op(
-        "many",
+    yield many(
         f"INSERT INTO workflows ({COPY_COLUMNS}) VALUES ({marks})",
         [x.insert_values() for x in new],
     )
-    yield Op("events", "", [(x.workflow_id, *e) for x in new for e in x.events])
+    yield events([(x.workflow_id, *e) for x in new for e in x.events])
     signals = [(x.workflow_id, *s) for x in new for s in x.signals]
     if signals:  # in order: ids are handed out in the dumps' order
-        yield Op("many", INSERT_SIGNAL, signals)
+        yield many(INSERT_SIGNAL, signals)
     return new
 
 
@@ -764,7 +764,7 @@ class SqlStore(Store):
         try:
             new = await self._transact(import_batch(self.sql, dumps, self.label))
         except StoreError as exc:
-            if "already exists" in str(exc):
+            if "already exists" in str(exc) or isinstance(exc, DatabaseCorruptError):
                 raise
             first, last = min(x.workflow_id for x in dumps), max(x.workflow_id for x in dumps)
             which = f"workflow {first!r}" if first == last else f"workflows {first!r} to {last!r}"

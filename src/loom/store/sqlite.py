@@ -26,7 +26,7 @@ from loom.errors import ConfigurationError, DatabaseCorruptError, StoreError
 from loom.store import sql
 from loom.store.base import Commit, CommitOutcome, NewWorkflow, WorkflowRecord
 from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, event, record
-from loom.store.sql import Op, Prepared, Rule, SqlStore, Steps
+from loom.store.sql import Op, Prepared, Rule, SqlStore
 
 T = TypeVar("T")
 
@@ -188,11 +188,12 @@ class SqliteStore(SqlStore):
 
     @staticmethod
     def _drive(conn: sqlite3.Connection, rule: Rule[T]) -> T:
-        steps = Steps(rule)
-        answer: Any = None
-        while (op := steps.next(answer)) is not None:
-            answer = _execute(conn, op)
-        return steps.value  # type: ignore[no-any-return]
+        try:
+            op = next(rule)
+            while True:
+                op = rule.send(_execute(conn, op))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     async def _transact(self, rule: Rule[T]) -> T:
         return await self._batched(functools.partial(self._drive, rule=rule))
@@ -323,15 +324,16 @@ def _create(new: NewWorkflow, first: Event) -> Rule[WorkflowRecord | None]:
         f"INSERT INTO workflows ({sql.NEW_COLUMNS}) VALUES ({sql.NEW_MARKS})",
         *sql.new_values(new, first),
     )
-    yield Op("events", "", sql.event_rows(new.workflow_id, [first]))
+    yield sql.events(sql.event_rows(new.workflow_id, [first]))
     return None
 
 
 def _execute(conn: sqlite3.Connection, op: Op) -> Any:
-    if op.kind == "rows":
-        return conn.execute(op.sql, op.args).fetchall()
-    if op.kind == "run":
-        conn.execute(op.sql, op.args)
-    elif op.args:
-        conn.executemany(INSERT_EVENTS if op.kind == "events" else op.sql, op.args)
+    kind, text, args = op
+    if kind == "rows":
+        return conn.execute(text, args).fetchall()
+    if kind == "run":
+        conn.execute(text, args)
+    elif args:
+        conn.executemany(INSERT_EVENTS if kind == "events" else text, args)
     return None
