@@ -88,7 +88,7 @@ async def test_an_older_schema_is_upgraded_in_place(
 ) -> None:
     """A database made by an earlier release (first migration only) gets the later ones
     applied by ``migrate``, its workflows untouched."""
-    module = importlib.import_module("loom.store.sql")  # where the migration rule runs
+    module = importlib.import_module("loom.store.rules")  # where the migration rule runs
     every = migrations(backend)
     assert len(every) >= 2
     s = open_store(BACKENDS[backend](tmp_path))

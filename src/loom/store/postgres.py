@@ -27,17 +27,19 @@ import asyncpg  # type: ignore[import-untyped]
 
 from loom.core.history import Event
 from loom.errors import ConfigurationError, StoreError
-from loom.store import sql
+from loom.store import rules
 from loom.store.base import Commit, CommitOutcome, NewWorkflow, WorkflowRecord
 from loom.store.common import WORKFLOW_COLUMNS, Row, dump, event, record
 from loom.store.pg_wakeups import CHANGES, WORK, Wakeups
-from loom.store.sql import Op, Prepared, Rule, SqlStore
+from loom.store.rules import Prepared
+from loom.store.sql import SqlStore
+from loom.store.statements import Dialect, Op, Rule
 
 T = TypeVar("T")
 
 _OPTIONS = {"pool_min", "pool_max", "connect_timeout"}
 
-DIALECT = sql.Dialect(
+DIALECT = Dialect(
     name="postgres",
     lock=" FOR UPDATE",
     skip_locked=" FOR UPDATE SKIP LOCKED",
@@ -241,11 +243,11 @@ class PostgresStore(SqlStore):
         # One statement, so one round trip and an implicit transaction: the row and its first
         # event are written together, or neither when the id is taken.
         created = await self._rows(
-            f"WITH w AS (INSERT INTO workflows ({sql.NEW_COLUMNS}) VALUES ({sql.NEW_MARKS}) "
+            f"WITH w AS (INSERT INTO workflows ({rules.NEW_COLUMNS}) VALUES ({rules.NEW_MARKS}) "
             "ON CONFLICT (id) DO NOTHING RETURNING id) "
             "INSERT INTO events (workflow_id, seq, type, payload, created_at) "
             "SELECT id, ?, ?, ?, ? FROM w RETURNING workflow_id",
-            *sql.new_values(new, first),
+            *rules.new_values(new, first),
             first.seq,
             first.type.value,
             dump(first.payload),
@@ -271,7 +273,7 @@ class PostgresStore(SqlStore):
         if canceled:
             # Leased to this claim, so nobody else runs them: finalised under that lease's
             # fence right after (should this process die first, the next claim does it).
-            await self._transact(sql.cancel_claimed(DIALECT, canceled, now))
+            await self._transact(rules.cancel_claimed(DIALECT, canceled, now))
             self._changed()
         return claimed, {r["id"]: event(r) for r in claimed if r["type"] is not None}
 
@@ -317,7 +319,7 @@ class PostgresStore(SqlStore):
             self._flushing = None
 
     async def _commit_batch(self, batch: list[Prepared]) -> list[CommitOutcome]:
-        results = await self._transact(sql.commit_batch(DIALECT, batch))
+        results = await self._transact(rules.commit_batch(DIALECT, batch))
         due = [
             at <= p.now + self.notify_horizon
             for p, (_, at) in zip(batch, results, strict=True)

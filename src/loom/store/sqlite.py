@@ -23,17 +23,19 @@ from urllib.parse import quote
 
 from loom.core.history import Event
 from loom.errors import ConfigurationError, DatabaseCorruptError, StoreError
-from loom.store import sql
+from loom.store import rules
 from loom.store.base import Commit, CommitOutcome, NewWorkflow, WorkflowRecord
 from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, event, record
-from loom.store.sql import Op, Prepared, Rule, SqlStore
+from loom.store.rules import Prepared
+from loom.store.sql import SqlStore
+from loom.store.statements import Dialect, Op, Rule, event_rows, events, rows, run
 
 T = TypeVar("T")
 
 SMALL_BATCH = 8
 """A batch smaller than this waits two turns of the event loop for company before it is written."""
 
-DIALECT = sql.Dialect(
+DIALECT = Dialect(
     name="sqlite",
     lock="",  # BEGIN IMMEDIATE already holds the database's one write lock
     skip_locked="",
@@ -189,9 +191,16 @@ class SqliteStore(SqlStore):
     @staticmethod
     def _drive(conn: sqlite3.Connection, rule: Rule[T]) -> T:
         try:
-            op = next(rule)
-            while True:
-                op = rule.send(_execute(conn, op))
+            kind, text, args = next(rule)
+            while True:  # _execute, inlined: this loop runs every statement of every commit
+                if kind == "rows":
+                    answer = conn.execute(text, args).fetchall()
+                elif kind == "run":
+                    conn.execute(text, args)
+                    answer = None
+                else:
+                    answer = _execute(conn, (kind, text, args))
+                kind, text, args = rule.send(answer)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
@@ -294,7 +303,7 @@ class SqliteStore(SqlStore):
             claimed: list[Row] = _execute(conn, claim)
             canceled = [r for r in claimed if r["cancel_requested"] is not None]
             if canceled:  # finalised in this same transaction
-                self._drive(conn, sql.cancel_claimed(DIALECT, canceled, now))
+                self._drive(conn, rules.cancel_claimed(DIALECT, canceled, now))
             fresh = [r["id"] for r in claimed if r["last_seq"] == 1]
             started: dict[str, Event] = {}
             if fresh:
@@ -309,22 +318,25 @@ class SqliteStore(SqlStore):
         return await self._batched(write)
 
     async def commit(self, commit: Commit, now: float) -> CommitOutcome:
-        [(outcome, _)] = await self._transact(sql.commit_batch(DIALECT, [Prepared.of(commit, now)]))
-        return outcome
+        def write(conn: sqlite3.Connection) -> CommitOutcome:
+            # Encoded here, on the store's thread, not on the event loop's.
+            rule = rules.commit_batch(DIALECT, [Prepared.of(commit, now)])
+            [(outcome, _)] = self._drive(conn, rule)
+            return outcome
+
+        return await self._batched(write)
 
 
 def _create(new: NewWorkflow, first: Event) -> Rule[WorkflowRecord | None]:
     """Insert the workflow, ready at once, with its first event; or read the one with its id."""
-    found = yield sql.rows(
-        f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?", new.workflow_id
-    )
+    found = yield rows(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?", new.workflow_id)
     if found:
         return record(found[0])
-    yield sql.run(
-        f"INSERT INTO workflows ({sql.NEW_COLUMNS}) VALUES ({sql.NEW_MARKS})",
-        *sql.new_values(new, first),
+    yield run(
+        f"INSERT INTO workflows ({rules.NEW_COLUMNS}) VALUES ({rules.NEW_MARKS})",
+        *rules.new_values(new, first),
     )
-    yield sql.events(sql.event_rows(new.workflow_id, [first]))
+    yield events(event_rows(new.workflow_id, [first]))
     return None
 
 
