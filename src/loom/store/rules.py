@@ -4,9 +4,10 @@ Where each rule lives: fencing, cancel-on-commit and a park's ``ready_at`` (a bu
 waits for makes it ready at once) in :func:`commit_batch` and :func:`commit_one`; ending a
 workflow as CANCELED in :func:`cancel_now` (a commit, a cancel, a claim); a new workflow's row
 in :func:`new_values`; a claim's lease in :func:`claim_statement` and its finalising of a
-requested cancel in :func:`cancel_claimed`; signal delivery in :func:`send_signal`; cancel and
-retry in :func:`cancel` and :func:`retry`; the schema in :func:`migrate`; the figures of
-:func:`stats`. Copying (``loom migrate``) is in ``copying``.
+requested cancel in :func:`cancel_claimed`; renewing and releasing leases in :func:`held`;
+signal delivery in :func:`send_signal`; cancel and retry in :func:`cancel` and :func:`retry`;
+the schema in :func:`migrate`; the figures of :func:`stats`. Copying (``loom migrate``) is in
+``copying``.
 """
 
 from __future__ import annotations
@@ -261,6 +262,21 @@ def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[None]
             yield from cancel_now(r["id"], reason, fence.last_seq, now, written)
     if written:
         yield events(written)
+
+
+# -- leases ---------------------------------------------------------------------------------
+def held(d: Dialect, assign: str, value: float, owner: str, workflow_ids: list[str]) -> Op:
+    """Set ``assign`` on the workflows of ``workflow_ids`` still leased to ``owner``; rows
+    are locked in id order, like a commit batch, so the two never deadlock."""
+    where, args = d.among("id", workflow_ids)
+    return rows(
+        f"UPDATE workflows SET {assign} WHERE id IN (SELECT id FROM workflows WHERE {where} "
+        f"AND lease_owner = ? AND status = 'RUNNING' ORDER BY id{d.lock}) "
+        "RETURNING id, cancel_requested IS NOT NULL AS cancel_requested",
+        value,
+        *args,
+        owner,
+    )
 
 
 # -- requests -------------------------------------------------------------------------------

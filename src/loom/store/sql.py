@@ -6,6 +6,7 @@ told, and its :class:`~loom.store.statements.Dialect`.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -38,18 +39,18 @@ class SqlStore(Store):
     """Whether the database can store a workflow id holding a NUL character."""
 
     # -- plumbing a backend provides ------------------------------------------------------
+    @abc.abstractmethod
     async def _transact(self, rule: Rule[T]) -> T:
         """Run ``rule`` in one write transaction (all of it or nothing)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _read(self, rule: Rule[T], *, snapshot: bool = False) -> T:
         """Run the reads of ``rule``; with ``snapshot``, all from one consistent snapshot."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
-        """Run ``claim`` (:func:`claim_statement`) and :func:`cancel_claimed` on its rows with a
-        cancel requested; return the rows leased and the first event of those with no other."""
-        raise NotImplementedError
+        """Run ``claim`` (``rules.claim_statement``) and ``rules.cancel_claimed`` on its rows with
+        a cancel requested; return the rows leased and the first event of those with no other."""
 
     def _changed(self, work: bool = False) -> None:
         """A transaction changed some workflow (``work``: made one ready): tell who listens."""
@@ -108,7 +109,7 @@ class SqlStore(Store):
         if not workflow_ids:
             return set(), set()
         held = await self._transact(
-            one(self._held("ready_at = ?", lease_until, owner, workflow_ids))
+            one(rules.held(self.sql, "ready_at = ?", lease_until, owner, workflow_ids))
         )
         kept = {r["id"] for r in held}
         return set(workflow_ids) - kept, {r["id"] for r in held if r["cancel_requested"]}
@@ -116,22 +117,9 @@ class SqlStore(Store):
     async def release(self, owner: str, workflow_ids: list[str], now: float) -> None:
         if not workflow_ids:
             return
-        op = self._held("lease_owner = NULL, ready_at = ?", now, owner, workflow_ids)
+        op = rules.held(self.sql, "lease_owner = NULL, ready_at = ?", now, owner, workflow_ids)
         if await self._transact(one(op)):
             self._changed(work=True)
-
-    def _held(self, assign: str, value: float, owner: str, workflow_ids: list[str]) -> Op:
-        """Set ``assign`` on the workflows of ``workflow_ids`` still leased to ``owner``; rows
-        are locked in id order, like a commit batch, so the two never deadlock."""
-        where, args = self.sql.among("id", workflow_ids)
-        return rows(
-            f"UPDATE workflows SET {assign} WHERE id IN (SELECT id FROM workflows WHERE {where} "
-            f"AND lease_owner = ? AND status = 'RUNNING' ORDER BY id{self.sql.lock}) "
-            "RETURNING id, cancel_requested IS NOT NULL AS cancel_requested",
-            value,
-            *args,
-            owner,
-        )
 
     async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         self._check_id(workflow_id)
