@@ -176,9 +176,9 @@ class UnknownWorkflowTypeError(LoomError):
 class DatabaseCorruptError(StoreError):
     """The database file is damaged: retrying cannot help; restore it from a backup."""
 
-    def __init__(self, path: str, detail: str) -> None:
+    def __init__(self, path: str, detail: str, doing: str = "cannot read") -> None:
         super().__init__(
-            f"the SQLite database {path!r} is damaged ({detail}): stop using it and restore "
-            "the file from a backup"
+            f"{doing} SQLite database {path!r}: the file is damaged ({detail}); stop using it "
+            "and restore the file from a backup"
         )
         self.path = path

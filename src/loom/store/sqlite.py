@@ -99,7 +99,7 @@ class SqliteStore(SqlStore):
         except sqlite3.Error as exc:
             code = exc.sqlite_errorcode & 0xFF
             if memory or code not in (_READONLY, _CANTOPEN) or not Path(self.path).is_file():
-                raise self.failure(exc, "cannot open it") from exc
+                raise self.failure(exc, "cannot open") from exc
             conn = self._open_read_only()
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         self._conn = conn
@@ -131,13 +131,13 @@ class SqliteStore(SqlStore):
             conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()
             return conn
         except sqlite3.Error as exc:
-            raise self.failure(exc, "cannot open it") from exc
+            raise self.failure(exc, "cannot open") from exc
 
-    def failure(self, exc: sqlite3.Error, doing: str = "failed") -> StoreError:
+    def failure(self, exc: sqlite3.Error, doing: str = "failed on") -> StoreError:
         """``exc`` as the :class:`StoreError` that says what happened and what to do."""
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
         if code in (_CORRUPT, _NOTADB):
-            return DatabaseCorruptError(self.path, str(exc))
+            return DatabaseCorruptError(self.path, str(exc), doing)
         if code == _FULL:
             return StoreError(
                 f"the disk holding the SQLite database {self.path!r} is full: free some space "
@@ -150,7 +150,7 @@ class SqliteStore(SqlStore):
                 "cannot be written): reads work, but to write, make both writable or copy the "
                 "database to a writable location"
             )
-        return StoreError(f"SQLite database {self.path!r}: {doing}: {exc}")
+        return StoreError(f"{doing} SQLite database {self.path!r}: {exc}")
 
     async def close(self) -> None:
         executor, self._executor = self._executor, None
@@ -178,7 +178,7 @@ class SqliteStore(SqlStore):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise self.failure(exc, "could not start a write") from exc
+            raise self.failure(exc, "could not start a write on") from exc
         try:
             result = fn(conn)
             conn.execute("COMMIT")
