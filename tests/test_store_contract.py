@@ -88,7 +88,7 @@ async def test_an_older_schema_is_upgraded_in_place(
 ) -> None:
     """A database made by an earlier release (first migration only) gets the later ones
     applied by ``migrate``, its workflows untouched."""
-    module = importlib.import_module(f"loom.store.{backend}")
+    module = importlib.import_module("loom.store.rules")  # where the migration rule runs
     every = migrations(backend)
     assert len(every) >= 2
     s = open_store(BACKENDS[backend](tmp_path))
@@ -398,3 +398,54 @@ async def test_group_commit_of_many_workflows(store: Store) -> None:
     assert outcomes == [CommitOutcome.OK] * 50
     for c in claims:
         assert len(await store.load_history(c.workflow_id)) == 2
+
+
+async def test_a_claim_ends_a_workflow_whose_cancel_was_requested_of_a_dead_worker(
+    store: Store,
+) -> None:
+    """Cancel requested while a worker held it, then that worker died: the next claim makes
+    it CANCELED and hands it to nobody, so no worker ever runs it again."""
+    await create(store, "doomed")
+    [held] = await store.claim("w1", ["W"], 1, LEASE, T0)
+    assert await store.cancel("doomed", "stop it", T0 + 1) is CancelOutcome.REQUESTED
+    await create(store, "other", now=T0 + 2)
+
+    claims = await store.claim("w2", ["W"], 10, LEASE, T0 + LEASE + 1)
+    assert [c.workflow_id for c in claims] == ["other"]
+    record = await store.get_workflow("doomed")
+    assert record is not None and record.status is WorkflowStatus.CANCELED
+    assert not record.leased and record.ready_at is None and not record.cancel_requested
+    history = await store.load_history("doomed")
+    assert [e.type for e in history] == [EventType.WORKFLOW_STARTED, EventType.WORKFLOW_CANCELED]
+    assert history[-1].payload == {"reason": "stop it"} and record.last_seq == 2
+    # The dead worker's late write is fenced, and nobody claims it again.
+    late = commit_of("doomed", held.lease_epoch, [ev(2)])
+    assert await store.commit(late, T0 + LEASE + 2) is CommitOutcome.FENCED
+    later = await store.claim("w3", ["W"], 10, LEASE, T0 + 10 * LEASE)
+    assert [c.workflow_id for c in later] == ["other"]
+
+
+async def test_signals_say_when_they_were_sent(store: Store) -> None:
+    await create(store)
+    await store.send_signal("wf-1", "go", 1, T0 + 2)
+    await store.send_signal("wf-1", "go", 2, T0 + 3.5)
+    assert [(s.payload, s.sent_at) for s in await store.read_signals("wf-1")] == [
+        (1, T0 + 2),
+        (2, T0 + 3.5),
+    ]
+
+
+async def test_stats_count_every_event(store: Store) -> None:
+    for wid in ("a", "b", "c"):
+        await create(store, wid)
+    claims = {c.workflow_id: c for c in await store.claim("w1", ["W"], 3, LEASE, T0)}
+    assert await store.commit(commit_of("a", claims["a"].lease_epoch, [ev(2), ev(3)]), T0) is (
+        CommitOutcome.OK
+    )
+    assert await store.cancel("b", None, T0) is CancelOutcome.REQUESTED
+    assert await store.commit(commit_of("b", claims["b"].lease_epoch, [ev(2)]), T0) is (
+        CommitOutcome.CANCELED
+    )
+    stats = await store.stats(T0 + 1)
+    histories = [await store.load_history(wid) for wid in ("a", "b", "c")]
+    assert stats.events == sum(len(h) for h in histories) == 3 + 3 + 1

@@ -5,8 +5,12 @@ wake-ups that must not be lost. Every test runs on both backends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -385,3 +389,41 @@ async def test_work_started_during_the_idle_read_is_claimed_at_once(
     async with w:
         await eventually(lambda: asyncio.sleep(0, bool(started)), timeout=5)
         assert await started[0].result(timeout=5)
+
+
+# ------------------------------------------------------------- a real full disk (SQLite)
+
+
+async def test_a_worker_on_a_full_disk_waits_and_loses_nothing(
+    tmpfs: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="loom.worker")
+    mount_point = tmpfs("4m")
+    url = f"sqlite:///{mount_point / 'loom.db'}"
+    keys = [f"disk-{i}" for i in range(30)]
+    async with loom.Database(url) as db:
+        await db.migrate_up()
+        handles = [await db.start_workflow(HardCounted, workflow_input={"key": k}) for k in keys]
+        filler = mount_point / "filler"
+        # Take every byte left on the file system.
+        with contextlib.suppress(OSError), filler.open("wb") as out:
+            while True:
+                out.write(b"\0" * 4096)
+                out.flush()
+        async with worker(db):
+
+            async def outage_logged() -> bool:
+                return "the database is unavailable" in caplog.text
+
+            await eventually(outage_logged, timeout=10)
+            filler.unlink()  # space again: the worker resumes by itself
+            for handle in handles:
+                await handle.result(timeout=30)
+        assert sum(runs[k] for k in keys) <= len(keys) + 4
+        for handle in handles:  # every history whole, each activity recorded once
+            events = await handle.events()
+            assert [e.seq for e in events] == list(range(1, len(events) + 1))
+            assert len(of_type(events, EventType.ACTIVITY_COMPLETED)) == 1
+    assert caplog.text.count("the database is unavailable") == 1
+    assert "the database works again" in caplog.text
+    assert "Traceback" not in caplog.text

@@ -64,6 +64,13 @@ class DatabaseCorruptError(StoreError):
     """The database file is damaged (SQLite: "database disk image is malformed"). Retrying cannot
     help: a worker reports it once and exits; restore the file from a backup."""
 
+    def __init__(self, path: str, detail: str, doing: str = "cannot read") -> None:
+        super().__init__(
+            f"{doing} SQLite database {path!r}: the file is damaged ({detail}); stop using it "
+            "and restore the file from a backup"
+        )
+        self.path = path
+
 
 class LeaseLostError(StoreError):
     """This worker no longer owns the workflow: another worker took it over after the lease ran out.

@@ -79,11 +79,13 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Signal:
+    """A buffered signal; ``sent_at`` is when it was sent (epoch seconds), so a worker can
+    order it against its timers' deadlines."""
+
     id: int
     name: str
     payload: Any
     sent_at: float
-    """When it was buffered: a wait whose deadline came first has timed out before it."""
 
 
 @dataclass(slots=True)
@@ -197,47 +199,9 @@ class WorkflowDump:
     """What a copy carries over and :meth:`differences` compares: every field of the row but
     the lease owner."""
 
-    ROW_COLUMNS = (
-        "id, name, version, status, input, state, result, error, current_step, created_at, "
-        "updated_at, last_seq, ready_at, lease_owner, lease_epoch, cancel_requested"
-    )
-    """The ``workflows`` columns, in field order: what :meth:`of_row` takes."""
-
-    INSERT_COLUMNS = ", ".join("id" if f == "workflow_id" else f for f in COPIED_FIELDS)
-    """The columns a copy is written with (all but the lease owner), in the order of
-    :attr:`COPIED_FIELDS`, which :meth:`insert_values` gives."""
-
     def insert_values(self) -> tuple[Any, ...]:
-        """The values of :attr:`INSERT_COLUMNS`, in order."""
+        """The values of :attr:`COPIED_FIELDS`, in order: what a copy writes."""
         return tuple(getattr(self, name) for name in self.COPIED_FIELDS)
-
-    @classmethod
-    def of_row(
-        cls, row: Sequence[Any], events: Sequence[Sequence[Any]], signals: Sequence[Sequence[Any]]
-    ) -> WorkflowDump:
-        """A dump from a ``workflows`` row (:attr:`ROW_COLUMNS`), its ``(seq, type, payload,
-        created_at)`` events in seq order and its ``(name, payload, created_at)`` signals in id
-        order."""
-        return cls(
-            workflow_id=row[0],
-            name=row[1],
-            version=row[2],
-            status=row[3],
-            input=row[4],
-            state=row[5],
-            result=row[6],
-            error=row[7],
-            current_step=row[8],
-            created_at=float(row[9]),
-            updated_at=float(row[10]),
-            last_seq=int(row[11]),
-            ready_at=None if row[12] is None else float(row[12]),
-            lease_owner=row[13],
-            lease_epoch=int(row[14]),
-            cancel_requested=row[15],
-            events=tuple(DumpedEvent(int(e[0]), e[1], e[2], float(e[3])) for e in events),
-            signals=tuple(DumpedSignal(s[0], s[1], float(s[2])) for s in signals),
-        )
 
     def differences(self, other: WorkflowDump) -> list[str]:
         """What differs from ``other`` (empty when they hold the same workflow), e.g.

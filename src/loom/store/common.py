@@ -1,8 +1,9 @@
-"""What every SQL dialect shares: row decoding, payload encoding, the migration files."""
+"""What every SQL dialect shares: the table's columns and row decoding (by column name), payload
+encoding, the migration files."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -11,13 +12,24 @@ import orjson
 from loom import codec
 from loom.core.history import Event, EventType, apply_state
 from loom.status import WorkflowStatus
-from loom.store.base import WorkflowRecord
+from loom.store.base import DumpedEvent, DumpedSignal, WorkflowDump, WorkflowRecord
 
-RECORD_COLUMNS = (
+Row = Mapping[str, Any]
+"""A row as both drivers return it (``sqlite3.Row``, ``asyncpg.Record``): read by column name."""
+
+WORKFLOW_COLUMNS = (
     "id, name, version, status, input, state, result, error, current_step, created_at, "
-    "updated_at, last_seq, ready_at, lease_owner, cancel_requested"
+    "updated_at, last_seq, ready_at, lease_owner, lease_epoch, cancel_requested"
 )
-"""The columns :func:`record` decodes, in its order."""
+"""Every column of ``workflows``: what :func:`record` and :func:`workflow_dump` read."""
+
+COLUMN_OF_FIELD = {"workflow_id": "id"}
+"""The ``workflows`` column of a :class:`WorkflowDump` field, where the two names differ."""
+
+COPY_COLUMNS = ", ".join(COLUMN_OF_FIELD.get(f, f) for f in WorkflowDump.COPIED_FIELDS)
+"""The columns a copy is written with, in the order of ``WorkflowDump.insert_values()``."""
+
+EVENT_COLUMNS = "seq, type, payload, created_at"
 
 EVENT_TYPES = {t.value: t for t in EventType}
 
@@ -30,6 +42,10 @@ def dump(value: Any) -> str:
     return codec.dumps(value).decode()
 
 
+def _json(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
 def state_after(state_json: str | bytes, events: Sequence[Event]) -> str:
     """The stored state ``state_json`` with the state changes among ``events`` applied."""
     if not any(e.type in (EventType.STATE_SET, EventType.STATE_UPDATE) for e in events):
@@ -40,34 +56,72 @@ def state_after(state_json: str | bytes, events: Sequence[Event]) -> str:
     return dump(state)
 
 
-def minute_buckets(rows: Iterable[Any]) -> dict[WorkflowStatus, list[int]]:
-    """``(status, minutes ago, count)`` rows as per-minute counts, newest minute first, for
+def minute_buckets(rows: Iterable[Row]) -> dict[WorkflowStatus, list[int]]:
+    """``status, minute`` (minutes ago), ``n`` rows as per-minute counts, newest minute first, for
     COMPLETED and FAILED over the last :data:`STATS_MINUTES` minutes."""
     buckets = {s: [0] * STATS_MINUTES for s in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED)}
-    for status, minute, count in rows:
-        if 0 <= minute < STATS_MINUTES:
-            buckets[WorkflowStatus(status)][minute] = int(count)
+    for row in rows:
+        if 0 <= row["minute"] < STATS_MINUTES:
+            buckets[WorkflowStatus(row["status"])][row["minute"]] = int(row["n"])
     return buckets
 
 
-def record(row: Any) -> WorkflowRecord:
-    """A ``workflows`` row selected with :data:`RECORD_COLUMNS`."""
+def record(row: Row) -> WorkflowRecord:
+    """A ``workflows`` row selected with :data:`WORKFLOW_COLUMNS`."""
     return WorkflowRecord(
-        workflow_id=row[0],
-        name=row[1],
-        version=row[2],
-        status=WorkflowStatus(row[3]),
-        input=orjson.loads(row[4]),
-        state=orjson.loads(row[5]),
-        result=None if row[6] is None else orjson.loads(row[6]),
-        error=None if row[7] is None else orjson.loads(row[7]),
-        current_step=row[8],
-        created=row[9],
-        updated=row[10],
-        last_seq=row[11],
-        ready_at=row[12],
-        leased=row[13] is not None,
-        cancel_requested=row[14] is not None,
+        workflow_id=row["id"],
+        name=row["name"],
+        version=row["version"],
+        status=WorkflowStatus(row["status"]),
+        input=orjson.loads(row["input"]),
+        state=orjson.loads(row["state"]),
+        result=_json(row["result"]),
+        error=_json(row["error"]),
+        current_step=row["current_step"],
+        created=row["created_at"],
+        updated=row["updated_at"],
+        last_seq=row["last_seq"],
+        ready_at=row["ready_at"],
+        leased=row["lease_owner"] is not None,
+        cancel_requested=row["cancel_requested"] is not None,
+    )
+
+
+def event(row: Row) -> Event:
+    """An ``events`` row selected with :data:`EVENT_COLUMNS`."""
+    return Event(
+        row["seq"], EVENT_TYPES[row["type"]], orjson.loads(row["payload"]), row["created_at"]
+    )
+
+
+def workflow_dump(row: Row, events: Sequence[Row], signals: Sequence[Row]) -> WorkflowDump:
+    """A dump from a ``workflows`` row (:data:`WORKFLOW_COLUMNS`), its events in seq order and
+    its buffered signals in id order, payloads kept as the stored text."""
+    ready_at = row["ready_at"]
+    return WorkflowDump(
+        workflow_id=row["id"],
+        name=row["name"],
+        version=row["version"],
+        status=row["status"],
+        input=row["input"],
+        state=row["state"],
+        result=row["result"],
+        error=row["error"],
+        current_step=row["current_step"],
+        created_at=float(row["created_at"]),
+        updated_at=float(row["updated_at"]),
+        last_seq=int(row["last_seq"]),
+        ready_at=None if ready_at is None else float(ready_at),
+        lease_owner=row["lease_owner"],
+        lease_epoch=int(row["lease_epoch"]),
+        cancel_requested=row["cancel_requested"],
+        events=tuple(
+            DumpedEvent(int(e["seq"]), e["type"], e["payload"], float(e["created_at"]))
+            for e in events
+        ),
+        signals=tuple(
+            DumpedSignal(s["name"], s["payload"], float(s["created_at"])) for s in signals
+        ),
     )
 
 

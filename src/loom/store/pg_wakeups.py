@@ -40,12 +40,10 @@ class Wakeups:
     def __init__(
         self,
         dsn: str,
-        where: str,
         connect_timeout: float,
         transaction: Callable[[], AbstractAsyncContextManager[Any]],
     ) -> None:
         self._dsn = dsn
-        self._where = where
         self._connect_timeout = connect_timeout
         self._transaction = transaction
         self._open = True
@@ -109,7 +107,7 @@ class Wakeups:
         ) as exc:
             if conn is not None:
                 conn.terminate()
-            raise StoreError(f"cannot LISTEN on PostgreSQL at {self._where}: {exc}") from exc
+            raise StoreError(f"cannot LISTEN on PostgreSQL: {type(exc).__name__}") from exc
         conn.add_termination_listener(self._listener_lost)
         return conn
 

@@ -1,10 +1,13 @@
-"""The embedded SQLite store.
+"""The embedded SQLite store: the rules of ``sql``, driven on one connection.
 
 One connection, driven from one dedicated thread so the event loop never blocks on disk. WAL
 mode with ``synchronous=FULL`` (configurable) makes every commit durable; writes open with
-``BEGIN IMMEDIATE`` and a busy timeout, so several processes can share one file safely. Commits
+``BEGIN IMMEDIATE`` and a busy timeout, so several processes can share one file safely. Writes
 that arrive while a transaction is being written are queued and written together in the next
 one: many workflows' progress for the price of one fsync.
+
+A database the process may not write (a read-only file or directory) is opened read-only, so
+it can still be inspected; a write to it is a :class:`~loom.errors.StoreError` saying so.
 """
 
 from __future__ import annotations
@@ -12,54 +15,56 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
-import orjson
-
-from loom.core.history import Event, EventType, decided_before_cancel
+from loom.core.history import Event
 from loom.errors import (
     ConfigurationError,
+    DatabaseCorruptError,
+    DatabaseUnavailableError,
     StoreError,
-    WorkflowNotFoundError,
-    WorkflowNotRunningError,
 )
-from loom.status import WorkflowStatus
-from loom.store import sqlite_transfer
-from loom.store.base import (
-    CancelOutcome,
-    Claim,
-    Commit,
-    CommitOutcome,
-    NewWorkflow,
-    Signal,
-    Store,
-    StoreStats,
-    WorkflowDump,
-    WorkflowRecord,
-)
-from loom.store.common import (
-    EVENT_TYPES,
-    RECORD_COLUMNS,
-    STATS_MINUTES,
-    dump,
-    migrations,
-    minute_buckets,
-    record,
-    split_sql,
-    state_after,
-)
+from loom.store import rules
+from loom.store.base import Commit, CommitOutcome, NewWorkflow, WorkflowRecord
+from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, event, record
+from loom.store.rules import Prepared
+from loom.store.sql import SqlStore
+from loom.store.statements import Dialect, Op, Rule, event_rows, events, rows, run
 
 T = TypeVar("T")
 
 SMALL_BATCH = 8
 """A batch smaller than this waits two turns of the event loop for company before it is written."""
 
+DIALECT = Dialect(
+    name="sqlite",
+    lock="",  # BEGIN IMMEDIATE already holds the database's one write lock
+    skip_locked="",
+    list_param=False,
+    contains="instr(lower(id), ?) > 0",
+    minutes_ago="CAST((? - updated_at) / 60 AS INTEGER)",
+    no_limit=-1,
+)
 
-class SqliteStore(Store):
+INSERT_EVENTS = (
+    "INSERT INTO events (workflow_id, seq, type, payload, created_at) VALUES (?, ?, ?, ?, ?)"
+)
+
+# Primary result codes (``sqlite3.Error.sqlite_errorcode & 0xFF``).
+_READONLY, _CORRUPT, _CANTOPEN, _FULL, _NOTADB = 8, 11, 14, 13, 26
+_BUSY, _LOCKED, _NOMEM, _IOERR, _PROTOCOL = 5, 6, 7, 10, 15
+_OUTAGES = (_BUSY, _LOCKED, _NOMEM, _IOERR, _PROTOCOL)
+"""Result codes that say the file cannot be written now (locked past the busy timeout, out of
+memory, an I/O error): an outage, which a retry may get past, not a fault of the operation."""
+
+
+class SqliteStore(SqlStore):
     dialect = "sqlite"
+    sql = DIALECT
 
     def __init__(
         self, url: str, path: str, *, synchronous: str = "FULL", create: bool = True
@@ -70,6 +75,7 @@ class SqliteStore(Store):
         self.path = path
         self.synchronous = synchronous.upper()
         self.create = create
+        self.read_only = False
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
@@ -88,7 +94,8 @@ class SqliteStore(Store):
             raise
 
     def _connect(self) -> None:
-        if self.path != ":memory:":
+        memory = self.path == ":memory:"
+        if not memory:
             if not self.create and not Path(self.path).is_file():
                 raise StoreError(f"no database at {self.path!r}; create it with `loom init`")
             try:
@@ -96,15 +103,65 @@ class SqliteStore(Store):
             except OSError as exc:
                 raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn = self._open_connection(f"file:{quote(self.path)}" if not memory else self.path)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+            code = exc.sqlite_errorcode & 0xFF
+            if memory or code not in (_READONLY, _CANTOPEN) or not Path(self.path).is_file():
+                raise self.failure(exc, "cannot open") from exc
+            conn = self._open_read_only()
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
         self._conn = conn
+
+    def _open_connection(self, uri: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            uri, isolation_level=None, check_same_thread=False, timeout=30.0, uri=True
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """The file or its directory cannot be written: open the database for reading only.
+
+        A WAL database needs its shared-memory file beside it; where that cannot be made, the
+        file is read as it stands (``immutable``), which is right for a database nobody can
+        write there."""
+        self.read_only = True
+        base = f"file:{quote(self.path)}?mode=ro"
+        try:
+            conn = self._open_connection(base)
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()
+            return conn
+        except sqlite3.Error:
+            pass
+        try:
+            conn = self._open_connection(f"{base}&immutable=1")
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()
+            return conn
+        except sqlite3.Error as exc:
+            raise self.failure(exc, "cannot open") from exc
+
+    def failure(self, exc: sqlite3.Error, doing: str = "failed on") -> StoreError:
+        """``exc`` as the :class:`StoreError` that says what happened and what to do."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in (_CORRUPT, _NOTADB):
+            return DatabaseCorruptError(self.path, str(exc), doing)
+        if code == _FULL:
+            return DatabaseUnavailableError(
+                f"the disk holding the SQLite database {self.path!r} is full: free some space "
+                "(or move the database to a larger disk), then try again; the operation that "
+                "failed wrote nothing"
+            )
+        if code == _READONLY or (code == _CANTOPEN and self.read_only):
+            return StoreError(
+                f"the SQLite database {self.path!r} is read-only (its file or its directory "
+                "cannot be written): reads work, but to write, make both writable or copy the "
+                "database to a writable location"
+            )
+        if code in _OUTAGES:
+            return DatabaseUnavailableError(f"{doing} SQLite database {self.path!r}: {exc}")
+        return StoreError(f"{doing} SQLite database {self.path!r}: {exc}")
 
     async def close(self) -> None:
         executor, self._executor = self._executor, None
@@ -120,8 +177,10 @@ class SqliteStore(Store):
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise StoreError("the database is closed; use `async with loom.Database(...)`")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise self.failure(exc) from exc
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction (on the store thread)."""
@@ -130,126 +189,48 @@ class SqliteStore(Store):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite could not start a write on {self.path!r}: {exc}") from exc
+            raise self.failure(exc, "could not start a write on") from exc
         try:
             result = fn(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return result
 
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        assert self._conn is not None
-        return self._conn.execute(sql, params).fetchall()
+    @staticmethod
+    def _drive(conn: sqlite3.Connection, rule: Rule[T]) -> T:
+        try:
+            kind, text, args = next(rule)
+            while True:  # _execute, inlined: this loop runs every statement of every commit
+                if kind == "rows":
+                    answer = conn.execute(text, args).fetchall()
+                elif kind == "run":
+                    conn.execute(text, args)
+                    answer = None
+                else:
+                    answer = _execute(conn, (kind, text, args))
+                kind, text, args = rule.send(answer)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
-    # -- schema ---------------------------------------------------------------------------
-    async def migrate(self) -> list[str]:
-        return await self._run(self._write, self._migrate)
+    async def _transact(self, rule: Rule[T]) -> T:
+        return await self._batched(functools.partial(self._drive, rule=rule))
 
-    def _migrate(self, conn: sqlite3.Connection) -> list[str]:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS loom_migrations "
-            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-        )
-        done = {row[0] for row in conn.execute("SELECT version FROM loom_migrations")}
-        applied = []
-        for version, name, sql in migrations("sqlite"):
-            if version in done:
-                continue
-            for statement in split_sql(sql):
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO loom_migrations VALUES (?, ?, strftime('%s','now'))", (version, name)
-            )
-            applied.append(name)
-        return applied
-
-    async def schema_version(self) -> int:
-        def read() -> int:
+    async def _read(self, rule: Rule[T], *, snapshot: bool = False) -> T:
+        def read() -> T:
+            conn = self._conn
+            assert conn is not None
+            if not snapshot:
+                return self._drive(conn, rule)
+            conn.execute("BEGIN")  # one snapshot for every read of the rule
             try:
-                rows = self._read("SELECT MAX(version) FROM loom_migrations")
-            except sqlite3.OperationalError:
-                return 0
-            return int(rows[0][0] or 0)
+                return self._drive(conn, rule)
+            finally:
+                conn.execute("COMMIT")
 
         return await self._run(read)
-
-    # -- workflows --------------------------------------------------------------------------
-    async def create_workflow(self, new: NewWorkflow, first: Event) -> WorkflowRecord | None:
-        def write(conn: sqlite3.Connection) -> WorkflowRecord | None:
-            row = conn.execute(
-                f"SELECT {RECORD_COLUMNS} FROM workflows WHERE id = ?", (new.workflow_id,)
-            ).fetchone()
-            if row is not None:
-                return record(row)
-            conn.execute(
-                "INSERT INTO workflows (id, name, version, status, input, state, created_at, "
-                "updated_at, last_seq, ready_at) VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?)",
-                (
-                    new.workflow_id,
-                    new.name,
-                    new.version,
-                    dump(new.input),
-                    dump(new.state),
-                    new.now,
-                    new.now,
-                    first.seq,
-                    new.now,
-                ),
-            )
-            self._insert_events(conn, new.workflow_id, [first])
-            return None
-
-        return await self._batched(write)
-
-    @staticmethod
-    def _insert_events(conn: sqlite3.Connection, workflow_id: str, events: list[Event]) -> None:
-        conn.executemany(
-            "INSERT INTO events (workflow_id, seq, type, payload, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(workflow_id, e.seq, e.type.value, dump(e.payload), e.timestamp) for e in events],
-        )
-
-    async def claim(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
-    ) -> list[Claim]:
-        if not names or limit <= 0:
-            return []
-        marks = ",".join("?" * len(names))
-
-        def write(conn: sqlite3.Connection) -> list[Claim]:
-            rows = conn.execute(
-                "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, "
-                "ready_at = ? WHERE id IN (SELECT id FROM workflows WHERE ready_at <= ? "
-                f"AND name IN ({marks}) ORDER BY ready_at LIMIT ?) "
-                "RETURNING id, name, lease_epoch, last_seq",
-                (owner, now + lease_seconds, now, *names, limit),
-            ).fetchall()
-            fresh = [r[0] for r in rows if r[3] == 1]
-            started: dict[str, Event] = {}
-            if fresh:
-                for r in conn.execute(
-                    "SELECT workflow_id, type, payload, created_at FROM events WHERE seq = 1 "
-                    f"AND workflow_id IN ({','.join('?' * len(fresh))})",
-                    fresh,
-                ):
-                    started[r[0]] = Event(1, EVENT_TYPES[r[1]], orjson.loads(r[2]), r[3])
-            return [
-                Claim(r[0], r[1], r[2], r[3], (started[r[0]],) if r[0] in started else ())
-                for r in rows
-            ]
-
-        return await self._batched(write)
-
-    async def load_history(self, workflow_id: str, after_seq: int = 0) -> list[Event]:
-        rows = await self._run(
-            self._read,
-            "SELECT seq, type, payload, created_at FROM events WHERE workflow_id = ? AND seq > ? "
-            "ORDER BY seq",
-            (workflow_id, after_seq),
-        )
-        return [Event(r[0], EVENT_TYPES[r[1]], orjson.loads(r[2]), r[3]) for r in rows]
 
     # -- group commit ---------------------------------------------------------------------
     async def _batched(self, job: Callable[[sqlite3.Connection], T]) -> T:
@@ -289,6 +270,8 @@ class SqliteStore(Store):
                         continue
                     if ok:
                         future.set_result(value)
+                    elif isinstance(value, sqlite3.Error):
+                        future.set_exception(self.failure(value))
                     else:
                         future.set_exception(value)
         finally:
@@ -309,344 +292,71 @@ class SqliteStore(Store):
             conn.execute("RELEASE job")
         return outcomes
 
-    async def commit(self, commit: Commit, now: float) -> CommitOutcome:
-        return await self._batched(functools.partial(self._commit_one, c=commit, now=now))
-
-    def _commit_one(self, conn: sqlite3.Connection, c: Commit, now: float) -> CommitOutcome:
-        row = conn.execute(
-            "SELECT lease_epoch, status, cancel_requested, last_seq FROM workflows WHERE id = ?",
-            (c.workflow_id,),
-        ).fetchone()
-        if row is None or row[0] != c.lease_epoch or row[1] != WorkflowStatus.RUNNING:
-            return CommitOutcome.FENCED
-        last_seq = row[3]
-        if row[2] is not None:
-            decided = decided_before_cancel(c.events, last_seq)
-            self._cancel_now(conn, c.workflow_id, orjson.loads(row[2]), last_seq, now, decided)
-            return CommitOutcome.CANCELED
-        if not c.events:
-            new_last = last_seq
-        else:
-            if c.events[0].seq != last_seq + 1:
-                return CommitOutcome.FENCED
-            self._insert_events(conn, c.workflow_id, c.events)
-            new_last = c.events[-1].seq
-        if c.consumed_signals:
-            conn.executemany("DELETE FROM signals WHERE id = ?", [(i,) for i in c.consumed_signals])
-        lease_owner_sql = "lease_owner"
-        if c.status is not WorkflowStatus.RUNNING:
-            ready_at = None
-            lease_owner_sql = "NULL"
-            if c.status is WorkflowStatus.COMPLETED:  # a FAILED one keeps them for a retry
-                conn.execute("DELETE FROM signals WHERE workflow_id = ?", (c.workflow_id,))
-        elif c.release:
-            ready_at = c.ready_at
-            lease_owner_sql = "NULL"
-            if c.wait_signals:
-                marks = ",".join("?" * len(c.wait_signals))
-                waiting = conn.execute(
-                    f"SELECT 1 FROM signals WHERE workflow_id = ? AND name IN ({marks}) LIMIT 1",
-                    (c.workflow_id, *c.wait_signals),
-                ).fetchone()
-                if waiting is not None:
-                    ready_at = now
-        else:
-            ready_at = c.lease_until
-        conn.execute(
-            f"UPDATE workflows SET status = ?, state = ?, result = ?, error = ?, "
-            f"current_step = ?, updated_at = ?, last_seq = ?, ready_at = ?, "
-            f"lease_owner = {lease_owner_sql} WHERE id = ?",
-            (
-                c.status.value,
-                dump(c.state),
-                None if c.result is None else dump(c.result),
-                None if c.error is None else dump(c.error),
-                c.current_step,
-                now,
-                new_last,
-                ready_at,
-                c.workflow_id,
-            ),
-        )
-        return CommitOutcome.OK
-
-    def _cancel_now(
-        self,
-        conn: sqlite3.Connection,
-        workflow_id: str,
-        reason: Any,
-        last_seq: int,
-        now: float,
-        decided: Sequence[Event] = (),
-    ) -> None:
-        """End the workflow as CANCELED, after ``decided`` (see ``decided_before_cancel``)."""
-        (state_json,) = conn.execute(
-            "SELECT state FROM workflows WHERE id = ?", (workflow_id,)
-        ).fetchone()
-        state = state_after(state_json, decided)
-        seq = last_seq + len(decided) + 1
-        self._insert_events(
-            conn,
-            workflow_id,
-            [*decided, Event(seq, EventType.WORKFLOW_CANCELED, {"reason": reason}, now)],
-        )
-        conn.execute(
-            "UPDATE workflows SET status = 'CANCELED', ready_at = NULL, lease_owner = NULL, "
-            "lease_epoch = lease_epoch + 1, cancel_requested = NULL, last_seq = ?, "
-            "updated_at = ?, error = ?, state = ? WHERE id = ?",
-            (seq, now, dump({"type": "Canceled", "message": reason}), state, workflow_id),
-        )
-        conn.execute("DELETE FROM signals WHERE workflow_id = ?", (workflow_id,))
-
-    # -- leases -----------------------------------------------------------------------------
-    async def renew(
-        self, owner: str, workflow_ids: list[str], lease_until: float
-    ) -> tuple[set[str], set[str]]:
-        if not workflow_ids:
-            return set(), set()
-
-        def write(conn: sqlite3.Connection) -> tuple[set[str], set[str]]:
-            marks = ",".join("?" * len(workflow_ids))
-            rows = conn.execute(
-                f"UPDATE workflows SET ready_at = ? WHERE lease_owner = ? AND status = 'RUNNING' "
-                f"AND id IN ({marks}) RETURNING id, cancel_requested IS NOT NULL",
-                (lease_until, owner, *workflow_ids),
-            ).fetchall()
-            held = {r[0] for r in rows}
-            return set(workflow_ids) - held, {r[0] for r in rows if r[1]}
-
-        return await self._batched(write)
-
-    async def release(self, owner: str, workflow_ids: list[str], now: float) -> None:
-        if not workflow_ids:
-            return
-
-        def write(conn: sqlite3.Connection) -> None:
-            marks = ",".join("?" * len(workflow_ids))
-            conn.execute(
-                f"UPDATE workflows SET lease_owner = NULL, ready_at = ? WHERE lease_owner = ? "
-                f"AND status = 'RUNNING' AND id IN ({marks})",
-                (now, owner, *workflow_ids),
-            )
-
-        await self._batched(write)
-
-    # -- client reads and requests --------------------------------------------------------
-    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
-        rows = await self._run(
-            self._read, f"SELECT {RECORD_COLUMNS} FROM workflows WHERE id = ?", (workflow_id,)
-        )
-        return record(rows[0]) if rows else None
-
-    async def list_workflows(
-        self,
-        *,
-        status: WorkflowStatus | None = None,
-        name: str | None = None,
-        id_contains: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[WorkflowRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            where.append("status = ?")
-            params.append(WorkflowStatus(status).value)
-        if name is not None:
-            where.append("name = ?")
-            params.append(name)
-        if id_contains:
-            where.append("instr(lower(id), ?) > 0")
-            params.append(id_contains.casefold())
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._run(
-            self._read,
-            f"SELECT {RECORD_COLUMNS} FROM workflows {clause} "
-            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-            (*params, limit, offset),
-        )
-        return [record(r) for r in rows]
-
-    async def changed_since(
-        self, after: float, limit: int, after_id: str = ""
-    ) -> list[WorkflowRecord]:
-        rows = await self._run(
-            self._read,
-            f"SELECT {RECORD_COLUMNS} FROM workflows WHERE (updated_at, id) > (?, ?) "
-            "ORDER BY updated_at, id LIMIT ?",
-            (after, after_id, limit),
-        )
-        return [record(r) for r in rows]
-
-    async def read_signals(self, workflow_id: str) -> list[Signal]:
-        rows = await self._run(
-            self._read,
-            "SELECT id, name, payload, created_at FROM signals WHERE workflow_id = ? ORDER BY id",
-            (workflow_id,),
-        )
-        return [Signal(r[0], r[1], orjson.loads(r[2]), float(r[3])) for r in rows]
-
-    def _running_row(
-        self, conn: sqlite3.Connection, workflow_id: str, action: str
-    ) -> tuple[Any, ...]:
-        row = conn.execute(
-            "SELECT status, lease_owner, ready_at, last_seq FROM workflows WHERE id = ?",
-            (workflow_id,),
-        ).fetchone()
-        if row is None:
-            raise WorkflowNotFoundError(workflow_id)
-        if row[0] != WorkflowStatus.RUNNING:
-            raise WorkflowNotRunningError(workflow_id, row[0], action)
-        return tuple(row)
-
-    async def send_signal(self, workflow_id: str, name: str, payload: Any, now: float) -> None:
-        data = dump(payload)
-
-        def write(conn: sqlite3.Connection) -> None:
-            _, lease_owner, ready_at, _ = self._running_row(conn, workflow_id, "signal")
-            conn.execute(
-                "INSERT INTO signals (workflow_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
-                (workflow_id, name, data, now),
-            )
-            if lease_owner is None and (ready_at is None or ready_at > now):
-                conn.execute("UPDATE workflows SET ready_at = ? WHERE id = ?", (now, workflow_id))
-
-        await self._batched(write)
-
-    async def cancel(self, workflow_id: str, reason: str | None, now: float) -> CancelOutcome:
-        def write(conn: sqlite3.Connection) -> CancelOutcome:
-            _, lease_owner, ready_at, last_seq = self._running_row(conn, workflow_id, "cancel")
-            if lease_owner is not None and ready_at is not None and ready_at > now:
-                conn.execute(
-                    "UPDATE workflows SET cancel_requested = ? WHERE id = ?",
-                    (dump(reason), workflow_id),
-                )
-                return CancelOutcome.REQUESTED
-            self._cancel_now(conn, workflow_id, reason, last_seq, now)
-            return CancelOutcome.CANCELED
-
-        return await self._batched(write)
-
-    async def retry(
-        self, workflow_id: str, now: float, resend: Sequence[tuple[str, Any]] = ()
-    ) -> None:
-        resent = [(name, dump(payload)) for name, payload in resend]
-
-        def write(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "SELECT status, last_seq, current_step FROM workflows WHERE id = ?",
-                (workflow_id,),
-            ).fetchone()
-            if row is None:
-                raise WorkflowNotFoundError(workflow_id)
-            if row[0] != WorkflowStatus.FAILED:
-                raise WorkflowNotRunningError(
-                    workflow_id, row[0], "retry", "only FAILED workflows can be retried"
-                )
-            seq = row[1] + 1
-            self._insert_events(
-                conn,
-                workflow_id,
-                [Event(seq, EventType.WORKFLOW_RETRIED, {"step": row[2]}, now)],
-            )
-            conn.execute(
-                "UPDATE workflows SET status = 'RUNNING', error = NULL, ready_at = ?, "
-                "lease_owner = NULL, lease_epoch = lease_epoch + 1, last_seq = ?, updated_at = ? "
-                "WHERE id = ?",
-                (now, seq, now, workflow_id),
-            )
-            # Signals the failed attempt consumed are delivered again, before those still
-            # buffered, keeping the order in which they were sent.
-            buffered = conn.execute(
-                "SELECT name, payload FROM signals WHERE workflow_id = ? ORDER BY id",
-                (workflow_id,),
-            ).fetchall()
-            conn.execute("DELETE FROM signals WHERE workflow_id = ?", (workflow_id,))
-            conn.executemany(
-                "INSERT INTO signals (workflow_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
-                [(workflow_id, name, data, now) for name, data in [*resent, *buffered]],
-            )
-
-        await self._batched(write)
-
-    async def next_due(self, names: list[str]) -> float | None:
-        if not names:
-            return None
-        marks = ",".join("?" * len(names))
-        rows = await self._run(
-            self._read,
-            f"SELECT MIN(ready_at) FROM workflows WHERE ready_at IS NOT NULL AND name IN ({marks})",
-            tuple(names),
-        )
-        return rows[0][0] if rows else None
-
-    async def stats(self, now: float) -> StoreStats:
-        def read() -> StoreStats:
-            by_status = dict(self._read("SELECT status, COUNT(*) FROM workflows GROUP BY status"))
-            ready, oldest = self._read(
-                "SELECT COUNT(*), MIN(ready_at) FROM workflows WHERE ready_at <= ? "
-                "AND lease_owner IS NULL",
-                (now,),
-            )[0]
-            leased = self._read(
-                "SELECT COUNT(*) FROM workflows WHERE lease_owner IS NOT NULL AND ready_at > ?",
-                (now,),
-            )[0][0]
-            sleeping = self._read(
-                "SELECT COUNT(*) FROM workflows WHERE lease_owner IS NULL AND ready_at > ?",
-                (now,),
-            )[0][0]
-            waiting = self._read(
-                "SELECT COUNT(*) FROM workflows WHERE status = 'RUNNING' AND ready_at IS NULL"
-            )[0][0]
-            events = self._read("SELECT COUNT(*) FROM events")[0][0]
-            signals = self._read("SELECT COUNT(*) FROM signals")[0][0]
-            ended = minute_buckets(
-                self._read(
-                    "SELECT status, CAST((? - updated_at) / 60 AS INTEGER), COUNT(*) "
-                    "FROM workflows WHERE updated_at > ? AND status IN ('COMPLETED', 'FAILED') "
-                    "GROUP BY 1, 2",
-                    (now, now - 60 * STATS_MINUTES),
-                )
-            )
-            per_minute = ended[WorkflowStatus.COMPLETED]
-            recent = per_minute[0]
-            return StoreStats(
-                by_status={str(k): int(v) for k, v in by_status.items()},
-                ready=int(ready),
-                leased=int(leased),
-                sleeping=int(sleeping),
-                waiting=int(waiting),
-                oldest_ready_age=None if oldest is None else max(0.0, now - oldest),
-                events=int(events),
-                signals_pending=int(signals),
-                completed_last_minute=int(recent),
-                completed_per_minute=per_minute,
-                failed_per_minute=ended[WorkflowStatus.FAILED],
-            )
-
-        return await self._run(read)
-
-    # -- copying between databases (``loom migrate``): see ``sqlite_transfer`` --------------
-    async def export_rows(self, after_id: str | None, limit: int) -> list[WorkflowDump]:
-        if limit <= 0:
-            return []
-
-        def read() -> list[WorkflowDump]:
-            conn = self._conn
-            assert conn is not None
-            conn.execute("BEGIN")  # one snapshot for the rows, their events and signals
+    # -- the hot path ---------------------------------------------------------------------
+    async def schema_version(self) -> int:
+        def read() -> int:
+            assert self._conn is not None
             try:
-                return sqlite_transfer.export_page(conn, after_id, limit)
-            finally:
-                conn.execute("COMMIT")
+                rows = self._conn.execute("SELECT MAX(version) FROM loom_migrations").fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                return 0
+            return int(rows[0][0] or 0)
 
         return await self._run(read)
 
-    async def import_rows(self, dumps: Sequence[WorkflowDump]) -> int:
-        if not dumps:
-            return 0
-        batch = list(dumps)
-        return await self._batched(
-            functools.partial(sqlite_transfer.import_batch, dumps=batch, url=self.url)
-        )
+    async def create_workflow(self, new: NewWorkflow, first: Event) -> WorkflowRecord | None:
+        return await self._transact(_create(new, first))
+
+    async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
+        def write(conn: sqlite3.Connection) -> tuple[list[Row], dict[str, Event]]:
+            claimed: list[Row] = _execute(conn, claim)
+            canceled = [r for r in claimed if r["cancel_requested"] is not None]
+            if canceled:  # finalised in this same transaction
+                self._drive(conn, rules.cancel_claimed(DIALECT, canceled, now))
+            fresh = [r["id"] for r in claimed if r["last_seq"] == 1]
+            started: dict[str, Event] = {}
+            if fresh:
+                where, args = DIALECT.among("workflow_id", fresh)
+                for r in conn.execute(
+                    f"SELECT workflow_id, {EVENT_COLUMNS} FROM events WHERE seq = 1 AND {where}",
+                    args,
+                ):
+                    started[r["workflow_id"]] = event(r)
+            return claimed, started
+
+        return await self._batched(write)
+
+    async def commit(self, commit: Commit, now: float) -> CommitOutcome:
+        def write(conn: sqlite3.Connection) -> CommitOutcome:
+            # Encoded here, on the store's thread, not on the event loop's.
+            rule = rules.commit_batch(DIALECT, [Prepared.of(commit, now)])
+            [(outcome, _)] = self._drive(conn, rule)
+            return outcome
+
+        return await self._batched(write)
+
+
+def _create(new: NewWorkflow, first: Event) -> Rule[WorkflowRecord | None]:
+    """Insert the workflow, ready at once, with its first event; or read the one with its id."""
+    found = yield rows(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?", new.workflow_id)
+    if found:
+        return record(found[0])
+    yield run(
+        f"INSERT INTO workflows ({rules.NEW_COLUMNS}) VALUES ({rules.NEW_MARKS})",
+        *rules.new_values(new, first),
+    )
+    yield events(event_rows(new.workflow_id, [first]))
+    return None
+
+
+def _execute(conn: sqlite3.Connection, op: Op) -> Any:
+    kind, text, args = op
+    if kind == "rows":
+        return conn.execute(text, args).fetchall()
+    if kind == "run":
+        conn.execute(text, args)
+    elif args:
+        conn.executemany(INSERT_EVENTS if kind == "events" else text, args)
+    return None

@@ -1,0 +1,416 @@
+"""The store's rules, decided once for every SQL database (see ``statements``).
+
+Where each rule lives: fencing, cancel-on-commit and a park's ``ready_at`` (a buffered signal it
+waits for makes it ready at once) in :func:`commit_batch` and :func:`commit_one`; ending a
+workflow as CANCELED in :func:`cancel_now` (a commit, a cancel, a claim); a new workflow's row
+in :func:`new_values`; a claim's lease in :func:`claim_statement` and its finalising of a
+requested cancel in :func:`cancel_claimed`; renewing and releasing leases in :func:`held`;
+signal delivery in :func:`send_signal`; cancel and retry in :func:`cancel` and :func:`retry`;
+the schema in :func:`migrate`; the figures of :func:`stats`. Copying (``loom migrate``) is in
+``copying``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from loom.core.history import Event, EventType, decided_before_cancel
+from loom.errors import WorkflowNotFoundError, WorkflowNotRunningError
+from loom.status import WorkflowStatus
+from loom.store.base import CancelOutcome, Commit, CommitOutcome, NewWorkflow, StoreStats
+from loom.store.common import (
+    STATS_MINUTES,
+    Row,
+    dump,
+    migrations,
+    minute_buckets,
+    split_sql,
+    state_after,
+)
+from loom.store.statements import (
+    Dialect,
+    EventRow,
+    Op,
+    Rule,
+    event_rows,
+    events,
+    many,
+    rows,
+    run,
+)
+
+
+# -- commits --------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Fence:
+    """A locked workflow row as a commit batch sees it, kept current as the batch applies."""
+
+    epoch: int
+    status: str
+    cancel_requested: str | None
+    last_seq: int
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A commit with its payloads encoded (done before the transaction, outside its lock)."""
+
+    commit: Commit
+    now: float
+    events: list[EventRow]
+    state: str
+    result: str | None
+    error: str | None
+
+    @classmethod
+    def of(cls, commit: Commit, now: float) -> Prepared:
+        return cls(
+            commit,
+            now,
+            event_rows(commit.workflow_id, commit.events),
+            dump(commit.state),
+            None if commit.result is None else dump(commit.result),
+            None if commit.error is None else dump(commit.error),
+        )
+
+
+def lock_fences(d: Dialect, ids: Sequence[str]) -> Op:
+    """Lock the rows of ``ids`` in id order (so two batches never deadlock), reading their
+    :func:`fences`."""
+    where, args = d.among("id", sorted(set(ids)) if len(ids) > 1 else ids)
+    return rows(
+        "SELECT id, lease_epoch, status, cancel_requested, last_seq FROM workflows "
+        f"WHERE {where} ORDER BY id{d.lock}",
+        *args,
+    )
+
+
+def fences(locked: Sequence[Row]) -> dict[str, Fence]:
+    """The rows read by :func:`lock_fences`, by id."""
+    return {
+        r["id"]: Fence(r["lease_epoch"], r["status"], r["cancel_requested"], r["last_seq"])
+        for r in locked
+    }
+
+
+def commit_batch(d: Dialect, batch: Sequence[Prepared]) -> Rule[list[tuple[CommitOutcome, Any]]]:
+    """Record every commit of ``batch`` (or fence it); each outcome comes with the ``ready_at``
+    of a workflow the commit released (for announcing work), else None."""
+    fenced = fences((yield lock_fences(d, [p.commit.workflow_id for p in batch])))
+    written: list[EventRow] = []
+    outcomes = []
+    for p in batch:
+        outcomes.append((yield from commit_one(d, p, fenced, written)))
+    if written:
+        yield events(written)
+    return outcomes
+
+
+def commit_one(
+    d: Dialect, p: Prepared, fenced: dict[str, Fence], written: list[EventRow]
+) -> Rule[tuple[CommitOutcome, Any]]:
+    c, now = p.commit, p.now
+    fence = fenced.get(c.workflow_id)
+    if fence is None or fence.epoch != c.lease_epoch or fence.status != WorkflowStatus.RUNNING:
+        return CommitOutcome.FENCED, None  # the lease moved on (or the workflow ended)
+    if fence.cancel_requested is not None:  # a cancel request wins over what was decided
+        decided = decided_before_cancel(c.events, fence.last_seq)
+        reason = orjson.loads(fence.cancel_requested)
+        yield from cancel_now(c.workflow_id, reason, fence.last_seq, now, written, decided)
+        fence.status, fence.epoch, fence.cancel_requested = "CANCELED", fence.epoch + 1, None
+        return CommitOutcome.CANCELED, None
+    new_last = fence.last_seq
+    if c.events:
+        if c.events[0].seq != fence.last_seq + 1:
+            return CommitOutcome.FENCED, None
+        written.extend(p.events)
+        new_last = c.events[-1].seq
+    if c.consumed_signals:
+        where, args = d.among("id", c.consumed_signals, "bigint")
+        yield run(f"DELETE FROM signals WHERE {where}", *args)
+    release = True
+    if c.status is not WorkflowStatus.RUNNING:
+        ready_at = None
+        if c.status is WorkflowStatus.COMPLETED:  # a FAILED one keeps them for a retry
+            yield run("DELETE FROM signals WHERE workflow_id = ?", c.workflow_id)
+    elif c.release:
+        ready_at = c.ready_at
+        if c.wait_signals:  # one it waits for is buffered already: ready at once
+            where, args = d.among("name", c.wait_signals)
+            if (
+                yield rows(
+                    f"SELECT 1 FROM signals WHERE workflow_id = ? AND {where} LIMIT 1",
+                    c.workflow_id,
+                    *args,
+                )
+            ):
+                ready_at = now
+    else:
+        ready_at, release = c.lease_until, False  # still held: ready again when the lease ends
+    yield run(
+        _RELEASE if release else _KEEP,
+        c.status.value,
+        p.state,
+        p.result,
+        p.error,
+        c.current_step,
+        now,
+        new_last,
+        ready_at,
+        c.workflow_id,
+    )
+    fence.status, fence.last_seq = c.status.value, new_last
+    return CommitOutcome.OK, ready_at if release else None
+
+
+_UPDATE = (
+    "UPDATE workflows SET status = ?, state = ?, result = ?, error = ?, current_step = ?, "
+    "updated_at = ?, last_seq = ?, ready_at = ?, lease_owner = {} WHERE id = ?"
+)
+_RELEASE, _KEEP = _UPDATE.format("NULL"), _UPDATE.format("lease_owner")
+
+
+def cancel_now(
+    workflow_id: str,
+    reason: Any,
+    last_seq: int,
+    now: float,
+    written: list[EventRow],
+    decided: Sequence[Event] = (),
+) -> Rule[None]:
+    """End the workflow as CANCELED after ``decided`` (see ``decided_before_cancel``); its
+    events are added to ``written``, for the caller to insert."""
+    found = yield rows("SELECT state FROM workflows WHERE id = ?", workflow_id)
+    state = state_after(found[0]["state"], decided)
+    seq = last_seq + len(decided) + 1
+    canceled = Event(seq, EventType.WORKFLOW_CANCELED, {"reason": reason}, now)
+    written.extend(event_rows(workflow_id, [*decided, canceled]))
+    yield run(
+        "UPDATE workflows SET status = 'CANCELED', ready_at = NULL, lease_owner = NULL, "
+        "lease_epoch = lease_epoch + 1, cancel_requested = NULL, last_seq = ?, "
+        "updated_at = ?, error = ?, state = ? WHERE id = ?",
+        seq,
+        now,
+        dump({"type": "Canceled", "message": reason}),
+        state,
+        workflow_id,
+    )
+    yield run("DELETE FROM signals WHERE workflow_id = ?", workflow_id)
+
+
+# -- starts ---------------------------------------------------------------------------------
+NEW_COLUMNS = "id, name, version, status, input, state, created_at, updated_at, last_seq, ready_at"
+NEW_MARKS = ", ".join("?" * len(NEW_COLUMNS.split(",")))
+
+
+def new_values(new: NewWorkflow, first: Event) -> tuple[Any, ...]:
+    """The values of :data:`NEW_COLUMNS` for a new workflow: RUNNING, and ready at once."""
+    now = new.now
+    return (
+        new.workflow_id,
+        new.name,
+        new.version,
+        "RUNNING",
+        dump(new.input),
+        dump(new.state),
+        now,
+        now,
+        first.seq,
+        now,
+    )
+
+
+# -- claims ---------------------------------------------------------------------------------
+def claim_statement(
+    d: Dialect, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+) -> Op:
+    """Lease up to ``limit`` due workflows of ``names``, oldest due first: a new epoch each, and
+    ``ready_at`` at the lease's end, so a dead worker's workflow is claimable again then."""
+    where, args = d.among("name", names)
+    return rows(
+        "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, ready_at = ? "
+        f"WHERE id IN (SELECT id FROM workflows WHERE ready_at <= ? AND {where} "
+        f"ORDER BY ready_at LIMIT ?{d.skip_locked}) "
+        "RETURNING id, name, lease_epoch, last_seq, cancel_requested",
+        owner,
+        now + lease_seconds,
+        now,
+        *args,
+        limit,
+    )
+
+
+def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[None]:
+    """A claimed workflow whose cancel was requested is never run again: end it as CANCELED,
+    unless the claim's lease ``claimed`` (rows of :func:`claim_statement`) moved on meanwhile."""
+    fenced = fences((yield lock_fences(d, [r["id"] for r in claimed])))
+    written: list[EventRow] = []
+    for r in claimed:
+        fence = fenced.get(r["id"])
+        if (
+            fence is not None
+            and fence.epoch == r["lease_epoch"]
+            and fence.status == WorkflowStatus.RUNNING
+            and fence.cancel_requested is not None
+        ):
+            reason = orjson.loads(fence.cancel_requested)
+            yield from cancel_now(r["id"], reason, fence.last_seq, now, written)
+    if written:
+        yield events(written)
+
+
+# -- leases ---------------------------------------------------------------------------------
+def held(d: Dialect, assign: str, value: float, owner: str, workflow_ids: list[str]) -> Op:
+    """Set ``assign`` on the workflows of ``workflow_ids`` still leased to ``owner``; rows
+    are locked in id order, like a commit batch, so the two never deadlock."""
+    where, args = d.among("id", workflow_ids)
+    return rows(
+        f"UPDATE workflows SET {assign} WHERE id IN (SELECT id FROM workflows WHERE {where} "
+        f"AND lease_owner = ? AND status = 'RUNNING' ORDER BY id{d.lock}) "
+        "RETURNING id, cancel_requested IS NOT NULL AS cancel_requested",
+        value,
+        *args,
+        owner,
+    )
+
+
+# -- requests -------------------------------------------------------------------------------
+def running_row(d: Dialect, workflow_id: str, action: str) -> Rule[Row]:
+    found = yield rows(
+        f"SELECT status, lease_owner, ready_at, last_seq FROM workflows WHERE id = ?{d.lock}",
+        workflow_id,
+    )
+    if not found:
+        raise WorkflowNotFoundError(workflow_id)
+    if found[0]["status"] != WorkflowStatus.RUNNING:
+        raise WorkflowNotRunningError(workflow_id, found[0]["status"], action)
+    return found[0]  # type: ignore[no-any-return]
+
+
+INSERT_SIGNAL = "INSERT INTO signals (workflow_id, name, payload, created_at) VALUES (?, ?, ?, ?)"
+
+
+def send_signal(d: Dialect, workflow_id: str, name: str, data: str, now: float) -> Rule[bool]:
+    """Buffer the signal; a workflow parked (not leased, not yet due) is made ready at once.
+    True when it was."""
+    row = yield from running_row(d, workflow_id, "signal")
+    yield run(INSERT_SIGNAL, workflow_id, name, data, now)
+    if row["lease_owner"] is None and (row["ready_at"] is None or row["ready_at"] > now):
+        yield run("UPDATE workflows SET ready_at = ? WHERE id = ?", now, workflow_id)
+        return True
+    return False
+
+
+def cancel(d: Dialect, workflow_id: str, reason: str | None, now: float) -> Rule[CancelOutcome]:
+    """Cancel at once, unless a worker holds a live lease: then request it, for that worker's
+    next write (or the next claim, should that worker die) to carry out."""
+    row = yield from running_row(d, workflow_id, "cancel")
+    if row["lease_owner"] is not None and row["ready_at"] is not None and row["ready_at"] > now:
+        yield run(
+            "UPDATE workflows SET cancel_requested = ? WHERE id = ?", dump(reason), workflow_id
+        )
+        return CancelOutcome.REQUESTED
+    written: list[EventRow] = []
+    yield from cancel_now(workflow_id, reason, row["last_seq"], now, written)
+    yield events(written)
+    return CancelOutcome.CANCELED
+
+
+def retry(d: Dialect, workflow_id: str, now: float, resent: list[tuple[str, str]]) -> Rule[None]:
+    found = yield rows(
+        f"SELECT status, last_seq, current_step FROM workflows WHERE id = ?{d.lock}", workflow_id
+    )
+    if not found:
+        raise WorkflowNotFoundError(workflow_id)
+    status, last_seq, step = found[0]["status"], found[0]["last_seq"], found[0]["current_step"]
+    if status != WorkflowStatus.FAILED:
+        raise WorkflowNotRunningError(
+            workflow_id, status, "retry", "only FAILED workflows can be retried"
+        )
+    retried = Event(last_seq + 1, EventType.WORKFLOW_RETRIED, {"step": step}, now)
+    yield events(event_rows(workflow_id, [retried]))
+    yield run(
+        "UPDATE workflows SET status = 'RUNNING', error = NULL, ready_at = ?, "
+        "lease_owner = NULL, lease_epoch = lease_epoch + 1, last_seq = ?, updated_at = ? "
+        "WHERE id = ?",
+        now,
+        retried.seq,
+        now,
+        workflow_id,
+    )
+    # Signals the failed attempt consumed are delivered again, before those still buffered,
+    # keeping the order in which they were sent.
+    buffered = yield rows(
+        "DELETE FROM signals WHERE workflow_id = ? RETURNING id, name, payload", workflow_id
+    )
+    again = [*resent, *((r["name"], r["payload"]) for r in sorted(buffered, key=lambda r: r["id"]))]
+    if again:
+        yield many(INSERT_SIGNAL, [(workflow_id, name, data, now) for name, data in again])
+
+
+def migrate(d: Dialect) -> Rule[list[str]]:
+    if d.migration_lock:
+        yield run(d.migration_lock)
+    yield run(
+        "CREATE TABLE IF NOT EXISTS loom_migrations (version INTEGER PRIMARY KEY, "
+        "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+    )
+    done = {r["version"] for r in (yield rows("SELECT version FROM loom_migrations"))}
+    applied = []
+    for version, name, sql in migrations(d.name):
+        if version in done:
+            continue
+        for statement in split_sql(sql):
+            yield run(statement)
+        yield run("INSERT INTO loom_migrations VALUES (?, ?, ?)", version, name, time.time())
+        applied.append(name)
+    return applied
+
+
+def stats(d: Dialect, now: float) -> Rule[StoreStats]:
+    by_status = yield rows("SELECT status, COUNT(*) AS n FROM workflows GROUP BY status")
+    # The number of events is the sum of every workflow's last sequence number: no scan of the
+    # (much larger) events table.
+    [totals] = yield rows(
+        "SELECT COUNT(CASE WHEN ready_at <= ? AND lease_owner IS NULL THEN 1 END) AS ready, "
+        "MIN(CASE WHEN ready_at <= ? AND lease_owner IS NULL THEN ready_at END) AS oldest, "
+        "COUNT(CASE WHEN lease_owner IS NOT NULL AND ready_at > ? THEN 1 END) AS leased, "
+        "COUNT(CASE WHEN lease_owner IS NULL AND ready_at > ? THEN 1 END) AS sleeping, "
+        "COUNT(CASE WHEN status = 'RUNNING' AND ready_at IS NULL THEN 1 END) AS waiting, "
+        "COALESCE(SUM(last_seq), 0) AS events FROM workflows",
+        now,
+        now,
+        now,
+        now,
+    )
+    [signals] = yield rows("SELECT COUNT(*) AS n FROM signals")
+    ended = minute_buckets(
+        (
+            yield rows(
+                f"SELECT status, {d.minutes_ago} AS minute, COUNT(*) AS n FROM workflows "
+                "WHERE updated_at > ? AND status IN ('COMPLETED', 'FAILED') GROUP BY 1, 2",
+                now,
+                now - 60 * STATS_MINUTES,
+            )
+        )
+    )
+    per_minute = ended[WorkflowStatus.COMPLETED]
+    oldest = totals["oldest"]
+    return StoreStats(
+        by_status={str(r["status"]): int(r["n"]) for r in by_status},
+        ready=int(totals["ready"]),
+        leased=int(totals["leased"]),
+        sleeping=int(totals["sleeping"]),
+        waiting=int(totals["waiting"]),
+        oldest_ready_age=None if oldest is None else max(0.0, now - oldest),
+        events=int(totals["events"]),
+        signals_pending=int(signals["n"]),
+        completed_last_minute=per_minute[0],
+        completed_per_minute=per_minute,
+        failed_per_minute=ended[WorkflowStatus.FAILED],
+    )

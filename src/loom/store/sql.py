@@ -1,0 +1,239 @@
+"""The store every SQL database shares: each operation of the contract runs a rule (``rules``,
+``copying``); a backend supplies only the plumbing: how a rule is run in a write transaction or
+read (:meth:`SqlStore._transact`, :meth:`SqlStore._read`), how a claim is run, how listeners are
+told, and its :class:`~loom.store.statements.Dialect`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import orjson
+
+from loom.core.history import Event
+from loom.errors import DatabaseCorruptError, StoreError
+from loom.status import WorkflowStatus
+from loom.store import copying, rules
+from loom.store.base import (
+    CancelOutcome,
+    Claim,
+    Signal,
+    Store,
+    StoreStats,
+    WorkflowDump,
+    WorkflowRecord,
+)
+from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, dump, event, record
+from loom.store.statements import Dialect, Op, Rule, one, rows
+
+T = TypeVar("T")
+
+
+class SqlStore(Store):
+    """Every operation of the contract, as rules; a backend supplies the plumbing below."""
+
+    sql: Dialect
+    nul_in_ids = True
+    """Whether the database can store a workflow id holding a NUL character."""
+
+    # -- plumbing a backend provides ------------------------------------------------------
+    @abc.abstractmethod
+    async def _transact(self, rule: Rule[T]) -> T:
+        """Run ``rule`` in one write transaction (all of it or nothing)."""
+
+    @abc.abstractmethod
+    async def _read(self, rule: Rule[T], *, snapshot: bool = False) -> T:
+        """Run the reads of ``rule``; with ``snapshot``, all from one consistent snapshot."""
+
+    @abc.abstractmethod
+    async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
+        """Run ``claim`` (``rules.claim_statement``) and ``rules.cancel_claimed`` on its rows with
+        a cancel requested; return the rows leased and the first event of those with no other."""
+
+    def _changed(self, work: bool = False) -> None:
+        """A transaction changed some workflow (``work``: made one ready): tell who listens."""
+
+    @property
+    def label(self) -> str:
+        """How messages name this database (never a password, host or server)."""
+        return self.url
+
+    def _check_id(self, workflow_id: str) -> None:
+        if not self.nul_in_ids and "\x00" in workflow_id:
+            raise StoreError(
+                f"workflow {workflow_id!r}: its id contains a NUL character, which "
+                f"{self.sql.name} cannot store; use an id without one"
+            )
+
+    async def _rows(self, sql: str, *args: Any) -> list[Row]:
+        return await self._read(one(rows(sql, *args)))
+
+    # -- operations -----------------------------------------------------------------------
+    async def migrate(self) -> list[str]:
+        return await self._transact(rules.migrate(self.sql))
+
+    async def claim(
+        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+    ) -> list[Claim]:
+        if not names or limit <= 0:
+            return []
+        statement = rules.claim_statement(self.sql, owner, names, limit, lease_seconds, now)
+        claimed, started = await self._lease(statement, now)
+        # A workflow with a cancel requested was ended instead: it is never run again.
+        return [
+            Claim(
+                r["id"],
+                r["name"],
+                r["lease_epoch"],
+                r["last_seq"],
+                (started[r["id"]],) if r["id"] in started else (),
+            )
+            for r in claimed
+            if r["cancel_requested"] is None
+        ]
+
+    async def load_history(self, workflow_id: str, after_seq: int = 0) -> list[Event]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq",
+            workflow_id,
+            after_seq,
+        )
+        return [event(r) for r in found]
+
+    async def renew(
+        self, owner: str, workflow_ids: list[str], lease_until: float
+    ) -> tuple[set[str], set[str]]:
+        if not workflow_ids:
+            return set(), set()
+        held = await self._transact(
+            one(rules.held(self.sql, "ready_at = ?", lease_until, owner, workflow_ids))
+        )
+        kept = {r["id"] for r in held}
+        return set(workflow_ids) - kept, {r["id"] for r in held if r["cancel_requested"]}
+
+    async def release(self, owner: str, workflow_ids: list[str], now: float) -> None:
+        if not workflow_ids:
+            return
+        op = rules.held(self.sql, "lease_owner = NULL, ready_at = ?", now, owner, workflow_ids)
+        if await self._transact(one(op)):
+            self._changed(work=True)
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?", workflow_id
+        )
+        return record(found[0]) if found else None
+
+    async def list_workflows(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        id_contains: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[WorkflowRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(WorkflowStatus(status).value)
+        if name is not None:
+            where.append("name = ?")
+            params.append(name)
+        if id_contains:
+            where.append(self.sql.contains)
+            params.append(id_contains.casefold())
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        found = await self._rows(
+            f"SELECT {WORKFLOW_COLUMNS} FROM workflows {clause} "
+            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            *params,
+            self.sql.no_limit if limit < 0 else limit,  # a negative limit means none
+            max(offset, 0),
+        )
+        return [record(r) for r in found]
+
+    async def changed_since(
+        self, after: float, limit: int, after_id: str = ""
+    ) -> list[WorkflowRecord]:
+        found = await self._rows(
+            f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE (updated_at, id) > (?, ?) "
+            "ORDER BY updated_at, id LIMIT ?",
+            after,
+            after_id,
+            limit,
+        )
+        return [record(r) for r in found]
+
+    async def read_signals(self, workflow_id: str) -> list[Signal]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            "SELECT id, name, payload, created_at FROM signals WHERE workflow_id = ? ORDER BY id",
+            workflow_id,
+        )
+        return [
+            Signal(r["id"], r["name"], orjson.loads(r["payload"]), r["created_at"]) for r in found
+        ]
+
+    async def send_signal(self, workflow_id: str, name: str, payload: Any, now: float) -> None:
+        self._check_id(workflow_id)
+        woke = await self._transact(
+            rules.send_signal(self.sql, workflow_id, name, dump(payload), now)
+        )
+        self._changed(work=woke)
+
+    async def cancel(self, workflow_id: str, reason: str | None, now: float) -> CancelOutcome:
+        self._check_id(workflow_id)
+        outcome = await self._transact(rules.cancel(self.sql, workflow_id, reason, now))
+        self._changed()
+        return outcome
+
+    async def retry(
+        self, workflow_id: str, now: float, resend: Sequence[tuple[str, Any]] = ()
+    ) -> None:
+        self._check_id(workflow_id)
+        resent = [(name, dump(payload)) for name, payload in resend]
+        await self._transact(rules.retry(self.sql, workflow_id, now, resent))
+        self._changed(work=True)
+
+    async def next_due(self, names: list[str]) -> float | None:
+        if not names:
+            return None
+        where, args = self.sql.among("name", names)
+        found = await self._rows(
+            f"SELECT MIN(ready_at) AS due FROM workflows WHERE ready_at IS NOT NULL AND {where}",
+            *args,
+        )
+        return found[0]["due"] if found else None
+
+    async def stats(self, now: float) -> StoreStats:
+        return await self._read(rules.stats(self.sql, now), snapshot=True)
+
+    async def export_rows(self, after_id: str | None, limit: int) -> list[WorkflowDump]:
+        if limit <= 0:
+            return []
+        return await self._read(copying.export_page(self.sql, after_id, limit), snapshot=True)
+
+    async def import_rows(self, dumps: Sequence[WorkflowDump]) -> int:
+        if not dumps:
+            return 0
+        for x in dumps:
+            self._check_id(x.workflow_id)
+        try:
+            new = await self._transact(copying.import_batch(self.sql, dumps, self.label))
+        except StoreError as exc:
+            if "already exists" in str(exc) or isinstance(exc, DatabaseCorruptError):
+                raise
+            first, last = min(x.workflow_id for x in dumps), max(x.workflow_id for x in dumps)
+            which = f"workflow {first!r}" if first == last else f"workflows {first!r} to {last!r}"
+            raise StoreError(
+                f"cannot import {which} into {self.label}: {exc}; nothing of this batch was written"
+            ) from exc
+        if any(x.status == WorkflowStatus.RUNNING and x.ready_at is not None for x in new):
+            self._changed(work=True)
+        return len(new)

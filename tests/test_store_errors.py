@@ -1,0 +1,181 @@
+"""What a store says when the database fails: always a StoreError that names the problem and
+the fix, a damaged file told apart (so callers stop instead of retrying), a read-only database
+still readable, and nothing of a PostgreSQL server's address or credentials in a message."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from loom.core.history import Event, EventType
+from loom.errors import DatabaseCorruptError, DatabaseUnavailableError, StoreError
+from loom.store import open_store
+from loom.store.base import NewWorkflow, Store
+from loom.transfer import copy_database
+from pg import pg_url
+
+T0 = 1_700_000_000.0
+
+
+async def create(store: Store, wid: str, payload: object = None) -> None:
+    first = Event(1, EventType.WORKFLOW_STARTED, {"input": payload, "state": {}}, T0)
+    assert await store.create_workflow(NewWorkflow(wid, "W", "1", payload, {}, T0), first) is None
+
+
+async def opened(url: str) -> Store:
+    store = open_store(url)
+    await store.open()
+    return store
+
+
+def remount_read_only(where: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+
+
+# ------------------------------------------------------------------------------ SQLite
+
+
+async def test_a_full_disk_is_a_store_error_saying_so(mount_point: Path) -> None:
+    store = await opened(f"sqlite:///{mount_point / 'loom.db'}")
+    try:
+        await store.migrate()
+        await create(store, "first")
+        with pytest.raises(StoreError) as caught:
+            for i in range(1000):
+                await create(store, f"wf-{i}", "x" * 20_000)
+        # An outage, not a fault of the write: workers wait for space instead of blaming it.
+        assert type(caught.value) is DatabaseUnavailableError
+        message = str(caught.value)
+        assert "is full" in message and "free some space" in message
+        assert str(mount_point / "loom.db") in message
+        # What was written before is still there, and the store still answers.
+        record = await store.get_workflow("first")
+        assert record is not None
+    finally:
+        await store.close()
+
+
+async def test_a_file_that_is_not_a_database_is_reported_as_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "loom.db"
+    path.write_bytes(b"this is a spreadsheet, not a database" * 200)
+    store = open_store(f"sqlite:///{path}")
+    with pytest.raises(DatabaseCorruptError) as caught:
+        await store.open()
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+    assert str(path) in str(caught.value) and "backup" in str(caught.value)
+
+
+async def test_a_damaged_database_is_reported_as_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "loom.db"
+    store = await opened(f"sqlite:///{path}")
+    await store.migrate()
+    for i in range(200):
+        await create(store, f"wf-{i:03}", {"filler": "y" * 500})
+    await store.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    for start in range(2 * page, len(data), page):  # keep the header page, scramble the rest
+        data[start + 8 : start + 100] = b"\xa5" * 92
+    path.write_bytes(bytes(data))
+
+    store = await opened(f"sqlite:///{path}")
+    try:
+        with pytest.raises(DatabaseCorruptError, match="restore the file from a backup"):
+            await store.list_workflows(limit=1000)
+    finally:
+        await store.close()
+
+
+async def test_a_database_in_a_read_only_place_can_still_be_read(mount_point: Path) -> None:
+    path = mount_point / "loom.db"
+    store = await opened(f"sqlite:///{path}")
+    await store.migrate()
+    await create(store, "kept")
+    await store.close()
+    remount_read_only(mount_point)
+
+    store = await opened(f"sqlite:///{path}")
+    try:
+        record = await store.get_workflow("kept")
+        assert record is not None and record.workflow_id == "kept"
+        assert [r.workflow_id for r in await store.list_workflows()] == ["kept"]
+        assert len(await store.load_history("kept")) == 1
+        with pytest.raises(StoreError, match="read-only") as caught:
+            await create(store, "new")
+        assert "writable" in str(caught.value)
+    finally:
+        await store.close()
+
+
+# ------------------------------------------------------------------------------ PostgreSQL
+
+
+async def test_postgres_errors_do_not_reveal_the_server_or_credentials() -> None:
+    url = "postgresql://secret_user:hunter2pw@127.0.0.1:59999/private_db?connect_timeout=2"
+    store = open_store(url)
+    with pytest.raises(StoreError) as caught:
+        await store.open()
+    message = str(caught.value)
+    assert "PostgreSQL" in message
+    for secret in ("secret_user", "hunter2pw", "127.0.0.1", "59999", "private_db"):
+        assert secret not in message, message
+
+
+async def test_a_missing_postgres_database_is_not_named_in_the_message(tmp_path: Path) -> None:
+    url = pg_url(tmp_path)
+    missing = url.rsplit("/", 1)[0] + "/loom_no_such_db_here"
+    store = open_store(missing)
+    with pytest.raises(StoreError, match="no PostgreSQL database") as caught:
+        await store.open()
+    parts = urlsplit(missing)
+    for secret in ("loom_no_such_db_here", parts.hostname or "", str(parts.port or 5432)):
+        assert secret not in str(caught.value)
+
+
+async def test_a_workflow_id_with_nul_is_a_store_error_naming_it(tmp_path: Path) -> None:
+    store = await opened(pg_url(tmp_path))
+    try:
+        await store.migrate()
+        with pytest.raises(StoreError, match=r"workflow 'bad\\x00id'.*NUL"):
+            await create(store, "bad\x00id")
+        with pytest.raises(StoreError, match=r"workflow 'bad\\x00id'"):
+            await store.send_signal("bad\x00id", "go", None, T0)
+    finally:
+        await store.close()
+
+
+async def test_copying_a_nul_id_to_postgres_names_the_workflow(tmp_path: Path) -> None:
+    source_url = f"sqlite:///{tmp_path / 'source.db'}"
+    source = await opened(source_url)
+    await source.migrate()
+    await create(source, "fine")
+    await create(source, "bad\x00id")  # SQLite stores it
+    await source.close()
+    with pytest.raises(StoreError, match=r"workflow 'bad\\x00id'"):
+        await copy_database(source_url, pg_url(tmp_path))
+
+
+async def test_the_pool_does_not_log_its_floor_tracebacks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await opened(pg_url(tmp_path))
+    try:
+        pool_log = logging.getLogger("asyncpg.pool")
+        with caplog.at_level(logging.WARNING, logger="asyncpg.pool"):
+            try:
+                raise ConnectionRefusedError("server restarting")
+            except ConnectionRefusedError:
+                pool_log.warning(
+                    "Failed to restore the pool connection floor; retrying", exc_info=True
+                )
+            pool_log.warning("something else")
+        assert [r.getMessage() for r in caplog.records] == ["something else"]
+    finally:
+        await store.close()
