@@ -112,9 +112,17 @@ async def test_the_checker_sees_each_kind_of_fault(tmp_path: Path) -> None:
     client.cancel = None
     wrong = dataclasses.replace(described, state={**described.state, "seal": 1})
     assert {"wrong_state", "state_vs_history"} <= kinds(client, wrong, events, runs)
-    # An accepted signal never delivered; one delivered twice.
-    lost = renumber(events[:received] + events[received + 1 :])
+    # An accepted signal whose wait timed out instead of receiving it; one that came too late.
+    timed_out = dataclasses.replace(
+        events[received],
+        type=EventType.TIMER_FIRED,
+        payload={"scheduled": events[received].payload["scheduled"]},
+    )
+    lost = [*events[:received], timed_out, *events[received + 1 :]]
     assert "signal_lost" in kinds(client, described, lost, runs)
+    client.signals[0].returned_at = last.timestamp + 60
+    assert "signal_late" in kinds(client, described, lost, runs)
+    # A signal delivered twice.
     doubled = renumber([*events[: received + 1], events[received], *events[received + 1 :]])
     assert "signal_duplicated" in kinds(client, described, doubled, runs)
     # Still running after the run.

@@ -22,6 +22,7 @@ from loom import EventType, WorkflowStatus
 from loom.core.history import TERMINAL, apply_state
 
 CANCEL_SLACK = 0.5  # a worker stamps WORKFLOW_CANCELED just before its commit lands
+IDLE_CPU_LIMIT = 0.25  # share of a core an idle worker may use (polling, lease renewals)
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Anomaly:
 
 @dataclass
 class Verdict:
+    histories: dict[str, list[str]] = field(default_factory=dict)
+    """The whole history of every anomalous workflow, for the report."""
     statuses: collections.Counter[str] = field(default_factory=collections.Counter)
     anomalies: list[Anomaly] = field(default_factory=list)
     executions: int = 0
@@ -184,6 +187,11 @@ def check_one(
     if status is WorkflowStatus.CANCELED and terminal:
         _check_cancel(client, terminal[-1], events, executions, anomaly)
     verdict.anomalies += found
+    if found:
+        verdict.histories[wid] = [show(e) for e in events] + [
+            f"execution: {what} {label} pid {pid} at {at:.3f}"
+            for what, label, pid, at in executions
+        ]
 
 
 def _cover(
@@ -200,7 +208,16 @@ def _cover(
         if sent.outcome == "ok":
             before = first_go is None or sent.returned_at < first_go
             coverage["signal before its wait" if before else "signal during a wait"] += 1
+    due = {
+        e.seq: float(e.payload["fire_at"] if "fire_at" in e.payload else e.payload["deadline"] or 0)
+        for e in events
+        if e.type in (EventType.TIMER_SCHEDULED, EventType.SIGNAL_WAIT_STARTED)
+    }
     for e in events:
+        if e.type is EventType.TIMER_FIRED and e.payload["scheduled"] in due:
+            late = e.timestamp - due[e.payload["scheduled"]]
+            coverage["timers fired over 5 s late"] += late > 5
+            coverage["timers fired over 1 s late"] += late > 1
         if e.type is EventType.TIMER_FIRED and e.payload["scheduled"] in waits:
             coverage["signal wait timed out"] += 1
         elif e.type is EventType.ACTIVITY_FAILED:
@@ -313,29 +330,37 @@ def _check_signals(
     ]
     if not collected:
         return  # it never finished collecting (canceled first): nothing it had to receive
-    ended = collected[0].timestamp
+    waits = {
+        e.seq: e
+        for e in events
+        if e.type is EventType.SIGNAL_WAIT_STARTED and e.payload.get("name") == "go"
+    }
+    timeouts = [
+        (waits[e.payload["scheduled"]], e)
+        for e in events
+        if e.type is EventType.TIMER_FIRED and e.payload.get("scheduled") in waits
+    ]
     for token, sent in sorted(client.signals.items()):
         if sent.outcome != "ok" or got[token]:
             continue
-        waits = [
-            e
-            for e in events
-            if e.type in (EventType.SIGNAL_WAIT_STARTED, EventType.SIGNAL_RECEIVED)
-            or (e.type is EventType.TIMER_FIRED)
-        ]
-        if sent.returned_at < ended:
+        # The send returned at `returned_at`, so the signal was stored before then. A wait for
+        # it whose deadline came later should have received it; it timed out instead.
+        missed = [(w, t) for w, t in timeouts if float(w.payload["deadline"]) > sent.returned_at]
+        if missed:
+            wait, fired = missed[0]
             anomaly(
                 "signal_lost",
-                f"token {token} accepted at {sent.returned_at:.3f}, before the collect step "
-                f"ended at {ended:.3f}, never delivered",
-                [*waits[-8:], collected[0]],
+                f"token {token} accepted by {sent.returned_at:.3f}; the wait at seq {wait.seq} "
+                f"(deadline {float(wait.payload['deadline']):.3f}) timed out instead, and the "
+                "signal was never delivered",
+                [wait, fired, collected[0]],
             )
         else:
             anomaly(
                 "signal_late",
-                f"token {token} accepted at {sent.returned_at:.3f}, after the workflow gave up "
-                f"waiting at {ended:.3f}",
-                [collected[0]],
+                f"token {token} accepted at {sent.returned_at:.3f}, after the deadline of every "
+                f"wait that timed out; the workflow gave up at {collected[0].timestamp:.3f}",
+                [*[e for w, t in timeouts for e in (w, t)][-8:], collected[0]],
             )
 
 
@@ -365,6 +390,19 @@ def _check_cancel(
             ),
             events[-5:],
         )
+
+
+def check_idle_workers(idle_cpu: dict[int, float], verdict: Verdict) -> None:
+    """Once every workflow has ended, a worker that keeps a core busy is in a hot loop."""
+    for pid, share in sorted(idle_cpu.items()):
+        if share > IDLE_CPU_LIMIT:
+            verdict.anomalies.append(
+                Anomaly(
+                    f"worker pid {pid}",
+                    "hot_idle_worker",
+                    f"used {share:.0%} of a core for 3 s with no workflow left to run",
+                )
+            )
 
 
 async def check(db: loom.Database, clients: list[Client], logdir: Path) -> Verdict:

@@ -92,10 +92,13 @@ class Chaos:
     """What the driver did to the processes and the database."""
 
     kills: int = 0
+    kills_after_cancel: int = 0  # of which: right after a cancel met a worker holding it
+    exited: int = 0  # workers that exited on their own (and were started again)
     spawned: int = 0
     pg_restarts: int = 0
     client_errors: collections.Counter[str] = field(default_factory=collections.Counter)
     drained: bool = False
+    idle_cpu: dict[int, float] = field(default_factory=dict)  # worker pid: share of a core
     seconds: float = 0.0
 
 
@@ -109,6 +112,7 @@ class Workers:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
         self.spawned = 0
+        self.kills = 0
 
     def spawn(self) -> tuple[subprocess.Popen[bytes], Path]:
         env = {
@@ -118,8 +122,8 @@ class Workers:
             p for p in (str(SRC_DIR), str(TESTS_DIR), env.get("PYTHONPATH")) if p
         )
         self.spawned += 1
-        log = self.logs / f"worker-{self.spawned:03d}.log"
-        with log.open("wb") as out:
+        starting = self.logs / f"worker-{self.spawned:03d}.log"
+        with starting.open("wb") as out:
             proc = subprocess.Popen(
                 [
                     str(LOOM),
@@ -143,10 +147,27 @@ class Workers:
                 start_new_session=True,  # its own process group: killed as a whole
             )
         _live.add(proc)
+        log = starting.with_name(f"worker-{self.spawned:03d}-pid{proc.pid}.log")
+        starting.rename(log)  # the process writes on: same file, a name that says who
         return proc, log
+
+    def respawn_exited(self) -> int:
+        """Replace worker processes that exited on their own (``loom worker`` exits when it
+        cannot reach the database as it starts): a supervisor's job. Returns how many."""
+        exited = 0
+        for index, (proc, _) in enumerate(self.procs):
+            if proc.poll() is not None:
+                _live.discard(proc)
+                self.procs[index] = self.spawn()
+                exited += 1
+        return exited
 
     async def start(self) -> None:
         self.procs = [self.spawn() for _ in range(self.options.processes)]
+        await self.wait_ready()
+
+    async def wait_ready(self) -> None:
+        """Until every worker process has logged that it is ready (60 s at most)."""
         deadline = time.monotonic() + 60
         while not all("ready on" in log.read_text() for _, log in self.procs):
             for proc, log in self.procs:
@@ -156,12 +177,23 @@ class Workers:
                 raise RuntimeError("the worker processes did not report ready within 60 s")
             await asyncio.sleep(0.1)
 
-    async def kill_one(self, rng: random.Random) -> None:
+    def kill_one(self, rng: random.Random) -> None:
         """SIGKILL a random worker process and start another in its place."""
         index = rng.randrange(len(self.procs))
         proc, _ = self.procs[index]
-        await asyncio.to_thread(_kill_group, proc)
+        _kill_group(proc)  # no await between the kill and the spawn: never left half done
         self.procs[index] = self.spawn()
+        self.kills += 1
+
+    def cpu_seconds(self) -> dict[int, float]:
+        """CPU time (user + system) each live worker process has used so far (Linux /proc)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        used = {}
+        for proc, _ in self.procs:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                used[proc.pid] = (int(fields[11]) + int(fields[12])) / ticks
+        return used
 
     async def stop(self) -> None:
         """SIGTERM (they finish what they hold), then SIGKILL whatever is left after 15 s."""
@@ -215,14 +247,26 @@ async def _call(op: Callable[[], Awaitable[str]], chaos: Chaos, deadline_seconds
 
 
 async def drive_one(
-    db: loom.Database, client: Client, at: float, options: Options, chaos: Chaos
+    db: loom.Database,
+    client: Client,
+    at: float,
+    options: Options,
+    chaos: Chaos,
+    on_requested: Callable[[], Awaitable[None]],
 ) -> None:
-    """Start one workflow at ``at`` (monotonic), then send its signals and maybe a cancel: some
-    right after the start (before it waits), the others once it is in its collect step (while
-    it waits, each at a random moment around its wait's timeout)."""
+    """Start one workflow at ``at`` (monotonic), then send its signals and maybe a cancel.
+
+    Some signals go right after the start (before the workflow waits), the others once it is in
+    its collect step (while it waits, each at a random moment around its wait's timeout). A
+    cancel goes right after the start (often before any step ran), while a worker holds the
+    workflow (often in the middle of an activity; then, half the time, a random worker is
+    killed at once, so the cancel may have to survive a takeover), or while it collects
+    signals.
+    """
     rng = random.Random(f"chaos-driver-{client.seed}")
     plan = plan_for(client.seed)
     early: list[tuple[float, str, int]] = []
+    running: list[tuple[float, str, int]] = []
     waiting: list[tuple[float, str, int]] = []
     for token in range(plan.signals):
         if rng.random() < 0.35:
@@ -230,10 +274,9 @@ async def drive_one(
         else:
             waiting.append((rng.uniform(0, 1.3 * plan.signal_timeout), "signal", token))
     if rng.random() < options.cancel_share:
-        if rng.random() < 0.7:
-            early.append((rng.uniform(0, 3.0), "cancel", 0))
-        else:
-            waiting.append((rng.uniform(0, 1.0), "cancel", 0))
+        when = rng.choice((early, running, running, waiting))
+        late = 0.05 if when is running else 1.0  # running: while a worker holds it
+        when.append((rng.uniform(0, 0.5 if when is early else late), "cancel", 0))
 
     await asyncio.sleep(max(0.0, at - time.monotonic()))
     handle = db.get_workflow(client.workflow_id)
@@ -266,32 +309,35 @@ async def drive_one(
                 return (await handle.cancel("chaos")).value
 
             client.cancel = await _call(cancel, chaos, options.op_seconds)
+            if client.cancel.outcome == "REQUESTED" and rng.random() < 0.5:
+                await on_requested()  # a kill now: the cancel may meet a takeover
 
     client.started = await _call(start, chaos, options.op_seconds)
     if client.started.outcome != "ok":
         return
-    began = time.monotonic()
-    for offset, kind, token in sorted(early):
-        await asyncio.sleep(max(0.0, began + offset - time.monotonic()))
-        await act(kind, token)
-    if not waiting:
-        return
-    await _until_collecting(handle, options.patience)
-    began = time.monotonic()
-    for offset, kind, token in sorted(waiting):
-        await asyncio.sleep(max(0.0, began + offset - time.monotonic()))
-        await act(kind, token)
+    for actions, until in ((early, None), (running, "leased"), (waiting, "collect")):
+        if not actions:
+            continue
+        if until is not None:
+            await _until(handle, until, options.patience)
+        began = time.monotonic()
+        for offset, kind, token in sorted(actions):
+            await asyncio.sleep(max(0.0, began + offset - time.monotonic()))
+            await act(kind, token)
 
 
-async def _until_collecting(handle: loom.WorkflowHandle[Any], patience: float) -> None:
-    """Wait until the workflow is in its collect step (or ended), at most ``patience`` s."""
+async def _until(handle: loom.WorkflowHandle[Any], what: str, patience: float) -> None:
+    """Wait until the workflow is in step ``what`` (or, for "leased", held by a worker), or has
+    ended; at most ``patience`` seconds."""
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):  # the database may be away for a moment
             record = await handle.describe()
-            if record.current_step == "collect" or record.status is not loom.WorkflowStatus.RUNNING:
+            if record.status is not loom.WorkflowStatus.RUNNING:
                 return
-        await asyncio.sleep(0.25)
+            if record.leased if what == "leased" else record.current_step == what:
+                return
+        await asyncio.sleep(0.05 if what == "leased" else 0.25)
 
 
 async def running_count(db: loom.Database) -> int | None:
@@ -319,8 +365,13 @@ async def run(
         say(f"{options.backend}: {options.processes} worker processes ready")
         t0 = time.monotonic()
         gap = options.start_seconds / max(1, options.workflows)
+
+        async def kill_after_cancel() -> None:
+            workers.kill_one(rng)
+            chaos.kills_after_cancel += 1
+
         driving = [
-            asyncio.create_task(drive_one(db, c, t0 + i * gap, options, chaos))
+            asyncio.create_task(drive_one(db, c, t0 + i * gap, options, chaos, kill_after_cancel))
             for i, c in enumerate(clients)
         ]
         stop_chaos = asyncio.Event()
@@ -330,8 +381,8 @@ async def run(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop_chaos.wait(), rng.uniform(*options.kill_every))
                 if not stop_chaos.is_set():
-                    await workers.kill_one(rng)
-                    chaos.kills += 1
+                    chaos.exited += workers.respawn_exited()
+                    workers.kill_one(rng)
 
         async def restart_loop() -> None:
             assert restart_db is not None
@@ -366,9 +417,20 @@ async def run(
             await asyncio.gather(
                 killing, *(t for t in (restarting,) if t), *driving, return_exceptions=True
             )
+        if chaos.drained:  # nothing left to run: an idle worker should barely use the CPU
+            chaos.exited += workers.respawn_exited()
+            await workers.wait_ready()
+            await asyncio.sleep(0.5)
+            before, began_idle = workers.cpu_seconds(), time.monotonic()
+            await asyncio.sleep(3.0)
+            after, idle = workers.cpu_seconds(), time.monotonic() - began_idle
+            chaos.idle_cpu = {
+                pid: (after[pid] - before[pid]) / idle for pid in after if pid in before
+            }
         await workers.stop()
     finally:
         workers.close()
+    chaos.kills = workers.kills
     chaos.spawned = workers.spawned
     chaos.seconds = time.monotonic() - began
     return clients, chaos

@@ -48,7 +48,10 @@ def plan_for(seed: int) -> Plan:
         base=rng.randint(1, 1_000_000),
         fan=fan,
         fail_first={label: rng.choice((0, 0, 0, 1, 1, 2, 3)) for label in labels},
-        delay_ms={label: rng.randint(5, 120) for label in labels},
+        delay_ms={
+            label: rng.randint(300, 900) if rng.random() < 0.15 else rng.randint(5, 120)
+            for label in labels
+        },
         nap=round(rng.uniform(0.05, 1.2), 3),
         probe_timeout=rng.choice((None, None, 0.1, 0.3)),
         signals=rng.choice((0, 1, 1, 2, 3)),

@@ -69,6 +69,7 @@ async def _run(
             f"{chaos.seconds:.0f} s ({'all ended' if chaos.drained else 'NOT all ended'}); checking"
         )
         verdict = await checker.check(db, clients, options.workdir / "executions")
+        checker.check_idle_workers(chaos.idle_cpu, verdict)
     return Result(options, clients, chaos, verdict)
 
 
@@ -125,7 +126,14 @@ def details(results: list[Result], limit: int = 6) -> str:
 
 def coverage(result: Result) -> str:
     counts = sorted(result.verdict.coverage.items())
-    return f"{result.options.backend} covered: " + ", ".join(f"{k} {n}" for k, n in counts)
+    idle = ", ".join(f"{share:.0%}" for share in result.chaos.idle_cpu.values())
+    return (
+        f"{result.options.backend} covered: "
+        + ", ".join(f"{k} {n}" for k, n in counts)
+        + f"; kills right after a requested cancel {result.chaos.kills_after_cancel}"
+        + f"; workers that exited on their own {result.chaos.exited}"
+        + f"; idle workers' CPU: {idle or 'not measured'}"
+    )
 
 
 def write_report(results: list[Result], path: Path) -> None:
@@ -135,6 +143,8 @@ def write_report(results: list[Result], path: Path) -> None:
             out.write(coverage(r) + "\n")
             for a in r.verdict.anomalies:
                 out.write(a.render() + "\n")
+            for wid, lines in r.verdict.histories.items():
+                out.write(f"-- history of {wid}\n" + "".join(f"   {x}\n" for x in lines))
 
 
 def main(argv: list[str] | None = None) -> int:
