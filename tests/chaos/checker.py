@@ -49,6 +49,8 @@ class Verdict:
     reruns: int = 0
     coverage: collections.Counter[str] = field(default_factory=collections.Counter)
     """How often the run exercised each situation (a run that never did is no proof)."""
+    latest_timer: tuple[float, str] = (0.0, "")
+    """How late the latest timer (or signal wait timeout) fired, in seconds, and where."""
 
     def by_kind(self) -> collections.Counter[str]:
         return collections.Counter(a.kind for a in self.anomalies)
@@ -181,7 +183,7 @@ def check_one(
     if rebuilt != described.state:
         anomaly("state_vs_history", f"stored state {described.state} but history builds {rebuilt}")
 
-    _cover(client, status, events, verdict.coverage)
+    _cover(client, status, events, verdict)
     _check_activities(client, status, events, executions, anomaly, verdict)
     _check_signals(client, status, events, anomaly)
     if status is WorkflowStatus.CANCELED and terminal:
@@ -195,11 +197,9 @@ def check_one(
 
 
 def _cover(
-    client: Client,
-    status: WorkflowStatus,
-    events: list[loom.Event],
-    coverage: collections.Counter[str],
+    client: Client, status: WorkflowStatus, events: list[loom.Event], verdict: Verdict
 ) -> None:
+    coverage = verdict.coverage
     if client.cancel is not None:
         coverage[f"cancel {client.cancel.outcome}"] += 1
     waits = {e.seq: e for e in events if e.type is EventType.SIGNAL_WAIT_STARTED}
@@ -218,6 +218,7 @@ def _cover(
             late = e.timestamp - due[e.payload["scheduled"]]
             coverage["timers fired over 5 s late"] += late > 5
             coverage["timers fired over 1 s late"] += late > 1
+            verdict.latest_timer = max(verdict.latest_timer, (late, client.workflow_id))
         if e.type is EventType.TIMER_FIRED and e.payload["scheduled"] in waits:
             coverage["signal wait timed out"] += 1
         elif e.type is EventType.ACTIVITY_FAILED:
@@ -359,7 +360,8 @@ def _check_signals(
             anomaly(
                 "signal_late",
                 f"token {token} accepted at {sent.returned_at:.3f}, after the deadline of every "
-                f"wait that timed out; the workflow gave up at {collected[0].timestamp:.3f}",
+                f"wait that timed out; the workflow gave up at {collected[0].timestamp:.3f} (the "
+                "client took longer than the workflow's patience to send it)",
                 [*[e for w, t in timeouts for e in (w, t)][-8:], collected[0]],
             )
 

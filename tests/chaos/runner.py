@@ -133,6 +133,7 @@ def coverage(result: Result) -> str:
         + f"; kills right after a requested cancel {result.chaos.kills_after_cancel}"
         + f"; workers that exited on their own {result.chaos.exited}"
         + f"; idle workers' CPU: {idle or 'not measured'}"
+        + "; the latest timer fired {:.1f} s late ({})".format(*result.verdict.latest_timer)
     )
 
 

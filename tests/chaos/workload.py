@@ -15,6 +15,7 @@ and a flaky activity counts its earlier executions there to know whether to fail
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from pathlib import Path
@@ -149,14 +150,17 @@ class ChaosMixed(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step
     async def collect(self, ctx: Ctx) -> None:
         """Wait for every "go" signal: the driver sends each token until one send is accepted,
-        so a workflow that gives up (after ``patience`` seconds) lost an accepted signal."""
+        so a workflow that gives up lost an accepted signal. It gives up after ``patience``
+        seconds' worth of timeouts: counted, not timed, so a worker that runs it late cannot make
+        it give up early (the next wait after a late timeout receives what is buffered)."""
         plan = plan_for(int(ctx.input["seed"]))
         got: dict[int, int] = {}
-        give_up = ctx.now().timestamp() + float(ctx.input["patience"])
-        while len(got) < plan.signals and ctx.now().timestamp() < give_up:
+        timeouts_left = math.ceil(float(ctx.input["patience"]) / plan.signal_timeout)
+        while len(got) < plan.signals and timeouts_left > 0:
             try:
                 payload = await ctx.wait_for_signal("go", timeout=plan.signal_timeout)
             except TimeoutError:
+                timeouts_left -= 1
                 continue
             got[int(payload["token"])] = int(payload["value"])
         await ctx.state.set("tokens", sorted(got))
