@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 
 import loom
 import pg
-from chaos import checker, driver, runner
+from chaos import checker, cluster, driver, runner
 from chaos.cluster import ClusterUnavailable
 from chaos.plan import plan_for, signal_value
 from chaos.workload import ChaosMixed
@@ -130,6 +131,27 @@ async def test_the_checker_sees_each_kind_of_fault(tmp_path: Path) -> None:
     assert "not_terminal" in kinds(client, running, events[:-1], runs)
 
 
+def postgres_unavailable(exc: ClusterUnavailable) -> str:
+    """Under CI=true, fail: the chaos test must run on PostgreSQL there. Elsewhere, the reason
+    to skip the PostgreSQL half, loudly."""
+    if pg.in_ci():
+        pytest.fail(f"a throwaway PostgreSQL cluster is required in CI: {exc}", pytrace=False)
+    return f"SKIPPING THE POSTGRESQL HALF OF THE CHAOS TEST: {exc}"
+
+
+def test_without_postgresql_binaries_ci_fails_instead_of_skipping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cluster, "find_bindir", lambda: None)
+    with pytest.raises(ClusterUnavailable) as missing, cluster.throwaway_cluster():
+        pass
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required in CI"):
+        postgres_unavailable(missing.value)
+    monkeypatch.setenv("CI", "")
+    assert postgres_unavailable(missing.value).startswith("SKIPPING")
+
+
 def test_chaos_short_form(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """300 workflows on SQLite (2 worker processes) and 300 on PostgreSQL (4), under kills and
     one PostgreSQL restart: no anomaly."""
@@ -137,17 +159,14 @@ def test_chaos_short_form(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         pytest.fail(f"the loom console script is missing at {driver.LOOM}; pip install -e .")
     results = []
     skipped = None
+    began = time.monotonic()
     for backend in ("sqlite", "postgres"):
         options = runner.short_options(backend, WORKFLOWS, SEED, tmp_path)
         try:
             results.append(runner.run_backend(options, print))
         except ClusterUnavailable as exc:
-            if pg.in_ci():
-                pytest.fail(
-                    f"a throwaway PostgreSQL cluster is required in CI: {exc}", pytrace=False
-                )
-            skipped = f"SKIPPING THE POSTGRESQL HALF OF THE CHAOS TEST: {exc}"  # not CI
-    summary = runner.summary_line(SEED, results, 0)
+            skipped = postgres_unavailable(exc)
+    summary = runner.summary_line(SEED, results, time.monotonic() - began)
     print(summary)
     for r in results:
         print(runner.coverage(r))
