@@ -318,18 +318,18 @@ async def drive_one(
     for actions, until in ((early, None), (running, "leased"), (waiting, "collect")):
         if not actions:
             continue
-        if until is not None:
-            await _until(handle, until, options.patience)
+        if until is not None:  # a backlog may hold it back for a while
+            await _until(handle, until, options.drain_seconds / 2)
         began = time.monotonic()
         for offset, kind, token in sorted(actions):
             await asyncio.sleep(max(0.0, began + offset - time.monotonic()))
             await act(kind, token)
 
 
-async def _until(handle: loom.WorkflowHandle[Any], what: str, patience: float) -> None:
+async def _until(handle: loom.WorkflowHandle[Any], what: str, timeout: float) -> None:
     """Wait until the workflow is in step ``what`` (or, for "leased", held by a worker), or has
-    ended; at most ``patience`` seconds."""
-    deadline = time.monotonic() + patience
+    ended; at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):  # the database may be away for a moment
             record = await handle.describe()

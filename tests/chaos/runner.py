@@ -37,7 +37,7 @@ def full_options(backend: str, workflows: int, seed: int, workdir: Path) -> driv
         seed=seed,
         workdir=workdir / backend,
         processes=4 if postgres else 2,
-        start_seconds=max(10.0, workflows / 25),
+        start_seconds=max(10.0, workflows / (20 if postgres else 15)),  # about their pace
         pg_restarts=2 if postgres else 0,
         patience=45.0,
         drain_seconds=180.0,
