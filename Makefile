@@ -2,7 +2,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench chaos clean
 
 $(BIN)/loom-installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: $(BIN)/bench-installed
 	$(BIN)/python -m bench.history
 	$(BIN)/python -m bench.dbos_more
 	$(BIN)/python -m bench.summary
+
+## make chaos: 2,000 workflows per backend under SIGKILLed workers and PostgreSQL restarts, checked
+chaos: $(BIN)/loom-installed
+	$(BIN)/python -m tests.chaos --backend both --workflows 2000 --seed 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
