@@ -15,7 +15,6 @@ import re
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -27,7 +26,6 @@ import pytest
 
 import e2e_workflows
 import loom
-from loom import activities
 from loom.web import create_app
 from pg import in_ci
 from webserver import serve
@@ -88,28 +86,6 @@ async def sqlite_db(tmp_path: Path) -> AsyncIterator[loom.Database]:
     async with loom.Database(f"sqlite:///{tmp_path / 'e2e.db'}") as database:
         await database.migrate_up()
         yield database
-
-
-def _cause(exc: BaseException | None, depth: int) -> dict[str, Any] | None:
-    if exc is None or depth == 0:
-        return None
-    nested = _cause(exc.__cause__ or exc.__context__, depth - 1)
-    return {"type": type(exc).__name__, "message": str(exc), "cause": nested}
-
-
-@pytest.fixture
-def activity_tracebacks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Failed activity attempts are recorded with ``error.traceback`` and ``error.cause`` (the
-    exception chain: ``{type, message, cause}`` nested), as the worker records them."""
-    describe = activities._describe
-
-    def with_traceback(exc: BaseException) -> dict[str, Any]:
-        error: dict[str, Any] = describe(exc)
-        error.setdefault("traceback", "".join(traceback.format_exception(exc))[-8000:])
-        error.setdefault("cause", _cause(exc.__cause__ or exc.__context__, 5))
-        return error
-
-    monkeypatch.setattr(activities, "_describe", with_traceback)
 
 
 def signs_in_with_a_cookie(app: Any, token: str) -> Any:
@@ -265,7 +241,7 @@ async def test_list_is_live_and_a_signal_sent_from_the_page_completes_the_workfl
 
 
 async def test_failed_workflow_shows_its_error_and_retries_from_the_page(
-    sqlite_db: loom.Database, browser: Any, activity_tracebacks: None
+    sqlite_db: loom.Database, browser: Any
 ) -> None:
     from playwright.async_api import expect
 

@@ -231,18 +231,24 @@ def _attempts_block(attempts: list[dict[str, Any]]) -> RenderableType:
             parts.append(Text(""))
         parts.append(
             Text(
-                f"activity {attempt['activity']!r} attempt {attempt['attempt']} (seq "
-                f"{attempt['seq']}, {then}): {error.get('type', 'Error')}: "
-                f"{error.get('message', '')}",
+                render.safe(
+                    f"activity {attempt['activity']!r} attempt {attempt['attempt']} (seq "
+                    f"{attempt['seq']}, {then}): {error.get('type', 'Error')}: "
+                    f"{error.get('message', '')}"
+                ),
                 "red",
             )
         )
         link = error.get("cause")
         while isinstance(link, dict):
-            parts.append(Text(f"  caused by {link.get('type')}: {link.get('message')}"))
+            parts.append(
+                Text(render.safe(f"  caused by {link.get('type')}: {link.get('message')}"))
+            )
             link = link.get("cause")
         if error.get("traceback"):
-            parts.append(Text(str(error["traceback"]).rstrip(), style="dim"))
+            parts.append(
+                Text(render.safe(str(error["traceback"]).rstrip(), newlines=True), style="dim")
+            )
     return Group(*parts)
 
 

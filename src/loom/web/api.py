@@ -54,7 +54,21 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "An event stream (text/event-stream)",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        # Each server-sent event: ``data`` is one JSON document (a workflow summary or a
+        # history event), ``id`` the cursor to resume from with Last-Event-ID.
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "event": {"type": "string"},
+                        "data": {"type": "string"},
+                        "id": {"type": "string"},
+                        "retry": {"type": "integer"},
+                    },
+                }
+            }
+        },
     },
     **ONE_WORKFLOW,
 }

@@ -104,7 +104,8 @@ class Stats(_Open):
 
 class StepCall(_Open):
     kind: str
-    name: str
+    name: str | None
+    """The activity or signal it names; None where the call names none (``ctx.sleep()``)."""
 
 
 class Step(_Open):
