@@ -150,7 +150,7 @@ def create_app(
 def app_from_env() -> FastAPI:
     """The factory ``loom web --reload`` gives uvicorn: settings come from the environment
     (``LOOM_DATABASE_URL``, ``LOOM_WEB_TOKEN``, ``LOOM_MODULES``)."""
-    from loom.cli.modules import import_modules
+    from loom.modules import import_modules
 
     import_modules(None)
     payload = os.environ.get("LOOM_MAX_PAYLOAD")
