@@ -553,6 +553,7 @@ async def _start_on_default_database(
     initial_state: Any,
     workflow_id: str | None,
 ) -> WorkflowHandle[Any]:
+    """What ``Workflow.start`` runs: start ``workflow`` on the default database."""
     db = await default_database()
     return await db.start_workflow(
         workflow,
@@ -560,9 +561,6 @@ async def _start_on_default_database(
         initial_state=initial_state,
         workflow_id=workflow_id,
     )
-
-
-workflow_module.install_starter(_start_on_default_database)
 
 
 async def open_database() -> Database:
@@ -592,3 +590,7 @@ async def open_database() -> Database:
         "no database is open in this event loop and $LOOM_DATABASE_URL is not set; pass the "
         "database to run (`async with loom.Database(url) as db: await loom.run_once(db)`)"
     )
+
+
+# Workflow.start (loom.core) cannot import this module: give it the way to start a workflow.
+workflow_module.install_starter(_start_on_default_database)
