@@ -14,16 +14,18 @@ $(BIN)/loom-installed: pyproject.toml
 demo: $(BIN)/loom-installed
 	cd examples && rm -f demo.db demo.db-wal demo.db-shm && LOOM_DATABASE_URL=sqlite:///demo.db ../$(BIN)/python demo.py
 
-## make test: install with dev extras, lint, type-check and run the whole suite
+## make test: install with dev extras, lint, type-check, check the import layers, run the suite
 test: $(BIN)/loom-installed
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 lint: $(BIN)/loom-installed
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 $(BIN)/bench-installed: $(BIN)/loom-installed
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

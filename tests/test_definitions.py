@@ -287,6 +287,32 @@ def test_two_classes_with_one_workflow_name_are_refused() -> None:
     assert loom.default_registry.workflow("defs_Configured").cls is DefsConfiguredWorkflow
 
 
+def test_two_functions_with_one_activity_name_are_refused() -> None:
+    with pytest.raises(loom.DefinitionError) as info:
+
+        @loom.activity(name="defs_bare_double")
+        async def impostor(x: int) -> int:
+            return x
+
+    message = str(info.value)
+    assert "defs_bare_double" in message
+    assert "impostor" in message
+    assert "name=" in message
+    assert {a.name: a.fn for a in loom.default_registry.activities()}[
+        "defs_bare_double"
+    ] is defs_bare_double
+
+
+def test_the_same_activity_defined_again_by_a_reloaded_module_is_accepted() -> None:
+    registry = loom.Registry()
+    source = "async def defs_reloaded(x):\n    return x\n"
+    for _ in range(2):
+        namespace: dict[str, Any] = {"__name__": "defs_reloaded_module"}
+        exec(source, namespace)
+        loom.activity(namespace["defs_reloaded"], registry=registry)
+    assert [a.fn for a in registry.activities()] == [namespace["defs_reloaded"]]
+
+
 async def test_starting_an_undecorated_class_is_refused(db: loom.Database) -> None:
     with pytest.raises(loom.DefinitionError, match=r"@loom\.workflow"):
         await db.start_workflow(DefsBase)

@@ -5,6 +5,8 @@ Write a workflow as a class of ordered ``@loom.step`` methods, put side effects 
 rebuilt from its history, so it survives a crash of any process at any instant.
 """
 
+from importlib import metadata as _metadata
+
 from loom.client import Database, ReplayReport, WorkflowHandle, WorkflowSummary
 from loom.core.context import StateProxy, WorkflowContext
 from loom.core.history import Event, EventType
@@ -19,12 +21,12 @@ from loom.definitions import (
     step,
     workflow,
 )
-from loom.errors import (
+from loom.errors import (  # LeaseLostError: never raised, importable for old code, not exported
     ActivityFailedError,
     ConfigurationError,
     DatabaseUnavailableError,
     DefinitionError,
-    LeaseLostError,
+    LeaseLostError,  # noqa: F401
     LoomError,
     NonDeterminismError,
     PayloadError,
@@ -44,7 +46,10 @@ from loom.schemas.state import Input, State
 from loom.status import WorkflowStatus
 from loom.worker import Worker, WorkerStats, run_once
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version: pyproject.toml is the one place it is written
+    __version__ = _metadata.version("loom-core")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "ActivityDefinition",
@@ -56,7 +61,6 @@ __all__ = [
     "Event",
     "EventType",
     "Input",
-    "LeaseLostError",
     "LoomError",
     "NonDeterminismError",
     "PayloadError",

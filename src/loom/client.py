@@ -1,7 +1,9 @@
 """``Database`` and ``WorkflowHandle``: the public API that users, the CLI and the dashboard call.
 
 A ``Database`` owns one store (picked from its URL) and, lazily, one in-process worker used by
-:func:`loom.run_once`. It also carries two in-process notifiers, so a worker in the same process
+:func:`loom.run_once`. The CLI and the dashboard read and act only through this module, never
+the store: the records it returns (``WorkflowRecord``, ``StoreStats``, ``CancelOutcome``) are
+re-exported here for them. It also carries two in-process notifiers, so a worker in the same process
 wakes the moment work is started and ``handle.result()`` returns the moment a workflow ends;
 across processes both fall back to polling the store.
 """
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import orjson
 
 from loom import codec, limits
+from loom.core import workflow as workflow_module
 from loom.core.history import Event, EventType
 from loom.definitions import Registry, default_registry, workflow_definition
 from loom.errors import (
@@ -33,7 +36,10 @@ from loom.errors import (
 )
 from loom.status import WorkflowStatus
 from loom.store import open_store, resolve_url
-from loom.store.base import CancelOutcome, NewWorkflow, Store, StoreStats, WorkflowRecord
+from loom.store.base import CancelOutcome as CancelOutcome
+from loom.store.base import NewWorkflow, Store
+from loom.store.base import StoreStats as StoreStats
+from loom.store.base import WorkflowRecord as WorkflowRecord
 
 if TYPE_CHECKING:
     from loom.core.workflow import Workflow
@@ -145,7 +151,8 @@ class Database:
         self._worker: Worker | None = None
         self._following: asyncio.Task[None] | None = None
         self.workers: weakref.WeakSet[Worker] = weakref.WeakSet()
-        """The workers of this process on this database: a cancel reaches them at once."""
+        """The workers of this process on this database (:meth:`register_worker`): a signal or
+        a cancel reaches them at once."""
 
     async def __aenter__(self) -> Database:
         await self.open()
@@ -194,6 +201,11 @@ class Database:
         except Exception:  # an optimisation: waiters poll regardless
             log.debug("cannot listen for workflow changes; polling", exc_info=True)
             self._following = None
+
+    def register_worker(self, worker: Worker) -> None:
+        """Let ``worker`` (of this process) hear at once of signals and cancels sent through
+        this database; it is forgotten when garbage collected."""
+        self.workers.add(worker)
 
     async def schema_version(self) -> int:
         """The newest migration applied; 0 for a database never initialized."""
@@ -310,6 +322,36 @@ class Database:
             status=wanted, name=name, limit=limit, offset=offset
         )
         return [WorkflowSummary.of(r) for r in records]
+
+    async def list_records(
+        self,
+        status: WorkflowStatus | None = None,
+        limit: int = 50,
+        *,
+        name: str | None = None,
+        id_contains: str | None = None,
+        offset: int = 0,
+    ) -> list[WorkflowRecord]:
+        """Like :meth:`list_workflows`, with whole records and a search by part of the id."""
+        return await self.store.list_workflows(
+            status=status, name=name, id_contains=id_contains, limit=limit, offset=offset
+        )
+
+    async def find_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        """The stored record of ``workflow_id``, or None if there is no such workflow."""
+        return await self.store.get_workflow(workflow_id)
+
+    async def history(self, workflow_id: str, after_seq: int = 0) -> list[Event]:
+        """The events of ``workflow_id`` after ``after_seq``, oldest first (none if unknown)."""
+        return await self.store.load_history(workflow_id, after_seq=after_seq)
+
+    async def changed_since(
+        self, after: float, limit: int, after_id: str = ""
+    ) -> list[WorkflowRecord]:
+        """Up to ``limit`` workflows changed after the cursor ``(after, after_id)``, in the order
+        of ``(updated, workflow_id)``: one page of a stream of changes; page on with the last
+        record's ``updated`` and ``workflow_id``."""
+        return await self.store.changed_since(after, limit, after_id)
 
     async def stats(self) -> StoreStats:
         return await self.store.stats(time.time())
@@ -505,6 +547,22 @@ async def default_database(url: str | None = None) -> Database:
     return db
 
 
+async def _start_on_default_database(
+    workflow: type[Workflow[Any, Any]],
+    workflow_input: Any,
+    initial_state: Any,
+    workflow_id: str | None,
+) -> WorkflowHandle[Any]:
+    """What ``Workflow.start`` runs: start ``workflow`` on the default database."""
+    db = await default_database()
+    return await db.start_workflow(
+        workflow,
+        workflow_input=workflow_input,
+        initial_state=initial_state,
+        workflow_id=workflow_id,
+    )
+
+
 async def open_database() -> Database:
     """The database this process works on when a call is given none (``loom.run_once()``).
 
@@ -532,3 +590,7 @@ async def open_database() -> Database:
         "no database is open in this event loop and $LOOM_DATABASE_URL is not set; pass the "
         "database to run (`async with loom.Database(url) as db: await loom.run_once(db)`)"
     )
+
+
+# Workflow.start (loom.core) cannot import this module: give it the way to start a workflow.
+workflow_module.install_starter(_start_on_default_database)

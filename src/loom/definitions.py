@@ -5,6 +5,10 @@ fails when its module is imported, with a message that says how to fix it, not h
 a worker. Decorated workflows and activities are recorded in a :class:`Registry`; the worker finds
 workflow classes there by name. The default registry is filled by the decorators; tests and
 embedders can pass their own.
+
+This module sits below :mod:`loom.core` (the engine reads these definitions) and imports nothing
+of it at run time: ``@workflow`` recognises a workflow class by :class:`WorkflowBase`, which
+``loom.Workflow`` derives from.
 """
 
 from __future__ import annotations
@@ -75,11 +79,22 @@ class WorkflowDefinition:
     cls: type[Any]
     steps: tuple[StepDefinition, ...]
     description: str | None = None
-    step_index: Mapping[str, int] = field(default_factory=dict)
+
+
+class WorkflowBase:
+    """The root of :class:`loom.Workflow`: what ``@workflow`` accepts. Subclass ``loom.Workflow``,
+    not this; it exists so that definitions need not import the engine that reads them."""
+
+    __slots__ = ()
 
 
 class Registry:
-    """Workflow classes and activities by name: how a worker finds the code for a stored row."""
+    """Workflow classes and activities by name: how a worker finds the code for a stored row.
+
+    Names are unique per registry: registering a second class or function under a taken name
+    raises :class:`~loom.errors.DefinitionError` (the same one again, e.g. a reloaded module, is
+    accepted and replaces the first).
+    """
 
     def __init__(self) -> None:
         self._workflows: dict[str, WorkflowDefinition] = {}
@@ -96,6 +111,17 @@ class Registry:
         self._workflows[definition.name] = definition
 
     def add_activity(self, definition: ActivityDefinition) -> None:
+        """Record an activity; a second function under the same name raises, as for workflows.
+
+        The same function defined again (its module reloaded) replaces the first.
+        """
+        existing = self._activities.get(definition.name)
+        if existing is not None and _qualname(existing.fn) != _qualname(definition.fn):
+            raise DefinitionError(
+                f"two activities are named {definition.name!r}: "
+                f"{_qualname(existing.fn)} and {_qualname(definition.fn)}; "
+                "give one of them another name=..."
+            )
         self._activities[definition.name] = definition
 
     def workflow(self, name: str, workflow_id: str | None = None) -> WorkflowDefinition:
@@ -332,9 +358,7 @@ def collect_steps(cls: type[Any]) -> tuple[StepDefinition, ...]:
 def _make_workflow(
     cls: Any, name: str | None, version: str, description: str | None, registry: Registry
 ) -> Any:
-    from loom.core.workflow import Workflow
-
-    if not (isinstance(cls, type) and issubclass(cls, Workflow)):
+    if not (isinstance(cls, type) and issubclass(cls, WorkflowBase)):
         raise DefinitionError(
             f"@loom.workflow must decorate a subclass of loom.Workflow[InputT, StateT], got {cls!r}"
         )
@@ -361,7 +385,6 @@ def _make_workflow(
         cls=cls,
         steps=steps,
         description=description or cls.__doc__,
-        step_index={s.name: i for i, s in enumerate(steps)},
     )
     setattr(cls, _WORKFLOW_ATTR, definition)
     registry.add_workflow(definition)

@@ -12,7 +12,7 @@
     │   ├── DatabaseUnavailableError  it cannot be reached or written now (connection lost,
     │   │                             disk full, locked): the operation may work when retried
     │   ├── DatabaseCorruptError the database file is damaged: restore it; retrying cannot help
-    │   └── LeaseLostError       this worker's lease was taken over; its writes were rejected
+    │   └── LeaseLostError       never raised; kept so that old imports keep working
     ├── WorkflowError            concerns one workflow (carries ``workflow_id``)
     │   ├── WorkflowNotFoundError
     │   ├── WorkflowAlreadyExistsError
@@ -73,9 +73,11 @@ class DatabaseCorruptError(StoreError):
 
 
 class LeaseLostError(StoreError):
-    """This worker no longer owns the workflow: another worker took it over after the lease ran out.
+    """Never raised; kept, but no longer exported from ``loom``, so that old imports still work.
 
-    Its pending writes were rejected (fencing), so nothing was recorded twice.
+    A worker whose lease on a workflow ran out and was taken over by another has its pending
+    writes rejected (fencing), so nothing is recorded twice; it drops that workflow without an
+    error, and no caller of the client API can see a lease. Catch ``StoreError`` instead.
     """
 
     def __init__(self, workflow_id: str) -> None:

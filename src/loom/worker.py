@@ -172,7 +172,7 @@ class Worker:
         self.activity_pool = ActivityPool(
             activity_threads or max(8, 4 * concurrency), stats=self.stats, owner=self.worker_id
         )
-        database.workers.add(self)
+        database.register_worker(self)
         self._cache: collections.OrderedDict[str, WorkflowExecution] = collections.OrderedDict()
         self._cache_size = cache_size
         self._held: dict[str, _Held] = {}

@@ -16,9 +16,9 @@ from loom.cli.common import (
     parse_json,
     run,
 )
-from loom.cli.modules import import_modules
+from loom.client import CancelOutcome
 from loom.errors import WorkflowNotFoundError
-from loom.store.base import CancelOutcome
+from loom.modules import import_modules
 
 WorkflowId = Annotated[str, typer.Argument(metavar="WORKFLOW_ID", help="The workflow's id.")]
 

@@ -18,9 +18,9 @@ from loom.cli.common import (
     run,
 )
 from loom.cli.errors import CliError
-from loom.cli.modules import import_modules, require_workflows
 from loom.client import ReplayReport
 from loom.masking import mask_credentials
+from loom.modules import import_modules, require_workflows
 
 
 def init_command(database: DatabaseOption = None) -> None:
@@ -28,9 +28,9 @@ def init_command(database: DatabaseOption = None) -> None:
 
     async def migrate() -> tuple[str, int, list[str], int]:
         async with open_database(database, initialized=False) as db:
-            before = await db.store.schema_version()
+            before = await db.schema_version()
             applied = await db.migrate_up()
-            return db.url, before, applied, await db.store.schema_version()
+            return db.url, before, applied, await db.schema_version()
 
     url, before, applied, after = run(migrate())
     if not applied:

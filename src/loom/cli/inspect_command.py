@@ -16,9 +16,9 @@ from loom import limits
 from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, open_database, run
 from loom.cli.timeline import StepRun, failure_cause, step_runs
+from loom.client import WorkflowRecord
 from loom.core.history import Event, EventType
 from loom.status import WorkflowStatus
-from loom.store.base import WorkflowRecord
 
 
 def inspect_command(

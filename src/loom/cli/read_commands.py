@@ -11,9 +11,8 @@ from rich.table import Table
 from loom import limits
 from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, bounded, open_database, run
-from loom.client import WorkflowSummary
+from loom.client import StoreStats, WorkflowSummary
 from loom.status import WorkflowStatus
-from loom.store.base import StoreStats
 
 MAX_ROWS = 1_000_000
 

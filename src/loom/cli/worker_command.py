@@ -26,9 +26,9 @@ import loom
 from loom.cli import render
 from loom.cli.common import DatabaseOption, ModulesOption, bounded, open_database, run
 from loom.cli.errors import CliError
-from loom.cli.modules import import_modules, require_workflows
 from loom.cli.status_line import StatusLine
 from loom.masking import MaskingFormatter
+from loom.modules import import_modules, require_workflows
 from loom.outage import OUTAGE_ERRORS, Backoff
 
 PLAIN_STATUS_SECONDS = 10.0

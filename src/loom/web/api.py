@@ -23,11 +23,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from loom import limits
-from loom.client import Database
+from loom.client import Database, WorkflowRecord
 from loom.definitions import Registry
 from loom.errors import ConfigurationError, WorkflowNotFoundError
 from loom.status import WorkflowStatus
-from loom.store.base import WorkflowRecord
 from loom.web import models, paths, serialize, streams
 from loom.web.graph import definition_graph
 
@@ -149,7 +148,7 @@ WorkflowId = Annotated[str, Depends(paths.workflow_id)]
 
 
 async def _record(db: Database, workflow_id: str) -> WorkflowRecord:
-    record = await db.store.get_workflow(workflow_id)
+    record = await db.find_workflow(workflow_id)
     if record is None:
         raise WorkflowNotFoundError(workflow_id)
     return record
@@ -184,7 +183,7 @@ async def list_workflows(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=limits.MAX_INT64)] = 0,
 ) -> dict[str, Any]:
-    rows = await db.store.list_workflows(
+    rows = await db.list_records(
         status=_status(status_),
         name=_checked(name or None, "workflow name"),
         id_contains=_checked(q or None, "the id search"),
@@ -214,7 +213,7 @@ async def start_workflow(
     body: StartRequest, db: DB, reg: Annotated[Registry, Depends(registry)]
 ) -> Any:
     definition = reg.workflow(body.name)  # UnknownWorkflowTypeError: 422
-    existed = body.id is not None and await db.store.get_workflow(body.id) is not None
+    existed = body.id is not None and await db.find_workflow(body.id) is not None
     handle = await db.start_workflow(
         definition.cls, workflow_input=body.input, initial_state=body.state, workflow_id=body.id
     )

@@ -35,6 +35,7 @@ from loom.errors import (
     WorkflowNotRunningError,
 )
 from loom.masking import mask_credentials
+from loom.modules import import_modules
 from loom.web import streams
 from loom.web.api import router
 from loom.web.paths import EncodedIds
@@ -150,8 +151,6 @@ def create_app(
 def app_from_env() -> FastAPI:
     """The factory ``loom web --reload`` gives uvicorn: settings come from the environment
     (``LOOM_DATABASE_URL``, ``LOOM_WEB_TOKEN``, ``LOOM_MODULES``)."""
-    from loom.cli.modules import import_modules
-
     import_modules(None)
     payload = os.environ.get("LOOM_MAX_PAYLOAD")
     return create_app(

@@ -6,9 +6,9 @@ import dataclasses
 import time
 from typing import Any
 
+from loom.client import StoreStats, WorkflowRecord
 from loom.core.history import Event
 from loom.status import WorkflowStatus
-from loom.store.base import StoreStats, WorkflowRecord
 
 
 def _iso(timestamp: float) -> str:

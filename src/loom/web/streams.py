@@ -34,9 +34,8 @@ from urllib.parse import quote
 
 import orjson
 
-from loom.client import Database
+from loom.client import Database, WorkflowRecord
 from loom.core.history import Event
-from loom.store.base import WorkflowRecord
 from loom.web import serialize
 
 LOOKBACK = 2.0
@@ -53,10 +52,10 @@ async def history_page(
     """At most ``limit`` events after ``after_seq``, and whether more follow.
 
     Only this page is kept: the caller never holds more than ``limit`` events, whatever the
-    length of the history. (The store reads the rest of the history after the cursor and this
-    drops it; a store-side limit would spare that read.)
+    length of the history. (The database reads the rest of the history after the cursor and
+    this drops it; a limit in that read would spare it.)
     """
-    events = await db.store.load_history(workflow_id, after_seq=after_seq)
+    events = await db.history(workflow_id, after_seq=after_seq)
     more = len(events) > limit
     del events[limit:]
     return events, more
@@ -147,7 +146,7 @@ async def changed_since(db: Database, after: float) -> list[WorkflowRecord]:
     found: list[WorkflowRecord] = []
     after_id = ""
     while True:
-        page = await db.store.changed_since(after, PAGE, after_id)
+        page = await db.changed_since(after, PAGE, after_id)
         found.extend(page)
         if len(page) < PAGE:
             return found

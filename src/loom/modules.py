@@ -3,6 +3,9 @@
 The modules named with ``-m/--module`` win; else ``$LOOM_MODULES`` (comma separated); else
 ``[tool.loom] modules = [...]`` in ``./pyproject.toml``. The current directory is put on the
 import path first, so a project's own modules import as they do in its scripts.
+
+Both the command line and the dashboard (``loom web --reload``) load modules this way, so it
+lives beside them, not inside either; a failure is a :class:`~loom.errors.ConfigurationError`.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from loom.cli.errors import CliError
 from loom.definitions import Registry
+from loom.errors import ConfigurationError
 
 
 def module_names(given: list[str] | None) -> list[str]:
@@ -32,10 +35,10 @@ def _from_pyproject(path: Path) -> list[str]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise CliError(f"cannot read {path}: {exc}") from None
+        raise ConfigurationError(f"cannot read {path}: {exc}") from None
     modules = data.get("tool", {}).get("loom", {}).get("modules", [])
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
-        raise CliError(f"{path}: [tool.loom] modules must be a list of module names")
+        raise ConfigurationError(f"{path}: [tool.loom] modules must be a list of module names")
     return modules
 
 
@@ -50,7 +53,7 @@ def import_modules(given: list[str] | None) -> list[str]:
             importlib.import_module(name)
         except Exception as exc:
             reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-            raise CliError(f"cannot import module {name!r}: {reason}") from None
+            raise ConfigurationError(f"cannot import module {name!r}: {reason}") from None
     return names
 
 
@@ -59,7 +62,7 @@ def require_workflows(registry: Registry, names: list[str]) -> None:
     if registry.workflows():
         return
     found = f"modules {', '.join(names)} define none" if names else "no module was named"
-    raise CliError(
+    raise ConfigurationError(
         f"no workflows are registered ({found}): name the modules that define them with "
         "-m MODULE, $LOOM_MODULES or [tool.loom] modules in pyproject.toml"
     )
