@@ -9,6 +9,7 @@ import contextlib
 import logging
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,12 @@ Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 def worker(db: loom.Database, **options: Any) -> loom.Worker:
     options.setdefault("poll_interval", 0.05)
     return loom.Worker(db, concurrency=4, lease_seconds=10, **options)
+
+
+def tag(db: loom.Database) -> str:
+    """A name unique to this test's database (``id()`` may be reused by the next test's)."""
+    found: str = db.__dict__.setdefault("_test_tag", uuid.uuid4().hex)
+    return found
 
 
 def of_type(events: list[loom.Event], kind: EventType) -> list[loom.Event]:
@@ -176,10 +183,10 @@ async def test_a_workflow_the_database_keeps_refusing_is_backed_off_then_failed(
     db: loom.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bad = await db.start_workflow(
-        HardCounted, workflow_input={"key": f"bad-{id(db)}"}, workflow_id="bad"
+        HardCounted, workflow_input={"key": f"bad-{tag(db)}"}, workflow_id="bad"
     )
     good = await db.start_workflow(
-        HardCounted, workflow_input={"key": f"good-{id(db)}"}, workflow_id="good"
+        HardCounted, workflow_input={"key": f"good-{tag(db)}"}, workflow_id="good"
     )
     commit = db.store.commit
 
@@ -192,19 +199,19 @@ async def test_a_workflow_the_database_keeps_refusing_is_backed_off_then_failed(
     w = worker(db)
     w.handling_backoff = 0.02
     async with w:
-        assert await good.result(timeout=10) == {"got": f"good-{id(db)}"}
+        assert await good.result(timeout=10) == {"got": f"good-{tag(db)}"}
         with pytest.raises(loom.WorkflowFailedError) as failed:
             await bad.result(timeout=20)
     cause = failed.value.cause
     assert cause["type"] == "WorkerError"
     assert "5 times in a row" in cause["message"] and "loom retry" in cause["message"]
-    assert runs[f"bad-{id(db)}"] <= w.max_handling_failures  # never a tight loop
+    assert runs[f"bad-{tag(db)}"] <= w.max_handling_failures  # never a tight loop
     assert w.stats.handling_errors == w.max_handling_failures
 
     monkeypatch.setattr(db.store, "commit", commit)  # the cause is fixed: retry resumes it
     await bad.retry()
     async with worker(db):
-        assert await bad.result(timeout=10) == {"got": f"bad-{id(db)}"}
+        assert await bad.result(timeout=10) == {"got": f"bad-{tag(db)}"}
 
 
 class Unprintable(Exception):
@@ -231,7 +238,7 @@ class HardUnprintable(loom.Workflow[dict[str, Any], dict[str, Any]]):
 async def test_an_exception_that_cannot_be_described_fails_the_workflow_without_a_loop(
     db: loom.Database,
 ) -> None:
-    key = f"unprintable-{id(db)}"
+    key = f"unprintable-{tag(db)}"
     handle = await db.start_workflow(HardUnprintable, workflow_input={"key": key})
     w = worker(db)
     w.handling_backoff = 0.02
@@ -276,7 +283,7 @@ async def test_an_activity_raising_a_base_exception_fails_that_attempt_not_the_w
     db: loom.Database, how: str
 ) -> None:
     handle = await db.start_workflow(HardActivityExits, workflow_input={"how": how})
-    after = await db.start_workflow(HardCounted, workflow_input={"key": f"after-{how}-{id(db)}"})
+    after = await db.start_workflow(HardCounted, workflow_input={"key": f"after-{how}-{tag(db)}"})
     async with worker(db):
         state = await handle.result(timeout=10)
         assert await after.result(timeout=10)  # the worker lives on
@@ -287,7 +294,7 @@ async def test_a_step_calling_sys_exit_fails_the_workflow_and_the_worker_survive
     db: loom.Database,
 ) -> None:
     handle = await db.start_workflow(HardStepExits)
-    after = await db.start_workflow(HardCounted, workflow_input={"key": f"after-step-{id(db)}"})
+    after = await db.start_workflow(HardCounted, workflow_input={"key": f"after-step-{tag(db)}"})
     w = worker(db)
     w.handling_backoff = 0.02
     async with w:
@@ -322,7 +329,7 @@ async def test_a_step_raising_an_exception_that_cannot_be_described_fails_the_wo
 async def test_while_writes_fail_no_activity_runs_again_and_again(
     db: loom.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = [f"full-{id(db)}-{i}" for i in range(20)]
+    keys = [f"full-{tag(db)}-{i}" for i in range(20)]
     handles = [await db.start_workflow(HardCounted, workflow_input={"key": k}) for k in keys]
     commit = db.store.commit
     refused = 0
@@ -381,7 +388,7 @@ async def test_work_started_during_the_idle_read_is_claimed_at_once(
         due = await next_due(names)
         if not started:
             started.append(
-                await db.start_workflow(HardCounted, workflow_input={"key": f"meanwhile-{id(db)}"})
+                await db.start_workflow(HardCounted, workflow_input={"key": f"meanwhile-{tag(db)}"})
             )
         return due
 
