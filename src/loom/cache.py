@@ -24,11 +24,15 @@ class ExecutionCache:
     parks it again (:meth:`remember`) or drops it (:meth:`evict`). Every execution that leaves
     for good is closed, which ends its suspended steps."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(
+        self,
+        size: int,
+        executions: collections.OrderedDict[str, WorkflowExecution] | None = None,
+    ) -> None:
+        """``executions``: where to keep them (a caller that wants to look at them passes its
+        own, empty), else a dict of the cache's own."""
         self.size = size
-        self._executions: collections.OrderedDict[str, WorkflowExecution] = (
-            collections.OrderedDict()
-        )
+        self._executions = collections.OrderedDict() if executions is None else executions
 
     def __len__(self) -> int:
         return len(self._executions)

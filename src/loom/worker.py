@@ -24,6 +24,7 @@ is claimed again later, from what was durably recorded.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -143,8 +144,10 @@ class Worker:
             activity_threads or max(8, 4 * concurrency), stats=self.stats, owner=self.worker_id
         )
         database.workers.add(self)
-        self.cache = ExecutionCache(cache_size)
-        """Parked executions, so a workflow claimed again carries on without replay."""
+        self._cache: collections.OrderedDict[str, WorkflowExecution] = collections.OrderedDict()
+        self.cache = ExecutionCache(cache_size, self._cache)
+        """Parked executions, so a workflow claimed again carries on without replay (``_cache``
+        holds them, by workflow id, least recently parked first)."""
         self.stopping = False
         """:meth:`stop` was called: claim nothing more, park what is in flight."""
         self._held: dict[str, WorkflowDriver] = {}
