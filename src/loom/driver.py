@@ -323,27 +323,11 @@ class WorkflowDriver:
         """Write the workflow's new events and state; ``release``: park it (or record its end)
         and give back its lease. Raises :class:`Abort` when the write was fenced or canceled."""
         events = ex.take_new_events()
-        consumed = self.consumed
-        if not events and not consumed and not release:
+        if not events and not self.consumed and not release:
             return
         worker = self.worker
         now = time.time()
-        park = release and not ex.finished
-        commit = Commit(
-            workflow_id=ex.workflow_id,
-            lease_epoch=self.claim.lease_epoch,
-            events=events,
-            status=ex.status,
-            state=ex.state,
-            current_step=ex.current_step,
-            lease_until=now + worker.lease_seconds,
-            release=release,
-            ready_at=self._park_time(ex, now) if park else None,
-            wait_signals=tuple(sorted({name for _, name in ex.signal_waits()})),
-            consumed_signals=tuple(consumed),
-            result=ex.state if ex.status is WorkflowStatus.COMPLETED else None,
-            error=ex.error if ex.status is WorkflowStatus.FAILED else None,
-        )
+        commit = self._commit_of(ex, events, release, now)
         writes = worker.writes
         try:
             outcome = await worker.store.commit(commit, now)
@@ -359,9 +343,37 @@ class WorkflowDriver:
         if outcome is CommitOutcome.CANCELED:
             worker.stats.canceled += 1
             raise Abort
-        if not release:
+        if release:
+            self._released(ex, commit)
+        else:
             worker.database.workflow_changed.notify()  # live views see a step's progress
-            return
+
+    def _commit_of(
+        self, ex: WorkflowExecution, events: list[Event], release: bool, now: float
+    ) -> Commit:
+        """The write of what the workflow decided, its state and the signals it consumed; the
+        lease is extended, or given back with the time to wake it (``release``)."""
+        status = ex.status
+        return Commit(
+            workflow_id=ex.workflow_id,
+            lease_epoch=self.claim.lease_epoch,
+            events=events,
+            status=status,
+            state=ex.state,
+            current_step=ex.current_step,
+            lease_until=now + self.worker.lease_seconds,
+            release=release,
+            ready_at=self._park_time(ex, now) if release and not ex.finished else None,
+            wait_signals=tuple(sorted({name for _, name in ex.signal_waits()})),
+            consumed_signals=tuple(self.consumed),
+            result=ex.state if status is WorkflowStatus.COMPLETED else None,
+            error=ex.error if status is WorkflowStatus.FAILED else None,
+        )
+
+    def _released(self, ex: WorkflowExecution, commit: Commit) -> None:
+        """The workflow left this worker by a write: it ended (its execution is closed) or it
+        is parked (its execution is kept, so claiming it again skips replay)."""
+        worker = self.worker
         if ex.finished:
             if ex.status is WorkflowStatus.COMPLETED:
                 worker.stats.completed += 1
