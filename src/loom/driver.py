@@ -1,0 +1,392 @@
+"""Driving one claimed workflow, from its claim until it parks or ends.
+
+A :class:`WorkflowDriver` is made for each claim. It rebuilds the workflow (from the worker's
+:class:`~loom.cache.ExecutionCache` when its history has not moved, else by replay), then turns
+it over (:meth:`WorkflowDriver.drive`) until it has nothing to do now. Each turn:
+
+1. deliver inputs: fire a due timer or hand over a buffered signal the workflow waits for, the
+   earliest first (in the order they happened);
+2. start the activities that are due;
+3. run inline: short activities run before their scheduling is written. For up to the worker's
+   ``inline_window`` after the last write, an activity starts at once and its scheduling is
+   committed together with its outcome and the decisions that follow, so a workflow of quick
+   activities costs one write;
+4. checkpoint: once the window is used up, or before waiting any longer, what the workflow
+   decided is committed, so state is durable whenever the workflow pauses;
+5. wait for progress: an activity's end, a due timer, a signal or a cancel;
+6. deliver outcomes of the activities that ended.
+
+When nothing is left to run now, the workflow is parked (committed with its next wake-up time)
+and its lease given back. A crash before a write loses only work that is then done again:
+activities run at least once, and each result is recorded once. Every write carries the lease
+epoch, so a driver whose worker lost the lease can never record anything (fencing): it raises
+:class:`Abort` and the worker drops the workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from loom.activities import AttemptOutcome, run_attempt
+from loom.core.replay import ActivityRun, WorkflowExecution
+from loom.failures import describe_error
+from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
+from loom.status import WorkflowStatus
+from loom.store.base import Claim, Commit, CommitOutcome, Signal
+
+if TYPE_CHECKING:
+    from loom.core.history import Event
+    from loom.worker import Worker
+
+# The driver is part of the worker: its messages go where the worker's go.
+log = logging.getLogger("loom.worker")
+
+
+class Abort(Exception):
+    """The workflow left this worker (lease lost or canceled); stop driving it."""
+
+
+def base_exception_outcome(exc: BaseException) -> AttemptOutcome:
+    """An attempt that raised a BaseException (``sys.exit()``, ``KeyboardInterrupt``): a failure of
+    that attempt, not retried, instead of the end of the worker."""
+    error = describe_error(exc)
+    error["message"] = (
+        f"the activity raised {error['type']}({error['message']}); a BaseException is not retried"
+    )
+    return AttemptOutcome(False, error=error)
+
+
+class WriteHealth:
+    """Whether the database takes this worker's writes, shared by all its drivers.
+
+    While writes fail (an outage, a full disk), no activity runs before its scheduling is
+    recorded (no inline window), and the worker claims nothing new until the retry delay is
+    over: activities are not run again and again for progress that cannot be recorded."""
+
+    def __init__(self, outages: OutageLog) -> None:
+        self.failing = False
+        self.resume_at = 0.0
+        """When (monotonic) to try writing again, while ``failing``."""
+        self._backoff = Backoff(
+            "recording workflow progress (no new work is started meanwhile)", outages
+        )
+
+    def failed(self, exc: BaseException) -> None:
+        self.failing = True
+        self.resume_at = time.monotonic() + self._backoff.failed(exc)
+
+    def recovered(self) -> None:
+        self.failing = False
+        self._backoff.succeeded()
+
+
+class WorkflowDriver:
+    """Drives one workflow its worker claimed, while the worker holds its lease.
+
+    Besides driving, it is where news about the workflow reaches it while it waits on
+    activities: :meth:`interrupt` (a cancel, a lost lease) and :meth:`recheck_signals`."""
+
+    __slots__ = (
+        "awaits_signal",
+        "cancel_requested",
+        "claim",
+        "consumed",
+        "inbox",
+        "lease_lost",
+        "nudge",
+        "running",
+        "waits_seen",
+        "worker",
+    )
+
+    def __init__(self, worker: Worker, claim: Claim) -> None:
+        self.worker = worker
+        self.claim = claim
+        self.running: dict[int, asyncio.Task[AttemptOutcome]] = {}
+        """Its activities running now, by seq."""
+        self.cancel_requested = False
+        self.lease_lost = False
+        self.inbox: list[Signal] | None = None
+        """Its buffered signals as last read (less those delivered since); None: read them again."""
+        self.waits_seen: frozenset[int] = frozenset()
+        """The signal waits (by seq) the inbox was read for: a new wait reads it again."""
+        self.nudge = asyncio.Event()
+        """Set when something arrives for it (a signal, a cancel) while it waits on activities."""
+        self.awaits_signal = False
+        """It waits for a signal while its activities run: another process's changes wake it."""
+        self.consumed: list[int] = []
+        """Ids of the signals delivered since the last write (the next write consumes them)."""
+
+    # -- news from outside ----------------------------------------------------------------
+    def interrupt(self, *, lease_lost: bool) -> None:
+        """A cancel was requested (or the lease is lost): running activities are interrupted;
+        the next write, which the store turns into the cancellation, ends the workflow."""
+        self.lease_lost |= lease_lost
+        self.cancel_requested |= not lease_lost
+        for task in self.running.values():
+            task.cancel()
+        self.nudge.set()
+
+    def recheck_signals(self) -> None:
+        """A signal may have been buffered for it: read its signals again at once."""
+        self.inbox = None
+        self.nudge.set()
+
+    def cancel_activities(self) -> None:
+        """Interrupt whatever still runs: the workflow leaves this worker."""
+        for task in self.running.values():
+            task.cancel()
+
+    # -- rebuilding -----------------------------------------------------------------------
+    async def execution(self) -> WorkflowExecution:
+        """The workflow, live: from the cache when its history has not moved, else by replay."""
+        claim, worker = self.claim, self.worker
+        cached = worker.cache.take(claim.workflow_id, claim.last_seq)
+        if cached is not None:
+            return cached
+        if len(claim.history) == claim.last_seq:
+            history: list[Event] | tuple[Event, ...] = claim.history
+        else:
+            history = await worker.store.load_history(claim.workflow_id)
+        definition = worker.registry.workflow(claim.name, claim.workflow_id)
+        return WorkflowExecution(definition, claim.workflow_id, history, now=time.time())
+
+    # -- driving --------------------------------------------------------------------------
+    async def drive(self, ex: WorkflowExecution) -> None:
+        """Run the workflow until it has nothing to do now, then park it (or record its end).
+
+        Each turn: deliver what happened (timers and signals, in the order they happened),
+        start the activities that are due, and wait for one of them, a signal or a cancel."""
+        worker = self.worker
+        running = self.running
+        last_write = time.monotonic()  # the claim
+        while not ex.finished and not self.cancel_requested:
+            if await self._deliver_inputs(ex):
+                continue
+            due = self._due_activities(ex)
+            if not due and not running:
+                break
+            # While writes fail, nothing runs before its scheduling is recorded.
+            window = 0.0 if worker.writes.failing else worker.inline_window
+            if due and last_write + window <= time.monotonic():
+                # The inline window is used up: what the workflow decided so far, these
+                # activities' scheduling included, becomes durable before they begin.
+                last_write = await self._checkpoint(ex)
+            self._start(due)
+            left = last_write + window - time.monotonic()
+            if due and left > 0:
+                # Short activities run inline: their scheduling is written with their outcome.
+                await asyncio.wait(
+                    running.values(), timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+            if not any(task.done() for task in running.values()):
+                # Pause: what the workflow decided so far becomes durable before it waits any
+                # longer; this write also learns of a cancel request or a lost lease.
+                last_write = await self._checkpoint(ex)
+                await self._wait_for_progress(ex)
+            if self.lease_lost:
+                raise Abort
+            self._deliver_outcomes(ex)
+        await self._commit(ex, release=True)
+
+    def _due_activities(self, ex: WorkflowExecution) -> list[ActivityRun]:
+        """The activities to start now: scheduled, not running, past their retry delay. None
+        while the worker stops: the workflow parks and another worker runs them."""
+        if self.worker.stopping:
+            return []
+        now = time.time()
+        running = self.running
+        return [
+            run for run in ex.activity_runs() if run.seq not in running and run.not_before <= now
+        ]
+
+    def _start(self, due: list[ActivityRun]) -> None:
+        if not due:
+            return
+        loop = asyncio.get_running_loop()
+        for run in due:
+            self.running[run.seq] = loop.create_task(self._attempt(run))
+
+    async def _attempt(self, run: ActivityRun) -> AttemptOutcome:
+        try:
+            return await run_attempt(run, time.time, self.worker.activity_pool)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # sys.exit() in an activity fails the attempt
+            return base_exception_outcome(exc)
+
+    async def _wait_for_progress(self, ex: WorkflowExecution) -> None:
+        """Wait until an activity ends, a timer is due, or (when the workflow waits for one) a
+        signal may have arrived: at once when sent in this process, else within
+        ``signal_check_interval``."""
+        wake = ex.next_wakeup()
+        timeout = None if wake is None else max(0.0, wake - time.time())
+        waits_for_signal = bool(ex.signal_waits())
+        if waits_for_signal:
+            check = self.worker.signal_check_interval
+            timeout = check if timeout is None else min(timeout, check)
+        self.nudge.clear()
+        self.awaits_signal = waits_for_signal
+        nudged = asyncio.get_running_loop().create_task(self.nudge.wait())
+        try:
+            await asyncio.wait(
+                [*self.running.values(), nudged],
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            nudged.cancel()
+            self.awaits_signal = False
+        if waits_for_signal:
+            self.inbox = None  # look again: a signal may have come from another process
+
+    def _deliver_outcomes(self, ex: WorkflowExecution) -> None:
+        """Hand the workflow the outcome of every activity that finished (interrupted ones have
+        none: they run again later)."""
+        stats = self.worker.stats
+        for seq, task in list(self.running.items()):
+            if not task.done():
+                continue
+            del self.running[seq]
+            if task.cancelled():
+                continue
+            outcome = task.result()
+            stats.activities += 1
+            if outcome.ok:
+                ex.activity_completed(seq, outcome.result, time.time())
+            else:
+                assert outcome.error is not None
+                ex.activity_failed(seq, outcome.error, outcome.retry_at, time.time())
+
+    # -- inputs: timers and signals ---------------------------------------------------------
+    async def _deliver_inputs(self, ex: WorkflowExecution) -> bool:
+        """Deliver the earliest thing that happened and that the workflow waits for: a due
+        timer (at its time) or a buffered signal (at the time it was sent). A signal sent
+        before a wait's deadline is delivered even when the worker only runs after it; one sent
+        after the deadline stays buffered for a later wait. True if something was delivered."""
+        now = time.time()
+        waits = ex.signal_waits()
+        found: list[tuple[float, int, int, Signal | None]] = []  # (when, timer last, seq, signal)
+        if waits:
+            wait_seqs = frozenset(seq for seq, _ in waits)
+            if self.inbox is None or wait_seqs != self.waits_seen:
+                self.waits_seen = wait_seqs
+                await self._read_inbox(ex.workflow_id)
+            self._match_signals(waits, found)
+        for seq, at in ex.deadlines():
+            if at <= now:
+                found.append((at, 1, seq, None))
+        if not found:
+            return False
+        _, _, seq, signal = min(found, key=lambda f: (f[0], f[1], f[2]))
+        if signal is None:
+            ex.fire_timer(seq, now)
+        else:
+            assert self.inbox is not None
+            self.inbox.remove(signal)
+            self.consumed.append(signal.id)
+            ex.receive_signal(seq, signal.name, signal.payload, now)
+        return True
+
+    async def _read_inbox(self, workflow_id: str) -> None:
+        """Read its buffered signals, less those delivered but not yet written as consumed."""
+        consumed = self.consumed
+        signals = await self.worker.store.read_signals(workflow_id)
+        self.inbox = [s for s in signals if s.id not in consumed]
+
+    def _match_signals(
+        self,
+        waits: list[tuple[int, str]],
+        found: list[tuple[float, int, int, Signal | None]],
+    ) -> None:
+        """Add to ``found`` the signal each wait would take: the oldest wait takes the oldest
+        matching signal."""
+        assert self.inbox is not None
+        taken: set[int] = set()
+        for seq, name in waits:
+            match = next((s for s in self.inbox if s.name == name and s.id not in taken), None)
+            if match is not None:
+                taken.add(match.id)
+                found.append((match.sent_at, 0, seq, match))
+
+    # -- writes ---------------------------------------------------------------------------
+    async def _checkpoint(self, ex: WorkflowExecution) -> float:
+        """Write what the workflow decided so far (it keeps its lease); when, monotonic."""
+        await self._commit(ex, release=False)
+        self.consumed.clear()
+        return time.monotonic()
+
+    async def _commit(self, ex: WorkflowExecution, *, release: bool) -> None:
+        """Write the workflow's new events and state; ``release``: park it (or record its end)
+        and give back its lease. Raises :class:`Abort` when the write was fenced or canceled."""
+        events = ex.take_new_events()
+        if not events and not self.consumed and not release:
+            return
+        worker = self.worker
+        now = time.time()
+        commit = self._commit_of(ex, events, release, now)
+        writes = worker.writes
+        try:
+            outcome = await worker.store.commit(commit, now)
+        except OUTAGE_ERRORS as exc:
+            writes.failed(exc)
+            raise
+        if writes.failing:
+            writes.recovered()
+        if outcome is CommitOutcome.FENCED:
+            worker.stats.lease_lost += 1
+            log.warning("workflow %s: lease lost; its writes were rejected", ex.workflow_id)
+            raise Abort
+        if outcome is CommitOutcome.CANCELED:
+            worker.stats.canceled += 1
+            raise Abort
+        if release:
+            self._released(ex, commit)
+        else:
+            worker.database.workflow_changed.notify()  # live views see a step's progress
+
+    def _commit_of(
+        self, ex: WorkflowExecution, events: list[Event], release: bool, now: float
+    ) -> Commit:
+        """The write of what the workflow decided, its state and the signals it consumed; the
+        lease is extended, or given back with the time to wake it (``release``)."""
+        status = ex.status
+        return Commit(
+            workflow_id=ex.workflow_id,
+            lease_epoch=self.claim.lease_epoch,
+            events=events,
+            status=status,
+            state=ex.state,
+            current_step=ex.current_step,
+            lease_until=now + self.worker.lease_seconds,
+            release=release,
+            ready_at=self._park_time(ex, now) if release and not ex.finished else None,
+            wait_signals=tuple(sorted({name for _, name in ex.signal_waits()})),
+            consumed_signals=tuple(self.consumed),
+            result=ex.state if status is WorkflowStatus.COMPLETED else None,
+            error=ex.error if status is WorkflowStatus.FAILED else None,
+        )
+
+    def _released(self, ex: WorkflowExecution, commit: Commit) -> None:
+        """The workflow left this worker by a write: it ended (its execution is closed) or it
+        is parked (its execution is kept, so claiming it again skips replay)."""
+        worker = self.worker
+        if ex.finished:
+            if ex.status is WorkflowStatus.COMPLETED:
+                worker.stats.completed += 1
+            else:
+                worker.stats.failed += 1
+            worker.cache.evict(ex.workflow_id, ex)
+        else:
+            worker.stats.parked += 1
+            worker.cache.remember(ex)
+            if commit.ready_at is not None:
+                worker.database.work_available.notify()
+
+    def _park_time(self, ex: WorkflowExecution, now: float) -> float | None:
+        if self.worker.stopping and ex.activity_runs():
+            return now  # hand the unfinished activity to another worker at once
+        return ex.next_wakeup()
