@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -177,8 +178,10 @@ async def live_one_process(
         except Crash:
             return False
         finally:
-            # Stops the lease renewer: a dead process renews nothing. Writes nothing.
-            await worker.stop_and_wait()
+            # Stops the lease renewer: a dead process renews nothing. Writes nothing. (A
+            # renewal that met the dead process's database ended with Crash: nothing to do.)
+            with contextlib.suppress(Crash):
+                await worker.stop_and_wait()
     return True
 
 

@@ -310,6 +310,14 @@ class Worker:
         turns into the cancellation, ends it."""
         driver = self._held.get(workflow_id)
         if driver is not None:
+            if lease_lost:
+                # Found by renewal (this worker was paused or cut off past its lease): it stops
+                # without writing; were it to write, fencing would reject it.
+                self.stats.lease_lost += 1
+                log.warning(
+                    "workflow %s: lease lost to another worker; stopped it without writing",
+                    workflow_id,
+                )
             driver.interrupt(lease_lost=lease_lost)
 
     def signal_arrived(self, workflow_id: str) -> None:
