@@ -18,18 +18,9 @@ import pytest
 import loom
 from loom import EventType
 from loom.errors import DatabaseUnavailableError, StoreError
-from polling import eventually
+from support import eventually, of_type, worker
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
-
-
-def worker(db: loom.Database, **options: Any) -> loom.Worker:
-    options.setdefault("poll_interval", 0.05)
-    return loom.Worker(db, concurrency=4, lease_seconds=10, **options)
-
-
-def of_type(events: list[loom.Event], kind: EventType) -> list[loom.Event]:
-    return [e for e in events if e.type is kind]
 
 
 async def past(moment: float) -> None:
