@@ -2,7 +2,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(BIN)/loom-installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,10 @@ test: $(BIN)/loom-installed
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+## make test-fast: the inner loop, without the slow tests (processes, browser, load)
+test-fast: $(BIN)/loom-installed
+	$(BIN)/pytest -m "not slow"
 
 lint: $(BIN)/loom-installed
 	$(BIN)/ruff check src tests bench examples

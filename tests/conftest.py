@@ -19,6 +19,8 @@ import loom
 from support import pg
 from support.pg import pg_db_url  # noqa: F401 (a fixture any test may ask for)
 
+pytest_plugins = ["pytester"]  # tests/test_support.py runs pytest on a test of its own
+
 
 def _runs_on_postgres(item: pytest.Item) -> bool:
     """A test parametrised with a "postgres" backend, or one asking for a PostgreSQL database."""

@@ -74,6 +74,8 @@ def server(
     finally:
         served.should_exit = True
         thread.join(10)
+        if request.param == "postgres":
+            pg.drop_database(url)
 
 
 def test_every_operation_keeps_its_documented_contract(server: str, tmp_path: Path) -> None:

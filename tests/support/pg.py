@@ -131,6 +131,22 @@ def create_database() -> str:
     return url_for(_blocking(_create))
 
 
+def existing(names: list[str]) -> list[str]:
+    """Which of ``names`` are databases on the server now."""
+
+    async def query() -> list[str]:
+        conn = await _admin()
+        try:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])", names
+            )
+        finally:
+            await conn.close()
+        return sorted(row["datname"] for row in rows)
+
+    return _blocking(query)
+
+
 def drop_database(url: str) -> None:
     name = urlsplit(url).path.lstrip("/")
     _blocking(lambda: _drop([name]))
