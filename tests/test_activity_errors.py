@@ -193,6 +193,7 @@ def loom_cli(*args: str, url: str, cwd: Path) -> str:
 
 
 @pytest.mark.processes
+@pytest.mark.slow
 async def test_inspect_traceback_shows_every_failed_attempt(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'loom.db'}"
     async with loom.Database(url) as db:

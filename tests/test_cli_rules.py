@@ -59,6 +59,7 @@ async def _hostile_data(url: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.processes
+@pytest.mark.slow
 def test_control_characters_in_user_data_are_escaped(tmp_path: Path, ready_db: str) -> None:
     asyncio.run(_hostile_data(ready_db, tmp_path))
     env = cli_env(ready_db)
@@ -81,6 +82,7 @@ def test_control_characters_in_user_data_are_escaped(tmp_path: Path, ready_db: s
 
 
 @pytest.mark.processes
+@pytest.mark.slow
 def test_bad_ids_and_names_are_one_line_errors(tmp_path: Path, ready_db: str) -> None:
     env = cli_env(ready_db, LOOM_MODULES="cli_workflows")
     long_id = "x" * 100_000
@@ -101,6 +103,7 @@ def test_bad_ids_and_names_are_one_line_errors(tmp_path: Path, ready_db: str) ->
 
 
 @pytest.mark.processes
+@pytest.mark.slow
 def test_numbers_and_json_out_of_range_are_one_line_errors(tmp_path: Path, ready_db: str) -> None:
     env = cli_env(ready_db, LOOM_MODULES="cli_workflows")
     for args, fragment in (
@@ -129,6 +132,7 @@ def _with_password(url: str, password: str) -> str:
 
 
 @pytest.mark.processes
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_init_and_worker_never_print_the_database_password(tmp_path: Path) -> None:
     pg.require_pg()

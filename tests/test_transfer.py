@@ -379,6 +379,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
 
 
 @pytest.mark.processes
+@pytest.mark.slow
 @pytest.mark.postgres
 async def test_loom_migrate_command(tmp_path: Path) -> None:
     async with loom.Database(sqlite_url(tmp_path, "loom.db")) as source:

@@ -630,6 +630,7 @@ def web_env(db_url: str, **extra: str) -> dict[str, str]:
 
 
 @pytest.mark.processes
+@pytest.mark.slow
 def test_loom_web_serves_the_api_and_docs(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'web.db'}"
     env = web_env(db_url, LOOM_WEB_TOKEN="cli-token")
@@ -684,6 +685,7 @@ def test_loom_web_serves_the_api_and_docs(tmp_path: Path) -> None:
 
 
 @pytest.mark.processes
+@pytest.mark.slow
 def test_loom_web_refuses_a_public_host_without_a_token(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'web.db'}"
     result = subprocess.run(

@@ -22,6 +22,8 @@ import web_workflows
 from loom.web import create_app
 from support import eventually_sync, pg
 
+pytestmark = pytest.mark.slow  # hundreds of generated requests
+
 EXAMPLES = 25
 STREAM_EXAMPLES = 8
 CHECKS = [
