@@ -2,7 +2,7 @@
 
 Claims under ``SKIP LOCKED``, group commits racing each other, the bounded pool, migrations
 run by two processes at once, ``LISTEN``/``NOTIFY`` wake-ups, and workflows driven end to end
-by two workers sharing one database. Each test runs on a fresh database (see ``pg.py``).
+by two workers sharing one database. Each test runs on a fresh database (see ``support/pg.py``).
 """
 
 from __future__ import annotations
