@@ -42,7 +42,7 @@ async def eventually(
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         if time.monotonic() > deadline:
             _timed_out(what, timeout)
         await asyncio.sleep(interval)
