@@ -2,7 +2,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench chaos clean
+.PHONY: demo test test-fast lint bench chaos clean
 
 $(BIN)/loom-installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(BIN)/loom-installed
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest
+
+## make test-fast: the inner loop, without the slow tests (processes, browser, load)
+test-fast: $(BIN)/loom-installed
+	$(BIN)/pytest -m "not slow"
 
 lint: $(BIN)/loom-installed
 	$(BIN)/ruff check src tests bench examples

@@ -1,4 +1,11 @@
-"""Shared fixtures: a fresh SQLite database per test, and a helper to run workers."""
+"""Shared fixtures: a fresh database per test on every backend, markers, and cleanup.
+
+Helpers that tests import (``worker``, ``of_type``, ``eventually``, the PostgreSQL helpers) live
+in ``tests/support/``. Markers (registered in pyproject.toml): ``slow``, ``processes`` and
+``browser`` are set in the test files; ``postgres`` is added here to every test that runs on
+PostgreSQL, so ``pytest -m "not postgres"`` needs no server and ``pytest -m "not slow"`` is the
+quick inner loop.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,33 @@ from pathlib import Path
 import pytest
 
 import loom
-import pg
+from support import pg
+from support.pg import pg_db_url  # noqa: F401 (a fixture any test may ask for)
+
+pytest_plugins = ["pytester"]  # tests/test_support.py runs pytest on a test of its own
+
+
+def _runs_on_postgres(item: pytest.Item) -> bool:
+    """A test parametrised with a "postgres" backend, or one asking for a PostgreSQL database."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "postgres" in callspec.params.values():
+        return True
+    return "pg_db_url" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _runs_on_postgres(item):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    """Drop the PostgreSQL databases this test created, however it created them, when it ends
+    (after its other fixtures have closed their connections)."""
+    before = pg.created()
+    yield
+    pg.drop_created_since(before)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -25,6 +58,12 @@ async def db(db_url: str) -> AsyncIterator[loom.Database]:
     async with loom.Database(db_url) as database:
         await database.migrate_up()
         yield database
+
+
+@pytest.fixture
+def wid(request: pytest.FixtureRequest) -> str:
+    """A workflow id unique to this test (its node name), for tests without a database."""
+    return f"replay-{request.node.name}"
 
 
 @pytest.fixture

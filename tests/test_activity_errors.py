@@ -16,15 +16,12 @@ import pytest
 import cli_workflows
 import loom
 from loom import EventType
+from support import worker
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 
 TESTS_DIR = Path(__file__).resolve().parent
 LOOM = Path(sys.executable).parent / "loom"
-
-
-def worker(db: loom.Database) -> loom.Worker:
-    return loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10)
 
 
 class ConfigError(Exception):
@@ -195,6 +192,8 @@ def loom_cli(*args: str, url: str, cwd: Path) -> str:
     return result.stdout
 
 
+@pytest.mark.processes
+@pytest.mark.slow
 async def test_inspect_traceback_shows_every_failed_attempt(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'loom.db'}"
     async with loom.Database(url) as db:

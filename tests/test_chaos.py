@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 import loom
-import pg
 from chaos import checker, cluster, driver, runner
 from chaos.cluster import ClusterUnavailable
 from chaos.plan import plan_for, signal_value
 from chaos.workload import ChaosMixed
 from loom import EventType
+from support import pg
 
 SEED = int(os.environ.get("LOOM_CHAOS_SEED", "20261201"))
 WORKFLOWS = 300  # per backend

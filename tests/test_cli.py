@@ -23,6 +23,9 @@ import pytest
 
 import cli_workflows
 import loom
+from support import eventually_sync
+
+pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
 T = TypeVar("T")
 
@@ -87,17 +90,6 @@ async def drain(db: loom.Database) -> None:
         pass
 
 
-def wait_for(condition: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 def file_text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
@@ -134,10 +126,10 @@ class WorkerProcess:
         return file_text(self.log)
 
     def wait_output(self, fragment: str, timeout: float = 15) -> None:
-        wait_for(
+        eventually_sync(
             lambda: fragment in self.output() or self.proc.poll() is not None,
             timeout,
-            f"{fragment!r} from the worker",
+            what=f"{fragment!r} from the worker",
         )
         assert fragment in self.output(), self.output()
 
@@ -236,7 +228,7 @@ def test_two_worker_processes_run_200_workflows_once_each_and_stop_on_sigterm(
     async def completed(db: loom.Database) -> int:
         return (await db.stats()).by_status.get("COMPLETED", 0)
 
-    wait_for(lambda: with_db(ready_db, completed) == 200, 40, "200 completed workflows")
+    eventually_sync(lambda: with_db(ready_db, completed) == 200, 40, what="200 completed workflows")
     for worker in workers:
         worker.signal(signal.SIGTERM)
     for worker in workers:
@@ -298,7 +290,9 @@ def test_sigterm_lets_the_activity_in_flight_finish_then_releases_the_workflow(
     )
     worker = WorkerProcess(cli_env(ready_db), tmp_path, tmp_path / "worker.log")
     workers.append(worker)
-    wait_for(lambda: any(line[0] == "start" for line in trace_lines(trace)), 15, "the activity")
+    eventually_sync(
+        lambda: any(line[0] == "start" for line in trace_lines(trace)), 15, what="the activity"
+    )
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=8) == 0, worker.output()
     assert "SIGTERM: stopping; finishing 1 workflow(s) in flight" in worker.output()
@@ -336,7 +330,7 @@ def test_a_second_signal_exits_at_once_and_leaves_the_lease_to_expire(
     )
     worker = WorkerProcess(cli_env(ready_db), tmp_path, tmp_path / "worker.log")
     workers.append(worker)
-    wait_for(lambda: trace_lines(trace), 15, "the activity to start")
+    eventually_sync(lambda: trace_lines(trace), 15, what="the activity to start")
     worker.signal(signal.SIGINT)
     worker.wait_output("SIGINT: stopping")
     began = time.monotonic()

@@ -15,9 +15,9 @@ import pytest
 
 import cli_workflows
 import loom
-import pg
 from loom.core.history import Event, EventType
 from loom.store.base import NewWorkflow
+from support import pg
 from test_cli import LOOM, assert_one_line_error, cli_env, loom_cli, ok
 
 HOSTILE = "\x1b]0;owned\x07\x1b[31m\x9b2J\u202e"
@@ -58,6 +58,8 @@ async def _hostile_data(url: str, tmp_path: Path) -> None:
         await db.store.create_workflow(NewWorkflow(legacy, legacy, "1", 1, {}, now), first)
 
 
+@pytest.mark.processes
+@pytest.mark.slow
 def test_control_characters_in_user_data_are_escaped(tmp_path: Path, ready_db: str) -> None:
     asyncio.run(_hostile_data(ready_db, tmp_path))
     env = cli_env(ready_db)
@@ -79,6 +81,8 @@ def test_control_characters_in_user_data_are_escaped(tmp_path: Path, ready_db: s
     assert_one_line_error(refused, "control character")
 
 
+@pytest.mark.processes
+@pytest.mark.slow
 def test_bad_ids_and_names_are_one_line_errors(tmp_path: Path, ready_db: str) -> None:
     env = cli_env(ready_db, LOOM_MODULES="cli_workflows")
     long_id = "x" * 100_000
@@ -98,6 +102,8 @@ def test_bad_ids_and_names_are_one_line_errors(tmp_path: Path, ready_db: str) ->
     assert ok(loom_cli("list", "--json", env=env, cwd=tmp_path)).strip() == "[]"
 
 
+@pytest.mark.processes
+@pytest.mark.slow
 def test_numbers_and_json_out_of_range_are_one_line_errors(tmp_path: Path, ready_db: str) -> None:
     env = cli_env(ready_db, LOOM_MODULES="cli_workflows")
     for args, fragment in (
@@ -125,6 +131,9 @@ def _with_password(url: str, password: str) -> str:
     return f"{scheme}://{user.split(':')[0]}:{password}@{host}"
 
 
+@pytest.mark.processes
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_init_and_worker_never_print_the_database_password(tmp_path: Path) -> None:
     pg.require_pg()
     url = _with_password(pg.create_database(), "hunter2-secret")  # trust: any password works

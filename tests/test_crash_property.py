@@ -32,6 +32,8 @@ import loom
 from loom import EventType, WorkflowStatus
 from loom.core.history import decision_key
 
+pytestmark = pytest.mark.slow  # a property run: many crash points, each replayed
+
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 
 LEASE_SECONDS = 0.1

@@ -26,7 +26,7 @@ import pytest
 
 import loom
 from loom import EventType, WorkflowStatus
-from polling import eventually
+from support import eventually, of_type, worker
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 
@@ -36,16 +36,6 @@ calls: collections.Counter[str] = collections.Counter()
 @pytest.fixture(autouse=True)
 def _fresh_counters() -> None:
     calls.clear()
-
-
-def worker(db: loom.Database, cache_size: int = 1000) -> loom.Worker:
-    return loom.Worker(
-        db, concurrency=4, poll_interval=0.05, lease_seconds=10, cache_size=cache_size
-    )
-
-
-def of_type(events: list[loom.Event], kind: EventType) -> list[loom.Event]:
-    return [e for e in events if e.type is kind]
 
 
 async def failure(db: loom.Database, handle: loom.WorkflowHandle[Any]) -> dict[str, Any]:

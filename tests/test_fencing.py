@@ -9,11 +9,9 @@ that write must be rejected, leaving the history exactly as the second worker wr
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,9 @@ import fencing_workload
 import loom
 from fencing_workload import FencingPipeline, expected_state
 from loom import EventType, WorkflowStatus
+from support import eventually
+
+pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
 LEASE_SECONDS = 1.0
 SLOW_MS = 400
@@ -34,14 +35,6 @@ def read_text(path: Path) -> str:
 
 def log_lines(path: Path) -> set[tuple[str, ...]]:
     return {tuple(line.split()) for line in read_text(path).splitlines()}
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def check_history(events: list[loom.Event]) -> None:
@@ -78,7 +71,9 @@ async def test_worker_paused_past_its_lease_cannot_record_its_stale_result(
     try:
         await eventually(
             lambda: ("start", wid, "transform", pid) in log_lines(activity_log),
-            "the first worker to start the slow activity",
+            10,
+            what="the first worker to start the slow activity",
+            interval=0.01,
         )
         paused.send_signal(signal.SIGSTOP)
         stopped_at = time.monotonic()
@@ -108,7 +103,9 @@ async def test_worker_paused_past_its_lease_cannot_record_its_stale_result(
                 )
                 or dropped in read_text(stderr_path)
             ),
-            "the resumed worker to find its lease lost and record nothing",
+            10,
+            what="the resumed worker to find its lease lost and record nothing",
+            interval=0.01,
         )
 
         stats = await fencing_workload.stop(paused)

@@ -10,7 +10,7 @@ import pytest
 
 import loom
 from loom import EventType, WorkflowStatus
-from polling import eventually
+from support import eventually
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 

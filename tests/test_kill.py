@@ -27,6 +27,8 @@ import loom
 from loom import EventType, WorkflowStatus
 from loom.core.history import decision_key
 
+pytestmark = [pytest.mark.processes, pytest.mark.slow]
+
 SEED = int(os.environ.get("LOOM_KILL_SEED", "20240611"))
 WORKFLOWS = 20
 ROUNDS = 30

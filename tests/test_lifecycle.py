@@ -16,7 +16,7 @@ import pytest
 
 import loom
 from loom import EventType, WorkflowStatus
-from polling import eventually
+from support import eventually, of_type, worker
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 
@@ -39,14 +39,6 @@ def _fresh_counters() -> None:
 interrupted: set[str] = set()
 # Keys whose fragile activity is allowed to succeed.
 repaired: set[str] = set()
-
-
-def worker(db: loom.Database, lease_seconds: float = 10) -> loom.Worker:
-    return loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=lease_seconds)
-
-
-def of_type(events: list[loom.Event], kind: EventType) -> list[loom.Event]:
-    return [e for e in events if e.type is kind]
 
 
 def steps_started(events: list[loom.Event]) -> list[str]:

@@ -11,6 +11,7 @@ import pytest
 
 import loom
 from loom import EventType
+from support import of_type, worker
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 
@@ -21,14 +22,6 @@ calls: collections.Counter[str] = collections.Counter()
 def _fresh_counters() -> None:
     """Each test (and each backend's run of it) counts its own executions."""
     calls.clear()
-
-
-def worker(db: loom.Database) -> loom.Worker:
-    return loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10)
-
-
-def of_type(events: list[loom.Event], kind: EventType) -> list[loom.Event]:
-    return [e for e in events if e.type is kind]
 
 
 @loom.activity(name="pay_record")

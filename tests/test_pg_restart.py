@@ -30,9 +30,11 @@ import pytest
 
 import fencing_workload
 import loom
-import pg
 from fencing_workload import FencingPipeline, expected_state
 from loom import EventType, WorkflowStatus
+from support import eventually, pg
+
+pytestmark = [pytest.mark.processes, pytest.mark.slow, pytest.mark.postgres]
 
 WORKFLOWS = 50
 LEASE_SECONDS = 2.0
@@ -160,6 +162,19 @@ async def count_completed(database: loom.Database) -> int:
         return -1
 
 
+async def completed_at_least(database: loom.Database, n: int, timeout: float) -> int:
+    """Wait until at least ``n`` workflows have completed; returns how many have."""
+    done = -1
+
+    async def enough() -> bool:
+        nonlocal done
+        done = await count_completed(database)
+        return done >= n
+
+    await eventually(enough, timeout, what=lambda: f"{n} completed workflows (only {done})")
+    return done
+
+
 async def test_workflows_complete_across_a_postgres_restart(
     cluster: Cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -185,18 +200,12 @@ async def test_workflows_complete_across_a_postgres_restart(
             async with loom.Worker(
                 db, concurrency=4, poll_interval=0.05, lease_seconds=LEASE_SECONDS
             ) as worker:
-                deadline = time.monotonic() + 20
-                while (done := await count_completed(db)) < 8:
-                    assert time.monotonic() < deadline, f"only {done} workflows completed"
-                    await asyncio.sleep(0.02)
+                done = await completed_at_least(db, 8, timeout=20)
                 assert done < WORKFLOWS // 2, "the run ended too early to be interrupted"
 
                 await asyncio.to_thread(cluster.pg_ctl, "restart", "-m", "fast")
 
-                deadline = time.monotonic() + 25
-                while (done := await count_completed(db)) < WORKFLOWS:
-                    assert time.monotonic() < deadline, f"only {done} workflows completed"
-                    await asyncio.sleep(0.05)
+                await completed_at_least(db, WORKFLOWS, timeout=25)
             stats = await fencing_workload.stop(process)
         finally:
             if process.returncode is None:

@@ -2,7 +2,7 @@
 
 Claims under ``SKIP LOCKED``, group commits racing each other, the bounded pool, migrations
 run by two processes at once, ``LISTEN``/``NOTIFY`` wake-ups, and workflows driven end to end
-by two workers sharing one database. Each test runs on a fresh database (see ``pg.py``).
+by two workers sharing one database. Each test runs on a fresh database (see ``support/pg.py``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ from loom.store import open_store
 from loom.store.base import CancelOutcome, Commit, CommitOutcome, NewWorkflow, Store
 from loom.store.common import migrations
 from loom.store.postgres import PostgresStore
-from pg import ADMIN_URL, pg_db_url, url_for
-from polling import eventually
-
-__all__ = ["pg_db_url"]  # the fixture, used by name
+from support import eventually
+from support.pg import ADMIN_URL, url_for
 
 T0 = 1_700_000_000.0
 LEASE = 30.0

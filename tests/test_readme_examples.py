@@ -19,6 +19,8 @@ import pytest
 import loom
 from loom import EventType
 
+pytestmark = [pytest.mark.processes, pytest.mark.slow]
+
 TESTS = Path(__file__).resolve().parent
 
 

@@ -15,16 +15,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import loom
-import pg
 import scaleout_workload
 from loom import EventType, WorkflowStatus
+from support import eventually, pg
+
+pytestmark = [pytest.mark.processes, pytest.mark.slow, pytest.mark.postgres]
 
 WORKFLOWS = 1000
 PROCESSES = 4
@@ -85,14 +86,6 @@ def processes() -> Iterator[list[WorkerProcess]]:
         worker.close()
 
 
-async def poll(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def test_four_worker_processes_run_1000_workflows_with_no_duplicate_results(
     tmp_path: Path, processes: list[WorkerProcess]
 ) -> None:
@@ -110,7 +103,7 @@ async def test_four_worker_processes_run_1000_workflows_with_no_duplicate_result
                     pytest.fail(f"worker exited with {worker.proc.returncode}:\n{worker.output()}")
             return all("ready on" in w.output() for w in processes)
 
-        await poll(all_ready, 20, "the 4 workers to report ready")
+        await eventually(all_ready, 20, what="the 4 workers to report ready", interval=0.1)
 
         ids = [f"so-{i:04d}" for i in range(WORKFLOWS)]
         await asyncio.gather(
@@ -128,7 +121,9 @@ async def test_four_worker_processes_run_1000_workflows_with_no_duplicate_result
             stats = await db.stats()
             return stats.by_status.get("RUNNING", 0) == 0
 
-        await poll(all_finished, DEADLINE_S, f"{WORKFLOWS} workflows to finish")
+        await eventually(
+            all_finished, DEADLINE_S, what=f"{WORKFLOWS} workflows to finish", interval=0.1
+        )
 
         for worker in processes:
             worker.proc.send_signal(signal.SIGTERM)

@@ -11,17 +11,9 @@ import pytest
 
 import loom
 from loom import EventType
-from polling import eventually
+from support import eventually, of_type, worker
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
-
-
-def worker(db: loom.Database) -> loom.Worker:
-    return loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10)
-
-
-def of_type(events: list[loom.Event], kind: EventType) -> list[loom.Event]:
-    return [e for e in events if e.type is kind]
 
 
 async def parked_waiting_for(handle: loom.WorkflowHandle[Any], kind: EventType) -> bool:

@@ -20,7 +20,7 @@ from loom.status import WorkflowStatus
 from loom.store import open_store
 from loom.store.base import CancelOutcome, Commit, CommitOutcome, NewWorkflow, Store
 from loom.store.common import migrations, split_sql
-from pg import pg_url
+from support.pg import pg_url
 
 BACKENDS: dict[str, Callable[[Path], str]] = {
     "sqlite": lambda tmp: f"sqlite:///{tmp / 'contract.db'}",

@@ -16,7 +16,7 @@ from loom.errors import DatabaseCorruptError, DatabaseUnavailableError, StoreErr
 from loom.store import open_store
 from loom.store.base import NewWorkflow, Store
 from loom.transfer import copy_database
-from pg import pg_url
+from support.pg import pg_url
 
 T0 = 1_700_000_000.0
 
@@ -128,6 +128,7 @@ async def test_postgres_errors_do_not_reveal_the_server_or_credentials() -> None
         assert secret not in message, message
 
 
+@pytest.mark.postgres
 async def test_a_missing_postgres_database_is_not_named_in_the_message(tmp_path: Path) -> None:
     url = pg_url(tmp_path)
     missing = url.rsplit("/", 1)[0] + "/loom_no_such_db_here"
@@ -151,6 +152,7 @@ async def test_a_workflow_id_with_nul_is_a_store_error_naming_it(tmp_path: Path)
         await store.close()
 
 
+@pytest.mark.postgres
 async def test_copying_a_nul_id_to_postgres_names_the_workflow(tmp_path: Path) -> None:
     source_url = f"sqlite:///{tmp_path / 'source.db'}"
     source = await opened(source_url)
@@ -162,6 +164,7 @@ async def test_copying_a_nul_id_to_postgres_names_the_workflow(tmp_path: Path) -
         await copy_database(source_url, pg_url(tmp_path))
 
 
+@pytest.mark.postgres
 async def test_the_pool_does_not_log_its_floor_tracebacks(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -22,11 +22,10 @@ from typing import Any
 import pytest
 
 import loom
-import pg
 from loom import EventType
 from loom.store.base import WorkflowDump
 from loom.transfer import copy_database
-from polling import eventually
+from support import eventually, pg, worker
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 LOOM = Path(sys.executable).parent / "loom"  # the installed console script
@@ -90,10 +89,6 @@ class Held(loom.Workflow[dict[str, Any], dict[str, Any]]):
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def worker(db: loom.Database) -> loom.Worker:
-    return loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10)
 
 
 def sqlite_url(tmp_path: Path, name: str) -> str:
@@ -241,6 +236,7 @@ async def test_copy_is_identical_verified_and_usable_on_the_target(
 # -- re-running, conflicts, verification -----------------------------------------------------
 
 
+@pytest.mark.postgres
 async def test_running_again_completes_an_interrupted_copy(tmp_path: Path) -> None:
     source_url, target_url = sqlite_url(tmp_path, "source.db"), pg.pg_url(tmp_path)
     async with loom.Database(source_url) as source:
@@ -263,6 +259,7 @@ async def test_running_again_completes_an_interrupted_copy(tmp_path: Path) -> No
         assert await snapshot(target) == before
 
 
+@pytest.mark.postgres
 async def test_an_id_holding_something_else_in_the_target_stops_the_copy(tmp_path: Path) -> None:
     source_url, target_url = pg.pg_url(tmp_path), sqlite_url(tmp_path, "target.db")
     async with loom.Database(source_url) as source:
@@ -316,6 +313,7 @@ async def test_a_source_changed_during_the_copy_fails_verification(tmp_path: Pat
         await copy_database(source_url, target_url, batch=2, progress=another_process_writes)
 
 
+@pytest.mark.postgres
 async def test_the_same_database_twice_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "loom.db"
     async with loom.Database(f"sqlite:///{path}") as db:
@@ -380,6 +378,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.processes
+@pytest.mark.slow
+@pytest.mark.postgres
 async def test_loom_migrate_command(tmp_path: Path) -> None:
     async with loom.Database(sqlite_url(tmp_path, "loom.db")) as source:
         await source.migrate_up()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from mypy import api
+
+pytestmark = pytest.mark.slow  # runs mypy --strict twice
 
 HERE = Path(__file__).parent / "typing"
 

@@ -26,11 +26,8 @@ import pytest
 import loom
 import web_workflows
 from loom.web import create_app
-from pg import pg_db_url
-from polling import eventually
+from support import eventually, worker
 from webserver import serve
-
-__all__ = ["pg_db_url"]  # the fixture, used by name
 
 TESTS_DIR = Path(__file__).resolve().parent
 LOOM = Path(sys.executable).parent / "loom"
@@ -50,10 +47,6 @@ def make_client(app: Any, **headers: str) -> httpx.AsyncClient:
 async def client(db: loom.Database) -> AsyncIterator[httpx.AsyncClient]:
     async with make_client(create_app(database=db, poll_interval=0.05)) as c:
         yield c
-
-
-def worker(db: loom.Database) -> loom.Worker:
-    return loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10)
 
 
 async def api_status(client: httpx.AsyncClient, workflow_id: str) -> str:
@@ -636,6 +629,8 @@ def web_env(db_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.processes
+@pytest.mark.slow
 def test_loom_web_serves_the_api_and_docs(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'web.db'}"
     env = web_env(db_url, LOOM_WEB_TOKEN="cli-token")
@@ -689,6 +684,8 @@ def test_loom_web_serves_the_api_and_docs(tmp_path: Path) -> None:
     assert "cli-token" not in access_log + "".join(lines)
 
 
+@pytest.mark.processes
+@pytest.mark.slow
 def test_loom_web_refuses_a_public_host_without_a_token(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'web.db'}"
     result = subprocess.run(

@@ -14,7 +14,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,11 @@ import pytest
 import e2e_workflows
 import loom
 from loom.web import create_app
-from pg import in_ci
+from support import eventually, worker
+from support.pg import in_ci
 from webserver import serve
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TESTS_DIR = Path(__file__).resolve().parent
 SCREENSHOTS = (
@@ -85,10 +87,6 @@ async def sqlite_db(tmp_path: Path) -> AsyncIterator[loom.Database]:
     async with loom.Database(f"sqlite:///{tmp_path / 'e2e.db'}") as database:
         await database.migrate_up()
         yield database
-
-
-def worker(db: loom.Database) -> loom.Worker:
-    return loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10)
 
 
 START_SCRIPT = """
@@ -374,13 +372,11 @@ async def test_definitions_graph_is_coloured_by_a_run_and_metrics_are_charted(
         await expect(graph.locator("g.node")).to_have_count(3)
         await expect(graph.locator("g.node-plain")).to_have_count(3)  # no run chosen yet
 
-        deadline = time.monotonic() + 10
-        while not any(
-            e.type.value == "SIGNAL_WAIT_STARTED"
-            for e in await sqlite_db.get_workflow("order-9").events()
-        ):
-            assert time.monotonic() < deadline, "order-9 never waited for its signal"
-            await asyncio.sleep(0.02)
+        async def order_9_waits() -> bool:
+            events = await sqlite_db.get_workflow("order-9").events()
+            return any(e.type.value == "SIGNAL_WAIT_STARTED" for e in events)
+
+        await eventually(order_9_waits, 10, what="order-9 to wait for its signal")
         await page.fill("#run-id", "order-9")
         await page.click("#run-form button")
         await expect(graph.locator('g.node-done[data-step="prepare"]')).to_have_count(1)
@@ -534,10 +530,11 @@ async def test_an_answer_for_older_filters_never_replaces_a_newer_one(
     await sqlite_db.start_workflow(e2e_workflows.Pay, workflow_id="pay-1")
     app = create_app(database=sqlite_db, poll_interval=0.05)
     async with serve(app) as base, worker(sqlite_db):
-        deadline = time.monotonic() + 10
-        while (await sqlite_db.get_workflow("pay-1").status()).value != "FAILED":
-            assert time.monotonic() < deadline, "pay-1 never failed"
-            await asyncio.sleep(0.02)
+
+        async def pay_1_failed() -> bool:
+            return (await sqlite_db.get_workflow("pay-1").status()).value == "FAILED"
+
+        await eventually(pay_1_failed, 10, what="pay-1 to fail")
         page = await browser.new_page()
         await page.goto(base + "/")
         rows = page.locator("#workflows tbody tr")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
 import loom
-import pg
 import web_workflows
 from loom.web import create_app
+from support import eventually_sync, pg
+
+pytestmark = pytest.mark.slow  # hundreds of generated requests
 
 EXAMPLES = 25
 STREAM_EXAMPLES = 8
@@ -63,16 +64,20 @@ def server(
     served = uvicorn.Server(config)
     thread = threading.Thread(target=served.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not served.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
+
+    def started() -> bool:
+        assert thread.is_alive(), "the server did not start"
+        return served.started
+
+    eventually_sync(started, 20, what="the server to start", interval=0.01)
     port = served.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         served.should_exit = True
         thread.join(10)
+        if request.param == "postgres":
+            pg.drop_database(url)
 
 
 def test_every_operation_keeps_its_documented_contract(server: str, tmp_path: Path) -> None:

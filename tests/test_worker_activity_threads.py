@@ -6,8 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+import pytest
+
+from support import eventually_sync
+
+pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
 TESTS_DIR = Path(__file__).resolve().parent
 LOOM = Path(sys.executable).parent / "loom"
@@ -43,11 +48,12 @@ def test_worker_option_sets_the_number_of_activity_threads(tmp_path: Path) -> No
             stderr=err,
         )
     try:
-        deadline = time.monotonic() + 30
-        while "ready on" not in log.read_text():
+
+        def ready() -> bool:
             assert worker.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+            return "ready on" in log.read_text()
+
+        eventually_sync(ready, 30, what=lambda: f"'ready on' in the log:\n{log.read_text()}")
         assert "4 at once (3 activity threads)" in log.read_text()
     finally:
         worker.send_signal(signal.SIGINT)

@@ -19,24 +19,15 @@ import pytest
 import loom
 from loom import EventType
 from loom.errors import DatabaseUnavailableError, StoreError
-from polling import eventually
+from support import eventually, of_type, worker
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
-
-
-def worker(db: loom.Database, **options: Any) -> loom.Worker:
-    options.setdefault("poll_interval", 0.05)
-    return loom.Worker(db, concurrency=4, lease_seconds=10, **options)
 
 
 def tag(db: loom.Database) -> str:
     """A name unique to this test's database (``id()`` may be reused by the next test's)."""
     found: str = db.__dict__.setdefault("_test_tag", uuid.uuid4().hex)
     return found
-
-
-def of_type(events: list[loom.Event], kind: EventType) -> list[loom.Event]:
-    return [e for e in events if e.type is kind]
 
 
 async def past(moment: float) -> None:

@@ -17,7 +17,7 @@ from loom.lease import LeaseKeeper
 from loom.outage import OutageLog
 from loom.store.base import Store
 from loom.worker import Worker, WorkerStats, run_once
-from polling import eventually
+from support import eventually
 
 
 class FakeExecution:

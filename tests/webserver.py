@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
+
+from support import eventually
 
 
 @contextlib.asynccontextmanager
@@ -19,11 +20,12 @@ async def serve(app: Any) -> AsyncIterator[str]:
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 10
-    while not server.started:
+
+    def started() -> bool:
         assert not task.done(), "the server stopped while starting"
-        assert time.monotonic() < deadline, "the server did not start"
-        await asyncio.sleep(0.01)
+        return server.started
+
+    await eventually(started, 10, what="the server to start", interval=0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"

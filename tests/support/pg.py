@@ -2,9 +2,12 @@
 
 The server is ``$LOOM_TEST_PG_URL`` (a maintenance database URL), else the local one at
 ``postgresql://postgres@127.0.0.1:5432/postgres``. Each database is named
-``loom_test_<pid>_<random>``; those of this process are dropped (``WITH (FORCE)``) when the
-fixture ends or, for URLs handed out by :func:`pg_url`, when the process exits. Leftovers of
-test processes that died are dropped the first time a database is created.
+``loom_test_<pid>_<random>``. Every database a test creates, whichever way (the ``db_url`` and
+``pg_db_url`` fixtures, :func:`pg_url`, :func:`create_database`), is dropped (``WITH (FORCE)``)
+when that test ends: ``tests/conftest.py`` calls :func:`drop_created_since` after each test, so
+a long run does not pile up hundreds of databases. Whatever a crash left behind is dropped at
+process exit, and leftovers of test processes that died are dropped the first time this
+process creates a database.
 
 Without a server the tests that need one are skipped, loudly; under ``CI=true`` they fail.
 """
@@ -32,6 +35,7 @@ T = TypeVar("T")
 ADMIN_URL = os.environ.get("LOOM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PREFIX = f"loom_test_{os.getpid()}_"
 _created: set[str] = set()
+_swept = False  # leftovers of dead test processes are dropped once per process
 
 
 def in_ci() -> bool:
@@ -91,10 +95,12 @@ def _alive(pid: int) -> bool:
 
 
 async def _create() -> str:
+    global _swept
     name = PREFIX + secrets.token_hex(4)
     conn = await _admin()
     try:
-        if not _created:
+        if not _swept:
+            _swept = True
             for (stale,) in await conn.fetch(
                 "SELECT datname FROM pg_database WHERE datname LIKE 'loom\\_test\\_%'"
             ):
@@ -125,14 +131,43 @@ def create_database() -> str:
     return url_for(_blocking(_create))
 
 
+def existing(names: list[str]) -> list[str]:
+    """Which of ``names`` are databases on the server now."""
+
+    async def query() -> list[str]:
+        conn = await _admin()
+        try:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])", names
+            )
+        finally:
+            await conn.close()
+        return sorted(row["datname"] for row in rows)
+
+    return _blocking(query)
+
+
 def drop_database(url: str) -> None:
     name = urlsplit(url).path.lstrip("/")
     _blocking(lambda: _drop([name]))
 
 
 def pg_url(tmp_path: Path) -> str:
-    """URL factory for the contract suite's BACKENDS: a fresh database for every test."""
+    """URL factory for the contract suite's BACKENDS: a fresh database for every test, dropped
+    when the test ends."""
     return create_database()
+
+
+def created() -> frozenset[str]:
+    """The databases of this process that exist now (not yet dropped)."""
+    return frozenset(_created)
+
+
+def drop_created_since(before: frozenset[str]) -> None:
+    """Drop every database created since :func:`created` returned ``before``: a test's own."""
+    names = sorted(_created - before)
+    if names:
+        _blocking(lambda: _drop(names))
 
 
 @atexit.register
