@@ -449,3 +449,16 @@ async def test_stats_count_every_event(store: Store) -> None:
     stats = await store.stats(T0 + 1)
     histories = [await store.load_history(wid) for wid in ("a", "b", "c")]
     assert stats.events == sum(len(h) for h in histories) == 3 + 3 + 1
+
+
+async def test_history_is_read_a_page_at_a_time(store: Store) -> None:
+    await create(store)
+    [claim] = await store.claim("w1", ["W"], 1, LEASE, T0)
+    events = [ev(seq) for seq in range(2, 12)]
+    assert await store.commit(commit_of("wf-1", claim.lease_epoch, events), T0) is (
+        CommitOutcome.OK
+    )
+    assert [e.seq for e in await store.load_history("wf-1", after_seq=3, limit=4)] == [4, 5, 6, 7]
+    assert [e.seq for e in await store.load_history("wf-1", after_seq=9, limit=4)] == [10, 11]
+    assert await store.load_history("wf-1", after_seq=11, limit=4) == []
+    assert len(await store.load_history("wf-1")) == 11  # no limit: all of it

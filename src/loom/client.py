@@ -341,9 +341,12 @@ class Database:
         """The stored record of ``workflow_id``, or None if there is no such workflow."""
         return await self.store.get_workflow(workflow_id)
 
-    async def history(self, workflow_id: str, after_seq: int = 0) -> list[Event]:
-        """The events of ``workflow_id`` after ``after_seq``, oldest first (none if unknown)."""
-        return await self.store.load_history(workflow_id, after_seq=after_seq)
+    async def history(
+        self, workflow_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        """The events of ``workflow_id`` after ``after_seq``, oldest first (none if unknown):
+        all of them, or the first ``limit``."""
+        return await self.store.load_history(workflow_id, after_seq=after_seq, limit=limit)
 
     async def changed_since(
         self, after: float, limit: int, after_id: str = ""

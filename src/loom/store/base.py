@@ -251,7 +251,11 @@ class Store(abc.ABC):
         """Lease up to ``limit`` ready workflows whose type is in ``names``, oldest due first."""
 
     @abc.abstractmethod
-    async def load_history(self, workflow_id: str, after_seq: int = 0) -> list[Event]: ...
+    async def load_history(
+        self, workflow_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        """The events after ``after_seq`` in seq order: all of them, or the first ``limit``
+        (a page: the dashboard streams a long history without holding it whole)."""
 
     @abc.abstractmethod
     async def commit(self, commit: Commit, now: float) -> CommitOutcome:

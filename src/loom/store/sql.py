@@ -94,13 +94,15 @@ class SqlStore(Store):
             if r["cancel_requested"] is None
         ]
 
-    async def load_history(self, workflow_id: str, after_seq: int = 0) -> list[Event]:
+    async def load_history(
+        self, workflow_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
         self._check_id(workflow_id)
-        found = await self._rows(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq",
-            workflow_id,
-            after_seq,
-        )
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq"
+        if limit is None:
+            found = await self._rows(sql, workflow_id, after_seq)
+        else:
+            found = await self._rows(f"{sql} LIMIT ?", workflow_id, after_seq, max(0, limit))
         return [event(r) for r in found]
 
     async def renew(

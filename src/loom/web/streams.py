@@ -51,11 +51,10 @@ async def history_page(
 ) -> tuple[list[Event], bool]:
     """At most ``limit`` events after ``after_seq``, and whether more follow.
 
-    Only this page is kept: the caller never holds more than ``limit`` events, whatever the
-    length of the history. (The database reads the rest of the history after the cursor and
-    this drops it; a limit in that read would spare it.)
+    Only this page is read: neither the database nor the caller ever holds more than
+    ``limit + 1`` events, whatever the length of the history.
     """
-    events = await db.history(workflow_id, after_seq=after_seq)
+    events = await db.history(workflow_id, after_seq=after_seq, limit=limit + 1)
     more = len(events) > limit
     del events[limit:]
     return events, more
