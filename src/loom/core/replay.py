@@ -299,10 +299,6 @@ class WorkflowExecution:
             EventType.SIGNAL_RECEIVED, {"scheduled": seq, "name": name, "payload": payload}, now
         )
 
-    def fail(self, exc: BaseException) -> None:
-        """Fail the workflow from outside its code (e.g. its worker could not run it)."""
-        self._finish_failed(exc, step=self.current_step)
-
     def close(self) -> None:
         """Drop the code's coroutines; the execution must not be used afterwards."""
         for pending in self._pending.values():
