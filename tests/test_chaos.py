@@ -152,6 +152,9 @@ def test_without_postgresql_binaries_ci_fails_instead_of_skipping(
     assert postgres_unavailable(missing.value).startswith("SKIPPING")
 
 
+@pytest.mark.slow
+@pytest.mark.processes
+@pytest.mark.postgres
 def test_chaos_short_form(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """300 workflows on SQLite (2 worker processes) and 300 on PostgreSQL (4), under kills and
     one PostgreSQL restart: no anomaly."""

@@ -108,7 +108,12 @@ async def _create() -> str:
                 if pid.isdigit() and not _alive(int(pid)):
                     with contextlib.suppress(asyncpg.ObjectInUseError):
                         await conn.execute(f'DROP DATABASE IF EXISTS "{stale}"')
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        try:
+            # FILE_COPY (PostgreSQL 15+) copies the template's files instead of logging every
+            # page to the WAL: several times quicker for a test's small database.
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 STRATEGY FILE_COPY')
+        except asyncpg.PostgresSyntaxError:
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
     finally:
         await conn.close()
     _created.add(name)
