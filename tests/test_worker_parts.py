@@ -12,11 +12,12 @@ import pytest
 
 import loom
 from loom.cache import ExecutionCache
+from loom.client import run_once
 from loom.core.replay import WorkflowExecution
 from loom.lease import LeaseKeeper
 from loom.outage import OutageLog
 from loom.store.base import Store
-from loom.worker import Worker, WorkerStats, run_once
+from loom.worker import Worker, WorkerStats
 from support import eventually
 
 

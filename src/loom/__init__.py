@@ -7,7 +7,7 @@ rebuilt from its history, so it survives a crash of any process at any instant.
 
 from importlib import metadata as _metadata
 
-from loom.client import Database, ReplayReport, WorkflowHandle, WorkflowSummary
+from loom.client import Database, ReplayReport, WorkflowHandle, WorkflowSummary, run_once
 from loom.core.context import StateProxy, WorkflowContext
 from loom.core.history import Event, EventType
 from loom.core.workflow import Workflow
@@ -44,7 +44,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
 )
 from loom.schemas.state import Input, State
 from loom.status import WorkflowStatus
-from loom.worker import Worker, WorkerStats, run_once
+from loom.worker import Worker, WorkerStats
 
 try:  # the installed distribution's version: pyproject.toml is the one place it is written
     __version__ = _metadata.version("loom-core")

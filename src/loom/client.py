@@ -597,3 +597,16 @@ async def open_database() -> Database:
 
 # Workflow.start (loom.core) cannot import this module: give it the way to start a workflow.
 workflow_module.install_starter(_start_on_default_database)
+
+
+async def run_once(database: Database | None = None) -> bool:
+    """Execute one ready workflow task; True if there was one.
+
+    Uses ``database``, else the database open in this event loop (the ``loom.Database`` the
+    program opened, or the default one ``Workflow.start`` opened), else ``$LOOM_DATABASE_URL``.
+    Raises ``ConfigurationError`` if that is ambiguous (several open) or there is none. Call it
+    in a loop until it returns False to run everything that is ready now.
+    """
+    if database is None:
+        database = await open_database()
+    return await database.default_worker().run_once()

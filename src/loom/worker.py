@@ -438,19 +438,4 @@ class Worker:
             log.error("workflow %s: marked FAILED: %s", wid, error["message"])
 
 
-async def run_once(database: Database | None = None) -> bool:
-    """Execute one ready workflow task; True if there was one.
-
-    Uses ``database``, else the database open in this event loop (the ``loom.Database`` the
-    program opened, or the default one ``Workflow.start`` opened), else ``$LOOM_DATABASE_URL``.
-    Raises ``ConfigurationError`` if that is ambiguous (several open) or there is none. Call it
-    in a loop until it returns False to run everything that is ready now.
-    """
-    if database is None:
-        from loom.client import open_database
-
-        database = await open_database()
-    return await database.default_worker().run_once()
-
-
-__all__ = ["Worker", "WorkerStats", "run_once"]
+__all__ = ["Worker", "WorkerStats"]
