@@ -208,7 +208,7 @@ async def test_views_read_like_plain_values_and_copies_are_mutable(db: loom.Data
 
 
 def test_a_view_copies_pickles_and_compares_as_its_value() -> None:
-    from loom.core.frozen import freeze
+    from loom.frozen import freeze
 
     view = freeze({"a": [1, {"b": 2}]}, "ctx.input", "it is part of the history")
     assert view == {"a": [1, {"b": 2}]}

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from loom.core.frozen import FrozenDict, FrozenList
 from loom.errors import PayloadError
+from loom.frozen import FrozenDict, FrozenList
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter

@@ -5,7 +5,7 @@ sequence number. On replay the same call must produce the same kind of event wit
 or :class:`~loom.errors.NonDeterminismError` is raised naming both. ``now()``, ``random()`` and
 ``uuid4()`` are derived from the history, so they return the same values on every replay.
 
-``ctx.input`` and the values read from ``ctx.state`` are read-only views (loom.core.frozen): an
+``ctx.input`` and the values read from ``ctx.state`` are read-only views (loom.frozen): an
 in-place change would live only in this worker's memory, and a replay would not see it.
 """
 
@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from loom import codec
-from loom.core.frozen import freeze, thaw
 from loom.core.history import EventType
 from loom.definitions import activity_definition
 from loom.errors import ConfigurationError, ReadOnlyError
+from loom.frozen import freeze, thaw
 
 if TYPE_CHECKING:
     from loom.core.replay import WorkflowExecution

@@ -30,7 +30,6 @@ from typing import Any
 
 from loom.core import loop as loop_module
 from loom.core.context import WorkflowContext
-from loom.core.frozen import thaw
 from loom.core.history import (
     DECISIONS,
     INPUTS,
@@ -49,6 +48,7 @@ from loom.errors import (
     WorkflowSandboxError,
 )
 from loom.failures import describe_error
+from loom.frozen import thaw
 from loom.status import WorkflowStatus
 
 
