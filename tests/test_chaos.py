@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import loom
+import support.cluster
 from chaos import checker, cluster, driver, runner
 from chaos.cluster import ClusterUnavailable
 from chaos.plan import plan_for, signal_value
@@ -142,7 +143,7 @@ def postgres_unavailable(exc: ClusterUnavailable) -> str:
 def test_without_postgresql_binaries_ci_fails_instead_of_skipping(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cluster, "find_bindir", lambda: None)
+    monkeypatch.setattr(support.cluster, "find_bindir", lambda: None)
     with pytest.raises(ClusterUnavailable) as missing, cluster.throwaway_cluster():
         pass
     monkeypatch.setenv("CI", "true")

@@ -12,18 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import logging
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -32,7 +25,9 @@ import fencing_workload
 import loom
 from fencing_workload import FencingPipeline, expected_state
 from loom import EventType, WorkflowStatus
-from support import eventually, pg
+from support import eventually
+from support.cluster import Cluster, ClusterUnavailable, throwaway_cluster
+from support.pg import unavailable
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow, pytest.mark.postgres]
 
@@ -40,109 +35,15 @@ WORKFLOWS = 50
 LEASE_SECONDS = 2.0
 
 
-def unavailable(reason: str) -> NoReturn:
-    """Skip loudly without the means to run a throwaway cluster; fail instead under CI=true."""
-    if pg.in_ci():
-        pytest.fail(f"a throwaway PostgreSQL cluster is required in CI: {reason}", pytrace=False)
-    pytest.skip(f"SKIPPING POSTGRESQL RESTART TEST: {reason}")  # not CI
-
-
-@dataclass
-class Cluster:
-    """A PostgreSQL cluster of its own, in a temporary directory, listening on ``port``."""
-
-    bindir: Path
-    root: Path
-    port: int
-    as_user: list[str]
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/loom"
-
-    def run(self, tool: str, *args: str) -> None:
-        cmd = [*self.as_user, str(self.bindir / tool), *args]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-        if done.returncode != 0:
-            log = self.root / "server.log"
-            raise RuntimeError(
-                f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}\n"
-                f"{log.read_text() if log.exists() else ''}"
-            )
-
-    def pg_ctl(self, action: str, *args: str) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self.run(
-            "pg_ctl", action, "-D", str(self.data), "-l", str(self.root / "server.log"),
-            "-w", "-t", "30", "-o", options, *args,
-        )  # fmt: skip
-
-
-def find_bindir() -> Path | None:
-    def version(path: str) -> float:
-        with contextlib.suppress(ValueError):
-            return float(Path(path).parent.name)
-        return 0.0
-
-    for bindir in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True):
-        if all(os.access(Path(bindir, tool), os.X_OK) for tool in ("initdb", "pg_ctl")):
-            return Path(bindir)
-    return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
-    bindir = find_bindir()
-    if bindir is None:
-        unavailable("no initdb/pg_ctl under /usr/lib/postgresql/*/bin")
-    as_user: list[str] = []
-    root = Path(tempfile.mkdtemp(prefix="loom-pg-restart-"))  # reachable by the postgres user
+    stack = contextlib.ExitStack()
     try:
-        if os.geteuid() == 0:  # initdb refuses to run as root
-            runuser = shutil.which("runuser")
-            if runuser is None:
-                unavailable("running as root and no runuser to become the postgres user")
-            try:
-                shutil.chown(root, user="postgres")
-            except (LookupError, PermissionError) as exc:
-                unavailable(f"cannot hand {root} to the postgres OS user: {exc}")
-            as_user = [str(runuser), "-u", "postgres", "--"]
-        cluster = Cluster(bindir, root, free_port(), as_user)
-        try:
-            cluster.run(
-                "initdb", "-D", str(cluster.data), "-U", "postgres", "--auth=trust",
-                "-E", "UTF8", "--no-sync",
-            )  # fmt: skip
-            cluster.pg_ctl("start")
-        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-            unavailable(f"cannot start a throwaway cluster: {exc}")
-        try:
-            asyncio.run(create_database(cluster.port))
-            yield cluster
-        finally:
-            with contextlib.suppress(Exception):
-                cluster.pg_ctl("stop", "-m", "immediate")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-async def create_database(port: int) -> None:
-    conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", timeout=10)
-    try:
-        await conn.execute("CREATE DATABASE loom")
-    finally:
-        await conn.close()
+        running = stack.enter_context(throwaway_cluster("loom-pg-restart-"))
+    except ClusterUnavailable as exc:
+        unavailable(f"a throwaway PostgreSQL cluster: {exc}")
+    with stack:
+        yield running
 
 
 async def server_started_at(url: str) -> float:

@@ -24,7 +24,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
@@ -69,14 +69,19 @@ def pg_available() -> bool:
     return _unavailable_reason() is None
 
 
+def unavailable(needed: str) -> NoReturn:
+    """A test cannot have what it needs: under CI=true it fails (CI provides everything a test
+    needs); elsewhere it is skipped, loudly."""
+    if in_ci():
+        pytest.fail(f"required in CI: {needed}", pytrace=False)
+    pytest.skip(f"SKIPPING, no {needed}")
+
+
 def require_pg() -> None:
     """Skip (loudly) without a PostgreSQL server; fail instead under CI=true."""
     reason = _unavailable_reason()
-    if reason is None:
-        return
-    if in_ci():
-        pytest.fail(f"PostgreSQL is required in CI: {reason}", pytrace=False)
-    pytest.skip(f"SKIPPING POSTGRESQL TESTS: {reason}; start it or set LOOM_TEST_PG_URL")  # not CI
+    if reason is not None:
+        unavailable(f"PostgreSQL server: {reason}; start it or set LOOM_TEST_PG_URL")
 
 
 def url_for(database: str) -> str:
