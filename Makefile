@@ -23,7 +23,7 @@ test: $(BIN)/loom-installed
 
 ## make test-fast: the inner loop, without the slow tests (processes, browser, load)
 test-fast: $(BIN)/loom-installed
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" -n 3
 
 lint: $(BIN)/loom-installed
 	$(BIN)/ruff check src tests bench examples

@@ -47,9 +47,10 @@ def _drop_test_databases() -> Iterator[None]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of a fresh, empty database: every engine test runs on every backend."""
+    """The URL of a fresh, empty database: every engine test runs on every backend. (Under the
+    ``db`` fixture a PostgreSQL database comes with the schema already: ``db`` migrates anyway.)"""
     if request.param == "postgres":
-        return pg.pg_url(tmp_path)
+        return pg.ready_database(migrated="db" in request.fixturenames)
     return f"sqlite:///{tmp_path / 'loom.db'}"
 
 

@@ -324,7 +324,7 @@ async def test_while_writes_fail_no_activity_runs_again_and_again(
     handles = [await db.start_workflow(HardCounted, workflow_input={"key": k}) for k in keys]
     commit = db.store.commit
     refused = 0
-    full_until = time.monotonic() + 1.0
+    full_until = time.monotonic() + 0.3
 
     async def disk_full(c: Any, now: float) -> Any:
         nonlocal refused

@@ -9,6 +9,11 @@ a long run does not pile up hundreds of databases. Whatever a crash left behind 
 process exit, and leftovers of test processes that died are dropped the first time this
 process creates a database.
 
+Creating a database costs the server a checkpoint (a tenth of a second or more), most of a
+PostgreSQL test's setup. So databases are made ahead, a few at a time, by :class:`_Ready` on a
+thread of its own while tests run; a test takes one that is ready. Those for the ``db`` fixture
+are copies of a template this process migrated once, so the schema is there already.
+
 Without a server the tests that need one are skipped, loudly; under ``CI=true`` they fail.
 """
 
@@ -20,7 +25,9 @@ import concurrent.futures
 import contextlib
 import functools
 import os
+import queue
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -99,30 +106,133 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def _create() -> str:
+async def _sweep(conn: Any) -> None:
+    """Drop the leftovers of test processes that died (their pid is in the name)."""
     global _swept
-    name = PREFIX + secrets.token_hex(4)
-    conn = await _admin()
+    if _swept:
+        return
+    _swept = True
+    for (stale,) in await conn.fetch(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'loom\\_test\\_%'"
+    ):
+        pid = stale.split("_")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(asyncpg.ObjectInUseError):
+                await conn.execute(f'DROP DATABASE IF EXISTS "{stale}"')
+
+
+async def _make(conn: Any, name: str, template: str = "template0") -> None:
     try:
-        if not _swept:
-            _swept = True
-            for (stale,) in await conn.fetch(
-                "SELECT datname FROM pg_database WHERE datname LIKE 'loom\\_test\\_%'"
-            ):
-                pid = stale.split("_")[2]
-                if pid.isdigit() and not _alive(int(pid)):
-                    with contextlib.suppress(asyncpg.ObjectInUseError):
-                        await conn.execute(f'DROP DATABASE IF EXISTS "{stale}"')
+        # FILE_COPY (PostgreSQL 15+) copies the template's files instead of logging every
+        # page to the WAL: several times quicker for a test's small database.
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+    except asyncpg.PostgresSyntaxError:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
+
+class _Ready:
+    """Databases made ahead on a thread of its own: ``take()`` returns one at once when the
+    thread kept up, so the checkpoint a creation costs overlaps the tests that run meanwhile."""
+
+    AHEAD = 6  # of each kind, ready or being made
+
+    def __init__(self) -> None:
+        self._queues = {
+            False: queue.Queue[str | BaseException](),
+            True: queue.Queue[str | BaseException](),
+        }
+        self._pending = {False: 0, True: 0}
+        self._made: set[str] = set()  # made and not yet taken: dropped at exit
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._template: str | None = None
+        self._template_lock: asyncio.Lock | None = None
+        self._drops: list[concurrent.futures.Future[None]] = []
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def take(self, migrated: bool) -> str:
+        """A new database (with Loom's schema when ``migrated``); its name is in ``_created``."""
+        with self._lock:
+            short = self.AHEAD - self._queues[migrated].qsize() - self._pending[migrated]
+            self._pending[migrated] += max(short, 0)
+        for _ in range(short):  # each on a connection of its own: the server makes them at once
+            asyncio.run_coroutine_threadsafe(self._make_one(migrated), self._loop)
+        got = self._queues[migrated].get(timeout=120)
+        if isinstance(got, BaseException):
+            raise got
+        with self._lock:
+            self._made.discard(got)
+        _created.add(got)
+        return got
+
+    async def _make_one(self, migrated: bool) -> None:
+        name = PREFIX + secrets.token_hex(4)
         try:
-            # FILE_COPY (PostgreSQL 15+) copies the template's files instead of logging every
-            # page to the WAL: several times quicker for a test's small database.
-            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 STRATEGY FILE_COPY')
-        except asyncpg.PostgresSyntaxError:
-            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    finally:
-        await conn.close()
-    _created.add(name)
-    return name
+            conn = await _admin()
+            try:
+                await _sweep(conn)
+                template = await self._template_name(conn) if migrated else "template0"
+                await _make(conn, name, template)
+            finally:
+                await conn.close()
+        except BaseException as exc:  # the test that takes it fails with the cause
+            self._queues[migrated].put(exc)
+        else:
+            with self._lock:
+                self._made.add(name)
+            self._queues[migrated].put(name)
+        finally:
+            with self._lock:
+                self._pending[migrated] -= 1
+
+    async def _template_name(self, conn: Any) -> str:
+        if self._template_lock is None:
+            self._template_lock = asyncio.Lock()
+        async with self._template_lock:
+            if self._template is None:
+                import loom  # the suite's own import: loom is installed wherever tests run
+
+                name = PREFIX + "template"
+                await _make(conn, name)
+                self._template = name
+                async with loom.Database(url_for(name)) as database:
+                    await database.migrate_up()
+        return self._template
+
+    def drop(self, names: list[str]) -> None:
+        """Drop ``names`` on the thread, after the work queued before; :meth:`flush` waits."""
+        for name in names:
+            _created.discard(name)
+        self._drops = [f for f in self._drops if not f.done() or f.exception() is not None]
+        self._drops.append(asyncio.run_coroutine_threadsafe(_drop(names), self._loop))
+
+    def flush(self) -> None:
+        """Wait for every drop queued so far."""
+        while self._drops:
+            self._drops.pop(0).result(timeout=60)
+
+    def close(self) -> list[str]:
+        """Stop the thread; returns the names it made that no test took."""
+        with contextlib.suppress(Exception):
+            self.flush()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        with self._lock:
+            leftovers = sorted(self._made)
+        if self._template is not None:
+            leftovers.append(self._template)
+        return leftovers
+
+
+_ready: _Ready | None = None
+
+
+def _take(migrated: bool) -> str:
+    global _ready
+    if _ready is None:
+        _ready = _Ready()
+    return _ready.take(migrated)
 
 
 async def _drop(names: list[str]) -> None:
@@ -138,11 +248,13 @@ async def _drop(names: list[str]) -> None:
 def create_database() -> str:
     """A new empty database (no schema); returns its URL."""
     require_pg()
-    return url_for(_blocking(_create))
+    return url_for(_take(False))
 
 
 def existing(names: list[str]) -> list[str]:
-    """Which of ``names`` are databases on the server now."""
+    """Which of ``names`` are databases on the server now (once the drops queued are done)."""
+    if _ready is not None:
+        _ready.flush()
 
     async def query() -> list[str]:
         conn = await _admin()
@@ -168,30 +280,44 @@ def pg_url(tmp_path: Path) -> str:
     return create_database()
 
 
+def ready_database(migrated: bool = False) -> str:
+    """A fresh database made ahead of time (with Loom's schema when ``migrated``); its URL.
+    Dropped when the test ends, as every database a test creates is."""
+    require_pg()
+    return url_for(_take(migrated))
+
+
 def created() -> frozenset[str]:
     """The databases of this process that exist now (not yet dropped)."""
     return frozenset(_created)
 
 
 def drop_created_since(before: frozenset[str]) -> None:
-    """Drop every database created since :func:`created` returned ``before``: a test's own."""
+    """Drop every database created since :func:`created` returned ``before``: a test's own.
+    The drop is queued on the thread that makes databases, so the next test need not wait for
+    it; :func:`existing` waits for the queued drops before it looks."""
     names = sorted(_created - before)
-    if names:
+    if not names:
+        return
+    if _ready is not None:
+        _ready.drop(names)
+    else:
         _blocking(lambda: _drop(names))
 
 
 @atexit.register
 def _drop_all() -> None:
-    if _created:  # no event loop runs any more: run the drop on a new one
+    names = sorted(_created) + (_ready.close() if _ready is not None else [])
+    if names:  # no event loop runs any more: run the drop on a new one
         with contextlib.suppress(Exception):  # the server is gone: its databases went with it
-            asyncio.run(_drop(sorted(_created)))
+            asyncio.run(_drop(names))
 
 
 @asynccontextmanager
 async def fresh_database() -> AsyncIterator[str]:
     """A fresh empty database for the duration of the block; dropped afterwards."""
     require_pg()
-    name = await _create()
+    name = await asyncio.to_thread(_take, False)
     try:
         yield url_for(name)
     finally:
