@@ -1,9 +1,10 @@
 """A multi-step workflow for the kill test, and a worker process that runs it until killed.
 
 ``crash_Multi`` has three steps and five activities: two in sequence with state changes between
-them, two run together with ``asyncio.gather``, and a last one. Every activity appends a line to
-an execution log outside Loom when it begins and when it has done its work, so a test can count
-how often each activity really ran, whatever the history says.
+them, two run together with ``asyncio.gather``, and a last one that races an hour-long durable
+timer (the activity wins; the timer is withdrawn, a recorded decision). Every activity appends a
+line to an execution log outside Loom when it begins and when it has done its work, so a test
+can count how often each activity really ran, whatever the history says.
 
 Run as a worker process (the test starts it and kills it with SIGKILL at a random moment)::
 
@@ -67,7 +68,11 @@ class CrashMulti(loom.Workflow[dict[str, Any], dict[str, Any]]):
 
     @loom.step
     async def finish(self, ctx: Ctx) -> None:
-        seal = await _compute(ctx, "finish.seal", ctx.state["total"])
+        sealing = asyncio.ensure_future(_compute(ctx, "finish.seal", ctx.state["total"]))
+        timer = asyncio.ensure_future(ctx.sleep(3600))
+        await asyncio.wait([sealing, timer], return_when=asyncio.FIRST_COMPLETED)
+        timer.cancel()  # withdrawn: TIMER_CANCELED
+        seal = sealing.result()
         await ctx.state.set("seal", seal)
         await ctx.state.update(steps_done=lambda done: (done or 0) + 3)
 

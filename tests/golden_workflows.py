@@ -155,3 +155,52 @@ class GoldenBooking(loom.Workflow[dict[str, Any], dict[str, Any]]):
             await ctx.state.set("last_error", exc.error_message)
             raise
         await ctx.state.set("room", room)
+
+
+# ------------------------------------------------------------------------- golden_Escalation
+# Races and handlers: a signal handler, a wait_until whose timer is withdrawn, a signal wait
+# that loses a race to an activity, and a TaskGroup that withdraws a sibling activity.
+
+
+@loom.activity(name="golden_page_oncall")
+async def page_oncall(team: str) -> str:
+    return f"paged {team}"
+
+
+@loom.activity(name="golden_lookup_runbook")
+async def lookup_runbook(team: str) -> str:
+    await asyncio.sleep(30)  # withdrawn long before it ends
+    return "runbook"
+
+
+@loom.activity(name="golden_fail_fast")
+async def fail_fast() -> None:
+    raise RuntimeError("escalation service down")
+
+
+@loom.workflow(name="golden_Escalation")
+class GoldenEscalation(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.signal("ack")
+    async def ack(self, ctx: Ctx, payload: Any) -> None:
+        await ctx.state.set("acked_by", payload["by"])
+
+    @loom.step
+    async def wait_for_ack(self, ctx: Ctx) -> None:
+        await ctx.wait_until(lambda: "acked_by" in ctx.state, timeout=3600)
+
+    @loom.step
+    async def page(self, ctx: Ctx) -> None:
+        paging = asyncio.ensure_future(ctx.activity(page_oncall, ctx.input["team"]))
+        reply = asyncio.ensure_future(ctx.wait_for_signal("reply"))
+        await asyncio.wait([paging, reply], return_when=asyncio.FIRST_COMPLETED)
+        reply.cancel()
+        await ctx.state.set("paged", paging.result())
+
+    @loom.step
+    async def escalate(self, ctx: Ctx) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(ctx.activity(lookup_runbook, ctx.input["team"]))
+                group.create_task(ctx.activity(fail_fast))
+        except* loom.ActivityFailedError:
+            await ctx.state.set("escalation", "failed fast")

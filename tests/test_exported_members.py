@@ -50,6 +50,7 @@ EXPORTED = [
     "activity",
     "default_registry",
     "run_once",
+    "signal",
     "step",
     "workflow",
 ]

@@ -74,7 +74,17 @@ def test_the_golden_set_covers_the_engine() -> None:
         EventType.SIGNAL_RECEIVED,
         EventType.WORKFLOW_RETRIED,
         EventType.WORKFLOW_COMPLETED,
+        EventType.ACTIVITY_CANCELED,
+        EventType.TIMER_CANCELED,
+        EventType.SIGNAL_WAIT_CANCELED,
     } <= recorded
+    handled = [
+        e
+        for events in ok
+        for e in events
+        if e.type is EventType.SIGNAL_RECEIVED and e.payload["scheduled"] is None
+    ]
+    assert handled, "no signal delivered to a @loom.signal handler"
     for doc, events in docs:
         assert [e.seq for e in events] == list(range(1, len(events) + 1)), doc["workflow_id"]
         assert events[0].type is EventType.WORKFLOW_STARTED
@@ -213,14 +223,31 @@ async def regenerate_golden_histories(db: loom.Database) -> None:
         await booking.retry()
         await booking.result(timeout=10)
         await _record(booking, "booking_failed_then_retried", workflow="golden_Booking")
+        await record_escalation(db)
 
 
-async def _regenerate() -> None:
+async def record_escalation(db: loom.Database) -> None:
+    """Record tests/golden/escalation.json alone: ``python test_golden.py escalation``."""
+    async with loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10):
+        escalation = await db.start_workflow(
+            gw.GoldenEscalation, workflow_input={"team": "payments"}, workflow_id="golden-esc-1"
+        )
+        await escalation.signal("ack", {"by": "carol"})
+        await escalation.result(timeout=10)
+        await _record(escalation, "escalation", workflow="golden_Escalation")
+
+
+async def _regenerate(only: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with loom.Database(f"sqlite:///{tmp}/golden.db") as db:
             await db.migrate_up()
-            await regenerate_golden_histories(db)
+            if only == "escalation":
+                await record_escalation(db)
+            else:
+                await regenerate_golden_histories(db)
 
 
 if __name__ == "__main__":
-    asyncio.run(_regenerate())
+    import sys
+
+    asyncio.run(_regenerate(sys.argv[1] if len(sys.argv) > 1 else None))

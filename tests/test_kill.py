@@ -206,6 +206,11 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
         assert events[-1].type is EventType.WORKFLOW_COMPLETED
         assert events[-1].payload["state"] == state
         assert not [e for e in events if e.type is EventType.ACTIVITY_FAILED], wid
+        # The race in the last step: its timer withdrawn once, never fired.
+        [timer] = [e for e in events if e.type is EventType.TIMER_SCHEDULED]
+        withdrawn = [e for e in events if e.type is EventType.TIMER_CANCELED]
+        assert [e.payload["scheduled"] for e in withdrawn] == [timer.seq], wid
+        assert not [e for e in events if e.type is EventType.TIMER_FIRED], wid
 
         scheduled = {e.seq: e for e in events if e.type is EventType.ACTIVITY_SCHEDULED}
         completions = [e for e in events if e.type is EventType.ACTIVITY_COMPLETED]

@@ -43,6 +43,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowSandboxError,
 )
 from loom.schemas.state import Input, State
+from loom.signal_handlers import signal
 from loom.status import WorkflowStatus
 from loom.worker import Worker, WorkerStats
 
@@ -92,6 +93,7 @@ __all__ = [
     "activity",
     "default_registry",
     "run_once",
+    "signal",
     "step",
     "workflow",
 ]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from loom.errors import DefinitionError, UnknownWorkflowTypeError
+from loom.signal_handlers import collect_signal_handlers
 
 if TYPE_CHECKING:
     from loom.core.workflow import Workflow
@@ -79,6 +80,8 @@ class WorkflowDefinition:
     cls: type[Any]
     steps: tuple[StepDefinition, ...]
     description: str | None = None
+    signal_handlers: Mapping[str, str] = field(default_factory=dict)
+    """Signal name -> the ``@loom.signal`` method that handles it."""
 
 
 class WorkflowBase:
@@ -385,6 +388,7 @@ def _make_workflow(
         cls=cls,
         steps=steps,
         description=description or cls.__doc__,
+        signal_handlers=collect_signal_handlers(cls, where),
     )
     setattr(cls, _WORKFLOW_ATTR, definition)
     registry.add_workflow(definition)

@@ -164,6 +164,8 @@ class WorkflowDriver:
         running = self.running
         last_write = time.monotonic()  # the claim
         while not ex.finished and not self.cancel_requested:
+            if running:
+                self._stop_withdrawn(ex)
             if await self._deliver_inputs(ex):
                 continue
             due = self._due_activities(ex)
@@ -202,6 +204,12 @@ class WorkflowDriver:
         return [
             run for run in ex.activity_runs() if run.seq not in running and run.not_before <= now
         ]
+
+    def _stop_withdrawn(self, ex: WorkflowExecution) -> None:
+        """Stop the activities the workflow withdrew (it cancelled the task awaiting them):
+        their outcome would not be delivered."""
+        for seq in [seq for seq in self.running if not ex.has_activity(seq)]:
+            self.running.pop(seq).cancel()
 
     def _start(self, due: list[ActivityRun]) -> None:
         if not due:
@@ -251,7 +259,7 @@ class WorkflowDriver:
             if not task.done():
                 continue
             del self.running[seq]
-            if task.cancelled():
+            if task.cancelled() or not ex.has_activity(seq):
                 continue
             outcome = task.result()
             stats.activities += 1

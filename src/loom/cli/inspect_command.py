@@ -170,6 +170,10 @@ def _steps_table(runs: list[StepRun]) -> Table:
             notes.append(f"{run_.activities} activit{'y' if run_.activities == 1 else 'ies'}")
         if run_.failed_attempts:
             notes.append(f"{run_.failed_attempts} failed attempt(s)")
+        if run_.withdrawn:
+            notes.append(f"{run_.withdrawn} withdrawn (cancelled by the step)")
+        if run_.signals_handled:
+            notes.append(f"{run_.signals_handled} signal(s) handled")
         if run_.status == "running" and run_.waiting:
             notes.append(f"waiting for {', '.join(run_.waiting)}")
         table.add_row(

@@ -22,7 +22,16 @@ class StepRun:
     status: str = "running"  # running, completed, failed, canceled, retried
     activities: int = 0
     failed_attempts: int = 0
-    waiting: list[str] = field(default_factory=list)
+    withdrawn: int = 0
+    """Durable calls withdrawn by cancelling the task awaiting them (a race's loser)."""
+    signals_handled: int = 0
+    """Signals applied by ``@loom.signal`` handlers during the step."""
+    waits: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def waiting(self) -> list[str]:
+        """What the step waits for now: its timers and signal waits not yet over."""
+        return list(self.waits.values())
 
     @property
     def duration(self) -> float:
@@ -38,7 +47,14 @@ class StepRun:
             "duration_seconds": round(self.duration, 3),
             "activities": self.activities,
             "failed_attempts": self.failed_attempts,
+            "withdrawn": self.withdrawn,
+            "signals_handled": self.signals_handled,
         }
+
+
+WITHDRAWN = frozenset(
+    {EventType.ACTIVITY_CANCELED, EventType.TIMER_CANCELED, EventType.SIGNAL_WAIT_CANCELED}
+)
 
 
 def step_runs(events: list[Event], status: WorkflowStatus) -> list[StepRun]:
@@ -60,11 +76,16 @@ def step_runs(events: list[Event], status: WorkflowStatus) -> list[StepRun]:
         elif kind is EventType.ACTIVITY_FAILED:
             current.failed_attempts += 1
         elif kind is EventType.SIGNAL_WAIT_STARTED:
-            current.waiting.append(f"signal {payload.get('name')!r}")
+            current.waits[event.seq] = f"signal {payload.get('name')!r}"
         elif kind is EventType.TIMER_SCHEDULED:
-            current.waiting.append("timer")
-        elif kind in (EventType.SIGNAL_RECEIVED, EventType.TIMER_FIRED) and current.waiting:
-            current.waiting.pop(0)
+            current.waits[event.seq] = "timer"
+        elif kind is EventType.SIGNAL_RECEIVED and payload.get("scheduled") is None:
+            current.signals_handled += 1
+        elif kind in (EventType.SIGNAL_RECEIVED, EventType.TIMER_FIRED):
+            current.waits.pop(payload.get("scheduled", 0), None)
+        elif kind in WITHDRAWN:
+            current.withdrawn += 1
+            current.waits.pop(payload.get("scheduled", 0), None)
         elif kind is EventType.WORKFLOW_FAILED:
             current.ended, current.status, current = event.timestamp, "failed", None
         elif kind is EventType.WORKFLOW_CANCELED:

@@ -11,6 +11,7 @@ in-place change would live only in this worker's memory, and a replay would not 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random as _random
@@ -219,7 +220,9 @@ class WorkflowContext(Generic[InputT, StateT]):
             "step": self._execution.current_step,
         }
         event = self._execution.decide(EventType.ACTIVITY_SCHEDULED, payload)
-        result = await self._execution.schedule_activity(event, definition)
+        result = await self._withdrawable(
+            event, self._execution.schedule_activity(event, definition)
+        )
         returned = f"the result of activity {definition.name!r}"
         # A private copy: the recorded result must not change if the step edits what it got.
         return codec.convert(thaw(result), definition.return_annotation, what=returned)
@@ -241,7 +244,7 @@ class WorkflowContext(Generic[InputT, StateT]):
             raise ConfigurationError("ctx.sleep() takes exactly one of delta=, seconds= or until=")
         fire_at = _deadline(self._execution.now, delta, seconds, until)
         event = self._execution.decide(EventType.TIMER_SCHEDULED, {"fire_at": fire_at})
-        await self._execution.schedule_timer(event)
+        await self._withdrawable(event, self._execution.schedule_timer(event))
 
     async def wait_for_signal(self, name: str, timeout: timedelta | float | None = None) -> Any:
         """Wait until signal ``name`` arrives and return its payload.
@@ -252,12 +255,62 @@ class WorkflowContext(Generic[InputT, StateT]):
         """
         if not isinstance(name, str) or not name:
             raise ConfigurationError("signal names are non-empty strings")
+        handler = self._execution.definition.signal_handlers.get(name)
+        if handler is not None:
+            raise ConfigurationError(
+                f"signal {name!r} is taken by the @loom.signal handler {handler}(); wait for "
+                "the change it makes with `await ctx.wait_until(lambda: ...)` instead"
+            )
         deadline = None if timeout is None else _deadline(self._execution.now, timeout, None, None)
         event = self._execution.decide(
             EventType.SIGNAL_WAIT_STARTED, {"name": name, "deadline": deadline}
         )
         # A private copy: the recorded payload must not change if the step edits what it got.
-        return thaw(await self._execution.wait_signal(event))
+        return thaw(await self._withdrawable(event, self._execution.wait_signal(event)))
+
+    async def wait_until(
+        self, condition: Callable[[], object], timeout: timedelta | float | None = None
+    ) -> None:
+        """Resume once ``condition()`` is true, as Temporal's ``wait_condition``.
+
+        The condition (a function of ``ctx.state``, usually) is checked now and again each
+        time something is delivered to the workflow: a signal its ``@loom.signal`` handler
+        applies, an activity's outcome in a concurrent task, a timer. Nothing is polled and
+        nothing is recorded but the timeout's timer: with ``timeout``, raises ``TimeoutError``
+        when the condition is still false after it.
+        """
+        if not callable(condition):
+            raise ConfigurationError(f"wait_until() takes a function, got {condition!r}")
+        if condition():
+            return
+        met = self._execution.wait_condition(condition)
+        if timeout is None:
+            await met
+            return
+        timer = asyncio.ensure_future(self.sleep(timeout))
+        try:
+            await asyncio.wait([met, timer], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not timer.done():
+                timer.cancel()  # withdraws the timer: TIMER_CANCELED
+                await asyncio.wait([timer])
+            if not met.done():
+                met.cancel()
+        if met.cancelled():
+            if timer.done() and not timer.cancelled():
+                timer.result()  # the sleep's own error, if any
+            raise TimeoutError(f"the condition was still false after the timeout ({timeout})")
+        met.result()
+
+    async def _withdrawable(self, event: Any, call: Awaitable[Any]) -> Any:
+        """Await a durable call; when the awaiting task is cancelled (a race's loser, a
+        ``TaskGroup`` closing), the call is withdrawn as a recorded decision and the
+        cancellation goes on to the code, which may catch it."""
+        try:
+            return await call
+        except asyncio.CancelledError:
+            self._execution.withdraw(event)
+            raise
 
 
 def _deadline(

@@ -4,7 +4,8 @@ Each event has a per-workflow sequence number (``seq``) that the store enforces 
 two writers can never both record the same step of a workflow. Events fall in two groups:
 
 * *decisions*, which the workflow code produces (STEP_*, STATE_*, *_SCHEDULED, SIGNAL_WAIT_STARTED,
-  WORKFLOW_COMPLETED/FAILED) and which replay checks the code still produces, and
+  the *_CANCELED of a durable call whose awaiting task was cancelled, WORKFLOW_COMPLETED/FAILED)
+  and which replay checks the code still produces, and
 * *inputs*, which the outside world delivers (activity outcomes, timers, signals) and which
   replay feeds back to the code in their recorded order.
 """
@@ -35,6 +36,10 @@ class EventType(StrEnum):
     TIMER_FIRED = "TIMER_FIRED"
     SIGNAL_WAIT_STARTED = "SIGNAL_WAIT_STARTED"
     SIGNAL_RECEIVED = "SIGNAL_RECEIVED"
+    # The code cancelled the task awaiting a durable call: the call is withdrawn.
+    ACTIVITY_CANCELED = "ACTIVITY_CANCELED"
+    TIMER_CANCELED = "TIMER_CANCELED"
+    SIGNAL_WAIT_CANCELED = "SIGNAL_WAIT_CANCELED"
 
 
 DECISIONS = frozenset(
@@ -46,10 +51,19 @@ DECISIONS = frozenset(
         EventType.ACTIVITY_SCHEDULED,
         EventType.TIMER_SCHEDULED,
         EventType.SIGNAL_WAIT_STARTED,
+        EventType.ACTIVITY_CANCELED,
+        EventType.TIMER_CANCELED,
+        EventType.SIGNAL_WAIT_CANCELED,
         EventType.WORKFLOW_COMPLETED,
         EventType.WORKFLOW_FAILED,
     }
 )
+WITHDRAWALS = {
+    EventType.ACTIVITY_SCHEDULED: EventType.ACTIVITY_CANCELED,
+    EventType.TIMER_SCHEDULED: EventType.TIMER_CANCELED,
+    EventType.SIGNAL_WAIT_STARTED: EventType.SIGNAL_WAIT_CANCELED,
+}
+"""The decision that withdraws each kind of durable call."""
 INPUTS = frozenset(
     {
         EventType.ACTIVITY_COMPLETED,
@@ -96,6 +110,8 @@ def decision_key(kind: EventType, payload: dict[str, Any]) -> str | None:
         return ",".join(sorted(payload.get("values", {})))
     if kind in (EventType.ACTIVITY_SCHEDULED, EventType.SIGNAL_WAIT_STARTED):
         return str(payload.get("name"))
+    if kind in WITHDRAWALS.values():
+        return str(payload.get("scheduled"))
     return None
 
 

@@ -24,7 +24,7 @@ import asyncio
 import collections
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,6 +33,7 @@ from loom.core.context import WorkflowContext
 from loom.core.history import (
     DECISIONS,
     INPUTS,
+    WITHDRAWALS,
     Event,
     EventType,
     apply_state,
@@ -42,6 +43,7 @@ from loom.core.loop import DeterministicLoop
 from loom.definitions import ActivityDefinition, WorkflowDefinition, activity_definition
 from loom.errors import (
     ActivityFailedError,
+    ConfigurationError,
     LoomError,
     NonDeterminismError,
     UnawaitedCallError,
@@ -183,6 +185,9 @@ class WorkflowExecution:
         self._spinning: WorkflowSandboxError | None = None
         self._stream: collections.deque[Event] = collections.deque()
         self._first_step = 0
+        self._tearing_down = False  # tasks cancelled by Loom itself withdraw nothing
+        self._conditions: list[tuple[Callable[[], object], asyncio.Future[None]]] = []
+        self._instance: Any = None  # the running step's instance (signal handlers run on it)
         try:
             self._first_step, self.state, stream = plan_replay(
                 definition, workflow_id, history, full=full
@@ -245,12 +250,21 @@ class WorkflowExecution:
         ]
 
     def signal_waits(self) -> list[tuple[int, str]]:
-        """(seq, signal name) of every signal wait, oldest first."""
-        return [
+        """(seq, signal name) of every signal wait, oldest first; then (0, name) for each
+        signal a ``@loom.signal`` handler takes, for as long as the workflow runs."""
+        waits = [
             (seq, p.name)
             for seq, p in self._pending.items()
             if p.kind is EventType.SIGNAL_WAIT_STARTED and p.name is not None
         ]
+        if self.definition.signal_handlers and not self.finished:
+            waits += [(0, name) for name in self.definition.signal_handlers]
+        return waits
+
+    def has_activity(self, seq: int) -> bool:
+        """Whether the activity scheduled at ``seq`` is still awaited (not withdrawn)."""
+        pending = self._pending.get(seq)
+        return pending is not None and pending.run is not None
 
     def next_wakeup(self) -> float | None:
         """The earliest time something scheduled becomes due (timer, timeout, retry)."""
@@ -294,13 +308,18 @@ class WorkflowExecution:
     def fire_timer(self, seq: int, now: float) -> None:
         self._deliver(EventType.TIMER_FIRED, {"scheduled": seq}, now)
 
-    def receive_signal(self, seq: int, name: str, payload: Any, now: float) -> None:
+    def receive_signal(self, seq: int | None, name: str, payload: Any, now: float) -> None:
+        """Deliver a signal to the wait at ``seq``, or (``seq`` 0) to its ``@loom.signal``
+        handler."""
         self._deliver(
-            EventType.SIGNAL_RECEIVED, {"scheduled": seq, "name": name, "payload": payload}, now
+            EventType.SIGNAL_RECEIVED,
+            {"scheduled": seq or None, "name": name, "payload": payload},
+            now,
         )
 
     def close(self) -> None:
         """Drop the code's coroutines; the execution must not be used afterwards."""
+        self._tearing_down = True
         for pending in self._pending.values():
             pending.future.cancel()
         self._pending.clear()
@@ -362,6 +381,30 @@ class WorkflowExecution:
             deadline=None if deadline is None else float(deadline),
         )
 
+    def withdraw(self, event: Event) -> None:
+        """The task awaiting the durable call of ``event`` was cancelled: record the call's
+        withdrawal (a decision, replayed like any other) unless it already ended. A withdrawn
+        timer never fires, a withdrawn signal wait takes no signal, and a withdrawn activity's
+        outcome is never delivered (its worker is told to stop it)."""
+        if self._tearing_down or self.finished or event.seq not in self._pending:
+            return
+        del self._pending[event.seq]
+        payload: dict[str, Any] = {"scheduled": event.seq}
+        if event.payload.get("name") is not None:
+            payload["name"] = event.payload["name"]
+        self.decide(WITHDRAWALS[event.type], payload)
+
+    def wait_condition(self, condition: Callable[[], object]) -> asyncio.Future[None]:
+        """A future resolved once ``condition()`` is true, checked whenever the code is idle
+        (after each delivery): the same points on every replay, so nothing is recorded."""
+        future = self._loop.create_future()
+        self._conditions.append((condition, future))
+        return future
+
+    @property
+    def step_instance(self) -> Any:
+        return self._instance
+
     # -- internals ------------------------------------------------------------------------
     def _register(self, event: Event, **fields: Any) -> asyncio.Future[Any]:
         future = self._loop.create_future()
@@ -380,8 +423,9 @@ class WorkflowExecution:
                 # A new instance per step: attributes are not a channel between steps, with or
                 # without the worker's cache (steps share only ctx.state).
                 self._loop.take_tasks()
-                instance = self.definition.cls()
+                instance = self._instance = self.definition.cls()
                 await getattr(instance, step.attribute)(ctx)
+                await self._let_cancelled_tasks_end()
                 self._check_step_settled(step.name)
                 self.decide(EventType.STEP_COMPLETED, {"step": step.name, "index": index})
             self.current_step = None
@@ -408,6 +452,14 @@ class WorkflowExecution:
             except NonDeterminismError as nd:
                 self._finish_failed(nd, step=self.current_step)
 
+    async def _let_cancelled_tasks_end(self) -> None:
+        """A step that cancels a task (the loser of a race) may return before that task has
+        run its cancellation; let it run, so the withdrawal is recorded within the step."""
+        for _ in range(1000):
+            if not any(t.cancelling() for t in self._loop.pending_tasks() if t is not self._main):
+                return
+            await asyncio.sleep(0)
+
     def _check_step_settled(self, step: str) -> None:
         orphans = [task for task in self._loop.take_tasks() if not task.done()]
         if orphans or any(p.step == step for p in self._pending.values()):
@@ -429,10 +481,28 @@ class WorkflowExecution:
         are failed with WorkflowSandboxError, raised where they are awaited in the step.
         """
         self._run_until_idle()
+        while self._check_conditions():
+            self._run_until_idle()
         for _ in range(100):  # a step may catch the error and get stuck again
             if self.finished or self._pending or self._main.done():
                 return
-            stuck = _stuck_futures(self._loop)
+            if self._conditions and self.definition.signal_handlers:
+                return  # a signal's handler may make the condition true
+            waiting = {id(f) for _, f in self._conditions}
+            stuck = [(f, a) for f, a in _stuck_futures(self._loop) if id(f) not in waiting]
+            if not stuck and self._conditions:
+                for _, future in self._conditions:
+                    future.set_exception(
+                        WorkflowSandboxError(
+                            f"step {self.current_step!r} of workflow {self.workflow_id!r} waits "
+                            "until a condition that nothing can make true: no durable call is "
+                            "pending and the workflow has no @loom.signal handler to change "
+                            "its state"
+                        )
+                    )
+                self._conditions = []
+                self._run_until_idle()
+                continue
             if not stuck:
                 break
             for future, awaited in stuck:
@@ -457,6 +527,29 @@ class WorkflowExecution:
                 step=self.current_step,
             )
 
+    def _check_conditions(self) -> bool:
+        """Resolve the waits whose condition now holds; True if any did. A condition that
+        raises fails its wait with the error."""
+        if not self._conditions:
+            return False
+        kept, resolved = [], False
+        for condition, future in self._conditions:
+            if future.done():
+                continue
+            try:
+                holds = bool(condition())
+            except Exception as exc:
+                future.set_exception(exc)
+                resolved = True
+                continue
+            if holds:
+                future.set_result(None)
+                resolved = True
+            else:
+                kept.append((condition, future))
+        self._conditions = kept
+        return resolved
+
     def _run_until_idle(self) -> None:
         """Run the code until idle; a step that spins instead fails with WorkflowSandboxError.
 
@@ -473,6 +566,7 @@ class WorkflowExecution:
             "hold the worker forever; wait "
             "with `await ctx.sleep(...)` or `await ctx.wait_for_signal(name)` instead"
         )
+        self._tearing_down = True
         for task in self._loop.pending_tasks():
             task.cancel()
         if not self._loop.run_until_idle() and not self.finished:
@@ -513,6 +607,9 @@ class WorkflowExecution:
 
     def _apply_input(self, event: Event) -> None:
         self.now = event.timestamp
+        if event.type is EventType.SIGNAL_RECEIVED and event.payload.get("scheduled") is None:
+            self._run_handler(str(event.payload.get("name")), event.payload.get("payload"))
+            return
         seq = int(event.payload["scheduled"])
         pending = self._pending.get(seq)
         if pending is None:
@@ -561,6 +658,39 @@ class WorkflowExecution:
         else:
             pending.future.set_result(None)
 
+    def _run_handler(self, name: str, payload: Any) -> None:
+        """Run the ``@loom.signal`` handler of ``name`` on the running step's instance, as a
+        task of the workflow's loop; it must finish without waiting on anything durable."""
+        attribute = self.definition.signal_handlers.get(name)
+        if attribute is None or self._instance is None:
+            self._finish_failed(
+                self._nondeterminism(
+                    f"the history delivers signal {name!r} to a handler, but the code has no "
+                    f"@loom.signal({name!r}) handler"
+                ),
+                step=self.current_step,
+            )
+            return
+        handler = getattr(self._instance, attribute)
+        task = self._loop.create_task(
+            _call_handler(handler, WorkflowContext(self), thaw(payload)), name=f"signal {name}"
+        )
+        self._loop.run_until_idle()
+        if task.done() and not task.cancelled() and task.exception() is None:
+            return
+        if not task.done():
+            task.cancel()
+            self._loop.run_until_idle()
+            error: BaseException = ConfigurationError(
+                f"the @loom.signal({name!r}) handler {attribute}() of workflow "
+                f"{self.workflow_id!r} waited on a durable call; a handler only changes the "
+                "state (ctx.state.set/update): do the work in a step that waits for the change "
+                "with ctx.wait_until(...)"
+            )
+        else:
+            error = task.exception() or asyncio.CancelledError()
+        self._finish_failed(error, step=self.current_step)
+
     def _waiting_on(self) -> str:
         """What the code is blocked on, by kind, name and seq, for determinism errors."""
         parts = []
@@ -591,6 +721,12 @@ class WorkflowExecution:
         for pending in self._pending.values():
             pending.future.cancel()
         self._pending.clear()
+
+
+async def _call_handler(handler: Callable[..., Any], ctx: Any, payload: Any) -> None:
+    result = handler(ctx, payload)
+    if asyncio.iscoroutine(result):
+        await result
 
 
 def _stuck_futures(loop: DeterministicLoop) -> list[tuple[asyncio.Future[Any], str]]:

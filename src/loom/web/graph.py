@@ -26,6 +26,7 @@ def definition_graph(definition: WorkflowDefinition) -> dict[str, Any]:
         "version": definition.version,
         "description": _clean(definition.description),
         "steps": [_step(definition, step, index) for index, step in enumerate(definition.steps)],
+        "signal_handlers": dict(definition.signal_handlers),
     }
 
 

@@ -121,6 +121,8 @@ class Definition(_Open):
     version: str
     description: str | None
     steps: list[Step]
+    signal_handlers: dict[str, str] = {}
+    """Signal name -> the ``@loom.signal`` method that applies it."""
 
 
 class Definitions(_Open):

@@ -97,6 +97,19 @@ export function timelineChart(rows, now) {
       group.append(svgEl("rect", { x: x, y: y + 4, width: w, height: rowH - 8, rx: 3 }));
       const at = { x: x + w + 6, y: y + 17, class: "bar-time" };
       group.append(svgEl("text", at, seconds(stop - t.start)));
+      for (const mark of t.marks || []) {
+        // A tick where the step withdrew a call or a handler applied a signal.
+        const mx = label + ((mark.at - first) / span) * barArea;
+        const tick = svgEl("rect", {
+          x: mx - 1,
+          y: y + 1,
+          width: 3,
+          height: rowH - 2,
+          class: "mark mark-" + mark.kind,
+        });
+        tick.append(svgEl("title", {}, mark.what));
+        group.append(tick);
+      }
     } else {
       const text = phase === "done" ? "" : "not started";
       group.append(svgEl("text", { x: label, y: y + 17, class: "bar-time" }, text));

@@ -20,6 +20,14 @@ import {
   withoutTraceback,
 } from "./format.js";
 
+const WITHDRAWN = new Set(["ACTIVITY_CANCELED", "TIMER_CANCELED", "SIGNAL_WAIT_CANCELED"]);
+
+function withdrawnLabel(item) {
+  const p = item.payload || {};
+  const kind = item.type.split("_")[0].toLowerCase();
+  return kind + (p.name ? " " + p.name : "") + " withdrawn (seq " + p.scheduled + ")";
+}
+
 function describeEvent(item) {
   const payload = item.payload || {};
   const keys = Object.keys(payload).filter(function (k) {
@@ -110,14 +118,22 @@ export function workflowPage() {
   }
 
   function stepTimes() {
-    // step name -> {start, end} from STEP_STARTED / STEP_COMPLETED (the latest attempt).
+    // step name -> {start, end, marks} from STEP_STARTED / STEP_COMPLETED (the latest
+    // attempt); marks are the calls the step withdrew and the signals its handlers applied.
     const times = {};
+    let running = null;
     for (const item of events) {
-      const step = item.payload && item.payload.step;
+      const payload = item.payload || {};
+      const step = payload.step;
       if (item.type === "STEP_STARTED" && step) {
-        times[step] = { start: item.timestamp, end: null };
+        running = times[step] = { start: item.timestamp, end: null, marks: [] };
       } else if (item.type === "STEP_COMPLETED" && step && times[step]) {
         times[step].end = item.timestamp;
+        running = null;
+      } else if (running && WITHDRAWN.has(item.type)) {
+        running.marks.push({ at: item.timestamp, kind: "withdrawn", what: withdrawnLabel(item) });
+      } else if (running && item.type === "SIGNAL_RECEIVED" && payload.scheduled == null) {
+        running.marks.push({ at: item.timestamp, kind: "handled", what: "signal " + payload.name });
       }
     }
     return times;
@@ -158,6 +174,11 @@ export function workflowPage() {
     });
     if (!definition) {
       items.push(el("li", { class: "muted", text: "Definition not registered in this server." }));
+    } else if (Object.keys(definition.signal_handlers || {}).length) {
+      const handled = Object.entries(definition.signal_handlers).map(function ([name, method]) {
+        return name + " → " + method + "()";
+      });
+      items.push(el("li", { class: "muted", text: "Signal handlers: " + handled.join(", ") }));
     }
     byId("steps").replaceChildren(...items);
   }
