@@ -19,7 +19,7 @@ from chaos.plan import CHARGE_ATTEMPTS, expected_outcome, plan_for
 from chaos.plan import activity_labels as planned_labels
 from chaos.workload import log_path
 from loom import EventType, WorkflowStatus
-from loom.core.history import TERMINAL, apply_state
+from loom.core.history import INPUTS, TERMINAL, WITHDRAWALS, apply_state
 
 CANCEL_SLACK = 0.5  # a worker stamps WORKFLOW_CANCELED just before its commit lands
 IDLE_CPU_LIMIT = 0.25  # share of a core an idle worker may use (polling, lease renewals)
@@ -186,6 +186,7 @@ def check_one(
     _cover(client, status, events, verdict)
     _check_activities(client, status, events, executions, anomaly, verdict)
     _check_signals(client, status, events, anomaly)
+    _check_withdrawals(events, anomaly)
     if status is WorkflowStatus.CANCELED and terminal:
         _check_cancel(client, terminal[-1], events, executions, anomaly)
     verdict.anomalies += found
@@ -221,6 +222,8 @@ def _cover(
             verdict.latest_timer = max(verdict.latest_timer, (late, client.workflow_id))
         if e.type is EventType.TIMER_FIRED and e.payload["scheduled"] in waits:
             coverage["signal wait timed out"] += 1
+        elif e.type is EventType.SIGNAL_WAIT_CANCELED:
+            coverage["signal wait withdrawn (lost a race)"] += 1
         elif e.type is EventType.ACTIVITY_FAILED:
             coverage["activity attempt failed"] += 1
     if "compensated" in (events[-1].payload.get("state") or {}):
@@ -364,6 +367,20 @@ def _check_signals(
                 "client took longer than the workflow's patience to send it)",
                 [*[e for w, t in timeouts for e in (w, t)][-8:], collected[0]],
             )
+
+
+def _check_withdrawals(events: list[loom.Event], anomaly: Any) -> None:
+    """A withdrawn call (the task awaiting it was cancelled) is answered by nothing after its
+    withdrawal, and is withdrawn once."""
+    withdrawn: dict[int, int] = {}
+    for e in events:
+        scheduled = e.payload.get("scheduled")
+        if e.type in WITHDRAWALS.values():
+            if scheduled in withdrawn:
+                anomaly("withdrawn_twice", f"seq {scheduled} withdrawn twice", e)
+            withdrawn[scheduled] = e.seq
+        elif scheduled in withdrawn and e.type in INPUTS:
+            anomaly("withdrawn_answered", f"seq {scheduled} answered after its withdrawal", e)
 
 
 def _check_cancel(
