@@ -12,6 +12,7 @@ import loom
 EXPORTED = [
     "ActivityDefinition",
     "ActivityFailedError",
+    "ChildWorkflowFailedError",
     "ConfigurationError",
     "Database",
     "DatabaseUnavailableError",

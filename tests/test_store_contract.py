@@ -11,6 +11,7 @@ import importlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from loom.status import WorkflowStatus
 from loom.store import open_store
 from loom.store.base import CancelOutcome, Commit, CommitOutcome, NewWorkflow, Store
 from loom.store.common import migrations, split_sql
+from loom.store.statements import event_rows, events, run
 from support.pg import pg_url
 
 BACKENDS: dict[str, Callable[[Path], str]] = {
@@ -96,7 +98,18 @@ async def test_an_older_schema_is_upgraded_in_place(
     try:
         monkeypatch.setattr(module, "migrations", lambda dialect: every[:1])
         assert await s.migrate() == [every[0][1]]
-        await create(s, "old-timer")
+        # What the first release wrote: a workflow row of its columns, and its first event.
+        first = Event(1, EventType.WORKFLOW_STARTED, {"input": {"x": 1}, "state": {}}, T0)
+        new = NewWorkflow("old-timer", "W", "1", {"x": 1}, {}, T0)
+
+        def old_release() -> Any:
+            yield run(
+                f"INSERT INTO workflows ({module.NEW_COLUMNS}) VALUES ({module.NEW_MARKS})",
+                *module.new_values(new, first),
+            )
+            yield events(event_rows("old-timer", [first]))
+
+        await s._transact(old_release())  # type: ignore[attr-defined]
         monkeypatch.undo()
         assert await s.migrate() == [name for _, name, _ in every[1:]]
         assert await s.schema_version() == every[-1][0]

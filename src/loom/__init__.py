@@ -23,6 +23,7 @@ from loom.definitions import (
 )
 from loom.errors import (  # LeaseLostError: never raised, importable for old code, not exported
     ActivityFailedError,
+    ChildWorkflowFailedError,
     ConfigurationError,
     DatabaseUnavailableError,
     DefinitionError,
@@ -55,6 +56,7 @@ except _metadata.PackageNotFoundError:  # a source tree that was never installed
 __all__ = [
     "ActivityDefinition",
     "ActivityFailedError",
+    "ChildWorkflowFailedError",
     "ConfigurationError",
     "Database",
     "DatabaseUnavailableError",

@@ -90,6 +90,7 @@ class WorkflowSummary:
     current_step: str | None
     created_at: datetime
     updated_at: datetime
+    parent_id: str | None = None
 
     @classmethod
     def of(cls, record: WorkflowRecord) -> WorkflowSummary:
@@ -101,6 +102,7 @@ class WorkflowSummary:
             record.current_step,
             record.created_at,
             record.updated_at,
+            record.parent_id,
         )
 
 
@@ -307,8 +309,10 @@ class Database:
         *,
         name: str | None = None,
         offset: int = 0,
+        parent_id: str | None = None,
     ) -> list[WorkflowSummary]:
-        """Newest first. ``status`` filters by RUNNING, COMPLETED, FAILED or CANCELED."""
+        """Newest first. ``status`` filters by RUNNING, COMPLETED, FAILED or CANCELED;
+        ``parent_id`` keeps the children of that workflow."""
         wanted = None
         if status is not None:
             try:
@@ -319,7 +323,7 @@ class Database:
                     f"{', '.join(s.value for s in WorkflowStatus)}"
                 ) from None
         records = await self.store.list_workflows(
-            status=wanted, name=name, limit=limit, offset=offset
+            status=wanted, name=name, limit=limit, offset=offset, parent_id=parent_id
         )
         return [WorkflowSummary.of(r) for r in records]
 
@@ -331,10 +335,16 @@ class Database:
         name: str | None = None,
         id_contains: str | None = None,
         offset: int = 0,
+        parent_id: str | None = None,
     ) -> list[WorkflowRecord]:
         """Like :meth:`list_workflows`, with whole records and a search by part of the id."""
         return await self.store.list_workflows(
-            status=status, name=name, id_contains=id_contains, limit=limit, offset=offset
+            status=status,
+            name=name,
+            id_contains=id_contains,
+            limit=limit,
+            offset=offset,
+            parent_id=parent_id,
         )
 
     async def find_workflow(self, workflow_id: str) -> WorkflowRecord | None:
@@ -486,6 +496,11 @@ class WorkflowHandle(Generic[StateT]):
     async def signal(self, name: str, payload: Any = None) -> None:
         """Send signal ``name``; it is buffered until the workflow waits for it."""
         limits.check_id(name, "signal name")
+        if name.startswith("__loom"):
+            raise ConfigurationError(
+                f"signal name {name!r}: names starting with '__loom' are Loom's own (a child "
+                "workflow's end is delivered to its parent under one); choose another name"
+            )
         data = self.database.encode(payload, f"the payload of signal {name!r}", root="payload")
         await self.database.store.send_signal(self.workflow_id, name, data, time.time())
         for worker in list(self.database.workers):

@@ -31,6 +31,7 @@ import time
 from typing import TYPE_CHECKING
 
 from loom.activities import AttemptOutcome, run_attempt
+from loom.core.history import CHILD_OUTCOME, EventType
 from loom.core.replay import ActivityRun, WorkflowExecution
 from loom.failures import describe_error
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
@@ -40,6 +41,8 @@ from loom.store.base import Claim, Commit, CommitOutcome, Signal
 if TYPE_CHECKING:
     from loom.core.history import Event
     from loom.worker import Worker
+
+CHILD_DECISIONS = frozenset({EventType.CHILD_WORKFLOW_STARTED, EventType.CHILD_WORKFLOW_CANCELED})
 
 # The driver is part of the worker: its messages go where the worker's go.
 log = logging.getLogger("loom.worker")
@@ -232,7 +235,7 @@ class WorkflowDriver:
         ``signal_check_interval``."""
         wake = ex.next_wakeup()
         timeout = None if wake is None else max(0.0, wake - time.time())
-        waits_for_signal = bool(ex.signal_waits())
+        waits_for_signal = bool(ex.signal_waits() or ex.child_waits())
         if waits_for_signal:
             check = self.worker.signal_check_interval
             timeout = check if timeout is None else min(timeout, check)
@@ -277,13 +280,15 @@ class WorkflowDriver:
         after the deadline stays buffered for a later wait. True if something was delivered."""
         now = time.time()
         waits = ex.signal_waits()
+        children = ex.child_waits()
         found: list[tuple[float, int, int, Signal | None]] = []  # (when, timer last, seq, signal)
-        if waits:
-            wait_seqs = frozenset(seq for seq, _ in waits)
+        if waits or children:
+            wait_seqs = frozenset(seq for seq, _ in waits) | frozenset(children.values())
             if self.inbox is None or wait_seqs != self.waits_seen:
                 self.waits_seen = wait_seqs
                 await self._read_inbox(ex.workflow_id)
             self._match_signals(waits, found)
+            self._match_children(children, found)
         for seq, at in ex.deadlines():
             if at <= now:
                 found.append((at, 1, seq, None))
@@ -296,7 +301,10 @@ class WorkflowDriver:
             assert self.inbox is not None
             self.inbox.remove(signal)
             self.consumed.append(signal.id)
-            ex.receive_signal(seq, signal.name, signal.payload, now)
+            if signal.name == CHILD_OUTCOME:
+                ex.child_finished(seq, signal.payload, now)
+            else:
+                ex.receive_signal(seq, signal.name, signal.payload, now)
         return True
 
     async def _read_inbox(self, workflow_id: str) -> None:
@@ -319,6 +327,19 @@ class WorkflowDriver:
             if match is not None:
                 taken.add(match.id)
                 found.append((match.sent_at, 0, seq, match))
+
+    def _match_children(
+        self, children: dict[str, int], found: list[tuple[float, int, int, Signal | None]]
+    ) -> None:
+        """Add to ``found`` the end of each child the workflow awaits, as its end left it."""
+        assert self.inbox is not None
+        if not children:
+            return
+        for s in self.inbox:
+            if s.name == CHILD_OUTCOME and isinstance(s.payload, dict):
+                seq = children.get(s.payload.get("workflow_id"))  # type: ignore[arg-type]
+                if seq is not None:
+                    found.append((s.sent_at, 0, seq, s))
 
     # -- writes ---------------------------------------------------------------------------
     async def _checkpoint(self, ex: WorkflowExecution) -> float:
@@ -351,6 +372,8 @@ class WorkflowDriver:
         if outcome is CommitOutcome.CANCELED:
             worker.stats.canceled += 1
             raise Abort
+        if events:
+            self._tell_relatives(ex, events)
         if release:
             self._released(ex, commit)
         else:
@@ -372,11 +395,31 @@ class WorkflowDriver:
             lease_until=now + self.worker.lease_seconds,
             release=release,
             ready_at=self._park_time(ex, now) if release and not ex.finished else None,
-            wait_signals=tuple(sorted({name for _, name in ex.signal_waits()})),
+            wait_signals=self._wait_signals(ex),
             consumed_signals=tuple(self.consumed),
             result=ex.state if status is WorkflowStatus.COMPLETED else None,
             error=ex.error if status is WorkflowStatus.FAILED else None,
         )
+
+    @staticmethod
+    def _wait_signals(ex: WorkflowExecution) -> tuple[str, ...]:
+        """The buffered messages that make the parked workflow ready: the signals it waits for
+        and, while it awaits children, their ends."""
+        names = {name for _, name in ex.signal_waits()}
+        if ex.child_waits():
+            names.add(CHILD_OUTCOME)
+        return tuple(sorted(names))
+
+    def _tell_relatives(self, ex: WorkflowExecution, events: list[Event]) -> None:
+        """A write that started or withdrew a child, or ended a child, made work for others:
+        wake this process's idle workers, and the parent's driver if it runs here."""
+        database = self.worker.database
+        if any(e.type in CHILD_DECISIONS for e in events):
+            database.work_available.notify()
+        if ex.finished and ex.parent_id is not None:
+            database.work_available.notify()
+            for worker in list(database.workers):
+                worker.signal_arrived(ex.parent_id)
 
     def _released(self, ex: WorkflowExecution, commit: Commit) -> None:
         """The workflow left this worker by a write: it ended (its execution is closed) or it

@@ -140,6 +140,42 @@ class WorkflowCanceledError(WorkflowError):
         self.reason = reason
 
 
+class ChildWorkflowFailedError(WorkflowError):
+    """A child workflow ended FAILED or CANCELED; raised in the parent's step that awaited it.
+
+    ``__cause__`` is the child's own :class:`WorkflowFailedError` or
+    :class:`WorkflowCanceledError`; ``status``, ``error_type`` and ``error_message`` describe it.
+    """
+
+    def __init__(
+        self,
+        *,
+        workflow_id: str,
+        step: str,
+        child_id: str,
+        child_name: str,
+        status: str,
+        error: dict[str, Any] | None,
+    ) -> None:
+        error = error or {}
+        self.error_type = str(error.get("type", "Canceled" if status == "CANCELED" else "Error"))
+        self.error_message = str(error.get("message", ""))
+        super().__init__(
+            f"child workflow {child_name!r} ({child_id!r}) of step {step!r} of workflow "
+            f"{workflow_id!r} ended {status}: {self.error_type}: {self.error_message}",
+            workflow_id=workflow_id,
+        )
+        self.step = step
+        self.child_id = child_id
+        self.child_name = child_name
+        self.status = status
+        self.__cause__ = (
+            WorkflowCanceledError(child_id, self.error_message or None)
+            if status == "CANCELED"
+            else WorkflowFailedError(child_id, error)
+        )
+
+
 class NonDeterminismError(WorkflowError):
     """The workflow code did something other than what its history records at that point.
 

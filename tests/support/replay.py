@@ -300,6 +300,8 @@ def deliver(ex: WorkflowExecution, event: Event) -> None:
         ex.fire_timer(p["scheduled"], event.timestamp)
     elif event.type is EventType.SIGNAL_RECEIVED:
         ex.receive_signal(p["scheduled"], p["name"], p["payload"], event.timestamp)
+    elif event.type in (EventType.CHILD_WORKFLOW_COMPLETED, EventType.CHILD_WORKFLOW_FAILED):
+        ex.child_finished(p["scheduled"], p, event.timestamp)
     else:
         raise AssertionError(f"not an input: {event}")
 

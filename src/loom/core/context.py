@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from loom import codec
+from loom import codec, limits
 from loom.core.history import EventType
-from loom.definitions import activity_definition
+from loom.definitions import activity_definition, workflow_definition
 from loom.errors import ConfigurationError, ReadOnlyError
 from loom.frozen import freeze, thaw
 
@@ -268,6 +268,71 @@ class WorkflowContext(Generic[InputT, StateT]):
         # A private copy: the recorded payload must not change if the step edits what it got.
         return thaw(await self._withdrawable(event, self._execution.wait_signal(event)))
 
+    async def child(
+        self,
+        workflow: type[Any],
+        input: Any = None,
+        *,
+        workflow_id: str | None = None,
+        initial_state: Mapping[str, Any] | None = None,
+        parent_close_policy: str = "cancel",
+    ) -> Any:
+        """Start a child workflow durably, wait for it to end and return its final state.
+
+        Raises :class:`~loom.errors.ChildWorkflowFailedError` (the child's error as its
+        ``__cause__``) when the child fails or is canceled. See :meth:`start_child`.
+        """
+        handle = self.start_child(
+            workflow,
+            input,
+            workflow_id=workflow_id,
+            initial_state=initial_state,
+            parent_close_policy=parent_close_policy,
+        )
+        return await handle
+
+    def start_child(
+        self,
+        workflow: type[Any],
+        input: Any = None,
+        *,
+        workflow_id: str | None = None,
+        initial_state: Mapping[str, Any] | None = None,
+        parent_close_policy: str = "cancel",
+    ) -> ChildHandle:
+        """Start a child workflow durably and return a handle to await (``await handle``)
+        later, e.g. to fan out with ``asyncio.gather``.
+
+        The child is recorded with the parent's next write and started in the same transaction,
+        so it starts exactly once whatever crashes. Without ``workflow_id`` its id is derived
+        from the parent's id and the call's place in the history (``<parent id>/<seq>``), so a
+        replayed parent never starts a second child. ``parent_close_policy``: ``"cancel"`` (the
+        child is canceled when the parent ends while it runs; the step must await it) or
+        ``"abandon"`` (it runs on; the step may leave it unawaited).
+        """
+        definition = workflow_definition(workflow)
+        if parent_close_policy not in ("cancel", "abandon"):
+            raise ConfigurationError(
+                f"parent_close_policy must be 'cancel' or 'abandon', got {parent_close_policy!r}"
+            )
+        if workflow_id is not None:
+            limits.check_id(workflow_id, "child workflow id")
+        what = f"the input of child workflow {definition.name!r}"
+        state = codec.to_json(dict(initial_state or {}), what=what, root="initial_state")
+        payload = {
+            "name": definition.name,
+            "version": definition.version,
+            "workflow_id": workflow_id,
+            "input": codec.to_json(input, what=what, root="input"),
+            "state": state,
+            "parent_close_policy": parent_close_policy,
+        }
+        event = self._execution.decide(EventType.CHILD_WORKFLOW_STARTED, payload)
+        future = self._execution.start_child(event)
+        task = asyncio.ensure_future(self._withdrawable(event, future))
+        self._execution.child_task(event.seq, task)
+        return ChildHandle(str(event.payload["workflow_id"]), definition.name, task)
+
     async def wait_until(
         self, condition: Callable[[], object], timeout: timedelta | float | None = None
     ) -> None:
@@ -311,6 +376,27 @@ class WorkflowContext(Generic[InputT, StateT]):
         except asyncio.CancelledError:
             self._execution.withdraw(event)
             raise
+
+
+class ChildHandle:
+    """A child workflow started by :meth:`WorkflowContext.start_child`: ``await`` it for its
+    final state; cancelling the awaiting task withdraws the child (it is canceled)."""
+
+    def __init__(self, workflow_id: str, name: str, task: asyncio.Future[Any]) -> None:
+        self.workflow_id = workflow_id
+        self.name = name
+        self.task = task
+        """The task awaiting the child, for ``asyncio.wait([child.task, ...])`` races."""
+
+    def __await__(self) -> Any:
+        return self.task.__await__()
+
+    async def result(self) -> Any:
+        return await self.task
+
+    def cancel(self) -> None:
+        """Withdraw the child: it is canceled (with the parent's next write)."""
+        self.task.cancel()
 
 
 def _deadline(

@@ -40,6 +40,11 @@ class EventType(StrEnum):
     ACTIVITY_CANCELED = "ACTIVITY_CANCELED"
     TIMER_CANCELED = "TIMER_CANCELED"
     SIGNAL_WAIT_CANCELED = "SIGNAL_WAIT_CANCELED"
+    # Child workflows: started with the parent's commit; their end is delivered to the parent.
+    CHILD_WORKFLOW_STARTED = "CHILD_WORKFLOW_STARTED"
+    CHILD_WORKFLOW_COMPLETED = "CHILD_WORKFLOW_COMPLETED"
+    CHILD_WORKFLOW_FAILED = "CHILD_WORKFLOW_FAILED"
+    CHILD_WORKFLOW_CANCELED = "CHILD_WORKFLOW_CANCELED"
 
 
 DECISIONS = frozenset(
@@ -54,6 +59,8 @@ DECISIONS = frozenset(
         EventType.ACTIVITY_CANCELED,
         EventType.TIMER_CANCELED,
         EventType.SIGNAL_WAIT_CANCELED,
+        EventType.CHILD_WORKFLOW_STARTED,
+        EventType.CHILD_WORKFLOW_CANCELED,
         EventType.WORKFLOW_COMPLETED,
         EventType.WORKFLOW_FAILED,
     }
@@ -62,6 +69,7 @@ WITHDRAWALS = {
     EventType.ACTIVITY_SCHEDULED: EventType.ACTIVITY_CANCELED,
     EventType.TIMER_SCHEDULED: EventType.TIMER_CANCELED,
     EventType.SIGNAL_WAIT_STARTED: EventType.SIGNAL_WAIT_CANCELED,
+    EventType.CHILD_WORKFLOW_STARTED: EventType.CHILD_WORKFLOW_CANCELED,
 }
 """The decision that withdraws each kind of durable call."""
 INPUTS = frozenset(
@@ -70,8 +78,13 @@ INPUTS = frozenset(
         EventType.ACTIVITY_FAILED,
         EventType.TIMER_FIRED,
         EventType.SIGNAL_RECEIVED,
+        EventType.CHILD_WORKFLOW_COMPLETED,
+        EventType.CHILD_WORKFLOW_FAILED,
     }
 )
+CHILD_OUTCOME = "__loom_child__"
+"""The name of the message a child's end leaves in its parent's signal buffer (names starting
+with ``__loom`` are refused to users)."""
 TERMINAL = frozenset(
     {EventType.WORKFLOW_COMPLETED, EventType.WORKFLOW_FAILED, EventType.WORKFLOW_CANCELED}
 )
@@ -108,7 +121,11 @@ def decision_key(kind: EventType, payload: dict[str, Any]) -> str | None:
         return str(payload.get("key"))
     if kind is EventType.STATE_UPDATE:
         return ",".join(sorted(payload.get("values", {})))
-    if kind in (EventType.ACTIVITY_SCHEDULED, EventType.SIGNAL_WAIT_STARTED):
+    if kind in (
+        EventType.ACTIVITY_SCHEDULED,
+        EventType.SIGNAL_WAIT_STARTED,
+        EventType.CHILD_WORKFLOW_STARTED,
+    ):
         return str(payload.get("name"))
     if kind in WITHDRAWALS.values():
         return str(payload.get("scheduled"))

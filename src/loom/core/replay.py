@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -43,6 +44,7 @@ from loom.core.loop import DeterministicLoop
 from loom.definitions import ActivityDefinition, WorkflowDefinition, activity_definition
 from loom.errors import (
     ActivityFailedError,
+    ChildWorkflowFailedError,
     ConfigurationError,
     LoomError,
     NonDeterminismError,
@@ -75,6 +77,9 @@ class _Pending:
     deadline: float | None = None
     run: ActivityRun | None = None
     step: str | None = None
+    child_id: str | None = None
+    abandon: bool = False
+    task: asyncio.Future[Any] | None = None
 
 
 def plan_replay(
@@ -188,6 +193,10 @@ class WorkflowExecution:
         self._tearing_down = False  # tasks cancelled by Loom itself withdraw nothing
         self._conditions: list[tuple[Callable[[], object], asyncio.Future[None]]] = []
         self._instance: Any = None  # the running step's instance (signal handlers run on it)
+        self._detached: set[int] = set()  # abandoned children the step left unawaited
+        parent = started.payload.get("parent")
+        self.parent_id: str | None = parent.get("workflow_id") if isinstance(parent, dict) else None
+        """The workflow that started this one as its child, if one did."""
         try:
             self._first_step, self.state, stream = plan_replay(
                 definition, workflow_id, history, full=full
@@ -261,6 +270,10 @@ class WorkflowExecution:
             waits += [(0, name) for name in self.definition.signal_handlers]
         return waits
 
+    def child_waits(self) -> dict[str, int]:
+        """The children the code awaits: child workflow id -> seq of its start."""
+        return {p.child_id: seq for seq, p in self._pending.items() if p.child_id is not None}
+
     def has_activity(self, seq: int) -> bool:
         """Whether the activity scheduled at ``seq`` is still awaited (not withdrawn)."""
         pending = self._pending.get(seq)
@@ -316,6 +329,24 @@ class WorkflowExecution:
             {"scheduled": seq or None, "name": name, "payload": payload},
             now,
         )
+
+    def child_finished(self, seq: int, outcome: dict[str, Any], now: float) -> None:
+        """Deliver the end of the child started at ``seq``: ``outcome`` is what the child's
+        end left for its parent (``workflow_id``, ``status``, ``result`` or ``error``)."""
+        pending = self._pending[seq]
+        completed = outcome.get("status") == WorkflowStatus.COMPLETED
+        payload: dict[str, Any] = {
+            "scheduled": seq,
+            "workflow_id": pending.child_id,
+            "name": pending.name,
+            "status": outcome.get("status"),
+        }
+        if completed:
+            payload["result"] = outcome.get("result")
+        else:
+            payload["error"] = outcome.get("error")
+        kind = EventType.CHILD_WORKFLOW_COMPLETED if completed else EventType.CHILD_WORKFLOW_FAILED
+        self._deliver(kind, payload, now)
 
     def close(self) -> None:
         """Drop the code's coroutines; the execution must not be used afterwards."""
@@ -381,17 +412,42 @@ class WorkflowExecution:
             deadline=None if deadline is None else float(deadline),
         )
 
+    def start_child(self, event: Event) -> asyncio.Future[Any]:
+        """Register the child started by ``event``; a new start gets its derived id here."""
+        payload = event.payload
+        if payload.get("workflow_id") is None:
+            payload["workflow_id"] = child_id(self.workflow_id, event.seq)
+        return self._register(
+            event,
+            name=payload.get("name"),
+            child_id=str(payload["workflow_id"]),
+            abandon=payload.get("parent_close_policy") == "abandon",
+        )
+
+    def child_task(self, seq: int, task: asyncio.Future[Any]) -> None:
+        """The task that awaits the child of ``seq`` (the step may leave an abandoned one)."""
+        pending = self._pending.get(seq)
+        if pending is not None:
+            pending.task = task
+
     def withdraw(self, event: Event) -> None:
         """The task awaiting the durable call of ``event`` was cancelled: record the call's
         withdrawal (a decision, replayed like any other) unless it already ended. A withdrawn
         timer never fires, a withdrawn signal wait takes no signal, and a withdrawn activity's
         outcome is never delivered (its worker is told to stop it)."""
-        if self._tearing_down or self.finished or event.seq not in self._pending:
+        if (
+            self._tearing_down
+            or self.finished
+            or event.seq not in self._pending
+            or event.seq in self._detached
+        ):
             return
         del self._pending[event.seq]
         payload: dict[str, Any] = {"scheduled": event.seq}
         if event.payload.get("name") is not None:
             payload["name"] = event.payload["name"]
+        if event.type is EventType.CHILD_WORKFLOW_STARTED:
+            payload["workflow_id"] = event.payload["workflow_id"]
         self.decide(WITHDRAWALS[event.type], payload)
 
     def wait_condition(self, condition: Callable[[], object]) -> asyncio.Future[None]:
@@ -425,6 +481,7 @@ class WorkflowExecution:
                 self._loop.take_tasks()
                 instance = self._instance = self.definition.cls()
                 await getattr(instance, step.attribute)(ctx)
+                self._detach_abandoned(step.name)
                 await self._let_cancelled_tasks_end()
                 self._check_step_settled(step.name)
                 self.decide(EventType.STEP_COMPLETED, {"step": step.name, "index": index})
@@ -451,6 +508,16 @@ class WorkflowExecution:
                 self.status = WorkflowStatus.FAILED
             except NonDeterminismError as nd:
                 self._finish_failed(nd, step=self.current_step)
+
+    def _detach_abandoned(self, step: str) -> None:
+        """Children started with the "abandon" policy that the step did not await run on by
+        themselves: the step stops waiting for them (nothing is recorded)."""
+        for seq, pending in list(self._pending.items()):
+            if pending.abandon and pending.step == step:
+                self._detached.add(seq)
+                del self._pending[seq]
+                if pending.task is not None:
+                    pending.task.cancel()
 
     async def _let_cancelled_tasks_end(self) -> None:
         """A step that cancels a task (the loser of a race) may return before that task has
@@ -651,6 +718,19 @@ class WorkflowExecution:
             )
         elif kind is EventType.SIGNAL_RECEIVED:
             pending.future.set_result(event.payload.get("payload"))
+        elif kind is EventType.CHILD_WORKFLOW_COMPLETED:
+            pending.future.set_result(event.payload.get("result"))
+        elif kind is EventType.CHILD_WORKFLOW_FAILED:
+            pending.future.set_exception(
+                ChildWorkflowFailedError(
+                    workflow_id=self.workflow_id,
+                    step=pending.step or "?",
+                    child_id=str(event.payload.get("workflow_id")),
+                    child_name=str(event.payload.get("name")),
+                    status=str(event.payload.get("status")),
+                    error=event.payload.get("error"),
+                )
+            )
         elif pending.kind is EventType.SIGNAL_WAIT_STARTED:
             pending.future.set_exception(
                 TimeoutError(f"no signal {pending.name!r} arrived before the timeout")
@@ -696,6 +776,8 @@ class WorkflowExecution:
         parts = []
         for seq, p in self._pending.items():
             name = p.run.definition.name if p.run is not None else p.name
+            if p.child_id is not None:
+                name = f"{p.name} {p.child_id}"
             label = f"{p.kind.value} {name!r}" if name else p.kind.value
             parts.append(f"{label} (seq {seq})")
         return ", ".join(parts) or "nothing"
@@ -721,6 +803,16 @@ class WorkflowExecution:
         for pending in self._pending.values():
             pending.future.cancel()
         self._pending.clear()
+
+
+def child_id(parent_id: str, seq: int) -> str:
+    """The id of the child a parent starts at ``seq`` without naming one: ``<parent>/<seq>``,
+    or, when that would break the id rule's 200 characters, a digest of the parent id."""
+    derived = f"{parent_id}/{seq}"
+    if len(derived) <= 200:
+        return derived
+    digest = hashlib.sha256(parent_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{parent_id[:120]}~{digest}/{seq}"
 
 
 async def _call_handler(handler: Callable[..., Any], ctx: Any, payload: Any) -> None:

@@ -54,6 +54,8 @@ class WorkflowRecord:
     ready_at: float | None
     leased: bool
     cancel_requested: bool
+    parent_id: str | None = None
+    """The workflow that started this one as its child (``ctx.child``), if one did."""
 
     @property
     def created_at(self) -> datetime:
@@ -178,6 +180,8 @@ class WorkflowDump:
     cancel_requested: str | None
     events: tuple[DumpedEvent, ...]
     signals: tuple[DumpedSignal, ...]
+    parent_id: str | None = None
+    parent_close_policy: str | None = None
 
     COPIED_FIELDS = (
         "workflow_id",
@@ -195,6 +199,8 @@ class WorkflowDump:
         "ready_at",
         "lease_epoch",
         "cancel_requested",
+        "parent_id",
+        "parent_close_policy",
     )
     """What a copy carries over and :meth:`differences` compares: every field of the row but
     the lease owner."""
@@ -283,8 +289,10 @@ class Store(abc.ABC):
         id_contains: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        parent_id: str | None = None,
     ) -> list[WorkflowRecord]:
-        """Newest created first. ``id_contains`` keeps ids containing it, ignoring case."""
+        """Newest created first. ``id_contains`` keeps ids containing it, ignoring case;
+        ``parent_id`` keeps the children of that workflow."""
 
     @abc.abstractmethod
     async def changed_since(

@@ -19,7 +19,8 @@ Row = Mapping[str, Any]
 
 WORKFLOW_COLUMNS = (
     "id, name, version, status, input, state, result, error, current_step, created_at, "
-    "updated_at, last_seq, ready_at, lease_owner, lease_epoch, cancel_requested"
+    "updated_at, last_seq, ready_at, lease_owner, lease_epoch, cancel_requested, parent_id, "
+    "parent_close_policy"
 )
 """Every column of ``workflows``: what :func:`record` and :func:`workflow_dump` read."""
 
@@ -84,6 +85,7 @@ def record(row: Row) -> WorkflowRecord:
         ready_at=row["ready_at"],
         leased=row["lease_owner"] is not None,
         cancel_requested=row["cancel_requested"] is not None,
+        parent_id=row["parent_id"],
     )
 
 
@@ -122,6 +124,8 @@ def workflow_dump(row: Row, events: Sequence[Row], signals: Sequence[Row]) -> Wo
         signals=tuple(
             DumpedSignal(s["name"], s["payload"], float(s["created_at"])) for s in signals
         ),
+        parent_id=row["parent_id"],
+        parent_close_policy=row["parent_close_policy"],
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from loom.core.history import Event, EventType, decided_before_cancel
+from loom.core.history import CHILD_OUTCOME, Event, EventType, decided_before_cancel
 from loom.errors import WorkflowNotFoundError, WorkflowNotRunningError
 from loom.status import WorkflowStatus
 from loom.store.base import CancelOutcome, Commit, CommitOutcome, NewWorkflow, StoreStats
@@ -44,6 +44,11 @@ from loom.store.statements import (
     run,
 )
 
+NEW_COLUMNS_BASE = (
+    "id, name, version, status, input, state, created_at, updated_at, last_seq, ready_at"
+)
+CHILD_MARKS = ", ".join("?" * (len(NEW_COLUMNS_BASE.split(",")) + 2))
+
 
 # -- commits --------------------------------------------------------------------------------
 @dataclass(slots=True)
@@ -54,6 +59,7 @@ class Fence:
     status: str
     cancel_requested: str | None
     last_seq: int
+    parent_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -84,7 +90,7 @@ def lock_fences(d: Dialect, ids: Sequence[str]) -> Op:
     :func:`fences`."""
     where, args = d.among("id", sorted(set(ids)) if len(ids) > 1 else ids)
     return rows(
-        "SELECT id, lease_epoch, status, cancel_requested, last_seq FROM workflows "
+        "SELECT id, lease_epoch, status, cancel_requested, last_seq, parent_id FROM workflows "
         f"WHERE {where} ORDER BY id{d.lock}",
         *args,
     )
@@ -93,7 +99,9 @@ def lock_fences(d: Dialect, ids: Sequence[str]) -> Op:
 def fences(locked: Sequence[Row]) -> dict[str, Fence]:
     """The rows read by :func:`lock_fences`, by id."""
     return {
-        r["id"]: Fence(r["lease_epoch"], r["status"], r["cancel_requested"], r["last_seq"])
+        r["id"]: Fence(
+            r["lease_epoch"], r["status"], r["cancel_requested"], r["last_seq"], r["parent_id"]
+        )
         for r in locked
     }
 
@@ -121,9 +129,9 @@ def commit_one(
     if fence.cancel_requested is not None:  # a cancel request wins over what was decided
         decided = decided_before_cancel(c.events, fence.last_seq)
         reason = orjson.loads(fence.cancel_requested)
-        yield from cancel_now(c.workflow_id, reason, fence.last_seq, now, written, decided)
+        yield from cancel_now(d, c.workflow_id, reason, fence.last_seq, now, written, decided)
         fence.status, fence.epoch, fence.cancel_requested = "CANCELED", fence.epoch + 1, None
-        return CommitOutcome.CANCELED, None
+        return CommitOutcome.CANCELED, now
     new_last = fence.last_seq
     if c.events:
         if c.events[0].seq != fence.last_seq + 1:
@@ -133,6 +141,9 @@ def commit_one(
     if c.consumed_signals:
         where, args = d.among("id", c.consumed_signals, "bigint")
         yield run(f"DELETE FROM signals WHERE {where}", *args)
+    # Children start before the park below looks for buffered messages: a child whose id was
+    # taken leaves its failure there, for the parent to take at once.
+    woke = yield from children_of(d, c.workflow_id, c.events, now, written)
     release = True
     if c.status is not WorkflowStatus.RUNNING:
         ready_at = None
@@ -165,6 +176,17 @@ def commit_one(
         c.workflow_id,
     )
     fence.status, fence.last_seq = c.status.value, new_last
+    if c.status is not WorkflowStatus.RUNNING:  # it ended: its children and parent are told
+        woke |= yield from parent_close(d, c.workflow_id, now, written)
+        if fence.parent_id is not None:
+            outcome: dict[str, Any] = {"workflow_id": c.workflow_id, "status": c.status.value}
+            if c.status is WorkflowStatus.COMPLETED:
+                outcome["result"] = c.result
+            else:
+                outcome["error"] = c.error
+            woke |= yield from child_ended(d, fence.parent_id, outcome, now)
+    if woke:
+        return CommitOutcome.OK, now  # a child started, or a parent or child was woken
     return CommitOutcome.OK, ready_at if release else None
 
 
@@ -176,6 +198,7 @@ _RELEASE, _KEEP = _UPDATE.format("NULL"), _UPDATE.format("lease_owner")
 
 
 def cancel_now(
+    d: Dialect,
     workflow_id: str,
     reason: Any,
     last_seq: int,
@@ -184,8 +207,9 @@ def cancel_now(
     decided: Sequence[Event] = (),
 ) -> Rule[None]:
     """End the workflow as CANCELED after ``decided`` (see ``decided_before_cancel``); its
-    events are added to ``written``, for the caller to insert."""
-    found = yield rows("SELECT state FROM workflows WHERE id = ?", workflow_id)
+    events are added to ``written``, for the caller to insert. The children it started are
+    started, then (the "cancel" ones still running) canceled, and its parent is told."""
+    found = yield rows("SELECT state, parent_id FROM workflows WHERE id = ?", workflow_id)
     state = state_after(found[0]["state"], decided)
     seq = last_seq + len(decided) + 1
     canceled = Event(seq, EventType.WORKFLOW_CANCELED, {"reason": reason}, now)
@@ -196,15 +220,130 @@ def cancel_now(
         "updated_at = ?, error = ?, state = ? WHERE id = ?",
         seq,
         now,
-        dump({"type": "Canceled", "message": reason}),
+        dump(canceled_error(reason)),
         state,
         workflow_id,
     )
     yield run("DELETE FROM signals WHERE workflow_id = ?", workflow_id)
+    yield from children_of(d, workflow_id, decided, now, written)
+    yield from parent_close(d, workflow_id, now, written)
+    parent_id = found[0]["parent_id"]
+    if parent_id is not None:
+        ended = {"workflow_id": workflow_id, "status": "CANCELED", "error": canceled_error(reason)}
+        yield from child_ended(d, parent_id, ended, now)
+
+
+def canceled_error(reason: Any) -> dict[str, Any]:
+    return {"type": "Canceled", "message": reason}
+
+
+# -- child workflows ------------------------------------------------------------------------
+def children_of(
+    d: Dialect, parent_id: str, decided: Sequence[Event], now: float, written: list[EventRow]
+) -> Rule[bool]:
+    """Start the children that ``decided`` starts and cancel those it withdraws, in the
+    parent's transaction (so a child starts exactly when its start is recorded). True when
+    it started or woke any."""
+    acted = False
+    for e in decided:
+        if e.type is EventType.CHILD_WORKFLOW_STARTED:
+            yield from start_child(d, parent_id, e, now, written)
+            acted = True
+        elif e.type is EventType.CHILD_WORKFLOW_CANCELED:
+            child = yield rows(
+                "SELECT id FROM workflows WHERE id = ? AND parent_id = ? AND status = 'RUNNING'",
+                str(e.payload.get("workflow_id")),
+                parent_id,
+            )
+            if child:
+                yield from cancel(d, child[0]["id"], "withdrawn by its parent", now)
+                acted = True
+    return acted
+
+
+CHILD_COLUMNS = f"{NEW_COLUMNS_BASE}, parent_id, parent_close_policy"
+
+
+def start_child(
+    d: Dialect, parent_id: str, e: Event, now: float, written: list[EventRow]
+) -> Rule[None]:
+    """Insert the child the parent's ``e`` (CHILD_WORKFLOW_STARTED) starts, ready at once. When
+    its id is taken, the parent is told at once that the child failed."""
+    p = e.payload
+    child = str(p["workflow_id"])
+    first = Event(
+        1,
+        EventType.WORKFLOW_STARTED,
+        {
+            "name": p["name"],
+            "version": p["version"],
+            "input": p.get("input"),
+            "state": p.get("state") or {},
+            "parent": {"workflow_id": parent_id, "seq": e.seq},
+        },
+        now,
+    )
+    inserted = yield rows(
+        f"INSERT INTO workflows ({CHILD_COLUMNS}) VALUES ({CHILD_MARKS}) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id",
+        child,
+        p["name"],
+        p["version"],
+        "RUNNING",
+        dump(p.get("input")),
+        dump(p.get("state") or {}),
+        now,
+        now,
+        1,
+        now,
+        parent_id,
+        p.get("parent_close_policy") or "cancel",
+    )
+    if inserted:
+        written.extend(event_rows(child, [first]))
+        return
+    taken = {
+        "workflow_id": child,
+        "status": "FAILED",
+        "error": {
+            "type": "WorkflowAlreadyExistsError",
+            "message": f"a workflow with id {child!r} exists already; give the child another id",
+        },
+    }
+    yield run(INSERT_SIGNAL, parent_id, CHILD_OUTCOME, dump(taken), now)
+
+
+def child_ended(d: Dialect, parent_id: str, outcome: dict[str, Any], now: float) -> Rule[bool]:
+    """Leave the end of a child in its RUNNING parent's signal buffer and make the parent
+    ready if it is parked; True when it was woken. (The parent's row is locked first, so a
+    parent being parked meanwhile sees the message: no wake-up is lost.)"""
+    found = yield rows(
+        f"SELECT status, lease_owner, ready_at FROM workflows WHERE id = ?{d.lock}", parent_id
+    )
+    if not found or found[0]["status"] != WorkflowStatus.RUNNING:
+        return False
+    yield run(INSERT_SIGNAL, parent_id, CHILD_OUTCOME, dump(outcome), now)
+    row = found[0]
+    if row["lease_owner"] is None and (row["ready_at"] is None or row["ready_at"] > now):
+        yield run("UPDATE workflows SET ready_at = ? WHERE id = ?", now, parent_id)
+        return True
+    return False
+
+
+def parent_close(d: Dialect, parent_id: str, now: float, written: list[EventRow]) -> Rule[bool]:
+    """The parent ended: cancel its children still running whose policy is "cancel"."""
+    running = yield rows(
+        "SELECT id FROM workflows WHERE parent_id = ? AND status = 'RUNNING' "
+        "AND parent_close_policy = 'cancel' ORDER BY id",
+        parent_id,
+    )
+    for r in running:
+        yield from cancel(d, r["id"], f"its parent {parent_id!r} ended", now)
+    return bool(running)
 
 
 # -- starts ---------------------------------------------------------------------------------
-NEW_COLUMNS = "id, name, version, status, input, state, created_at, updated_at, last_seq, ready_at"
+NEW_COLUMNS = NEW_COLUMNS_BASE
 NEW_MARKS = ", ".join("?" * len(NEW_COLUMNS.split(",")))
 
 
@@ -259,7 +398,7 @@ def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[None]
             and fence.cancel_requested is not None
         ):
             reason = orjson.loads(fence.cancel_requested)
-            yield from cancel_now(r["id"], reason, fence.last_seq, now, written)
+            yield from cancel_now(d, r["id"], reason, fence.last_seq, now, written)
     if written:
         yield events(written)
 
@@ -316,7 +455,7 @@ def cancel(d: Dialect, workflow_id: str, reason: str | None, now: float) -> Rule
         )
         return CancelOutcome.REQUESTED
     written: list[EventRow] = []
-    yield from cancel_now(workflow_id, reason, row["last_seq"], now, written)
+    yield from cancel_now(d, workflow_id, reason, row["last_seq"], now, written)
     yield events(written)
     return CancelOutcome.CANCELED
 

@@ -138,9 +138,13 @@ class SqlStore(Store):
         id_contains: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        parent_id: str | None = None,
     ) -> list[WorkflowRecord]:
         where: list[str] = []
         params: list[Any] = []
+        if parent_id is not None:
+            where.append("parent_id = ?")
+            params.append(parent_id)
         if status is not None:
             where.append("status = ?")
             params.append(WorkflowStatus(status).value)
