@@ -2,9 +2,10 @@
 
 ``crash_Multi`` has three steps and five activities: two in sequence with state changes between
 them, two run together with ``asyncio.gather``, and a last one that races an hour-long durable
-timer (the activity wins; the timer is withdrawn, a recorded decision). Every activity appends a
-line to an execution log outside Loom when it begins and when it has done its work, so a test
-can count how often each activity really ran, whatever the history says.
+timer (the activity wins; the timer is withdrawn, a recorded decision), then runs a child
+workflow (``crash_Child``, one activity) and keeps its result. Every activity appends a line to
+an execution log outside Loom when it begins and when it has done its work, so a test can count
+how often each activity really ran, whatever the history says.
 
 Run as a worker process (the test starts it and kills it with SIGKILL at a random moment)::
 
@@ -73,8 +74,31 @@ class CrashMulti(loom.Workflow[dict[str, Any], dict[str, Any]]):
         await asyncio.wait([sealing, timer], return_when=asyncio.FIRST_COMPLETED)
         timer.cancel()  # withdrawn: TIMER_CANCELED
         seal = sealing.result()
+        child = await ctx.child(
+            CrashChild,
+            {"log": ctx.input["log"], "value": seal, "delay": ctx.input["delays"]["finish.seal"]},
+        )
+        await ctx.state.set("child", child["worked"])
         await ctx.state.set("seal", seal)
         await ctx.state.update(steps_done=lambda done: (done or 0) + 3)
+
+
+@loom.workflow(name="crash_Child")
+class CrashChild(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def work(self, ctx: Ctx) -> None:
+        worked = await ctx.activity(
+            crash_compute,
+            ctx.input["log"],
+            ctx.workflow_id,
+            CHILD_LABEL,
+            ctx.input["value"],
+            int(ctx.input["delay"]),
+        )
+        await ctx.state.set("worked", worked)
+
+
+CHILD_LABEL = "child.work"
 
 
 def make_input(n: int, log: str, rng: random.Random) -> dict[str, Any]:
@@ -94,6 +118,7 @@ def expected_state(workflow_input: dict[str, Any], initial: dict[str, Any]) -> d
     state["pair"] = [left, right]
     state["total"] += left + right
     state["seal"] = mix("finish.seal", state["total"])
+    state["child"] = mix(CHILD_LABEL, state["seal"])
     state["steps_done"] = (state.get("steps_done") or 0) + 3
     return state
 

@@ -204,3 +204,35 @@ class GoldenEscalation(loom.Workflow[dict[str, Any], dict[str, Any]]):
                 group.create_task(ctx.activity(fail_fast))
         except* loom.ActivityFailedError:
             await ctx.state.set("escalation", "failed fast")
+
+
+# ---------------------------------------------------------------------------- golden_Household
+# Children: one awaited for its final state, one that fails and is caught, one withdrawn.
+
+
+@loom.workflow(name="golden_Chore")
+class GoldenChore(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def do(self, ctx: Ctx) -> None:
+        if ctx.input.get("refuse"):
+            raise RuntimeError(f"nobody wants to {ctx.input['chore']}")
+        if ctx.input.get("forever"):
+            await ctx.wait_for_signal("never")
+        await ctx.state.set("done", ctx.input["chore"])
+
+
+@loom.workflow(name="golden_Household")
+class GoldenHousehold(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def delegate(self, ctx: Ctx) -> None:
+        dishes = await ctx.child(GoldenChore, {"chore": "dishes"})
+        await ctx.state.set("dishes", dishes["done"])
+        try:
+            await ctx.child(GoldenChore, {"chore": "laundry", "refuse": True})
+        except loom.ChildWorkflowFailedError as exc:
+            await ctx.state.set("laundry", exc.error_message)
+        waiting = ctx.start_child(GoldenChore, {"chore": "garden", "forever": True})
+        timer = asyncio.ensure_future(ctx.sleep(0.1))
+        await asyncio.wait([waiting.task, timer], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        await ctx.state.set("garden", "withdrawn")

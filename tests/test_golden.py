@@ -77,6 +77,10 @@ def test_the_golden_set_covers_the_engine() -> None:
         EventType.ACTIVITY_CANCELED,
         EventType.TIMER_CANCELED,
         EventType.SIGNAL_WAIT_CANCELED,
+        EventType.CHILD_WORKFLOW_STARTED,
+        EventType.CHILD_WORKFLOW_COMPLETED,
+        EventType.CHILD_WORKFLOW_FAILED,
+        EventType.CHILD_WORKFLOW_CANCELED,
     } <= recorded
     handled = [
         e
@@ -224,6 +228,7 @@ async def regenerate_golden_histories(db: loom.Database) -> None:
         await booking.result(timeout=10)
         await _record(booking, "booking_failed_then_retried", workflow="golden_Booking")
         await record_escalation(db)
+        await record_household(db)
 
 
 async def record_escalation(db: loom.Database) -> None:
@@ -237,12 +242,22 @@ async def record_escalation(db: loom.Database) -> None:
         await _record(escalation, "escalation", workflow="golden_Escalation")
 
 
+async def record_household(db: loom.Database) -> None:
+    """Record tests/golden/household.json alone: ``python test_golden.py household``."""
+    async with loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10):
+        household = await db.start_workflow(gw.GoldenHousehold, workflow_id="golden-home-1")
+        await household.result(timeout=10)
+        await _record(household, "household", workflow="golden_Household")
+
+
 async def _regenerate(only: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with loom.Database(f"sqlite:///{tmp}/golden.db") as db:
             await db.migrate_up()
             if only == "escalation":
                 await record_escalation(db)
+            elif only == "household":
+                await record_household(db)
             else:
                 await regenerate_golden_histories(db)
 

@@ -226,6 +226,21 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
         assert labels == sorted(crashload.LABELS), wid
         scheduled_labels |= {(wid, label) for label in labels}
 
+        # Its child: started once, completed once, its one activity recorded once.
+        [started] = [e for e in events if e.type is EventType.CHILD_WORKFLOW_STARTED]
+        [ended] = [e for e in events if e.type is EventType.CHILD_WORKFLOW_COMPLETED]
+        child_id = started.payload["workflow_id"]
+        assert (child_id, ended.payload["scheduled"]) == (f"{wid}/{started.seq}", started.seq)
+        assert [c.workflow_id for c in await db.list_workflows(parent_id=wid)] == [child_id]
+        child_events = await db.get_workflow(child_id).events()
+        assert [e.seq for e in child_events] == list(range(1, len(child_events) + 1)), child_id
+        assert child_events[-1].type is EventType.WORKFLOW_COMPLETED
+        assert ended.payload["result"] == child_events[-1].payload["state"]
+        [work] = [e for e in child_events if e.type is EventType.ACTIVITY_SCHEDULED]
+        [done] = [e for e in child_events if e.type is EventType.ACTIVITY_COMPLETED]
+        assert done.payload["scheduled"] == work.seq, child_id
+        scheduled_labels.add((child_id, crashload.CHILD_LABEL))
+
     # At least once: every recorded result came from an execution that did its work; nothing ran
     # that the histories do not schedule.
     assert set(starts) == set(ends) == scheduled_labels
