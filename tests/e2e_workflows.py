@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import loom
@@ -61,3 +62,13 @@ class Pay(loom.Workflow[Any, dict[str, Any]]):
     @loom.step
     async def charge(self, ctx: Ctx) -> None:
         await ctx.state.set("charge", await ctx.activity(flaky_call))
+
+
+@loom.workflow(name="e2e_Batch")
+class Batch(loom.Workflow[Any, dict[str, Any]]):
+    """Starts two Echo children and keeps their final states."""
+
+    @loom.step
+    async def fan_out(self, ctx: loom.WorkflowContext[Any, dict[str, Any]]) -> None:
+        states = await asyncio.gather(*(ctx.start_child(Echo, n) for n in (1, 2)))
+        await ctx.state.set("children", states)

@@ -5,12 +5,18 @@ backends, with and without the worker's cache."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import loom
 from loom import EventType, WorkflowStatus
+from loom.web.app import create_app
 from support import eventually, of_type, worker
 from support.replay import assert_replays_from_every_prefix
 
@@ -202,3 +208,52 @@ async def _statuses_settled(db: loom.Database, ids: list[str]) -> dict[str, Work
 
 async def _status_is(handle: loom.WorkflowHandle[Any], status: WorkflowStatus) -> bool:
     return await handle.status() is status
+
+
+async def test_the_cli_and_the_api_show_a_parent_and_its_children(
+    db: loom.Database, db_url: str, tmp_path: Path
+) -> None:
+    handle = await db.start_workflow(
+        Order, workflow_input={"items": ["x", "y"]}, workflow_id="family"
+    )
+    async with worker(db):
+        await handle.result(timeout=15)
+    kids = ["family/3", "family/4", "family-gift"]
+    loom_cmd = Path(sys.executable).parent / "loom"
+    env = {"PATH": "/usr/bin:/bin", "LOOM_DATABASE_URL": db_url, "COLUMNS": "200"}
+
+    async def cli(*args: str) -> str:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [str(loom_cmd), *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    listed = json.loads(await cli("list", "--parent", "family", "--json"))
+    assert sorted(row["workflow_id"] for row in listed) == sorted(kids)
+    assert {row["parent_id"] for row in listed} == {"family"}
+    shown = json.loads(await cli("inspect", "family", "--json"))
+    assert [c["workflow_id"] for c in shown["children"]] == kids
+    assert shown["steps"][0]["children"] == 2
+    table = await cli("inspect", "family")
+    assert "Children (3)" in table and "family/3" in table
+    child = json.loads(await cli("inspect", "family/3", "--json"))
+    assert child["parent_id"] == "family"
+
+    app = create_app(database=db, poll_interval=0.05)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+    ) as client:
+        listed = (await client.get("/api/workflows", params={"parent": "family"})).json()
+        assert sorted(w["workflow_id"] for w in listed["workflows"]) == sorted(kids)
+        detail = (await client.get("/api/workflows/family%2F3")).json()
+        assert detail["parent_id"] == "family"
+        refused = await client.get("/api/workflows", params={"parent": "a\x00b"})
+        assert refused.status_code == 422
+        assert "parent workflow id" in refused.text

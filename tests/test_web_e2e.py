@@ -585,3 +585,30 @@ async def test_every_script_module_is_served_as_javascript_and_writes_no_html(
         for page in ("/", "/workflows/x"):
             html = (await http.get(page, headers={"Authorization": "Bearer s3cret-token"})).text
             assert '<script type="module" src="/static/app.js"></script>' in html
+
+
+async def test_a_parent_lists_its_children_and_each_child_links_back(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    handle = await sqlite_db.start_workflow(e2e_workflows.Batch, workflow_id="batch-1")
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        await handle.result(timeout=15)
+        page = await browser.new_page()
+        await page.goto(base + "/workflows/batch-1")
+        rows = page.locator("#children tbody tr")
+        await expect(rows).to_have_count(2, timeout=TIMEOUT_MS)
+        await expect(rows.first).to_contain_text("batch-1/3")
+        await expect(rows.first).to_contain_text("COMPLETED")
+        await expect(page.locator("#timeline")).to_be_visible()
+        await shot(page, "workflow-children")
+        await rows.first.get_by_role("link").click()
+        await expect(page.locator("#workflow-id")).to_have_text("batch-1/3", timeout=TIMEOUT_MS)
+        parent = page.locator("#summary").get_by_role("link", name="batch-1")
+        await expect(parent).to_be_visible(timeout=TIMEOUT_MS)
+        await expect(page.locator("#children-section")).to_be_hidden()
+        await parent.click()
+        await expect(page.locator("#workflow-id")).to_have_text("batch-1", timeout=TIMEOUT_MS)
+        await page.close()

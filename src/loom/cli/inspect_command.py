@@ -16,7 +16,7 @@ from loom import limits
 from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, open_database, run
 from loom.cli.timeline import StepRun, failure_cause, step_runs
-from loom.client import WorkflowRecord
+from loom.client import WorkflowRecord, WorkflowSummary
 from loom.core.history import Event, EventType
 from loom.status import WorkflowStatus
 
@@ -40,18 +40,24 @@ def inspect_command(
     """Show a workflow: input, state, status, steps with durations, error and its cause."""
     limits.check_id(workflow_id)
 
-    async def fetch() -> tuple[WorkflowRecord, list[Event]]:
+    async def fetch() -> tuple[WorkflowRecord, list[Event], list[WorkflowSummary]]:
         async with open_database(database) as db:
             handle = db.get_workflow(workflow_id)
             record = await handle.describe()
-            return record, await handle.events()
+            kids = await db.list_workflows(parent_id=workflow_id, limit=MAX_CHILDREN)
+            return record, await handle.events(), kids
 
-    record, history = run(fetch())
+    record, history, children = run(fetch())
     runs = step_runs(history, record.status)
     error = record.error
     cause = failure_cause(history) if error and error.get("type") == "ActivityFailedError" else None
     if as_json:
         document = _as_json(record, runs, cause)
+        document["parent_id"] = record.parent_id
+        document["children"] = [
+            {"workflow_id": c.workflow_id, "name": c.name, "status": c.status.value}
+            for c in _started_order(children)
+        ]
         if traceback:
             document["failed_attempts"] = _failed_attempts(history)
         if events:
@@ -63,6 +69,8 @@ def inspect_command(
     _section(out, "Input", _json_block(record.input))
     _section(out, "State", _json_block(record.state))
     _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
+    if children:
+        _section(out, f"Children ({len(children)})", _children_table(children))
     if record.status is WorkflowStatus.CANCELED:
         reason = (error or {}).get("message")
         _section(out, "Canceled", render.text(f"reason: {reason}" if reason else "no reason given"))
@@ -119,6 +127,8 @@ def _print_header(out: Console, record: WorkflowRecord) -> None:
     grid.add_column(style="dim")
     grid.add_column()
     grid.add_row("name", render.text(f"{record.name} (version {record.version})"))
+    if record.parent_id is not None:
+        grid.add_row("parent", render.text(record.parent_id))
     grid.add_row("current step", render.text(record.current_step or "-"))
     if record.status is WorkflowStatus.RUNNING:
         grid.add_row("scheduling", _scheduling(record))
@@ -148,6 +158,29 @@ def _scheduling(record: WorkflowRecord) -> str:
     return f"sleeping until {render.local_time(record.ready_at)}"
 
 
+MAX_CHILDREN = 1000
+"""The children ``inspect`` lists (``loom list --parent ID`` lists them all)."""
+
+
+def _started_order(children: list[WorkflowSummary]) -> list[WorkflowSummary]:
+    """Oldest first (the list is newest first; children started together keep its order)."""
+    return sorted(children, key=lambda c: c.created_at)
+
+
+def _children_table(children: list[WorkflowSummary]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("ID", "NAME", "STATUS", "STEP"):
+        table.add_column(column, no_wrap=column == "ID")
+    for child in _started_order(children):
+        table.add_row(
+            render.text(child.workflow_id),
+            render.text(child.name),
+            render.status_text(child.status),
+            render.text(child.current_step or "-"),
+        )
+    return table
+
+
 def _section(out: Console, title: str, body: RenderableType) -> None:
     out.print()
     out.print(Text(title, style="bold underline"))
@@ -170,6 +203,8 @@ def _steps_table(runs: list[StepRun]) -> Table:
             notes.append(f"{run_.activities} activit{'y' if run_.activities == 1 else 'ies'}")
         if run_.failed_attempts:
             notes.append(f"{run_.failed_attempts} failed attempt(s)")
+        if run_.children:
+            notes.append(f"{run_.children} child workflow(s)")
         if run_.withdrawn:
             notes.append(f"{run_.withdrawn} withdrawn (cancelled by the step)")
         if run_.signals_handled:

@@ -28,6 +28,9 @@ def list_command(
         ),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Only workflows of this type.")] = None,
+    parent: Annotated[
+        str | None, typer.Option("--parent", help="Only the child workflows of this workflow.")
+    ] = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -35,10 +38,12 @@ def list_command(
     bounded(limit, "--limit", 1, MAX_ROWS)
     if name is not None:
         limits.check_id(name, "workflow name")
+    if parent is not None:
+        limits.check_id(parent, "parent workflow id")
 
     async def fetch() -> list[WorkflowSummary]:
         async with open_database(database) as db:
-            return await db.list_workflows(status=status, limit=limit, name=name)
+            return await db.list_workflows(status=status, limit=limit, name=name, parent_id=parent)
 
     rows = run(fetch())
     if as_json:
@@ -79,6 +84,7 @@ def summary_json(row: WorkflowSummary) -> dict[str, Any]:
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
         "duration_seconds": round(render.lifetime(row.status, created, updated), 3),
+        "parent_id": row.parent_id,
     }
 
 

@@ -26,6 +26,8 @@ class StepRun:
     """Durable calls withdrawn by cancelling the task awaiting them (a race's loser)."""
     signals_handled: int = 0
     """Signals applied by ``@loom.signal`` handlers during the step."""
+    children: int = 0
+    """Child workflows the step started."""
     waits: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -49,11 +51,17 @@ class StepRun:
             "failed_attempts": self.failed_attempts,
             "withdrawn": self.withdrawn,
             "signals_handled": self.signals_handled,
+            "children": self.children,
         }
 
 
 WITHDRAWN = frozenset(
-    {EventType.ACTIVITY_CANCELED, EventType.TIMER_CANCELED, EventType.SIGNAL_WAIT_CANCELED}
+    {
+        EventType.ACTIVITY_CANCELED,
+        EventType.TIMER_CANCELED,
+        EventType.SIGNAL_WAIT_CANCELED,
+        EventType.CHILD_WORKFLOW_CANCELED,
+    }
 )
 
 
@@ -79,6 +87,11 @@ def step_runs(events: list[Event], status: WorkflowStatus) -> list[StepRun]:
             current.waits[event.seq] = f"signal {payload.get('name')!r}"
         elif kind is EventType.TIMER_SCHEDULED:
             current.waits[event.seq] = "timer"
+        elif kind is EventType.CHILD_WORKFLOW_STARTED:
+            current.children += 1
+            current.waits[event.seq] = f"child {payload.get('workflow_id')!r}"
+        elif kind in (EventType.CHILD_WORKFLOW_COMPLETED, EventType.CHILD_WORKFLOW_FAILED):
+            current.waits.pop(payload.get("scheduled", 0), None)
         elif kind is EventType.SIGNAL_RECEIVED and payload.get("scheduled") is None:
             current.signals_handled += 1
         elif kind in (EventType.SIGNAL_RECEIVED, EventType.TIMER_FIRED):

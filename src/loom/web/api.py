@@ -180,6 +180,9 @@ async def list_workflows(
     ] = None,
     name: Annotated[str | None, Query(max_length=200, description="Workflow type")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Substring of the id")] = None,
+    parent: Annotated[
+        str | None, Query(max_length=200, description="Only the children of this workflow")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=limits.MAX_INT64)] = 0,
 ) -> dict[str, Any]:
@@ -189,6 +192,7 @@ async def list_workflows(
         id_contains=_checked(q or None, "the id search"),
         limit=limit + 1,
         offset=offset,
+        parent_id=_checked(parent or None, "parent workflow id"),
     )
     return {
         "workflows": [serialize.summary(r) for r in rows[:limit]],

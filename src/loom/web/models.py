@@ -32,6 +32,9 @@ class WorkflowSummary(_Open):
     updated_at: str = Field(description="ISO 8601, UTC")
     updated: float = Field(description="Seconds since the epoch; the list stream's cursor")
     duration_seconds: float
+    parent_id: str | None = Field(
+        default=None, description="The workflow that started this one as its child"
+    )
 
 
 class WorkflowDetail(WorkflowSummary):

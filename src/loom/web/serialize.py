@@ -34,6 +34,7 @@ def summary(record: WorkflowRecord) -> dict[str, Any]:
         "updated_at": _iso(record.updated),
         "updated": record.updated,
         "duration_seconds": _lifetime(record.status, record.created, record.updated),
+        "parent_id": record.parent_id,
     }
 
 

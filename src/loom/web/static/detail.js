@@ -4,7 +4,15 @@
 // state and error are not all in the events, so a new event has the workflow read again, once
 // per burst; an answer older than the newest request is dropped.
 
-import { api, debounce, follow, newestOnly, workflowApi, workflowIdOfPage } from "./api.js";
+import {
+  api,
+  debounce,
+  follow,
+  newestOnly,
+  workflowApi,
+  workflowHref,
+  workflowIdOfPage,
+} from "./api.js";
 import { timelineChart } from "./charts.js";
 import {
   byId,
@@ -20,7 +28,12 @@ import {
   withoutTraceback,
 } from "./format.js";
 
-const WITHDRAWN = new Set(["ACTIVITY_CANCELED", "TIMER_CANCELED", "SIGNAL_WAIT_CANCELED"]);
+const WITHDRAWN = new Set([
+  "ACTIVITY_CANCELED",
+  "TIMER_CANCELED",
+  "SIGNAL_WAIT_CANCELED",
+  "CHILD_WORKFLOW_CANCELED",
+]);
 
 function withdrawnLabel(item) {
   const p = item.payload || {};
@@ -63,6 +76,9 @@ export function workflowPage() {
       ["Events", String(wf.last_seq)],
     ];
     if (wf.cancel_requested) items.push(["Cancel", "requested"]);
+    if (wf.parent_id) {
+      items.push(["Parent", el("a", { href: workflowHref(wf.parent_id), text: wf.parent_id })]);
+    }
     byId("summary").replaceChildren(
       ...items.map(function ([term, value]) {
         return el("div", {}, [el("dt", { text: term }), el("dd", {}, [value])]);
@@ -76,6 +92,37 @@ export function workflowPage() {
     byId("cancel-send").disabled = !running;
     byId("retry").disabled = wf.status !== "FAILED";
     renderSteps(wf);
+    loadChildren();
+  }
+
+  const childReads = newestOnly();
+  async function loadChildren() {
+    // The workflows this one started, oldest first, each linking to its own page.
+    try {
+      const path = "/api/workflows?limit=500&parent=" + encodeURIComponent(workflowId);
+      const answer = await childReads(function (signal) {
+        return api(path, { signal: signal });
+      });
+      if (answer === null) return;
+      // Oldest first; the list is newest first, and children started together keep its order.
+      const children = answer.value.workflows.slice().sort(function (a, b) {
+        if (a.created_at === b.created_at) return 0;
+        return a.created_at < b.created_at ? -1 : 1;
+      });
+      byId("children-section").hidden = children.length === 0;
+      byId("children").tBodies[0].replaceChildren(
+        ...children.map(function (c) {
+          return el("tr", { "data-child": c.workflow_id }, [
+            el("td", {}, [el("a", { href: workflowHref(c.workflow_id), text: c.workflow_id })]),
+            el("td", { text: c.name }),
+            el("td", {}, [statusBadge(c.status)]),
+            el("td", { text: c.current_step || "-" }),
+          ]);
+        })
+      );
+    } catch (err) {
+      byId("load-error").textContent = err.message;
+    }
   }
 
   function lastActivityFailure() {
