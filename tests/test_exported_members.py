@@ -44,6 +44,7 @@ EXPORTED = [
     "WorkflowHandle",
     "WorkflowNotFoundError",
     "WorkflowNotRunningError",
+    "WorkflowRun",
     "WorkflowSandboxError",
     "WorkflowStatus",
     "WorkflowSummary",

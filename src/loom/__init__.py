@@ -7,7 +7,14 @@ rebuilt from its history, so it survives a crash of any process at any instant.
 
 from importlib import metadata as _metadata
 
-from loom.client import Database, ReplayReport, WorkflowHandle, WorkflowSummary, run_once
+from loom.client import (
+    Database,
+    ReplayReport,
+    WorkflowHandle,
+    WorkflowRun,
+    WorkflowSummary,
+    run_once,
+)
 from loom.core.context import StateProxy, WorkflowContext
 from loom.core.history import Event, EventType
 from loom.core.workflow import Workflow
@@ -88,6 +95,7 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowNotFoundError",
     "WorkflowNotRunningError",
+    "WorkflowRun",
     "WorkflowSandboxError",
     "WorkflowStatus",
     "WorkflowSummary",

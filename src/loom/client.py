@@ -107,6 +107,20 @@ class WorkflowSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkflowRun:
+    """One run of a workflow id: ``status`` is ``CONTINUED_AS_NEW`` for the runs a
+    ``ctx.continue_as_new`` ended, else the workflow's status (the current run); times are
+    seconds since the epoch (``ended`` None while it runs)."""
+
+    run_id: str
+    number: int
+    status: str
+    started: float
+    ended: float | None
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayReport:
     """Whether the current code reproduces one stored history (``loom replay``)."""
 
@@ -452,12 +466,43 @@ class WorkflowHandle(Generic[StateT]):
         """The current state, including changes made by a step that is still running."""
         return (await self.describe()).state  # type: ignore[return-value]
 
-    async def events(self) -> list[Event]:
-        """The whole history, oldest first."""
-        events = await self.database.store.load_history(self.workflow_id)
+    async def events(self, run_id: str | None = None) -> list[Event]:
+        """The current run's whole history, oldest first; with ``run_id``, that of an earlier
+        run (see :meth:`runs`)."""
+        store = self.database.store
+        if run_id is not None:
+            record = await self.describe()
+            if run_id != record.run_id:
+                found = await store.load_run_history(self.workflow_id, run_id)
+                if not found:
+                    raise ConfigurationError(
+                        f"workflow {self.workflow_id!r} has no run {run_id!r}; its runs are "
+                        f"listed by handle.runs() and `loom inspect`"
+                    )
+                return found
+        events = await store.load_history(self.workflow_id)
         if not events:
             await self.describe()  # raises WorkflowNotFoundError
         return events
+
+    async def runs(self) -> list[WorkflowRun]:
+        """Every run of this workflow id, oldest first: those ended by
+        ``ctx.continue_as_new``, then the current one."""
+        record = await self.describe()
+        earlier = await self.database.store.list_runs(self.workflow_id)
+        runs = [
+            WorkflowRun(r.run_id, n, "CONTINUED_AS_NEW", r.started, r.ended, r.events)
+            for n, r in enumerate(earlier, start=1)
+        ]
+        current = record.status.value
+        ended = None if record.status is WorkflowStatus.RUNNING else record.updated
+        started = earlier[-1].ended if earlier else record.created
+        runs.append(
+            WorkflowRun(
+                record.run_id or "", len(runs) + 1, current, started, ended, record.last_seq
+            )
+        )
+        return runs
 
     async def result(self, timeout: float | None = None) -> StateT:
         """Wait for the workflow to end and return its final state.

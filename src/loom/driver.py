@@ -147,7 +147,7 @@ class WorkflowDriver:
     async def execution(self) -> WorkflowExecution:
         """The workflow, live: from the cache when its history has not moved, else by replay."""
         claim, worker = self.claim, self.worker
-        cached = worker.cache.take(claim.workflow_id, claim.last_seq)
+        cached = worker.cache.take(claim.workflow_id, claim.last_seq, claim.run_id)
         if cached is not None:
             return cached
         if len(claim.history) == claim.last_seq:
@@ -155,7 +155,9 @@ class WorkflowDriver:
         else:
             history = await worker.store.load_history(claim.workflow_id)
         definition = worker.registry.workflow(claim.name, claim.workflow_id)
-        return WorkflowExecution(definition, claim.workflow_id, history, now=time.time())
+        ex = WorkflowExecution(definition, claim.workflow_id, history, now=time.time())
+        ex.run_id = claim.run_id
+        return ex
 
     # -- driving --------------------------------------------------------------------------
     async def drive(self, ex: WorkflowExecution) -> None:
@@ -399,6 +401,7 @@ class WorkflowDriver:
             consumed_signals=tuple(self.consumed),
             result=ex.state if status is WorkflowStatus.COMPLETED else None,
             error=ex.error if status is WorkflowStatus.FAILED else None,
+            continue_as_new=ex.continued_as_new,
         )
 
     @staticmethod
@@ -425,7 +428,11 @@ class WorkflowDriver:
         """The workflow left this worker by a write: it ended (its execution is closed) or it
         is parked (its execution is kept, so claiming it again skips replay)."""
         worker = self.worker
-        if ex.finished:
+        if ex.continued_as_new is not None:  # its next run is ready at once
+            worker.stats.parked += 1
+            worker.cache.evict(ex.workflow_id, ex)
+            worker.database.work_available.notify()
+        elif ex.finished:
             if ex.status is WorkflowStatus.COMPLETED:
                 worker.stats.completed += 1
             else:

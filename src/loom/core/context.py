@@ -18,7 +18,7 @@ import random as _random
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, overload
 
 from loom import codec, limits
 from loom.core.history import EventType
@@ -73,6 +73,9 @@ _INPUT_HINT = (
     "the workflow input is part of the history; keep what you derive from it in local "
     "variables or in ctx.state (`await ctx.state.set(key, value)`)"
 )
+
+
+_SAME: Any = object()  # continue_as_new() without an input: this run's input
 
 
 class StateProxy(Mapping[str, Any], Generic[StateT]):
@@ -333,6 +336,25 @@ class WorkflowContext(Generic[InputT, StateT]):
         self._execution.child_task(event.seq, task)
         return ChildHandle(str(event.payload["workflow_id"]), definition.name, task)
 
+    async def continue_as_new(
+        self, input: Any = _SAME, *, initial_state: Mapping[str, Any] | None = None
+    ) -> NoReturn:
+        """End this run and start a fresh one of the same workflow, under the same id, with a
+        new run id and an empty history: a workflow that loops forever keeps its history small.
+
+        ``input`` defaults to this run's input; ``initial_state`` to an empty state (pass
+        ``ctx.state.to_dict()`` to carry it over). Signals still buffered are kept for the new
+        run; the children it started with the "cancel" policy are canceled. Nothing after this
+        call runs.
+        """
+        what = "the input of the next run"
+        carried = self._execution.input if input is _SAME else input
+        payload = {
+            "input": codec.to_json(carried, what=what, root="input"),
+            "state": codec.to_json(dict(initial_state or {}), what=what, root="initial_state"),
+        }
+        raise ContinueAsNew(payload)
+
     async def wait_until(
         self, condition: Callable[[], object], timeout: timedelta | float | None = None
     ) -> None:
@@ -376,6 +398,15 @@ class WorkflowContext(Generic[InputT, StateT]):
         except asyncio.CancelledError:
             self._execution.withdraw(event)
             raise
+
+
+class ContinueAsNew(BaseException):
+    """Raised by ``ctx.continue_as_new`` to end the run; a BaseException, so that a step's
+    ``except Exception`` does not swallow it."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        super().__init__("the workflow continues as a new run")
+        self.payload = payload
 
 
 class ChildHandle:

@@ -25,6 +25,7 @@ class EventType(StrEnum):
     WORKFLOW_FAILED = "WORKFLOW_FAILED"
     WORKFLOW_CANCELED = "WORKFLOW_CANCELED"
     WORKFLOW_RETRIED = "WORKFLOW_RETRIED"
+    WORKFLOW_CONTINUED_AS_NEW = "WORKFLOW_CONTINUED_AS_NEW"
     STEP_STARTED = "STEP_STARTED"
     STEP_COMPLETED = "STEP_COMPLETED"
     STATE_SET = "STATE_SET"
@@ -63,6 +64,7 @@ DECISIONS = frozenset(
         EventType.CHILD_WORKFLOW_CANCELED,
         EventType.WORKFLOW_COMPLETED,
         EventType.WORKFLOW_FAILED,
+        EventType.WORKFLOW_CONTINUED_AS_NEW,
     }
 )
 WITHDRAWALS = {
@@ -86,7 +88,12 @@ CHILD_OUTCOME = "__loom_child__"
 """The name of the message a child's end leaves in its parent's signal buffer (names starting
 with ``__loom`` are refused to users)."""
 TERMINAL = frozenset(
-    {EventType.WORKFLOW_COMPLETED, EventType.WORKFLOW_FAILED, EventType.WORKFLOW_CANCELED}
+    {
+        EventType.WORKFLOW_COMPLETED,
+        EventType.WORKFLOW_FAILED,
+        EventType.WORKFLOW_CANCELED,
+        EventType.WORKFLOW_CONTINUED_AS_NEW,
+    }
 )
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from loom.core import loop as loop_module
-from loom.core.context import WorkflowContext
+from loom.core.context import ContinueAsNew, WorkflowContext
 from loom.core.history import (
     DECISIONS,
     INPUTS,
@@ -194,6 +194,10 @@ class WorkflowExecution:
         self._conditions: list[tuple[Callable[[], object], asyncio.Future[None]]] = []
         self._instance: Any = None  # the running step's instance (signal handlers run on it)
         self._detached: set[int] = set()  # abandoned children the step left unawaited
+        self.run_id: str | None = None
+        """The run this execution is of, as the worker claimed it (for its cache)."""
+        self.continued_as_new: dict[str, Any] | None = None
+        """The next run's input and state, once the code called ``ctx.continue_as_new``."""
         parent = started.payload.get("parent")
         self.parent_id: str | None = parent.get("workflow_id") if isinstance(parent, dict) else None
         """The workflow that started this one as its child, if one did."""
@@ -497,6 +501,9 @@ class WorkflowExecution:
             for task in self._loop.take_tasks():  # the failed step's tasks must not run on
                 if task is not self._main:
                     task.cancel()
+            if isinstance(exc, ContinueAsNew) and self._failure is None:
+                self._continue_as_new(exc.payload)
+                return
             if isinstance(exc, asyncio.CancelledError) and self._spinning is not None:
                 exc = self._spinning
             if self._failure is not None or isinstance(exc, NonDeterminismError):
@@ -526,6 +533,20 @@ class WorkflowExecution:
             if not any(t.cancelling() for t in self._loop.pending_tasks() if t is not self._main):
                 return
             await asyncio.sleep(0)
+
+    def _continue_as_new(self, payload: dict[str, Any]) -> None:
+        """End the run with WORKFLOW_CONTINUED_AS_NEW; the store starts the next one."""
+        self._tearing_down = True  # the run's other calls end with it: nothing is withdrawn
+        try:
+            self.decide(EventType.WORKFLOW_CONTINUED_AS_NEW, {**payload, "step": self.current_step})
+        except NonDeterminismError as nd:
+            self._finish_failed(nd, step=self.current_step)
+            return
+        self.continued_as_new = payload
+        self.status = WorkflowStatus.COMPLETED
+        for pending in self._pending.values():
+            pending.future.cancel()
+        self._pending.clear()
 
     def _check_step_settled(self, step: str) -> None:
         orphans = [task for task in self._loop.take_tasks() if not task.done()]

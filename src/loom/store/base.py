@@ -56,6 +56,8 @@ class WorkflowRecord:
     cancel_requested: bool
     parent_id: str | None = None
     """The workflow that started this one as its child (``ctx.child``), if one did."""
+    run_id: str | None = None
+    """The current run's id (a new one after each ``ctx.continue_as_new``)."""
 
     @property
     def created_at(self) -> datetime:
@@ -64,6 +66,16 @@ class WorkflowRecord:
     @property
     def updated_at(self) -> datetime:
         return datetime.fromtimestamp(self.updated, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One earlier run of a workflow id, ended by ``ctx.continue_as_new``."""
+
+    run_id: str
+    started: float
+    ended: float
+    events: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +89,8 @@ class Claim:
     lease_epoch: int
     last_seq: int
     history: tuple[Event, ...] = ()
+    run_id: str | None = None
+    """The run claimed: a cached execution of an earlier run of the same id is not it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +121,9 @@ class Commit:
     consumed_signals: tuple[int, ...] = ()
     result: Any = None
     error: dict[str, Any] | None = None
+    continue_as_new: dict[str, Any] | None = None
+    """The next run's ``input`` and ``state``: the run ends (its last event is
+    WORKFLOW_CONTINUED_AS_NEW) and the next begins under the same workflow id."""
 
 
 class CommitOutcome(StrEnum):
@@ -139,6 +156,16 @@ class StoreStats:
 class DumpedEvent(NamedTuple):
     """One ``events`` row as stored: the payload is the stored JSON text, not decoded."""
 
+    seq: int
+    type: str
+    payload: str
+    created_at: float
+
+
+class DumpedRunEvent(NamedTuple):
+    """One event of an earlier run, as stored."""
+
+    run_id: str
     seq: int
     type: str
     payload: str
@@ -182,6 +209,9 @@ class WorkflowDump:
     signals: tuple[DumpedSignal, ...]
     parent_id: str | None = None
     parent_close_policy: str | None = None
+    run_id: str | None = None
+    run_events: tuple[DumpedRunEvent, ...] = ()
+    """The histories of its earlier runs (continued as new), by run id and seq."""
 
     COPIED_FIELDS = (
         "workflow_id",
@@ -201,6 +231,7 @@ class WorkflowDump:
         "cancel_requested",
         "parent_id",
         "parent_close_policy",
+        "run_id",
     )
     """What a copy carries over and :meth:`differences` compares: every field of the row but
     the lease owner."""
@@ -220,6 +251,8 @@ class WorkflowDump:
             found.append(f"events (first at seq {seqs[0]})" if seqs else "events (order)")
         if self.signals != other.signals:
             found.append(f"signals ({len(self.signals)} vs {len(other.signals)})")
+        if self.run_events != other.run_events:
+            found.append(f"earlier runs ({len(self.run_events)} vs {len(other.run_events)} events)")
         return found
 
 
@@ -262,6 +295,14 @@ class Store(abc.ABC):
     ) -> list[Event]:
         """The events after ``after_seq`` in seq order: all of them, or the first ``limit``
         (a page: the dashboard streams a long history without holding it whole)."""
+
+    @abc.abstractmethod
+    async def list_runs(self, workflow_id: str) -> list[RunSummary]:
+        """The earlier runs of ``workflow_id`` (those continued as new), oldest first."""
+
+    @abc.abstractmethod
+    async def load_run_history(self, workflow_id: str, run_id: str) -> list[Event]:
+        """The history of one earlier run, in seq order (empty for an unknown run)."""
 
     @abc.abstractmethod
     async def commit(self, commit: Commit, now: float) -> CommitOutcome:

@@ -13,6 +13,7 @@ the schema in :func:`migrate`; the figures of :func:`stats`. Copying (``loom mig
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,7 @@ from loom.store.statements import (
 )
 
 NEW_COLUMNS_BASE = (
-    "id, name, version, status, input, state, created_at, updated_at, last_seq, ready_at"
+    "id, name, version, status, input, state, created_at, updated_at, last_seq, ready_at, run_id"
 )
 CHILD_MARKS = ", ".join("?" * (len(NEW_COLUMNS_BASE.split(",")) + 2))
 
@@ -136,7 +137,6 @@ def commit_one(
     if c.events:
         if c.events[0].seq != fence.last_seq + 1:
             return CommitOutcome.FENCED, None
-        written.extend(p.events)
         new_last = c.events[-1].seq
     if c.consumed_signals:
         where, args = d.among("id", c.consumed_signals, "bigint")
@@ -144,6 +144,11 @@ def commit_one(
     # Children start before the park below looks for buffered messages: a child whose id was
     # taken leaves its failure there, for the parent to take at once.
     woke = yield from children_of(d, c.workflow_id, c.events, now, written)
+    if c.continue_as_new is not None and c.events:  # the run ends; the next begins in its place
+        yield events(p.events)  # before the run's history is put away
+        yield from continue_as_new(d, c, fence, now, written)
+        return CommitOutcome.OK, now
+    written.extend(p.events)
     release = True
     if c.status is not WorkflowStatus.RUNNING:
         ready_at = None
@@ -237,6 +242,53 @@ def canceled_error(reason: Any) -> dict[str, Any]:
     return {"type": "Canceled", "message": reason}
 
 
+# -- continue-as-new ------------------------------------------------------------------------
+def continue_as_new(
+    d: Dialect, c: Commit, fence: Fence, now: float, written: list[EventRow]
+) -> Rule[None]:
+    """Put the ended run's history away (``run_events``, under its run id) and begin the next
+    run in the workflow's row: a new run id, the given input and state, a first event, ready at
+    once and leased to nobody. Buffered signals stay for the new run; the run's "cancel"
+    children are canceled; a child's next run keeps its parent."""
+    assert c.continue_as_new is not None
+    wid = c.workflow_id
+    [row] = yield rows("SELECT run_id, name, version FROM workflows WHERE id = ?", wid)
+    [started] = yield rows("SELECT payload FROM events WHERE workflow_id = ? AND seq = 1", wid)
+    old_run = row["run_id"] or new_run_id()
+    yield run(
+        "INSERT INTO run_events (workflow_id, run_id, seq, type, payload, created_at) "
+        "SELECT workflow_id, ?, seq, type, payload, created_at FROM events WHERE workflow_id = ?",
+        old_run,
+        wid,
+    )
+    yield run("DELETE FROM events WHERE workflow_id = ?", wid)
+    yield from parent_close(d, wid, now, written)
+    run_id = new_run_id()
+    first: dict[str, Any] = {
+        "name": row["name"],
+        "version": row["version"],
+        "input": c.continue_as_new.get("input"),
+        "state": c.continue_as_new.get("state") or {},
+        "continued_from": old_run,
+    }
+    parent = orjson.loads(started["payload"]).get("parent")
+    if parent is not None:
+        first["parent"] = parent
+    written.extend(event_rows(wid, [Event(1, EventType.WORKFLOW_STARTED, first, now)]))
+    yield run(
+        "UPDATE workflows SET run_id = ?, input = ?, state = ?, status = 'RUNNING', result = NULL, "
+        "error = NULL, current_step = NULL, updated_at = ?, last_seq = 1, ready_at = ?, "
+        "lease_owner = NULL, lease_epoch = lease_epoch + 1 WHERE id = ?",
+        run_id,
+        dump(first["input"]),
+        dump(first["state"]),
+        now,
+        now,
+        wid,
+    )
+    fence.status, fence.last_seq, fence.epoch = "RUNNING", 1, fence.epoch + 1
+
+
 # -- child workflows ------------------------------------------------------------------------
 def children_of(
     d: Dialect, parent_id: str, decided: Sequence[Event], now: float, written: list[EventRow]
@@ -296,6 +348,7 @@ def start_child(
         now,
         1,
         now,
+        new_run_id(),
         parent_id,
         p.get("parent_close_policy") or "cancel",
     )
@@ -361,7 +414,12 @@ def new_values(new: NewWorkflow, first: Event) -> tuple[Any, ...]:
         now,
         first.seq,
         now,
+        new_run_id(),
     )
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
 
 
 # -- claims ---------------------------------------------------------------------------------
@@ -375,7 +433,7 @@ def claim_statement(
         "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, ready_at = ? "
         f"WHERE id IN (SELECT id FROM workflows WHERE ready_at <= ? AND {where} "
         f"ORDER BY ready_at LIMIT ?{d.skip_locked}) "
-        "RETURNING id, name, lease_epoch, last_seq, cancel_requested",
+        "RETURNING id, name, lease_epoch, last_seq, cancel_requested, run_id",
         owner,
         now + lease_seconds,
         now,

@@ -19,6 +19,7 @@ from loom.store import copying, rules
 from loom.store.base import (
     CancelOutcome,
     Claim,
+    RunSummary,
     Signal,
     Store,
     StoreStats,
@@ -89,6 +90,7 @@ class SqlStore(Store):
                 r["lease_epoch"],
                 r["last_seq"],
                 (started[r["id"]],) if r["id"] in started else (),
+                r["run_id"],
             )
             for r in claimed
             if r["cancel_requested"] is None
@@ -103,6 +105,26 @@ class SqlStore(Store):
             found = await self._rows(sql, workflow_id, after_seq)
         else:
             found = await self._rows(f"{sql} LIMIT ?", workflow_id, after_seq, max(0, limit))
+        return [event(r) for r in found]
+
+    async def list_runs(self, workflow_id: str) -> list[RunSummary]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            "SELECT run_id, MIN(created_at) AS started, MAX(created_at) AS ended, "
+            "COUNT(*) AS n FROM run_events WHERE workflow_id = ? GROUP BY run_id "
+            "ORDER BY started, run_id",
+            workflow_id,
+        )
+        return [RunSummary(r["run_id"], r["started"], r["ended"], int(r["n"])) for r in found]
+
+    async def load_run_history(self, workflow_id: str, run_id: str) -> list[Event]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            f"SELECT {EVENT_COLUMNS} FROM run_events WHERE workflow_id = ? AND run_id = ? "
+            "ORDER BY seq",
+            workflow_id,
+            run_id,
+        )
         return [event(r) for r in found]
 
     async def renew(
