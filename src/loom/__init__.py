@@ -10,14 +10,17 @@ from importlib import metadata as _metadata
 from loom.client import Database, ReplayReport, WorkflowHandle, WorkflowSummary, run_once
 from loom.core.context import StateProxy, WorkflowContext
 from loom.core.history import Event, EventType
+from loom.core.query import QueryContext
 from loom.core.workflow import Workflow
 from loom.definitions import (
     ActivityDefinition,
+    QueryDefinition,
     Registry,
     StepDefinition,
     WorkflowDefinition,
     activity,
     default_registry,
+    query,
     step,
     workflow,
 )
@@ -30,6 +33,9 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     LoomError,
     NonDeterminismError,
     PayloadError,
+    QueryArgumentsError,
+    QueryFailedError,
+    QueryNotFoundError,
     ReadOnlyError,
     StoreError,
     UnawaitedCallError,
@@ -64,6 +70,11 @@ __all__ = [
     "LoomError",
     "NonDeterminismError",
     "PayloadError",
+    "QueryArgumentsError",
+    "QueryContext",
+    "QueryDefinition",
+    "QueryFailedError",
+    "QueryNotFoundError",
     "ReadOnlyError",
     "Registry",
     "ReplayReport",
@@ -91,6 +102,7 @@ __all__ = [
     "__version__",
     "activity",
     "default_registry",
+    "query",
     "run_once",
     "step",
     "workflow",
