@@ -372,8 +372,8 @@ class Database:
             return (registry or self.registry).workflow(record.name, record.workflow_id)
         except UnknownWorkflowTypeError:
             raise ConfigurationError(
-                f"workflow {record.workflow_id!r} is a {record.name!r} workflow, and no class of "
-                "that name is registered in this process: import the module that defines it "
+                f"workflow {record.workflow_id!r} is of type {record.name!r}, and no class of that "
+                "name is registered in this process: import the module that defines it "
                 "(the loom command and `loom web` take -m MODULE, $LOOM_MODULES or "
                 "[tool.loom] modules in pyproject.toml)"
             ) from None

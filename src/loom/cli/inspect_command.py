@@ -14,10 +14,12 @@ from rich.text import Text
 
 from loom import limits
 from loom.cli import render
-from loom.cli.common import DatabaseOption, JsonOption, open_database, run
+from loom.cli.common import DatabaseOption, JsonOption, ModulesOption, open_database, run
 from loom.cli.timeline import StepRun, failure_cause, step_runs
-from loom.client import WorkflowRecord
+from loom.client import Database, WorkflowRecord
 from loom.core.history import Event, EventType
+from loom.errors import ConfigurationError
+from loom.modules import import_modules
 from loom.status import WorkflowStatus
 
 
@@ -34,24 +36,29 @@ def inspect_command(
             "activity attempt.",
         ),
     ] = False,
+    modules: ModulesOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a workflow: input, state, status, steps with durations, error and its cause."""
+    """Show a workflow: input, state, status, steps with durations, error and its cause, and
+    the queries it answers (with its module: -m, $LOOM_MODULES or [tool.loom])."""
     limits.check_id(workflow_id)
+    unimportable = _import_quietly(modules)
 
-    async def fetch() -> tuple[WorkflowRecord, list[Event]]:
+    async def fetch() -> tuple[WorkflowRecord, list[Event], list[str] | str]:
         async with open_database(database) as db:
             handle = db.get_workflow(workflow_id)
             record = await handle.describe()
-            return record, await handle.events()
+            queries = unimportable or _queries(db, record)
+            return record, await handle.events(), queries
 
-    record, history = run(fetch())
+    record, history, queries = run(fetch())
     runs = step_runs(history, record.status)
     error = record.error
     cause = failure_cause(history) if error and error.get("type") == "ActivityFailedError" else None
     if as_json:
         document = _as_json(record, runs, cause)
+        document["queries"] = queries if isinstance(queries, list) else None
         if traceback:
             document["failed_attempts"] = _failed_attempts(history)
         if events:
@@ -59,7 +66,7 @@ def inspect_command(
         render.emit_json(document)
         return
     out = render.console()
-    _print_header(out, record)
+    _print_header(out, record, queries)
     _section(out, "Input", _json_block(record.input))
     _section(out, "State", _json_block(record.state))
     _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
@@ -107,7 +114,34 @@ def _event_json(event: Event) -> dict[str, Any]:
     }
 
 
-def _print_header(out: Console, record: WorkflowRecord) -> None:
+def _import_quietly(modules: list[str] | None) -> str | None:
+    """Import the workflow modules; a module named with -m must import, but one from the
+    defaults that cannot is only noted (inspecting needs no code): the reason, or None."""
+    try:
+        import_modules(modules)
+    except ConfigurationError as exc:
+        if modules:
+            raise
+        return f"unknown ({exc})"
+    return None
+
+
+def _queries(db: Database, record: WorkflowRecord) -> list[str] | str:
+    """The names of the workflow's queries, or why they are unknown here."""
+    try:
+        definition = db.definition_for(record)
+    except ConfigurationError:
+        return f"unknown: no class named {record.name!r} is registered here (-m MODULE)"
+    return [q.name for q in definition.queries]
+
+
+def _queries_line(queries: list[str] | str) -> str:
+    if isinstance(queries, str):
+        return queries
+    return ", ".join(queries) if queries else "none"
+
+
+def _print_header(out: Console, record: WorkflowRecord, queries: list[str] | str) -> None:
     title = Text.assemble(
         ("Workflow ", "bold"),
         (render.safe(record.workflow_id), "bold"),
@@ -126,6 +160,7 @@ def _print_header(out: Console, record: WorkflowRecord) -> None:
     grid.add_row("updated", render.local_time(record.updated))
     lifetime = render.lifetime(record.status, record.created, record.updated)
     grid.add_row("duration", render.duration(lifetime))
+    grid.add_row("queries", render.text(_queries_line(queries)))
     out.print(Padding(grid, (0, 0, 0, 2), expand=False))
 
 
