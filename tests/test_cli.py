@@ -660,6 +660,7 @@ def test_query_errors_are_one_line(populated: dict[str, Any]) -> None:
         (("a1", "greeting", "--args", "{}"), ["--args must be a JSON array", "got an object"]),
         (("a1", "greeting", "--args", "[1,"), ["--args is not valid JSON"]),
         (("a1", "greeting", "--args", "[NaN]"), ["--args is not valid JSON", "NaN"]),
+        (("a1", "greeting", "--args", "[" * 5000 + "]" * 5000), ["nested too deeply"]),
         (("a1", "greeting"), ["missing a required argument: 'text'"]),
         (("a1", "greeting", "--args", '["hi", -1]'), ["failed: ValueError: times must be >= 0"]),
         (("a1", "bad\x1bname"), ["query name", "U+001B"]),

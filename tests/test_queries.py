@@ -93,6 +93,10 @@ class QryOrder(loom.Workflow[dict[str, Any], dict[str, Any]]):
             raise Unprintable()
         if kind == "exit":
             sys.exit(3)
+        if kind == "interrupt":
+            raise KeyboardInterrupt("raised by the query itself")
+        if kind == "deep":
+            return nested(5000)
         if kind == "state":
             ctx.state["items"].append({"name": "free", "price": 0})
         if kind == "set":
@@ -119,6 +123,13 @@ class QryOrder(loom.Workflow[dict[str, Any], dict[str, Any]]):
         elif kind == "orphan":
             asyncio.get_running_loop().create_task(asyncio.Event().wait())
         return kind
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 def order_input(**extra: Any) -> dict[str, Any]:
@@ -245,6 +256,8 @@ async def test_arguments_that_do_not_fit_are_refused_before_the_query_runs(
         await handle.query("echo", 2**70)
     with pytest.raises(loom.QueryArgumentsError, match="bytes"):
         await handle.query("echo", b"raw")
+    with pytest.raises(loom.QueryArgumentsError, match="nested too deeply"):
+        await handle.query("echo", nested(5000))
     with pytest.raises(loom.QueryArgumentsError, match=r"it takes value; got 2"):
         await handle.query("echo", 1, 2)
     with pytest.raises(loom.QueryArgumentsError, match=r"it takes no arguments; got 1"):
@@ -302,6 +315,10 @@ async def test_a_query_that_raises_fails_typed_and_changes_nothing(db: loom.Data
         await handle.query("fails", "unprintable")
     with pytest.raises(loom.QueryFailedError, match="SystemExit: 3"):
         await handle.query("fails", "exit")
+    with pytest.raises(loom.QueryFailedError, match="KeyboardInterrupt: raised by the query"):
+        await handle.query("fails", "interrupt")
+    with pytest.raises(loom.PayloadError, match="result is nested too deeply"):
+        await handle.query("fails", "deep")
     with pytest.raises(loom.QueryFailedError, match=r"ReadOnlyError: ctx.state\['items'\]"):
         await handle.query("fails", "state")
     with pytest.raises(loom.QueryFailedError, match=r"ReadOnlyError: ctx\.state is read-only"):

@@ -220,6 +220,11 @@ async def test_a_query_answers_from_the_state_and_changes_nothing(
         "/api/workflows/orders%2F7/query/scaled", params={"args": '[1.5, "ñ \u202e", "<b>"]'}
     )
     assert scaled.json() == {"result": {"amount": 63.0, "notes": ["ñ \u202e", "<b>"]}}
+    # A query may be named like a sub-route; the events of the workflow are still there.
+    named_events = await client.get("/api/workflows/orders%2F7/query/events")
+    assert named_events.json() == {"result": ["doubled"]}
+    history = (await client.get("/api/workflows/orders%2F7/events")).json()["events"]
+    assert len(history) == before.last_seq
     assert await handle.describe() == before
     assert len(await handle.events()) == before.last_seq
 
@@ -237,7 +242,7 @@ async def test_query_errors(db: loom.Database, client: httpx.AsyncClient) -> Non
     assert_error(
         await client.get("/api/workflows/q1/query/amont"),
         404,
-        "no query 'amont'; its queries: 'amount', 'scaled', 'audit'",
+        "no query 'amont'; its queries: 'amount', 'scaled', 'events', 'audit'",
     )
     for args, fragment in [
         ("{oops", "args is not valid JSON"),
@@ -397,6 +402,7 @@ async def test_definitions_list_steps_and_their_calls(client: httpx.AsyncClient)
     assert approval["queries"] == [
         {"name": "amount", "parameters": [], "description": "The doubled amount, once computed."},
         {"name": "scaled", "parameters": ["factor", "*notes"], "description": None},
+        {"name": "events", "parameters": [], "description": None},
         {"name": "audit", "parameters": ["what"], "description": None},
     ]
     assert found["web_Flaky"]["queries"] == []

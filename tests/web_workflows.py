@@ -53,6 +53,10 @@ class Approval(loom.Workflow[dict[str, Any], dict[str, Any]]):
     def scaled(self, ctx: QCtx, factor: float, *notes: str) -> dict[str, Any]:
         return {"amount": ctx.state["doubled"] * factor, "notes": list(notes)}
 
+    @loom.query(name="events")
+    def keys(self, ctx: QCtx) -> list[str]:
+        return sorted(ctx.state)
+
     @loom.query
     def audit(self, ctx: QCtx, what: str) -> Any:
         if what == "nan":

@@ -212,11 +212,21 @@ def step(
     fn: F | None = None, /, *, name: str | None = None, description: str | None = None
 ) -> F | Callable[[F], F]:
     """Mark ``async def method(self, ctx)`` as a workflow step. Steps run in definition order."""
+    return _bare_or_called(_make_step, fn, name, description)
+
+
+def _bare_or_called(
+    make: Callable[[Any, str | None, str | None], Any],
+    fn: F | None,
+    name: str | None,
+    description: str | None,
+) -> F | Callable[[F], F]:
+    """A method decorator used bare (``@loom.step``) or called (``@loom.step(name=...)``)."""
     if fn is not None:
-        return _make_step(fn, None, None)  # type: ignore[no-any-return]
+        return make(fn, None, None)  # type: ignore[no-any-return]
 
     def decorate(f: F) -> F:
-        return _make_step(f, name, description)  # type: ignore[no-any-return]
+        return make(f, name, description)  # type: ignore[no-any-return]
 
     return decorate
 
@@ -294,13 +304,7 @@ def query(
     read-only) without waking, leasing or changing it: ``await handle.query(name, *args)``,
     ``loom query``, ``GET /api/workflows/{id}/query/{name}``. Its answer must be JSON.
     """
-    if fn is not None:
-        return _make_query(fn, None, None)  # type: ignore[no-any-return]
-
-    def decorate(f: F) -> F:
-        return _make_query(f, name, description)  # type: ignore[no-any-return]
-
-    return decorate
+    return _bare_or_called(_make_query, fn, name, description)
 
 
 def query_definition(obj: Any) -> QueryDefinition | None:

@@ -175,8 +175,8 @@ def _run(call: Callable[[], Any], name: str, workflow_id: str) -> Any:
             value = call()
             if inspect.isawaitable(value):
                 value = await value
-        except (KeyboardInterrupt, GeneratorExit):
-            raise  # the caller's Ctrl-C, or the coroutine being closed: not the query's failure
+        except GeneratorExit:
+            raise  # the coroutine being closed, not the query failing
         except BaseException as exc:  # sys.exit() in a query must not end the caller's process
             outcome.append((False, exc))
         else:

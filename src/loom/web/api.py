@@ -225,31 +225,7 @@ async def start_workflow(
     return JSONResponse(data, status_code=200 if existed else 201)
 
 
-@router.get(
-    "/workflows/{workflow_id:path}/events",
-    tags=["workflows"],
-    summary="A workflow's history, oldest first, a page at a time",
-    description="At most `limit` events after `after_seq`; while `has_more`, ask for the "
-    "next page with `after_seq` = `next_after_seq`.",
-    response_model=models.EventPage,
-    responses=ONE_WORKFLOW,
-)
-async def get_events(
-    workflow_id: WorkflowId,
-    db: DB,
-    after_seq: Annotated[int, Query(ge=0, le=limits.MAX_INT64)] = 0,
-    limit: Annotated[int, Query(ge=1, le=streams.MAX_PAGE)] = streams.PAGE,
-) -> dict[str, Any]:
-    await _record(db, workflow_id)
-    events, more = await streams.history_page(db, workflow_id, after_seq, limit)
-    return {
-        "workflow_id": workflow_id,
-        "events": [serialize.event(e) for e in events],
-        "has_more": more,
-        "next_after_seq": events[-1].seq if events else after_seq,
-    }
-
-
+# Before the other routes with a suffix: a query may be named "events".
 @router.get(
     "/workflows/{workflow_id:path}/query/{name}",
     tags=["workflows"],
@@ -298,6 +274,31 @@ def _query_arguments(text: str | None, workflow_id: str, name: str) -> list[Any]
 
 def _not_json(word: str) -> Any:
     raise ValueError(f"{word} is not a JSON number")
+
+
+@router.get(
+    "/workflows/{workflow_id:path}/events",
+    tags=["workflows"],
+    summary="A workflow's history, oldest first, a page at a time",
+    description="At most `limit` events after `after_seq`; while `has_more`, ask for the "
+    "next page with `after_seq` = `next_after_seq`.",
+    response_model=models.EventPage,
+    responses=ONE_WORKFLOW,
+)
+async def get_events(
+    workflow_id: WorkflowId,
+    db: DB,
+    after_seq: Annotated[int, Query(ge=0, le=limits.MAX_INT64)] = 0,
+    limit: Annotated[int, Query(ge=1, le=streams.MAX_PAGE)] = streams.PAGE,
+) -> dict[str, Any]:
+    await _record(db, workflow_id)
+    events, more = await streams.history_page(db, workflow_id, after_seq, limit)
+    return {
+        "workflow_id": workflow_id,
+        "events": [serialize.event(e) for e in events],
+        "has_more": more,
+        "next_after_seq": events[-1].seq if events else after_seq,
+    }
 
 
 @router.post(
