@@ -69,6 +69,18 @@ class Approval(loom.Workflow[dict[str, Any], dict[str, Any]]):
     ) -> None:
         await ctx.state.set("approval", await ctx.wait_for_signal("cli_approve"))
 
+    @loom.query
+    def requester(self, ctx: loom.QueryContext[dict[str, Any], dict[str, Any]]) -> Any:
+        return {"who": ctx.state.get("requested_by"), "approval": ctx.state.get("approval")}
+
+    @loom.query
+    def greeting(
+        self, ctx: loom.QueryContext[dict[str, Any], dict[str, Any]], text: str, times: int = 1
+    ) -> list[str]:
+        if times < 0:
+            raise ValueError(f"times must be >= 0, got {times}")
+        return [f"{text}, {ctx.input['who']}"] * times
+
 
 class MissingFlagError(Exception):
     pass

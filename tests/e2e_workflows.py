@@ -8,6 +8,7 @@ from typing import Any
 import loom
 
 Ctx = loom.WorkflowContext[Any, dict[str, Any]]
+QCtx = loom.QueryContext[Any, dict[str, Any]]
 
 FLAKY = {"fail": True}
 """While ``fail`` is true, ``e2e_flaky_call`` raises: a test flips it before retrying."""
@@ -44,6 +45,17 @@ class Approval(loom.Workflow[dict[str, Any], dict[str, Any]]):
     async def settle(self, ctx: Ctx) -> None:
         await ctx.sleep(seconds=0.05)
         await ctx.state.set("settled", True)
+
+    @loom.query
+    def doubled(self, ctx: QCtx) -> Any:
+        return ctx.state.get("doubled")
+
+    @loom.query(name="plus ?#%")
+    def plus(self, ctx: QCtx, n: int) -> int:
+        """The doubled amount plus n."""
+        if n < 0:
+            raise ValueError("n must not be negative")
+        return int(ctx.state["doubled"]) + n
 
 
 @loom.workflow(name="e2e_Echo")

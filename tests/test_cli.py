@@ -614,6 +614,65 @@ def test_signal_cancel_and_retry_change_the_workflows(populated: dict[str, Any])
     assert sorted(r["workflow_id"] for r in listed) == ["a1", "f1", "p1", "p2"]
 
 
+# -- queries ---------------------------------------------------------------------------------
+
+
+def test_query_prints_the_answer_as_json_and_changes_nothing(populated: dict[str, Any]) -> None:
+    env, cwd, url = populated["env"], populated["cwd"], populated["url"]
+    record = with_db(url, lambda db: db.get_workflow("a1").describe())
+    module = ("-m", "cli_workflows")
+
+    answer = ok(loom_cli("query", "a1", "requester", *module, env=env, cwd=cwd))
+    assert json.loads(answer) == {"who": "ann", "approval": None}
+    assert answer == '{\n  "who": "ann",\n  "approval": null\n}\n'  # indented, no colour
+    greeting = loom_cli(
+        "query", "a1", "greeting", "--args", '["hej ☃\u202e", 2]', *module, env=env, cwd=cwd
+    )
+    assert ok(greeting) == '[\n  "hej ☃\\u202e, ann",\n  "hej ☃\\u202e, ann"\n]\n'
+    with_modules = cli_env(url, LOOM_MODULES="cli_workflows")
+    assert json.loads(
+        ok(loom_cli("query", "a1", "greeting", "-a", '["hi"]', env=with_modules, cwd=cwd))
+    ) == ["hi, ann"]
+    assert with_db(url, lambda db: db.get_workflow("a1").describe()) == record
+
+    inspected = ok(loom_cli("inspect", "a1", *module, env=env, cwd=cwd))
+    assert "  queries       requester, greeting" in inspected.splitlines()
+    shown = ok_json(loom_cli("inspect", "a1", "--json", *module, env=env, cwd=cwd))
+    assert shown["queries"] == ["requester", "greeting"]
+    assert ok_json(loom_cli("inspect", "p1", "--json", *module, env=env, cwd=cwd))["queries"] == []
+    unknown = ok(loom_cli("inspect", "a1", env=env, cwd=cwd))
+    assert "no class named 'cli_Approval' is registered here" in unknown
+    assert ok_json(loom_cli("inspect", "a1", "--json", env=env, cwd=cwd))["queries"] is None
+    broken = ok(loom_cli("inspect", "a1", env=cli_env(url, LOOM_MODULES="cli_nope"), cwd=cwd))
+    assert "queries       unknown (cannot import module 'cli_nope'" in broken
+    assert_one_line_error(
+        loom_cli("inspect", "a1", "-m", "cli_nope", env=env, cwd=cwd), "cannot import module"
+    )
+
+
+def test_query_errors_are_one_line(populated: dict[str, Any]) -> None:
+    env, cwd = populated["env"], populated["cwd"]
+    module = ("-m", "cli_workflows")
+    for args, fragments in [
+        (("ghost", "requester"), ["no workflow with id 'ghost'"]),
+        (("a1", "requestor"), ["has no query 'requestor'; its queries: 'requester', 'greeting'"]),
+        (("a1", "greeting", "--args", '"hi"'), ["--args must be a JSON array", "got a string"]),
+        (("a1", "greeting", "--args", "{}"), ["--args must be a JSON array", "got an object"]),
+        (("a1", "greeting", "--args", "[1,"), ["--args is not valid JSON"]),
+        (("a1", "greeting", "--args", "[NaN]"), ["--args is not valid JSON", "NaN"]),
+        (("a1", "greeting", "--args", "[" * 5000 + "]" * 5000), ["nested too deeply"]),
+        (("a1", "greeting"), ["missing a required argument: 'text'"]),
+        (("a1", "greeting", "--args", '["hi", -1]'), ["failed: ValueError: times must be >= 0"]),
+        (("a1", "bad\x1bname"), ["query name", "U+001B"]),
+    ]:
+        assert_one_line_error(loom_cli("query", *args, *module, env=env, cwd=cwd), *fragments)
+    assert_one_line_error(
+        loom_cli("query", "a1", "requester", env=env, cwd=cwd),
+        "is of type 'cli_Approval', and no class of that name is registered in this process",
+        "-m MODULE",
+    )
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 

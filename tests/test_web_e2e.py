@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -477,6 +477,47 @@ async def test_a_workflow_whose_id_has_slashes_and_spaces_opens_from_the_list(
         assert f"/api/workflows/{encoded}/signal" in paths
         await page.close()
     assert (await sqlite_db.get_workflow(odd).state())["decision"] is None
+
+
+async def test_the_workflow_page_runs_its_queries_and_shows_their_answers(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    odd = "orders/7 ✓?x#"
+    handle = await sqlite_db.start_workflow(
+        e2e_workflows.Approval, workflow_input={"n": 4}, workflow_id=odd
+    )
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        page = await browser.new_page()
+        await page.goto(base + "/workflows/" + quote(odd, safe=""))
+        await expect(page.locator("#events tbody")).to_contain_text(
+            "SIGNAL_WAIT_STARTED", timeout=TIMEOUT_MS
+        )
+        before = await handle.describe()
+
+        def query(name: str) -> Any:
+            return page.locator(".query-item", has=page.locator(f'form[data-query="{name}"]'))
+
+        doubled, plus = query("doubled"), query("plus ?#%")
+        await expect(doubled.locator("input")).to_have_count(0)  # it takes no arguments
+        await doubled.get_by_role("button", name="Run").click()
+        await expect(doubled.locator("pre.query-result")).to_have_text("8")
+        await expect(plus).to_contain_text("The doubled amount plus n.")
+        answer = plus.locator("pre.query-result")
+        await plus.locator("input").fill("[5]")
+        await plus.get_by_role("button", name="Run").click()
+        await expect(answer).to_have_text("13")
+        await plus.locator("input").fill("[-1]")
+        await plus.get_by_role("button", name="Run").click()
+        await expect(answer).to_contain_text("failed: ValueError: n must not be negative")
+        await expect(answer).to_have_class(re.compile("error"))
+        await plus.locator("input").fill("5")
+        await plus.get_by_role("button", name="Run").click()
+        await expect(answer).to_have_text("Arguments must be a JSON array.")
+        await page.close()
+    assert await handle.describe() == before
 
 
 async def test_the_list_applies_streamed_changes_without_fetching_it_again(

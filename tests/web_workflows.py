@@ -7,6 +7,7 @@ from typing import Any
 import loom
 
 Ctx = loom.WorkflowContext[Any, dict[str, Any]]
+QCtx = loom.QueryContext[Any, dict[str, Any]]
 
 FLAKY = {"fail": True}
 """While ``fail`` is true, ``web_flaky_call`` raises: a test flips it before retrying."""
@@ -42,6 +43,25 @@ class Approval(loom.Workflow[dict[str, Any], dict[str, Any]]):
     async def finish(self, ctx: Ctx) -> None:
         await ctx.sleep(seconds=0.01)
         await ctx.state.set("done", True)
+
+    @loom.query
+    def amount(self, ctx: QCtx) -> Any:
+        """The doubled amount, once computed."""
+        return ctx.state.get("doubled")
+
+    @loom.query
+    def scaled(self, ctx: QCtx, factor: float, *notes: str) -> dict[str, Any]:
+        return {"amount": ctx.state["doubled"] * factor, "notes": list(notes)}
+
+    @loom.query(name="events")
+    def keys(self, ctx: QCtx) -> list[str]:
+        return sorted(ctx.state)
+
+    @loom.query
+    def audit(self, ctx: QCtx, what: str) -> Any:
+        if what == "nan":
+            return float("nan")
+        raise ValueError(f"the books do not balance: {what}")
 
 
 @loom.workflow(name="web_Echo")

@@ -17,14 +17,17 @@ from loom.client import (
 )
 from loom.core.context import StateProxy, WorkflowContext
 from loom.core.history import Event, EventType
+from loom.core.query import QueryContext
 from loom.core.workflow import Workflow
 from loom.definitions import (
     ActivityDefinition,
+    QueryDefinition,
     Registry,
     StepDefinition,
     WorkflowDefinition,
     activity,
     default_registry,
+    query,
     step,
     workflow,
 )
@@ -38,6 +41,9 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     LoomError,
     NonDeterminismError,
     PayloadError,
+    QueryArgumentsError,
+    QueryFailedError,
+    QueryNotFoundError,
     ReadOnlyError,
     StoreError,
     UnawaitedCallError,
@@ -74,6 +80,11 @@ __all__ = [
     "LoomError",
     "NonDeterminismError",
     "PayloadError",
+    "QueryArgumentsError",
+    "QueryContext",
+    "QueryDefinition",
+    "QueryFailedError",
+    "QueryNotFoundError",
     "ReadOnlyError",
     "Registry",
     "ReplayReport",
@@ -102,6 +113,7 @@ __all__ = [
     "__version__",
     "activity",
     "default_registry",
+    "query",
     "run_once",
     "signal",
     "step",

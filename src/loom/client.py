@@ -17,6 +17,7 @@ import os
 import time
 import uuid
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -26,9 +27,11 @@ import orjson
 from loom import codec, limits
 from loom.core import workflow as workflow_module
 from loom.core.history import Event, EventType
-from loom.definitions import Registry, default_registry, workflow_definition
+from loom.core.query import run_query
+from loom.definitions import Registry, WorkflowDefinition, default_registry, workflow_definition
 from loom.errors import (
     ConfigurationError,
+    UnknownWorkflowTypeError,
     WorkflowAlreadyExistsError,
     WorkflowCanceledError,
     WorkflowFailedError,
@@ -246,9 +249,7 @@ class Database:
         raises ``WorkflowAlreadyExistsError`` otherwise.
         """
         definition = workflow_definition(workflow)
-        return await self._start(
-            definition.name, definition.version, workflow_input, initial_state, workflow_id
-        )
+        return await self._start(definition, workflow_input, initial_state, workflow_id)
 
     async def start_workflow_by_name(
         self,
@@ -260,18 +261,16 @@ class Database:
     ) -> WorkflowHandle[Any]:
         """Start a registered workflow by its name (as the CLI and dashboard do)."""
         definition = self.registry.workflow(limits.check_id(name, "workflow name"))
-        return await self._start(
-            definition.name, definition.version, workflow_input, initial_state, workflow_id
-        )
+        return await self._start(definition, workflow_input, initial_state, workflow_id)
 
     async def _start(
         self,
-        name: str,
-        version: str,
+        definition: WorkflowDefinition,
         workflow_input: Any,
         initial_state: Any,
         workflow_id: str | None,
     ) -> WorkflowHandle[Any]:
+        name, version = definition.name, definition.version
         limits.check_id(name, "workflow name")
         wid = str(uuid.uuid4()) if workflow_id is None else limits.check_id(workflow_id)
         stored_input = self.encode(workflow_input, f"the input of workflow {wid!r}", root="input")
@@ -299,7 +298,7 @@ class Database:
                 raise WorkflowAlreadyExistsError(wid, "with a different input")
         else:
             self.work_available.notify()
-        return WorkflowHandle(self, wid)
+        return WorkflowHandle(self, wid, definition.cls)
 
     def encode(self, value: Any, what: str, root: str = "value") -> Any:
         """``value`` as stored (round-tripped through JSON), within ``max_payload_bytes``;
@@ -383,6 +382,58 @@ class Database:
     async def stats(self) -> StoreStats:
         return await self.store.stats(time.time())
 
+    # -- queries ------------------------------------------------------------------------------
+    def definition_for(
+        self, record: WorkflowRecord, registry: Registry | None = None
+    ) -> WorkflowDefinition:
+        """The definition registered in this process (``registry``, default: this database's)
+        under the workflow's name; ``ConfigurationError`` naming how to register it if none.
+
+        The version is not compared, as workers do not compare it: a workflow started under
+        an older version is queried (and run) with the class registered now.
+        """
+        try:
+            return (registry or self.registry).workflow(record.name, record.workflow_id)
+        except UnknownWorkflowTypeError:
+            raise ConfigurationError(
+                f"workflow {record.workflow_id!r} is of type {record.name!r}, and no class of that "
+                "name is registered in this process: import the module that defines it "
+                "(the loom command and `loom web` take -m MODULE, $LOOM_MODULES or "
+                "[tool.loom] modules in pyproject.toml)"
+            ) from None
+
+    async def query_workflow(
+        self,
+        workflow_id: str,
+        name: str,
+        args: Sequence[Any] = (),
+        *,
+        registry: Registry | None = None,
+        workflow: type[Workflow[Any, Any]] | None = None,
+    ) -> Any:
+        """Answer query ``name`` of ``workflow_id`` from its stored input and state (see
+        :meth:`WorkflowHandle.query`), with the class ``workflow`` if given (and of the
+        workflow's type), else the one ``registry`` (default: this database's) has."""
+        limits.check_id(workflow_id)
+        limits.check_id(name, "query name")
+        record = await self.store.get_workflow(workflow_id)
+        if record is None:
+            raise WorkflowNotFoundError(workflow_id)
+        definition = None
+        if workflow is not None:
+            definition = workflow_definition(workflow)
+        if definition is None or definition.name != record.name:
+            definition = self.definition_for(record, registry)
+        return run_query(
+            definition,
+            name,
+            args,
+            workflow_id=workflow_id,
+            status=record.status,
+            workflow_input=record.input,
+            state=record.state,
+        )
+
     async def check_replay(
         self, workflow_ids: list[str] | None = None, *, limit: int | None = None
     ) -> list[ReplayReport]:
@@ -401,7 +452,6 @@ class Database:
 
     async def _check_one(self, workflow_id: str) -> ReplayReport:
         from loom.core.replay import WorkflowExecution
-        from loom.errors import UnknownWorkflowTypeError
 
         record = await self.store.get_workflow(workflow_id)
         if record is None:
@@ -444,11 +494,21 @@ def _canonical(value: Any) -> bytes:
 
 
 class WorkflowHandle(Generic[StateT]):
-    """Refers to one workflow by id; every method reads or acts on the database."""
+    """Refers to one workflow by id; every method reads or acts on the database.
 
-    def __init__(self, database: Database, workflow_id: str) -> None:
+    ``workflow`` is the class it was started with (None for ``db.get_workflow(id)``): queries
+    run with it, else with the class registered under the workflow's name.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        workflow_id: str,
+        workflow: type[Workflow[Any, Any]] | None = None,
+    ) -> None:
         self.database = database
         self.workflow_id = workflow_id
+        self.workflow = workflow
 
     def __repr__(self) -> str:
         return f"WorkflowHandle({self.workflow_id!r})"
@@ -537,6 +597,20 @@ class WorkflowHandle(Generic[StateT]):
             # Ends announced by the store (in this process, or PostgreSQL's NOTIFY) wake us at
             # once; otherwise the polls back off to one per 50 ms.
             pause = min(pause * 2, 0.05)
+
+    async def query(self, name: str, /, *args: Any) -> Any:
+        """The answer of the workflow's ``@loom.query`` method ``name`` to ``args``.
+
+        Computed from the stored input and state (a running workflow's as of its last write,
+        a finished one's final state) on a fresh instance of the class: the workflow is not
+        woken, leased, replayed or changed. Raises ``WorkflowNotFoundError``,
+        ``QueryNotFoundError``, ``QueryArgumentsError``, ``QueryFailedError`` (the method
+        raised), ``PayloadError`` (an answer that is not JSON) and ``ConfigurationError`` (the
+        class is not registered in this process).
+        """
+        return await self.database.query_workflow(
+            self.workflow_id, name, args, workflow=self.workflow
+        )
 
     async def signal(self, name: str, payload: Any = None) -> None:
         """Send signal ``name``; it is buffered until the workflow waits for it."""

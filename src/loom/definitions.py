@@ -1,4 +1,4 @@
-"""``@workflow``, ``@step`` and ``@activity``: validated at import, immutable afterwards.
+"""``@workflow``, ``@step``, ``@query``, ``@activity``: validated at import, immutable afterwards.
 
 A decorator checks its target at once and attaches a frozen definition, so a malformed workflow
 fails when its module is imported, with a message that says how to fix it, not hours later inside
@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from loom.errors import DefinitionError, UnknownWorkflowTypeError
+from loom import limits
+from loom.errors import DefinitionError, InvalidIdError, UnknownWorkflowTypeError
 from loom.signal_handlers import collect_signal_handlers
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 W = TypeVar("W", bound="type[Workflow[Any, Any]]")
 
 _STEP_ATTR = "__loom_step__"
+_QUERY_ATTR = "__loom_query__"
 _ACTIVITY_ATTR = "__loom_activity__"
 _WORKFLOW_ATTR = "__loom_workflow__"
 
@@ -38,6 +40,24 @@ class StepDefinition:
     name: str
     attribute: str
     description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryDefinition:
+    """A read-only view of a workflow: ``method(self, ctx, *args)``, computed from the stored
+    state and input without running, leasing or changing the workflow.
+
+    ``parameters`` names what the method takes after ``ctx`` (``*rest`` for a var-positional
+    one), for the dashboard and ``--help``-like listings; ``arg_types`` holds their annotations,
+    by which the JSON arguments are rebuilt (as an activity's are).
+    """
+
+    name: str
+    attribute: str
+    description: str | None = None
+    is_async: bool = False
+    parameters: tuple[str, ...] = ()
+    arg_types: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +102,11 @@ class WorkflowDefinition:
     description: str | None = None
     signal_handlers: Mapping[str, str] = field(default_factory=dict)
     """Signal name -> the ``@loom.signal`` method that handles it."""
+    queries: tuple[QueryDefinition, ...] = ()
+
+    def query(self, name: str) -> QueryDefinition | None:
+        """The query named ``name``, or None."""
+        return next((q for q in self.queries if q.name == name), None)
 
 
 class WorkflowBase:
@@ -157,6 +182,8 @@ def _make_step(fn: Any, name: str | None, description: str | None) -> Any:
             f"@loom.step must decorate a method `async def name(self, ctx)`, got {fn!r}"
         )
     where = _qualname(fn)
+    if query_definition(fn) is not None:
+        raise DefinitionError(f"{where} is a query; a method cannot be both a step and a query")
     if not inspect.iscoroutinefunction(fn):
         raise DefinitionError(f"step {where} must be `async def {fn.__name__}(self, ctx)`")
     params = list(inspect.signature(fn).parameters.values())
@@ -188,17 +215,112 @@ def step(
     fn: F | None = None, /, *, name: str | None = None, description: str | None = None
 ) -> F | Callable[[F], F]:
     """Mark ``async def method(self, ctx)`` as a workflow step. Steps run in definition order."""
+    return _bare_or_called(_make_step, fn, name, description)
+
+
+def _bare_or_called(
+    make: Callable[[Any, str | None, str | None], Any],
+    fn: F | None,
+    name: str | None,
+    description: str | None,
+) -> F | Callable[[F], F]:
+    """A method decorator used bare (``@loom.step``) or called (``@loom.step(name=...)``)."""
     if fn is not None:
-        return _make_step(fn, None, None)  # type: ignore[no-any-return]
+        return make(fn, None, None)  # type: ignore[no-any-return]
 
     def decorate(f: F) -> F:
-        return _make_step(f, name, description)  # type: ignore[no-any-return]
+        return make(f, name, description)  # type: ignore[no-any-return]
 
     return decorate
 
 
 def step_definition(obj: Any) -> StepDefinition | None:
     return getattr(obj, _STEP_ATTR, None)
+
+
+# -------------------------------------------------------------------------- @query
+
+
+def _make_query(fn: Any, name: str | None, description: str | None) -> Any:
+    if isinstance(fn, staticmethod | classmethod | property) or not inspect.isfunction(fn):
+        raise DefinitionError(
+            f"@loom.query must decorate a method `def name(self, ctx, *args)`, got {fn!r}"
+        )
+    where = _qualname(fn)
+    if step_definition(fn) is not None:
+        raise DefinitionError(f"{where} is a step; a method cannot be both a step and a query")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise DefinitionError(f"query {where} must return its answer, not yield it")
+    params = list(inspect.signature(fn).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required_keywords = [
+        p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+    ]
+    if len(positional) < 2 or required_keywords:
+        raise DefinitionError(
+            f"query {where} must take (self, ctx, *args) and be called with positional "
+            f"arguments only; it takes ({', '.join(p.name for p in params)})"
+        )
+    query_name = fn.__name__ if name is None else name
+    if not isinstance(query_name, str):
+        raise DefinitionError(f"query {where}: name must be a non-empty string")
+    try:
+        limits.check_id(query_name, "query name")
+    except InvalidIdError as exc:
+        raise DefinitionError(f"query {where}: {exc}") from None
+    if "/" in query_name or query_name in (".", ".."):
+        raise DefinitionError(
+            f"query {where}: the name {query_name!r} cannot be a URL path segment "
+            "(/api/workflows/ID/query/NAME); use no '/' and not '.' or '..'"
+        )
+    after_ctx = params[2:]  # positional parameters come first: self and ctx
+    taken = {p.name for p in after_ctx}
+    parameters = tuple(
+        f"*{p.name}" if p.kind is p.VAR_POSITIONAL else p.name
+        for p in after_ctx
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    )
+    definition = QueryDefinition(
+        name=query_name,
+        attribute=fn.__name__,
+        description=description or fn.__doc__,
+        is_async=inspect.iscoroutinefunction(fn),
+        parameters=parameters,
+        arg_types={k: v for k, v in _annotations(fn).items() if k in taken},
+    )
+    setattr(fn, _QUERY_ATTR, definition)
+    return fn
+
+
+@overload
+def query(fn: F, /) -> F: ...
+@overload
+def query(*, name: str | None = None, description: str | None = None) -> Callable[[F], F]: ...
+
+
+def query(
+    fn: F | None = None, /, *, name: str | None = None, description: str | None = None
+) -> F | Callable[[F], F]:
+    """Mark ``def method(self, ctx, *args)`` (or ``async def``) as a query of its workflow.
+
+    A query answers from the workflow's stored state and input (``ctx.state``, ``ctx.input``,
+    read-only) without waking, leasing or changing it: ``await handle.query(name, *args)``,
+    ``loom query``, ``GET /api/workflows/{id}/query/{name}``. Its answer must be JSON.
+    """
+    return _bare_or_called(_make_query, fn, name, description)
+
+
+def query_definition(obj: Any) -> QueryDefinition | None:
+    return getattr(obj, _QUERY_ATTR, None)
+
+
+def _annotations(fn: Any) -> dict[str, Any]:
+    """``fn``'s parameter annotations, evaluated; none when they cannot be."""
+    try:
+        hints = inspect.get_annotations(fn, eval_str=True)
+    except Exception:
+        hints = {}
+    return {param: hint for param, hint in hints.items() if param != "return"}
 
 
 # ----------------------------------------------------------------------- @activity
@@ -254,7 +376,6 @@ def _make_activity(
         hints = inspect.get_annotations(fn, eval_str=True)
     except Exception:
         hints = {}
-    arg_types = {param: hint for param, hint in hints.items() if param != "return"}
     definition = ActivityDefinition(
         name=name or fn.__name__,
         fn=fn,
@@ -267,7 +388,7 @@ def _make_activity(
         is_async=inspect.iscoroutinefunction(fn),
         return_annotation=hints.get("return"),
         description=description or fn.__doc__,
-        arg_types=arg_types,
+        arg_types=_annotations(fn),
     )
     setattr(fn, _ACTIVITY_ATTR, definition)
     registry.add_activity(definition)
@@ -358,6 +479,33 @@ def collect_steps(cls: type[Any]) -> tuple[StepDefinition, ...]:
     return tuple(ordered.values())
 
 
+def collect_queries(cls: type[Any]) -> tuple[QueryDefinition, ...]:
+    """Queries in definition order; base-class queries first, as for steps."""
+    ordered: dict[str, QueryDefinition] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, value in vars(klass).items():
+            definition = query_definition(value)
+            if definition is not None:
+                ordered[attr] = definition
+            elif attr in ordered:
+                del ordered[attr]  # overridden by a plain method: no longer a query
+    return tuple(ordered.values())
+
+
+def _unique(
+    where: str, kinds: tuple[str, str], named: tuple[StepDefinition | QueryDefinition, ...]
+) -> None:
+    kind, plural = kinds
+    seen: dict[str, str] = {}
+    for item in named:
+        if item.name in seen:
+            raise DefinitionError(
+                f"workflow {where}: {plural} {seen[item.name]!r} and {item.attribute!r} share the "
+                f"name {item.name!r}; {kind} names must be unique"
+            )
+        seen[item.name] = item.attribute
+
+
 def _make_workflow(
     cls: Any, name: str | None, version: str, description: str | None, registry: Registry
 ) -> Any:
@@ -372,14 +520,9 @@ def _make_workflow(
             f"workflow {where} has no steps; add at least one `@loom.step async def "
             "name(self, ctx)` method"
         )
-    seen: dict[str, str] = {}
-    for s in steps:
-        if s.name in seen:
-            raise DefinitionError(
-                f"workflow {where}: steps {seen[s.name]!r} and {s.attribute!r} share the name "
-                f"{s.name!r}; step names must be unique"
-            )
-        seen[s.name] = s.attribute
+    _unique(where, ("step", "steps"), steps)
+    queries = collect_queries(cls)
+    _unique(where, ("query", "queries"), queries)
     if not isinstance(version, str) or not version:
         raise DefinitionError(f"workflow {where}: version must be a non-empty string")
     definition = WorkflowDefinition(
@@ -389,6 +532,7 @@ def _make_workflow(
         steps=steps,
         description=description or cls.__doc__,
         signal_handlers=collect_signal_handlers(cls, where),
+        queries=queries,
     )
     setattr(cls, _WORKFLOW_ATTR, definition)
     registry.add_workflow(definition)

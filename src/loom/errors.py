@@ -20,7 +20,10 @@
     │   ├── WorkflowFailedError       ``handle.result()`` of a FAILED workflow; ``cause`` says why
     │   ├── WorkflowCanceledError     ``handle.result()`` of a CANCELED workflow
     │   ├── NonDeterminismError       the code no longer reproduces the stored history
-    │   └── ActivityFailedError       an activity exhausted its retries (raised inside the step)
+    │   ├── ActivityFailedError       an activity exhausted its retries (raised inside the step)
+    │   ├── QueryNotFoundError        ``handle.query(name)``: the workflow defines no such query
+    │   ├── QueryArgumentsError       the query's arguments are not JSON or not what it takes
+    │   └── QueryFailedError          the query method raised (the workflow is untouched)
     ├── UnawaitedCallError       a step returned with a durable call still pending
     ├── WorkflowSandboxError     workflow code used a clock, a thread or I/O it cannot replay
     ├── ReadOnlyError            workflow code changed ctx.input or ctx.state in place
@@ -279,3 +282,48 @@ class PayloadTooLargeError(PayloadError):
         )
         self.size = size
         self.limit = limit
+
+
+class QueryNotFoundError(WorkflowError):
+    """``handle.query(name)`` names no query of the workflow's class; ``known`` lists those it
+    defines (``@loom.query`` methods)."""
+
+    def __init__(self, workflow_id: str, workflow_name: str, query: str, known: list[str]) -> None:
+        which = (
+            f"its queries: {', '.join(repr(k) for k in known)}"
+            if known
+            else "it defines none (decorate a method `def name(self, ctx, *args)` with @loom.query)"
+        )
+        super().__init__(
+            f"workflow {workflow_id!r} ({workflow_name}) has no query {query!r}; {which}",
+            workflow_id=workflow_id,
+        )
+        self.query = query
+        self.known = known
+
+
+class QueryArgumentsError(WorkflowError, TypeError):
+    """The arguments of a query cannot be given to it: a value that is not JSON (NaN, an
+    integer beyond 64 bits, bytes ...), a number of arguments its method does not take, or a
+    value that does not match a parameter's annotation. Nothing ran."""
+
+    def __init__(self, workflow_id: str, query: str, detail: str) -> None:
+        super().__init__(
+            f"query {query!r} of workflow {workflow_id!r}: {detail}", workflow_id=workflow_id
+        )
+        self.query = query
+
+
+class QueryFailedError(WorkflowError):
+    """A query method raised (or awaited something a query cannot wait for). The workflow is
+    untouched: a query writes nothing. ``error_type`` and ``error_message`` describe what the
+    method raised; the exception itself is the ``__cause__``."""
+
+    def __init__(self, workflow_id: str, query: str, error_type: str, error_message: str) -> None:
+        super().__init__(
+            f"query {query!r} of workflow {workflow_id!r} failed: {error_type}: {error_message}",
+            workflow_id=workflow_id,
+        )
+        self.query = query
+        self.error_type = error_type
+        self.error_message = error_message

@@ -47,6 +47,14 @@ class QuizWorkflow(Workflow[QuizInput, QuizState]):
         result: Grade = await ctx.activity(grade, str(ctx.state["quiz_id"]))
         await ctx.state.set("score", result.score)
 
+    @loom.query
+    def score(self, ctx: loom.QueryContext[QuizInput, QuizState]) -> int:
+        return ctx.state.get("score") or 0
+
+    @loom.query(name="lesson")
+    async def lesson_of(self, ctx: loom.QueryContext[QuizInput, QuizState], prefix: str) -> str:
+        return prefix + ctx.input["lesson_id"]
+
 
 async def main() -> QuizState:
     async with loom.Database("sqlite:///typing.db") as db:
@@ -57,6 +65,7 @@ async def main() -> QuizState:
         assert status in loom.WorkflowStatus
         other = await QuizWorkflow.start({"lesson_id": "l2"})
         await other.signal("go", {"x": 1})
+        print(await handle.query("score"), await other.query("lesson", "lesson "))
         return await handle.result(timeout=5)
 
 

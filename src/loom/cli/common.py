@@ -87,6 +87,8 @@ def parse_json(text: str | None, option: str) -> Any:
         raise CliError(f"{option} is not valid JSON: {exc.msg} (at position {exc.pos})") from None
     except ValueError as exc:
         raise CliError(f"{option} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CliError(f"{option} is not valid JSON: it is nested too deeply") from None
 
 
 def _not_a_number(word: str) -> Any:

@@ -14,10 +14,12 @@ from rich.text import Text
 
 from loom import limits
 from loom.cli import render
-from loom.cli.common import DatabaseOption, JsonOption, open_database, run
+from loom.cli.common import DatabaseOption, JsonOption, ModulesOption, open_database, run
 from loom.cli.timeline import StepRun, failure_cause, step_runs
-from loom.client import WorkflowRecord, WorkflowSummary
+from loom.client import Database, WorkflowRecord, WorkflowSummary
 from loom.core.history import Event, EventType
+from loom.errors import ConfigurationError
+from loom.modules import import_modules
 from loom.status import WorkflowStatus
 
 
@@ -34,20 +36,24 @@ def inspect_command(
             "activity attempt.",
         ),
     ] = False,
+    modules: ModulesOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a workflow: input, state, status, steps with durations, error and its cause."""
+    """Show a workflow: input, state, status, steps with durations, error and its cause, and
+    the queries it answers (with its module: -m, $LOOM_MODULES or [tool.loom])."""
     limits.check_id(workflow_id)
+    unimportable = _import_quietly(modules)
 
-    async def fetch() -> tuple[WorkflowRecord, list[Event], list[WorkflowSummary]]:
+    async def fetch() -> tuple[WorkflowRecord, list[Event], list[str] | str, list[WorkflowSummary]]:
         async with open_database(database) as db:
             handle = db.get_workflow(workflow_id)
             record = await handle.describe()
+            queries = unimportable or _queries(db, record)
             kids = await db.list_workflows(parent_id=workflow_id, limit=MAX_CHILDREN)
-            return record, await handle.events(), kids
+            return record, await handle.events(), queries, kids
 
-    record, history, children = run(fetch())
+    record, history, queries, children = run(fetch())
     runs = step_runs(history, record.status)
     error = record.error
     cause = failure_cause(history) if error and error.get("type") == "ActivityFailedError" else None
@@ -58,6 +64,7 @@ def inspect_command(
             {"workflow_id": c.workflow_id, "name": c.name, "status": c.status.value}
             for c in _started_order(children)
         ]
+        document["queries"] = queries if isinstance(queries, list) else None
         if traceback:
             document["failed_attempts"] = _failed_attempts(history)
         if events:
@@ -65,7 +72,7 @@ def inspect_command(
         render.emit_json(document)
         return
     out = render.console()
-    _print_header(out, record)
+    _print_header(out, record, queries)
     _section(out, "Input", _json_block(record.input))
     _section(out, "State", _json_block(record.state))
     _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
@@ -115,7 +122,34 @@ def _event_json(event: Event) -> dict[str, Any]:
     }
 
 
-def _print_header(out: Console, record: WorkflowRecord) -> None:
+def _import_quietly(modules: list[str] | None) -> str | None:
+    """Import the workflow modules; a module named with -m must import, but one from the
+    defaults that cannot is only noted (inspecting needs no code): the reason, or None."""
+    try:
+        import_modules(modules)
+    except ConfigurationError as exc:
+        if modules:
+            raise
+        return f"unknown ({exc})"
+    return None
+
+
+def _queries(db: Database, record: WorkflowRecord) -> list[str] | str:
+    """The names of the workflow's queries, or why they are unknown here."""
+    try:
+        definition = db.definition_for(record)
+    except ConfigurationError:
+        return f"unknown: no class named {record.name!r} is registered here (-m MODULE)"
+    return [q.name for q in definition.queries]
+
+
+def _queries_line(queries: list[str] | str) -> str:
+    if isinstance(queries, str):
+        return queries
+    return ", ".join(queries) if queries else "none"
+
+
+def _print_header(out: Console, record: WorkflowRecord, queries: list[str] | str) -> None:
     title = Text.assemble(
         ("Workflow ", "bold"),
         (render.safe(record.workflow_id), "bold"),
@@ -136,6 +170,7 @@ def _print_header(out: Console, record: WorkflowRecord) -> None:
     grid.add_row("updated", render.local_time(record.updated))
     lifetime = render.lifetime(record.status, record.created, record.updated)
     grid.add_row("duration", render.duration(lifetime))
+    grid.add_row("queries", render.text(_queries_line(queries)))
     out.print(Padding(grid, (0, 0, 0, 2), expand=False))
 
 

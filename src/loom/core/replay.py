@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
-import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -856,23 +855,8 @@ def _stuck_futures(loop: DeterministicLoop) -> list[tuple[asyncio.Future[Any], s
             and not waiter.done()
             and type(waiter).__name__ != "_GatheringFuture"
         ):
-            found.append((waiter, _awaited(task)))
+            found.append((waiter, loop_module.awaited(task)))
     return found
-
-
-def _awaited(task: asyncio.Task[Any]) -> str:
-    """What the innermost coroutine of ``task`` awaits, as ``Event.wait()`` or a future."""
-    coro: Any = task.get_coro()
-    while True:
-        inner = getattr(coro, "cr_await", None)
-        if inner is None or not hasattr(inner, "cr_await"):
-            break
-        coro = inner
-    name = getattr(coro, "__qualname__", None) or "?"
-    code = getattr(coro, "cr_code", None)
-    if code is not None and code.co_filename.startswith(_ASYNCIO_DIR):
-        return f"{name}() (asyncio)"
-    return f"a bare asyncio future (e.g. loop.create_future()) in {name}()"
 
 
 def _describe_task(task: asyncio.Task[Any]) -> str:
@@ -888,6 +872,3 @@ def _describe_task(task: asyncio.Task[Any]) -> str:
             activity = getattr(fn, "__name__", "?")
         return f"a task running ctx.activity({activity!r})"
     return f"a task running {name}()"
-
-
-_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)

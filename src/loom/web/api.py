@@ -1,12 +1,14 @@
 """The JSON API under ``/api``: read workflows, their histories and definitions; start, signal,
-cancel and retry workflows; queue and store statistics; server-sent event streams.
+cancel and retry workflows; ask them queries; queue and store statistics; server-sent event
+streams.
 
-Errors are JSON ``{"error": message}``: 404 for an unknown workflow id, 409 for an action the
+Errors are JSON ``{"error": message}``: 400 for query arguments that are not a JSON array the
+query takes, 404 for an unknown workflow id or query name, 409 for an action the
 workflow's status does not allow (signal or cancel of a finished workflow, retry of one that did
 not fail, starting an id that exists with another input), 413 for a body or a value above the
 payload limit, 422 for a malformed request, an id or name that breaks the id rule
-(:mod:`loom.limits`), a value that cannot be stored as JSON, or a workflow name no module
-registered in this server, and 503 when the database is unavailable.
+(:mod:`loom.limits`), a value that cannot be stored as JSON, a workflow name no module
+registered in this server, or a query that failed, and 503 when the database is unavailable.
 
 A workflow id may contain ``/``: it can be sent as is (``/api/workflows/orders/7``) or, always
 unambiguously (an id that ends in ``/events``, say), with each ``/`` encoded as ``%2F`` as
@@ -15,6 +17,7 @@ unambiguously (an id that ends in ``/events``, say), with each ``/`` encoded as 
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Any
 
@@ -25,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from loom import limits
 from loom.client import Database, WorkflowRecord
 from loom.definitions import Registry
-from loom.errors import ConfigurationError, WorkflowNotFoundError
+from loom.errors import ConfigurationError, QueryArgumentsError, WorkflowNotFoundError
 from loom.status import WorkflowStatus
 from loom.web import models, paths, serialize, streams
 from loom.web.graph import definition_graph
@@ -33,6 +36,7 @@ from loom.web.graph import definition_graph
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     described = {
+        400: "Query arguments that are not a JSON array of values the query takes",
         401: "A valid token is required",
         403: "Refused: host, origin or cross-site request",
         404: "No workflow with this id",
@@ -223,6 +227,57 @@ async def start_workflow(
     )
     data = serialize.detail(await _record(db, handle.workflow_id))
     return JSONResponse(data, status_code=200 if existed else 201)
+
+
+# Before the other routes with a suffix: a query may be named "events".
+@router.get(
+    "/workflows/{workflow_id:path}/query/{name}",
+    tags=["workflows"],
+    summary="Ask a workflow a question: one of its @loom.query methods",
+    description="The answer is computed from the workflow's stored state and input (as of its "
+    "last write; its final state once it ended) with the class this server registered: the "
+    "workflow is not woken, leased or changed. `args` is a JSON array of the arguments. A "
+    "query that raises, or whose answer is not JSON, is a 422 with its message.",
+    response_model=models.QueryAnswer,
+    responses={
+        **_errors(400),
+        404: {
+            "model": models.ErrorBody,
+            "description": "No workflow with this id, or no query of this name",
+        },
+    },
+)
+async def query_workflow(
+    workflow_id: WorkflowId,
+    name: str,
+    db: DB,
+    reg: Annotated[Registry, Depends(registry)],
+    args: Annotated[
+        str | None, Query(description='The arguments, a JSON array: `[1, "x"]`')
+    ] = None,
+) -> dict[str, Any]:
+    values = _query_arguments(args, workflow_id, name)
+    return {"result": await db.query_workflow(workflow_id, name, values, registry=reg)}
+
+
+def _query_arguments(text: str | None, workflow_id: str, name: str) -> list[Any]:
+    """``?args=``: a strict JSON array (no NaN or Infinity); no arguments when absent."""
+    if text is None:
+        return []
+    try:
+        value = json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "too deep"
+        raise QueryArgumentsError(workflow_id, name, f"args is not valid JSON: {detail}") from None
+    if not isinstance(value, list):
+        raise QueryArgumentsError(
+            workflow_id, name, f"args must be a JSON array of the arguments, got {text[:40]!r}"
+        )
+    return value
+
+
+def _not_json(word: str) -> Any:
+    raise ValueError(f"{word} is not a JSON number")
 
 
 @router.get(

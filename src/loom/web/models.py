@@ -81,6 +81,10 @@ class CancelResult(_Open):
     outcome: str = Field(description="CANCELED, or REQUESTED when a worker holds the workflow")
 
 
+class QueryAnswer(_Open):
+    result: Any = Field(description="The query's answer (any JSON value)")
+
+
 class Queue(_Open):
     ready: int
     leased: int
@@ -119,11 +123,18 @@ class Step(_Open):
     calls: list[StepCall] | None
 
 
+class Query(_Open):
+    name: str
+    parameters: list[str] = Field(description="What it takes, in order (`*rest`: any number)")
+    description: str | None
+
+
 class Definition(_Open):
     name: str
     version: str
     description: str | None
     steps: list[Step]
+    queries: list[Query]
     signal_handlers: dict[str, str] = {}
     """Signal name -> the ``@loom.signal`` method that applies it."""
 

@@ -1,4 +1,5 @@
-// The page of one workflow: summary, steps, input and state, error, actions and the history.
+// The page of one workflow: summary, steps, input and state, error, queries, actions and the
+// history.
 //
 // The history follows the workflow's event stream (each message one event, in order). Input,
 // state and error are not all in the events, so a new event has the workflow read again, once
@@ -14,6 +15,7 @@ import {
   workflowIdOfPage,
 } from "./api.js";
 import { timelineChart } from "./charts.js";
+import { queryPanel } from "./queries.js";
 import {
   byId,
   el,
@@ -322,6 +324,7 @@ export function workflowPage() {
           return d.name === wf.name;
         }) || null;
       renderSummary(wf);
+      byId("queries").replaceChildren(...queryPanel(workflowId, definition));
       follow(workflowApi(workflowId, "/events/stream"), "history", function (item) {
         appendEvent(item);
         refresh();
@@ -330,5 +333,6 @@ export function workflowPage() {
     .catch(function (err) {
       byId("load-error").textContent = err.message;
       byId("live").textContent = "offline";
+      byId("queries").replaceChildren();
     });
 }
