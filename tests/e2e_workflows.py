@@ -84,3 +84,14 @@ class Batch(loom.Workflow[Any, dict[str, Any]]):
     async def fan_out(self, ctx: loom.WorkflowContext[Any, dict[str, Any]]) -> None:
         states = await asyncio.gather(*(ctx.start_child(Echo, n) for n in (1, 2)))
         await ctx.state.set("children", states)
+
+
+@loom.workflow(name="e2e_Countdown")
+class Countdown(loom.Workflow[Any, dict[str, Any]]):
+    """Continues as new until its input reaches zero."""
+
+    @loom.step
+    async def tick(self, ctx: loom.WorkflowContext[Any, dict[str, Any]]) -> None:
+        await ctx.state.set("left", ctx.input)
+        if ctx.input > 0:
+            await ctx.continue_as_new(ctx.input - 1)

@@ -4,12 +4,19 @@ signals carry over; on both backends, with and without the worker's cache."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import loom
 from loom import EventType, WorkflowStatus
+from loom.web.app import create_app
 from support import eventually, of_type, worker
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
@@ -128,3 +135,52 @@ async def test_a_canceled_run_stops_the_chain(db: loom.Database) -> None:
 
 async def _waiting(handle: loom.WorkflowHandle[Any]) -> bool:
     return bool(of_type(await handle.events(), EventType.SIGNAL_WAIT_STARTED))
+
+
+async def test_the_cli_and_the_api_show_the_runs(
+    db: loom.Database, db_url: str, tmp_path: Path
+) -> None:
+    handle = await db.start_workflow(
+        Subscription, workflow_input={"month": 1, "months": 3}, workflow_id="sub/shown"
+    )
+    async with worker(db):
+        await handle.result(timeout=15)
+    runs = await handle.runs()
+
+    loom_cmd = Path(sys.executable).parent / "loom"
+    env = {"PATH": "/usr/bin:/bin", "LOOM_DATABASE_URL": db_url, "COLUMNS": "200"}
+
+    async def cli(*args: str) -> str:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [str(loom_cmd), *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    shown = json.loads(await cli("inspect", "sub/shown", "--json"))
+    assert [r["run_id"] for r in shown["runs"]] == [r.run_id for r in runs]
+    assert shown["run_id"] == runs[-1].run_id
+    assert "Runs (3)" in await cli("inspect", "sub/shown")
+
+    app = create_app(database=db, poll_interval=0.05)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+    ) as client:
+        listed = (await client.get("/api/workflows/sub%2Fshown/runs")).json()["runs"]
+        assert [(r["number"], r["status"]) for r in listed] == [
+            (1, "CONTINUED_AS_NEW"),
+            (2, "CONTINUED_AS_NEW"),
+            (3, "COMPLETED"),
+        ]
+        first = (
+            await client.get(f"/api/workflows/sub%2Fshown/runs/{runs[0].run_id}/events")
+        ).json()
+        assert first["events"][-1]["type"] == "WORKFLOW_CONTINUED_AS_NEW"
+        assert (await client.get("/api/workflows/sub%2Fshown/runs/nope/events")).status_code == 404
+        assert (await client.get("/api/workflows/nobody/runs")).status_code == 404

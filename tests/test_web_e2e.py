@@ -653,3 +653,28 @@ async def test_a_parent_lists_its_children_and_each_child_links_back(
         await parent.click()
         await expect(page.locator("#workflow-id")).to_have_text("batch-1", timeout=TIMEOUT_MS)
         await page.close()
+
+
+async def test_the_runs_of_a_workflow_that_continued_as_new_open_their_histories(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    handle = await sqlite_db.start_workflow(
+        e2e_workflows.Countdown, workflow_input=2, workflow_id="countdown"
+    )
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        await handle.result(timeout=15)
+        page = await browser.new_page()
+        await page.goto(base + "/workflows/countdown")
+        runs = page.locator("#runs > li")
+        await expect(runs).to_have_count(3, timeout=TIMEOUT_MS)
+        await expect(runs.first).to_contain_text("Run 1 · CONTINUED_AS_NEW")
+        await expect(runs.last).to_contain_text("Run 3 · COMPLETED")
+        await runs.first.locator("summary").click()
+        await expect(runs.first.locator(".run-events")).to_contain_text(
+            "WORKFLOW_CONTINUED_AS_NEW", timeout=TIMEOUT_MS
+        )
+        await shot(page, "workflow-runs")
+        await page.close()

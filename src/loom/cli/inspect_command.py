@@ -16,7 +16,7 @@ from loom import limits
 from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, ModulesOption, open_database, run
 from loom.cli.timeline import StepRun, failure_cause, step_runs
-from loom.client import Database, WorkflowRecord, WorkflowSummary
+from loom.client import Database, WorkflowRecord, WorkflowRun, WorkflowSummary
 from loom.core.history import Event, EventType
 from loom.errors import ConfigurationError
 from loom.modules import import_modules
@@ -45,21 +45,35 @@ def inspect_command(
     limits.check_id(workflow_id)
     unimportable = _import_quietly(modules)
 
-    async def fetch() -> tuple[WorkflowRecord, list[Event], list[str] | str, list[WorkflowSummary]]:
+    async def fetch() -> tuple[
+        WorkflowRecord, list[Event], list[str] | str, list[WorkflowSummary], list[WorkflowRun]
+    ]:
         async with open_database(database) as db:
             handle = db.get_workflow(workflow_id)
             record = await handle.describe()
             queries = unimportable or _queries(db, record)
             kids = await db.list_workflows(parent_id=workflow_id, limit=MAX_CHILDREN)
-            return record, await handle.events(), queries, kids
+            return record, await handle.events(), queries, kids, await handle.runs()
 
-    record, history, queries, children = run(fetch())
+    record, history, queries, children, runs_of_id = run(fetch())
     runs = step_runs(history, record.status)
     error = record.error
     cause = failure_cause(history) if error and error.get("type") == "ActivityFailedError" else None
     if as_json:
         document = _as_json(record, runs, cause)
         document["parent_id"] = record.parent_id
+        document["run_id"] = record.run_id
+        document["runs"] = [
+            {
+                "run_id": r.run_id,
+                "number": r.number,
+                "status": r.status,
+                "started_at": render.iso(r.started),
+                "ended_at": render.iso(r.ended),
+                "events": r.events,
+            }
+            for r in runs_of_id
+        ]
         document["children"] = [
             {"workflow_id": c.workflow_id, "name": c.name, "status": c.status.value}
             for c in _started_order(children)
@@ -78,6 +92,8 @@ def inspect_command(
     _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
     if children:
         _section(out, f"Children ({len(children)})", _children_table(children))
+    if len(runs_of_id) > 1:
+        _section(out, f"Runs ({len(runs_of_id)})", _runs_table(runs_of_id))
     if record.status is WorkflowStatus.CANCELED:
         reason = (error or {}).get("message")
         _section(out, "Canceled", render.text(f"reason: {reason}" if reason else "no reason given"))
@@ -200,6 +216,22 @@ MAX_CHILDREN = 1000
 def _started_order(children: list[WorkflowSummary]) -> list[WorkflowSummary]:
     """Oldest first (the list is newest first; children started together keep its order)."""
     return sorted(children, key=lambda c: c.created_at)
+
+
+def _runs_table(runs: list[WorkflowRun]) -> Table:
+    """The runs of a workflow id that continued as new; the history above is the last one's."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("#", "RUN ID", "STATUS", "STARTED", "EVENTS"):
+        table.add_column(column, justify="right" if column in ("#", "EVENTS") else "left")
+    for r in runs:
+        table.add_row(
+            str(r.number),
+            render.text(r.run_id),
+            render.text(r.status),
+            render.local_time(r.started),
+            str(r.events),
+        )
+    return table
 
 
 def _children_table(children: list[WorkflowSummary]) -> Table:

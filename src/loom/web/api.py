@@ -281,6 +281,36 @@ def _not_json(word: str) -> Any:
 
 
 @router.get(
+    "/workflows/{workflow_id:path}/runs/{run_id}/events",
+    tags=["workflows"],
+    summary="The whole history of one run of a workflow (see /runs)",
+    response_model=models.RunHistory,
+    responses=ONE_WORKFLOW,
+)
+async def get_run_events(workflow_id: WorkflowId, run_id: str, db: DB) -> dict[str, Any]:
+    handle = db.get_workflow(workflow_id)
+    runs = {r.run_id for r in await handle.runs()}
+    if run_id not in runs:
+        raise WorkflowNotFoundError(f"{workflow_id} (run {run_id})")
+    events = await handle.events(run_id=run_id)
+    return {"run_id": run_id, "events": [serialize.event(e) for e in events]}
+
+
+@router.get(
+    "/workflows/{workflow_id:path}/runs",
+    tags=["workflows"],
+    summary="The runs of a workflow id, oldest first",
+    description="Those ended by `ctx.continue_as_new` (status CONTINUED_AS_NEW), then the "
+    "current one.",
+    response_model=models.RunList,
+    responses=ONE_WORKFLOW,
+)
+async def get_runs(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
+    runs = await db.get_workflow(workflow_id).runs()
+    return {"runs": [serialize.run(r) for r in runs]}
+
+
+@router.get(
     "/workflows/{workflow_id:path}/events",
     tags=["workflows"],
     summary="A workflow's history, oldest first, a page at a time",

@@ -46,6 +46,12 @@ class WorkflowDetail(WorkflowSummary):
     ready_at: str | None
     leased: bool
     cancel_requested: bool
+    run_id: str | None = Field(default=None, description="The current run (see /runs)")
+
+
+class RunHistory(_Open):
+    run_id: str
+    events: list[HistoryEvent]
 
 
 class WorkflowList(_Open):
@@ -53,6 +59,19 @@ class WorkflowList(_Open):
     limit: int
     offset: int
     has_more: bool
+
+
+class Run(_Open):
+    run_id: str
+    number: int
+    status: str = Field(description="CONTINUED_AS_NEW, or the workflow's status (current run)")
+    started_at: str
+    ended_at: str | None
+    events: int
+
+
+class RunList(_Open):
+    runs: list[Run]
 
 
 class HistoryEvent(_Open):

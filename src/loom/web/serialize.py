@@ -6,7 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
-from loom.client import StoreStats, WorkflowRecord
+from loom.client import StoreStats, WorkflowRecord, WorkflowRun
 from loom.core.history import Event
 from loom.status import WorkflowStatus
 
@@ -50,6 +50,18 @@ def detail(record: WorkflowRecord) -> dict[str, Any]:
         "ready_at": None if record.ready_at is None else _iso(record.ready_at),
         "leased": record.leased,
         "cancel_requested": record.cancel_requested,
+        "run_id": record.run_id,
+    }
+
+
+def run(item: WorkflowRun) -> dict[str, Any]:
+    return {
+        "run_id": item.run_id,
+        "number": item.number,
+        "status": item.status,
+        "started_at": _iso(item.started),
+        "ended_at": None if item.ended is None else _iso(item.ended),
+        "events": item.events,
     }
 
 

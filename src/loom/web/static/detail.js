@@ -95,6 +95,50 @@ export function workflowPage() {
     byId("retry").disabled = wf.status !== "FAILED";
     renderSteps(wf);
     loadChildren();
+    loadRuns();
+  }
+
+  const runReads = newestOnly();
+  async function loadRuns() {
+    // The runs of this id, oldest first; an earlier run's history is read when opened.
+    try {
+      const answer = await runReads(function (signal) {
+        return api(workflowApi(workflowId, "/runs"), { signal: signal });
+      });
+      if (answer === null) return;
+      const runs = answer.value.runs;
+      byId("runs-section").hidden = runs.length < 2;
+      const list = byId("runs");
+      if (list.dataset.key === JSON.stringify(runs)) return; // keep opened histories open
+      list.dataset.key = JSON.stringify(runs);
+      list.replaceChildren(
+        ...runs.map(function (r) {
+          const label = "Run " + r.number + " · " + r.status + " · " + r.events + " events";
+          const body = el("ol", { class: "run-events" });
+          const item = el("details", { "data-run": r.run_id }, [
+            el("summary", { text: label + " · " + r.run_id }),
+            body,
+          ]);
+          item.addEventListener("toggle", async function () {
+            if (!item.open || body.childElementCount) return;
+            try {
+              const path = "/runs/" + encodeURIComponent(r.run_id) + "/events";
+              const history = await api(workflowApi(workflowId, path));
+              body.replaceChildren(
+                ...history.events.map(function (e) {
+                  return el("li", { text: e.seq + " " + e.type + " " + describeEvent(e) });
+                })
+              );
+            } catch (err) {
+              body.replaceChildren(el("li", { class: "error", text: err.message }));
+            }
+          });
+          return el("li", {}, [item]);
+        })
+      );
+    } catch (err) {
+      byId("load-error").textContent = err.message;
+    }
   }
 
   const childReads = newestOnly();
