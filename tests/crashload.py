@@ -3,7 +3,8 @@
 ``crash_Multi`` has three steps and five activities: two in sequence with state changes between
 them, two run together with ``asyncio.gather``, and a last one that races an hour-long durable
 timer (the activity wins; the timer is withdrawn, a recorded decision), then runs a child
-workflow (``crash_Child``, one activity) and keeps its result. Every activity appends a line to
+workflow (``crash_Child``: one activity, then it continues as new and its second run keeps the
+result) and keeps its result. Every activity appends a line to
 an execution log outside Loom when it begins and when it has done its work, so a test can count
 how often each activity really ran, whatever the history says.
 
@@ -87,6 +88,9 @@ class CrashMulti(loom.Workflow[dict[str, Any], dict[str, Any]]):
 class CrashChild(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step
     async def work(self, ctx: Ctx) -> None:
+        if "worked" in ctx.input:  # the second run: the first continued as new
+            await ctx.state.set("worked", ctx.input["worked"])
+            return
         worked = await ctx.activity(
             crash_compute,
             ctx.input["log"],
@@ -95,7 +99,7 @@ class CrashChild(loom.Workflow[dict[str, Any], dict[str, Any]]):
             ctx.input["value"],
             int(ctx.input["delay"]),
         )
-        await ctx.state.set("worked", worked)
+        await ctx.continue_as_new({**ctx.input, "worked": worked})
 
 
 CHILD_LABEL = "child.work"

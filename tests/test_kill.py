@@ -232,12 +232,18 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
         child_id = started.payload["workflow_id"]
         assert (child_id, ended.payload["scheduled"]) == (f"{wid}/{started.seq}", started.seq)
         assert [c.workflow_id for c in await db.list_workflows(parent_id=wid)] == [child_id]
-        child_events = await db.get_workflow(child_id).events()
+        child = db.get_workflow(child_id)
+        first_run, last_run = await child.runs()  # it continued as new once
+        assert (first_run.status, last_run.status) == ("CONTINUED_AS_NEW", "COMPLETED")
+        child_events = await child.events()
         assert [e.seq for e in child_events] == list(range(1, len(child_events) + 1)), child_id
         assert child_events[-1].type is EventType.WORKFLOW_COMPLETED
+        assert child_events[0].payload["continued_from"] == first_run.run_id
         assert ended.payload["result"] == child_events[-1].payload["state"]
-        [work] = [e for e in child_events if e.type is EventType.ACTIVITY_SCHEDULED]
-        [done] = [e for e in child_events if e.type is EventType.ACTIVITY_COMPLETED]
+        earlier = await child.events(run_id=first_run.run_id)
+        assert earlier[-1].type is EventType.WORKFLOW_CONTINUED_AS_NEW, child_id
+        [work] = [e for e in earlier if e.type is EventType.ACTIVITY_SCHEDULED]
+        [done] = [e for e in earlier if e.type is EventType.ACTIVITY_COMPLETED]
         assert done.payload["scheduled"] == work.seq, child_id
         scheduled_labels.add((child_id, crashload.CHILD_LABEL))
 
