@@ -369,6 +369,33 @@ def _check_signals(
             )
 
 
+async def _check_children(
+    db: loom.Database, children: list[Any], known: set[str], verdict: Verdict
+) -> None:
+    """Every child (``chaos_Tally``) belongs to a workflow the driver started and ended: it
+    completed after continuing as new once, or was canceled with its parent."""
+    for child in children:
+        where = child.workflow_id
+        if child.parent_id not in known:
+            verdict.anomalies.append(Anomaly(where, "unknown_parent", f"of {child.parent_id!r}"))
+            continue
+        verdict.coverage["child workflows"] += 1
+        if child.status is WorkflowStatus.COMPLETED:
+            runs = await db.get_workflow(where).runs()
+            if [r.status for r in runs] != ["CONTINUED_AS_NEW", "COMPLETED"]:
+                verdict.anomalies.append(
+                    Anomaly(where, "child_runs", f"runs {[r.status for r in runs]}")
+                )
+            verdict.coverage["children continued as new"] += 1
+        elif child.status is WorkflowStatus.CANCELED:
+            parent = await db.get_workflow(str(child.parent_id)).status()
+            if parent is WorkflowStatus.RUNNING:
+                verdict.anomalies.append(Anomaly(where, "child_canceled", "its parent runs on"))
+            verdict.coverage["children canceled with their parent"] += 1
+        else:
+            verdict.anomalies.append(Anomaly(where, "child_status", child.status.value))
+
+
 def _check_withdrawals(events: list[loom.Event], anomaly: Any) -> None:
     """A withdrawn call (the task awaiting it was cancelled) is answered by nothing after its
     withdrawal, and is withdrawn once."""
@@ -427,10 +454,12 @@ def check_idle_workers(idle_cpu: dict[int, float], verdict: Verdict) -> None:
 async def check(db: loom.Database, clients: list[Client], logdir: Path) -> Verdict:
     """Read every workflow through the public API and check it."""
     verdict = Verdict()
-    summaries = {s.workflow_id: s for s in await db.list_workflows(limit=len(clients) * 2 + 10)}
+    listed = await db.list_workflows(limit=len(clients) * 3 + 10)
     known = {c.workflow_id for c in clients}
+    summaries = {s.workflow_id: s for s in listed if s.parent_id is None}
     for extra in sorted(set(summaries) - known):
         verdict.anomalies.append(Anomaly(extra, "unknown_workflow", "listed but never started"))
+    await _check_children(db, [s for s in listed if s.parent_id is not None], known, verdict)
 
     async def read(client: Client) -> tuple[Any, list[loom.Event]]:
         handle = db.get_workflow(client.workflow_id)
