@@ -37,6 +37,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     ConfigurationError,
     DatabaseUnavailableError,
     DefinitionError,
+    InvalidScheduleError,
     LeaseLostError,  # noqa: F401
     LoomError,
     NonDeterminismError,
@@ -45,6 +46,9 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     QueryFailedError,
     QueryNotFoundError,
     ReadOnlyError,
+    ScheduleAlreadyExistsError,
+    ScheduleError,
+    ScheduleNotFoundError,
     StoreError,
     UnawaitedCallError,
     UnknownWorkflowTypeError,
@@ -56,6 +60,8 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowNotRunningError,
     WorkflowSandboxError,
 )
+from loom.schedules import ScheduleDescription, ScheduleInfo
+from loom.scheduling import schedule
 from loom.schemas.state import Input, State
 from loom.signal_handlers import signal
 from loom.status import WorkflowStatus
@@ -77,6 +83,7 @@ __all__ = [
     "Event",
     "EventType",
     "Input",
+    "InvalidScheduleError",
     "LoomError",
     "NonDeterminismError",
     "PayloadError",
@@ -88,6 +95,11 @@ __all__ = [
     "ReadOnlyError",
     "Registry",
     "ReplayReport",
+    "ScheduleAlreadyExistsError",
+    "ScheduleDescription",
+    "ScheduleError",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
     "State",
     "StateProxy",
     "StepDefinition",
@@ -115,6 +127,7 @@ __all__ = [
     "default_registry",
     "query",
     "run_once",
+    "schedule",
     "signal",
     "step",
     "workflow",

@@ -37,6 +37,7 @@ from loom.errors import (
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
+from loom.schedules import ScheduleMethods
 from loom.status import WorkflowStatus
 from loom.store import open_store, resolve_url
 from loom.store.base import CancelOutcome as CancelOutcome
@@ -133,11 +134,15 @@ class ReplayReport:
     problem: str | None
 
 
-class Database:
+class Database(ScheduleMethods):
     """A Loom database. ``url`` defaults to ``$LOOM_DATABASE_URL``, else ``sqlite:///loom.db``.
 
     Use it as an async context manager; ``migrate_up()`` creates or upgrades the schema. With
     ``create=False``, opening a database that does not exist raises ``StoreError``.
+
+    Schedules (``create_schedule``, ``list_schedules``, ``describe_schedule``, ``pause_schedule``,
+    ``resume_schedule``, ``trigger_schedule``, ``delete_schedule``) come from
+    :class:`~loom.schedules.ScheduleMethods`.
 
     Workflow ids and names follow one rule (:mod:`loom.limits`; ``InvalidIdError``), and a
     workflow's input, its initial state and a signal's payload are each at most

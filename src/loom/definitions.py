@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from loom import limits
 from loom.errors import DefinitionError, InvalidIdError, UnknownWorkflowTypeError
+from loom.schedule_spec import ScheduleSpec
 from loom.signal_handlers import collect_signal_handlers
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ class Registry:
     def __init__(self) -> None:
         self._workflows: dict[str, WorkflowDefinition] = {}
         self._activities: dict[str, ActivityDefinition] = {}
+        self._schedules: dict[str, ScheduleSpec] = {}
 
     def add_workflow(self, definition: WorkflowDefinition) -> None:
         existing = self._workflows.get(definition.name)
@@ -163,6 +165,22 @@ class Registry:
 
     def activities(self) -> list[ActivityDefinition]:
         return list(self._activities.values())
+
+    def add_schedule(self, spec: ScheduleSpec) -> None:
+        """Record a schedule declared in code (``loom.schedule``); workers and ``loom schedule
+        sync`` write it to the database. Declaring the same one again (a reloaded module) is
+        accepted; another definition under a taken name raises."""
+        existing = self._schedules.get(spec.name)
+        if existing is not None and existing != spec:
+            raise DefinitionError(
+                f"two different schedules are named {spec.name!r} ({existing.timing.describe()} "
+                f"of {existing.workflow!r}, {spec.timing.describe()} of {spec.workflow!r}); "
+                "give one of them another name"
+            )
+        self._schedules[spec.name] = spec
+
+    def schedules(self) -> list[ScheduleSpec]:
+        return list(self._schedules.values())
 
 
 def _qualname(obj: Any) -> str:

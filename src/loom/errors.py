@@ -27,7 +27,11 @@
     ├── UnawaitedCallError       a step returned with a durable call still pending
     ├── WorkflowSandboxError     workflow code used a clock, a thread or I/O it cannot replay
     ├── ReadOnlyError            workflow code changed ctx.input or ctx.state in place
-    └── UnknownWorkflowTypeError   a stored workflow names a class this process did not register
+    ├── UnknownWorkflowTypeError   a stored workflow names a class this process did not register
+    └── ScheduleError            concerns one schedule (carries ``schedule``)
+        ├── ScheduleNotFoundError
+        └── ScheduleAlreadyExistsError
+    (InvalidScheduleError, a ConfigurationError: a bad cron, interval, timezone or policy)
 
 Each message names the workflow (and step, activity) it concerns and, where there is one, the fix.
 """
@@ -327,3 +331,35 @@ class QueryFailedError(WorkflowError):
         self.query = query
         self.error_type = error_type
         self.error_message = error_message
+
+
+class InvalidScheduleError(ConfigurationError):
+    """A schedule's definition cannot be used: a cron expression croniter refuses (or one that
+    never fires), an interval that is not ``30s``/``5m``/``2h``/``1d``, an unknown timezone, an
+    unknown overlap or catch-up policy, a name that breaks the schedule name rule. Nothing was
+    stored."""
+
+
+class ScheduleError(LoomError):
+    """An error about one schedule."""
+
+    def __init__(self, message: str, *, schedule: str) -> None:
+        super().__init__(message)
+        self.schedule = schedule
+
+
+class ScheduleNotFoundError(ScheduleError):
+    def __init__(self, schedule: str) -> None:
+        super().__init__(
+            f"no schedule named {schedule!r}; `loom schedule list` shows the schedules there are",
+            schedule=schedule,
+        )
+
+
+class ScheduleAlreadyExistsError(ScheduleError):
+    def __init__(self, schedule: str) -> None:
+        super().__init__(
+            f"a schedule named {schedule!r} exists already; delete it first "
+            "(`loom schedule delete`) or pick another name",
+            schedule=schedule,
+        )

@@ -10,7 +10,9 @@ Where things are, for a newcomer:
   commit);
 - :mod:`loom.lease`, :class:`~loom.lease.LeaseKeeper`: renews the leases of the workflows held;
 - :mod:`loom.cache`, :class:`~loom.cache.ExecutionCache`: parked executions kept in memory, so a
-  workflow claimed again carries on without replay.
+  workflow claimed again carries on without replay;
+- :mod:`loom.scheduler`, :class:`~loom.scheduler.Scheduler`: fires the due schedules of the
+  workflows the worker has registered, beside the claim loop.
 
 A lease is renewed while the worker lives; a worker that dies simply stops renewing and another
 claims the workflow once the lease runs out. Every write carries the lease epoch, so a worker that
@@ -42,6 +44,7 @@ from loom.driver import Abort, WorkflowDriver, WriteHealth
 from loom.errors import DatabaseCorruptError, LoomError
 from loom.lease import LeaseKeeper
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
+from loom.scheduler import Scheduler
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome
 
@@ -98,6 +101,9 @@ class Worker:
     ``activity_threads`` is how many sync activities run at once, on the worker's own threads
     (default ``max(8, 4 * concurrency)``); a timed-out sync activity holds its thread until the
     function returns, since a thread cannot be stopped.
+    ``schedules`` runs the scheduler (see :mod:`loom.scheduler`): the worker writes the
+    schedules its registry declares and fires the due ones of the workflows it has; it looks
+    for schedules changed by other processes every ``schedule_check_interval`` seconds.
     """
 
     max_handling_failures = 5
@@ -121,6 +127,8 @@ class Worker:
         inline_window: float = 0.05,
         signal_check_interval: float = 0.2,
         activity_threads: int | None = None,
+        schedules: bool = True,
+        schedule_check_interval: float = 1.0,
     ) -> None:
         if concurrency < 1:
             raise LoomError("concurrency must be >= 1")
@@ -128,6 +136,8 @@ class Worker:
             raise LoomError("poll_interval, lease_seconds and signal_check_interval must be > 0")
         if inline_window < 0:
             raise LoomError("inline_window must be >= 0")
+        if not schedule_check_interval > 0:
+            raise LoomError("schedule_check_interval must be > 0")
         if activity_threads is not None and activity_threads < 1:
             raise LoomError("activity_threads must be >= 1")
         self.database = database
@@ -162,6 +172,17 @@ class Worker:
         self._leases = LeaseKeeper(
             self.store, self.worker_id, lease_seconds, self._held, self.interrupt, self._outages
         )
+        self.scheduler: Scheduler | None = None
+        """Fires due schedules while the worker runs (None with ``schedules=False``)."""
+        if schedules:
+            self.scheduler = Scheduler(
+                self.store,
+                self.registry,
+                self.worker_id,
+                schedule_check_interval,
+                self._schedules_started,
+                self._outages,
+            )
 
     @property
     def in_flight(self) -> int:
@@ -204,6 +225,8 @@ class Worker:
             await self.store.listen(self._changes_elsewhere, topic="changes")
         except Exception:  # wake-ups are an optimisation: polling finds the work regardless
             log.warning("%s: cannot listen for new work; polling only", self.worker_id)
+        if self.scheduler is not None:
+            self.scheduler.start()
         outage = Backoff("looking for work", self._outages)
         try:
             while not self.stopping:
@@ -221,6 +244,8 @@ class Worker:
                 else:
                     outage.succeeded()
         finally:
+            if self.scheduler is not None:
+                await self.scheduler.stop()
             await self._drain()
             await self.store.unlisten(wake)
             await self.store.unlisten(self._changes_elsewhere, topic="changes")
@@ -326,6 +351,16 @@ class Worker:
         driver = self._held.get(workflow_id)
         if driver is not None:
             driver.recheck_signals()
+
+    def schedules_changed(self) -> None:
+        """A schedule was created, resumed or changed in this process: its scheduler looks
+        again at once."""
+        if self.scheduler is not None:
+            self.scheduler.wake()
+
+    def _schedules_started(self, workflow_ids: list[str]) -> None:
+        self.database.work_available.notify()
+        self.database.workflow_changed.notify()
 
     def _changes_elsewhere(self) -> None:
         """Another process changed some workflow (PostgreSQL announces it): one that waits for a

@@ -15,13 +15,14 @@ older epoch is rejected, so a worker that lost its lease can never record anythi
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
 from loom.core.history import Event
+from loom.schedule_spec import ScheduleSpec
 from loom.status import WorkflowStatus
 
 
@@ -66,6 +67,24 @@ class WorkflowRecord:
     @property
     def updated_at(self) -> datetime:
         return datetime.fromtimestamp(self.updated, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A schedule's row: its definition and its progress."""
+
+    spec: ScheduleSpec
+    paused: bool
+    next_at: float | None
+    """The next slot (epoch seconds); None when the timing matches no date any more."""
+    buffered_at: float | None
+    """A slot held until the last run ends (overlap ``buffer_one``)."""
+    last_slot_at: float | None
+    """The latest slot that started a run."""
+    last_run_id: str | None
+    """The workflow of the last run started (a slot's or a trigger's)."""
+    created: float
+    updated: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +387,55 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def stats(self, now: float) -> StoreStats: ...
+
+    # -- schedules ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def save_schedule(
+        self, spec: ScheduleSpec, now: float, *, replace: bool = False, paused: bool = False
+    ) -> ScheduleRecord:
+        """Create the schedule, its first slot the first after ``now``; an existing name raises
+        ``ScheduleAlreadyExistsError``, unless ``replace``: then its definition is updated and
+        its progress kept (its next slot too, unless the timing changed; its pause state)."""
+
+    @abc.abstractmethod
+    async def get_schedule(self, name: str) -> ScheduleRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+
+    @abc.abstractmethod
+    async def pause_schedule(self, name: str, paused: bool, now: float) -> ScheduleRecord:
+        """Pause or resume; a resumed schedule's next slot is the first after ``now`` (the
+        slots of the pause are not caught up). ``ScheduleNotFoundError`` for an unknown one."""
+
+    @abc.abstractmethod
+    async def delete_schedule(self, name: str) -> None:
+        """Delete the schedule (its runs stay); ``ScheduleNotFoundError`` for an unknown one."""
+
+    @abc.abstractmethod
+    async def fire_schedules(
+        self, versions: Mapping[str, str], now: float, limit: int
+    ) -> list[str]:
+        """One scheduler pass over up to ``limit`` due schedules of the workflows in
+        ``versions`` (name: version): start the runs of their due slots, by their catch-up and
+        overlap policies, and advance them, in one transaction; schedules another pass holds
+        are passed by. Returns the ids of the workflows started."""
+
+    @abc.abstractmethod
+    async def trigger_schedule(self, name: str, version: str, now: float) -> str:
+        """Start a run of the schedule now, whatever its slots, pause and overlap policy; its
+        id is ``schedule:<name>:<now to the millisecond>``. Returns that id."""
+
+    @abc.abstractmethod
+    async def schedule_runs(self, name: str, limit: int) -> list[WorkflowRecord]:
+        """The schedule's latest runs (the workflows whose id begins ``schedule:<name>:``),
+        latest slot first."""
+
+    @abc.abstractmethod
+    async def next_schedule_due(self, names: list[str]) -> tuple[float | None, bool]:
+        """The earliest next slot of the unpaused schedules of ``names``, and whether any of
+        them holds a buffered slot (waiting for its last run to end)."""
 
     async def listen(self, callback: Callable[[], None], topic: str = "work") -> None:
         """Call ``callback`` whenever another process announces ready work (``topic="work"``)

@@ -7,19 +7,21 @@ told, and its :class:`~loom.store.statements.Dialect`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
 
 from loom.core.history import Event
 from loom.errors import DatabaseCorruptError, StoreError
+from loom.schedule_spec import ScheduleSpec, run_prefix
 from loom.status import WorkflowStatus
-from loom.store import copying, rules
+from loom.store import copying, rules, schedule_rules
 from loom.store.base import (
     CancelOutcome,
     Claim,
     RunSummary,
+    ScheduleRecord,
     Signal,
     Store,
     StoreStats,
@@ -241,6 +243,61 @@ class SqlStore(Store):
 
     async def stats(self, now: float) -> StoreStats:
         return await self._read(rules.stats(self.sql, now), snapshot=True)
+
+    # -- schedules ------------------------------------------------------------------------
+    async def save_schedule(
+        self, spec: ScheduleSpec, now: float, *, replace: bool = False, paused: bool = False
+    ) -> ScheduleRecord:
+        return await self._transact(schedule_rules.save(self.sql, spec, now, replace, paused))
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        found = await self._rows(
+            f"SELECT {schedule_rules.SCHEDULE_COLUMNS} FROM schedules WHERE name = ?", name
+        )
+        return schedule_rules.schedule_record(found[0]) if found else None
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        found = await self._rows(
+            f"SELECT {schedule_rules.SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
+        )
+        return [schedule_rules.schedule_record(r) for r in found]
+
+    async def pause_schedule(self, name: str, paused: bool, now: float) -> ScheduleRecord:
+        return await self._transact(schedule_rules.set_paused(self.sql, name, paused, now))
+
+    async def delete_schedule(self, name: str) -> None:
+        await self._transact(schedule_rules.delete(self.sql, name))
+
+    async def fire_schedules(
+        self, versions: Mapping[str, str], now: float, limit: int
+    ) -> list[str]:
+        if not versions or limit <= 0:
+            return []
+        started = await self._transact(schedule_rules.fire_due(self.sql, versions, now, limit))
+        if started:
+            self._changed(work=True)
+        return started
+
+    async def trigger_schedule(self, name: str, version: str, now: float) -> str:
+        workflow_id = await self._transact(schedule_rules.trigger(self.sql, name, version, now))
+        self._changed(work=True)
+        return workflow_id
+
+    async def schedule_runs(self, name: str, limit: int) -> list[WorkflowRecord]:
+        prefix = run_prefix(name)  # ends with ":"; ";" is the next character
+        found = await self._rows(
+            f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id >= ? AND id < ? "
+            "ORDER BY id DESC LIMIT ?",
+            prefix,
+            prefix[:-1] + ";",
+            max(0, limit),
+        )
+        return [record(r) for r in found]
+
+    async def next_schedule_due(self, names: list[str]) -> tuple[float | None, bool]:
+        if not names:
+            return None, False
+        return await self._read(schedule_rules.due(self.sql, names))
 
     async def export_rows(self, after_id: str | None, limit: int) -> list[WorkflowDump]:
         if limit <= 0:

@@ -1,0 +1,117 @@
+"""The scheduler every :class:`~loom.worker.Worker` runs beside its claim loop.
+
+When the worker starts, it writes the schedules its registry declares (``loom.schedule``) to the
+database. Then, whenever one of the schedules of the workflows it has registered is due, it asks
+the store for a pass (``Store.fire_schedules``): one transaction that starts the due slots' runs
+and advances their schedules, so any number of workers (in any number of processes) can run
+schedulers on one database and each slot still starts once. It sleeps until the next slot is
+due, at most ``check_interval`` (schedules created or resumed by another process are found that
+late; one created in this process wakes it at once), and every ``check_interval`` while a
+schedule holds a buffered slot, to see whether the run before it has ended.
+
+A database outage is ridden out like the claim loop's: back off, log once, try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from loom.definitions import Registry
+from loom.outage import Backoff, OutageLog
+from loom.store.base import Store
+
+log = logging.getLogger("loom.scheduler")
+
+PASS_LIMIT = 50
+"""The most schedules one pass (one transaction) takes; a busier moment takes several."""
+
+
+class Scheduler:
+    """Fires the due schedules of the workflows in ``registry``; ``started`` hears of the
+    workflows each pass started (so the worker claims them at once)."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        worker_id: str,
+        check_interval: float,
+        started: Callable[[list[str]], None],
+        outages: OutageLog,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.worker_id = worker_id
+        self.check_interval = check_interval
+        self._started = started
+        self._outages = outages
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._synced = False
+        self._held_check = 0.0
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def wake(self) -> None:
+        """A schedule was created, resumed or changed in this process: look again now."""
+        self._wake.set()
+
+    async def sync(self) -> None:
+        """Write the schedules the registry declares to the database (create or update)."""
+        for spec in self.registry.schedules():
+            await self.store.save_schedule(spec, time.time(), replace=True)
+        self._synced = True
+
+    async def _loop(self) -> None:
+        outage = Backoff("firing schedules", self._outages)
+        while True:
+            self._wake.clear()
+            try:
+                if not self._synced:
+                    await self.sync()
+                wait = await self.run_pass()
+            except Exception as exc:
+                wait = outage.failed(exc)
+                log.debug("%s: scheduler pass failed: %s", self.worker_id, exc)
+            else:
+                outage.succeeded()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.001))
+
+    async def run_pass(self) -> float:
+        """Fire what is due now; return how long to wait before the next look."""
+        versions = {d.name: d.version for d in self.registry.workflows()}
+        if not versions:
+            return self.check_interval
+        names = list(versions)
+        due, held = await self.store.next_schedule_due(names)
+        now = time.time()
+        fire = due is not None and due <= now
+        if fire or (held and now >= self._held_check):
+            if held:
+                self._held_check = now + self.check_interval
+            started = await self.store.fire_schedules(versions, now, PASS_LIMIT)
+            if started:
+                log.info("%s: schedules started %s", self.worker_id, ", ".join(started))
+                self._started(started)
+            if fire:
+                return 0.01  # look again: more may be due than one pass takes
+        wait = self.check_interval
+        if due is not None:
+            wait = min(wait, due - now)
+        if held:
+            wait = min(wait, self._held_check - now)
+        return wait
