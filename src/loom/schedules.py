@@ -177,12 +177,13 @@ class ScheduleMethods:
     async def describe_schedule(
         self, name: str, *, upcoming: int = 5, runs: int = 10
     ) -> ScheduleDescription:
-        """The schedule, its next ``upcoming`` run times (none while paused) and its latest
-        ``runs`` runs."""
+        """The schedule, its next ``upcoming`` run times from now on (none while paused) and
+        its latest ``runs`` runs."""
         record = await self._schedule(name)
         times: list[float] = []
         if not record.paused and record.next_at is not None:
-            times = record.spec.timing.upcoming(record.next_at, max(0, min(upcoming, 100)))
+            after = max(record.next_at, time.time())
+            times = record.spec.timing.upcoming(after, max(0, min(upcoming, 100)))
         recent = await self.store.schedule_runs(record.spec.name, max(0, min(runs, 1000)))
         return ScheduleDescription(
             ScheduleInfo.of(record), [datetime.fromtimestamp(t, UTC) for t in times], recent
@@ -200,12 +201,15 @@ class ScheduleMethods:
         self._schedules_changed()
         return ScheduleInfo.of(record)
 
-    async def trigger_schedule(self, name: str) -> WorkflowHandle[Any]:
+    async def trigger_schedule(
+        self, name: str, *, registry: Registry | None = None
+    ) -> WorkflowHandle[Any]:
         """Start a run of the schedule now, whatever its slots, pause or overlap policy; its
         id is ``schedule:<name>:<now, to the millisecond>``. The schedule's workflow must be
-        registered in this process (``UnknownWorkflowTypeError``), as for a start by name."""
+        registered in this process (in ``registry``, default this database's:
+        ``UnknownWorkflowTypeError``), as for a start by name."""
         record = await self._schedule(name)
-        definition = self.registry.workflow(record.spec.workflow)
+        definition = (registry or self.registry).workflow(record.spec.workflow)
         workflow_id = await self.store.trigger_schedule(
             record.spec.name, definition.version, time.time()
         )

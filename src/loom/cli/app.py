@@ -15,6 +15,7 @@ from loom.cli.inspect_command import inspect_command
 from loom.cli.migrate_command import migrate_command
 from loom.cli.query_command import query_command
 from loom.cli.read_commands import list_command, stats_command
+from loom.cli.schedule_commands import schedule_app
 from loom.cli.worker_command import worker_command
 
 app = typer.Typer(
@@ -55,6 +56,7 @@ app.command("query")(query_command)
 app.command("replay")(replay_command)
 app.command("web")(web_command)
 app.command("migrate")(migrate_command)
+app.add_typer(schedule_app, name="schedule")
 
 
 def main() -> None:

@@ -31,6 +31,8 @@ from loom.errors import (
     QueryArgumentsError,
     QueryFailedError,
     QueryNotFoundError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     StoreError,
     UnknownWorkflowTypeError,
     WorkflowAlreadyExistsError,
@@ -39,7 +41,7 @@ from loom.errors import (
 )
 from loom.masking import mask_credentials
 from loom.modules import import_modules
-from loom.web import streams
+from loom.web import schedules_api, streams
 from loom.web.api import router
 from loom.web.paths import EncodedIds
 from loom.web.security import LOOPBACK_HOSTS, BodyLimit, Guard, hide_tokens_in_logs
@@ -62,6 +64,8 @@ PAGE_HEADERS = {
 ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (WorkflowNotFoundError, 404),
     (QueryNotFoundError, 404),
+    (ScheduleNotFoundError, 404),
+    (ScheduleAlreadyExistsError, 409),
     (QueryArgumentsError, 400),
     (QueryFailedError, 422),
     (WorkflowNotRunningError, 409),
@@ -149,6 +153,7 @@ def create_app(
     app.add_middleware(Guard, token=token, allowed_hosts=hosts)
     _add_error_handlers(app)
     app.include_router(router)
+    app.include_router(schedules_api.router)
     _add_pages(app)
     hide_tokens_in_logs()
     return app
@@ -220,6 +225,7 @@ def _add_pages(app: FastAPI) -> None:
     @app.get("/definitions", include_in_schema=False)
     @app.get("/metrics", include_in_schema=False)
     @app.get("/queue", include_in_schema=False)
+    @app.get("/schedules", include_in_schema=False)
     async def index() -> Response:
         return page("index.html")  # the script shows the view its path names
 

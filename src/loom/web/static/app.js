@@ -7,10 +7,22 @@ import { definitionsView } from "./definitions.js";
 import { workflowPage } from "./detail.js";
 import { listPage } from "./list.js";
 import { metricsView } from "./metrics.js";
+import { schedulesView } from "./schedules.js";
 
-// Each view has a path of its own (/definitions, /metrics or /queue); ?view= works too.
-const PATHS = { "/definitions": "definitions", "/metrics": "metrics", "/queue": "metrics" };
-const VIEWS = { list: listPage, definitions: definitionsView, metrics: metricsView };
+// Each view has a path of its own (/definitions, /metrics or /queue, /schedules); ?view= works
+// too.
+const PATHS = {
+  "/definitions": "definitions",
+  "/metrics": "metrics",
+  "/queue": "metrics",
+  "/schedules": "schedules",
+};
+const VIEWS = {
+  list: listPage,
+  definitions: definitionsView,
+  metrics: metricsView,
+  schedules: schedulesView,
+};
 
 function start() {
   const page = document.body.dataset.page;
