@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import random
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -538,3 +544,80 @@ async def test_a_scheduler_pass_and_its_runs_are_one_transaction(db: loom.Databa
     assert len(started) == len(set(started)) == 6
     assert sorted(started) == [r.workflow_id for r in await runs_of(db, "race")]
     assert await db.store.fire_schedules(versions, now, 10) == []
+
+
+# -- worker processes, killed ----------------------------------------------------------------
+
+TESTS_DIR = Path(__file__).resolve().parent
+LOOM = Path(sys.executable).parent / "loom"  # the installed console script
+KILL_SEED = int(os.environ.get("LOOM_KILL_SEED", "20240611"))
+
+
+def spawn_worker(db_url: str, log: Path) -> subprocess.Popen[bytes]:
+    """A `loom worker` process serving the schedule test workflows; its log goes to ``log``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LOOM_DATABASE_URL", "LOOM_MODULES")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(LOOM), "worker", "-d", db_url, "-m", "schedule_workflows", "--workers", "4",
+             "--poll-interval", "0.05", "--lease-seconds", "1"],
+            env=env, cwd=TESTS_DIR, stdout=subprocess.DEVNULL, stderr=out,
+        )  # fmt: skip
+
+
+def sigkill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.processes
+async def test_worker_processes_sigkilled_at_random_fire_every_slot_exactly_once(
+    db: loom.Database, db_url: str, tmp_path: Path
+) -> None:
+    """Two `loom worker` processes fire a 1 s schedule while one of them is SIGKILLed and
+    restarted at random moments (mid-pass, mid-run), then both at once for a few seconds: every
+    slot from the first to the last has exactly one run, downtime included (catch-up all)."""
+    rng = random.Random(KILL_SEED)
+    await db.create_schedule(
+        "tick", Tick, every="1s", overlap="allow_all", catch_up="all", catch_up_limit=1000
+    )
+    log = tmp_path / "workers.log"
+    procs = [spawn_worker(db_url, log) for _ in range(2)]
+    try:
+        await eventually(lambda: _count(db, "tick", 2), timeout=60, what="the processes to fire")
+        for _ in range(6):
+            await asyncio.sleep(rng.uniform(0.1, 1.2))  # the kill point: a random moment
+            victim = rng.randrange(2)
+            sigkill(procs[victim])
+            procs[victim] = spawn_worker(db_url, log)
+        for proc in procs:  # both down: slots pass with no worker at all
+            sigkill(proc)
+
+        async def overdue() -> bool:
+            info = await db.get_schedule("tick")
+            return info.next_run is not None and info.next_run.timestamp() < time.time() - 2
+
+        await eventually(overdue, timeout=10, what="two slots to pass with no worker")
+        restarted = time.time()
+        procs = [spawn_worker(db_url, log) for _ in range(2)]
+
+        async def caught_up() -> bool:
+            runs = await runs_of(db, "tick")
+            return bool(runs) and slot_of(runs[-1].workflow_id) > restarted + 1
+
+        await eventually(caught_up, timeout=60, what=lambda: f"the catch-up:\n{log.read_text()}")
+    finally:
+        for proc in procs:
+            sigkill(proc)
+    runs = await runs_of(db, "tick")
+    slots = [slot_of(r.workflow_id) for r in runs]
+    assert slots == [slots[0] + i for i in range(len(slots))], "a slot missed or fired twice"
+    assert len(slots) >= 8
+    async with worker(db):  # what the killed workers left half done
+        for r in runs:
+            handle = db.get_workflow(r.workflow_id)
+            assert (await handle.result(timeout=30))["id"] == r.workflow_id
+            [started] = [e for e in await handle.events() if e.seq == 1]
+            assert started.payload["schedule"]["slot"] == r.workflow_id.split(":", 2)[2]
