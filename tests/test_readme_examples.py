@@ -158,3 +158,16 @@ async def test_query_example_answers_without_waking_the_cart(tmp_path: Path) -> 
     readme = (TESTS.parent / "README.md").read_text()
     example = (TESTS / "readme_cart.py").read_text().split("import asyncio", 1)[1]
     assert "import asyncio" + example in readme  # the README prints this code exactly
+
+
+async def test_schedules_example_fires_a_declared_and_a_created_schedule(tmp_path: Path) -> None:
+    code, out, err = await run_script("readme_schedules.py", tmp_path, script_env(None))
+    assert code == 0, err
+    assert out == "every 1s schedule:pulse:\n03:00\nschedule:pulse: RUNNING\n"
+    async with loom.Database(f"sqlite:///{tmp_path / 'reports.db'}") as db:
+        names = [s.name for s in await db.list_schedules()]
+        assert names == ["nightly-sales", "pulse"]  # the worker wrote the declared one
+        assert (await db.get_schedule("pulse")).paused
+    readme = (TESTS.parent / "README.md").read_text()
+    example = (TESTS / "readme_schedules.py").read_text().split("import asyncio", 1)[1]
+    assert "import asyncio" + example in readme  # the README prints this code exactly

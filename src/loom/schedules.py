@@ -85,7 +85,7 @@ class ScheduleInfo:
 @dataclass(frozen=True, slots=True)
 class ScheduleDescription:
     """``describe_schedule``: the schedule, its next run times and its latest runs (the
-    workflows whose id begins ``schedule:<name>:``, latest slot first)."""
+    workflows whose id begins ``schedule:<name>:``, latest first)."""
 
     schedule: ScheduleInfo
     upcoming: list[datetime]
@@ -185,6 +185,9 @@ class ScheduleMethods:
             after = max(record.next_at, time.time())
             times = record.spec.timing.upcoming(after, max(0, min(upcoming, 100)))
         recent = await self.store.schedule_runs(record.spec.name, max(0, min(runs, 1000)))
+        # The page is the latest by id; a trigger's id (to the millisecond) sorts before the
+        # slot of the same second, so the page is shown in the order the runs began.
+        recent.sort(key=lambda r: (r.created, r.workflow_id), reverse=True)
         return ScheduleDescription(
             ScheduleInfo.of(record), [datetime.fromtimestamp(t, UTC) for t in times], recent
         )

@@ -55,7 +55,7 @@ class ScheduleList(BaseModel):
 
 class ScheduleDetail(Schedule):
     upcoming: list[str] = Field(description="The next run times, ISO 8601 UTC")
-    recent_runs: list[models.WorkflowSummary] = Field(description="Latest slot first")
+    recent_runs: list[models.WorkflowSummary] = Field(description="Latest first")
 
 
 class Triggered(BaseModel):
