@@ -420,3 +420,22 @@ async def test_loom_migrate_command(tmp_path: Path) -> None:
         loom_cli, "migrate", "--from", "gone.db", "--to", "t.db", "--json", cwd=tmp_path
     )
     assert_one_line_error(missing, "source database", "gone.db")
+
+
+async def test_schedules_are_copied_with_their_progress(tmp_path: Path) -> None:
+    source, target = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    async with loom.Database(source) as db:
+        await db.migrate_up()
+        await db.create_schedule("nightly", Order, cron="0 3 * * *", timezone="Europe/Paris",
+                                 input={"amount": 1}, overlap="buffer_one")  # fmt: skip
+        await db.create_schedule("pulse", Order, every="1s", input={"amount": 2}, paused=True)
+        await db.trigger_schedule("pulse")
+        expected = await db.list_schedules()
+    report = await copy_database(source, target)
+    assert report.schedules == 2
+    assert (await copy_database(source, target)).schedules == 2  # again: nothing differs
+    async with loom.Database(target) as db:
+        assert await db.list_schedules() == expected
+        await db.resume_schedule("pulse")
+    with pytest.raises(loom.StoreError, match="schedule 'pulse' already exists"):
+        await copy_database(source, target)  # the target's pulse moved on: refused

@@ -57,6 +57,8 @@ class TransferReport:
     migrations_applied: list[str] = field(default_factory=list)
     """Schema migrations this run applied to the target (empty when it was up to date)."""
     verified: bool = True
+    schedules: int = 0
+    """Schedules in the source, and (verified, definition and progress) in the target."""
 
 
 def display_url(url: str) -> str:
@@ -120,7 +122,8 @@ async def _count(store: Store) -> int:
 async def copy_database(
     source_url: str, target_url: str, *, batch: int = 500, progress: Progress | None = None
 ) -> TransferReport:
-    """Copy every workflow of ``source_url`` into ``target_url``, then verify the copy.
+    """Copy every workflow (and every schedule) of ``source_url`` into ``target_url``, then
+    verify the copy.
 
     The target's schema is created or upgraded first; the source is only read (it must be
     initialized and at the schema version this Loom knows). Raises
@@ -167,9 +170,13 @@ async def copy_database(
             if len(page) < batch:
                 break
 
+        await target.import_schedules(await source.list_schedules())
         workflows, events, signals, leased, by_status = await _verify(
             source, target, batch, source_name, target_name
         )
+        schedules = await source.list_schedules()
+        if schedules != await target.list_schedules():
+            raise _failed("the schedules differ", source_name, target_name)
     return TransferReport(
         source=source_name,
         target=target_name,
@@ -181,6 +188,14 @@ async def copy_database(
         by_status=dict(sorted(by_status.items())),
         leased=leased,
         migrations_applied=applied,
+        schedules=len(schedules),
+    )
+
+
+def _failed(detail: str, source_name: str, target_name: str) -> StoreError:
+    return StoreError(
+        f"verification failed: {detail}; the target {target_name} holds what was copied "
+        f"so far; stop every worker on {source_name} and run the same command again"
     )
 
 
@@ -190,10 +205,7 @@ async def _verify(
     """Walk both databases in id order side by side; every workflow must be the same."""
 
     def failed(detail: str) -> StoreError:
-        return StoreError(
-            f"verification failed: {detail}; the target {target_name} holds what was copied "
-            f"so far; stop every worker on {source_name} and run the same command again"
-        )
+        return _failed(detail, source_name, target_name)
 
     mine, theirs = _pages(source, batch), _pages(target, batch)
     workflows = events = signals = leased = 0

@@ -33,8 +33,8 @@ def migrate_command(
     ] = 500,
     as_json: JsonOption = False,
 ) -> None:
-    """Copy every workflow, its history and its pending signals to another database, then
-    verify that both hold the same. Stop the source's workers first.
+    """Copy every workflow, its history and pending signals, and the schedules to another
+    database, then verify that both hold the same. Stop the source's workers first.
 
     Running it again is safe: workflows already copied are skipped, so an interrupted copy is
     completed by the same command. Leases are not copied: running workflows are picked up by
@@ -57,6 +57,7 @@ def migrate_command(
                 "already_present": report.already_present,
                 "events": report.events,
                 "signals": report.signals,
+                "schedules": report.schedules,
                 "by_status": report.by_status,
                 "leased": report.leased,
                 "migrations_applied": report.migrations_applied,
@@ -98,6 +99,14 @@ def summary(report: TransferReport) -> list[tuple[str, str]]:
             "bold green",
         )
     )
+    if report.schedules:
+        lines.append(
+            (
+                f"verified: both databases hold the same {report.schedules} schedule(s), "
+                "definitions and progress",
+                "bold green",
+            )
+        )
     if report.leased:
         lines.append(
             (

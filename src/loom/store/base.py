@@ -433,6 +433,13 @@ class Store(abc.ABC):
         latest slot first."""
 
     @abc.abstractmethod
+    async def import_schedules(self, records: Sequence[ScheduleRecord]) -> int:
+        """Insert ``records`` verbatim (definition and progress: ``loom migrate``), in one
+        transaction; return how many were inserted. A name already present is skipped when it
+        holds the same schedule; when it differs, nothing is written and
+        :class:`~loom.errors.StoreError` names it."""
+
+    @abc.abstractmethod
     async def next_schedule_due(self, names: list[str]) -> tuple[float | None, bool]:
         """The earliest next slot of the unpaused schedules of ``names``, and whether any of
         them holds a buffered slot (waiting for its last run to end)."""

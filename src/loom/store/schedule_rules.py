@@ -12,14 +12,14 @@ however many workers run, a slot starts one run at most, and a committed pass ne
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from loom.core.history import Event, EventType
-from loom.errors import ScheduleAlreadyExistsError, ScheduleNotFoundError
+from loom.errors import ScheduleAlreadyExistsError, ScheduleNotFoundError, StoreError
 from loom.schedule_spec import (
     ScheduleSpec,
     Timing,
@@ -260,6 +260,36 @@ def trigger(d: Dialect, name: str, version: str, now: float) -> Rule[str]:
     if written:
         yield events(written)
     return workflow_id
+
+
+def import_records(d: Dialect, records: Sequence[ScheduleRecord], label: str) -> Rule[int]:
+    """Insert ``records`` as they are (``loom migrate``); see ``Store.import_schedules``."""
+    inserted = 0
+    for r in records:
+        done = yield rows(
+            f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO NOTHING RETURNING name",
+            r.spec.name,
+            *_definition(r.spec),
+            int(r.paused),
+            r.next_at,
+            r.buffered_at,
+            r.last_slot_at,
+            r.last_run_id,
+            r.created,
+            r.updated,
+        )
+        if done:
+            inserted += 1
+            continue
+        [row] = yield rows(f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?", r.spec.name)
+        if schedule_record(row) != r:
+            raise StoreError(
+                f"schedule {r.spec.name!r} already exists in {label} with another definition "
+                "or progress; delete it there (`loom schedule delete`) and copy again"
+            )
+    return inserted
 
 
 def due(d: Dialect, names: list[str]) -> Rule[tuple[float | None, bool]]:

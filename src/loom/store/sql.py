@@ -294,6 +294,11 @@ class SqlStore(Store):
         )
         return [record(r) for r in found]
 
+    async def import_schedules(self, records: Sequence[ScheduleRecord]) -> int:
+        if not records:
+            return 0
+        return await self._transact(schedule_rules.import_records(self.sql, records, self.label))
+
     async def next_schedule_due(self, names: list[str]) -> tuple[float | None, bool]:
         if not names:
             return None, False
