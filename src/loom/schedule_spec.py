@@ -152,7 +152,7 @@ class Timing:
             raise InvalidScheduleError(f"cron expression {str(cron)[:60]!r} is not valid")
         timing = cls(cron=" ".join(cron.split()), timezone=tz)
         try:
-            croniter(timing.cron, datetime.now(UTC))
+            croniter(timing.cron, datetime(2000, 1, 1, tzinfo=UTC))
         except Exception as exc:
             raise InvalidScheduleError(
                 f"cron expression {cron[:60]!r} is not valid: {str(exc)[:200]}"
@@ -195,6 +195,29 @@ class Timing:
         except Exception:
             return None
         return float(found.timestamp())
+
+    def back_from(self, slot: float, count: int, not_before: float) -> list[float]:
+        """Up to ``count`` slots strictly before ``slot``, latest first, none before
+        ``not_before`` (one croniter for them all: a catch-up may ask for a thousand)."""
+        found: list[float] = []
+        if self.every is not None:
+            earlier = self.before(slot)
+            while earlier is not None and earlier >= not_before and len(found) < count:
+                found.append(earlier)
+                earlier = earlier - self.every if earlier >= self.every else None
+            return found
+        if count <= 0:
+            return found
+        try:
+            walk = self._cron(math.ceil(slot))
+            while len(found) < count:
+                earlier = float(walk.get_prev(datetime).timestamp())
+                if earlier < not_before:
+                    break
+                found.append(earlier)
+        except Exception:  # no earlier date croniter can find
+            pass
+        return found
 
     def upcoming(self, after: float, count: int) -> list[float]:
         """The next ``count`` slots from ``after`` on (``after`` itself included)."""
@@ -253,13 +276,7 @@ def due_slots(
         return [] if now - current > LATE_AFTER else [current]
     if catch_up is CatchUp.LATEST:
         return [current]
-    slots = [current]
-    while len(slots) < limit:
-        earlier = timing.before(slots[-1])
-        if earlier is None or earlier < next_at:
-            break
-        slots.append(earlier)
-    return slots[::-1]
+    return [*timing.back_from(current, limit - 1, next_at)[::-1], current]
 
 
 @dataclass(frozen=True, slots=True)

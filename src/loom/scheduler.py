@@ -21,13 +21,16 @@ import time
 from collections.abc import Callable
 
 from loom.definitions import Registry
-from loom.outage import Backoff, OutageLog
+from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.store.base import Store
 
 log = logging.getLogger("loom.scheduler")
 
 PASS_LIMIT = 50
 """The most schedules one pass (one transaction) takes; a busier moment takes several."""
+
+ERROR_PAUSE = 5.0
+"""How long the scheduler waits after an error that is not an outage (logged each time)."""
 
 
 class Scheduler:
@@ -70,9 +73,20 @@ class Scheduler:
         self._wake.set()
 
     async def sync(self) -> None:
-        """Write the schedules the registry declares to the database (create or update)."""
-        for spec in self.registry.schedules():
-            await self.store.save_schedule(spec, time.time(), replace=True)
+        """Write the schedules the registry declares to the database (create or update). An
+        outage is retried; any other error is logged once, and the other schedules still fire."""
+        try:
+            for spec in self.registry.schedules():
+                await self.store.save_schedule(spec, time.time(), replace=True)
+        except OUTAGE_ERRORS:
+            raise
+        except Exception as exc:
+            log.error(
+                "%s: cannot write the schedules declared in code: %s: %s",
+                self.worker_id,
+                type(exc).__name__,
+                exc,
+            )
         self._synced = True
 
     async def _loop(self) -> None:
@@ -83,9 +97,13 @@ class Scheduler:
                 if not self._synced:
                     await self.sync()
                 wait = await self.run_pass()
-            except Exception as exc:
+            except OUTAGE_ERRORS as exc:
                 wait = outage.failed(exc)
-                log.debug("%s: scheduler pass failed: %s", self.worker_id, exc)
+            except Exception as exc:  # not the database's health: say so, and try again later
+                log.error(
+                    "%s: scheduler pass failed: %s: %s", self.worker_id, type(exc).__name__, exc
+                )
+                wait = ERROR_PAUSE
             else:
                 outage.succeeded()
             with contextlib.suppress(TimeoutError):

@@ -145,7 +145,8 @@ class ScheduleMethods:
             catch_up_limit=catch_up_limit,
             max_payload_bytes=self.max_payload_bytes,
         )
-        self.registry.workflow(spec.workflow)  # UnknownWorkflowTypeError: a name nobody runs
+        if isinstance(workflow, str):  # a name: refuse a typo (UnknownWorkflowTypeError)
+            self.registry.workflow(spec.workflow)
         record = await self.store.save_schedule(spec, time.time(), paused=bool(paused))
         self._schedules_changed()
         return ScheduleInfo.of(record)
