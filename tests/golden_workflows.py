@@ -236,3 +236,16 @@ class GoldenHousehold(loom.Workflow[dict[str, Any], dict[str, Any]]):
         await asyncio.wait([waiting.task, timer], return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
         await ctx.state.set("garden", "withdrawn")
+
+
+# ------------------------------------------------------------------------ golden_Subscription
+# Continue-as-new: two runs of one workflow id.
+
+
+@loom.workflow(name="golden_Subscription")
+class GoldenSubscription(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def month(self, ctx: Ctx) -> None:
+        await ctx.state.set("billed", ctx.input["month"])
+        if ctx.input["month"] < 2:
+            await ctx.continue_as_new({"month": ctx.input["month"] + 1})

@@ -227,6 +227,8 @@ export function workflowPage() {
         running.marks.push({ at: item.timestamp, kind: "withdrawn", what: withdrawnLabel(item) });
       } else if (running && item.type === "SIGNAL_RECEIVED" && payload.scheduled == null) {
         running.marks.push({ at: item.timestamp, kind: "handled", what: "signal " + payload.name });
+      } else if (running && item.type === "CHILD_WORKFLOW_STARTED") {
+        running.marks.push({ at: item.timestamp, kind: "child", what: "child " + payload.workflow_id });
       }
     }
     return times;
