@@ -773,3 +773,41 @@ def test_replay_reports_histories_the_changed_code_no_longer_reproduces(
     [report] = json.loads(one.stdout)
     assert (report["workflow_id"], report["name"], report["ok"]) == ("r2", "cli_Replay", False)
     assert "cli_replay_bill" in report["problem"]
+
+
+VERSIONED_MODULE = """
+import loom
+
+
+@loom.workflow(name="cli_Versioned", version="1")
+class One(loom.Workflow[dict, dict]):
+    @loom.step
+    async def only(self, ctx):
+        await ctx.state.set("v", 1)
+
+
+@loom.workflow(name="cli_Versioned", version="2")
+class Two(loom.Workflow[dict, dict]):
+    @loom.step
+    async def only(self, ctx):
+        await ctx.state.set("v", 2)
+"""
+
+
+def test_start_takes_the_newest_version_or_the_one_named(tmp_path: Path, ready_db: str) -> None:
+    (tmp_path / "cli_versioned.py").write_text(VERSIONED_MODULE)
+    env = cli_env(ready_db, LOOM_MODULES="cli_versioned", PYTHONPATH=str(tmp_path))
+    ok(loom_cli("start", "cli_Versioned", "--id", "newest", env=env, cwd=tmp_path))
+    ok(loom_cli("start", "cli_Versioned", "--id", "old", "--version", "1", env=env, cwd=tmp_path))
+    listed = {
+        row["workflow_id"]: row["version"]
+        for row in ok_json(
+            loom_cli("list", "--name", "cli_Versioned", "--json", env=env, cwd=tmp_path)
+        )
+    }
+    assert listed == {"newest": "2", "old": "1"}
+    assert_one_line_error(
+        loom_cli("start", "cli_Versioned", "--version", "3", env=env, cwd=tmp_path),
+        "version '3' of workflow 'cli_Versioned' is not registered",
+        "'1', '2'",
+    )

@@ -273,18 +273,43 @@ def test_workflow_decorator_on_a_non_workflow_class_is_refused() -> None:
         loom.workflow(lambda: None)  # type: ignore[call-overload]
 
 
-def test_two_classes_with_one_workflow_name_are_refused() -> None:
+def test_two_classes_with_one_workflow_name_and_version_are_refused() -> None:
     with pytest.raises(loom.DefinitionError) as info:
 
-        @loom.workflow(name="defs_Configured")
+        @loom.workflow(name="defs_Configured", version="2.5.0")
         class Impostor(loom.Workflow[None, None]):
             @loom.step
             async def run(self, ctx: Any) -> None: ...
 
     message = str(info.value)
-    assert "defs_Configured" in message
-    assert "name=" in message
+    assert "defs_Configured" in message and "'2.5.0'" in message
+    assert "name=" in message and "version=" in message
     assert loom.default_registry.workflow("defs_Configured").cls is DefsConfiguredWorkflow
+
+
+def test_another_version_of_a_workflow_name_registers_beside_it() -> None:
+    registry = loom.Registry()
+
+    @loom.workflow(name="defs_Twice", version="1", registry=registry)
+    class First(loom.Workflow[None, None]):
+        @loom.step
+        async def run(self, ctx: Any) -> None: ...
+
+    @loom.workflow(name="defs_Twice", version="2", registry=registry)
+    class Second(loom.Workflow[None, None]):
+        @loom.step
+        async def run(self, ctx: Any) -> None: ...
+
+    assert sorted(d.version for d in registry.workflows()) == ["1", "2"]
+    assert registry.workflow("defs_Twice").cls is Second  # the newest
+    assert registry.workflow("defs_Twice", version="1").cls is First
+
+    @loom.workflow(name="defs_Twice", version="3", registry=registry)
+    class Second(loom.Workflow[None, None]):  # type: ignore[no-redef]  # edited and reloaded
+        @loom.step
+        async def run(self, ctx: Any) -> None: ...
+
+    assert sorted(d.version for d in registry.workflows()) == ["1", "3"]
 
 
 def test_two_functions_with_one_activity_name_are_refused() -> None:

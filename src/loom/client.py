@@ -242,13 +242,17 @@ class Database:
         workflow_input: Any = None,
         initial_state: Any = None,
         workflow_id: str | None = None,
+        version: str | None = None,
     ) -> WorkflowHandle[StateT]:
         """Record a new workflow and make it ready for a worker; return its handle.
 
         An existing ``workflow_id`` returns that workflow's handle if its input is equal, and
-        raises ``WorkflowAlreadyExistsError`` otherwise.
+        raises ``WorkflowAlreadyExistsError`` otherwise. The run stays on the version of
+        ``workflow`` (or, with ``version``, that registered version of its name).
         """
         definition = workflow_definition(workflow)
+        if version is not None and version != definition.version:
+            definition = self.registry.workflow(definition.name, workflow_id, version)
         return await self._start(definition, workflow_input, initial_state, workflow_id)
 
     async def start_workflow_by_name(
@@ -258,9 +262,13 @@ class Database:
         workflow_input: Any = None,
         initial_state: Any = None,
         workflow_id: str | None = None,
+        version: str | None = None,
     ) -> WorkflowHandle[Any]:
-        """Start a registered workflow by its name (as the CLI and dashboard do)."""
-        definition = self.registry.workflow(limits.check_id(name, "workflow name"))
+        """Start a registered workflow by its name (as the CLI and dashboard do): its newest
+        version, or ``version``."""
+        definition = self.registry.workflow(
+            limits.check_id(name, "workflow name"), workflow_id, version
+        )
         return await self._start(definition, workflow_input, initial_state, workflow_id)
 
     async def _start(
@@ -389,11 +397,16 @@ class Database:
         """The definition registered in this process (``registry``, default: this database's)
         under the workflow's name; ``ConfigurationError`` naming how to register it if none.
 
-        The version is not compared, as workers do not compare it: a workflow started under
-        an older version is queried (and run) with the class registered now.
+        The class of the workflow's own version when it is registered, else the newest
+        version's: a query reads only the stored state, which versions usually share.
         """
+        chosen = registry or self.registry
         try:
-            return (registry or self.registry).workflow(record.name, record.workflow_id)
+            return chosen.workflow(record.name, record.workflow_id, record.version)
+        except UnknownWorkflowTypeError:
+            pass
+        try:
+            return chosen.workflow(record.name, record.workflow_id)
         except UnknownWorkflowTypeError:
             raise ConfigurationError(
                 f"workflow {record.workflow_id!r} is of type {record.name!r}, and no class of that "
@@ -458,7 +471,7 @@ class Database:
             raise WorkflowNotFoundError(workflow_id)
         history = await self.store.load_history(workflow_id)
         try:
-            definition = self.registry.workflow(record.name, workflow_id)
+            definition = self.registry.workflow(record.name, workflow_id, record.version)
         except UnknownWorkflowTypeError as exc:
             return ReplayReport(workflow_id, record.name, False, str(exc))
         execution = WorkflowExecution(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -117,26 +118,34 @@ class WorkflowBase:
 
 
 class Registry:
-    """Workflow classes and activities by name: how a worker finds the code for a stored row.
+    """Workflow classes (by name and version) and activities (by name): how a worker finds the
+    code for a stored row.
 
-    Names are unique per registry: registering a second class or function under a taken name
-    raises :class:`~loom.errors.DefinitionError` (the same one again, e.g. a reloaded module, is
-    accepted and replaces the first).
+    Several versions of one workflow name may be registered side by side
+    (``@loom.workflow(name="Order", version="2")``): a run stays on the version it started
+    with, and a new start takes the newest (:func:`version_key`) unless one is named. A second
+    class under a taken (name, version), or a second activity under a taken name, raises
+    :class:`~loom.errors.DefinitionError`; the same class again (its module reloaded) is
+    accepted and replaces the first, whatever its version now.
     """
 
     def __init__(self) -> None:
-        self._workflows: dict[str, WorkflowDefinition] = {}
+        self._workflows: dict[str, dict[str, WorkflowDefinition]] = {}
         self._activities: dict[str, ActivityDefinition] = {}
 
     def add_workflow(self, definition: WorkflowDefinition) -> None:
-        existing = self._workflows.get(definition.name)
+        versions = self._workflows.setdefault(definition.name, {})
+        existing = versions.get(definition.version)
         if existing is not None and _qualname(existing.cls) != _qualname(definition.cls):
             raise DefinitionError(
-                f"two workflow classes are named {definition.name!r}: "
-                f"{_qualname(existing.cls)} and {_qualname(definition.cls)}; "
-                "give one of them another name=..."
+                f"two workflow classes are named {definition.name!r} with version "
+                f"{definition.version!r}: {_qualname(existing.cls)} and "
+                f"{_qualname(definition.cls)}; give one of them another name=... or version=..."
             )
-        self._workflows[definition.name] = definition
+        for version, other in list(versions.items()):  # the same class, edited and reloaded
+            if _qualname(other.cls) == _qualname(definition.cls):
+                del versions[version]
+        versions[definition.version] = definition
 
     def add_activity(self, definition: ActivityDefinition) -> None:
         """Record an activity; a second function under the same name raises, as for workflows.
@@ -152,17 +161,35 @@ class Registry:
             )
         self._activities[definition.name] = definition
 
-    def workflow(self, name: str, workflow_id: str | None = None) -> WorkflowDefinition:
-        try:
-            return self._workflows[name]
-        except KeyError:
-            raise UnknownWorkflowTypeError(name, workflow_id) from None
+    def workflow(
+        self, name: str, workflow_id: str | None = None, version: str | None = None
+    ) -> WorkflowDefinition:
+        """The definition of ``name`` at ``version``, or its newest version when None."""
+        versions = self._workflows.get(name)
+        if not versions:
+            raise UnknownWorkflowTypeError(name, workflow_id)
+        if version is None:
+            return versions[max(versions, key=version_key)]
+        found = versions.get(version)
+        if found is None:
+            raise UnknownWorkflowTypeError(name, workflow_id, version, sorted(versions))
+        return found
 
     def workflows(self) -> list[WorkflowDefinition]:
-        return list(self._workflows.values())
+        """Every registered workflow definition, each version of a name its own."""
+        return [d for versions in self._workflows.values() for d in versions.values()]
 
     def activities(self) -> list[ActivityDefinition]:
         return list(self._activities.values())
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """How versions are ordered to find the newest: numbers by value, the rest by text, so
+    ``"1.10" > "1.9" > "1"`` and ``"2" > "1.0.0"``."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.findall(r"\d+|[^\d.\-_+]+", version)
+    )
 
 
 def _qualname(obj: Any) -> str:

@@ -154,7 +154,7 @@ class WorkflowDriver:
             history: list[Event] | tuple[Event, ...] = claim.history
         else:
             history = await worker.store.load_history(claim.workflow_id)
-        definition = worker.registry.workflow(claim.name, claim.workflow_id)
+        definition = worker.registry.workflow(claim.name, claim.workflow_id, claim.version)
         ex = WorkflowExecution(definition, claim.workflow_id, history, now=time.time())
         ex.run_id = claim.run_id
         return ex

@@ -192,8 +192,10 @@ class NonDeterminismError(WorkflowError):
         super().__init__(
             f"workflow {workflow_id!r} is non-deterministic: {detail}. The code no longer "
             "reproduces the stored history: restore the old code path and `loom retry` the "
-            "workflow (keep changed code undeployed until the workflows running the old code "
-            "finish; `loom replay` checks a deploy against stored histories)",
+            "workflow. To change code under running workflows, guard the new path with "
+            "`if ctx.patched('change-id'):` or register the new code as a new version "
+            "(`@loom.workflow(version=...)`, runs stay on the version they started with); "
+            "`loom replay` checks a deploy against stored histories",
             workflow_id=workflow_id,
         )
 
@@ -233,14 +235,30 @@ class UnawaitedCallError(LoomError):
 class UnknownWorkflowTypeError(LoomError):
     """A stored workflow's type is not registered in this process; import its module."""
 
-    def __init__(self, name: str, workflow_id: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        workflow_id: str | None = None,
+        version: str | None = None,
+        registered: list[str] | None = None,
+    ) -> None:
         which = f" (workflow {workflow_id!r})" if workflow_id else ""
-        super().__init__(
-            f"no workflow class named {name!r} is registered{which}; import the module that "
-            "defines it (loom worker -m MODULE)"
-        )
+        if version is None:
+            message = (
+                f"no workflow class named {name!r} is registered{which}; import the module that "
+                "defines it (loom worker -m MODULE)"
+            )
+        else:
+            message = (
+                f"version {version!r} of workflow {name!r} is not registered{which} (registered: "
+                f"{', '.join(map(repr, registered or [])) or 'none'}); a run stays on the version "
+                "it started with: keep that version's class registered, e.g. "
+                f"@loom.workflow(name={name!r}, version={version!r})"
+            )
+        super().__init__(message)
         self.name = name
         self.workflow_id = workflow_id
+        self.version = version
 
 
 class WorkflowSandboxError(LoomError, RuntimeError):

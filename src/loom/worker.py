@@ -44,6 +44,7 @@ from loom.lease import LeaseKeeper
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome
+from loom.store.rules import kind_key
 
 if TYPE_CHECKING:
     from loom.client import Database
@@ -242,7 +243,8 @@ class Worker:
 
     # -- claiming -------------------------------------------------------------------------
     def _names(self) -> list[str]:
-        return [d.name for d in self.registry.workflows()]
+        """What this worker claims: each workflow name at each version it has."""
+        return [kind_key(d.name, d.version) for d in self.registry.workflows()]
 
     async def _claim(self, limit: int) -> list[Claim]:
         claims = await self.store.claim(

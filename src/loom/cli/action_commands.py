@@ -31,12 +31,18 @@ def start_command(
     workflow_id: Annotated[
         str | None, typer.Option("--id", metavar="ID", help="Workflow id (default: a UUID).")
     ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", metavar="VERSION", help="The version (default: the newest)."),
+    ] = None,
     modules: ModulesOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Start a workflow by name; a worker with its module runs it."""
     limits.check_id(name, "workflow name")
+    if version is not None:
+        limits.check_id(version, "workflow version")
     if workflow_id is not None:
         limits.check_id(workflow_id)
     workflow_input = parse_json(input_json, "--input")
@@ -52,7 +58,7 @@ def start_command(
                 except WorkflowNotFoundError:
                     pass
             handle = await db.start_workflow_by_name(
-                name, workflow_input=workflow_input, workflow_id=workflow_id
+                name, workflow_input=workflow_input, workflow_id=workflow_id, version=version
             )
             return handle.workflow_id, existed
 

@@ -91,6 +91,8 @@ class Claim:
     history: tuple[Event, ...] = ()
     run_id: str | None = None
     """The run claimed: a cached execution of an earlier run of the same id is not it."""
+    version: str | None = None
+    """The workflow's version: its run stays on the code of the version it started with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +289,10 @@ class Store(abc.ABC):
     async def claim(
         self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
     ) -> list[Claim]:
-        """Lease up to ``limit`` ready workflows whose type is in ``names``, oldest due first."""
+        """Lease up to ``limit`` ready workflows whose type is in ``names``, oldest due first.
+
+        An entry is a workflow name (any version) or ``name + "\x1f" + version`` (that version
+        only: ``rules.kind_key``), as a worker that serves exactly the versions it has asks."""
 
     @abc.abstractmethod
     async def load_history(

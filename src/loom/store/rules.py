@@ -423,17 +423,45 @@ def new_run_id() -> str:
 
 
 # -- claims ---------------------------------------------------------------------------------
+KIND_SEPARATOR = "\x1f"
+"""Between a workflow's name and version in a claim's ``names`` entry (``Order\x1f2``): a worker
+claims only the versions it has. (Names and versions never hold control characters.)"""
+
+
+def kind_key(name: str, version: str) -> str:
+    return f"{name}{KIND_SEPARATOR}{version}"
+
+
+def kinds(d: Dialect, names: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+    """The condition that a workflow is of one of ``names``: a plain name (any version) or a
+    :func:`kind_key` (that version only)."""
+    keys = [n for n in names if KIND_SEPARATOR in n]
+    plain = [n for n in names if KIND_SEPARATOR not in n]
+    parts: list[str] = []
+    args: list[Any] = []
+    if plain:
+        where, found = d.among("name", plain)
+        parts.append(where)
+        args.extend(found)
+    if keys:
+        where, found = d.among("(name || ? || version)", keys)
+        parts.append(where)
+        args.extend((KIND_SEPARATOR, *found))
+    return (parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"), tuple(args)
+
+
 def claim_statement(
     d: Dialect, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
 ) -> Op:
-    """Lease up to ``limit`` due workflows of ``names``, oldest due first: a new epoch each, and
-    ``ready_at`` at the lease's end, so a dead worker's workflow is claimable again then."""
-    where, args = d.among("name", names)
+    """Lease up to ``limit`` due workflows of ``names`` (see :func:`kinds`), oldest due first:
+    a new epoch each, and ``ready_at`` at the lease's end, so a dead worker's workflow is
+    claimable again then."""
+    where, args = kinds(d, names)
     return rows(
         "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, ready_at = ? "
         f"WHERE id IN (SELECT id FROM workflows WHERE ready_at <= ? AND {where} "
         f"ORDER BY ready_at LIMIT ?{d.skip_locked}) "
-        "RETURNING id, name, lease_epoch, last_seq, cancel_requested, run_id",
+        "RETURNING id, name, version, lease_epoch, last_seq, cancel_requested, run_id",
         owner,
         now + lease_seconds,
         now,

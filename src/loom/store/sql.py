@@ -91,6 +91,7 @@ class SqlStore(Store):
                 r["last_seq"],
                 (started[r["id"]],) if r["id"] in started else (),
                 r["run_id"],
+                r["version"],
             )
             for r in claimed
             if r["cancel_requested"] is None
@@ -232,7 +233,7 @@ class SqlStore(Store):
     async def next_due(self, names: list[str]) -> float | None:
         if not names:
             return None
-        where, args = self.sql.among("name", names)
+        where, args = rules.kinds(self.sql, names)
         found = await self._rows(
             f"SELECT MIN(ready_at) AS due FROM workflows WHERE ready_at IS NOT NULL AND {where}",
             *args,

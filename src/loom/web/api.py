@@ -102,6 +102,12 @@ class StartRequest(BaseModel):
         description="The workflow id; default: a new UUID. Starting an existing id with the "
         "same input returns it (200); with another input is a 409. No control characters.",
     )
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The registered version to start; default: the newest.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -220,7 +226,7 @@ async def list_workflows(
 async def start_workflow(
     body: StartRequest, db: DB, reg: Annotated[Registry, Depends(registry)]
 ) -> Any:
-    definition = reg.workflow(body.name)  # UnknownWorkflowTypeError: 422
+    definition = reg.workflow(body.name, body.id, body.version)  # UnknownWorkflowTypeError: 422
     existed = body.id is not None and await db.find_workflow(body.id) is not None
     handle = await db.start_workflow(
         definition.cls, workflow_input=body.input, initial_state=body.state, workflow_id=body.id
