@@ -83,6 +83,7 @@ def test_the_golden_set_covers_the_engine() -> None:
         EventType.CHILD_WORKFLOW_FAILED,
         EventType.CHILD_WORKFLOW_CANCELED,
         EventType.WORKFLOW_CONTINUED_AS_NEW,
+        EventType.PATCH_APPLIED,
     } <= recorded
     handled = [
         e
@@ -232,6 +233,7 @@ async def regenerate_golden_histories(db: loom.Database) -> None:
         await record_escalation(db)
         await record_household(db)
         await record_subscription(db)
+        await record_receipts(db)
 
 
 async def record_escalation(db: loom.Database) -> None:
@@ -275,6 +277,17 @@ async def record_subscription(db: loom.Database) -> None:
     (GOLDEN / "subscription_run_1.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
+async def record_receipts(db: loom.Database) -> None:
+    """Record tests/golden/receipt_*.json alone: ``python test_golden.py receipts``."""
+    async with loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10):
+        patched = await db.start_workflow(gw.GoldenReceipt, workflow_id="golden-receipt-1")
+        await patched.result(timeout=10)
+        await _record(patched, "receipt_patched", workflow="golden_Receipt")
+        before = await db.start_workflow(gw.GoldenReceiptV0, workflow_id="golden-receipt-v0")
+        await before.result(timeout=10)
+        await _record(before, "receipt_before_the_patch", workflow="golden_Receipt")
+
+
 async def _regenerate(only: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with loom.Database(f"sqlite:///{tmp}/golden.db") as db:
@@ -285,6 +298,8 @@ async def _regenerate(only: str | None) -> None:
                 await record_household(db)
             elif only == "subscription":
                 await record_subscription(db)
+            elif only == "receipts":
+                await record_receipts(db)
             else:
                 await regenerate_golden_histories(db)
 
