@@ -678,3 +678,30 @@ async def test_the_runs_of_a_workflow_that_continued_as_new_open_their_histories
         )
         await shot(page, "workflow-runs")
         await page.close()
+
+
+async def test_the_list_filters_by_tag_and_creation_time(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    for wid, team in (("tag-ops", "ops"), ("tag-dev", "dev")):
+        await sqlite_db.start_workflow(
+            e2e_workflows.Echo, workflow_input=1, workflow_id=wid, tags={"team": team}
+        )
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base:
+        page = await browser.new_page()
+        await page.goto(base + "/")
+        rows = page.locator("#workflows tbody tr")
+        await expect(rows).to_have_count(2, timeout=TIMEOUT_MS)
+        await page.fill("#filter-tag", "team=ops")
+        await page.click("#filters button[type=submit]")
+        await expect(rows).to_have_count(1, timeout=TIMEOUT_MS)
+        await expect(rows.first).to_contain_text("tag-ops")
+        assert "tag=team%3Dops" in page.url
+        await page.fill("#filter-tag", "")
+        await page.fill("#filter-from", "2999-01-01T00:00")
+        await page.click("#filters button[type=submit]")
+        await expect(rows).to_have_count(0, timeout=TIMEOUT_MS)
+        await page.close()

@@ -46,22 +46,29 @@ def inspect_command(
     unimportable = _import_quietly(modules)
 
     async def fetch() -> tuple[
-        WorkflowRecord, list[Event], list[str] | str, list[WorkflowSummary], list[WorkflowRun]
+        WorkflowRecord,
+        list[Event],
+        list[str] | str,
+        list[WorkflowSummary],
+        list[WorkflowRun],
+        dict[str, str],
     ]:
         async with open_database(database) as db:
             handle = db.get_workflow(workflow_id)
             record = await handle.describe()
             queries = unimportable or _queries(db, record)
             kids = await db.list_workflows(parent_id=workflow_id, limit=MAX_CHILDREN)
-            return record, await handle.events(), queries, kids, await handle.runs()
+            found = (record, await handle.events(), queries, kids, await handle.runs())
+            return (*found, await handle.tags())
 
-    record, history, queries, children, runs_of_id = run(fetch())
+    record, history, queries, children, runs_of_id, tags = run(fetch())
     runs = step_runs(history, record.status)
     error = record.error
     cause = failure_cause(history) if error and error.get("type") == "ActivityFailedError" else None
     if as_json:
         document = _as_json(record, runs, cause)
         document["parent_id"] = record.parent_id
+        document["tags"] = tags
         document["run_id"] = record.run_id
         document["runs"] = [
             {
@@ -86,7 +93,7 @@ def inspect_command(
         render.emit_json(document)
         return
     out = render.console()
-    _print_header(out, record, queries)
+    _print_header(out, record, queries, tags)
     _section(out, "Input", _json_block(record.input))
     _section(out, "State", _json_block(record.state))
     _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
@@ -165,7 +172,9 @@ def _queries_line(queries: list[str] | str) -> str:
     return ", ".join(queries) if queries else "none"
 
 
-def _print_header(out: Console, record: WorkflowRecord, queries: list[str] | str) -> None:
+def _print_header(
+    out: Console, record: WorkflowRecord, queries: list[str] | str, tags: dict[str, str]
+) -> None:
     title = Text.assemble(
         ("Workflow ", "bold"),
         (render.safe(record.workflow_id), "bold"),
@@ -179,6 +188,8 @@ def _print_header(out: Console, record: WorkflowRecord, queries: list[str] | str
     grid.add_row("name", render.text(f"{record.name} (version {record.version})"))
     if record.parent_id is not None:
         grid.add_row("parent", render.text(record.parent_id))
+    if tags:
+        grid.add_row("tags", render.text(", ".join(f"{k}={v}" for k, v in tags.items())))
     grid.add_row("current step", render.text(record.current_step or "-"))
     if record.status is WorkflowStatus.RUNNING:
         grid.add_row("scheduling", _scheduling(record))

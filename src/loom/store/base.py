@@ -33,6 +33,8 @@ class NewWorkflow:
     input: Any
     state: dict[str, Any]
     now: float
+    tags: tuple[tuple[str, str], ...] = ()
+    """(key, value) pairs, stored with the row in the same transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,9 +338,18 @@ class Store(abc.ABC):
         limit: int = 50,
         offset: int = 0,
         parent_id: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> list[WorkflowRecord]:
         """Newest created first. ``id_contains`` keeps ids containing it, ignoring case;
-        ``parent_id`` keeps the children of that workflow."""
+        ``parent_id`` keeps the children of that workflow; ``tags`` those with every one of
+        these (key, value) tags; ``created_after``/``created_before`` a time range (epoch
+        seconds, the first included). Each filter is answered by an index."""
+
+    @abc.abstractmethod
+    async def tags(self, workflow_id: str) -> dict[str, str]:
+        """The tags the workflow was started with."""
 
     @abc.abstractmethod
     async def changed_since(

@@ -418,6 +418,9 @@ def new_values(new: NewWorkflow, first: Event) -> tuple[Any, ...]:
     )
 
 
+INSERT_TAG = "INSERT INTO workflow_tags (workflow_id, key, value) VALUES (?, ?, ?)"
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex
 

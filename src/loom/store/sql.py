@@ -108,6 +108,13 @@ class SqlStore(Store):
             found = await self._rows(f"{sql} LIMIT ?", workflow_id, after_seq, max(0, limit))
         return [event(r) for r in found]
 
+    async def tags(self, workflow_id: str) -> dict[str, str]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            "SELECT key, value FROM workflow_tags WHERE workflow_id = ? ORDER BY key", workflow_id
+        )
+        return {r["key"]: r["value"] for r in found}
+
     async def list_runs(self, workflow_id: str) -> list[RunSummary]:
         self._check_id(workflow_id)
         found = await self._rows(
@@ -162,9 +169,23 @@ class SqlStore(Store):
         limit: int = 50,
         offset: int = 0,
         parent_id: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> list[WorkflowRecord]:
         where: list[str] = []
         params: list[Any] = []
+        for key, value in tags:
+            where.append(
+                "id IN (SELECT workflow_id FROM workflow_tags WHERE key = ? AND value = ?)"
+            )
+            params.extend((key, value))
+        if created_after is not None:
+            where.append("created_at >= ?")
+            params.append(created_after)
+        if created_before is not None:
+            where.append("created_at < ?")
+            params.append(created_before)
         if parent_id is not None:
             where.append("parent_id = ?")
             params.append(parent_id)

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from loom import limits
-from loom.client import Database, WorkflowRecord
+from loom.client import Database, WorkflowRecord, parse_tags
 from loom.definitions import Registry
 from loom.errors import ConfigurationError, QueryArgumentsError, WorkflowNotFoundError
 from loom.status import WorkflowStatus
@@ -193,6 +193,16 @@ async def list_workflows(
     parent: Annotated[
         str | None, Query(max_length=200, description="Only the children of this workflow")
     ] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(max_length=401, description="`key=value`: only workflows with this tag (repeat)"),
+    ] = None,
+    created_after: Annotated[
+        float | None, Query(description="Created at or after (epoch seconds)")
+    ] = None,
+    created_before: Annotated[
+        float | None, Query(description="Created before (epoch seconds)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=limits.MAX_INT64)] = 0,
 ) -> dict[str, Any]:
@@ -203,6 +213,9 @@ async def list_workflows(
         limit=limit + 1,
         offset=offset,
         parent_id=_checked(parent or None, "parent workflow id"),
+        tags=parse_tags(tag or []),
+        created_after=created_after,
+        created_before=created_before,
     )
     return {
         "workflows": [serialize.summary(r) for r in rows[:limit]],
@@ -508,4 +521,6 @@ async def stream_all(
     responses=ONE_WORKFLOW,
 )
 async def get_workflow(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
-    return serialize.detail(await _record(db, workflow_id))
+    detail = serialize.detail(await _record(db, workflow_id))
+    detail["tags"] = await db.get_workflow(workflow_id).tags()
+    return detail

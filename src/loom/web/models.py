@@ -47,6 +47,7 @@ class WorkflowDetail(WorkflowSummary):
     leased: bool
     cancel_requested: bool
     run_id: str | None = Field(default=None, description="The current run (see /runs)")
+    tags: dict[str, str] = Field(default_factory=dict, description="Given at start")
 
 
 class RunHistory(_Open):
