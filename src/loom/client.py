@@ -353,15 +353,15 @@ class Database:
                     f"unknown status {status!r}; use one of "
                     f"{', '.join(s.value for s in WorkflowStatus)}"
                 ) from None
-        records = await self.store.list_workflows(
-            status=wanted,
+        records = await self.list_records(
+            wanted,
+            limit,
             name=name,
-            limit=limit,
             offset=offset,
             parent_id=parent_id,
-            tags=check_tags(tags),
-            created_after=_epoch(created_after, "created_after"),
-            created_before=_epoch(created_before, "created_before"),
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
         )
         return [WorkflowSummary.of(r) for r in records]
 
