@@ -10,8 +10,12 @@ import pytest
 import loom
 
 EXPORTED = [
+    "ActivityCancelledError",
     "ActivityDefinition",
     "ActivityFailedError",
+    "ActivityHeartbeat",
+    "ActivityHeartbeatTimeoutError",
+    "ActivityInfo",
     "ConfigurationError",
     "Database",
     "DatabaseUnavailableError",
@@ -21,6 +25,7 @@ EXPORTED = [
     "Input",
     "LoomError",
     "NonDeterminismError",
+    "NotInActivityError",
     "PayloadError",
     "ReadOnlyError",
     "Registry",
@@ -48,7 +53,9 @@ EXPORTED = [
     "WorkflowSummary",
     "__version__",
     "activity",
+    "activity_info",
     "default_registry",
+    "heartbeat",
     "run_once",
     "step",
     "workflow",

@@ -7,7 +7,15 @@ rebuilt from its history, so it survives a crash of any process at any instant.
 
 from importlib import metadata as _metadata
 
-from loom.client import Database, ReplayReport, WorkflowHandle, WorkflowSummary, run_once
+from loom.activity_context import ActivityInfo, activity_info, heartbeat
+from loom.client import (
+    ActivityHeartbeat,
+    Database,
+    ReplayReport,
+    WorkflowHandle,
+    WorkflowSummary,
+    run_once,
+)
 from loom.core.context import StateProxy, WorkflowContext
 from loom.core.history import Event, EventType
 from loom.core.workflow import Workflow
@@ -22,13 +30,16 @@ from loom.definitions import (
     workflow,
 )
 from loom.errors import (  # LeaseLostError: never raised, importable for old code, not exported
+    ActivityCancelledError,
     ActivityFailedError,
+    ActivityHeartbeatTimeoutError,
     ConfigurationError,
     DatabaseUnavailableError,
     DefinitionError,
     LeaseLostError,  # noqa: F401
     LoomError,
     NonDeterminismError,
+    NotInActivityError,
     PayloadError,
     ReadOnlyError,
     StoreError,
@@ -52,8 +63,12 @@ except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "ActivityCancelledError",
     "ActivityDefinition",
     "ActivityFailedError",
+    "ActivityHeartbeat",
+    "ActivityHeartbeatTimeoutError",
+    "ActivityInfo",
     "ConfigurationError",
     "Database",
     "DatabaseUnavailableError",
@@ -63,6 +78,7 @@ __all__ = [
     "Input",
     "LoomError",
     "NonDeterminismError",
+    "NotInActivityError",
     "PayloadError",
     "ReadOnlyError",
     "Registry",
@@ -90,7 +106,9 @@ __all__ = [
     "WorkflowSummary",
     "__version__",
     "activity",
+    "activity_info",
     "default_registry",
+    "heartbeat",
     "run_once",
     "step",
     "workflow",
