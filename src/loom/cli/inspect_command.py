@@ -15,8 +15,8 @@ from rich.text import Text
 from loom import limits
 from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, open_database, run
-from loom.cli.timeline import StepRun, failure_cause, step_runs
-from loom.client import WorkflowRecord
+from loom.cli.timeline import StepRun, failure_cause, place_heartbeats, step_runs
+from loom.client import ActivityHeartbeat, WorkflowRecord
 from loom.core.history import Event, EventType
 from loom.status import WorkflowStatus
 
@@ -37,21 +37,26 @@ def inspect_command(
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a workflow: input, state, status, steps with durations, error and its cause."""
+    """Show a workflow: input, state, status, steps with durations and heartbeats, error and its
+    cause."""
     limits.check_id(workflow_id)
 
-    async def fetch() -> tuple[WorkflowRecord, list[Event]]:
+    async def fetch() -> tuple[WorkflowRecord, list[Event], list[ActivityHeartbeat]]:
         async with open_database(database) as db:
             handle = db.get_workflow(workflow_id)
             record = await handle.describe()
-            return record, await handle.events()
+            history = await handle.events()
+            running = record.status is WorkflowStatus.RUNNING
+            return record, history, await handle.heartbeats() if running else []
 
-    record, history = run(fetch())
+    record, history, heartbeats = run(fetch())
     runs = step_runs(history, record.status)
+    place_heartbeats(runs, heartbeats)
     error = record.error
     cause = failure_cause(history) if error and error.get("type") == "ActivityFailedError" else None
     if as_json:
         document = _as_json(record, runs, cause)
+        document["heartbeats"] = [_heartbeat_json(b) for b in heartbeats]
         if traceback:
             document["failed_attempts"] = _failed_attempts(history)
         if events:
@@ -63,6 +68,8 @@ def inspect_command(
     _section(out, "Input", _json_block(record.input))
     _section(out, "State", _json_block(record.state))
     _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
+    if heartbeats:
+        _section(out, "Heartbeats (last of each activity)", _heartbeats_table(heartbeats))
     if record.status is WorkflowStatus.CANCELED:
         reason = (error or {}).get("message")
         _section(out, "Canceled", render.text(f"reason: {reason}" if reason else "no reason given"))
@@ -172,6 +179,9 @@ def _steps_table(runs: list[StepRun]) -> Table:
             notes.append(f"{run_.failed_attempts} failed attempt(s)")
         if run_.status == "running" and run_.waiting:
             notes.append(f"waiting for {', '.join(run_.waiting)}")
+        if run_.heartbeat is not None:
+            ago = render.duration(max(0.0, time.time() - run_.heartbeat.at))
+            notes.append(f"heartbeat {ago.strip()} ago")
         table.add_row(
             str(run_.index + 1),
             render.text(run_.step),
@@ -179,6 +189,33 @@ def _steps_table(runs: list[StepRun]) -> Table:
             render.duration(run_.duration),
             Text(run_.status, style=styles.get(run_.status, "")),
             render.text(", ".join(notes), style="dim"),
+        )
+    return table
+
+
+def _heartbeat_json(beat: ActivityHeartbeat) -> dict[str, Any]:
+    return {
+        "seq": beat.seq,
+        "activity": beat.activity,
+        "attempt": beat.attempt,
+        "sent_at": render.iso(beat.at),
+        "details": beat.details,
+    }
+
+
+def _heartbeats_table(heartbeats: list[ActivityHeartbeat]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("SEQ", "ACTIVITY", "ATTEMPT", "SENT", "AGO", "DETAILS"):
+        table.add_column(column, justify="right" if column in ("SEQ", "ATTEMPT", "AGO") else "left")
+    now = time.time()
+    for beat in heartbeats:
+        table.add_row(
+            str(beat.seq),
+            render.text(beat.activity),
+            str(beat.attempt),
+            render.clock_time(beat.at),
+            render.duration(max(0.0, now - beat.at)),
+            Text(render.compact_json(beat.details)),
         )
     return table
 
