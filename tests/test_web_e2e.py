@@ -24,6 +24,7 @@ import pytest
 
 import e2e_workflows
 import loom
+import web_workflows  # its heartbeating workflow
 from loom.web import create_app
 from support import eventually, worker
 from support.pg import in_ci
@@ -200,6 +201,37 @@ async def test_list_is_live_and_a_signal_sent_from_the_page_completes_the_workfl
         await shot(page, "detail")
         await page.close()
     assert (await sqlite_db.get_workflow("order-42").state())["decision"] == {"by": "ada"}
+
+
+async def test_the_step_timeline_draws_the_last_heartbeat_of_a_running_activity(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    web_workflows.beating_released.clear()
+    handle = await sqlite_db.start_workflow(web_workflows.Beating, workflow_id="beats-1")
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    try:
+        async with serve(app) as base, worker(sqlite_db):
+            await eventually(handle.heartbeats, what="a heartbeat recorded")
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await page.goto(base + "/workflows/beats-1")
+            bar = page.locator('#timeline g.bar-current[data-step="crunch"]')
+            mark = bar.locator("circle.beat")
+            await expect(mark).to_have_count(1, timeout=TIMEOUT_MS)
+            await expect(mark.locator("title")).to_contain_text("heartbeat of web_beating")
+            await expect(mark.locator("title")).to_contain_text('{"done":')
+            note = page.locator('#steps li[data-step="crunch"] .beat-note')
+            await expect(note).to_contain_text("heartbeat of web_beating")
+            await expect(note).to_contain_text("ago")
+
+            web_workflows.beating_released.set()
+            await expect(page.locator("#summary")).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
+            await expect(page.locator("#timeline circle.beat")).to_have_count(0)
+            await expect(page.locator(".beat-note")).to_have_count(0)
+            await page.close()
+    finally:
+        web_workflows.beating_released.set()
 
 
 async def test_failed_workflow_shows_its_error_and_retries_from_the_page(

@@ -2,10 +2,10 @@
 
 A ``Database`` owns one store (picked from its URL) and, lazily, one in-process worker used by
 :func:`loom.run_once`. The CLI and the dashboard read and act only through this module, never
-the store: the records it returns (``WorkflowRecord``, ``StoreStats``, ``CancelOutcome``) are
-re-exported here for them. It also carries two in-process notifiers, so a worker in the same process
-wakes the moment work is started and ``handle.result()`` returns the moment a workflow ends;
-across processes both fall back to polling the store.
+the store: the records it returns (``WorkflowRecord``, ``StoreStats``, ``CancelOutcome``,
+``ActivityHeartbeat``) are re-exported here for them. It also carries two in-process notifiers,
+so a worker in the same process wakes the moment work is started and ``handle.result()``
+returns the moment a workflow ends; across processes both fall back to polling the store.
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ from loom.errors import (
 )
 from loom.status import WorkflowStatus
 from loom.store import open_store, resolve_url
+from loom.store.base import ActivityHeartbeat as ActivityHeartbeat
 from loom.store.base import CancelOutcome as CancelOutcome
 from loom.store.base import NewWorkflow, Store
 from loom.store.base import StoreStats as StoreStats
 from loom.store.base import WorkflowRecord as WorkflowRecord
+from loom.store.common import migrations
 
 if TYPE_CHECKING:
     from loom.core.workflow import Workflow
@@ -229,6 +231,11 @@ class Database:
     async def schema_version(self) -> int:
         """The newest migration applied; 0 for a database never initialized."""
         return await self.store.schema_version()
+
+    def required_schema_version(self) -> int:
+        """The schema version this Loom needs: its newest migration (``migrate_up`` applies
+        what a database lacks). A worker on an older schema would fail its writes."""
+        return max(version for version, _, _ in migrations(self.store.dialect))
 
     async def migrate_up(self) -> list[str]:
         """Create or upgrade the schema. Idempotent: returns the migrations applied now."""
@@ -606,6 +613,15 @@ class WorkflowHandle(Generic[StateT]):
             )
         )
         return runs
+
+    async def heartbeats(self) -> list[ActivityHeartbeat]:
+        """The last heartbeat of each of its activities that sent one (``loom.heartbeat``), by
+        seq: which attempt sent it, when, and the last details sent. Kept while the workflow
+        runs; a workflow that ended has none."""
+        beats = await self.database.store.read_heartbeats(self.workflow_id)
+        if not beats:
+            await self.describe()  # raises WorkflowNotFoundError
+        return beats
 
     async def result(self, timeout: float | None = None) -> StateT:
         """Wait for the workflow to end and return its final state.

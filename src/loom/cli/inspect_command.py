@@ -15,8 +15,14 @@ from rich.text import Text
 from loom import limits
 from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, ModulesOption, open_database, run
-from loom.cli.timeline import StepRun, failure_cause, step_runs
-from loom.client import Database, WorkflowRecord, WorkflowRun, WorkflowSummary
+from loom.cli.timeline import StepRun, failure_cause, place_heartbeats, step_runs
+from loom.client import (
+    ActivityHeartbeat,
+    Database,
+    WorkflowRecord,
+    WorkflowRun,
+    WorkflowSummary,
+)
 from loom.core.history import Event, EventType
 from loom.errors import ConfigurationError
 from loom.modules import import_modules
@@ -40,8 +46,9 @@ def inspect_command(
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a workflow: input, state, status, steps with durations, error and its cause, and
-    the queries it answers (with its module: -m, $LOOM_MODULES or [tool.loom])."""
+    """Show a workflow: input, state, status, steps with durations and heartbeats, its children
+    and runs, error and its cause, and the queries it answers (with its module: -m,
+    $LOOM_MODULES or [tool.loom])."""
     limits.check_id(workflow_id)
     unimportable = _import_quietly(modules)
 
@@ -52,6 +59,7 @@ def inspect_command(
         list[WorkflowSummary],
         list[WorkflowRun],
         dict[str, str],
+        list[ActivityHeartbeat],
     ]:
         async with open_database(database) as db:
             handle = db.get_workflow(workflow_id)
@@ -59,10 +67,13 @@ def inspect_command(
             queries = unimportable or _queries(db, record)
             kids = await db.list_workflows(parent_id=workflow_id, limit=MAX_CHILDREN)
             found = (record, await handle.events(), queries, kids, await handle.runs())
-            return (*found, await handle.tags())
+            running = record.status is WorkflowStatus.RUNNING
+            beats = await handle.heartbeats() if running else []
+            return (*found, await handle.tags(), beats)
 
-    record, history, queries, children, runs_of_id, tags = run(fetch())
+    record, history, queries, children, runs_of_id, tags, heartbeats = run(fetch())
     runs = step_runs(history, record.status)
+    place_heartbeats(runs, heartbeats)
     error = record.error
     cause = failure_cause(history) if error and error.get("type") == "ActivityFailedError" else None
     if as_json:
@@ -86,6 +97,7 @@ def inspect_command(
             for c in _started_order(children)
         ]
         document["queries"] = queries if isinstance(queries, list) else None
+        document["heartbeats"] = [_heartbeat_json(b) for b in heartbeats]
         if traceback:
             document["failed_attempts"] = _failed_attempts(history)
         if events:
@@ -101,6 +113,8 @@ def inspect_command(
         _section(out, f"Children ({len(children)})", _children_table(children))
     if len(runs_of_id) > 1:
         _section(out, f"Runs ({len(runs_of_id)})", _runs_table(runs_of_id))
+    if heartbeats:
+        _section(out, "Heartbeats (last of each activity)", _heartbeats_table(heartbeats))
     if record.status is WorkflowStatus.CANCELED:
         reason = (error or {}).get("message")
         _section(out, "Canceled", render.text(f"reason: {reason}" if reason else "no reason given"))
@@ -289,6 +303,9 @@ def _steps_table(runs: list[StepRun]) -> Table:
             notes.append(f"{run_.signals_handled} signal(s) handled")
         if run_.status == "running" and run_.waiting:
             notes.append(f"waiting for {', '.join(run_.waiting)}")
+        if run_.heartbeat is not None:
+            ago = render.duration(max(0.0, time.time() - run_.heartbeat.at))
+            notes.append(f"heartbeat {ago.strip()} ago")
         table.add_row(
             str(run_.index + 1),
             render.text(run_.step),
@@ -296,6 +313,33 @@ def _steps_table(runs: list[StepRun]) -> Table:
             render.duration(run_.duration),
             Text(run_.status, style=styles.get(run_.status, "")),
             render.text(", ".join(notes), style="dim"),
+        )
+    return table
+
+
+def _heartbeat_json(beat: ActivityHeartbeat) -> dict[str, Any]:
+    return {
+        "seq": beat.seq,
+        "activity": beat.activity,
+        "attempt": beat.attempt,
+        "sent_at": render.iso(beat.at),
+        "details": beat.details,
+    }
+
+
+def _heartbeats_table(heartbeats: list[ActivityHeartbeat]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("SEQ", "ACTIVITY", "ATTEMPT", "SENT", "AGO", "DETAILS"):
+        table.add_column(column, justify="right" if column in ("SEQ", "ATTEMPT", "AGO") else "left")
+    now = time.time()
+    for beat in heartbeats:
+        table.add_row(
+            str(beat.seq),
+            render.text(beat.activity),
+            str(beat.attempt),
+            render.clock_time(beat.at),
+            render.duration(max(0.0, now - beat.at)),
+            Text(render.compact_json(beat.details)),
         )
     return table
 

@@ -130,6 +130,37 @@ class Commit:
     WORKFLOW_CONTINUED_AS_NEW) and the next begins under the same workflow id."""
 
 
+class HeartbeatRow(NamedTuple):
+    """One heartbeat to record: the activity (``seq``, name), the attempt that sent it, its
+    details as stored (JSON text; None keeps those recorded before for the same activity) and
+    when it was sent (epoch seconds)."""
+
+    seq: int
+    activity: str
+    attempt: int
+    details: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityHeartbeat:
+    """The last heartbeat recorded for one activity of a running workflow (``loom.heartbeat``):
+    which activity (``seq``: its ACTIVITY_SCHEDULED event), the attempt that sent it, its
+    details (the last ones sent, JSON; None if none were) and when it was sent (epoch seconds).
+    """
+
+    workflow_id: str
+    seq: int
+    activity: str
+    attempt: int
+    details: Any
+    at: float
+
+    @property
+    def sent_at(self) -> datetime:
+        return datetime.fromtimestamp(self.at, UTC)
+
+
 class CommitOutcome(StrEnum):
     OK = "OK"
     FENCED = "FENCED"  # the lease moved on; nothing was written
@@ -314,6 +345,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def commit(self, commit: Commit, now: float) -> CommitOutcome:
         """Record one decision; concurrent calls may share one transaction (group commit)."""
+
+    @abc.abstractmethod
+    async def record_heartbeat(
+        self, workflow_id: str, lease_epoch: int, beat: HeartbeatRow
+    ) -> CommitOutcome:
+        """Record the latest heartbeat of an activity, fenced like a commit: FENCED, and nothing
+        written, unless the workflow is RUNNING under ``lease_epoch``; CANCELED when it was
+        canceled or its cancel is requested (then its worker should stop it). A workflow's
+        heartbeats are deleted when it ends."""
+
+    @abc.abstractmethod
+    async def read_heartbeats(self, workflow_id: str) -> list[ActivityHeartbeat]:
+        """The last heartbeat of each activity of ``workflow_id`` that sent one, by seq."""
 
     @abc.abstractmethod
     async def renew(

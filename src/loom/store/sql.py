@@ -17,8 +17,11 @@ from loom.errors import DatabaseCorruptError, StoreError
 from loom.status import WorkflowStatus
 from loom.store import copying, rules
 from loom.store.base import (
+    ActivityHeartbeat,
     CancelOutcome,
     Claim,
+    CommitOutcome,
+    HeartbeatRow,
     RunSummary,
     Signal,
     Store,
@@ -134,6 +137,32 @@ class SqlStore(Store):
             run_id,
         )
         return [event(r) for r in found]
+
+    async def record_heartbeat(
+        self, workflow_id: str, lease_epoch: int, beat: HeartbeatRow
+    ) -> CommitOutcome:
+        return await self._transact(
+            rules.record_heartbeat(self.sql, workflow_id, lease_epoch, beat)
+        )
+
+    async def read_heartbeats(self, workflow_id: str) -> list[ActivityHeartbeat]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            "SELECT seq, activity, attempt, details, beat_at FROM activity_heartbeats "
+            "WHERE workflow_id = ? ORDER BY seq",
+            workflow_id,
+        )
+        return [
+            ActivityHeartbeat(
+                workflow_id,
+                r["seq"],
+                r["activity"],
+                r["attempt"],
+                None if r["details"] is None else orjson.loads(r["details"]),
+                r["beat_at"],
+            )
+            for r in found
+        ]
 
     async def renew(
         self, owner: str, workflow_ids: list[str], lease_until: float

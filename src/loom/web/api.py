@@ -354,6 +354,20 @@ async def get_events(
     }
 
 
+@router.get(
+    "/workflows/{workflow_id:path}/heartbeats",
+    tags=["workflows"],
+    summary="The last heartbeat of each of its running activities",
+    description="What each activity that called `loom.heartbeat()` sent last: the attempt, "
+    "when, and its last details. Kept while the workflow runs; empty once it ended.",
+    response_model=models.Heartbeats,
+    responses=ONE_WORKFLOW,
+)
+async def get_heartbeats(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
+    beats = await db.get_workflow(workflow_id).heartbeats()
+    return {"workflow_id": workflow_id, "heartbeats": [serialize.heartbeat(b) for b in beats]}
+
+
 @router.post(
     "/workflows/{workflow_id:path}/signal",
     tags=["workflows"],

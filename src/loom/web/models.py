@@ -90,6 +90,20 @@ class EventPage(_Open):
     next_after_seq: int = Field(description="The after_seq of the next page")
 
 
+class Heartbeat(_Open):
+    seq: int = Field(description="The seq of the activity's ACTIVITY_SCHEDULED event")
+    activity: str
+    attempt: int
+    details: Any = Field(description="The last details sent (JSON), or null")
+    sent_at: str = Field(description="ISO 8601, UTC")
+    timestamp: float
+
+
+class Heartbeats(_Open):
+    workflow_id: str
+    heartbeats: list[Heartbeat]
+
+
 class SignalAccepted(_Open):
     workflow_id: str
     signal: str
