@@ -10,8 +10,12 @@ import pytest
 import loom
 
 EXPORTED = [
+    "ActivityCancelledError",
     "ActivityDefinition",
     "ActivityFailedError",
+    "ActivityHeartbeat",
+    "ActivityHeartbeatTimeoutError",
+    "ActivityInfo",
     "ChildWorkflowFailedError",
     "ConfigurationError",
     "Database",
@@ -23,6 +27,7 @@ EXPORTED = [
     "InvalidScheduleError",
     "LoomError",
     "NonDeterminismError",
+    "NotInActivityError",
     "PayloadError",
     "QueryArgumentsError",
     "QueryContext",
@@ -61,7 +66,9 @@ EXPORTED = [
     "WorkflowSummary",
     "__version__",
     "activity",
+    "activity_info",
     "default_registry",
+    "heartbeat",
     "query",
     "run_once",
     "schedule",

@@ -290,19 +290,20 @@ async def test_two_workers_fire_every_slot_exactly_once(db: loom.Database) -> No
         await eventually(
             lambda: _count(db, "tick", 4), timeout=15, what="four slots of a 1 s schedule"
         )
-    runs = await runs_of(db, "tick")
-    slots = [slot_of(r.workflow_id) for r in runs]
-    assert slots == [slots[0] + i for i in range(len(slots))]  # each slot once, none missed
-    for r in runs:
-        started = (await db.get_workflow(r.workflow_id).events())[0].payload
-        assert started["schedule"] == {"name": "tick", "slot": r.workflow_id.split(":", 2)[2]}
-        assert started["name"] == "sched_Tick"
-    last = runs[-1]
-    assert (await db.get_schedule("tick")).last_run_id in {r.workflow_id for r in runs}
-    assert await db.get_workflow(last.workflow_id).result(timeout=10) == {
-        "input": None,
-        "id": last.workflow_id,
-    }
+        last_run_id = (await db.get_schedule("tick")).last_run_id
+        runs = await runs_of(db, "tick")  # the workers go on firing: a snapshot
+        slots = [slot_of(r.workflow_id) for r in runs]
+        assert slots == [slots[0] + i for i in range(len(slots))]  # each slot once, none missed
+        assert last_run_id in {r.workflow_id for r in runs}
+        for r in runs:
+            started = (await db.get_workflow(r.workflow_id).events())[0].payload
+            assert started["schedule"] == {"name": "tick", "slot": r.workflow_id.split(":", 2)[2]}
+            assert started["name"] == "sched_Tick"
+        last = runs[-1]
+        assert await db.get_workflow(last.workflow_id).result(timeout=10) == {
+            "input": None,
+            "id": last.workflow_id,
+        }
 
 
 async def _count(db: loom.Database, name: str, n: int) -> bool:
@@ -521,9 +522,9 @@ async def test_hostile_names_and_inputs_are_stored_as_given(db: loom.Database) -
     await db.create_schedule(name, Tick, every="1s", input=data, overlap="ALLOW_ALL")
     async with worker(db):
         await eventually(lambda: _count(db, name, 1), timeout=10, what="a run")
-    [first, *_] = await runs_of(db, name)
-    assert first.workflow_id.startswith(f"schedule:{name}:")
-    assert (await db.get_workflow(first.workflow_id).result(timeout=10))["input"] == data
+        [first, *_] = await runs_of(db, name)
+        assert first.workflow_id.startswith(f"schedule:{name}:")
+        assert (await db.get_workflow(first.workflow_id).result(timeout=10))["input"] == data
     assert (await db.get_schedule(name)).overlap == "allow_all"
     # A name that sorts right after another's prefix is not mistaken for its runs.
     await db.create_schedule("a", Tick, every="1h")

@@ -111,7 +111,10 @@ class Scheduler:
 
     async def run_pass(self) -> float:
         """Fire what is due now; return how long to wait before the next look."""
-        versions = {d.name: d.version for d in self.registry.workflows()}
+        # A new run takes the newest registered version of its workflow, as a start does.
+        versions = {
+            d.name: self.registry.workflow(d.name).version for d in self.registry.workflows()
+        }
         if not versions:
             return self.check_interval
         names = list(versions)
