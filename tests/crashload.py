@@ -5,6 +5,8 @@
 ``asyncio.gather``, and a last one that races an hour-long durable timer (the activity wins; the
 timer is withdrawn, a recorded decision); then it runs a child workflow (``crash_Child``: one
 activity, then it continues as new and its second run keeps the result) and keeps its result.
+``crash_Tick`` is the workflow of a schedule that fires every couple of seconds while the
+workers are killed (one activity per run): each slot must start exactly one run.
 Every activity appends a line to an execution log outside Loom when it begins and when it has
 done its work, so a test can count how often each activity really ran, whatever the history
 says. ``crash_scan`` also logs where each run resumed (``resume``, from its last heartbeat's
@@ -152,6 +154,23 @@ class CrashResume(loom.Workflow[dict[str, Any], dict[str, Any]]):
     async def scan(self, ctx: Ctx) -> None:
         chunks, chunk_ms = ctx.input["chunks"], ctx.input["chunk_ms"]
         await ctx.state.set("scanned", await _scan(ctx, "scan", 0, chunks, chunk_ms))
+
+
+@loom.workflow(name="crash_Tick")
+class CrashTick(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """A schedule's run: one activity labelled with the run's own id (so its slot)."""
+
+    @loom.step
+    async def tick(self, ctx: Ctx) -> None:
+        done = await ctx.activity(
+            crash_compute, ctx.input["log"], ctx.workflow_id, TICK_LABEL, TICK_VALUE, TICK_MS
+        )
+        await ctx.state.set("ticked", done)
+
+
+TICK_LABEL = "tick.work"
+TICK_VALUE = 7
+TICK_MS = 20
 
 
 def expected_result(args: list[Any]) -> int:

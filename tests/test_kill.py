@@ -6,7 +6,9 @@ short lease runs out. At the end every workflow must be COMPLETED with the state
 crash-free run produces, every activity result recorded exactly once, and every activity executed
 at least once (the execution log kept outside Loom shows re-executions after kills). The
 heartbeating activity resumes from its last recorded details after a kill, never from further
-than it got.
+than it got. A schedule fires every couple of seconds all along (catching up the slots that
+fell while no worker ran): each of its slots from the first to the last starts exactly one run,
+which completes with its one activity recorded once.
 
 The random kill times come from ``LOOM_KILL_SEED`` (default below), so a failure can be replayed.
 """
@@ -20,6 +22,7 @@ import os
 import random
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,7 @@ import crashload
 import loom
 from loom import EventType, WorkflowStatus
 from loom.core.history import decision_key
+from support.polling import eventually
 from support.workers import read_text, spawn_crashload_worker
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
@@ -38,6 +42,8 @@ ROUNDS = 30
 LEASE_SECONDS = 0.5
 WORKER_CONCURRENCY = 2
 KILL_AFTER = (0.0, 0.6)  # seconds after the worker reported ready
+TICK_SCHEDULE = "kill-tick"
+TICK_EVERY = 2  # seconds between the schedule's slots
 
 
 def in_flight_activities(events: list[loom.Event]) -> int:
@@ -96,6 +102,43 @@ def check_scan_resumes(log: ExecutionLog, ids: list[str]) -> int:
     return resumed
 
 
+def slot_of(workflow_id: str) -> float:
+    """The slot a schedule's run is named after: ``schedule:<name>:<ISO UTC>``."""
+    stamp = workflow_id.split(":", 2)[2]
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+async def ticks_overdue(db: loom.Database, slots: int) -> bool:
+    """At least ``slots`` of the schedule's slots are due and not fired (no worker runs)."""
+    upcoming = (await db.get_schedule(TICK_SCHEDULE)).next_run
+    return upcoming is not None and upcoming.timestamp() < time.time() - TICK_EVERY * (slots - 1)
+
+
+async def check_ticks(db: loom.Database, ticks: list[str]) -> int:
+    """The schedule's runs: one per slot, none missed from the first to the last, each
+    completed with its activity recorded once. Returns how many slots fired late (caught up
+    after a downtime)."""
+    slots = sorted(slot_of(wid) for wid in ticks)
+    assert len(slots) == len(set(slots)), "a slot fired twice"
+    assert slots == [slots[0] + TICK_EVERY * i for i in range(len(slots))], "a slot was missed"
+    late = 0
+    for wid in ticks:
+        handle = db.get_workflow(wid)
+        events = await handle.events()
+        assert events[0].payload["schedule"] == {
+            "name": TICK_SCHEDULE,
+            "slot": wid.split(":", 2)[2],
+        }
+        assert [e.seq for e in events] == list(range(1, len(events) + 1)), wid
+        [work] = [e for e in events if e.type is EventType.ACTIVITY_SCHEDULED]
+        [done] = [e for e in events if e.type is EventType.ACTIVITY_COMPLETED]
+        assert done.payload["scheduled"] == work.seq, wid
+        expected = crashload.mix(crashload.TICK_LABEL, crashload.TICK_VALUE)
+        assert await handle.result(timeout=5) == {"ticked": expected}
+        late += events[0].timestamp - slot_of(wid) > 1.0
+    return late
+
+
 async def run_until_all_completed(
     db: loom.Database, ids: list[str], *, timeout: float
 ) -> dict[str, loom.WorkflowStatus]:
@@ -127,13 +170,25 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
             workflow_id=wid,
         )
 
+    # A schedule fires all along, whichever worker is alive; slots that fall while none is are
+    # caught up by the next one.
+    await db.create_schedule(
+        TICK_SCHEDULE,
+        crashload.CrashTick,
+        every=f"{TICK_EVERY}s",
+        input={"log": str(log)},
+        overlap="allow_all",
+        catch_up="all",
+        catch_up_limit=1000,
+    )
+
     # Kill a worker process at a random moment, again and again.
     stderr_path = tmp_path / "workers.stderr"
     interrupted_rounds = 0  # rounds whose worker died holding a workflow it had advanced
     activity_kills = 0  # workflows whose worker died while one of their activities was running
     completed_per_round = []
     last_seq = {wid: 1 for wid in ids}
-    for _ in range(ROUNDS):
+    for round_number in range(ROUNDS):
         proc = await spawn_crashload_worker(
             db_url, stderr_path, concurrency=WORKER_CONCURRENCY, lease_seconds=LEASE_SECONDS
         )
@@ -158,14 +213,25 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
                 in_flight_activities(await db.get_workflow(r.workflow_id).events()) > 0
             )
         completed_per_round.append(sum(r.status is WorkflowStatus.COMPLETED for r in records))
+        if round_number == ROUNDS // 2:  # a longer downtime: two slots fall with no worker
+            await eventually(lambda: ticks_overdue(db, 2), timeout=30, what="two missed slots")
 
     # The kills landed mid-flight: workflows were left half done with activities in progress.
     assert interrupted_rounds > 0, completed_per_round
     assert activity_kills > 0, completed_per_round
 
+    # No worker runs now: the schedule stops where the last one left it.
+    await db.pause_schedule(TICK_SCHEDULE)
+    runs = (await db.describe_schedule(TICK_SCHEDULE, runs=1000)).recent_runs
+    ticks = [r.workflow_id for r in runs]
+
     # A last worker (this process) takes over what the dead ones held and finishes everything.
-    statuses = await run_until_all_completed(db, ids, timeout=60)
-    assert statuses == {wid: WorkflowStatus.COMPLETED for wid in ids}
+    all_statuses = await run_until_all_completed(db, ids + ticks, timeout=90)
+    assert all_statuses == {wid: WorkflowStatus.COMPLETED for wid in ids + ticks}
+    statuses = {wid: all_statuses[wid] for wid in ids}
+    assert len(ticks) >= 10, ticks
+    late_ticks = await check_ticks(db, ticks)
+    assert late_ticks > 0, "no slot fell while no worker ran"
 
     # The same workflows, run once without any crash, in another database.
     reference_log = tmp_path / "reference.log"
@@ -236,6 +302,7 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
         assert done.payload["scheduled"] == work.seq, child_id
         scheduled_labels.add((child_id, crashload.CHILD_LABEL))
 
+    scheduled_labels |= {(wid, crashload.TICK_LABEL) for wid in ticks}
     # At least once: every recorded result came from an execution that did its work; nothing ran
     # that the histories do not schedule.
     assert set(starts) == set(ends) == scheduled_labels
@@ -250,5 +317,6 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
         f"{interrupted_rounds} rounds left workflows half done, {activity_kills} kills during "
         f"an activity, {len(scheduled_labels)} activities, {sum(starts.values())} executions "
         f"begun, {sum(ends.values())} finished, {reexecutions} re-executions, {resumed} resumed "
-        f"from heartbeat details; completed after each round: {completed_per_round}"
+        f"from heartbeat details, {len(ticks)} scheduled runs ({late_ticks} caught up after a "
+        f"downtime); completed after each round: {completed_per_round}"
     )

@@ -159,7 +159,7 @@ def test_intervals_count_from_the_epoch_and_read_back_shortest() -> None:
     )
 
 
-def test_cron_in_a_timezone_follows_its_daylight_saving_changes_as_croniter_does() -> None:
+def test_cron_in_a_timezone_follows_its_daylight_saving_changes_as_cron_does() -> None:
     daily = Timing.parse(cron="30 2 * * *", timezone="Europe/Paris")
     # Spring forward (29 March 2026, 02:00 -> 03:00): 02:30 does not exist that night; the slot
     # is the first instant after the gap, 03:00 CEST (01:00 UTC); the next nights are 02:30 CEST.
@@ -169,13 +169,27 @@ def test_cron_in_a_timezone_follows_its_daylight_saving_changes_as_croniter_does
         "2026-03-30T00:30:00Z",
         "2026-03-31T00:30:00Z",
     ]
-    # Fall back (25 October 2026, 03:00 -> 02:00): 02:30 happens twice, and fires at both
-    # instants (CEST, then CET): two slots, two distinct run ids.
+    # Fall back (25 October 2026, 03:00 -> 02:00): 02:30 happens twice; a daily job fires at
+    # the first (CEST) only, whichever way its slots are walked.
     fall = daily.upcoming(at("2026-10-24T12:00:00+02:00"), 3)
     assert [run_id("d", s)[-20:] for s in fall] == [
         "2026-10-25T00:30:00Z",
-        "2026-10-25T01:30:00Z",
         "2026-10-26T01:30:00Z",
+        "2026-10-27T01:30:00Z",
+    ]
+    assert daily.back_from(fall[-1], 5, fall[0]) == fall[-2::-1]
+    assert daily.before(fall[1]) == fall[0] == daily.at_or_before(at("2026-10-25T01:45:00Z"))
+    assert daily.next_after(at("2026-10-25T01:00:00Z")) == fall[1]  # in the repeated hour
+    caught = due_slots(daily, fall[0], fall[-1] + 1, CatchUp.ALL, 10)
+    assert caught == fall
+    # A wildcard hour keeps its pace through the repeated hour: every 30 minutes, both times.
+    half_hourly = Timing.parse(cron="*/30 * * * *", timezone="Europe/Paris")
+    assert [run_id("h", s)[-9:-4] for s in half_hourly.upcoming(at("2026-10-25T00:00Z"), 5)] == [
+        "00:00",
+        "00:30",
+        "01:00",
+        "01:30",
+        "02:00",
     ]
     # A 09:00 local schedule keeps 09:00 local across the change: its UTC slot moves.
     nine = Timing.parse(cron="0 9 * * *", timezone="Europe/Paris")

@@ -168,16 +168,34 @@ class Timing:
         assert self.cron is not None
         return croniter(self.cron, datetime.fromtimestamp(t, zone(self.timezone)))
 
+    def _repeat(self, found: datetime) -> bool:
+        """Whether ``found`` is the second occurrence of a wall-clock time the clocks went back
+        over (the end of daylight saving time) for an expression with a fixed hour: such a job
+        (``30 2 * * *``) fires once, at the first occurrence, as cron does; one whose hour is
+        a wildcard (``*/15 * * * *``, ``@hourly``) keeps firing through the repeated hour."""
+        if not found.fold or found.replace(fold=0).utcoffset() == found.utcoffset():
+            return False
+        return not str(self._cron(0).expressions[1]).startswith("*")
+
+    def _walk(self, t: float, forward: bool) -> float | None:
+        """The first slot strictly after (``forward``) or before ``t``, the repeats
+        :meth:`_repeat` drops passed over."""
+        try:
+            walk = self._cron(t)
+            for _ in range(4):  # at most one repeat in a row, whatever the timezone
+                found: datetime = walk.get_next(datetime) if forward else walk.get_prev(datetime)
+                if not self._repeat(found):
+                    return float(found.timestamp())
+        except Exception:  # CroniterBadDateError: no date found within croniter's horizon
+            pass
+        return None
+
     def next_after(self, t: float) -> float | None:
         """The first slot strictly after ``t``; None when there is none (a cron expression
         that never matches again)."""
         if self.every is not None:
             return float((math.floor(t) // self.every + 1) * self.every)
-        try:
-            found: datetime = self._cron(math.floor(t)).get_next(datetime)
-        except Exception:  # CroniterBadDateError: no date found within croniter's horizon
-            return None
-        return float(found.timestamp())
+        return self._walk(math.floor(t), forward=True)
 
     def at_or_before(self, t: float) -> float | None:
         """The latest slot at or before ``t``."""
@@ -190,11 +208,7 @@ class Timing:
         if self.every is not None:
             earlier = (math.ceil(slot) - 1) // self.every * self.every
             return float(earlier) if earlier >= 0 else None
-        try:
-            found: datetime = self._cron(math.ceil(slot)).get_prev(datetime)
-        except Exception:
-            return None
-        return float(found.timestamp())
+        return self._walk(math.ceil(slot), forward=False)
 
     def back_from(self, slot: float, count: int, not_before: float) -> list[float]:
         """Up to ``count`` slots strictly before ``slot``, latest first, none before
@@ -211,10 +225,12 @@ class Timing:
         try:
             walk = self._cron(math.ceil(slot))
             while len(found) < count:
-                earlier = float(walk.get_prev(datetime).timestamp())
+                previous: datetime = walk.get_prev(datetime)
+                earlier = float(previous.timestamp())
                 if earlier < not_before:
                     break
-                found.append(earlier)
+                if not self._repeat(previous):
+                    found.append(earlier)
         except Exception:  # no earlier date croniter can find
             pass
         return found
