@@ -561,6 +561,33 @@ async def test_a_scheduler_pass_and_its_runs_are_one_transaction(db: loom.Databa
     assert await db.store.fire_schedules(versions, now, 10) == []
 
 
+async def test_a_clock_that_jumps_back_or_forward_never_fires_a_slot_twice(
+    db: loom.Database,
+) -> None:
+    """Passes whose clocks disagree (a worker's clock set back, then far ahead, then back):
+    a clock behind the schedule fires nothing, one ahead catches up by the policy, and no slot
+    ever starts a second run."""
+    await db.create_schedule(
+        "jumpy", Tick, every="10s", overlap="allow_all", catch_up="all", catch_up_limit=3
+    )
+    base = math.floor(time.time() / 10) * 10 + 10.0
+    await set_next_slot(db, "jumpy", base)
+    versions = {"sched_Tick": "1.0.0"}
+
+    async def fire(at: float) -> list[float]:
+        return [slot_of(w) for w in await db.store.fire_schedules(versions, at, 10)]
+
+    assert await fire(base + 0.5) == [base]
+    assert await fire(base - 3600) == []  # set back an hour: nothing is due to it
+    assert (await db.get_schedule("jumpy")).next_run == datetime.fromtimestamp(base + 10, UTC)
+    assert await fire(base + 3600.5) == [base + 3580, base + 3590, base + 3600]  # an hour ahead
+    assert await fire(base + 20.5) == []  # back again: the slots it skipped stay skipped
+    assert await fire(base + 3600.9) == []  # the same slot again: already fired
+    assert await fire(base + 3610.5) == [base + 3610]
+    runs = [slot_of(r.workflow_id) for r in await runs_of(db, "jumpy")]
+    assert runs == [base, base + 3580, base + 3590, base + 3600, base + 3610]
+
+
 # -- worker processes, killed ----------------------------------------------------------------
 
 TESTS_DIR = Path(__file__).resolve().parent

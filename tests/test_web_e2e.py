@@ -24,6 +24,7 @@ import pytest
 
 import e2e_workflows
 import loom
+import schedule_workflows
 import web_workflows  # its heartbeating workflow
 from loom.web import create_app
 from support import eventually, worker
@@ -736,4 +737,59 @@ async def test_the_list_filters_by_tag_and_creation_time(
         await page.fill("#filter-from", "2999-01-01T00:00")
         await page.click("#filters button[type=submit]")
         await expect(rows).to_have_count(0, timeout=TIMEOUT_MS)
+        await page.close()
+
+
+async def test_the_schedules_page_shows_next_and_recent_runs_and_steers_a_schedule(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    await sqlite_db.create_schedule(
+        "hourly-hold", schedule_workflows.Hold, cron="0 * * * *", overlap="buffer_one"
+    )
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base:
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.goto(base + "/schedules")
+        row = page.locator('#schedules tr[data-name="hourly-hold"]')
+        await expect(row).to_contain_text("active", timeout=TIMEOUT_MS)
+        await expect(row).to_contain_text("cron 0 * * * *")
+        await row.get_by_role("link", name="hourly-hold").click()
+        detail = page.locator("#schedule-detail")
+        await expect(detail).to_contain_text("buffer_one", timeout=TIMEOUT_MS)
+        await expect(page.locator("#schedule-upcoming li")).to_have_count(5)
+        await expect(page.locator("#schedule-no-runs")).to_be_visible()
+
+        await row.get_by_role("button", name="Trigger").click()
+        await expect(page.locator("#schedules-note")).to_contain_text(
+            "started schedule:hourly-hold:", timeout=TIMEOUT_MS
+        )
+        runs = page.locator("#schedule-runs tbody tr")
+        await expect(runs).to_have_count(1, timeout=TIMEOUT_MS)
+        await expect(runs.first).to_contain_text("RUNNING")
+        [run] = (await sqlite_db.describe_schedule("hourly-hold")).recent_runs
+        await expect(row).to_contain_text(run.workflow_id)  # the last run, linked
+
+        await row.get_by_role("button", name="Pause").click()
+        await expect(row).to_contain_text("paused", timeout=TIMEOUT_MS)
+        await expect(page.locator("#schedule-upcoming")).to_contain_text("none while paused")
+        assert (await sqlite_db.get_schedule("hourly-hold")).paused
+        await shot(page, "schedules")
+        await row.get_by_role("button", name="Resume").click()
+        await expect(row).to_contain_text("active", timeout=TIMEOUT_MS)
+        await expect(page.locator("#schedule-upcoming li")).to_have_count(5)
+        assert not (await sqlite_db.get_schedule("hourly-hold")).paused
+
+        await runs.first.get_by_role("link").click()
+        await expect(page.locator("#workflow-id")).to_have_text(run.workflow_id, timeout=TIMEOUT_MS)
+        await page.goto(base + "/schedules?schedule=hourly-hold")
+        await expect(page.locator("#schedule-runs tbody tr")).to_have_count(1, timeout=TIMEOUT_MS)
+        await row.get_by_role("button", name="Delete").click()
+        await expect(page.locator("#schedules-empty")).to_be_visible(timeout=TIMEOUT_MS)
+        await expect(page.locator("#schedule-detail")).to_be_hidden()
+        with pytest.raises(loom.ScheduleNotFoundError):
+            await sqlite_db.get_schedule("hourly-hold")
+        assert await sqlite_db.get_workflow(run.workflow_id).status() is loom.WorkflowStatus.RUNNING
         await page.close()
