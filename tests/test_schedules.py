@@ -24,7 +24,12 @@ import pytest
 import loom
 import schedule_workflows
 from loom.definitions import workflow_definition
-from loom.errors import InvalidScheduleError, PayloadError, PayloadTooLargeError
+from loom.errors import (
+    DatabaseUnavailableError,
+    InvalidScheduleError,
+    PayloadError,
+    PayloadTooLargeError,
+)
 from loom.schedule_spec import (
     LATE_AFTER,
     CatchUp,
@@ -559,6 +564,32 @@ async def test_a_scheduler_pass_and_its_runs_are_one_transaction(db: loom.Databa
     assert len(started) == len(set(started)) == 6
     assert sorted(started) == [r.workflow_id for r in await runs_of(db, "race")]
     assert await db.store.fire_schedules(versions, now, 10) == []
+
+
+async def test_the_scheduler_rides_out_an_outage_and_reports_other_errors(
+    db: loom.Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pass that fails because the database is away is tried again with backoff; one that
+    fails for another reason is logged as an error and tried again later; the schedule fires."""
+    await db.create_schedule("steady", Tick, every="1s")
+    real = db.store.fire_schedules
+    failures: list[Exception] = [
+        DatabaseUnavailableError("connection refused"),
+        DatabaseUnavailableError("connection refused"),
+        RuntimeError("a bug in a pass"),
+    ]
+
+    async def flaky(*args: Any, **kwargs: Any) -> list[str]:
+        if failures:
+            raise failures.pop(0)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(db.store, "fire_schedules", flaky)
+    with caplog.at_level("INFO", logger="loom"):
+        async with worker(db):
+            await eventually(lambda: _count(db, "steady", 1), timeout=30, what="a run after all")
+    assert failures == []
+    assert "scheduler pass failed: RuntimeError: a bug in a pass" in caplog.text
 
 
 async def test_a_clock_that_jumps_back_or_forward_never_fires_a_slot_twice(
