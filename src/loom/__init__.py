@@ -40,6 +40,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     LeaseLostError,  # noqa: F401
     LoomError,
     NonDeterminismError,
+    PayloadDecodeError,
     PayloadError,
     QueryArgumentsError,
     QueryFailedError,
@@ -56,6 +57,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowNotRunningError,
     WorkflowSandboxError,
 )
+from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec, PayloadCodec
 from loom.schemas.state import Input, State
 from loom.signal_handlers import signal
 from loom.status import WorkflowStatus
@@ -69,7 +71,10 @@ except _metadata.PackageNotFoundError:  # a source tree that was never installed
 __all__ = [
     "ActivityDefinition",
     "ActivityFailedError",
+    "AesGcmCodec",
     "ChildWorkflowFailedError",
+    "CodecChain",
+    "CompressionCodec",
     "ConfigurationError",
     "Database",
     "DatabaseUnavailableError",
@@ -79,6 +84,8 @@ __all__ = [
     "Input",
     "LoomError",
     "NonDeterminismError",
+    "PayloadCodec",
+    "PayloadDecodeError",
     "PayloadError",
     "QueryArgumentsError",
     "QueryContext",

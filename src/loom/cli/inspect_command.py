@@ -14,7 +14,14 @@ from rich.text import Text
 
 from loom import limits
 from loom.cli import render
-from loom.cli.common import DatabaseOption, JsonOption, ModulesOption, open_database, run
+from loom.cli.common import (
+    CodecOption,
+    DatabaseOption,
+    JsonOption,
+    ModulesOption,
+    open_database,
+    run,
+)
 from loom.cli.timeline import StepRun, failure_cause, step_runs
 from loom.client import Database, WorkflowRecord, WorkflowRun, WorkflowSummary
 from loom.core.history import Event, EventType
@@ -37,6 +44,7 @@ def inspect_command(
         ),
     ] = False,
     modules: ModulesOption = None,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -48,7 +56,7 @@ def inspect_command(
     async def fetch() -> tuple[
         WorkflowRecord, list[Event], list[str] | str, list[WorkflowSummary], list[WorkflowRun]
     ]:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             handle = db.get_workflow(workflow_id)
             record = await handle.describe()
             queries = unimportable or _queries(db, record)

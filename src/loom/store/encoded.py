@@ -128,10 +128,16 @@ class EncodedStore(Store):
         self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
     ) -> list[Claim]:
         claims = await self.inner.claim(owner, names, limit, lease_seconds, now)
-        return [
-            replace(c, history=tuple(self._events(c.workflow_id, c.history))) if c.history else c
-            for c in claims
-        ]
+        return [self._claim(c) if c.history else c for c in claims]
+
+    def _claim(self, claim: Claim) -> Claim:
+        """The claim with its history decoded; without it when that fails, so the worker reads
+        the history itself, and fails on that one workflow instead of on the whole claim."""
+        read = self.payloads.read_event
+        try:
+            return replace(claim, history=tuple(read(e) for e in claim.history))
+        except Unreadable:
+            return replace(claim, history=())
 
     async def load_history(
         self, workflow_id: str, after_seq: int = 0, limit: int | None = None

@@ -1,0 +1,409 @@
+"""Payload codecs on a real database (both backends): every kind of payload round-trips through
+a full run (activities, signals, children, continue-as-new) and none reaches the database in
+plain text; keys rotate; a missing or wrong key is a typed error in the API and a placeholder
+in the displays; altered data is refused; errors' messages are encoded or not, as configured.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+import loom
+from codec_workflows import (
+    KEY_1,
+    KEY_2,
+    KEY_OTHER,
+    MARK,
+    ORDER_INPUT,
+    ORDER_RESULT,
+    ORDER_STATE,
+    Order,
+    Refused,
+    Waiting,
+    chain,
+    forget_attempts,
+    waits_for_signal,
+)
+from loom import EventType
+from loom.payload_codecs import PLACEHOLDER, AesGcmCodec, CodecChain
+from loom.store import open_store
+from loom.web import create_app
+from support import eventually, of_type, worker
+from support.stored import (
+    event_payload_text,
+    flip_a_bit,
+    found_in,
+    rewrite_event_payload,
+    stored_bytes,
+)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_attempts() -> None:
+    forget_attempts()  # the same workflow ids run on each backend, in one process
+
+
+async def run_order(url: str, codec: CodecChain, workflow_id: str = "order-1") -> None:
+    """The whole order, run with ``codec``: it waits for its signal, which is sent, and ends."""
+    async with loom.Database(url, codec=codec) as coded, worker(coded):
+        handle = await coded.start_workflow(
+            Order, workflow_input=ORDER_INPUT, initial_state=ORDER_STATE, workflow_id=workflow_id
+        )
+        await eventually(lambda: waits_for_signal(handle), 10, what="the order's signal wait")
+        await handle.signal("approve", {"by": MARK["signal"]})
+        assert await handle.result(timeout=20) == ORDER_RESULT
+
+
+def payload_of(events: list[loom.Event], kind: EventType) -> dict[str, Any]:
+    [event] = of_type(events, kind)
+    return event.payload
+
+
+async def raw_record(url: str, workflow_id: str) -> loom.client.WorkflowRecord:
+    """The workflow's row as stored (envelopes and all), read past the codec layer."""
+    store = open_store(url)
+    await store.open()
+    try:
+        record = await store.get_workflow(workflow_id)
+        assert record is not None
+        return record
+    finally:
+        await store.close()
+
+
+async def raw_history(url: str, workflow_id: str, run_id: str | None = None) -> list[loom.Event]:
+    store = open_store(url)
+    await store.open()
+    try:
+        if run_id is not None:
+            return await store.load_run_history(workflow_id, run_id)
+        return await store.load_history(workflow_id)
+    finally:
+        await store.close()
+
+
+def key_ids(value: Any) -> set[str]:
+    """The key ids of every envelope in a stored value."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        if "_loom_codec" in value:
+            found.add(value["key"])
+        for item in value.values():
+            found |= key_ids(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= key_ids(item)
+    return found
+
+
+# -- round trips and the database's contents -------------------------------------------------------
+
+
+async def test_every_payload_round_trips_and_none_reaches_the_database_in_plain_text(
+    db: loom.Database,
+) -> None:
+    await run_order(db.url, chain())
+
+    async with loom.Database(db.url, codec=chain()) as coded:
+        handle = coded.get_workflow("order-1")
+        runs = await handle.runs()
+        assert [r.status for r in runs] == ["CONTINUED_AS_NEW", "COMPLETED"]
+        first = await handle.events(run_id=runs[0].run_id)
+        started = payload_of(first, EventType.WORKFLOW_STARTED)
+        assert started["input"] == ORDER_INPUT and started["state"] == ORDER_STATE
+        scheduled = of_type(first, EventType.ACTIVITY_SCHEDULED)
+        assert scheduled[0].payload["args"] == [MARK["card"]]
+        assert scheduled[0].payload["kwargs"] == {"memo": MARK["kwarg"]}
+        completed = of_type(first, EventType.ACTIVITY_COMPLETED)
+        assert completed[0].payload["result"] == ORDER_RESULT["receipt"]
+        failed = payload_of(first, EventType.ACTIVITY_FAILED)
+        assert failed["error"]["type"] == "ValueError"
+        assert MARK["error"] in failed["error"]["message"]
+        assert MARK["error"] in failed["error"]["traceback"]
+        assert payload_of(first, EventType.STATE_UPDATE)["values"] == {"tries": 1}
+        assert payload_of(first, EventType.SIGNAL_RECEIVED)["payload"] == {"by": MARK["signal"]}
+        child_start = payload_of(first, EventType.CHILD_WORKFLOW_STARTED)
+        assert child_start["input"] == {"address": MARK["address"]}
+        assert payload_of(first, EventType.CHILD_WORKFLOW_COMPLETED)["result"] == {
+            "parcel": ORDER_RESULT["shipped"]["parcel"]
+        }
+        following = payload_of(first, EventType.WORKFLOW_CONTINUED_AS_NEW)
+        assert following["input"] == {**ORDER_INPUT, "round": 1, "note": MARK["next_run"]}
+        current = payload_of(await handle.events(), EventType.WORKFLOW_STARTED)
+        assert current["input"]["note"] == MARK["next_run"]
+        assert current["state"]["receipt"] == ORDER_RESULT["receipt"]
+
+        child = coded.get_workflow(str(child_start["workflow_id"]))
+        assert (await child.describe()).input == {"address": MARK["address"]}
+        assert await child.result() == ORDER_RESULT["shipped"]
+        assert await handle.query("receipt") == ORDER_RESULT["receipt"]
+
+    stored = await stored_bytes(db.url)
+    assert found_in(stored, ["order-1", "codec_Order", "codec_charge"]) == [
+        "order-1",
+        "codec_Order",
+        "codec_charge",
+    ]  # the scan sees what stays plain: ids and names
+    assert found_in(stored, list(MARK.values())) == []
+
+
+async def test_without_the_key_payloads_raise_a_typed_error_and_displays_show_a_placeholder(
+    db: loom.Database,
+) -> None:
+    await run_order(db.url, chain())
+    handle = db.get_workflow("order-1")  # db: opened without any codec
+
+    # What needs no payload works: the status, the list, the runs.
+    assert await handle.status() is loom.WorkflowStatus.COMPLETED
+    assert [s.workflow_id for s in await db.list_workflows(name="codec_Order")] == ["order-1"]
+    assert len(await handle.runs()) == 2
+    # Payloads raise, saying whose, where, and what to do.
+    with pytest.raises(loom.PayloadDecodeError) as caught:
+        await handle.state()
+    error = caught.value
+    assert error.workflow_id == "order-1" and error.codec == "zstd+aesgcm" and error.key == "k1"
+    assert "cannot decode the input of workflow 'order-1'" in str(error)
+    assert "opened without a codec" in str(error) and "codec=" in str(error)
+    with pytest.raises(loom.PayloadDecodeError, match="event 1 \\(WORKFLOW_STARTED\\)"):
+        await handle.events()
+    with pytest.raises(loom.PayloadDecodeError):
+        await handle.result(timeout=5)
+    with pytest.raises(loom.PayloadDecodeError):
+        await handle.query("receipt")
+
+    # A key that is not the one: authentication fails; a key id not held: it is named.
+    async with loom.Database(db.url, codec=AesGcmCodec({"k1": KEY_OTHER})) as wrong:
+        with pytest.raises(loom.PayloadDecodeError, match="fails authentication with key 'k1'"):
+            await wrong.get_workflow("order-1").state()
+    async with loom.Database(db.url, codec=chain({"k9": KEY_1})) as other:
+        with pytest.raises(loom.PayloadDecodeError, match="key 'k1', which this process does not"):
+            await other.get_workflow("order-1").state()
+
+    # Displays ask for placeholders: the structure is there, the values are not.
+    async with loom.Database(db.url, placeholders=True) as shown:
+        record = await shown.get_workflow("order-1").describe()
+        assert record.input == PLACEHOLDER
+        assert record.state == {key: PLACEHOLDER for key in ORDER_RESULT}
+        runs = await shown.get_workflow("order-1").runs()
+        first = await shown.get_workflow("order-1").events(run_id=runs[0].run_id)
+        [charge, _] = of_type(first, EventType.ACTIVITY_SCHEDULED)
+        assert charge.payload["name"] == "codec_charge"
+        assert charge.payload["args"] == PLACEHOLDER
+        failed = payload_of(first, EventType.ACTIVITY_FAILED)
+        assert failed["error"]["type"] == "ValueError"
+        assert failed["error"]["message"] == PLACEHOLDER
+        with pytest.raises(loom.PayloadDecodeError):  # a query computes: never on placeholders
+            await shown.get_workflow("order-1").query("receipt")
+
+
+async def test_keys_rotate_and_what_old_keys_wrote_stays_readable(db: loom.Database) -> None:
+    # Written with k1 until the order waits for its signal ...
+    async with loom.Database(db.url, codec=chain({"k1": KEY_1})) as old, worker(old):
+        handle = await old.start_workflow(
+            Order, workflow_input=ORDER_INPUT, initial_state=ORDER_STATE, workflow_id="order-1"
+        )
+        await eventually(lambda: waits_for_signal(handle), 10, what="the order's signal wait")
+    # ... then k2 writes and k1 is kept for reading: the order finishes.
+    rotated = chain({"k2": KEY_2, "k1": KEY_1})
+    async with loom.Database(db.url, codec=rotated) as new, worker(new):
+        handle = new.get_workflow("order-1")
+        await handle.signal("approve", {"by": MARK["signal"]})
+        assert await handle.result(timeout=20) == ORDER_RESULT
+        runs = await handle.runs()
+        first = await handle.events(run_id=runs[0].run_id)  # both keys' writing, decoded
+        assert payload_of(first, EventType.SIGNAL_RECEIVED)["payload"] == {"by": MARK["signal"]}
+    runs_raw = await raw_history(db.url, "order-1", runs[0].run_id)
+    written = {e.seq: key_ids(e.payload) for e in runs_raw}
+    assert written[1] == {"k1"}  # the start
+    assert payload_of(runs_raw, EventType.SIGNAL_RECEIVED) and {"k2"} in written.values()
+    assert key_ids((await raw_record(db.url, "order-1")).state) == {"k2"}
+    # Without k1, what it wrote cannot be read; what k2 wrote can.
+    async with loom.Database(db.url, codec=chain({"k2": KEY_2})) as only_new:
+        assert await only_new.get_workflow("order-1").state() == ORDER_RESULT
+        with pytest.raises(loom.PayloadDecodeError, match="key 'k1'") as caught:
+            await only_new.get_workflow("order-1").events(run_id=runs[0].run_id)
+        assert caught.value.key == "k1"
+
+
+async def test_an_altered_payload_is_refused_never_decoded_into_something_else(
+    db: loom.Database,
+) -> None:
+    async with loom.Database(db.url, codec=chain()) as coded:
+        await coded.start_workflow(Waiting, workflow_input={"card": MARK["card"]}, workflow_id="w1")
+    started = orjson.loads(await event_payload_text(db.url, "w1", 1))
+    altered = {**started, "input": flip_a_bit(started["input"])}
+    await rewrite_event_payload(db.url, "w1", 1, orjson.dumps(altered).decode())
+
+    async with loom.Database(db.url, codec=chain()) as coded:
+        handle = coded.get_workflow("w1")
+        assert (await handle.describe()).input == {"card": MARK["card"]}  # the row is intact
+        with pytest.raises(loom.PayloadDecodeError) as caught:
+            await handle.events()
+        assert "the input of its event 1 (WORKFLOW_STARTED) of workflow 'w1'" in str(caught.value)
+        assert "the stored data was altered" in str(caught.value)
+        # A worker never runs it on altered data: it backs off, and writes nothing.
+        assert await loom.run_once(coded)
+        assert [e.seq for e in await raw_history(db.url, "w1")] == [1]
+    async with loom.Database(db.url, codec=chain(), placeholders=True) as shown:
+        [first] = await shown.get_workflow("w1").events()
+        assert first.payload["input"] == PLACEHOLDER and first.payload["state"] == {}
+
+
+async def test_errors_messages_and_cancel_reasons_are_encoded_unless_told_otherwise(
+    db: loom.Database,
+) -> None:
+    hidden = {"card": MARK["failure"], "reason": MARK["reason"]}
+    shown = {"card": "MARK-plain-failure-77", "reason": "MARK-plain-reason-77"}
+    for errors, marks in ((True, hidden), (False, shown)):
+        async with loom.Database(db.url, codec=chain(errors=errors)) as coded, worker(coded):
+            refused = await coded.start_workflow(
+                Refused, workflow_input={"card": marks["card"]}, workflow_id=f"refused-{errors}"
+            )
+            with pytest.raises(loom.WorkflowFailedError) as failed:
+                await refused.result(timeout=10)
+            assert marks["card"] in str(failed.value)
+            waiting = await coded.start_workflow(
+                Waiting, workflow_input={}, workflow_id=f"waiting-{errors}"
+            )
+            await eventually(lambda h=waiting: waits_for_signal(h), 10, what="the signal wait")
+            await waiting.cancel(marks["reason"])
+            with pytest.raises(loom.WorkflowCanceledError) as canceled:
+                await waiting.result(timeout=10)
+            assert canceled.value.reason == marks["reason"]
+            events = await waiting.events()
+            assert payload_of(events, EventType.WORKFLOW_CANCELED)["reason"] == marks["reason"]
+
+    stored = await stored_bytes(db.url)
+    assert found_in(stored, list(hidden.values())) == []
+    assert found_in(stored, list(shown.values())) == list(shown.values())
+    # With errors=False only errors stay readable: the input is still encrypted.
+    assert key_ids((await raw_record(db.url, "refused-False")).input) == {"k1"}
+
+
+async def test_a_worker_without_the_key_leaves_the_workflow_for_one_with_it(
+    db: loom.Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with loom.Database(db.url, codec=chain()) as coded:
+        handle = await coded.start_workflow(
+            Waiting, workflow_input={"card": MARK["card"]}, workflow_id="w1"
+        )
+        with caplog.at_level(logging.ERROR, logger="loom"):
+            assert await loom.run_once(db)  # db has no codec: it claims, cannot read, backs off
+        assert "PayloadDecodeError" in caplog.text and "'w1'" in caplog.text
+        assert [e.seq for e in await raw_history(db.url, "w1")] == [1]  # nothing written
+        assert await handle.status() is loom.WorkflowStatus.RUNNING
+        async with worker(coded):
+            await eventually(lambda: waits_for_signal(handle), 10, what="the signal wait")
+            await handle.signal("go", MARK["signal"])
+            assert await handle.result(timeout=10) == {
+                "kept": {"card": MARK["card"]},
+                "got": MARK["signal"],
+            }
+    assert found_in(await stored_bytes(db.url), [MARK["card"], MARK["signal"]]) == []
+
+
+async def test_a_codec_turned_on_later_reads_what_was_stored_plain(db: loom.Database) -> None:
+    handle = await db.start_workflow(Waiting, workflow_input={"card": "plain-card"})
+    async with loom.Database(db.url, codec=chain()) as coded, worker(coded):
+        later = coded.get_workflow(handle.workflow_id)
+        await eventually(lambda: waits_for_signal(later), 10, what="the signal wait")
+        await later.signal("go", MARK["signal"])
+        assert await later.result(timeout=10) == {
+            "kept": {"card": "plain-card"},
+            "got": MARK["signal"],
+        }
+    record = await raw_record(db.url, handle.workflow_id)
+    assert record.input == {"card": "plain-card"}  # as stored before
+    assert key_ids(record.state) == {"k1"}  # what was written since is encrypted
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"nul": "a\x00b", "unicode": "\u202e\U0001f600\u00e9", "empty": "", "none": None},
+        {"big": "x" * 3_000_000, "nested": [[[[{"deep": True}]]]]},
+        [1.5, -(2**63), 2**64 - 1, True, False, [], {}],
+    ],
+    ids=["odd-text", "large", "numbers"],
+)
+async def test_odd_and_large_values_round_trip(db: loom.Database, value: Any) -> None:
+    async with loom.Database(db.url, codec=chain()) as coded:
+        handle = await coded.start_workflow(Waiting, workflow_input=value)
+        assert (await handle.describe()).input == value
+        await handle.signal("go", value)
+        [signal] = await coded.store.read_signals(handle.workflow_id)
+        assert signal.payload == value
+    stored = await stored_bytes(db.url)
+    assert b"x" * 1000 not in stored and "\U0001f600".encode() not in stored
+
+
+async def test_the_reserved_envelope_key_is_refused_in_payloads(db: loom.Database) -> None:
+    with pytest.raises(loom.PayloadError, match=r"input\['a'\]\[0\] has the key '_loom_codec'"):
+        await db.start_workflow(Waiting, workflow_input={"a": [{"_loom_codec": "x", "data": ""}]})
+    handle = await db.start_workflow(Waiting, workflow_input={"text": "_loom_codec"})  # a value
+    with pytest.raises(loom.PayloadError, match="payload has the key '_loom_codec'"):
+        await handle.signal("go", {"_loom_codec": "aesgcm"})
+
+
+async def test_the_web_api_decodes_with_the_key_and_shows_the_placeholder_without(
+    db: loom.Database,
+) -> None:
+    await run_order(db.url, chain())
+    base = "http://127.0.0.1"
+    async with loom.Database(db.url, codec=chain(), placeholders=True) as coded:
+        app = create_app(database=coded)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base) as c:
+            detail = (await c.get("/api/workflows/order-1")).json()
+            assert detail["input"]["card"] == MARK["card"]
+            assert detail["state"] == ORDER_RESULT
+            query = await c.get("/api/workflows/order-1/query/receipt")
+            assert query.json() == {"result": ORDER_RESULT["receipt"]}
+    async with loom.Database(db.url, placeholders=True) as keyless:
+        app = create_app(database=keyless)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base) as c:
+            detail = (await c.get("/api/workflows/order-1")).json()
+            assert detail["status"] == "COMPLETED"
+            assert detail["input"] == PLACEHOLDER
+            assert detail["state"] == {key: PLACEHOLDER for key in ORDER_RESULT}
+            events = (await c.get("/api/workflows/order-1/events")).json()["events"]
+            started = events[0]["payload"]
+            assert started["input"] == PLACEHOLDER and started["state"]["receipt"] == PLACEHOLDER
+            listed = (await c.get("/api/workflows")).json()
+            assert "order-1" in str(listed)
+            query = await c.get("/api/workflows/order-1/query/receipt")
+            assert query.status_code == 422
+            assert "cannot decode" in query.json()["error"]
+            page = await c.get("/api/workflows/order-1")
+            assert MARK["card"] not in page.text
+
+
+async def test_the_store_applies_an_encrypted_state_change_when_a_cancel_meets_a_commit(
+    db: loom.Database,
+) -> None:
+    """A cancel requested while a worker holds the workflow wins at its next commit, which
+    still records the commit's leading decisions: the store applies their (encrypted) state
+    changes to the (encrypted) stored state, key by key."""
+    from loom.store.base import Commit, CommitOutcome
+
+    async with loom.Database(db.url, codec=chain()) as coded:
+        handle = await coded.start_workflow(
+            Waiting, workflow_input={}, initial_state={"kept": MARK["initial"]}, workflow_id="w1"
+        )
+        [claim] = await coded.store.claim("me", ["codec_Waiting"], 1, 30, 1e12 - 1)
+        assert await handle.cancel(MARK["reason"]) is loom.client.CancelOutcome.REQUESTED
+        decided = [
+            loom.Event(2, EventType.STEP_STARTED, {"step": "wait", "index": 0}, 1.0),
+            loom.Event(3, EventType.STATE_SET, {"key": "got", "value": MARK["signal"]}, 1.0),
+        ]
+        commit = Commit(
+            "w1", claim.lease_epoch, decided, loom.WorkflowStatus.RUNNING, {}, "wait", 0
+        )
+        assert await coded.store.commit(commit, 1e12) is CommitOutcome.CANCELED
+        assert await handle.state() == {"kept": MARK["initial"], "got": MARK["signal"]}
+        assert (await handle.describe()).error == {"type": "Canceled", "message": MARK["reason"]}
+    assert found_in(await stored_bytes(db.url), list(MARK.values())) == []
