@@ -6,7 +6,9 @@ in the displays; altered data is refused; errors' messages are encoded or not, a
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,7 +35,7 @@ from loom import EventType
 from loom.payload_codecs import PLACEHOLDER, AesGcmCodec, CodecChain
 from loom.store import open_store
 from loom.web import create_app
-from support import eventually, of_type, worker
+from support import eventually, eventually_sync, of_type, worker
 from support.stored import (
     event_payload_text,
     flip_a_bit,
@@ -41,6 +43,7 @@ from support.stored import (
     rewrite_event_payload,
     stored_bytes,
 )
+from test_cli import WorkerProcess, assert_one_line_error, cli_env, loom_cli, ok, ok_json
 
 
 @pytest.fixture(autouse=True)
@@ -407,3 +410,59 @@ async def test_the_store_applies_an_encrypted_state_change_when_a_cancel_meets_a
         assert await handle.state() == {"kept": MARK["initial"], "got": MARK["signal"]}
         assert (await handle.describe()).error == {"type": "Canceled", "message": MARK["reason"]}
     assert found_in(await stored_bytes(db.url), list(MARK.values())) == []
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.processes
+def test_the_cli_and_its_worker_encode_with_the_codec_and_show_placeholders_without_it(
+    tmp_path: Path,
+) -> None:
+    keys, wrong = tmp_path / "keys", tmp_path / "wrong-keys"
+    keys.write_text(f"k1 {KEY_1}\n")
+    wrong.write_text(f"k1 {KEY_OTHER}\n")
+    spec = f"compress+aesgcm:keyfile={keys}"
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = cli_env(url)
+    ok(loom_cli("init", env=env, cwd=tmp_path))
+    card = json.dumps({"card": MARK["card"]})
+    start = ("start", "codec_Waiting", "--input", card, "--id", "w1", "-m", "codec_workflows")
+    ok(loom_cli(*start, "--codec", spec, env=env, cwd=tmp_path))
+
+    def inspected(*extra: str) -> Any:
+        return ok_json(loom_cli("inspect", "w1", "--json", *extra, env=env, cwd=tmp_path))
+
+    def waiting() -> bool:
+        events = inspected("--events", "--codec", spec)["events"]
+        return any(e["type"] == "SIGNAL_WAIT_STARTED" for e in events)
+
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(cli_env(url, LOOM_CODEC=spec), tmp_path, log, "-m", "codec_workflows")
+    try:
+        eventually_sync(waiting, 20, what="the signal wait")
+        signal = ("signal", "w1", "go", "--payload", json.dumps(MARK["signal"]))
+        ok(loom_cli(*signal, "--codec", spec, env=env, cwd=tmp_path))
+        eventually_sync(
+            lambda: inspected("--codec", spec)["status"] == "COMPLETED", 20, what="its end"
+        )
+    finally:
+        worker.kill()
+    assert "Traceback" not in worker.output()
+
+    shown = inspected("--codec", spec)
+    assert shown["input"] == {"card": MARK["card"]}
+    assert shown["state"] == {"kept": {"card": MARK["card"]}, "got": MARK["signal"]}
+    for given in ((), ("--codec", f"aesgcm:keyfile={wrong}"), ("--codec", "none")):
+        hidden = inspected(*given)
+        assert hidden["status"] == "COMPLETED"
+        assert hidden["input"] == PLACEHOLDER
+        assert hidden["state"] == {"kept": PLACEHOLDER, "got": PLACEHOLDER}
+    text = ok(loom_cli("inspect", "w1", "--events", env=env, cwd=tmp_path))
+    assert "SIGNAL_RECEIVED" in text and PLACEHOLDER in text and MARK["signal"] not in text
+    assert_one_line_error(
+        loom_cli("inspect", "w1", "--codec", "rot13", env=env, cwd=tmp_path),
+        "unknown codec 'rot13'",
+    )
+    assert found_in((tmp_path / "cli.db").read_bytes(), list(MARK.values())) == []

@@ -116,5 +116,6 @@ def _imported(target: str) -> PayloadCodec | CodecChain:
     if isinstance(found, PayloadCodec | CodecChain):
         return found
     raise ConfigurationError(
-        f"codec {target!r} is a {type(found).__name__}, not a loom.PayloadCodec or loom.CodecChain"
+        f"codec {target!r} is not a loom.PayloadCodec or loom.CodecChain (it is a "
+        f"{type(found).__name__})"
     )
