@@ -158,6 +158,7 @@ def test_a_keyfile_lists_keys_the_first_writing(tmp_path: Path) -> None:
         (f"k1 {KEY}\nk1 {KEY}\n", "line 2: key id 'k1' appears twice"),
         ("k1 c2hvcnQ=\n", "key 'k1' must be 16, 24 or 32 bytes"),
     ],
+    ids=["empty", "comments-only", "three-words", "twice", "short-key"],
 )
 def test_keyfile_mistakes_are_named_by_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "keys"
