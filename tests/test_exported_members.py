@@ -10,8 +10,12 @@ import pytest
 import loom
 
 EXPORTED = [
+    "ActivityCancelledError",
     "ActivityDefinition",
     "ActivityFailedError",
+    "ActivityHeartbeat",
+    "ActivityHeartbeatTimeoutError",
+    "ActivityInfo",
     "AesGcmCodec",
     "ChildWorkflowFailedError",
     "CodecChain",
@@ -25,6 +29,7 @@ EXPORTED = [
     "Input",
     "LoomError",
     "NonDeterminismError",
+    "NotInActivityError",
     "PayloadCodec",
     "PayloadDecodeError",
     "PayloadError",
@@ -60,7 +65,9 @@ EXPORTED = [
     "WorkflowSummary",
     "__version__",
     "activity",
+    "activity_info",
     "default_registry",
+    "heartbeat",
     "query",
     "run_once",
     "signal",

@@ -70,7 +70,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 async def open_database(
     url: str | None, *, initialized: bool = True, codec: str | None = None
 ) -> AsyncIterator[loom.Database]:
-    """Open the database; unless ``initialized`` is False, refuse one ``loom init`` never set up.
+    """Open the database; unless ``initialized`` is False, refuse one ``loom init`` never set up,
+    or whose schema is older than this Loom's (``loom init`` upgrades it).
 
     Payloads are encoded with ``codec`` (else ``$LOOM_CODEC``'s); what it cannot decode is
     shown as the placeholder (queries and retries, which use payloads, fail instead)."""
@@ -85,8 +86,15 @@ async def open_database(
     except Exception as exc:  # the file cannot be created, is not a database ...
         raise CliError(f"cannot open database {db.url}: {describe(exc)}") from None
     try:
-        if initialized and await db.schema_version() == 0:
-            raise CliError(f"database {db.url} is not initialized; run `loom init` first")
+        if initialized:
+            version, needed = await db.schema_version(), db.required_schema_version()
+            if version == 0:
+                raise CliError(f"database {db.url} is not initialized; run `loom init` first")
+            if version < needed:
+                raise CliError(
+                    f"database {db.url} has schema version {version}, older than this Loom's "
+                    f"({needed}); run `loom init` to upgrade it"
+                )
         yield db
     finally:
         await db.close()

@@ -4,10 +4,12 @@ It wraps the backend's store and implements the same contract by delegating, so 
 engine nor the backends know of codecs: the client, the worker and the driver see plain values,
 the backend sees envelopes where payloads are (:mod:`loom.store.payloads` says where). Every
 path into the store passes here: a start (row and first event), a commit (events, state,
-result, error, the next run of a continue-as-new), a signal, a cancel's reason, a retry's
-re-sent signals; and every path out: records, histories (current and earlier runs), claims
-and buffered signals. What ``loom migrate`` copies (``export_rows``/``import_rows``) passes
-through as stored: encoded data is copied verbatim, and reads need the same keys there.
+result, error, the next run of a continue-as-new), an activity's heartbeat details, a signal,
+a cancel's reason, a retry's re-sent signals; and every path out: records, histories (current
+and earlier runs), claims, heartbeats and buffered signals. Tags are lookup keys (the store
+filters on them): they stay plain, like ids and names. What ``loom migrate`` copies
+(``export_rows``/``import_rows``) passes through as stored: encoded data is copied verbatim,
+and reads need the same keys there.
 
 Without a codec nothing is encoded and writes go straight through; reads still look for
 envelopes, so a database encoded elsewhere gives a clear ``PayloadDecodeError`` (or the
@@ -23,10 +25,12 @@ from typing import Any
 from loom.core.history import Event
 from loom.status import WorkflowStatus
 from loom.store.base import (
+    ActivityHeartbeat,
     CancelOutcome,
     Claim,
     Commit,
     CommitOutcome,
+    HeartbeatRow,
     NewWorkflow,
     RunSummary,
     Signal,
@@ -157,6 +161,26 @@ class EncodedStore(Store):
             commit = self._commit(commit)
         return await self.inner.commit(commit, now)
 
+    async def record_heartbeat(
+        self, workflow_id: str, lease_epoch: int, beat: HeartbeatRow
+    ) -> CommitOutcome:
+        if self.payloads.chain is not None and beat.details is not None:
+            beat = beat._replace(details=self.payloads.json_text(beat.details))
+        return await self.inner.record_heartbeat(workflow_id, lease_epoch, beat)
+
+    async def read_heartbeats(self, workflow_id: str) -> list[ActivityHeartbeat]:
+        beats = await self.inner.read_heartbeats(workflow_id)
+        read = self.payloads.read_value
+        decoded = []
+        for beat in beats:
+            try:
+                details = read(beat.details)
+            except Unreadable as exc:
+                exc.where = f"the heartbeat details of activity {beat.activity!r} (seq {beat.seq})"
+                raise unreadable(exc, workflow_id) from None
+            decoded.append(beat if details is beat.details else replace(beat, details=details))
+        return decoded
+
     async def renew(
         self, owner: str, workflow_ids: list[str], lease_until: float
     ) -> tuple[set[str], set[str]]:
@@ -178,6 +202,9 @@ class EncodedStore(Store):
         limit: int = 50,
         offset: int = 0,
         parent_id: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> list[WorkflowRecord]:
         records = await self.inner.list_workflows(
             status=status,
@@ -186,8 +213,14 @@ class EncodedStore(Store):
             limit=limit,
             offset=offset,
             parent_id=parent_id,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
         )
         return [self._record(r) for r in records]
+
+    async def tags(self, workflow_id: str) -> dict[str, str]:
+        return await self.inner.tags(workflow_id)  # lookup keys: stored plain, never encoded
 
     async def changed_since(
         self, after: float, limit: int, after_id: str = ""

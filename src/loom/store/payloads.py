@@ -2,9 +2,10 @@
 
 A payload is a value that came from the user's code or callers: a workflow's input, its state
 (each key's value: the keys are names the code chose, and stay plain), activity arguments and
-results, signal payloads, a child's input, state and result, and, when the chain says so
-(``errors=True``), errors' messages, tracebacks and cause chains and cancel reasons. Everything
-else stays plain: ids, names, types, steps, sequence numbers, times, statuses. That is what the
+results, an activity's heartbeat details, signal payloads, a child's input, state and result,
+and, when the chain says so (``errors=True``), errors' messages, tracebacks and cause chains and
+cancel reasons. Everything else stays plain: ids, names, types, steps, sequence numbers, times,
+statuses, versions, patch ids, and tags (lookup keys the store filters on). That is what the
 CLI and the dashboard show without a key, and what the store's own rules read (a child's id
 and name, a parent, a state key), so those rules work on encoded data unchanged: they copy an
 encoded value from where it was decided to where it lands (a child's first event and row,
@@ -89,6 +90,13 @@ class Payloads:
         assert self.chain is not None
         envelope = self.chain.encode(codec.dumps(value, envelopes=True))
         return value if envelope is None else envelope
+
+    def json_text(self, text: str) -> str:
+        """A payload already written as JSON text (heartbeat details), encoded: its envelope
+        as JSON text, or the text itself when no codec changed it."""
+        assert self.chain is not None
+        envelope = self.chain.encode(text.encode())
+        return text if envelope is None else orjson.dumps(envelope).decode()
 
     def state(self, state: Any) -> Any:
         if type(state) is not dict:
