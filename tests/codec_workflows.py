@@ -8,6 +8,8 @@ registry never sees two classes with one name.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 from typing import Any
 
 import loom
@@ -42,6 +44,8 @@ MARK = {
         "next_run",
         "reason",
         "failure",
+        "heartbeat",
+        "progress",
     )
 }
 """One marker per kind of payload (non-ASCII, as stored unescaped in UTF-8)."""
@@ -49,9 +53,13 @@ MARK = {
 _attempts: dict[str, int] = {}
 """Attempts of ``codec_flaky`` by workflow id, in this process (``forget_attempts`` clears)."""
 
+release: dict[str, asyncio.Event] = collections.defaultdict(asyncio.Event)
+"""Set by a test to let ``codec_progress`` of that workflow id end (``forget_attempts`` clears)."""
+
 
 def forget_attempts() -> None:
     _attempts.clear()
+    release.clear()
 
 
 @loom.activity(name="codec_charge")
@@ -59,11 +67,21 @@ async def charge(card: str, memo: str = "") -> dict[str, Any]:
     return {"receipt": f"{card}/{MARK['result']}", "memo": memo}
 
 
-@loom.activity(name="codec_flaky", retry_count=1, retry_delay=0.01)
+FLAKY_DETAILS = {"at": MARK["heartbeat"]}
+
+
+@loom.activity(name="codec_flaky", retry_count=1, retry_delay=0.2)
 async def flaky(workflow_id: str) -> int:
+    """Heartbeats, then fails its first attempt; the second must get the details back. The
+    retry delay parks the workflow between attempts, so the second runs in a new claim and
+    reads the (encoded) details from the database."""
     _attempts[workflow_id] = _attempts.get(workflow_id, 0) + 1
     if _attempts[workflow_id] == 1:
+        loom.heartbeat(FLAKY_DETAILS)
         raise ValueError(f"declined: {MARK['error']}")
+    got = loom.activity_info().heartbeat_details
+    if got != FLAKY_DETAILS:
+        raise RuntimeError(f"the retry got the heartbeat details {got!r}")
     return _attempts[workflow_id]
 
 
@@ -82,8 +100,9 @@ class Ship(loom.Workflow[dict[str, Any], dict[str, Any]]):
 @loom.workflow(name="codec_Order")
 class Order(loom.Workflow[dict[str, Any], dict[str, Any]]):
     """Every kind of payload: input and state, activity arguments (positional and keyword),
-    results and a failed attempt's error, a state update, a signal, a child's input and
-    result, and a continue-as-new with the next run's input and state."""
+    results, a failed attempt's error and heartbeat details (handed to its retry), a state
+    update, a signal, a child's input and result, and a continue-as-new with the next run's
+    input and state."""
 
     @loom.step
     async def order(self, ctx: Ctx) -> None:
@@ -135,6 +154,23 @@ class Waiting(loom.Workflow[dict[str, Any], dict[str, Any]]):
     async def wait(self, ctx: Ctx) -> None:
         await ctx.state.set("kept", ctx.input)
         await ctx.state.set("got", await ctx.wait_for_signal("go"))
+
+
+@loom.activity(name="codec_progress", timeout_seconds=60)
+async def progress(workflow_id: str) -> str:
+    """Heartbeats its progress, then holds until the test releases it."""
+    loom.heartbeat({"done": MARK["progress"]})
+    await release[workflow_id].wait()
+    return "released"
+
+
+@loom.workflow(name="codec_Progress")
+class Progress(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """Runs one long activity whose heartbeat details hold a marker."""
+
+    @loom.step
+    async def crunch(self, ctx: Ctx) -> None:
+        await ctx.state.set("outcome", await ctx.activity(progress, ctx.workflow_id))
 
 
 async def waits_for_signal(handle: loom.WorkflowHandle[Any]) -> bool:

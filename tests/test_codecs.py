@@ -1,7 +1,9 @@
 """Payload codecs on a real database (both backends): every kind of payload round-trips through
-a full run (activities, signals, children, continue-as-new) and none reaches the database in
-plain text; keys rotate; a missing or wrong key is a typed error in the API and a placeholder
-in the displays; altered data is refused; errors' messages are encoded or not, as configured.
+a full run (activities and their heartbeat details, signals, children, continue-as-new) and
+none reaches the database in plain text (tags, lookup keys, do); keys rotate; a missing or
+wrong key is a typed error in the API and a placeholder in the displays, and a worker holding
+the wrong key (or none) writes nothing; altered data is refused; errors' messages are encoded
+or not, as configured.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from codec_workflows import (
     ORDER_RESULT,
     ORDER_STATE,
     Order,
+    Progress,
     Refused,
     Waiting,
     chain,
     forget_attempts,
+    release,
     waits_for_signal,
 )
 from loom import EventType
@@ -51,11 +55,19 @@ def _fresh_attempts() -> None:
     forget_attempts()  # the same workflow ids run on each backend, in one process
 
 
+TAG = "customer-MARK-tag-5b1e"
+"""The order's tag: tags are lookup keys, stored plain (the README says so)."""
+
+
 async def run_order(url: str, codec: CodecChain, workflow_id: str = "order-1") -> None:
     """The whole order, run with ``codec``: it waits for its signal, which is sent, and ends."""
     async with loom.Database(url, codec=codec) as coded, worker(coded):
         handle = await coded.start_workflow(
-            Order, workflow_input=ORDER_INPUT, initial_state=ORDER_STATE, workflow_id=workflow_id
+            Order,
+            workflow_input=ORDER_INPUT,
+            initial_state=ORDER_STATE,
+            workflow_id=workflow_id,
+            tags={"customer": TAG},
         )
         await eventually(lambda: waits_for_signal(handle), 10, what="the order's signal wait")
         await handle.signal("approve", {"by": MARK["signal"]})
@@ -75,6 +87,15 @@ async def raw_record(url: str, workflow_id: str) -> loom.client.WorkflowRecord:
         record = await store.get_workflow(workflow_id)
         assert record is not None
         return record
+    finally:
+        await store.close()
+
+
+async def raw_heartbeats(url: str, workflow_id: str) -> list[loom.ActivityHeartbeat]:
+    store = open_store(url)
+    await store.open()
+    try:
+        return await store.read_heartbeats(workflow_id)
     finally:
         await store.close()
 
@@ -128,6 +149,9 @@ async def test_every_payload_round_trips_and_none_reaches_the_database_in_plain_
         assert failed["error"]["type"] == "ValueError"
         assert MARK["error"] in failed["error"]["message"]
         assert MARK["error"] in failed["error"]["traceback"]
+        # The retry, in a later claim, read the failed attempt's heartbeat details back
+        # (decoded), or it would have failed: its result is the attempt number.
+        assert (await handle.state())["attempts"] == 2
         assert payload_of(first, EventType.STATE_UPDATE)["values"] == {"tries": 1}
         assert payload_of(first, EventType.SIGNAL_RECEIVED)["payload"] == {"by": MARK["signal"]}
         child_start = payload_of(first, EventType.CHILD_WORKFLOW_STARTED)
@@ -145,14 +169,66 @@ async def test_every_payload_round_trips_and_none_reaches_the_database_in_plain_
         assert (await child.describe()).input == {"address": MARK["address"]}
         assert await child.result() == ORDER_RESULT["shipped"]
         assert await handle.query("receipt") == ORDER_RESULT["receipt"]
+        assert await handle.tags() == {"customer": TAG}
+        assert [s.workflow_id for s in await coded.list_workflows(tags={"customer": TAG})] == [
+            "order-1"
+        ]
 
     stored = await stored_bytes(db.url)
-    assert found_in(stored, ["order-1", "codec_Order", "codec_charge"]) == [
+    assert found_in(stored, ["order-1", "codec_Order", "codec_charge", TAG]) == [
         "order-1",
         "codec_Order",
         "codec_charge",
-    ]  # the scan sees what stays plain: ids and names
+        TAG,
+    ]  # the scan sees what stays plain: ids, names and tags
+    # No payload of any kind, in any table: inputs and state, activity arguments, results and
+    # errors, heartbeat details (their row is gone once the workflow ended: the SQLite file's
+    # free pages still hold what it was), the signal, the child's input and result (its result
+    # reached the parent through the signal buffer), the continued run's input.
     assert found_in(stored, list(MARK.values())) == []
+
+
+async def test_heartbeat_details_are_encoded_and_read_back_only_with_the_key(
+    db: loom.Database,
+) -> None:
+    wid = "progress-1"
+    base = "http://127.0.0.1"
+    async with loom.Database(db.url, codec=chain(), placeholders=True) as coded, worker(coded):
+        handle = await coded.start_workflow(Progress, workflow_input={}, workflow_id=wid)
+        try:
+            [beat] = await eventually(handle.heartbeats, 10, what="the first heartbeat")
+            assert beat.activity == "codec_progress"
+            assert beat.details == {"done": MARK["progress"]}  # decoded with the key
+            # As stored: an envelope under the write key; the marker nowhere in the database,
+            # while the heartbeat's row is there.
+            [stored_beat] = await raw_heartbeats(db.url, wid)
+            assert key_ids(stored_beat.details) == {"k1"}
+            assert found_in(await stored_bytes(db.url), [MARK["progress"]]) == []
+
+            # Without the key: a typed error naming the workflow, the activity and the key.
+            with pytest.raises(loom.PayloadDecodeError) as caught:
+                await db.get_workflow(wid).heartbeats()
+            assert "the heartbeat details of activity 'codec_progress'" in str(caught.value)
+            assert caught.value.workflow_id == wid and caught.value.key == "k1"
+            # Displays show the placeholder instead; the dashboard's API decodes with the key.
+            async with loom.Database(db.url, placeholders=True) as keyless:
+                [hidden] = await keyless.get_workflow(wid).heartbeats()
+                assert hidden.details == PLACEHOLDER and hidden.seq == beat.seq
+                app = create_app(database=keyless)
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url=base) as c:
+                    shown = (await c.get(f"/api/workflows/{wid}/heartbeats")).json()
+                    assert shown["heartbeats"][0]["details"] == PLACEHOLDER
+            app = create_app(database=coded)
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url=base
+            ) as c:
+                shown = (await c.get(f"/api/workflows/{wid}/heartbeats")).json()
+                assert shown["heartbeats"][0]["details"] == {"done": MARK["progress"]}
+        finally:
+            release[wid].set()
+        assert await handle.result(timeout=10) == {"outcome": "released"}
+    assert found_in(await stored_bytes(db.url), [MARK["progress"]]) == []
 
 
 async def test_without_the_key_payloads_raise_a_typed_error_and_displays_show_a_placeholder(
@@ -234,7 +310,7 @@ async def test_keys_rotate_and_what_old_keys_wrote_stays_readable(db: loom.Datab
 
 
 async def test_an_altered_payload_is_refused_never_decoded_into_something_else(
-    db: loom.Database,
+    db: loom.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with loom.Database(db.url, codec=chain()) as coded:
         await coded.start_workflow(Waiting, workflow_input={"card": MARK["card"]}, workflow_id="w1")
@@ -249,9 +325,12 @@ async def test_an_altered_payload_is_refused_never_decoded_into_something_else(
             await handle.events()
         assert "the input of its event 1 (WORKFLOW_STARTED) of workflow 'w1'" in str(caught.value)
         assert "the stored data was altered" in str(caught.value)
-        # A worker never runs it on altered data: it backs off, and writes nothing.
+        # A worker never runs it on altered data: it backs off, and writes nothing, not even
+        # a WORKFLOW_FAILED after as many errors as it allows (here, one).
+        monkeypatch.setattr(loom.Worker, "max_handling_failures", 1)
         assert await loom.run_once(coded)
         assert [e.seq for e in await raw_history(db.url, "w1")] == [1]
+        assert await handle.status() is loom.WorkflowStatus.RUNNING
     async with loom.Database(db.url, codec=chain(), placeholders=True) as shown:
         [first] = await shown.get_workflow("w1").events()
         assert first.payload["input"] == PLACEHOLDER and first.payload["state"] == {}
@@ -288,21 +367,49 @@ async def test_errors_messages_and_cancel_reasons_are_encoded_unless_told_otherw
     assert key_ids((await raw_record(db.url, "refused-False")).input) == {"k1"}
 
 
-async def test_a_worker_without_the_key_leaves_the_workflow_for_one_with_it(
-    db: loom.Database, caplog: pytest.LogCaptureFixture
+BAD_KEYS = {
+    "no codec": (None, "opened without a codec"),
+    "a wrong key": (AesGcmCodec({"k1": KEY_OTHER}), "fails authentication with key 'k1'"),
+    "an unknown key id": (chain({"k9": KEY_1}), "key 'k1', which this process does not hold"),
+}
+
+
+@pytest.mark.parametrize("held", sorted(BAD_KEYS))
+async def test_a_worker_without_the_right_key_writes_nothing_and_leaves_the_workflow(
+    db: loom.Database, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, held: str
 ) -> None:
+    """However often it fails to read the payloads, a worker without the right key never marks
+    the workflow FAILED (nor writes anything else): a worker with the key finishes it, with
+    the signal buffered meanwhile intact."""
+    monkeypatch.setattr(loom.Worker, "max_handling_failures", 1)  # give up at the first error
+    bad_codec, problem = BAD_KEYS[held]
     async with loom.Database(db.url, codec=chain()) as coded:
         handle = await coded.start_workflow(
             Waiting, workflow_input={"card": MARK["card"]}, workflow_id="w1"
         )
-        with caplog.at_level(logging.ERROR, logger="loom"):
-            assert await loom.run_once(db)  # db has no codec: it claims, cannot read, backs off
-        assert "PayloadDecodeError" in caplog.text and "'w1'" in caplog.text
-        assert [e.seq for e in await raw_history(db.url, "w1")] == [1]  # nothing written
+        await handle.signal("go", MARK["signal"])
+        row_before = await raw_record(db.url, "w1")
+        async with loom.Database(db.url, codec=bad_codec or "none") as bad:
+            with caplog.at_level(logging.ERROR, logger="loom"):
+                assert await loom.run_once(bad)  # claims, cannot read, backs off
+            assert "PayloadDecodeError" in caplog.text and problem in caplog.text
+            assert "'w1'" in caplog.text
+            # The reader is told the same: a typed error naming the problem.
+            with pytest.raises(loom.PayloadDecodeError, match=problem):
+                await bad.get_workflow("w1").state()
+        # Nothing written: the history, the row's payloads and the buffered signal are as
+        # they were, and the workflow still runs.
+        assert [e.seq for e in await raw_history(db.url, "w1")] == [1]
+        row_after = await raw_record(db.url, "w1")
+        assert (row_after.input, row_after.state, row_after.error) == (
+            row_before.input,
+            row_before.state,
+            row_before.error,
+        )
         assert await handle.status() is loom.WorkflowStatus.RUNNING
+        [buffered] = await coded.store.read_signals("w1")
+        assert buffered.payload == MARK["signal"]
         async with worker(coded):
-            await eventually(lambda: waits_for_signal(handle), 10, what="the signal wait")
-            await handle.signal("go", MARK["signal"])
             assert await handle.result(timeout=10) == {
                 "kept": {"card": MARK["card"]},
                 "got": MARK["signal"],

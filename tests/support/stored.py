@@ -11,8 +11,6 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-TABLES = ("workflows", "events", "run_events", "signals")
-
 
 def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
@@ -20,15 +18,23 @@ def sqlite_path(url: str) -> Path:
 
 async def stored_bytes(url: str) -> bytes:
     """Everything the database holds: the SQLite file with its WAL (free pages and all), or
-    every row of every PostgreSQL table as text."""
+    every row of every table of the PostgreSQL database as text (found in the catalog, so a
+    table added later is scanned too)."""
     if url.startswith("sqlite"):
         path = sqlite_path(url)
         files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
         return b"".join(f.read_bytes() for f in files if f.exists())
     conn = await asyncpg.connect(url)
     try:
+        tables = await conn.fetch(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) AS name "
+            "FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+        )
+        assert {"workflows", "activity_heartbeats", "workflow_tags"} <= {
+            t["name"].rsplit(".", 1)[-1] for t in tables
+        }
         texts = []
-        for table in TABLES:
+        for table in (t["name"] for t in tables):
             texts += [r[0] for r in await conn.fetch(f"SELECT t::text FROM {table} t")]
         return "\n".join(texts).encode()
     finally:
