@@ -8,6 +8,7 @@ or not, as configured.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -36,7 +37,7 @@ from codec_workflows import (
     waits_for_signal,
 )
 from loom import EventType
-from loom.payload_codecs import PLACEHOLDER, AesGcmCodec, CodecChain
+from loom.payload_codecs import PLACEHOLDER, AesGcmCodec, CodecChain, CompressionCodec
 from loom.store import open_store
 from loom.web import create_app
 from support import eventually, eventually_sync, of_type, worker
@@ -573,3 +574,42 @@ def test_the_cli_and_its_worker_encode_with_the_codec_and_show_placeholders_with
         "unknown codec 'rot13'",
     )
     assert found_in((tmp_path / "cli.db").read_bytes(), list(MARK.values())) == []
+
+
+@pytest.mark.slow
+@pytest.mark.processes
+async def test_loom_inspect_shows_heartbeat_details_with_the_key_and_the_placeholder_without(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(f"k1 {KEY_1}\n")
+    spec = f"compress+aesgcm:keyfile={keys}"
+    url = f"sqlite:///{tmp_path / 'beats.db'}"
+    env = cli_env(url)
+    wid = "progress-cli"
+
+    async def inspected(*extra: str) -> Any:
+        done = await asyncio.to_thread(
+            loom_cli, "inspect", wid, "--json", *extra, env=env, cwd=tmp_path
+        )
+        return ok_json(done)
+
+    codec = AesGcmCodec.from_keyfile(keys)
+    async with loom.Database(url, codec=[CompressionCodec(), codec]) as coded:
+        await coded.migrate_up()
+        async with worker(coded):
+            handle = await coded.start_workflow(Progress, workflow_input={}, workflow_id=wid)
+            try:
+                await eventually(handle.heartbeats, 10, what="the first heartbeat")
+                [beat] = (await inspected("--codec", spec))["heartbeats"]
+                assert beat["activity"] == "codec_progress"
+                assert beat["details"] == {"done": MARK["progress"]}
+                for given in ((), ("--codec", "none")):
+                    [hidden] = (await inspected(*given))["heartbeats"]
+                    assert hidden["details"] == PLACEHOLDER and hidden["seq"] == beat["seq"]
+                text = ok(await asyncio.to_thread(loom_cli, "inspect", wid, env=env, cwd=tmp_path))
+                assert "codec_progress" in text and PLACEHOLDER in text
+                assert MARK["progress"] not in text
+            finally:
+                release[wid].set()
+            assert await handle.result(timeout=10) == {"outcome": "released"}
