@@ -592,6 +592,33 @@ async def test_the_scheduler_rides_out_an_outage_and_reports_other_errors(
     assert "scheduler pass failed: RuntimeError: a bug in a pass" in caplog.text
 
 
+async def test_a_codec_encodes_the_input_of_a_schedule_and_of_its_runs(
+    db: loom.Database, registry: loom.Registry
+) -> None:
+    secret = {"card": "4111-1111-schedule"}
+    codec = loom.AesGcmCodec({"k1": loom.AesGcmCodec.generate_key()})
+    loom.schedule("vault", Tick, every="1s", input=secret, registry=registry)
+    async with loom.Database(db.url, codec=codec, registry=registry) as coded:
+        [info] = await coded.sync_schedules()
+        assert info.input == secret
+        [again] = await coded.sync_schedules()  # the same definition: nothing written
+        assert again == info
+        async with worker(coded):
+            [run, *_] = await eventually(lambda: runs_of(coded, "vault"), timeout=10, what="a run")
+            result = await coded.get_workflow(run.workflow_id).result(timeout=10)
+        assert result["input"] == secret
+        assert (await coded.describe_schedule("vault")).schedule.input == secret
+    stored = await db.store.inner.get_schedule("vault")  # type: ignore[attr-defined]
+    assert "_loom_codec" in stored.spec.input and "4111" not in str(stored.spec.input)
+    with pytest.raises(loom.PayloadDecodeError, match="input of schedule 'vault'"):
+        await db.get_schedule("vault")
+    async with loom.Database(db.url, codec="none", placeholders=True) as keyless:
+        assert (await keyless.get_schedule("vault")).input == "<encrypted>"
+        assert (await keyless.pause_schedule("vault")).paused
+        [shown] = (await keyless.describe_schedule("vault", runs=1)).recent_runs
+        assert shown.input == "<encrypted>"
+
+
 async def test_a_clock_that_jumps_back_or_forward_never_fires_a_slot_twice(
     db: loom.Database,
 ) -> None:

@@ -46,6 +46,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     LoomError,
     NonDeterminismError,
     NotInActivityError,
+    PayloadDecodeError,
     PayloadError,
     QueryArgumentsError,
     QueryFailedError,
@@ -65,6 +66,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowNotRunningError,
     WorkflowSandboxError,
 )
+from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec, PayloadCodec
 from loom.schedules import ScheduleDescription, ScheduleInfo
 from loom.scheduling import schedule
 from loom.schemas.state import Input, State
@@ -84,7 +86,10 @@ __all__ = [
     "ActivityHeartbeat",
     "ActivityHeartbeatTimeoutError",
     "ActivityInfo",
+    "AesGcmCodec",
     "ChildWorkflowFailedError",
+    "CodecChain",
+    "CompressionCodec",
     "ConfigurationError",
     "Database",
     "DatabaseUnavailableError",
@@ -96,6 +101,8 @@ __all__ = [
     "LoomError",
     "NonDeterminismError",
     "NotInActivityError",
+    "PayloadCodec",
+    "PayloadDecodeError",
     "PayloadError",
     "QueryArgumentsError",
     "QueryContext",

@@ -97,6 +97,9 @@ class ScheduleMethods:
     registry, payload limit and workers)."""
 
     store: Store
+    _shown: Store
+    """What is shown is read through this store: with placeholders for inputs this process
+    cannot decode when the database was opened with ``placeholders=True``."""
     registry: Registry
     max_payload_bytes: int
     workers: weakref.WeakSet[Worker]
@@ -163,10 +166,10 @@ class ScheduleMethods:
 
     async def list_schedules(self) -> list[ScheduleInfo]:
         """Every schedule, by name."""
-        return [ScheduleInfo.of(r) for r in await self.store.list_schedules()]
+        return [ScheduleInfo.of(r) for r in await self._shown.list_schedules()]
 
     async def _schedule(self, name: str) -> ScheduleRecord:
-        record = await self.store.get_schedule(check_name(name))
+        record = await self._shown.get_schedule(check_name(name))
         if record is None:
             raise ScheduleNotFoundError(name)
         return record
@@ -185,7 +188,7 @@ class ScheduleMethods:
         if not record.paused and record.next_at is not None:
             after = max(record.next_at, time.time())
             times = record.spec.timing.upcoming(after, max(0, min(upcoming, 100)))
-        recent = await self.store.schedule_runs(record.spec.name, max(0, min(runs, 1000)))
+        recent = await self._shown.schedule_runs(record.spec.name, max(0, min(runs, 1000)))
         # The page is the latest by id; a trigger's id (to the millisecond) sorts before the
         # slot of the same second, so the page is shown in the order the runs began.
         recent.sort(key=lambda r: (r.created, r.workflow_id), reverse=True)
@@ -195,13 +198,13 @@ class ScheduleMethods:
 
     async def pause_schedule(self, name: str) -> ScheduleInfo:
         """Stop firing the schedule (its runs in progress go on); ``resume_schedule`` resumes."""
-        record = await self.store.pause_schedule(check_name(name), True, time.time())
+        record = await self._shown.pause_schedule(check_name(name), True, time.time())
         return ScheduleInfo.of(record)
 
     async def resume_schedule(self, name: str) -> ScheduleInfo:
         """Fire the schedule again from its first slot after now: the slots that came while it
         was paused are not caught up."""
-        record = await self.store.pause_schedule(check_name(name), False, time.time())
+        record = await self._shown.pause_schedule(check_name(name), False, time.time())
         self._schedules_changed()
         return ScheduleInfo.of(record)
 
