@@ -39,6 +39,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     DefinitionError,
     LeaseLostError,  # noqa: F401
     LoomError,
+    MissingExtraError,
     NonDeterminismError,
     PayloadError,
     QueryArgumentsError,
@@ -56,6 +57,8 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowNotRunningError,
     WorkflowSandboxError,
 )
+from loom.logs import ActivityInfo, JsonFormatter, activity_info, activity_logger
+from loom.metrics import Metrics, MetricsServer
 from loom.schemas.state import Input, State
 from loom.signal_handlers import signal
 from loom.status import WorkflowStatus
@@ -69,6 +72,7 @@ except _metadata.PackageNotFoundError:  # a source tree that was never installed
 __all__ = [
     "ActivityDefinition",
     "ActivityFailedError",
+    "ActivityInfo",
     "ChildWorkflowFailedError",
     "ConfigurationError",
     "Database",
@@ -77,7 +81,11 @@ __all__ = [
     "Event",
     "EventType",
     "Input",
+    "JsonFormatter",
     "LoomError",
+    "Metrics",
+    "MetricsServer",
+    "MissingExtraError",
     "NonDeterminismError",
     "PayloadError",
     "QueryArgumentsError",
@@ -112,6 +120,8 @@ __all__ = [
     "WorkflowSummary",
     "__version__",
     "activity",
+    "activity_info",
+    "activity_logger",
     "default_registry",
     "query",
     "run_once",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 import logging
 import sys
@@ -201,7 +202,8 @@ async def _in_thread(pool: ActivityPool, call: Callable[[], Any], timeout: float
             return None
         return call()
 
-    future = pool.submit(work)
+    context = contextvars.copy_context()  # the attempt's ids (logs) and span reach its thread
+    future = pool.submit(lambda: context.run(work))
     try:
         if timeout is None:
             return await asyncio.wrap_future(future)

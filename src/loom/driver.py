@@ -34,9 +34,11 @@ from loom.activities import AttemptOutcome, run_attempt
 from loom.core.history import CHILD_OUTCOME, EventType
 from loom.core.replay import ActivityRun, WorkflowExecution
 from loom.failures import describe_error
+from loom.logs import ActivityInfo, enter_activity
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome, Signal
+from loom.telemetry import RunTrace, current_span
 
 if TYPE_CHECKING:
     from loom.core.history import Event
@@ -94,6 +96,7 @@ class WorkflowDriver:
 
     __slots__ = (
         "awaits_signal",
+        "began",
         "cancel_requested",
         "claim",
         "consumed",
@@ -101,6 +104,7 @@ class WorkflowDriver:
         "lease_lost",
         "nudge",
         "running",
+        "trace",
         "waits_seen",
         "worker",
     )
@@ -122,6 +126,9 @@ class WorkflowDriver:
         """It waits for a signal while its activities run: another process's changes wake it."""
         self.consumed: list[int] = []
         """Ids of the signals delivered since the last write (the next write consumes them)."""
+        self.began = time.time()
+        self.trace: RunTrace | None = None
+        """The spans of this run-through, when the database traces workflows."""
 
     # -- news from outside ----------------------------------------------------------------
     def interrupt(self, *, lease_lost: bool) -> None:
@@ -161,9 +168,37 @@ class WorkflowDriver:
 
     # -- driving --------------------------------------------------------------------------
     async def drive(self, ex: WorkflowExecution) -> None:
-        """Run the workflow until it has nothing to do now, then park it (or record its end).
+        """Run the workflow until it has nothing to do now, then park it (or record its end),
+        within a span of its run-through when the database traces workflows."""
+        tracer = self.worker.database.tracing.tracer()
+        if tracer is None:
+            if ex.log_fields:
+                ex.log_fields = {}
+            await self._drive(ex)
+            return
+        claim = self.claim
+        self.trace = trace = RunTrace(
+            tracer,
+            workflow_id=claim.workflow_id,
+            name=claim.name,
+            run_id=claim.run_id,
+            worker_id=self.worker.worker_id,
+            started=ex.trace,
+            step=ex.current_step,
+            new_events=ex.new_events,
+            began=self.began,
+            last_seq=claim.last_seq,
+        )
+        ex.log_fields = trace.log_fields()
+        try:
+            await self._drive(ex)
+        except BaseException as exc:
+            trace.end(None if isinstance(exc, Abort) else exc)
+            raise
+        trace.end(parked=not ex.finished)
 
-        Each turn: deliver what happened (timers and signals, in the order they happened),
+    async def _drive(self, ex: WorkflowExecution) -> None:
+        """Each turn: deliver what happened (timers and signals, in the order they happened),
         start the activities that are due, and wait for one of them, a signal or a cancel."""
         worker = self.worker
         running = self.running
@@ -182,6 +217,8 @@ class WorkflowDriver:
                 # The inline window is used up: what the workflow decided so far, these
                 # activities' scheduling included, becomes durable before they begin.
                 last_write = await self._checkpoint(ex)
+            if self.trace is not None:
+                self.trace.observe(ex.new_events)  # the step span the activities run in
             self._start(due)
             left = last_write + window - time.monotonic()
             if due and left > 0:
@@ -224,6 +261,30 @@ class WorkflowDriver:
             self.running[run.seq] = loop.create_task(self._attempt(run))
 
     async def _attempt(self, run: ActivityRun) -> AttemptOutcome:
+        """One attempt, in its own task: its logs carry its ids (``loom.logs``), and it is
+        timed for the metrics and spanned for the trace when those are on."""
+        name = run.definition.name
+        claim = self.claim
+        enter_activity(ActivityInfo(claim.workflow_id, claim.run_id, run.step, name, run.attempt))
+        metrics = self.worker.database.metrics
+        trace = self.trace
+        began = time.monotonic()
+        if trace is None:
+            outcome = await self._outcome(run)
+        else:
+            span = trace.attempt(name, run.attempt, run.step)
+            try:
+                with current_span(span):
+                    outcome = await self._outcome(run)
+            except BaseException:
+                trace.attempt_ended(span, None, None, interrupted=True)
+                raise
+            trace.attempt_ended(span, outcome.error, outcome.retry_at)
+        if metrics is not None:
+            metrics.activity_attempt(name, time.monotonic() - began, failed=not outcome.ok)
+        return outcome
+
+    async def _outcome(self, run: ActivityRun) -> AttemptOutcome:
         try:
             return await run_attempt(run, time.time, self.worker.activity_pool)
         except asyncio.CancelledError:
@@ -297,6 +358,10 @@ class WorkflowDriver:
         if not found:
             return False
         _, _, seq, signal = min(found, key=lambda f: (f[0], f[1], f[2]))
+        if self.trace is not None and (signal is None or signal.name != CHILD_OUTCOME):
+            waiting = ex.waiting(seq)
+            if waiting is not None:
+                self.trace.waited(*waiting, timed_out=signal is None)
         if signal is None:
             ex.fire_timer(seq, now)
         else:
@@ -356,6 +421,8 @@ class WorkflowDriver:
         events = ex.take_new_events()
         if not events and not self.consumed and not release:
             return
+        if self.trace is not None:
+            self.trace.observe(events)  # before the write: a child's start records its context
         worker = self.worker
         now = time.time()
         commit = self._commit_of(ex, events, release, now)
@@ -373,9 +440,15 @@ class WorkflowDriver:
             raise Abort
         if outcome is CommitOutcome.CANCELED:
             worker.stats.canceled += 1
+            if worker.database.metrics is not None:
+                worker.database.metrics.canceled.labels(ex.definition.name).inc()
             raise Abort
         if events:
             self._tell_relatives(ex, events)
+            if worker.database.metrics is not None:
+                for e in events:
+                    if e.type is EventType.CHILD_WORKFLOW_STARTED:
+                        worker.database.metrics.started.labels(str(e.payload.get("name"))).inc()
         if release:
             self._released(ex, commit)
         else:
@@ -428,15 +501,22 @@ class WorkflowDriver:
         """The workflow left this worker by a write: it ended (its execution is closed) or it
         is parked (its execution is kept, so claiming it again skips replay)."""
         worker = self.worker
+        metrics = worker.database.metrics
         if ex.continued_as_new is not None:  # its next run is ready at once
             worker.stats.parked += 1
             worker.cache.evict(ex.workflow_id, ex)
             worker.database.work_available.notify()
+            if metrics is not None:
+                metrics.continued.labels(ex.definition.name).inc()
         elif ex.finished:
             if ex.status is WorkflowStatus.COMPLETED:
                 worker.stats.completed += 1
+                if metrics is not None:
+                    metrics.completed.labels(ex.definition.name).inc()
             else:
                 worker.stats.failed += 1
+                if metrics is not None:
+                    metrics.failed.labels(ex.definition.name).inc()
             worker.cache.evict(ex.workflow_id, ex)
         else:
             worker.stats.parked += 1

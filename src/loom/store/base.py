@@ -91,6 +91,8 @@ class Claim:
     history: tuple[Event, ...] = ()
     run_id: str | None = None
     """The run claimed: a cached execution of an earlier run of the same id is not it."""
+    ready_since: float | None = None
+    """When it became due (its ``ready_at`` before the claim): the start of its task latency."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -286,7 +286,10 @@ class PostgresStore(SqlStore):
             raise StoreError(f"workflow {new.workflow_id!r} was neither created nor found")
         return record(found[0])
 
-    async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
+    async def _lease(
+        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+    ) -> tuple[list[Row], dict[str, Event]]:
+        claim = rules.claim_statement(DIALECT, owner, names, limit, lease_seconds, now)
         claimed = await self._rows(  # one statement, with the first event of a fresh one
             f"WITH c AS ({claim[1]}) SELECT c.*, e.seq, e.type, e.payload, e.created_at "
             "FROM c LEFT JOIN events e ON c.last_seq = 1 AND e.workflow_id = c.id AND e.seq = 1",
