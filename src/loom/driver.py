@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from loom.activities import AttemptOutcome, run_attempt
 from loom.core.history import CHILD_OUTCOME, EventType
@@ -38,7 +38,7 @@ from loom.logs import ActivityInfo, enter_activity
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome, Signal
-from loom.telemetry import RunTrace, current_span
+from loom.telemetry import TRACE_KEY, RunTrace, current_span
 
 if TYPE_CHECKING:
     from loom.core.history import Event
@@ -156,39 +156,58 @@ class WorkflowDriver:
         claim, worker = self.claim, self.worker
         cached = worker.cache.take(claim.workflow_id, claim.last_seq, claim.run_id)
         if cached is not None:
+            self._begin_trace(cached.trace)
             return cached
         if len(claim.history) == claim.last_seq:
             history: list[Event] | tuple[Event, ...] = claim.history
         else:
             history = await worker.store.load_history(claim.workflow_id)
         definition = worker.registry.workflow(claim.name, claim.workflow_id)
-        ex = WorkflowExecution(definition, claim.workflow_id, history, now=time.time())
-        ex.run_id = claim.run_id
-        return ex
+        trace = self._begin_trace(history[0].payload.get(TRACE_KEY))
+        if trace is None:
+            return WorkflowExecution(
+                definition, claim.workflow_id, history, now=time.time(), run_id=claim.run_id
+            )
+        try:
+            # The code's first run happens here: its logs name the run-through's span.
+            with current_span(trace.run):
+                return WorkflowExecution(
+                    definition, claim.workflow_id, history, now=time.time(), run_id=claim.run_id
+                )
+        except BaseException as exc:
+            trace.end(exc)
+            raise
 
-    # -- driving --------------------------------------------------------------------------
-    async def drive(self, ex: WorkflowExecution) -> None:
-        """Run the workflow until it has nothing to do now, then park it (or record its end),
-        within a span of its run-through when the database traces workflows."""
+    def _begin_trace(self, started: Any) -> RunTrace | None:
+        """The span of this run-through (a child of the context its start recorded), when the
+        database traces workflows."""
         tracer = self.worker.database.tracing.tracer()
         if tracer is None:
-            if ex.log_fields:
-                ex.log_fields = {}
-            await self._drive(ex)
-            return
+            return None
         claim = self.claim
-        self.trace = trace = RunTrace(
+        self.trace = RunTrace(
             tracer,
             workflow_id=claim.workflow_id,
             name=claim.name,
             run_id=claim.run_id,
             worker_id=self.worker.worker_id,
-            started=ex.trace,
-            step=ex.current_step,
-            new_events=ex.new_events,
+            started=started,
             began=self.began,
             last_seq=claim.last_seq,
         )
+        return self.trace
+
+    # -- driving --------------------------------------------------------------------------
+    async def drive(self, ex: WorkflowExecution) -> None:
+        """Run the workflow until it has nothing to do now, then park it (or record its end),
+        within a span of its run-through when the database traces workflows."""
+        trace = self.trace
+        if trace is None:
+            if ex.log_fields:
+                ex.log_fields = {}
+            await self._drive(ex)
+            return
+        trace.resume(ex.current_step, ex.new_events)
         ex.log_fields = trace.log_fields()
         try:
             await self._drive(ex)

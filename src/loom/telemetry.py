@@ -154,7 +154,7 @@ class RunTrace:
     begin and end, the workflow ends), each activity attempt (:meth:`attempt`), each wait that
     ends (:meth:`waited`), and the end of the run-through (:meth:`end`)."""
 
-    __slots__ = ("_attributes", "_seen", "_step", "_step_name", "_tracer", "run")
+    __slots__ = ("_attributes", "_began", "_seen", "_step", "_step_name", "_tracer", "run")
 
     def __init__(
         self,
@@ -165,8 +165,6 @@ class RunTrace:
         run_id: str | None,
         worker_id: str,
         started: Any,
-        step: str | None,
-        new_events: Sequence[Event],
         began: float,
         last_seq: int,
     ) -> None:
@@ -188,9 +186,13 @@ class RunTrace:
         self._step: Any = None
         self._step_name: str | None = None
         self._seen = last_seq
+        self._began = began
+
+    def resume(self, step: str | None, new_events: Sequence[Event]) -> None:
+        """The workflow is rebuilt: open the span of the step its history left running."""
         resumed = _resumed(step, new_events)
         if resumed is not None:  # the claim resumed the workflow in the middle of a step
-            self._open_step(resumed, began, resumed=True)
+            self._open_step(resumed, self._began, resumed=True)
 
     def log_fields(self) -> dict[str, str]:
         """The run-through's trace and span ids, for the workflow's log records."""

@@ -169,6 +169,7 @@ class WorkflowExecution:
         *,
         now: float,
         full: bool = False,
+        run_id: str | None = None,
     ) -> None:
         self.definition = definition
         self.workflow_id = workflow_id
@@ -194,8 +195,8 @@ class WorkflowExecution:
         self._conditions: list[tuple[Callable[[], object], asyncio.Future[None]]] = []
         self._instance: Any = None  # the running step's instance (signal handlers run on it)
         self._detached: set[int] = set()  # abandoned children the step left unawaited
-        self.run_id: str | None = None
-        """The run this execution is of, as the worker claimed it (for its cache)."""
+        self.run_id = run_id
+        """The run this execution is of, as the worker claimed it (for its cache and logs)."""
         self.continued_as_new: dict[str, Any] | None = None
         """The next run's input and state, once the code called ``ctx.continue_as_new``."""
         parent = started.payload.get("parent")
