@@ -93,9 +93,7 @@ class Process:
 
     def find(self, pattern: str) -> re.Match[str]:
         def found() -> re.Match[str] | None:
-            return re.search(pattern, "".join(self.lines)) or (
-                self.proc.poll() is not None and None
-            )
+            return re.search(pattern, "".join(self.lines))
 
         match = eventually_sync(found, 20, what=lambda: f"{pattern!r} in {self.lines}")
         assert match is not None
@@ -140,7 +138,9 @@ def test_a_worker_serves_its_metrics_and_writes_json_logs(db_url: str, tmp_path:
         latency = metric(
             found, "loom_task_latency_seconds_count", queue="default", workflow="obs_Order"
         )
-        assert latency is not None and latency >= 6  # started, and due again after the retry
+        # One observation per claim: each order at least once (when it was started; a worker
+        # may wait out the short retry delay itself or park the order and claim it again).
+        assert latency is not None and latency >= 3
         # This process started nothing: starts are counted where they are made.
         assert metric(found, "loom_workflows_started_total", workflow="obs_Order") is None
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 404

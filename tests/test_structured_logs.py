@@ -142,6 +142,11 @@ def test_a_record_json_cannot_hold_is_still_one_json_line(json_lines: io.StringI
     except ValueError:
         log.exception("with a traceback\x00")
     first, second, third = parsed(json_lines)
+    # Arguments that do not fit the message (formatted directly: pytest's own log capture
+    # fails the test on such a record before any other handler sees it).
+    unfit = log.makeRecord("log_odd", logging.INFO, __file__, 1, "%d orders", ("many",), None)
+    fourth = json.loads(loom.JsonFormatter().format(unfit))
+    assert fourth["message"].startswith("%d orders (arguments not shown")
     assert first["message"] == "postgresql://loom:***@db/loom is down"
     assert first["attempt"] == "nan" and first["workflow_id"] is None
     assert second["step"] == "[[...]]"

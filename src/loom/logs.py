@@ -106,7 +106,10 @@ class JsonFormatter(logging.Formatter):
             if value is None and info is not None:
                 value = getattr(info, field)
             fields[field] = value
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit the message, or cannot be printed
+            message = f"{_text(record.msg)} (arguments not shown: they could not be formatted)"
         prefix = f"[{fields['workflow_id']}] "
         if record.name == "loom.workflow" and message.startswith(prefix):
             message = message[len(prefix) :]  # ctx.logger's prefix: the id is a field here
