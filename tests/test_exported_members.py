@@ -10,8 +10,11 @@ import pytest
 import loom
 
 EXPORTED = [
+    "ActivityCancelledError",
     "ActivityDefinition",
     "ActivityFailedError",
+    "ActivityHeartbeat",
+    "ActivityHeartbeatTimeoutError",
     "ActivityInfo",
     "ChildWorkflowFailedError",
     "ConfigurationError",
@@ -27,6 +30,7 @@ EXPORTED = [
     "MetricsServer",
     "MissingExtraError",
     "NonDeterminismError",
+    "NotInActivityError",
     "PayloadError",
     "QueryArgumentsError",
     "QueryContext",
@@ -63,6 +67,7 @@ EXPORTED = [
     "activity_info",
     "activity_logger",
     "default_registry",
+    "heartbeat",
     "query",
     "run_once",
     "signal",

@@ -161,11 +161,28 @@ async def test_query_example_answers_without_waking_the_cart(tmp_path: Path) -> 
     assert "import asyncio" + example in readme  # the README prints this code exactly
 
 
+async def test_the_heartbeat_example_is_the_readmes_and_resumes_where_it_was(
+    tmp_path: Path,
+) -> None:
+    readme = (TESTS.parent / "README.md").read_text()
+    source = (TESTS / "readme_heartbeats.py").read_text()
+    assert f"```python\n{source}```" in readme  # the file is the README's example, as printed
+
+    code, out, err = await run_script("readme_heartbeats.py", tmp_path, script_env(None))
+    assert code == 0, err
+    assert out.splitlines() == [
+        "attempt 1 starts at row 0",
+        "attempt 2 starts at row 600",
+        "{'rows': 1000}",
+    ]
+    assert "It prints `attempt 1 starts at row 0`, `attempt 2 starts at row 600`" in readme
+
+
 async def test_observability_example_traces_counts_and_logs_one_checkout(tmp_path: Path) -> None:
     code, out, err = await run_script("readme_observe.py", tmp_path, script_env(None))
     assert code == 0, err
     assert out == (
-        "{'charge': 'ch_1'}\n" 'loom_workflows_completed_total{workflow="Checkout"} 1.0\n'
+        "{'charge': 'ch_1'}\nloom_workflows_completed_total{workflow=\"Checkout\"} 1.0\n"
     )
     text, spans, decoder = (tmp_path / "spans.json").read_text(), [], json.JSONDecoder()
     while text.strip():

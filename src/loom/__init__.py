@@ -7,7 +7,9 @@ rebuilt from its history, so it survives a crash of any process at any instant.
 
 from importlib import metadata as _metadata
 
+from loom.activity_context import ActivityInfo, activity_info, heartbeat
 from loom.client import (
+    ActivityHeartbeat,
     Database,
     ReplayReport,
     WorkflowHandle,
@@ -32,7 +34,9 @@ from loom.definitions import (
     workflow,
 )
 from loom.errors import (  # LeaseLostError: never raised, importable for old code, not exported
+    ActivityCancelledError,
     ActivityFailedError,
+    ActivityHeartbeatTimeoutError,
     ChildWorkflowFailedError,
     ConfigurationError,
     DatabaseUnavailableError,
@@ -41,6 +45,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     LoomError,
     MissingExtraError,
     NonDeterminismError,
+    NotInActivityError,
     PayloadError,
     QueryArgumentsError,
     QueryFailedError,
@@ -57,7 +62,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowNotRunningError,
     WorkflowSandboxError,
 )
-from loom.logs import ActivityInfo, JsonFormatter, activity_info, activity_logger
+from loom.logs import JsonFormatter, activity_logger
 from loom.metrics import Metrics, MetricsServer
 from loom.schemas.state import Input, State
 from loom.signal_handlers import signal
@@ -70,8 +75,11 @@ except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "ActivityCancelledError",
     "ActivityDefinition",
     "ActivityFailedError",
+    "ActivityHeartbeat",
+    "ActivityHeartbeatTimeoutError",
     "ActivityInfo",
     "ChildWorkflowFailedError",
     "ConfigurationError",
@@ -87,6 +95,7 @@ __all__ = [
     "MetricsServer",
     "MissingExtraError",
     "NonDeterminismError",
+    "NotInActivityError",
     "PayloadError",
     "QueryArgumentsError",
     "QueryContext",
@@ -123,6 +132,7 @@ __all__ = [
     "activity_info",
     "activity_logger",
     "default_registry",
+    "heartbeat",
     "query",
     "run_once",
     "signal",

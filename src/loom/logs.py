@@ -2,8 +2,8 @@
 
 A record logged by workflow code through ``ctx.logger`` carries ``workflow_id``, ``run_id`` and
 ``step``; one logged while an activity runs (through :data:`activity_logger`, or any logger at
-all: the fields come from a context variable the worker sets for each attempt, threads of sync
-activities included) carries ``workflow_id``, ``run_id``, ``step``, ``activity`` and
+all: the fields come from the attempt's context, ``loom.activity_context``, which the threads of
+sync activities share) carries ``workflow_id``, ``run_id``, ``step``, ``activity`` and
 ``attempt``. :class:`JsonFormatter` (``loom worker --log-format json``) writes them with the
 time, level, logger and message, and the ids of the OpenTelemetry span they were logged in,
 so a log line leads to its trace and to the workflow on the dashboard.
@@ -11,52 +11,31 @@ so a log line leads to its trace and to the workflow on the dashboard.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import sys
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from loom.errors import ConfigurationError
+from loom.activity_context import current_attempt
 from loom.masking import mask_credentials
 
 FIELDS = ("workflow_id", "run_id", "step", "activity", "attempt")
 """The workflow fields of every JSON line (null where they do not apply)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ActivityInfo:
-    """The activity attempt running in this context (see :func:`activity_info`)."""
-
-    workflow_id: str
-    run_id: str | None
-    step: str | None
-    activity: str
-    attempt: int
-
-
-_current: contextvars.ContextVar[ActivityInfo | None] = contextvars.ContextVar(
-    "loom_activity", default=None
-)
-
-
-def enter_activity(info: ActivityInfo) -> None:
-    """Mark the current context (one attempt's task) as running ``info``'s attempt."""
-    _current.set(info)
-
-
-def activity_info() -> ActivityInfo:
-    """The activity attempt being run: workflow id, run id, step, activity name and attempt
-    number. Only inside an activity run by a worker (``ConfigurationError`` elsewhere, such as
-    when the function is called directly in a unit test)."""
-    info = _current.get()
-    if info is None:
-        raise ConfigurationError(
-            "loom.activity_info() is only available while a worker runs an activity"
-        )
-    return info
+def _attempt_fields() -> dict[str, Any] | None:
+    """The workflow fields of the activity attempt running in this context, if one is."""
+    control = current_attempt()
+    if control is None:
+        return None
+    return {
+        "workflow_id": control.workflow_id,
+        "run_id": control.run_id,
+        "step": control.step,
+        "activity": control.activity_name,
+        "attempt": control.attempt,
+    }
 
 
 class ActivityLogger(logging.LoggerAdapter[logging.Logger]):
@@ -64,11 +43,11 @@ class ActivityLogger(logging.LoggerAdapter[logging.Logger]):
     workflow id, run id, step, activity name and attempt (nothing outside an activity)."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        info = _current.get()
-        if info is not None:
+        fields = _attempt_fields()
+        if fields is not None:
             extra = dict(kwargs.get("extra") or {})
-            for field in FIELDS:
-                extra.setdefault(field, getattr(info, field))
+            for field, value in fields.items():
+                extra.setdefault(field, value)
             kwargs["extra"] = extra
         return msg, kwargs
 
@@ -95,7 +74,7 @@ class JsonFormatter(logging.Formatter):
     escaped), so no stored text can drive a terminal that shows it."""
 
     def format(self, record: logging.LogRecord) -> str:
-        info = _current.get()
+        attempt = _attempt_fields()
         fields: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
@@ -103,8 +82,8 @@ class JsonFormatter(logging.Formatter):
         }
         for field in FIELDS:
             value = record.__dict__.get(field)
-            if value is None and info is not None:
-                value = getattr(info, field)
+            if value is None and attempt is not None:
+                value = attempt[field]
             fields[field] = value
         try:
             message = record.getMessage()
