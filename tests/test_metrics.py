@@ -224,3 +224,29 @@ async def test_without_the_metrics_extra_enabling_them_says_which_to_install(
         assert "pip install 'loom-core[metrics]'" in answer.json()["error"]
         assert (await client.get("/charts")).status_code == 200  # the rest works as ever
         assert (await client.get("/api/stats")).status_code == 200
+
+
+def test_the_queue_gauges_take_one_series_per_queue() -> None:
+    """Today every task is in the ``default`` queue; the gauges and the latency histogram are
+    labelled by queue, so figures per queue need no new metric."""
+    from loom.metrics import Metrics
+    from loom.store.base import StoreStats
+
+    metrics = Metrics()
+
+    def stats(ready: int) -> StoreStats:
+        return StoreStats({}, ready, 0, 0, 0, None, 0, 0, 0)
+
+    busy, idle = stats(3), stats(0)
+    metrics.queues({"default": busy, "emails": idle})
+    metrics.claimed("met_Order", ready_since=100.0, now=100.5, queue="emails")
+    found = samples(metrics.render().decode())
+    assert value(found, "loom_tasks", queue="default", state="ready") == 3
+    assert value(found, "loom_tasks", queue="emails", state="ready") == 0
+    assert (
+        value(found, "loom_task_latency_seconds_count", queue="emails", workflow="met_Order") == 1
+    )
+    metrics.queues({"default": idle})  # a queue no longer reported is dropped
+    found = samples(metrics.render().decode())
+    assert value(found, "loom_tasks", queue="emails", state="ready") is None
+    assert value(found, "loom_tasks", queue="default", state="ready") == 0

@@ -38,7 +38,7 @@ from loom.errors import (
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
-from loom.metrics import Metrics, MetricsServer
+from loom.metrics import DEFAULT_QUEUE, Metrics, MetricsServer
 from loom.status import WorkflowStatus
 from loom.store import open_store, resolve_url
 from loom.store.base import ActivityHeartbeat as ActivityHeartbeat
@@ -256,7 +256,8 @@ class Database:
         except StoreError as exc:
             log.warning("metrics: cannot read the queue from the database: %s", exc)
             stats = None
-        metrics.queue(stats)
+        # One queue today; per-queue figures from the store will fill this mapping.
+        metrics.queues(None if stats is None else {DEFAULT_QUEUE: stats})
         return metrics.render()
 
     def serve_metrics(self, port: int = 9464, host: str = "127.0.0.1") -> MetricsServer:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from loom.extras import require
@@ -113,23 +113,28 @@ class Metrics:
         if failed:
             self.failures.labels(activity).inc()
 
-    def claimed(self, workflow: str, ready_since: float | None, now: float) -> None:
-        """A worker claimed a task of ``workflow`` that became ready at ``ready_since``."""
+    def claimed(
+        self, workflow: str, ready_since: float | None, now: float, queue: str = DEFAULT_QUEUE
+    ) -> None:
+        """A worker claimed a task of ``workflow`` from ``queue`` that became ready at
+        ``ready_since``."""
         if ready_since is not None:
-            self.task_latency.labels(DEFAULT_QUEUE, workflow).observe(max(0.0, now - ready_since))
+            self.task_latency.labels(queue, workflow).observe(max(0.0, now - ready_since))
 
-    def queue(self, stats: StoreStats | None) -> None:
-        """Set the gauges from the database's figures (None: the database could not be read;
-        the task gauges are withdrawn rather than left stale)."""
-        if stats is None:
+    def queues(self, by_queue: Mapping[str, StoreStats] | None) -> None:
+        """Set the gauges from the database's figures, one ``StoreStats`` per queue (today the
+        one queue, :data:`DEFAULT_QUEUE`); None: the database could not be read, and the task
+        gauges are withdrawn rather than left stale. A queue no longer reported is dropped."""
+        self.tasks.clear()
+        self.oldest_ready.clear()
+        if by_queue is None:
             self.database_up.set(0)
-            self.tasks.clear()
-            self.oldest_ready.clear()
             return
         self.database_up.set(1)
-        for state in TASK_STATES:
-            self.tasks.labels(DEFAULT_QUEUE, state).set(getattr(stats, state))
-        self.oldest_ready.labels(DEFAULT_QUEUE).set(stats.oldest_ready_age or 0.0)
+        for queue, stats in by_queue.items():
+            for state in TASK_STATES:
+                self.tasks.labels(queue, state).set(getattr(stats, state))
+            self.oldest_ready.labels(queue).set(stats.oldest_ready_age or 0.0)
 
     def render(self) -> bytes:
         """Every metric in Prometheus's text format (``content_type``)."""
