@@ -6,8 +6,11 @@ in-memory exporter."""
 from __future__ import annotations
 
 import collections
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -266,3 +269,51 @@ def test_a_tracer_provider_needs_the_otel_extra(monkeypatch: pytest.MonkeyPatch)
 def test_a_tracer_provider_must_be_one() -> None:
     with pytest.raises(loom.ConfigurationError, match="must be an OpenTelemetry TracerProvider"):
         loom.Database("sqlite:///:memory:", tracer_provider="jaeger")
+
+
+UNTRACED_RUN = """
+import asyncio, sys
+import loom
+from loom import telemetry
+
+@loom.activity(name="plain_step")
+async def plain(x: int) -> int:
+    return x + 1
+
+@loom.workflow(name="plain_Flow")
+class Flow(loom.Workflow[dict, dict]):
+    @loom.step
+    async def go(self, ctx):
+        await ctx.state.set("n", await ctx.activity(plain, 1))
+
+def no_spans(*args, **kwargs):
+    raise AssertionError("a span was made without a tracer provider")
+
+telemetry.RunTrace.__init__ = no_spans
+
+async def main():
+    async with loom.Database("sqlite:///" + sys.argv[1]) as db:
+        await db.migrate_up()
+        handle = await db.start_workflow(Flow)
+        async with loom.Worker(db, poll_interval=0.05):
+            print((await handle.result(timeout=20))["n"])
+        assert db.metrics is None
+
+asyncio.run(main())
+loaded = [m for m in sys.modules if m.split(".")[0] in ("opentelemetry", "prometheus_client")]
+print(loaded)
+"""
+
+
+def test_an_untraced_process_never_imports_opentelemetry_nor_makes_a_span(tmp_path: Path) -> None:
+    """The cost of tracing and metrics when they are off: nothing imported, no span object, no
+    metric (each event pays one ``is None`` test)."""
+    done = subprocess.run(
+        [sys.executable, "-c", UNTRACED_RUN, str(tmp_path / "plain.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["2", "[]"]
