@@ -152,6 +152,10 @@ async def test_one_trace_from_the_request_to_the_last_activity_across_a_worker_r
     assert tries[0].status.status_code is trace.StatusCode.ERROR
     assert tries[0].attributes is not None
     assert tries[0].attributes["error.type"] == "ConnectionError"
+    [raised] = [e for e in tries[0].events if e.name == "exception"]
+    assert raised.attributes is not None
+    assert raised.attributes["exception.message"] == "the card service is down"
+    assert "ConnectionError" in str(raised.attributes["exception.stacktrace"])
     assert tries[1].status.status_code is trace.StatusCode.UNSET
     assert names_up(tries[1], spans)[:4] == [
         "RunActivity:otel_charge",

@@ -314,5 +314,9 @@ class RunTrace:
         api = _api()
         kind, message = str(error.get("type") or "Error"), str(error.get("message") or "")
         span.set_attribute("error.type", kind)
-        span.add_event("exception", {"exception.type": kind, "exception.message": message})
+        event = {"exception.type": kind, "exception.message": message}
+        stacktrace = error.get("traceback")
+        if isinstance(stacktrace, str) and stacktrace:
+            event["exception.stacktrace"] = stacktrace
+        span.add_event("exception", event)
         span.set_status(api.Status(api.StatusCode.ERROR, f"{kind}: {message}"[:1000]))
