@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -128,11 +129,12 @@ async def test_the_dashboard_and_a_worker_serve_the_figures_of_a_known_run(
         assert value(found, "loom_activity_attempts_total", activity="met_refuse") == 1
         assert value(found, "loom_activity_failures_total", activity="met_refuse") == 1
         assert value(found, "loom_activity_duration_seconds_count", activity="met_charge") == 4
-        # Each order was claimed when started and again when its retry was due.
+        # One observation per claim: each order at least once (when it was started; a worker
+        # may wait out the short retry delay itself or park the order and claim it again).
         claims = value(
             found, "loom_task_latency_seconds_count", queue="default", workflow="met_Order"
         )
-        assert claims is not None and claims >= 4
+        assert claims is not None and claims >= 2
         waiting = {"queue": "default", "state": "waiting"}
         assert value(found, "loom_tasks", **waiting) == 1
         for state in ("ready", "leased", "sleeping"):
@@ -250,3 +252,19 @@ def test_the_queue_gauges_take_one_series_per_queue() -> None:
     found = samples(metrics.render().decode())
     assert value(found, "loom_tasks", queue="emails", state="ready") is None
     assert value(found, "loom_tasks", queue="default", state="ready") == 0
+
+
+async def test_a_cancel_a_claim_carries_out_for_a_dead_worker_is_counted(db: loom.Database) -> None:
+    """Its cancel was requested while a worker held it, and that worker died: the next claim
+    ends it as CANCELED instead of running it, and that claim's process counts it."""
+    metrics = db.enable_metrics()
+    handle = await db.start_workflow(Order)
+    [held] = await db.store.claim("a-worker-that-dies", ["met_Order"], 1, 0.3, time.time())
+    assert held.workflow_id == handle.workflow_id
+    assert await handle.cancel("changed my mind") is loom.client.CancelOutcome.REQUESTED
+    async with worker(db):
+        with pytest.raises(loom.WorkflowCanceledError):
+            await handle.result(timeout=15)
+    found = samples(metrics.render().decode())
+    assert value(found, "loom_workflows_canceled_total", workflow="met_Order") == 1
+    assert value(found, "loom_activity_attempts_total", activity="met_charge") is None  # never ran

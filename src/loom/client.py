@@ -177,6 +177,8 @@ class Database:
         self.url = resolve_url(url)
         self.registry = registry or default_registry
         self.store: Store = open_store(self.url, create=create)
+        if self.metrics is not None:
+            self.store.claim_canceled = self.metrics.canceled_at_claim
         self.work_available = Notifier()
         self.workflow_changed = Notifier()
         self._opened = 0
@@ -245,6 +247,7 @@ class Database:
         ``MissingExtraError`` without the ``metrics`` extra."""
         if self.metrics is None:
             self.metrics = Metrics()
+            self.store.claim_canceled = self.metrics.canceled_at_claim
         return self.metrics
 
     async def scrape_metrics(self) -> bytes:

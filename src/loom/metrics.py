@@ -2,7 +2,8 @@
 
 Counters and histograms count what this process did (a process counts its own, as Prometheus
 expects; sum them across processes): the client counts the workflows it starts and the cancels
-it carries out, the workers the workflows they end, the activity attempts they run, and how
+it carries out, the workers the workflows they end (a claim that ends a canceled workflow a
+dead worker held included), the activity attempts they run, and how
 long each task waited between becoming ready and being claimed. Gauges read the database at
 each scrape (``Database.scrape_metrics``): how many tasks are ready, leased, sleeping or
 waiting, by queue (one, ``default``, for now), so every process serving metrics shows the
@@ -112,6 +113,11 @@ class Metrics:
         self.activity_duration.labels(activity).observe(max(0.0, seconds))
         if failed:
             self.failures.labels(activity).inc()
+
+    def canceled_at_claim(self, workflow: str) -> None:
+        """A worker's claim ended a workflow whose cancel was requested (while a worker that
+        died held it) instead of running it."""
+        self.canceled.labels(workflow).inc()
 
     def claimed(
         self, workflow: str, ready_since: float | None, now: float, queue: str = DEFAULT_QUEUE

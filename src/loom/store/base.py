@@ -298,6 +298,10 @@ class Store(abc.ABC):
 
     url: str
     dialect: str
+    claim_canceled: Callable[[str], None] | None = None
+    """Told the name of each workflow a claim ended as CANCELED instead of leasing it (its
+    cancel was requested while a worker that then died held it), so that ``Database.metrics``
+    counts every cancel; None: nobody asks."""
     """The migrations folder and test name of the backend: ``sqlite``, ``postgres``."""
 
     @abc.abstractmethod

@@ -530,11 +530,13 @@ def lease_statement(
     )
 
 
-def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[None]:
+def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[list[str]]:
     """A claimed workflow whose cancel was requested is never run again: end it as CANCELED,
-    unless the claim's lease ``claimed`` (rows of :func:`claim_statement`) moved on meanwhile."""
+    unless the claim's lease ``claimed`` (rows of :func:`claim_statement`) moved on meanwhile.
+    Returns the names of the workflows it ended."""
     fenced = fences((yield lock_fences(d, [r["id"] for r in claimed])))
     written: list[EventRow] = []
+    ended: list[str] = []
     for r in claimed:
         fence = fenced.get(r["id"])
         if (
@@ -545,8 +547,10 @@ def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[None]
         ):
             reason = orjson.loads(fence.cancel_requested)
             yield from cancel_now(d, r["id"], reason, fence.last_seq, now, written)
+            ended.append(str(r["name"]))
     if written:
         yield events(written)
+    return ended
 
 
 # -- leases ---------------------------------------------------------------------------------

@@ -54,11 +54,11 @@ class SqlStore(Store):
     @abc.abstractmethod
     async def _lease(
         self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
-    ) -> tuple[list[Row], dict[str, Event]]:
+    ) -> tuple[list[Row], dict[str, Event], list[str]]:
         """Lease due workflows (``rules.claim_statement``, or ``rules.due_statement`` then
         ``rules.lease_statement``) and run ``rules.cancel_claimed`` on the rows with a cancel
-        requested; return the rows leased (with ``ready_since``) and the first event of those
-        with no other."""
+        requested; return the rows leased (with ``ready_since``), the first event of those
+        with no other, and the names of the workflows ended as CANCELED instead."""
 
     def _changed(self, work: bool = False) -> None:
         """A transaction changed some workflow (``work``: made one ready): tell who listens."""
@@ -87,7 +87,10 @@ class SqlStore(Store):
     ) -> list[Claim]:
         if not names or limit <= 0:
             return []
-        claimed, started = await self._lease(owner, names, limit, lease_seconds, now)
+        claimed, started, canceled = await self._lease(owner, names, limit, lease_seconds, now)
+        if canceled and self.claim_canceled is not None:
+            for name in canceled:
+                self.claim_canceled(name)
         # A workflow with a cancel requested was ended instead: it is never run again.
         return [
             Claim(
