@@ -46,6 +46,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     MissingExtraError,
     NonDeterminismError,
     NotInActivityError,
+    PayloadDecodeError,
     PayloadError,
     QueryArgumentsError,
     QueryFailedError,
@@ -64,6 +65,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
 )
 from loom.logs import JsonFormatter, activity_logger
 from loom.metrics import Metrics, MetricsServer
+from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec, PayloadCodec
 from loom.schemas.state import Input, State
 from loom.signal_handlers import signal
 from loom.status import WorkflowStatus
@@ -81,7 +83,10 @@ __all__ = [
     "ActivityHeartbeat",
     "ActivityHeartbeatTimeoutError",
     "ActivityInfo",
+    "AesGcmCodec",
     "ChildWorkflowFailedError",
+    "CodecChain",
+    "CompressionCodec",
     "ConfigurationError",
     "Database",
     "DatabaseUnavailableError",
@@ -96,6 +101,8 @@ __all__ = [
     "MissingExtraError",
     "NonDeterminismError",
     "NotInActivityError",
+    "PayloadCodec",
+    "PayloadDecodeError",
     "PayloadError",
     "QueryArgumentsError",
     "QueryContext",

@@ -25,13 +25,20 @@ from rich.logging import RichHandler
 
 import loom
 from loom.cli import render
-from loom.cli.common import DatabaseOption, ModulesOption, bounded, open_database, run
+from loom.cli.common import (
+    CodecOption,
+    DatabaseOption,
+    ModulesOption,
+    bounded,
+    open_database,
+    run,
+)
 from loom.cli.errors import CliError
 from loom.cli.status_line import StatusLine
 from loom.extras import require
 from loom.logs import JsonFormatter
 from loom.masking import MaskingFormatter
-from loom.modules import import_modules, require_workflows
+from loom.modules import import_modules, load_codec, require_workflows
 from loom.outage import OUTAGE_ERRORS, Backoff
 
 PLAIN_STATUS_SECONDS = 10.0
@@ -104,6 +111,7 @@ def worker_command(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No status line; warnings and errors only.")
     ] = False,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
 ) -> None:
     """Run workflows until SIGINT/SIGTERM (a second signal exits at once)."""
@@ -115,6 +123,7 @@ def worker_command(
     out = render.console(stderr=True)
     _configure_logging(out, quiet, log_format)
     names = import_modules(modules)
+    load_codec(codec)  # a bad spec or keyfile fails now, not after waiting for the database
     run(
         _serve(
             database,
@@ -126,6 +135,7 @@ def worker_command(
             quiet,
             activity_threads,
             give_up_after,
+            codec,
             None if metrics_port is None else (metrics_host, metrics_port),
             live=log_format is LogFormat.text,
         )
@@ -166,12 +176,13 @@ async def _serve(
     quiet: bool,
     activity_threads: int | None = None,
     give_up_after: float | None = None,
+    codec: str | None = None,
     metrics: tuple[str, int] | None = None,
     *,
     live: bool = True,
 ) -> None:
     async with (
-        _reachable_database(database, give_up_after) as db,
+        _reachable_database(database, give_up_after, codec) as db,
         _metrics_endpoint(db, metrics),
     ):
         require_workflows(db.registry, names)
@@ -251,7 +262,7 @@ async def _metrics_endpoint(
 
 @contextlib.asynccontextmanager
 async def _reachable_database(
-    url: str | None, give_up_after: float | None
+    url: str | None, give_up_after: float | None, codec: str | None = None
 ) -> AsyncIterator[loom.Database]:
     """The database, once it can be reached: a worker started during an outage (the server is
     restarting, the network is not up yet) waits for it with backoff, as a running worker
@@ -262,7 +273,7 @@ async def _reachable_database(
     while True:
         stack = contextlib.AsyncExitStack()
         try:
-            db = await stack.enter_async_context(open_database(url))
+            db = await stack.enter_async_context(open_database(url, codec=codec))
         except OUTAGE_ERRORS as exc:
             waited = time.monotonic() - started
             if give_up_after is not None and waited >= give_up_after:
