@@ -44,6 +44,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     InvalidScheduleError,
     LeaseLostError,  # noqa: F401
     LoomError,
+    MissingExtraError,
     NonDeterminismError,
     NotInActivityError,
     PayloadDecodeError,
@@ -66,6 +67,8 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowNotRunningError,
     WorkflowSandboxError,
 )
+from loom.logs import JsonFormatter, activity_logger
+from loom.metrics import Metrics, MetricsServer
 from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec, PayloadCodec
 from loom.schedules import ScheduleDescription, ScheduleInfo
 from loom.scheduling import schedule
@@ -98,7 +101,11 @@ __all__ = [
     "EventType",
     "Input",
     "InvalidScheduleError",
+    "JsonFormatter",
     "LoomError",
+    "Metrics",
+    "MetricsServer",
+    "MissingExtraError",
     "NonDeterminismError",
     "NotInActivityError",
     "PayloadCodec",
@@ -142,6 +149,7 @@ __all__ = [
     "__version__",
     "activity",
     "activity_info",
+    "activity_logger",
     "default_registry",
     "heartbeat",
     "query",

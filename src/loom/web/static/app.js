@@ -9,18 +9,18 @@ import { listPage } from "./list.js";
 import { metricsView } from "./metrics.js";
 import { schedulesView } from "./schedules.js";
 
-// Each view has a path of its own (/definitions, /metrics or /queue, /schedules); ?view= works
-// too.
+// Each view has a path of its own (/definitions, /charts or /queue, /schedules); ?view= works
+// too. (/metrics is Prometheus's: the server answers it with the metrics, not with this page.)
 const PATHS = {
   "/definitions": "definitions",
-  "/metrics": "metrics",
-  "/queue": "metrics",
+  "/charts": "charts",
+  "/queue": "charts",
   "/schedules": "schedules",
 };
 const VIEWS = {
   list: listPage,
   definitions: definitionsView,
-  metrics: metricsView,
+  charts: metricsView,
   schedules: schedulesView,
 };
 
