@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import orjson
 
 from loom import codec, limits
+from loom.clock import WALL_CLOCK, Clock
+from loom.core import history_file
 from loom.core import workflow as workflow_module
 from loom.core.history import Event, EventType
 from loom.core.query import run_query
@@ -142,6 +144,9 @@ class Database:
     Workflow ids and names follow one rule (:mod:`loom.limits`; ``InvalidIdError``), and a
     workflow's input, its initial state and a signal's payload are each at most
     ``max_payload_bytes`` as JSON (``PayloadTooLargeError``, raised before anything is stored).
+
+    ``clock`` is where it and its workers read the time of day (default: the wall clock;
+    ``loom.testing`` gives a virtual one that skips waits).
     """
 
     def __init__(
@@ -151,6 +156,7 @@ class Database:
         registry: Registry | None = None,
         create: bool = True,
         max_payload_bytes: int = limits.DEFAULT_MAX_PAYLOAD_BYTES,
+        clock: Clock | None = None,
     ) -> None:
         if (
             not isinstance(max_payload_bytes, int)
@@ -161,6 +167,7 @@ class Database:
                 f"max_payload_bytes must be a positive number of bytes, got {max_payload_bytes!r}"
             )
         self.max_payload_bytes = max_payload_bytes
+        self.clock: Clock = clock or WALL_CLOCK
         self.url = resolve_url(url)
         self.registry = registry or default_registry
         self.store: Store = open_store(self.url, create=create)
@@ -289,7 +296,7 @@ class Database:
             raise ConfigurationError(
                 f"initial_state of workflow {wid!r} must be a mapping, got {type(state).__name__}"
             )
-        now = time.time()
+        now = self.clock.now()
         first = Event(
             1,
             EventType.WORKFLOW_STARTED,
@@ -388,7 +395,7 @@ class Database:
         return await self.store.changed_since(after, limit, after_id)
 
     async def stats(self) -> StoreStats:
-        return await self.store.stats(time.time())
+        return await self.store.stats(self.clock.now())
 
     # -- queries ------------------------------------------------------------------------------
     def definition_for(
@@ -464,7 +471,7 @@ class Database:
         return reports
 
     async def _check_one(self, workflow_id: str) -> ReplayReport:
-        from loom.core.replay import WorkflowExecution
+        from loom.core.verify import verify
 
         record = await self.store.get_workflow(workflow_id)
         if record is None:
@@ -474,24 +481,8 @@ class Database:
             definition = self.registry.workflow(record.name, workflow_id, record.version)
         except UnknownWorkflowTypeError as exc:
             return ReplayReport(workflow_id, record.name, False, str(exc))
-        execution = WorkflowExecution(
-            definition, workflow_id, history, now=history[-1].timestamp, full=True
-        )
-        try:
-            new = execution.take_new_events()
-            if execution.nondeterminism is not None:
-                return ReplayReport(workflow_id, record.name, False, str(execution.nondeterminism))
-            if new and record.status is not WorkflowStatus.RUNNING:
-                kinds = ", ".join(e.type.value for e in new)
-                return ReplayReport(
-                    workflow_id,
-                    record.name,
-                    False,
-                    f"the code goes on past the recorded end ({record.status.value}): {kinds}",
-                )
-            return ReplayReport(workflow_id, record.name, True, None)
-        finally:
-            execution.close()
+        problem = verify(definition, workflow_id, history, record.status).problem
+        return ReplayReport(workflow_id, record.name, problem is None, problem)
 
     # -- the in-process worker behind loom.run_once() --------------------------------------
     def default_worker(self) -> Worker:
@@ -557,6 +548,22 @@ class WorkflowHandle(Generic[StateT]):
         if not events:
             await self.describe()  # raises WorkflowNotFoundError
         return events
+
+    async def export_history(self) -> dict[str, Any]:
+        """The current run's history as an exported document (JSON values): what ``loom
+        inspect ID --export FILE`` writes and ``loom.testing.Replayer`` replays."""
+        record = await self.describe()
+        events = await self.events(run_id=record.run_id)
+        # Read after the record: the events may have moved on since, and they say it last.
+        ending = history_file.ENDINGS.get(events[-1].type, WorkflowStatus.RUNNING)
+        return history_file.to_document(
+            name=record.name,
+            version=record.version,
+            workflow_id=record.workflow_id,
+            run_id=record.run_id,
+            status=ending.value,
+            events=events,
+        )
 
     async def runs(self) -> list[WorkflowRun]:
         """Every run of this workflow id, oldest first: those ended by
@@ -634,7 +641,9 @@ class WorkflowHandle(Generic[StateT]):
                 "workflow's end is delivered to its parent under one); choose another name"
             )
         data = self.database.encode(payload, f"the payload of signal {name!r}", root="payload")
-        await self.database.store.send_signal(self.workflow_id, name, data, time.time())
+        await self.database.store.send_signal(
+            self.workflow_id, name, data, self.database.clock.now()
+        )
         for worker in list(self.database.workers):
             worker.signal_arrived(self.workflow_id)
         self.database.work_available.notify()
@@ -647,7 +656,9 @@ class WorkflowHandle(Generic[StateT]):
         activity is interrupted within one lease renewal)."""
         if reason is not None:
             limits.check_text(reason, "the cancel reason")
-        outcome = await self.database.store.cancel(self.workflow_id, reason, time.time())
+        outcome = await self.database.store.cancel(
+            self.workflow_id, reason, self.database.clock.now()
+        )
         if outcome is CancelOutcome.REQUESTED:
             for worker in list(self.database.workers):
                 worker.interrupt(self.workflow_id)
@@ -662,7 +673,9 @@ class WorkflowHandle(Generic[StateT]):
         from loom.core.replay import discarded_signals
 
         history = await self.database.store.load_history(self.workflow_id)
-        await self.database.store.retry(self.workflow_id, time.time(), discarded_signals(history))
+        await self.database.store.retry(
+            self.workflow_id, self.database.clock.now(), discarded_signals(history)
+        )
         self.database.work_available.notify()
 
 

@@ -26,6 +26,7 @@ epoch, so a driver whose worker lost the lease can never record anything (fencin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -101,6 +102,7 @@ class WorkflowDriver:
         "lease_lost",
         "nudge",
         "running",
+        "settled",
         "waits_seen",
         "worker",
     )
@@ -122,6 +124,9 @@ class WorkflowDriver:
         """It waits for a signal while its activities run: another process's changes wake it."""
         self.consumed: list[int] = []
         """Ids of the signals delivered since the last write (the next write consumes them)."""
+        self.settled = False
+        """It waits on its running activities: nothing of it moves until one ends, something
+        arrives or the clock moves."""
 
     # -- news from outside ----------------------------------------------------------------
     def interrupt(self, *, lease_lost: bool) -> None:
@@ -155,7 +160,7 @@ class WorkflowDriver:
         else:
             history = await worker.store.load_history(claim.workflow_id)
         definition = worker.registry.workflow(claim.name, claim.workflow_id, claim.version)
-        ex = WorkflowExecution(definition, claim.workflow_id, history, now=time.time())
+        ex = WorkflowExecution(definition, claim.workflow_id, history, now=worker.clock.now())
         ex.run_id = claim.run_id
         return ex
 
@@ -204,7 +209,7 @@ class WorkflowDriver:
         while the worker stops: the workflow parks and another worker runs them."""
         if self.worker.stopping:
             return []
-        now = time.time()
+        now = self.worker.clock.now()
         running = self.running
         return [
             run for run in ex.activity_runs() if run.seq not in running and run.not_before <= now
@@ -224,10 +229,19 @@ class WorkflowDriver:
             self.running[run.seq] = loop.create_task(self._attempt(run))
 
     async def _attempt(self, run: ActivityRun) -> AttemptOutcome:
+        worker = self.worker
+        runnable = worker.registry.runnable(run.definition)
+        if runnable is not run.definition:  # replaced (loom.testing's mock_activity)
+            run = dataclasses.replace(run, definition=runnable)
         try:
-            return await run_attempt(run, time.time, self.worker.activity_pool)
-        except asyncio.CancelledError:
-            raise
+            return await run_attempt(run, worker.clock.now, worker.activity_pool)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # interrupted (a cancel, the workflow left): it runs again later
+            # Raised by the activity itself, nobody cancelled it: a failure of the attempt,
+            # else it would be started again at once, forever.
+            return base_exception_outcome(exc)
         except BaseException as exc:  # sys.exit() in an activity fails the attempt
             return base_exception_outcome(exc)
 
@@ -235,8 +249,9 @@ class WorkflowDriver:
         """Wait until an activity ends, a timer is due, or (when the workflow waits for one) a
         signal may have arrived: at once when sent in this process, else within
         ``signal_check_interval``."""
+        clock = self.worker.clock
         wake = ex.next_wakeup()
-        timeout = None if wake is None else max(0.0, wake - time.time())
+        timeout = None if wake is None else clock.seconds_until(wake)
         waits_for_signal = bool(ex.signal_waits() or ex.child_waits())
         if waits_for_signal:
             check = self.worker.signal_check_interval
@@ -244,6 +259,8 @@ class WorkflowDriver:
         self.nudge.clear()
         self.awaits_signal = waits_for_signal
         nudged = asyncio.get_running_loop().create_task(self.nudge.wait())
+        self.settled = True
+        clock.settling()
         try:
             await asyncio.wait(
                 [*self.running.values(), nudged],
@@ -251,6 +268,7 @@ class WorkflowDriver:
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
+            self.settled = False
             nudged.cancel()
             self.awaits_signal = False
         if waits_for_signal:
@@ -260,6 +278,7 @@ class WorkflowDriver:
         """Hand the workflow the outcome of every activity that finished (interrupted ones have
         none: they run again later)."""
         stats = self.worker.stats
+        now = self.worker.clock.now
         for seq, task in list(self.running.items()):
             if not task.done():
                 continue
@@ -269,10 +288,10 @@ class WorkflowDriver:
             outcome = task.result()
             stats.activities += 1
             if outcome.ok:
-                ex.activity_completed(seq, outcome.result, time.time())
+                ex.activity_completed(seq, outcome.result, now())
             else:
                 assert outcome.error is not None
-                ex.activity_failed(seq, outcome.error, outcome.retry_at, time.time())
+                ex.activity_failed(seq, outcome.error, outcome.retry_at, now())
 
     # -- inputs: timers and signals ---------------------------------------------------------
     async def _deliver_inputs(self, ex: WorkflowExecution) -> bool:
@@ -280,7 +299,7 @@ class WorkflowDriver:
         timer (at its time) or a buffered signal (at the time it was sent). A signal sent
         before a wait's deadline is delivered even when the worker only runs after it; one sent
         after the deadline stays buffered for a later wait. True if something was delivered."""
-        now = time.time()
+        now = self.worker.clock.now()
         waits = ex.signal_waits()
         children = ex.child_waits()
         found: list[tuple[float, int, int, Signal | None]] = []  # (when, timer last, seq, signal)
@@ -357,7 +376,7 @@ class WorkflowDriver:
         if not events and not self.consumed and not release:
             return
         worker = self.worker
-        now = time.time()
+        now = worker.clock.now()
         commit = self._commit_of(ex, events, release, now)
         writes = worker.writes
         try:

@@ -8,6 +8,7 @@
     │   └── PayloadTooLargeError a value is above the database's max_payload_bytes
     ├── InvalidIdError           a workflow id or name breaks the id rule (loom.limits)
     ├── ConfigurationError       a bad database URL, an unknown backend, a naive datetime ...
+    │   └── HistoryFormatError   an exported history file that is not one (loom.testing.Replayer)
     ├── StoreError               the database refused or failed an operation
     │   ├── DatabaseUnavailableError  it cannot be reached or written now (connection lost,
     │   │                             disk full, locked): the operation may work when retried
@@ -51,6 +52,12 @@ class PayloadError(LoomError, TypeError):
 
 class ConfigurationError(LoomError, ValueError):
     """Loom was configured with something it cannot use (URL, option, naive datetime ...)."""
+
+
+class HistoryFormatError(ConfigurationError):
+    """A document given as an exported workflow history (``loom inspect ID --export``) is not
+    one: not JSON, a field missing or of the wrong kind, events out of order. Names the file
+    and the field."""
 
 
 class StoreError(LoomError):
