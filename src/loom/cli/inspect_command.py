@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -15,6 +17,7 @@ from rich.text import Text
 from loom import limits
 from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, ModulesOption, open_database, run
+from loom.cli.errors import CliError, describe
 from loom.cli.timeline import StepRun, failure_cause, step_runs
 from loom.client import Database, WorkflowRecord, WorkflowRun, WorkflowSummary
 from loom.core.history import Event, EventType
@@ -36,6 +39,16 @@ def inspect_command(
             "activity attempt.",
         ),
     ] = False,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            metavar="FILE",
+            help="Write the workflow's history (its current run) to FILE as JSON ('-': to "
+            "stdout) instead of showing it: for loom.testing.Replayer and golden tests.",
+            dir_okay=False,
+        ),
+    ] = None,
     modules: ModulesOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
@@ -43,6 +56,9 @@ def inspect_command(
     """Show a workflow: input, state, status, steps with durations, error and its cause, and
     the queries it answers (with its module: -m, $LOOM_MODULES or [tool.loom])."""
     limits.check_id(workflow_id)
+    if export is not None:
+        _export(workflow_id, export, database)
+        return
     unimportable = _import_quietly(modules)
 
     async def fetch() -> tuple[
@@ -104,6 +120,32 @@ def inspect_command(
         _section(out, f"Failed activity attempts ({len(attempts)})", _attempts_block(attempts))
     if events:
         _section(out, f"Events ({len(history)})", _events_table(history))
+
+
+def _export(workflow_id: str, target: Path, database: str | None) -> None:
+    """Write the workflow's exported history to ``target`` (or stdout for ``-``)."""
+
+    async def fetch() -> dict[str, Any]:
+        async with open_database(database) as db:
+            return await db.get_workflow(workflow_id).export_history()
+
+    document = run(fetch())
+    text = render.json_text(json.dumps(document, indent=2, ensure_ascii=False)) + "\n"
+    if str(target) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write the history to {target}: {describe(exc)}") from None
+    count = len(document["events"])
+    render.console().print(
+        render.text(
+            f"wrote the history of workflow {workflow_id} ({document['status']}, {count} "
+            f"event{'s' if count != 1 else ''}) to {target}"
+        )
+    )
 
 
 def _as_json(

@@ -363,6 +363,8 @@ export function workflowPage() {
     });
   });
 
+  byId("download-history").href = workflowApi(workflowId, "/history.json");
+
   Promise.all([api("/api/definitions"), api(workflowApi(workflowId))])
     .then(function ([defs, wf]) {
       definition =
