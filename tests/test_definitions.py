@@ -227,6 +227,17 @@ def test_activity_on_a_class_is_refused() -> None:
     [
         ({"retry_count": -1}, "retry_count"),
         ({"timeout_seconds": 0}, "timeout_seconds"),
+        ({"timeout_seconds": True}, "timeout_seconds must be a finite number"),
+        ({"timeout_seconds": 10**400}, "timeout_seconds must be a finite number"),
+        ({"heartbeat_timeout": 0}, "heartbeat_timeout must be > 0"),
+        ({"heartbeat_timeout": -1.5}, "heartbeat_timeout must be > 0"),
+        ({"heartbeat_timeout": float("nan")}, "heartbeat_timeout must be a finite number"),
+        ({"heartbeat_timeout": float("inf")}, "heartbeat_timeout must be a finite number"),
+        ({"heartbeat_timeout": "5"}, "heartbeat_timeout must be a finite number"),
+        ({"heartbeat_timeout": True}, "heartbeat_timeout must be a finite number"),
+        ({"heartbeat_timeout": 60}, r"heartbeat_timeout \(60 s\) must be shorter than timeout_s"),
+        ({"heartbeat_timeout": 5, "timeout_seconds": 2}, "must be shorter than timeout_seconds"),
+        ({"retry_delay": None}, "retry_delay must be a finite number"),
         ({"retry_backoff": 0.5}, "retry_backoff"),
         ({"non_retryable": ("ValueError",)}, "non_retryable"),
     ],
@@ -236,6 +247,14 @@ def test_activity_with_a_bad_policy_is_refused(options: dict[str, Any], words: s
 
     with pytest.raises(loom.DefinitionError, match=words):
         loom.activity(**options)(charge)
+
+
+def test_heartbeat_timeout_is_kept_on_the_definition() -> None:
+    async def watch() -> None: ...
+
+    definition = loom.activity(heartbeat_timeout=2.5, timeout_seconds=None)(watch)
+    assert loom.definitions.activity_definition(definition).heartbeat_timeout == 2.5
+    assert loom.definitions.activity_definition(defs_triple).heartbeat_timeout is None
 
 
 def test_duplicate_step_names_are_refused() -> None:

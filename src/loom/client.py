@@ -2,10 +2,10 @@
 
 A ``Database`` owns one store (picked from its URL) and, lazily, one in-process worker used by
 :func:`loom.run_once`. The CLI and the dashboard read and act only through this module, never
-the store: the records it returns (``WorkflowRecord``, ``StoreStats``, ``CancelOutcome``) are
-re-exported here for them. It also carries two in-process notifiers, so a worker in the same process
-wakes the moment work is started and ``handle.result()`` returns the moment a workflow ends;
-across processes both fall back to polling the store.
+the store: the records it returns (``WorkflowRecord``, ``StoreStats``, ``CancelOutcome``,
+``ActivityHeartbeat``) are re-exported here for them. It also carries two in-process notifiers,
+so a worker in the same process wakes the moment work is started and ``handle.result()``
+returns the moment a workflow ends; across processes both fall back to polling the store.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -41,10 +41,12 @@ from loom.errors import (
 )
 from loom.status import WorkflowStatus
 from loom.store import open_store, resolve_url
+from loom.store.base import ActivityHeartbeat as ActivityHeartbeat
 from loom.store.base import CancelOutcome as CancelOutcome
 from loom.store.base import NewWorkflow, Store
 from loom.store.base import StoreStats as StoreStats
 from loom.store.base import WorkflowRecord as WorkflowRecord
+from loom.store.common import migrations
 
 if TYPE_CHECKING:
     from loom.core.workflow import Workflow
@@ -237,6 +239,11 @@ class Database:
         """The newest migration applied; 0 for a database never initialized."""
         return await self.store.schema_version()
 
+    def required_schema_version(self) -> int:
+        """The schema version this Loom needs: its newest migration (``migrate_up`` applies
+        what a database lacks). A worker on an older schema would fail its writes."""
+        return max(version for version, _, _ in migrations(self.store.dialect))
+
     async def migrate_up(self) -> list[str]:
         """Create or upgrade the schema. Idempotent: returns the migrations applied now."""
         return await self.store.migrate()
@@ -250,17 +257,19 @@ class Database:
         initial_state: Any = None,
         workflow_id: str | None = None,
         version: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> WorkflowHandle[StateT]:
         """Record a new workflow and make it ready for a worker; return its handle.
 
         An existing ``workflow_id`` returns that workflow's handle if its input is equal, and
         raises ``WorkflowAlreadyExistsError`` otherwise. The run stays on the version of
-        ``workflow`` (or, with ``version``, that registered version of its name).
+        ``workflow`` (or, with ``version``, that registered version of its name). ``tags``
+        (string keys and values) are stored with it, indexed: ``list_workflows(tags=...)``.
         """
         definition = workflow_definition(workflow)
         if version is not None and version != definition.version:
             definition = self.registry.workflow(definition.name, workflow_id, version)
-        return await self._start(definition, workflow_input, initial_state, workflow_id)
+        return await self._start(definition, workflow_input, initial_state, workflow_id, tags)
 
     async def start_workflow_by_name(
         self,
@@ -270,13 +279,14 @@ class Database:
         initial_state: Any = None,
         workflow_id: str | None = None,
         version: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> WorkflowHandle[Any]:
         """Start a registered workflow by its name (as the CLI and dashboard do): its newest
         version, or ``version``."""
         definition = self.registry.workflow(
             limits.check_id(name, "workflow name"), workflow_id, version
         )
-        return await self._start(definition, workflow_input, initial_state, workflow_id)
+        return await self._start(definition, workflow_input, initial_state, workflow_id, tags)
 
     async def _start(
         self,
@@ -284,10 +294,12 @@ class Database:
         workflow_input: Any,
         initial_state: Any,
         workflow_id: str | None,
+        tags: Mapping[str, str] | None = None,
     ) -> WorkflowHandle[Any]:
         name, version = definition.name, definition.version
         limits.check_id(name, "workflow name")
         wid = str(uuid.uuid4()) if workflow_id is None else limits.check_id(workflow_id)
+        tag_pairs = check_tags(tags)
         stored_input = self.encode(workflow_input, f"the input of workflow {wid!r}", root="input")
         state = self.encode(
             initial_state or {}, f"the initial state of workflow {wid!r}", root="initial_state"
@@ -304,7 +316,7 @@ class Database:
             now,
         )
         existing = await self.store.create_workflow(
-            NewWorkflow(wid, name, version, stored_input, state, now), first
+            NewWorkflow(wid, name, version, stored_input, state, now, tag_pairs), first
         )
         if existing is not None:
             if existing.name != name:
@@ -338,9 +350,14 @@ class Database:
         name: str | None = None,
         offset: int = 0,
         parent_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
     ) -> list[WorkflowSummary]:
         """Newest first. ``status`` filters by RUNNING, COMPLETED, FAILED or CANCELED;
-        ``parent_id`` keeps the children of that workflow."""
+        ``parent_id`` keeps the children of that workflow; ``tags`` those started with every
+        one of these tags; ``created_after`` (included) and ``created_before`` a time range
+        (aware datetimes or epoch seconds). Every filter is answered by an index."""
         wanted = None
         if status is not None:
             try:
@@ -350,8 +367,15 @@ class Database:
                     f"unknown status {status!r}; use one of "
                     f"{', '.join(s.value for s in WorkflowStatus)}"
                 ) from None
-        records = await self.store.list_workflows(
-            status=wanted, name=name, limit=limit, offset=offset, parent_id=parent_id
+        records = await self.list_records(
+            wanted,
+            limit,
+            name=name,
+            offset=offset,
+            parent_id=parent_id,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
         )
         return [WorkflowSummary.of(r) for r in records]
 
@@ -364,6 +388,9 @@ class Database:
         id_contains: str | None = None,
         offset: int = 0,
         parent_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
     ) -> list[WorkflowRecord]:
         """Like :meth:`list_workflows`, with whole records and a search by part of the id."""
         return await self.store.list_workflows(
@@ -373,6 +400,9 @@ class Database:
             limit=limit,
             offset=offset,
             parent_id=parent_id,
+            tags=check_tags(tags),
+            created_after=_epoch(created_after, "created_after"),
+            created_before=_epoch(created_before, "created_before"),
         )
 
     async def find_workflow(self, workflow_id: str) -> WorkflowRecord | None:
@@ -565,6 +595,13 @@ class WorkflowHandle(Generic[StateT]):
             events=events,
         )
 
+    async def tags(self) -> dict[str, str]:
+        """The tags the workflow was started with."""
+        found = await self.database.store.tags(self.workflow_id)
+        if not found:
+            await self.describe()  # raises WorkflowNotFoundError
+        return found
+
     async def runs(self) -> list[WorkflowRun]:
         """Every run of this workflow id, oldest first: those ended by
         ``ctx.continue_as_new``, then the current one."""
@@ -583,6 +620,15 @@ class WorkflowHandle(Generic[StateT]):
             )
         )
         return runs
+
+    async def heartbeats(self) -> list[ActivityHeartbeat]:
+        """The last heartbeat of each of its activities that sent one (``loom.heartbeat``), by
+        seq: which attempt sent it, when, and the last details sent. Kept while the workflow
+        runs; a workflow that ended has none."""
+        beats = await self.database.store.read_heartbeats(self.workflow_id)
+        if not beats:
+            await self.describe()  # raises WorkflowNotFoundError
+        return beats
 
     async def result(self, timeout: float | None = None) -> StateT:
         """Wait for the workflow to end and return its final state.
@@ -708,6 +754,52 @@ async def default_database(url: str | None = None) -> Database:
         await db.migrate_up()
         per_loop[resolved] = db
     return db
+
+
+MAX_TAGS = 64
+
+
+def check_tags(tags: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """Tags as stored: (key, value) pairs of strings that follow the id rule, at most
+    :data:`MAX_TAGS`; anything else raises ``ConfigurationError`` or ``InvalidIdError``."""
+    if not tags:
+        return ()
+    if not isinstance(tags, Mapping):
+        raise ConfigurationError(f"tags must be a mapping of strings to strings, got {tags!r}")
+    if len(tags) > MAX_TAGS:
+        raise ConfigurationError(f"at most {MAX_TAGS} tags, got {len(tags)}")
+    pairs = []
+    for key, value in tags.items():
+        if not isinstance(value, str):
+            raise ConfigurationError(
+                f"tag {key!r}: values are strings, got {type(value).__name__} {value!r}"
+            )
+        pairs.append((limits.check_id(key, "tag key"), limits.check_id(value, f"tag {key!r}")))
+    return tuple(sorted(pairs))
+
+
+def parse_tags(given: Sequence[str]) -> dict[str, str]:
+    """``key=value`` texts (the CLI's ``--tag``, the API's ``tag=``) as tags."""
+    tags: dict[str, str] = {}
+    for text in given:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise ConfigurationError(f"a tag is key=value, got {text!r}")
+        tags[key] = value
+    check_tags(tags)
+    return tags
+
+
+def _epoch(when: datetime | float | None, what: str) -> float | None:
+    if when is None:
+        return None
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise ConfigurationError(f"{what} needs an aware datetime (with a time zone)")
+        return when.timestamp()
+    if isinstance(when, bool) or not isinstance(when, int | float) or when != when:
+        raise ConfigurationError(f"{what} is a datetime or epoch seconds, got {when!r}")
+    return float(when)
 
 
 async def _start_on_default_database(

@@ -69,7 +69,10 @@ class ActivityDefinition:
     ``min(retry_delay * retry_backoff ** (n - 1), retry_max_delay)`` seconds. Exceptions that are
     instances of ``non_retryable`` fail the activity at once, TimeoutError subclasses included;
     an attempt that exceeds ``timeout_seconds`` fails with a TimeoutError, which is retried
-    unless TimeoutError (or a base class of it) is listed.
+    unless TimeoutError (or a base class of it) is listed. With ``heartbeat_timeout``, an
+    attempt that goes that long without calling ``loom.heartbeat()`` (counted from its start)
+    fails with :class:`~loom.errors.ActivityHeartbeatTimeoutError`, a TimeoutError retried
+    likewise.
     """
 
     name: str
@@ -86,6 +89,8 @@ class ActivityDefinition:
     arg_types: Mapping[str, Any] = field(default_factory=dict)
     """Annotated parameters: their stored JSON is rebuilt as the annotation says (see
     :func:`loom.codec.convert`); for ``*args``/``**kwargs`` the annotation is each item's."""
+    heartbeat_timeout: float | None = None
+    """The longest an attempt may go without a heartbeat (None: no limit)."""
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 = first retry)."""
@@ -395,6 +400,16 @@ def parameter_annotations(fn: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------- @activity
 
 
+def _finite(value: Any) -> bool:
+    """A real number a clock can add: not a bool, NaN, an infinity or an int beyond floats."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _make_activity(
     fn: Any,
     *,
@@ -407,6 +422,7 @@ def _make_activity(
     non_retryable: tuple[type[BaseException], ...],
     description: str | None,
     registry: Registry,
+    heartbeat_timeout: float | None = None,
 ) -> Any:
     if not inspect.isfunction(fn):
         raise DefinitionError(
@@ -417,21 +433,28 @@ def _make_activity(
         raise DefinitionError(f"activity {where}: retry_count must be an int >= 0")
     for option, value in [
         ("timeout_seconds", timeout_seconds),
+        ("heartbeat_timeout", heartbeat_timeout),
         ("retry_delay", retry_delay),
         ("retry_backoff", retry_backoff),
         ("retry_max_delay", retry_max_delay),
     ]:
-        if value is None:
+        if value is None and "timeout" in option:
             continue
-        if not isinstance(value, int | float) or (
-            isinstance(value, float) and not math.isfinite(value)
-        ):
+        if not _finite(value):
             raise DefinitionError(
                 f"activity {where}: {option} must be a finite number, got {value!r}"
-                + (" (None means no timeout)" if option == "timeout_seconds" else "")
+                + (" (None means no timeout)" if "timeout" in option else "")
             )
     if timeout_seconds is not None and timeout_seconds <= 0:
         raise DefinitionError(f"activity {where}: timeout_seconds must be > 0 or None")
+    if heartbeat_timeout is not None:
+        if heartbeat_timeout <= 0:
+            raise DefinitionError(f"activity {where}: heartbeat_timeout must be > 0 or None")
+        if timeout_seconds is not None and heartbeat_timeout >= timeout_seconds:
+            raise DefinitionError(
+                f"activity {where}: heartbeat_timeout ({heartbeat_timeout} s) must be shorter "
+                f"than timeout_seconds ({timeout_seconds} s), or it never fires first"
+            )
     if retry_delay < 0 or retry_backoff < 1 or retry_max_delay < 0:
         raise DefinitionError(
             f"activity {where}: need retry_delay >= 0, retry_backoff >= 1, retry_max_delay >= 0"
@@ -458,6 +481,7 @@ def _make_activity(
         return_annotation=hints.get("return"),
         description=description or fn.__doc__,
         arg_types=parameter_annotations(fn),
+        heartbeat_timeout=heartbeat_timeout,
     )
     setattr(fn, _ACTIVITY_ATTR, definition)
     registry.add_activity(definition)
@@ -478,6 +502,7 @@ def activity(
     non_retryable: tuple[type[BaseException], ...] = (),
     description: str | None = None,
     registry: Registry | None = None,
+    heartbeat_timeout: float | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -494,6 +519,7 @@ def activity(
     non_retryable: tuple[type[BaseException], ...] = (),
     description: str | None = None,
     registry: Registry | None = None,
+    heartbeat_timeout: float | None = None,
 ) -> F | Callable[[F], F]:
     """Declare a side-effecting function that workflows call with ``await ctx.activity(fn, ...)``.
 
@@ -501,6 +527,10 @@ def activity(
     worker's activity threads. A thread cannot be killed: when a sync activity times out, its
     thread keeps running until the function returns, and its result is ignored. Execution is
     at-least-once and the result is recorded exactly once.
+
+    ``heartbeat_timeout`` (seconds, shorter than ``timeout_seconds``) fails an attempt that goes
+    that long without calling ``loom.heartbeat()``, so a stuck attempt is retried long before
+    its full timeout.
     """
     options: dict[str, Any] = dict(
         name=name,
@@ -512,6 +542,7 @@ def activity(
         non_retryable=non_retryable,
         description=description,
         registry=registry or default_registry,
+        heartbeat_timeout=heartbeat_timeout,
     )
     if fn is not None:
         return _make_activity(fn, **options)  # type: ignore[no-any-return]

@@ -25,6 +25,9 @@
     │   ├── QueryNotFoundError        ``handle.query(name)``: the workflow defines no such query
     │   ├── QueryArgumentsError       the query's arguments are not JSON or not what it takes
     │   └── QueryFailedError          the query method raised (the workflow is untouched)
+    ├── ActivityCancelledError   heartbeat() of an activity attempt that was cancelled
+    ├── ActivityHeartbeatTimeoutError  (also a TimeoutError) an attempt sent no heartbeat in time
+    ├── NotInActivityError       activity_info() or heartbeat() called outside a running activity
     ├── UnawaitedCallError       a step returned with a durable call still pending
     ├── WorkflowSandboxError     workflow code used a clock, a thread or I/O it cannot replay
     ├── ReadOnlyError            workflow code changed ctx.input or ctx.state in place
@@ -352,3 +355,34 @@ class QueryFailedError(WorkflowError):
         self.query = query
         self.error_type = error_type
         self.error_message = error_message
+
+
+class ActivityCancelledError(LoomError):
+    """Raised by :func:`loom.heartbeat` in an activity attempt that was cancelled: its workflow
+    was canceled, the attempt timed out or missed its heartbeat timeout, its worker lost the
+    workflow or stopped. Let it propagate: the attempt's outcome is no longer recorded.
+
+    A sync activity cannot be stopped from outside (a thread cannot be killed); this is how it
+    learns that it should stop. ``reason`` says why it was cancelled.
+    """
+
+    def __init__(self, activity: str, workflow_id: str, reason: str) -> None:
+        super().__init__(
+            f"activity {activity!r} of workflow {workflow_id!r} was cancelled ({reason}); stop "
+            "its work and let this exception propagate"
+        )
+        self.activity = activity
+        self.workflow_id = workflow_id
+        self.reason = reason
+
+
+class ActivityHeartbeatTimeoutError(LoomError, TimeoutError):
+    """An activity attempt sent no heartbeat within its ``heartbeat_timeout``: the attempt fails
+    with this error (recorded in its ``ACTIVITY_FAILED`` event) and is retried per the
+    activity's retry policy, unless it (or ``TimeoutError``) is listed in ``non_retryable``."""
+
+
+class NotInActivityError(LoomError, RuntimeError):
+    """:func:`loom.activity_info` or :func:`loom.heartbeat` was called outside a running
+    activity: in workflow code, in a plain function call (a unit test calling the activity
+    directly), or in a thread the activity started itself."""

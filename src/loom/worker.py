@@ -356,6 +356,12 @@ class Worker:
                 )
             driver.interrupt(lease_lost=lease_lost)
 
+    def cancel_activity(self, workflow_id: str, seq: int) -> bool:
+        """Cancel activity ``seq`` of ``workflow_id`` if this worker holds the workflow (see
+        :meth:`~loom.driver.WorkflowDriver.cancel_activity`); True if an attempt was running."""
+        driver = self._held.get(workflow_id)
+        return driver is not None and driver.cancel_activity(seq)
+
     def signal_arrived(self, workflow_id: str) -> None:
         """A signal was buffered for ``workflow_id``: if this worker holds it, it reads its
         signals again at once (it may be waiting for one while its activities run)."""

@@ -6,8 +6,9 @@ workflow as CANCELED in :func:`cancel_now` (a commit, a cancel, a claim); a new 
 in :func:`new_values`; a claim's lease in :func:`claim_statement` and its finalising of a
 requested cancel in :func:`cancel_claimed`; renewing and releasing leases in :func:`held`;
 signal delivery in :func:`send_signal`; cancel and retry in :func:`cancel` and :func:`retry`;
-the schema in :func:`migrate`; the figures of :func:`stats`. Copying (``loom migrate``) is in
-``copying``.
+the schema in :func:`migrate`; the figures of :func:`stats`; activity heartbeats, fenced like
+commits, in :func:`record_heartbeat`, and deleted with their workflow's end (:func:`commit_batch`,
+:func:`cancel_now`). Copying (``loom migrate``) is in ``copying``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ import orjson
 from loom.core.history import CHILD_OUTCOME, Event, EventType, decided_before_cancel
 from loom.errors import WorkflowNotFoundError, WorkflowNotRunningError
 from loom.status import WorkflowStatus
-from loom.store.base import CancelOutcome, Commit, CommitOutcome, NewWorkflow, StoreStats
+from loom.store.base import (
+    CancelOutcome,
+    Commit,
+    CommitOutcome,
+    HeartbeatRow,
+    NewWorkflow,
+    StoreStats,
+)
 from loom.store.common import (
     STATS_MINUTES,
     Row,
@@ -117,6 +125,14 @@ def commit_batch(d: Dialect, batch: Sequence[Prepared]) -> Rule[list[tuple[Commi
         outcomes.append((yield from commit_one(d, p, fenced, written)))
     if written:
         yield events(written)
+    ended = [
+        p.commit.workflow_id
+        for p, (outcome, _) in zip(batch, outcomes, strict=True)
+        if outcome is CommitOutcome.OK and p.commit.status is not WorkflowStatus.RUNNING
+    ]
+    if ended:  # one statement for the batch (canceled ones: in cancel_now)
+        where, args = d.among("workflow_id", ended)
+        yield run(f"DELETE FROM activity_heartbeats WHERE {where}", *args)
     return outcomes
 
 
@@ -230,6 +246,7 @@ def cancel_now(
         workflow_id,
     )
     yield run("DELETE FROM signals WHERE workflow_id = ?", workflow_id)
+    yield run("DELETE FROM activity_heartbeats WHERE workflow_id = ?", workflow_id)
     yield from children_of(d, workflow_id, decided, now, written)
     yield from parent_close(d, workflow_id, now, written)
     parent_id = found[0]["parent_id"]
@@ -262,6 +279,8 @@ def continue_as_new(
         wid,
     )
     yield run("DELETE FROM events WHERE workflow_id = ?", wid)
+    # The next run numbers its activities afresh: no heartbeat of this run may reach them.
+    yield run("DELETE FROM activity_heartbeats WHERE workflow_id = ?", wid)
     yield from parent_close(d, wid, now, written)
     run_id = new_run_id()
     first: dict[str, Any] = {
@@ -418,6 +437,9 @@ def new_values(new: NewWorkflow, first: Event) -> tuple[Any, ...]:
     )
 
 
+INSERT_TAG = "INSERT INTO workflow_tags (workflow_id, key, value) VALUES (?, ?, ?)"
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex
 
@@ -502,6 +524,34 @@ def held(d: Dialect, assign: str, value: float, owner: str, workflow_ids: list[s
         *args,
         owner,
     )
+
+
+# -- heartbeats -----------------------------------------------------------------------------
+RECORD_HEARTBEAT = (
+    "INSERT INTO activity_heartbeats (workflow_id, seq, activity, attempt, details, beat_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id, seq) DO UPDATE SET "
+    "details = CASE WHEN excluded.details IS NULL "
+    "AND activity_heartbeats.activity = excluded.activity THEN activity_heartbeats.details "
+    "ELSE excluded.details END, "
+    "activity = excluded.activity, attempt = excluded.attempt, beat_at = excluded.beat_at"
+)
+"""A heartbeat without details keeps the details recorded before for the same activity."""
+
+
+def record_heartbeat(
+    d: Dialect, workflow_id: str, lease_epoch: int, beat: HeartbeatRow
+) -> Rule[CommitOutcome]:
+    """Record a heartbeat, fenced like a commit: only while the workflow is RUNNING under
+    ``lease_epoch``, so a worker that lost its lease cannot overwrite what the new holder's
+    attempt records. CANCELED when the workflow was canceled, or its cancel requested (the beat
+    is written then): its worker stops it."""
+    fence = fences((yield lock_fences(d, [workflow_id]))).get(workflow_id)
+    if fence is not None and fence.status == WorkflowStatus.CANCELED:
+        return CommitOutcome.CANCELED
+    if fence is None or fence.epoch != lease_epoch or fence.status != WorkflowStatus.RUNNING:
+        return CommitOutcome.FENCED
+    yield run(RECORD_HEARTBEAT, workflow_id, *beat)
+    return CommitOutcome.OK if fence.cancel_requested is None else CommitOutcome.CANCELED
 
 
 # -- requests -------------------------------------------------------------------------------

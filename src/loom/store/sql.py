@@ -17,8 +17,11 @@ from loom.errors import DatabaseCorruptError, StoreError
 from loom.status import WorkflowStatus
 from loom.store import copying, rules
 from loom.store.base import (
+    ActivityHeartbeat,
     CancelOutcome,
     Claim,
+    CommitOutcome,
+    HeartbeatRow,
     RunSummary,
     Signal,
     Store,
@@ -108,6 +111,13 @@ class SqlStore(Store):
             found = await self._rows(f"{sql} LIMIT ?", workflow_id, after_seq, max(0, limit))
         return [event(r) for r in found]
 
+    async def tags(self, workflow_id: str) -> dict[str, str]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            "SELECT key, value FROM workflow_tags WHERE workflow_id = ? ORDER BY key", workflow_id
+        )
+        return {r["key"]: r["value"] for r in found}
+
     async def list_runs(self, workflow_id: str) -> list[RunSummary]:
         self._check_id(workflow_id)
         found = await self._rows(
@@ -127,6 +137,32 @@ class SqlStore(Store):
             run_id,
         )
         return [event(r) for r in found]
+
+    async def record_heartbeat(
+        self, workflow_id: str, lease_epoch: int, beat: HeartbeatRow
+    ) -> CommitOutcome:
+        return await self._transact(
+            rules.record_heartbeat(self.sql, workflow_id, lease_epoch, beat)
+        )
+
+    async def read_heartbeats(self, workflow_id: str) -> list[ActivityHeartbeat]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            "SELECT seq, activity, attempt, details, beat_at FROM activity_heartbeats "
+            "WHERE workflow_id = ? ORDER BY seq",
+            workflow_id,
+        )
+        return [
+            ActivityHeartbeat(
+                workflow_id,
+                r["seq"],
+                r["activity"],
+                r["attempt"],
+                None if r["details"] is None else orjson.loads(r["details"]),
+                r["beat_at"],
+            )
+            for r in found
+        ]
 
     async def renew(
         self, owner: str, workflow_ids: list[str], lease_until: float
@@ -162,9 +198,23 @@ class SqlStore(Store):
         limit: int = 50,
         offset: int = 0,
         parent_id: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> list[WorkflowRecord]:
         where: list[str] = []
         params: list[Any] = []
+        for key, value in tags:
+            where.append(
+                "id IN (SELECT workflow_id FROM workflow_tags WHERE key = ? AND value = ?)"
+            )
+            params.extend((key, value))
+        if created_after is not None:
+            where.append("created_at >= ?")
+            params.append(created_after)
+        if created_before is not None:
+            where.append("created_at < ?")
+            params.append(created_before)
         if parent_id is not None:
             where.append("parent_id = ?")
             params.append(parent_id)
