@@ -23,6 +23,7 @@ EXPORTED = [
     "DefinitionError",
     "Event",
     "EventType",
+    "HistoryFormatError",
     "Input",
     "LoomError",
     "NonDeterminismError",

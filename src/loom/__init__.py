@@ -41,6 +41,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     ConfigurationError,
     DatabaseUnavailableError,
     DefinitionError,
+    HistoryFormatError,
     LeaseLostError,  # noqa: F401
     LoomError,
     NonDeterminismError,
@@ -85,6 +86,7 @@ __all__ = [
     "DefinitionError",
     "Event",
     "EventType",
+    "HistoryFormatError",
     "Input",
     "LoomError",
     "NonDeterminismError",

@@ -579,18 +579,20 @@ class WorkflowHandle(Generic[StateT]):
             await self.describe()  # raises WorkflowNotFoundError
         return events
 
-    async def export_history(self) -> dict[str, Any]:
-        """The current run's history as an exported document (JSON values): what ``loom
-        inspect ID --export FILE`` writes and ``loom.testing.Replayer`` replays."""
+    async def export_history(self, run_id: str | None = None) -> dict[str, Any]:
+        """A run's history as an exported document (JSON values): what ``loom inspect ID
+        --export FILE`` writes and ``loom.testing.Replayer`` replays. The current run, or the
+        earlier run ``run_id`` (one that continued as new; see :meth:`runs`)."""
         record = await self.describe()
-        events = await self.events(run_id=record.run_id)
+        events = await self.events(run_id=run_id or record.run_id)
         # Read after the record: the events may have moved on since, and they say it last.
         ending = history_file.ENDINGS.get(events[-1].type, WorkflowStatus.RUNNING)
+        version = events[0].payload.get("version")
         return history_file.to_document(
             name=record.name,
-            version=record.version,
+            version=version if isinstance(version, str) else record.version,
             workflow_id=record.workflow_id,
-            run_id=record.run_id,
+            run_id=run_id or record.run_id,
             status=ending.value,
             events=events,
         )

@@ -55,6 +55,15 @@ def inspect_command(
             dir_okay=False,
         ),
     ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            metavar="RUN_ID",
+            help="With --export: write that earlier run (one that continued as new; the "
+            "runs are listed by loom inspect) instead of the current one.",
+        ),
+    ] = None,
     modules: ModulesOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
@@ -64,8 +73,10 @@ def inspect_command(
     $LOOM_MODULES or [tool.loom])."""
     limits.check_id(workflow_id)
     if export is not None:
-        _export(workflow_id, export, database)
+        _export(workflow_id, export, run_id, database)
         return
+    if run_id is not None:
+        raise CliError("--run goes with --export (the run whose history to write)")
     unimportable = _import_quietly(modules)
 
     async def fetch() -> tuple[
@@ -143,12 +154,12 @@ def inspect_command(
         _section(out, f"Events ({len(history)})", _events_table(history))
 
 
-def _export(workflow_id: str, target: Path, database: str | None) -> None:
+def _export(workflow_id: str, target: Path, run_id: str | None, database: str | None) -> None:
     """Write the workflow's exported history to ``target`` (or stdout for ``-``)."""
 
     async def fetch() -> dict[str, Any]:
         async with open_database(database) as db:
-            return await db.get_workflow(workflow_id).export_history()
+            return await db.get_workflow(workflow_id).export_history(run_id)
 
     document = run(fetch())
     text = render.json_text(json.dumps(document, indent=2, ensure_ascii=False)) + "\n"

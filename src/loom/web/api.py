@@ -319,14 +319,21 @@ async def get_run_events(workflow_id: WorkflowId, run_id: str, db: DB) -> dict[s
 @router.get(
     "/workflows/{workflow_id:path}/history.json",
     tags=["workflows"],
-    summary="The current run's whole history as a file to replay in tests",
+    summary="A run's whole history (the current one by default) as a file to replay in tests",
     description="What `loom inspect ID --export FILE` writes, served as an attachment: "
     "`loom.testing.Replayer([...]).replay(path)` replays it against the current code.",
     response_model=models.ExportedHistory,
     responses=ONE_WORKFLOW,
 )
-async def export_history(workflow_id: WorkflowId, db: DB) -> JSONResponse:
-    document = await db.get_workflow(workflow_id).export_history()
+async def export_history(
+    workflow_id: WorkflowId,
+    db: DB,
+    run_id: Annotated[
+        str | None,
+        Query(max_length=200, description="An earlier run (one that continued as new)"),
+    ] = None,
+) -> JSONResponse:
+    document = await db.get_workflow(workflow_id).export_history(run_id)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", workflow_id)[:100].strip("._") or "workflow"
     return JSONResponse(
         document,
