@@ -260,7 +260,7 @@ def test_files_that_cannot_be_read_are_named(tmp_path: Path) -> None:
         Replayer(Order).replay(tmp_path / "missing.json")
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{not json")
-    with pytest.raises(loom.HistoryFormatError, match="garbage.json' is not JSON"):
+    with pytest.raises(loom.HistoryFormatError, match=r"garbage\.json' is not JSON"):
         Replayer(Order).replay(garbage)
     with pytest.raises(loom.HistoryFormatError, match="no history matching"):
         Replayer(Order).replay_all(tmp_path / "empty")
