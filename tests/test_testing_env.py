@@ -411,3 +411,47 @@ async def test_the_loom_env_fixture_runs_a_month_in_a_test(
     assert state["receipt"] == "receipt-fixture"
     assert state["trial_over"] - state["started"] == 30 * DAY
     assert loom_env.database.url == "sqlite:///:memory:"
+
+
+# ------------------------------------------------------------------- the rule while running
+
+
+async def test_time_does_not_skip_while_an_activity_runs(
+    env: WorkflowEnvironment, request: pytest.FixtureRequest
+) -> None:
+    key = request.node.name
+    RELEASE[key] = asyncio.Event()
+    try:
+        handle = await env.start_workflow(Race, workflow_input={"key": key})
+        await eventually(lambda: _scheduled(handle, EventType.TIMER_SCHEDULED))
+        before = env.clock.now()
+        # The activity awaits its I/O for a while: the hour-long timer racing it does not fire.
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            assert env.clock.now() == before
+        assert await handle.status() is loom.WorkflowStatus.RUNNING
+    finally:
+        RELEASE[key].set()
+    assert await handle.result(timeout=30) == {"winner": "quote"}
+    assert env.clock.now() == before
+
+
+@loom.activity(name="tenv_deadline", timeout_seconds=60)
+async def deadline_seen() -> float | None:
+    return loom.activity_info().deadline
+
+
+@loom.workflow(name="tenv_Deadline")
+class Deadline(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def later(self, ctx: Ctx) -> None:
+        await ctx.sleep(timedelta(days=10))
+        await ctx.state.set("deadline", await ctx.activity(deadline_seen))
+
+
+async def test_an_activity_sees_its_deadline_on_the_virtual_clock(
+    env: WorkflowEnvironment,
+) -> None:
+    handle = await env.start_workflow(Deadline)
+    state = await handle.result(timeout=30)
+    assert state["deadline"] == START.timestamp() + 10 * DAY + 60

@@ -153,6 +153,7 @@ class WorkflowDriver:
             first_claim=claim.lease_epoch == 1,  # nothing ran before: no details to read
             max_bytes=worker.database.max_payload_bytes,
             interrupt=worker.interrupt,
+            now=worker.clock.now,
         )
 
     # -- news from outside ----------------------------------------------------------------
