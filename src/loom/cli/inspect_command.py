@@ -16,7 +16,14 @@ from rich.text import Text
 
 from loom import limits
 from loom.cli import render
-from loom.cli.common import DatabaseOption, JsonOption, ModulesOption, open_database, run
+from loom.cli.common import (
+    CodecOption,
+    DatabaseOption,
+    JsonOption,
+    ModulesOption,
+    open_database,
+    run,
+)
 from loom.cli.errors import CliError, describe
 from loom.cli.timeline import StepRun, failure_cause, place_heartbeats, step_runs
 from loom.client import (
@@ -65,6 +72,7 @@ def inspect_command(
         ),
     ] = None,
     modules: ModulesOption = None,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -73,7 +81,7 @@ def inspect_command(
     $LOOM_MODULES or [tool.loom])."""
     limits.check_id(workflow_id)
     if export is not None:
-        _export(workflow_id, export, run_id, database)
+        _export(workflow_id, export, run_id, database, codec)
         return
     if run_id is not None:
         raise CliError("--run goes with --export (the run whose history to write)")
@@ -88,7 +96,7 @@ def inspect_command(
         dict[str, str],
         list[ActivityHeartbeat],
     ]:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             handle = db.get_workflow(workflow_id)
             record = await handle.describe()
             queries = unimportable or _queries(db, record)
@@ -154,11 +162,18 @@ def inspect_command(
         _section(out, f"Events ({len(history)})", _events_table(history))
 
 
-def _export(workflow_id: str, target: Path, run_id: str | None, database: str | None) -> None:
-    """Write the workflow's exported history to ``target`` (or stdout for ``-``)."""
+def _export(
+    workflow_id: str,
+    target: Path,
+    run_id: str | None,
+    database: str | None,
+    codec: str | None,
+) -> None:
+    """Write the workflow's exported history to ``target`` (or stdout for ``-``), its payloads
+    decoded (with the codec's key: a history to replay cannot hold placeholders)."""
 
     async def fetch() -> dict[str, Any]:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             return await db.get_workflow(workflow_id).export_history(run_id)
 
     document = run(fetch())

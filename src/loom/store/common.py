@@ -45,8 +45,8 @@ STATS_MINUTES = 30
 
 
 def dump(value: Any) -> str:
-    """A payload as stored: JSON text."""
-    return codec.dumps(value).decode()
+    """A payload as stored: JSON text (which may hold a codec's envelopes)."""
+    return codec.dumps(value, envelopes=True).decode()
 
 
 def _json(text: str | None) -> Any:
