@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+import codec_workflows
 import golden_workflows as gw
 import loom
 from loom import EventType, NonDeterminismError, WorkflowStatus
@@ -267,3 +268,19 @@ def test_files_that_cannot_be_read_are_named(tmp_path: Path) -> None:
     with pytest.raises(loom.UnknownWorkflowTypeError) as unknown:
         Replayer(Renewal).replay(GOLDEN / "order.json")
     assert "Replayer([..., golden_Order])" in "\n".join(unknown.value.__notes__)
+
+
+async def test_a_history_encrypted_in_the_database_is_exported_decoded(db_url: str) -> None:
+    async with loom.Database(db_url, codec=codec_workflows.chain()) as db:
+        await db.migrate_up()
+        handle = await db.start_workflow(Order, workflow_input={"item": "MARK-vase"})
+        await db.default_worker().run_once()
+    # What the CLI and the dashboard open: displays read placeholders, the export reads strictly.
+    async with loom.Database(db_url, codec=codec_workflows.chain(), placeholders=True) as shown:
+        document = await shown.get_workflow(handle.workflow_id).export_history()
+    assert document["events"][0]["payload"]["input"] == {"item": "MARK-vase"}
+    assert Replayer(Order).replay(document).state == {"hold": "held-MARK-vase"}
+    wrong = codec_workflows.chain({"k1": codec_workflows.KEY_OTHER})
+    async with loom.Database(db_url, codec=wrong, placeholders=True) as keyless:
+        with pytest.raises(loom.PayloadDecodeError):
+            await keyless.get_workflow(handle.workflow_id).export_history()

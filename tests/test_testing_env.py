@@ -7,9 +7,11 @@ import asyncio
 import itertools
 import math
 import time
+import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -455,3 +457,9 @@ async def test_an_activity_sees_its_deadline_on_the_virtual_clock(
     handle = await env.start_workflow(Deadline)
     state = await handle.result(timeout=30)
     assert state["deadline"] == START.timestamp() + 10 * DAY + 60
+
+
+def test_the_pytest_plugin_is_registered_through_an_entry_point() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    plugins = pyproject["project"]["entry-points"]["pytest11"]
+    assert plugins == {"loom": "loom.testing.pytest_plugin"}

@@ -57,8 +57,8 @@ def inspect_command(
         typer.Option(
             "--export",
             metavar="FILE",
-            help="Write the workflow's history (its current run) to FILE as JSON ('-': to "
-            "stdout) instead of showing it: for loom.testing.Replayer and golden tests.",
+            help="Write the workflow's history (its current run, or --run's) to FILE as JSON "
+            "('-': to stdout) instead of showing it: for loom.testing.Replayer and golden tests.",
             dir_okay=False,
         ),
     ] = None,
