@@ -274,9 +274,10 @@ async def test_the_virtual_clock_starts_where_it_is_told() -> None:
     start = datetime(2030, 1, 1, tzinfo=UTC)
     async with WorkflowEnvironment(start_time=start) as env:
         assert env.clock.datetime() == start
-        handle = await env.start_workflow(Nap, workflow_input={"hours": 1})
+        handle = await env.start_workflow(Nap, workflow_input={"hours": 1}, tags={"team": "a"})
         await handle.result(timeout=30)
         assert env.clock.datetime() == start + timedelta(hours=1)
+        assert await handle.tags() == {"team": "a"}
         assert (await handle.events())[0].timestamp == start.timestamp()
 
 

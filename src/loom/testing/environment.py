@@ -17,7 +17,7 @@ worker runs on it in the test's event loop. Durable waits (timers, retry waits, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -117,6 +117,7 @@ class WorkflowEnvironment:
         initial_state: Any = None,
         workflow_id: str | None = None,
         version: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> WorkflowHandle[StateT]:
         """Start a workflow in the environment (as :meth:`loom.Database.start_workflow`)."""
         self._check_running()
@@ -126,6 +127,7 @@ class WorkflowEnvironment:
             initial_state=initial_state,
             workflow_id=workflow_id,
             version=version,
+            tags=tags,
         )
 
     def get_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
