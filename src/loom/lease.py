@@ -15,10 +15,10 @@ import contextlib
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol
 
+from loom.clock import WALL_CLOCK, Clock
 from loom.outage import Backoff, OutageLog
 
 if TYPE_CHECKING:
-    from loom.clock import Clock
     from loom.store.base import Store
 
 
@@ -43,7 +43,7 @@ class LeaseKeeper:
         held: Collection[str],
         interrupt: Interrupt,
         outages: OutageLog,
-        clock: Clock,
+        clock: Clock = WALL_CLOCK,
     ) -> None:
         self.store = store
         self.clock = clock
