@@ -44,6 +44,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     HistoryFormatError,
     LeaseLostError,  # noqa: F401
     LoomError,
+    MissingExtraError,
     NonDeterminismError,
     NotInActivityError,
     PayloadDecodeError,
@@ -63,6 +64,8 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowNotRunningError,
     WorkflowSandboxError,
 )
+from loom.logs import JsonFormatter, activity_logger
+from loom.metrics import Metrics, MetricsServer
 from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec, PayloadCodec
 from loom.schemas.state import Input, State
 from loom.signal_handlers import signal
@@ -93,7 +96,11 @@ __all__ = [
     "EventType",
     "HistoryFormatError",
     "Input",
+    "JsonFormatter",
     "LoomError",
+    "Metrics",
+    "MetricsServer",
+    "MissingExtraError",
     "NonDeterminismError",
     "NotInActivityError",
     "PayloadCodec",
@@ -132,6 +139,7 @@ __all__ = [
     "__version__",
     "activity",
     "activity_info",
+    "activity_logger",
     "default_registry",
     "heartbeat",
     "query",

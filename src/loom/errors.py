@@ -10,7 +10,8 @@
     │                            it was altered, no codec is configured): loom.payload_codecs
     ├── InvalidIdError           a workflow id or name breaks the id rule (loom.limits)
     ├── ConfigurationError       a bad database URL, an unknown backend, a naive datetime ...
-    │   └── HistoryFormatError   an exported history file that is not one (loom.testing.Replayer)
+    │   ├── HistoryFormatError   an exported history file that is not one (loom.testing.Replayer)
+    │   └── MissingExtraError    a feature whose optional packages are not installed
     ├── StoreError               the database refused or failed an operation
     │   ├── DatabaseUnavailableError  it cannot be reached or written now (connection lost,
     │   │                             disk full, locked): the operation may work when retried
@@ -87,6 +88,20 @@ class HistoryFormatError(ConfigurationError):
     """A document given as an exported workflow history (``loom inspect ID --export``) is not
     one: not JSON, a field missing or of the wrong kind, events out of order. Names the file
     and the field."""
+
+
+class MissingExtraError(ConfigurationError, ImportError):
+    """A feature needs optional packages that are not installed; the message names the
+    ``loom-core`` extra that brings them (``pip install 'loom-core[metrics]'``)."""
+
+    def __init__(self, feature: str, extra: str, package: str) -> None:
+        super().__init__(
+            f"{feature} needs the {package!r} module, which is not installed: "
+            f"pip install 'loom-core[{extra}]'"
+        )
+        self.feature = feature
+        self.extra = extra
+        self.package = package
 
 
 class StoreError(LoomError):

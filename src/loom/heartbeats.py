@@ -79,10 +79,12 @@ class HeartbeatKeeper:
         max_bytes: int,
         interrupt: Interrupt,
         now: Callable[[], float] = time.time,
+        run_id: str | None = None,
     ) -> None:
         self.store = store
         self._now = now
         self.workflow_id = workflow_id
+        self.run_id = run_id
         self.lease_epoch = lease_epoch
         self.max_bytes = max_bytes
         self._interrupt = interrupt
@@ -111,6 +113,7 @@ class HeartbeatKeeper:
         name, details = self.known.get(run.seq, (definition.name, None))
         control = AttemptControl(
             workflow_id=self.workflow_id,
+            run_id=self.run_id,
             activity_name=definition.name,
             seq=run.seq,
             step=run.step,
