@@ -41,6 +41,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     ConfigurationError,
     DatabaseUnavailableError,
     DefinitionError,
+    HistoryFormatError,
     InvalidScheduleError,
     LeaseLostError,  # noqa: F401
     LoomError,
@@ -99,6 +100,7 @@ __all__ = [
     "DefinitionError",
     "Event",
     "EventType",
+    "HistoryFormatError",
     "Input",
     "InvalidScheduleError",
     "JsonFormatter",
