@@ -30,6 +30,7 @@ from loom.definitions import (
     activity,
     default_registry,
     query,
+    queue,
     step,
     workflow,
 )
@@ -61,6 +62,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowNotRunningError,
     WorkflowSandboxError,
 )
+from loom.queues import QueueLimits, QueueStats
 from loom.schemas.state import Input, State
 from loom.signal_handlers import signal
 from loom.status import WorkflowStatus
@@ -95,6 +97,8 @@ __all__ = [
     "QueryDefinition",
     "QueryFailedError",
     "QueryNotFoundError",
+    "QueueLimits",
+    "QueueStats",
     "ReadOnlyError",
     "Registry",
     "ReplayReport",
@@ -126,6 +130,7 @@ __all__ = [
     "default_registry",
     "heartbeat",
     "query",
+    "queue",
     "run_once",
     "signal",
     "step",

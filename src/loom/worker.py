@@ -30,6 +30,7 @@ import logging
 import time
 import traceback
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,7 @@ from loom.driver import Abort, WorkflowDriver, WriteHealth
 from loom.errors import DatabaseCorruptError, LoomError
 from loom.lease import LeaseKeeper
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
+from loom.queues import check_queue
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome
 from loom.store.rules import kind_key
@@ -99,6 +101,9 @@ class Worker:
     ``activity_threads`` is how many sync activities run at once, on the worker's own threads
     (default ``max(8, 4 * concurrency)``); a timed-out sync activity holds its thread until the
     function returns, since a thread cannot be stopped.
+    ``queues`` names the task queues this worker serves (None, the default: every queue); it
+    takes work from them within each queue's limits, which live in the database. The limits
+    declared in code (``loom.queue``) are written there when the worker starts.
     """
 
     max_handling_failures = 5
@@ -122,6 +127,7 @@ class Worker:
         inline_window: float = 0.05,
         signal_check_interval: float = 0.2,
         activity_threads: int | None = None,
+        queues: Sequence[str] | None = None,
     ) -> None:
         if concurrency < 1:
             raise LoomError("concurrency must be >= 1")
@@ -131,6 +137,15 @@ class Worker:
             raise LoomError("inline_window must be >= 0")
         if activity_threads is not None and activity_threads < 1:
             raise LoomError("activity_threads must be >= 1")
+        self.queues: list[str] | None = (
+            None if queues is None else sorted({check_queue(q) for q in queues})
+        )
+        if self.queues == []:
+            raise LoomError("queues must name at least one queue (None: every queue)")
+        self._declared = False
+        self._starved = 0.0
+        """How long the last idle wait was while due work could not be claimed (a queue at its
+        limit): it grows, so a worker held back by a limit polls gently."""
         self.database = database
         self.store = database.store
         self.registry = registry or database.registry
@@ -199,6 +214,7 @@ class Worker:
         """
         self.stopping = False
         self._leases.ensure_running()
+        await self._declare_queues()
         wake = self.database.work_available.notify
         try:
             await self.store.listen(wake)
@@ -229,6 +245,7 @@ class Worker:
     async def run_once(self) -> bool:
         """Claim one ready workflow and drive it until it parks or ends. False if none."""
         self._leases.ensure_running()
+        await self._declare_queues()
         claims = await self._claim(1)
         if not claims:
             return False
@@ -246,9 +263,17 @@ class Worker:
         """What this worker claims: each workflow name at each version it has."""
         return [kind_key(d.name, d.version) for d in self.registry.workflows()]
 
+    async def _declare_queues(self) -> None:
+        """Write the queue limits declared in code (``loom.queue``) to the database, once."""
+        if self._declared:
+            return
+        for limits in self.registry.queues():
+            await self.store.set_queue(limits, time.time())
+        self._declared = True
+
     async def _claim(self, limit: int) -> list[Claim]:
         claims = await self.store.claim(
-            self.worker_id, self._names(), limit, self.lease_seconds, time.time()
+            self.worker_id, self._names(), limit, self.lease_seconds, time.time(), self.queues
         )
         self.stats.claimed += len(claims)
         return claims
@@ -279,6 +304,8 @@ class Worker:
             free = self.concurrency - len(self._tasks)
         if free > 0:
             claims = await self._claim(free)
+            if claims:
+                self._starved = 0.0
             for claim in claims:
                 self._spawn(claim)
             if len(claims) == free:
@@ -299,10 +326,16 @@ class Worker:
         if full:
             timeout = self.poll_interval
         else:
-            due = await self.store.next_due(self._names())
-            timeout = (
-                self.poll_interval if due is None else min(self.poll_interval, due - time.time())
-            )
+            due = await self.store.next_due(self._names(), self.queues)
+            now = time.time()
+            if due is not None and due <= now:
+                # Due work this worker could not take: a queue at its limit (or another worker
+                # took it first). Wait a little, longer each time in a row, up to a poll.
+                self._starved = min(self.poll_interval, max(0.01, self._starved * 2))
+                timeout = self._starved
+            else:
+                self._starved = 0.0
+                timeout = self.poll_interval if due is None else min(self.poll_interval, due - now)
         if timeout > 0 and not self.stopping:
             await self.database.work_available.wait(timeout, since=seen)
 

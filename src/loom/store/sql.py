@@ -14,8 +14,9 @@ import orjson
 
 from loom.core.history import Event
 from loom.errors import DatabaseCorruptError, StoreError
+from loom.queues import QueueLimits, QueueStats
 from loom.status import WorkflowStatus
-from loom.store import copying, rules
+from loom.store import copying, queue_rules, rules
 from loom.store.base import (
     ActivityHeartbeat,
     CancelOutcome,
@@ -30,7 +31,7 @@ from loom.store.base import (
     WorkflowRecord,
 )
 from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, dump, event, record
-from loom.store.statements import Dialect, Op, Rule, one, rows
+from loom.store.statements import Dialect, Rule, one, rows
 
 T = TypeVar("T")
 
@@ -52,9 +53,12 @@ class SqlStore(Store):
         """Run the reads of ``rule``; with ``snapshot``, all from one consistent snapshot."""
 
     @abc.abstractmethod
-    async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
-        """Run ``claim`` (``rules.claim_statement``) and ``rules.cancel_claimed`` on its rows with
-        a cancel requested; return the rows leased and the first event of those with no other."""
+    async def _lease(
+        self, claim: Rule[list[Row]], now: float
+    ) -> tuple[list[Row], dict[str, Event]]:
+        """Run ``claim`` (``queue_rules.claim``) in one write transaction, and
+        ``rules.cancel_claimed`` on its rows with a cancel requested; return the rows leased
+        and the first event of those with no other."""
 
     def _changed(self, work: bool = False) -> None:
         """A transaction changed some workflow (``work``: made one ready): tell who listens."""
@@ -79,12 +83,18 @@ class SqlStore(Store):
         return await self._transact(rules.migrate(self.sql))
 
     async def claim(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+        self,
+        owner: str,
+        names: list[str],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        queues: Sequence[str] | None = None,
     ) -> list[Claim]:
-        if not names or limit <= 0:
+        if not names or limit <= 0 or (queues is not None and not queues):
             return []
-        statement = rules.claim_statement(self.sql, owner, names, limit, lease_seconds, now)
-        claimed, started = await self._lease(statement, now)
+        rule = queue_rules.claim(self.sql, owner, names, limit, lease_seconds, now, queues)
+        claimed, started = await self._lease(rule, now)
         # A workflow with a cancel requested was ended instead: it is never run again.
         return [
             Claim(
@@ -280,15 +290,29 @@ class SqlStore(Store):
         await self._transact(rules.retry(self.sql, workflow_id, now, resent))
         self._changed(work=True)
 
-    async def next_due(self, names: list[str]) -> float | None:
-        if not names:
+    async def next_due(self, names: list[str], queues: Sequence[str] | None = None) -> float | None:
+        if not names or (queues is not None and not queues):
             return None
         where, args = rules.kinds(self.sql, names)
+        if queues is not None:
+            among, found = self.sql.among("queue", queues)
+            where, args = f"{among} AND {where}", (*found, *args)
         found = await self._rows(
             f"SELECT MIN(ready_at) AS due FROM workflows WHERE ready_at IS NOT NULL AND {where}",
             *args,
         )
         return found[0]["due"] if found else None
+
+    async def set_queue(self, limits: QueueLimits, now: float) -> None:
+        await self._transact(queue_rules.set_queue(limits, now))
+        self._changed(work=True)  # a raised limit may let waiting work start
+
+    async def queue_limits(self) -> list[QueueLimits]:
+        found = await self._rows(f"SELECT {queue_rules.LIMIT_COLUMNS} FROM queues ORDER BY name")
+        return [queue_rules.limits_of(r) for r in found]
+
+    async def queue_stats(self, now: float) -> list[QueueStats]:
+        return await self._read(queue_rules.queue_stats(self.sql, now), snapshot=True)
 
     async def stats(self, now: float) -> StoreStats:
         return await self._read(rules.stats(self.sql, now), snapshot=True)

@@ -309,9 +309,11 @@ class SqliteStore(SqlStore):
     async def create_workflow(self, new: NewWorkflow, first: Event) -> WorkflowRecord | None:
         return await self._transact(_create(new, first))
 
-    async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
+    async def _lease(
+        self, claim: Rule[list[Row]], now: float
+    ) -> tuple[list[Row], dict[str, Event]]:
         def write(conn: sqlite3.Connection) -> tuple[list[Row], dict[str, Event]]:
-            claimed: list[Row] = _execute(conn, claim)
+            claimed: list[Row] = self._drive(conn, claim)
             canceled = [r for r in claimed if r["cancel_requested"] is not None]
             if canceled:  # finalised in this same transaction
                 self._drive(conn, rules.cancel_claimed(DIALECT, canceled, now))
