@@ -30,6 +30,7 @@ from loom.cli.status_line import StatusLine
 from loom.masking import MaskingFormatter
 from loom.modules import import_modules, require_workflows
 from loom.outage import OUTAGE_ERRORS, Backoff
+from loom.queues import check_queue
 
 PLAIN_STATUS_SECONDS = 10.0
 log = logging.getLogger("loom.cli")
@@ -71,6 +72,13 @@ def worker_command(
             "[default: wait for it as long as it takes].",
         ),
     ] = None,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            help="A task queue to serve (repeat for several) [default: every queue].",
+        ),
+    ] = None,
     modules: ModulesOption = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No status line; warnings and errors only.")
@@ -95,8 +103,18 @@ def worker_command(
             quiet,
             activity_threads,
             give_up_after,
+            _queues(queue),
         )
     )
+
+
+def _queues(given: list[str] | None) -> list[str] | None:
+    if not given:
+        return None
+    try:
+        return [check_queue(q) for q in given]
+    except loom.LoomError as exc:
+        raise CliError(f"--queue: {exc}") from None
 
 
 class SafeFormatter(MaskingFormatter):
@@ -130,6 +148,7 @@ async def _serve(
     quiet: bool,
     activity_threads: int | None = None,
     give_up_after: float | None = None,
+    queues: list[str] | None = None,
 ) -> None:
     async with _reachable_database(database, give_up_after) as db:
         require_workflows(db.registry, names)
@@ -139,6 +158,7 @@ async def _serve(
             poll_interval=poll_interval,
             lease_seconds=lease_seconds,
             activity_threads=activity_threads,
+            queues=queues,
         )
         status = StatusLine(worker)
         loop = asyncio.get_running_loop()
@@ -168,13 +188,14 @@ async def _serve(
             workflows = ", ".join(sorted(d.name for d in db.registry.workflows()))
             log.info(
                 "worker %s ready on %s: %d at once (%d activity threads), polling every %s s; "
-                "workflows: %s",
+                "workflows: %s; queues: %s",
                 worker.worker_id,
                 db.url,
                 concurrency,
                 worker.activity_pool.size,
                 poll_interval,
                 workflows,
+                "every queue" if queues is None else ", ".join(queues),
             )
             running = loop.create_task(worker.run())
             await _show_status(running, status, out, quiet)

@@ -85,7 +85,8 @@ def claim(
     claimed: list[Row] = []
     order = _rotated(queues, now) if queues is not None else None
     if order is not None and len(order) == 1 and not by_name:
-        return (yield claim_statement(d, owner, names, limit, lease_seconds, now, order))
+        only: list[Row] = yield claim_statement(d, owner, names, limit, lease_seconds, now, order)
+        return only
     for row in limited if order is None else [by_name[q] for q in order if q in by_name]:
         room = limit - len(claimed)
         if room <= 0:

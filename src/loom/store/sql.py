@@ -295,8 +295,8 @@ class SqlStore(Store):
             return None
         where, args = rules.kinds(self.sql, names)
         if queues is not None:
-            among, found = self.sql.among("queue", queues)
-            where, args = f"{among} AND {where}", (*found, *args)
+            among, served = self.sql.among("queue", queues)
+            where, args = f"{among} AND {where}", (*served, *args)
         found = await self._rows(
             f"SELECT MIN(ready_at) AS due FROM workflows WHERE ready_at IS NOT NULL AND {where}",
             *args,

@@ -7,10 +7,21 @@ import { definitionsView } from "./definitions.js";
 import { workflowPage } from "./detail.js";
 import { listPage } from "./list.js";
 import { metricsView } from "./metrics.js";
+import { queuesView } from "./queues.js";
 
-// Each view has a path of its own (/definitions, /metrics or /queue); ?view= works too.
-const PATHS = { "/definitions": "definitions", "/metrics": "metrics", "/queue": "metrics" };
-const VIEWS = { list: listPage, definitions: definitionsView, metrics: metricsView };
+// Each view has a path of its own (/definitions, /metrics, /queue, /queues); ?view= works too.
+const PATHS = {
+  "/definitions": "definitions",
+  "/metrics": "metrics",
+  "/queue": "metrics",
+  "/queues": "queues",
+};
+const VIEWS = {
+  list: listPage,
+  definitions: definitionsView,
+  metrics: metricsView,
+  queues: queuesView,
+};
 
 function start() {
   const page = document.body.dataset.page;
