@@ -35,7 +35,7 @@ class Rate:
     period: float
 
     def __str__(self) -> str:
-        for unit, seconds in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        for unit, seconds in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
             if self.period == seconds:
                 return f"{self.count}/{unit}"
         return f"{self.count}/{self.period:g}s"

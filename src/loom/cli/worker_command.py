@@ -195,7 +195,7 @@ async def _serve(
                 worker.activity_pool.size,
                 poll_interval,
                 workflows,
-                "every queue" if queues is None else ", ".join(queues),
+                "every queue" if worker.queues is None else ", ".join(worker.queues),
             )
             running = loop.create_task(worker.run())
             await _show_status(running, status, out, quiet)
