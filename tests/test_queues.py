@@ -341,3 +341,19 @@ def test_the_workload_counts_overlaps() -> None:
     assert most_at_once([(0, 1), (1, 2), (0.5, 1.5)]) == 2
     assert most_at_once([]) == 0
     assert queue_workload.Send.__name__ == "Send"
+
+
+async def test_loom_migrate_copies_queues_priorities_and_limits(
+    db: loom.Database, tmp_path: Path
+) -> None:
+    from loom.transfer import copy_database
+
+    await db.set_queue("emails", concurrency=4, rate="5/s")
+    await db.start_workflow(Send, workflow_id="t1", workflow_input={}, priority=7)
+    target = f"sqlite:///{tmp_path / 'copy.db'}"
+    report = await copy_database(db.url, target)
+    assert report.workflows == 1
+    async with loom.Database(target) as copy:
+        moved = await copy.get_workflow("t1").describe()
+        assert (moved.queue, moved.priority) == ("emails", 7)
+        assert await copy.queue_limits() == await db.queue_limits()
