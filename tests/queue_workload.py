@@ -38,6 +38,21 @@ class Report(loom.Workflow[dict[str, Any], dict[str, Any]]):
         await ctx.state.set("held", await ctx.activity(hold, ctx.input.get("seconds", 0.0)))
 
 
+@loom.activity(name="queue_call_api", queue="api")
+async def call_api(seconds: float) -> dict[str, Any]:
+    """Counts against queue "api", whatever the queue of the workflow calling it."""
+    return await hold(seconds)
+
+
+@loom.workflow(name="queue_Fetch")
+class Fetch(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """Runs on the default queue; its activity runs on queue "api"."""
+
+    @loom.step
+    async def fetch(self, ctx: Ctx) -> None:
+        await ctx.state.set("held", await ctx.activity(call_api, ctx.input.get("seconds", 0.2)))
+
+
 def most_at_once(spans: list[tuple[float, float]]) -> int:
     """The largest number of ``(start, end)`` spans that overlap at one instant."""
     edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])

@@ -21,7 +21,7 @@ import loom
 import queue_workload
 from loom.store.queue_rules import claim_statement
 from loom.store.sql import SqlStore
-from queue_workload import Report, Send, most_at_once
+from queue_workload import Fetch, Report, Send, most_at_once
 from support import eventually
 from support.workers import worker
 
@@ -179,6 +179,26 @@ async def test_a_rate_limit_spaces_out_starts(db: loom.Database) -> None:
     assert starts[-1] - began >= 2.0 - 0.1
     [q] = [q for q in await db.queues() if q.name == "emails"]
     assert str(q.rate) == "2/s"
+
+
+async def test_an_activity_counts_against_its_own_queue(db: loom.Database) -> None:
+    """Workflows of the default queue call an activity of queue "api", limited to 1 at once:
+    the activities take turns though the workflows run side by side."""
+    await db.set_queue("api", concurrency=1, rate="1000/m")
+    ids = [f"f{i}" for i in range(4)]
+    for wid in ids:
+        await db.start_workflow(Fetch, workflow_id=wid, workflow_input={"seconds": 0.2})
+    async with worker(db, concurrency=4), worker(db, concurrency=4):
+
+        async def seen_busy() -> bool:
+            found = {q.name: q for q in await db.queues()}
+            return "api" in found and found["api"].running == 1
+
+        await eventually(seen_busy, 20, what="an activity to hold queue api's slot")
+        held = await finished(db, ids)
+    assert most_at_once([(h["start"], h["end"]) for h in held]) == 1
+    [api] = [q for q in await db.queues() if q.name == "api"]
+    assert api.running == 0 and api.started_in_window == 4
 
 
 # -- the claim reads an index ---------------------------------------------------------------

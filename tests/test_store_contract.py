@@ -668,3 +668,29 @@ async def test_queue_limits_are_stored_replaced_and_cleared(store: Store) -> Non
     assert len(await store.claim("w", ["W"], 5, LEASE, T0, queues=["bulk"])) == 1
     names = [q.name for q in await store.queue_stats(T0)]
     assert names == ["bulk", "emails"]
+
+
+async def test_an_activity_slot_counts_against_its_queue_until_released_or_expired(
+    store: Store,
+) -> None:
+    from loom.queues import QueueLimits
+
+    await start_on(store, "wf", "default")
+    await start_on(store, "e1", "emails")
+    [claim] = await store.claim("w", ["W"], 1, LEASE, T0, queues=["default"])
+    # No limits: an activity starts at once and takes no slot.
+    assert await store.acquire_slot("emails", "wf", 2, "w", T0 + LEASE, T0)
+    assert [q.running for q in await store.queue_stats(T0) if q.name == "emails"] == [0]
+    await store.set_queue(QueueLimits.of("emails", concurrency=1), T0)
+    assert await store.acquire_slot("emails", "wf", 3, "w", T0 + LEASE, T0)
+    assert not await store.acquire_slot("emails", "wf", 4, "w", T0 + LEASE, T0)
+    # The slot is what is in progress: no workflow of the queue can be claimed meanwhile.
+    assert await store.claim("w2", ["W"], 1, LEASE, T0, queues=["emails"]) == []
+    [emails] = [q for q in await store.queue_stats(T0) if q.name == "emails"]
+    assert emails.running == 1
+    await store.release_slot("wf", 3)
+    assert await store.acquire_slot("emails", "wf", 4, "w", T0 + LEASE, T0 + 1)
+    # A renewal of the workflow's lease renews its slots; a dead worker's slot runs out.
+    assert await store.renew("w", [claim.workflow_id], T0 + 2 * LEASE) == (set(), set())
+    assert not await store.acquire_slot("emails", "other", 9, "x", T0 + 3 * LEASE, T0 + LEASE + 1)
+    assert await store.acquire_slot("emails", "other", 9, "x", T0 + 3 * LEASE, T0 + 2 * LEASE + 1)

@@ -103,6 +103,8 @@ class Claim:
     """The run claimed: a cached execution of an earlier run of the same id is not it."""
     version: str | None = None
     """The workflow's version: its run stays on the code of the version it started with."""
+    queue: str = DEFAULT_QUEUE
+    """Its task queue: an activity of another queue takes a slot of that queue to run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +449,18 @@ class Store(abc.ABC):
     async def set_queue(self, limits: QueueLimits, now: float) -> None:
         """Store the limits of a queue (replacing those it had; None: no limit). Every worker
         reads them in its next claim."""
+
+    @abc.abstractmethod
+    async def acquire_slot(
+        self, queue: str, workflow_id: str, seq: int, owner: str, lease_until: float, now: float
+    ) -> bool:
+        """Let activity ``seq`` of ``workflow_id`` (leased to ``owner``) start on ``queue``
+        if its limits allow: True, holding a slot until :meth:`release_slot` or
+        ``lease_until`` (renewed by :meth:`renew` with the workflow's lease); False: not now."""
+
+    @abc.abstractmethod
+    async def release_slot(self, workflow_id: str, seq: int) -> None:
+        """Give back the slot of activity ``seq`` of ``workflow_id`` (none held: nothing)."""
 
     @abc.abstractmethod
     async def queue_limits(self) -> list[QueueLimits]:

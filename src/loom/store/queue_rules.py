@@ -21,7 +21,7 @@ from loom.store.common import Row
 from loom.store.rules import kinds
 from loom.store.statements import Dialect, Op, Rule, rows, run
 
-CLAIMED_COLUMNS = "id, name, version, lease_epoch, last_seq, cancel_requested, run_id"
+CLAIMED_COLUMNS = "id, name, version, lease_epoch, last_seq, cancel_requested, run_id, queue"
 
 
 def claim_statement(
@@ -136,13 +136,8 @@ def _allowance(row: Row, room: int, now: float) -> Rule[tuple[int, tuple[float, 
     (start, count so far) if it has a rate."""
     allowed = room
     if row["concurrency"] is not None:
-        [found] = yield rows(
-            "SELECT COUNT(*) AS n FROM workflows "
-            "WHERE queue = ? AND lease_owner IS NOT NULL AND ready_at > ?",
-            row["name"],
-            now,
-        )
-        allowed = min(allowed, int(row["concurrency"]) - int(found["n"]))
+        busy = yield from in_progress(row["name"], now)
+        allowed = min(allowed, int(row["concurrency"]) - busy)
     window = None
     if row["rate_count"] is not None:
         start, count = float(row["window_start"]), int(row["window_count"])
@@ -151,6 +146,65 @@ def _allowance(row: Row, room: int, now: float) -> Rule[tuple[int, tuple[float, 
         window = (start, count)
         allowed = min(allowed, int(row["rate_count"]) - count)
     return allowed, window
+
+
+def in_progress(queue: str, now: float) -> Rule[int]:
+    """What is in progress on ``queue``: its workflows held under a live lease, and the live
+    slots of activities running on it for workflows of other queues."""
+    [held] = yield rows(
+        "SELECT COUNT(*) AS n FROM workflows "
+        "WHERE queue = ? AND lease_owner IS NOT NULL AND ready_at > ?",
+        queue,
+        now,
+    )
+    [slots] = yield rows(
+        "SELECT COUNT(*) AS n FROM activity_slots WHERE queue = ? AND lease_until > ?",
+        queue,
+        now,
+    )
+    return int(held["n"]) + int(slots["n"])
+
+
+def acquire_slot(
+    d: Dialect,
+    queue: str,
+    workflow_id: str,
+    seq: int,
+    owner: str,
+    lease_until: float,
+    now: float,
+) -> Rule[bool]:
+    """Let activity ``seq`` of ``workflow_id`` start on ``queue`` if the queue's limits allow:
+    a slot (``activity_slots``) held until ``lease_until`` (renewed with the workflow's lease)
+    or its release, and a start in the rate window. True when it may start (always, for a
+    queue without limits: no slot is taken)."""
+    [*found] = yield rows(f"SELECT {LIMIT_COLUMNS} FROM queues WHERE name = ?{d.lock}", queue)
+    if not found or (found[0]["concurrency"] is None and found[0]["rate_count"] is None):
+        return True
+    row = found[0]
+    yield run("DELETE FROM activity_slots WHERE queue = ? AND lease_until <= ?", queue, now)
+    allowed, window = yield from _allowance(row, 1, now)
+    if allowed <= 0:
+        return False
+    if row["concurrency"] is not None:
+        yield run(
+            "INSERT INTO activity_slots (workflow_id, seq, queue, owner, lease_until) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (workflow_id, seq) DO UPDATE SET "
+            "queue = excluded.queue, owner = excluded.owner, lease_until = excluded.lease_until",
+            workflow_id,
+            seq,
+            queue,
+            owner,
+            lease_until,
+        )
+    if window is not None:
+        yield run(
+            "UPDATE queues SET window_start = ?, window_count = ? WHERE name = ?",
+            window[0],
+            window[1] + 1,
+            queue,
+        )
+    return True
 
 
 def set_queue(limits: QueueLimits, now: float) -> Rule[None]:
@@ -190,9 +244,16 @@ def queue_stats(d: Dialect, now: float) -> Rule[list[QueueStats]]:
         now,
     )
     configured = yield rows(f"SELECT {LIMIT_COLUMNS} FROM queues")
+    slots = yield rows(
+        "SELECT queue, COUNT(*) AS n FROM activity_slots WHERE lease_until > ? GROUP BY queue",
+        now,
+    )
+    slot_count = {r["queue"]: int(r["n"]) for r in slots}
     by_name: dict[str, tuple[Row | None, Row | None]] = {}
     for r in work:
         by_name[r["queue"]] = (r, None)
+    for q in slot_count:
+        by_name.setdefault(q, (None, None))
     for r in configured:
         by_name[r["name"]] = (by_name.get(r["name"], (None, None))[0], r)
     found = []
@@ -208,7 +269,7 @@ def queue_stats(d: Dialect, now: float) -> Rule[list[QueueStats]]:
             QueueStats(
                 name=name,
                 depth=0 if w is None else int(w["depth"]),
-                running=0 if w is None else int(w["running"]),
+                running=(0 if w is None else int(w["running"])) + slot_count.get(name, 0),
                 concurrency=limits.concurrency,
                 rate=limits.rate,
                 oldest_waiting_age=None if oldest is None else max(0.0, now - float(oldest)),

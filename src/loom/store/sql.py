@@ -31,7 +31,7 @@ from loom.store.base import (
     WorkflowRecord,
 )
 from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, dump, event, record
-from loom.store.statements import Dialect, Rule, one, rows
+from loom.store.statements import Dialect, Rule, one, rows, run
 
 T = TypeVar("T")
 
@@ -40,6 +40,8 @@ class SqlStore(Store):
     """Every operation of the contract, as rules; a backend supplies the plumbing below."""
 
     sql: Dialect
+    _slots_held = False
+    """An activity of this process took a queue slot once: renewals extend slots too."""
     nul_in_ids = True
     """Whether the database can store a workflow id holding a NUL character."""
 
@@ -105,6 +107,7 @@ class SqlStore(Store):
                 (started[r["id"]],) if r["id"] in started else (),
                 r["run_id"],
                 r["version"],
+                r["queue"],
             )
             for r in claimed
             if r["cancel_requested"] is None
@@ -179,11 +182,44 @@ class SqlStore(Store):
     ) -> tuple[set[str], set[str]]:
         if not workflow_ids:
             return set(), set()
-        held = await self._transact(
-            one(rules.held(self.sql, "ready_at = ?", lease_until, owner, workflow_ids))
-        )
+        held = await self._transact(self._renewal(owner, workflow_ids, lease_until))
         kept = {r["id"] for r in held}
         return set(workflow_ids) - kept, {r["id"] for r in held if r["cancel_requested"]}
+
+    def _renewal(self, owner: str, workflow_ids: list[str], lease_until: float) -> Rule[list[Row]]:
+        """Renew the leases, and the activity slots held under them (``queue_rules``)."""
+        held: list[Row] = yield rules.held(
+            self.sql, "ready_at = ?", lease_until, owner, workflow_ids
+        )
+        if held and self._slots_held:
+            where, args = self.sql.among("workflow_id", [r["id"] for r in held])
+            yield run(
+                f"UPDATE activity_slots SET lease_until = ? WHERE owner = ? AND {where}",
+                lease_until,
+                owner,
+                *args,
+            )
+        return held
+
+    async def acquire_slot(
+        self, queue: str, workflow_id: str, seq: int, owner: str, lease_until: float, now: float
+    ) -> bool:
+        self._slots_held = True
+        return await self._transact(
+            queue_rules.acquire_slot(self.sql, queue, workflow_id, seq, owner, lease_until, now)
+        )
+
+    async def release_slot(self, workflow_id: str, seq: int) -> None:
+        await self._transact(
+            one(
+                run(
+                    "DELETE FROM activity_slots WHERE workflow_id = ? AND seq = ?",
+                    workflow_id,
+                    seq,
+                )
+            )
+        )
+        self._changed(work=True)  # a slot came back: work waiting for it may start
 
     async def release(self, owner: str, workflow_ids: list[str], now: float) -> None:
         if not workflow_ids:

@@ -20,3 +20,17 @@ CREATE TABLE queues (
     window_count INTEGER NOT NULL DEFAULT 0,
     updated_at   DOUBLE PRECISION NOT NULL
 );
+
+-- An activity running on a queue other than its workflow's holds a slot of its queue here
+-- while it runs, so it counts against that queue's concurrency. lease_until follows the
+-- workflow's lease (renewed with it): a dead worker's slot frees itself when it runs out.
+CREATE TABLE activity_slots (
+    workflow_id TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    queue       TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    lease_until DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (workflow_id, seq)
+);
+CREATE INDEX activity_slots_queue ON activity_slots (queue, lease_until);
+CREATE INDEX activity_slots_owner ON activity_slots (owner);
