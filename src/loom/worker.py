@@ -214,7 +214,6 @@ class Worker:
         """
         self.stopping = False
         self._leases.ensure_running()
-        await self._declare_queues()
         wake = self.database.work_available.notify
         try:
             await self.store.listen(wake)
@@ -264,11 +263,17 @@ class Worker:
         return [kind_key(d.name, d.version) for d in self.registry.workflows()]
 
     async def _declare_queues(self) -> None:
-        """Write the queue limits declared in code (``loom.queue``) to the database, once."""
+        """Write the queue limits declared in code (``loom.queue``) to the database, once,
+        before the first claim; only those that differ from what is stored are written. (A
+        failure is an outage like any other: the next poll tries again.)"""
         if self._declared:
             return
-        for limits in self.registry.queues():
-            await self.store.set_queue(limits, time.time())
+        declared = self.registry.queues()
+        if declared:
+            stored = {q.name: q for q in await self.store.queue_limits()}
+            for limits in declared:
+                if stored.get(limits.name) != limits:
+                    await self.store.set_queue(limits, time.time())
         self._declared = True
 
     async def _claim(self, limit: int) -> list[Claim]:
@@ -303,6 +308,7 @@ class Worker:
         else:
             free = self.concurrency - len(self._tasks)
         if free > 0:
+            await self._declare_queues()
             claims = await self._claim(free)
             if claims:
                 self._starved = 0.0
