@@ -46,6 +46,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     LoomError,
     NonDeterminismError,
     NotInActivityError,
+    PayloadDecodeError,
     PayloadError,
     QueryArgumentsError,
     QueryFailedError,
@@ -62,6 +63,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowNotRunningError,
     WorkflowSandboxError,
 )
+from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec, PayloadCodec
 from loom.queues import QueueLimits, QueueStats
 from loom.schemas.state import Input, State
 from loom.signal_handlers import signal
@@ -80,7 +82,10 @@ __all__ = [
     "ActivityHeartbeat",
     "ActivityHeartbeatTimeoutError",
     "ActivityInfo",
+    "AesGcmCodec",
     "ChildWorkflowFailedError",
+    "CodecChain",
+    "CompressionCodec",
     "ConfigurationError",
     "Database",
     "DatabaseUnavailableError",
@@ -91,6 +96,8 @@ __all__ = [
     "LoomError",
     "NonDeterminismError",
     "NotInActivityError",
+    "PayloadCodec",
+    "PayloadDecodeError",
     "PayloadError",
     "QueryArgumentsError",
     "QueryContext",
