@@ -205,7 +205,7 @@ async def test_an_activity_counts_against_its_own_queue(db: loom.Database) -> No
 
 
 async def test_a_claim_reads_the_queue_index_in_priority_order(db: loom.Database) -> None:
-    store = db.store
+    store = db.store.inner  # the backend behind the codec layer
     assert isinstance(store, SqlStore)
     for i in range(300):
         await db.start_workflow(
