@@ -19,7 +19,7 @@ import pytest
 
 import loom
 import queue_workload
-from loom.store.queue_rules import claim_statement
+from loom.store.queue_rules import due_statement
 from loom.store.sql import SqlStore
 from queue_workload import Fetch, Report, Send, most_at_once
 from support import eventually
@@ -225,7 +225,7 @@ async def test_a_claim_reads_the_queue_index_in_priority_order(db: loom.Database
         (["emails"], "workflows_queue_ready"),
         (None, "workflows_priority_ready"),
     ):
-        _, sql, args = claim_statement(store.sql, "w", names, 10, 10.0, time.time(), queues)
+        _, sql, args = due_statement(store.sql, names, 10, time.time(), queues)
         if store.dialect == "sqlite":
             plan = " ".join(
                 str(tuple(r)) for r in await store._rows(f"EXPLAIN QUERY PLAN {sql}", *args)

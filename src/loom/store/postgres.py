@@ -297,14 +297,15 @@ class PostgresStore(SqlStore):
 
     async def _lease(
         self, claim: Rule[list[Row]], now: float
-    ) -> tuple[list[Row], dict[str, Event]]:
+    ) -> tuple[list[Row], dict[str, Event], list[str]]:
         async with self._transaction() as conn:  # a limited queue's row stays locked till done
             claimed: list[Row] = await self._drive(conn, claim)
         canceled = [r for r in claimed if r["cancel_requested"] is not None]
+        ended: list[str] = []
         if canceled:
             # Leased to this claim, so nobody else runs them: finalised under that lease's
             # fence right after (should this process die first, the next claim does it).
-            await self._transact(rules.cancel_claimed(DIALECT, canceled, now))
+            ended = await self._transact(rules.cancel_claimed(DIALECT, canceled, now))
             self._changed()
         fresh = [r["id"] for r in claimed if r["last_seq"] == 1]
         started: dict[str, Event] = {}
@@ -315,7 +316,7 @@ class PostgresStore(SqlStore):
                 *args,
             ):
                 started[r["workflow_id"]] = event(r)
-        return claimed, started
+        return claimed, started, ended
 
     async def commit(self, commit: Commit, now: float) -> CommitOutcome:
         loop = asyncio.get_running_loop()

@@ -24,20 +24,18 @@ from loom.store.statements import Dialect, Op, Rule, rows, run
 CLAIMED_COLUMNS = "id, name, version, lease_epoch, last_seq, cancel_requested, run_id, queue"
 
 
-def claim_statement(
+def due_statement(
     d: Dialect,
-    owner: str,
     names: Sequence[str],
     limit: int,
-    lease_seconds: float,
     now: float,
     queues: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
 ) -> Op:
-    """Lease up to ``limit`` due workflows of ``names`` (see :func:`~loom.store.rules.kinds`)
-    on ``queues`` (None: any but ``exclude``), smallest priority first, then oldest due first:
-    a new epoch each, and ``ready_at`` at the lease's end, so a dead worker's workflow is
-    claimable again then. One queue reads index ``workflows_queue_ready`` in order; any queue,
+    """Up to ``limit`` due workflows of ``names`` (see :func:`~loom.store.rules.kinds`) on
+    ``queues`` (None: any but ``exclude``), smallest priority first, then oldest due first,
+    with when each became due; row-locked, skipping rows another claimer holds (PostgreSQL).
+    One queue reads index ``workflows_queue_ready`` in order; any queue,
     ``workflows_priority_ready``."""
     where, args = kinds(d, names)
     if queues is not None:
@@ -47,16 +45,42 @@ def claim_statement(
         among, found = d.among("queue", exclude)
         where, args = f"NOT ({among}) AND {where}", (*found, *args)
     return rows(
-        "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, ready_at = ? "
-        f"WHERE id IN (SELECT id FROM workflows WHERE ready_at <= ? AND {where} "
-        f"ORDER BY priority, ready_at LIMIT ?{d.skip_locked}) "
-        f"RETURNING {CLAIMED_COLUMNS}",
-        owner,
-        now + lease_seconds,
+        f"SELECT id, ready_at FROM workflows WHERE ready_at <= ? AND {where} "
+        f"ORDER BY priority, ready_at LIMIT ?{d.skip_locked}",
         now,
         *args,
         limit,
     )
+
+
+def take(
+    d: Dialect,
+    owner: str,
+    names: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    now: float,
+    queues: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+) -> Rule[list[Row]]:
+    """Lease the workflows :func:`due_statement` finds, in the same transaction: a new epoch
+    each, and ``ready_at`` at the lease's end, so a dead worker's workflow is claimable again
+    then. Each row comes with ``ready_since``, when it became due (the task latency's start)."""
+    due = {
+        r["id"]: r["ready_at"] for r in (yield due_statement(d, names, limit, now, queues, exclude))
+    }
+    if not due:
+        return []
+    where, args = d.among("id", list(due))
+    leased = yield rows(
+        "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, ready_at = ? "
+        f"WHERE {where} RETURNING {CLAIMED_COLUMNS}",
+        owner,
+        now + lease_seconds,
+        *args,
+    )
+    # r.keys(): a SQLite row iterates its values, not its keys.
+    return [{**{k: r[k] for k in r.keys()}, "ready_since": due[r["id"]]} for r in leased]  # noqa: SIM118
 
 
 LIMIT_COLUMNS = "name, concurrency, rate_count, rate_period, window_start, window_count"
@@ -71,7 +95,7 @@ def claim(
     now: float,
     queues: Sequence[str] | None = None,
 ) -> Rule[list[Row]]:
-    """Lease up to ``limit`` due workflows (see :func:`claim_statement`) within the limits of
+    """Lease up to ``limit`` due workflows (see :func:`take`) within the limits of
     their queues. Several named queues are taken from in turn, each from its own index, the
     queue that comes first moving with each claim (so none starves the others)."""
     sql = f"SELECT {LIMIT_COLUMNS} FROM queues WHERE "
@@ -85,7 +109,7 @@ def claim(
     claimed: list[Row] = []
     order = _rotated(queues, now) if queues is not None else None
     if order is not None and len(order) == 1 and not by_name:
-        only: list[Row] = yield claim_statement(d, owner, names, limit, lease_seconds, now, order)
+        only: list[Row] = yield from take(d, owner, names, limit, lease_seconds, now, order)
         return only
     for row in limited if order is None else [by_name[q] for q in order if q in by_name]:
         room = limit - len(claimed)
@@ -94,7 +118,7 @@ def claim(
         allowed, window = yield from _allowance(row, room, now)
         if allowed <= 0:
             continue
-        got = yield claim_statement(d, owner, names, allowed, lease_seconds, now, [row["name"]])
+        got = yield from take(d, owner, names, allowed, lease_seconds, now, [row["name"]])
         claimed.extend(got)
         if got and window is not None:
             yield run(
@@ -107,11 +131,7 @@ def claim(
         room = limit - len(claimed)
         if room > 0:
             claimed.extend(
-                (
-                    yield claim_statement(
-                        d, owner, names, room, lease_seconds, now, None, list(by_name)
-                    )
-                )
+                (yield from take(d, owner, names, room, lease_seconds, now, None, list(by_name)))
             )
         return claimed
     for q in order:
@@ -119,7 +139,7 @@ def claim(
         if room <= 0:
             break
         if q not in by_name:
-            claimed.extend((yield claim_statement(d, owner, names, room, lease_seconds, now, [q])))
+            claimed.extend((yield from take(d, owner, names, room, lease_seconds, now, [q])))
     return claimed
 
 

@@ -291,9 +291,10 @@ def continue_as_new(
         "state": c.continue_as_new.get("state") or {},
         "continued_from": old_run,
     }
-    parent = orjson.loads(started["payload"]).get("parent")
-    if parent is not None:
-        first["parent"] = parent
+    begun = orjson.loads(started["payload"])
+    for inherited in ("parent", "trace"):  # a child's next run keeps its parent; the trace goes on
+        if begun.get(inherited) is not None:
+            first[inherited] = begun[inherited]
     written.extend(event_rows(wid, [Event(1, EventType.WORKFLOW_STARTED, first, now)]))
     yield run(
         "UPDATE workflows SET run_id = ?, input = ?, state = ?, status = 'RUNNING', result = NULL, "
@@ -355,6 +356,8 @@ def start_child(
         },
         now,
     )
+    if p.get("trace") is not None:  # the context of the parent's step that started it
+        first.payload["trace"] = p["trace"]
     inserted = yield rows(
         f"INSERT INTO workflows ({CHILD_COLUMNS}) VALUES ({CHILD_MARKS}) "
         "ON CONFLICT (id) DO NOTHING RETURNING id",
@@ -476,12 +479,13 @@ def kinds(d: Dialect, names: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
     return (parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"), tuple(args)
 
 
-def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[None]:
+def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[list[str]]:
     """A claimed workflow whose cancel was requested is never run again: end it as CANCELED,
-    unless the claim's lease ``claimed`` (rows of ``queue_rules.claim_statement``) moved on
-    meanwhile."""
+    unless the claim's lease ``claimed`` (rows of ``queue_rules.claim``) moved on meanwhile.
+    Returns the names of the workflows it ended."""
     fenced = fences((yield lock_fences(d, [r["id"] for r in claimed])))
     written: list[EventRow] = []
+    ended: list[str] = []
     for r in claimed:
         fence = fenced.get(r["id"])
         if (
@@ -492,8 +496,10 @@ def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[None]
         ):
             reason = orjson.loads(fence.cancel_requested)
             yield from cancel_now(d, r["id"], reason, fence.last_seq, now, written)
+            ended.append(str(r["name"]))
     if written:
         yield events(written)
+    return ended
 
 
 # -- leases ---------------------------------------------------------------------------------

@@ -57,10 +57,11 @@ class SqlStore(Store):
     @abc.abstractmethod
     async def _lease(
         self, claim: Rule[list[Row]], now: float
-    ) -> tuple[list[Row], dict[str, Event]]:
+    ) -> tuple[list[Row], dict[str, Event], list[str]]:
         """Run ``claim`` (``queue_rules.claim``) in one write transaction, and
         ``rules.cancel_claimed`` on its rows with a cancel requested; return the rows leased
-        and the first event of those with no other."""
+        (with ``ready_since``), the first event of those with no other, and the names of the
+        workflows ended as CANCELED instead."""
 
     def _changed(self, work: bool = False) -> None:
         """A transaction changed some workflow (``work``: made one ready): tell who listens."""
@@ -96,7 +97,10 @@ class SqlStore(Store):
         if not names or limit <= 0 or (queues is not None and not queues):
             return []
         rule = queue_rules.claim(self.sql, owner, names, limit, lease_seconds, now, queues)
-        claimed, started = await self._lease(rule, now)
+        claimed, started, canceled = await self._lease(rule, now)
+        if canceled and self.claim_canceled is not None:
+            for name in canceled:
+                self.claim_canceled(name)
         # A workflow with a cancel requested was ended instead: it is never run again.
         return [
             Claim(
@@ -107,6 +111,7 @@ class SqlStore(Store):
                 (started[r["id"]],) if r["id"] in started else (),
                 r["run_id"],
                 r["version"],
+                r["ready_since"],
                 r["queue"],
             )
             for r in claimed

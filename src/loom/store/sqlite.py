@@ -311,12 +311,13 @@ class SqliteStore(SqlStore):
 
     async def _lease(
         self, claim: Rule[list[Row]], now: float
-    ) -> tuple[list[Row], dict[str, Event]]:
-        def write(conn: sqlite3.Connection) -> tuple[list[Row], dict[str, Event]]:
+    ) -> tuple[list[Row], dict[str, Event], list[str]]:
+        def write(conn: sqlite3.Connection) -> tuple[list[Row], dict[str, Event], list[str]]:
             claimed: list[Row] = self._drive(conn, claim)
             canceled = [r for r in claimed if r["cancel_requested"] is not None]
+            ended: list[str] = []
             if canceled:  # finalised in this same transaction
-                self._drive(conn, rules.cancel_claimed(DIALECT, canceled, now))
+                ended = self._drive(conn, rules.cancel_claimed(DIALECT, canceled, now))
             fresh = [r["id"] for r in claimed if r["last_seq"] == 1]
             started: dict[str, Event] = {}
             if fresh:
@@ -326,7 +327,7 @@ class SqliteStore(SqlStore):
                     args,
                 ):
                     started[r["workflow_id"]] = event(r)
-            return claimed, started
+            return claimed, started, ended
 
         return await self._batched(write)
 

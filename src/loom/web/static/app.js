@@ -9,17 +9,18 @@ import { listPage } from "./list.js";
 import { metricsView } from "./metrics.js";
 import { queuesView } from "./queues.js";
 
-// Each view has a path of its own (/definitions, /metrics, /queue, /queues); ?view= works too.
+// Each view has a path of its own (/definitions, /charts, /queue, /queues); ?view= works too.
+// (/metrics is Prometheus's: the server answers it with the metrics, not with this page.)
 const PATHS = {
   "/definitions": "definitions",
-  "/metrics": "metrics",
-  "/queue": "metrics",
+  "/charts": "charts",
+  "/queue": "charts",
   "/queues": "queues",
 };
 const VIEWS = {
   list: listPage,
   definitions: definitionsView,
-  metrics: metricsView,
+  charts: metricsView,
   queues: queuesView,
 };
 
