@@ -42,6 +42,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     ConfigurationError,
     DatabaseUnavailableError,
     DefinitionError,
+    HistoryFormatError,
     LeaseLostError,  # noqa: F401
     LoomError,
     MissingExtraError,
@@ -95,6 +96,7 @@ __all__ = [
     "DefinitionError",
     "Event",
     "EventType",
+    "HistoryFormatError",
     "Input",
     "JsonFormatter",
     "LoomError",
