@@ -31,6 +31,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from loom.activities import ActivityPool
@@ -42,6 +43,7 @@ from loom.driver import Abort, WorkflowDriver, WriteHealth
 from loom.errors import DatabaseCorruptError, LoomError
 from loom.lease import LeaseKeeper
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
+from loom.retention import Retention, period_seconds
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome
 
@@ -98,6 +100,9 @@ class Worker:
     ``activity_threads`` is how many sync activities run at once, on the worker's own threads
     (default ``max(8, 4 * concurrency)``); a timed-out sync activity holds its thread until the
     function returns, since a thread cannot be stopped.
+    ``retention`` (seconds or a timedelta; default None: keep everything) has the running worker
+    delete, every minute and a few hundred per transaction, the finished workflows that ended
+    longer ago than that (see :mod:`loom.retention`).
     """
 
     max_handling_failures = 5
@@ -121,6 +126,7 @@ class Worker:
         inline_window: float = 0.05,
         signal_check_interval: float = 0.2,
         activity_threads: int | None = None,
+        retention: float | timedelta | None = None,
     ) -> None:
         if concurrency < 1:
             raise LoomError("concurrency must be >= 1")
@@ -162,6 +168,12 @@ class Worker:
         self._leases = LeaseKeeper(
             self.store, self.worker_id, lease_seconds, self._held, self.interrupt, self._outages
         )
+        self.retention = (
+            None
+            if retention is None
+            else Retention(self.store, period_seconds(retention), self.worker_id)
+        )
+        """The sweep of old finished workflows :meth:`run` keeps going, if any."""
 
     @property
     def in_flight(self) -> int:
@@ -205,6 +217,9 @@ class Worker:
         except Exception:  # wake-ups are an optimisation: polling finds the work regardless
             log.warning("%s: cannot listen for new work; polling only", self.worker_id)
         outage = Backoff("looking for work", self._outages)
+        sweeping = None
+        if self.retention is not None:
+            sweeping = asyncio.get_running_loop().create_task(self.retention.run())
         try:
             while not self.stopping:
                 try:
@@ -221,6 +236,9 @@ class Worker:
                 else:
                     outage.succeeded()
         finally:
+            if sweeping is not None:
+                sweeping.cancel()
+                await asyncio.gather(sweeping, return_exceptions=True)
             await self._drain()
             await self.store.unlisten(wake)
             await self.store.unlisten(self._changes_elsewhere, topic="changes")

@@ -58,6 +58,8 @@ class WorkflowRecord:
     """The workflow that started this one as its child (``ctx.child``), if one did."""
     run_id: str | None = None
     """The current run's id (a new one after each ``ctx.continue_as_new``)."""
+    reset_requested: bool = False
+    """A reset waits for the worker holding the workflow (see :meth:`Store.reset`)."""
 
     @property
     def created_at(self) -> datetime:
@@ -130,6 +132,29 @@ class CommitOutcome(StrEnum):
     OK = "OK"
     FENCED = "FENCED"  # the lease moved on; nothing was written
     CANCELED = "CANCELED"  # a cancel request won; the workflow is now CANCELED
+    RESET = "RESET"  # a reset request won: nothing of the commit was written, the reset was
+
+
+class ResetOutcome(StrEnum):
+    RESET = "RESET"
+    REQUESTED = "REQUESTED"  # a worker holds it; the reset happens at that worker's next write
+
+
+class HistoryMoved(Exception):
+    """The history grew since a reset was planned from it; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResetRequest:
+    """A reset as planned from the history (``loom.core.reset.ResetPlan``): it applies only if
+    the history still ends at ``last_seq``."""
+
+    to_step: str
+    index: int
+    state: dict[str, Any]
+    resend: tuple[tuple[str, Any], ...]
+    last_seq: int
+    reason: str | None = None
 
 
 class CancelOutcome(StrEnum):
@@ -212,6 +237,7 @@ class WorkflowDump:
     run_id: str | None = None
     run_events: tuple[DumpedRunEvent, ...] = ()
     """The histories of its earlier runs (continued as new), by run id and seq."""
+    reset_requested: str | None = None
 
     COPIED_FIELDS = (
         "workflow_id",
@@ -232,6 +258,7 @@ class WorkflowDump:
         "parent_id",
         "parent_close_policy",
         "run_id",
+        "reset_requested",
     )
     """What a copy carries over and :meth:`differences` compares: every field of the row but
     the lease owner."""
@@ -331,9 +358,43 @@ class Store(abc.ABC):
         limit: int = 50,
         offset: int = 0,
         parent_id: str | None = None,
+        created_after: float | None = None,
     ) -> list[WorkflowRecord]:
         """Newest created first. ``id_contains`` keeps ids containing it, ignoring case;
-        ``parent_id`` keeps the children of that workflow."""
+        ``parent_id`` keeps the children of that workflow; ``created_after`` those created at
+        or after that time (epoch seconds)."""
+
+    @abc.abstractmethod
+    async def workflow_ids(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        id_contains: str | None = None,
+        created_after: float | None = None,
+    ) -> list[str]:
+        """The ids of every workflow :meth:`list_workflows` would list with these filters, in
+        its order (the selection of a bulk action)."""
+
+    @abc.abstractmethod
+    async def create_workflows(self, new: Sequence[tuple[NewWorkflow, Event]]) -> int:
+        """Insert every workflow of ``new`` (each with its first event, made ready) in one
+        transaction, all or nothing; return how many were created. An id that exists already
+        is kept when it holds the same workflow (name and input); otherwise
+        ``WorkflowAlreadyExistsError`` names it and nothing is written."""
+
+    @abc.abstractmethod
+    async def count_finished(self, before: float, statuses: Sequence[WorkflowStatus]) -> int:
+        """How many workflows of ``statuses`` (finished ones) were last updated before
+        ``before`` (epoch seconds): what :meth:`delete_finished` would delete."""
+
+    @abc.abstractmethod
+    async def delete_finished(
+        self, before: float, statuses: Sequence[WorkflowStatus], limit: int
+    ) -> int:
+        """Delete up to ``limit`` of the workflows :meth:`count_finished` counts, oldest first,
+        with their history, earlier runs and buffered signals, in one short transaction that
+        skips rows another transaction holds; return how many were deleted."""
 
     @abc.abstractmethod
     async def changed_since(
@@ -360,6 +421,19 @@ class Store(abc.ABC):
 
         ``resend`` are the (name, payload) signals that the failed attempt consumed; they are
         buffered again, ahead of any still buffered, so the new attempt receives them too.
+        """
+
+    @abc.abstractmethod
+    async def reset(self, workflow_id: str, request: ResetRequest, now: float) -> ResetOutcome:
+        """Restart the workflow (any status) from step ``request.index``, appending a
+        WORKFLOW_RESET event: its state becomes ``request.state``, the signals of
+        ``request.resend`` are buffered again ahead of those still buffered, it is made ready
+        and its running "cancel" children are canceled. A workflow a worker holds is reset at
+        that worker's next write or lease renewal instead (REQUESTED; what it did since its last
+        write is dropped); should it die first, the next claim resets it.
+
+        Raises ``WorkflowNotFoundError``, and :class:`HistoryMoved` when its history no longer
+        ends at ``request.last_seq`` (nothing was written: plan again from the new history).
         """
 
     @abc.abstractmethod

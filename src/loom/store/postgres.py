@@ -292,12 +292,12 @@ class PostgresStore(SqlStore):
             "FROM c LEFT JOIN events e ON c.last_seq = 1 AND e.workflow_id = c.id AND e.seq = 1",
             *claim[2],
         )
-        canceled = [r for r in claimed if r["cancel_requested"] is not None]
-        if canceled:
+        settled = [r for r in claimed if rules.requested(r)]
+        if settled:
             # Leased to this claim, so nobody else runs them: finalised under that lease's
             # fence right after (should this process die first, the next claim does it).
-            await self._transact(rules.cancel_claimed(DIALECT, canceled, now))
-            self._changed()
+            await self._transact(rules.settle_claimed(DIALECT, settled, now))
+            self._changed(work=any(r["reset_requested"] is not None for r in settled))
         return claimed, {r["id"]: event(r) for r in claimed if r["type"] is not None}
 
     async def commit(self, commit: Commit, now: float) -> CommitOutcome:

@@ -15,10 +15,13 @@ import orjson
 from loom.core.history import Event
 from loom.errors import DatabaseCorruptError, StoreError
 from loom.status import WorkflowStatus
-from loom.store import copying, rules
+from loom.store import copying, retention, rules
 from loom.store.base import (
     CancelOutcome,
     Claim,
+    NewWorkflow,
+    ResetOutcome,
+    ResetRequest,
     RunSummary,
     Signal,
     Store,
@@ -50,8 +53,9 @@ class SqlStore(Store):
 
     @abc.abstractmethod
     async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
-        """Run ``claim`` (``rules.claim_statement``) and ``rules.cancel_claimed`` on its rows with
-        a cancel requested; return the rows leased and the first event of those with no other."""
+        """Run ``claim`` (``rules.claim_statement``) and ``rules.settle_claimed`` on its rows with
+        a cancel or reset requested; return the rows leased and the first event of those with
+        no other."""
 
     def _changed(self, work: bool = False) -> None:
         """A transaction changed some workflow (``work``: made one ready): tell who listens."""
@@ -82,7 +86,8 @@ class SqlStore(Store):
             return []
         statement = rules.claim_statement(self.sql, owner, names, limit, lease_seconds, now)
         claimed, started = await self._lease(statement, now)
-        # A workflow with a cancel requested was ended instead: it is never run again.
+        # A workflow with a cancel requested was ended instead: it is never run again; one with
+        # a reset requested was reset, and is ready for the next claim.
         return [
             Claim(
                 r["id"],
@@ -93,7 +98,7 @@ class SqlStore(Store):
                 r["run_id"],
             )
             for r in claimed
-            if r["cancel_requested"] is None
+            if not rules.requested(r)
         ]
 
     async def load_history(
@@ -136,7 +141,7 @@ class SqlStore(Store):
             one(rules.held(self.sql, "ready_at = ?", lease_until, owner, workflow_ids))
         )
         kept = {r["id"] for r in held}
-        return set(workflow_ids) - kept, {r["id"] for r in held if r["cancel_requested"]}
+        return set(workflow_ids) - kept, {r["id"] for r in held if r["stop"]}
 
     async def release(self, owner: str, workflow_ids: list[str], now: float) -> None:
         if not workflow_ids:
@@ -161,7 +166,41 @@ class SqlStore(Store):
         limit: int = 50,
         offset: int = 0,
         parent_id: str | None = None,
+        created_after: float | None = None,
     ) -> list[WorkflowRecord]:
+        clause, params = self._filter(status, name, id_contains, parent_id, created_after)
+        found = await self._rows(
+            f"SELECT {WORKFLOW_COLUMNS} FROM workflows {clause} "
+            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            *params,
+            self.sql.no_limit if limit < 0 else limit,  # a negative limit means none
+            max(offset, 0),
+        )
+        return [record(r) for r in found]
+
+    async def workflow_ids(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        id_contains: str | None = None,
+        created_after: float | None = None,
+    ) -> list[str]:
+        clause, params = self._filter(status, name, id_contains, None, created_after)
+        found = await self._rows(
+            f"SELECT id FROM workflows {clause} ORDER BY created_at DESC, id", *params
+        )
+        return [r["id"] for r in found]
+
+    def _filter(
+        self,
+        status: WorkflowStatus | None,
+        name: str | None,
+        id_contains: str | None,
+        parent_id: str | None,
+        created_after: float | None,
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause (empty when nothing is filtered) of a listing, and its values."""
         where: list[str] = []
         params: list[Any] = []
         if parent_id is not None:
@@ -173,18 +212,36 @@ class SqlStore(Store):
         if name is not None:
             where.append("name = ?")
             params.append(name)
+        if created_after is not None:
+            where.append("created_at >= ?")
+            params.append(created_after)
         if id_contains:
             where.append(self.sql.contains)
             params.append(id_contains.casefold())
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        found = await self._rows(
-            f"SELECT {WORKFLOW_COLUMNS} FROM workflows {clause} "
-            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-            *params,
-            self.sql.no_limit if limit < 0 else limit,  # a negative limit means none
-            max(offset, 0),
-        )
-        return [record(r) for r in found]
+        return (f"WHERE {' AND '.join(where)}" if where else ""), params
+
+    async def create_workflows(self, new: Sequence[tuple[NewWorkflow, Event]]) -> int:
+        for item, _ in new:
+            self._check_id(item.workflow_id)
+        if not new:
+            return 0
+        created = await self._transact(rules.create_many(self.sql, new))
+        if created:
+            self._changed(work=True)
+        return created
+
+    async def count_finished(self, before: float, statuses: Sequence[WorkflowStatus]) -> int:
+        return await self._read(retention.count_finished(self.sql, before, statuses))
+
+    async def delete_finished(
+        self, before: float, statuses: Sequence[WorkflowStatus], limit: int
+    ) -> int:
+        if limit <= 0:
+            return 0
+        deleted = await self._transact(retention.delete_finished(self.sql, before, statuses, limit))
+        if deleted:
+            self._changed()
+        return deleted
 
     async def changed_since(
         self, after: float, limit: int, after_id: str = ""
@@ -228,6 +285,12 @@ class SqlStore(Store):
         resent = [(name, dump(payload)) for name, payload in resend]
         await self._transact(rules.retry(self.sql, workflow_id, now, resent))
         self._changed(work=True)
+
+    async def reset(self, workflow_id: str, request: ResetRequest, now: float) -> ResetOutcome:
+        self._check_id(workflow_id)
+        outcome = await self._transact(rules.reset(self.sql, workflow_id, request, now))
+        self._changed(work=outcome is ResetOutcome.RESET)
+        return outcome
 
     async def next_due(self, names: list[str]) -> float | None:
         if not names:

@@ -312,9 +312,9 @@ class SqliteStore(SqlStore):
     async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
         def write(conn: sqlite3.Connection) -> tuple[list[Row], dict[str, Event]]:
             claimed: list[Row] = _execute(conn, claim)
-            canceled = [r for r in claimed if r["cancel_requested"] is not None]
-            if canceled:  # finalised in this same transaction
-                self._drive(conn, rules.cancel_claimed(DIALECT, canceled, now))
+            settled = [r for r in claimed if rules.requested(r)]
+            if settled:  # finalised in this same transaction
+                self._drive(conn, rules.settle_claimed(DIALECT, settled, now))
             fresh = [r["id"] for r in claimed if r["last_seq"] == 1]
             started: dict[str, Event] = {}
             if fresh:

@@ -174,7 +174,7 @@ export function workflowPage() {
   function lastActivityFailure() {
     for (let i = events.length - 1; i >= 0; i -= 1) {
       const item = events[i];
-      if (item.type === "WORKFLOW_RETRIED") return null;
+      if (item.type === "WORKFLOW_RETRIED" || item.type === "WORKFLOW_RESET") return null;
       if (item.type === "ACTIVITY_FAILED") return item;
     }
     return null;
@@ -212,14 +212,20 @@ export function workflowPage() {
 
   function stepTimes() {
     // step name -> {start, end, marks} from STEP_STARTED / STEP_COMPLETED (the latest
-    // attempt); marks are the calls the step withdrew and the signals its handlers applied.
+    // attempt); marks are the calls the step withdrew and the signals its handlers applied. A
+    // reset forgets the steps from the one it restarts from: they have not run since.
     const times = {};
     let running = null;
     for (const item of events) {
       const payload = item.payload || {};
       const step = payload.step;
-      if (item.type === "STEP_STARTED" && step) {
-        running = times[step] = { start: item.timestamp, end: null, marks: [] };
+      if (item.type === "WORKFLOW_RESET") {
+        for (const name of Object.keys(times)) {
+          if (times[name].index >= payload.index) delete times[name];
+        }
+        running = null;
+      } else if (item.type === "STEP_STARTED" && step) {
+        running = times[step] = { start: item.timestamp, end: null, marks: [], index: payload.index };
       } else if (item.type === "STEP_COMPLETED" && step && times[step]) {
         times[step].end = item.timestamp;
         running = null;
