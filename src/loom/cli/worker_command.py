@@ -24,12 +24,20 @@ from rich.logging import RichHandler
 
 import loom
 from loom.cli import render
-from loom.cli.common import DatabaseOption, ModulesOption, bounded, open_database, run
+from loom.cli.common import (
+    DatabaseOption,
+    ModulesOption,
+    bounded,
+    open_database,
+    parse_duration,
+    run,
+)
 from loom.cli.errors import CliError
 from loom.cli.status_line import StatusLine
 from loom.masking import MaskingFormatter
 from loom.modules import import_modules, require_workflows
 from loom.outage import OUTAGE_ERRORS, Backoff
+from loom.retention import BATCH, SWEEP_INTERVAL, describe_period
 
 PLAIN_STATUS_SECONDS = 10.0
 log = logging.getLogger("loom.cli")
@@ -71,6 +79,15 @@ def worker_command(
             "[default: wait for it as long as it takes].",
         ),
     ] = None,
+    retention: Annotated[
+        str | None,
+        typer.Option(
+            "--retention",
+            metavar="DURATION",
+            help="Delete the finished workflows that ended longer ago than this (30d, 12h), "
+            "a few hundred at a time, every minute [default: keep everything].",
+        ),
+    ] = None,
     modules: ModulesOption = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No status line; warnings and errors only.")
@@ -81,6 +98,7 @@ def worker_command(
     bounded(workers, "--workers", 1, 10_000)
     bounded(poll_interval, "--poll-interval", 0.001, 3600)
     bounded(lease_seconds, "--lease-seconds", 0.1, 86_400)
+    keep = None if retention is None else parse_duration(retention, "--retention")
     out = render.console(stderr=True)
     _configure_logging(out, quiet)
     names = import_modules(modules)
@@ -95,6 +113,7 @@ def worker_command(
             quiet,
             activity_threads,
             give_up_after,
+            keep,
         )
     )
 
@@ -130,6 +149,7 @@ async def _serve(
     quiet: bool,
     activity_threads: int | None = None,
     give_up_after: float | None = None,
+    retention: float | None = None,
 ) -> None:
     async with _reachable_database(database, give_up_after) as db:
         require_workflows(db.registry, names)
@@ -139,6 +159,7 @@ async def _serve(
             poll_interval=poll_interval,
             lease_seconds=lease_seconds,
             activity_threads=activity_threads,
+            retention=retention,
         )
         status = StatusLine(worker)
         loop = asyncio.get_running_loop()
@@ -176,6 +197,7 @@ async def _serve(
                 poll_interval,
                 workflows,
             )
+            log.info("worker %s: %s", worker.worker_id, _retention_line(retention))
             running = loop.create_task(worker.run())
             await _show_status(running, status, out, quiet)
             await worker.stop_and_wait()
@@ -183,6 +205,20 @@ async def _serve(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
         log.info("worker %s stopped: %s", worker.worker_id, status.summary())
+
+
+def _retention_line(retention: float | None) -> str:
+    """What the worker does with finished workflows, for its startup banner."""
+    if retention is None:
+        return (
+            "retention: keeps every finished workflow (--retention 30d deletes those that "
+            "ended more than 30 days ago)"
+        )
+    return (
+        f"retention: deletes the finished workflows that ended more than "
+        f"{describe_period(retention)} ago, {BATCH} per transaction, every "
+        f"{SWEEP_INTERVAL:g} s"
+    )
 
 
 @contextlib.asynccontextmanager

@@ -466,7 +466,9 @@ def create_many(d: Dialect, new: Sequence[tuple[NewWorkflow, Event]]) -> Rule[in
             check_same(by_id.pop(r["id"])[0], r)
     if not by_id:
         return 0
-    values = [new_values(item, first) for item, first in by_id.values()]
+    # In id order: two batches that share ids then take their row locks in the same order, and
+    # one waits for the other instead of both deadlocking.
+    values = [new_values(item, first) for _, (item, first) in sorted(by_id.items())]
     if d.list_param:
         # One statement over arrays; another transaction may insert one of these ids meanwhile,
         # so what it inserted is what it returns.

@@ -93,7 +93,9 @@ export function workflowPage() {
     byId("signal-send").disabled = !running;
     byId("cancel-send").disabled = !running;
     byId("retry").disabled = wf.status !== "FAILED";
+    byId("reset-send").disabled = wf.reset_requested === true;
     renderSteps(wf);
+    renderResetSteps();
     loadChildren();
     loadRuns();
   }
@@ -225,7 +227,8 @@ export function workflowPage() {
         }
         running = null;
       } else if (item.type === "STEP_STARTED" && step) {
-        running = times[step] = { start: item.timestamp, end: null, marks: [], index: payload.index };
+        const index = payload.index;
+        running = times[step] = { start: item.timestamp, end: null, marks: [], index: index };
       } else if (item.type === "STEP_COMPLETED" && step && times[step]) {
         times[step].end = item.timestamp;
         running = null;
@@ -280,6 +283,34 @@ export function workflowPage() {
       items.push(el("li", { class: "muted", text: "Signal handlers: " + handled.join(", ") }));
     }
     byId("steps").replaceChildren(...items);
+  }
+
+  function renderResetSteps() {
+    // The steps a reset can restart from: the class's (the server says which it cannot), or,
+    // without it, those the history shows.
+    const names = definition
+      ? definition.steps.map(function (s) {
+          return s.name;
+        })
+      : Array.from(
+          new Set(
+            events
+              .filter(function (e) {
+                return e.type === "STEP_STARTED";
+              })
+              .map(function (e) {
+                return e.payload.step;
+              })
+          )
+        );
+    const select = byId("reset-step");
+    if (select.dataset.key === JSON.stringify(names)) return; // keep the choice made
+    select.dataset.key = JSON.stringify(names);
+    select.replaceChildren(
+      ...names.map(function (name) {
+        return el("option", { value: name, text: name });
+      })
+    );
   }
 
   function appendEvent(item) {
@@ -359,6 +390,23 @@ export function workflowPage() {
     const reason = byId("cancel-reason").value.trim();
     act("Cancel", "Cancel", "/cancel", reason ? { reason: reason } : {}, function (result) {
       return "Cancel: " + result.outcome;
+    });
+  });
+  byId("reset-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    const step = byId("reset-step").value;
+    if (!step) {
+      showResult("Reset failed: choose the step to restart from.", true);
+      return;
+    }
+    const reason = byId("reset-reason").value.trim();
+    const body = reason ? { to_step: step, reason: reason } : { to_step: step };
+    const question = "Reset to step " + JSON.stringify(step) + ":";
+    act("Reset", question, "/reset", body, function (result) {
+      if (result.outcome === "REQUESTED") {
+        return "Reset requested: the worker running it restarts it from " + step + ".";
+      }
+      return "Reset: it runs again from step " + step + ".";
     });
   });
   byId("retry").addEventListener("click", function () {
