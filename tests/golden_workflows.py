@@ -268,3 +268,37 @@ class GoldenShipment(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step
     async def dispatch(self, ctx: Ctx) -> None:
         await ctx.state.set("dispatched", True)
+
+
+# ------------------------------------------------------------------------ golden_Subscription
+# Continue-as-new: two runs of one workflow id.
+
+
+@loom.workflow(name="golden_Subscription")
+class GoldenSubscription(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def month(self, ctx: Ctx) -> None:
+        await ctx.state.set("billed", ctx.input["month"])
+        if ctx.input["month"] < 2:
+            await ctx.continue_as_new({"month": ctx.input["month"] + 1})
+
+
+# ----------------------------------------------------------------------------- golden_Receipt
+# ctx.patched: a history recorded before the change (by the V0 class) and one recorded after it
+# both replay against the current code.
+
+
+@loom.workflow(name="golden_Receipt")
+class GoldenReceipt(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def pay(self, ctx: Ctx) -> None:
+        await ctx.state.set("paid", await ctx.activity(charge_card, "R-7", 7))
+        if ctx.patched("email-receipt"):
+            await ctx.state.set("receipt", "emailed")
+
+
+@loom.workflow(name="golden_ReceiptV0", version="0.9.0")
+class GoldenReceiptV0(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def pay(self, ctx: Ctx) -> None:
+        await ctx.state.set("paid", await ctx.activity(charge_card, "R-7", 7))

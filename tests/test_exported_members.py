@@ -10,8 +10,12 @@ import pytest
 import loom
 
 EXPORTED = [
+    "ActivityCancelledError",
     "ActivityDefinition",
     "ActivityFailedError",
+    "ActivityHeartbeat",
+    "ActivityHeartbeatTimeoutError",
+    "ActivityInfo",
     "ChildWorkflowFailedError",
     "ConfigurationError",
     "Database",
@@ -22,6 +26,7 @@ EXPORTED = [
     "Input",
     "LoomError",
     "NonDeterminismError",
+    "NotInActivityError",
     "PayloadError",
     "QueryArgumentsError",
     "QueryContext",
@@ -58,7 +63,9 @@ EXPORTED = [
     "WorkflowSummary",
     "__version__",
     "activity",
+    "activity_info",
     "default_registry",
+    "heartbeat",
     "query",
     "run_once",
     "signal",

@@ -158,3 +158,20 @@ async def test_query_example_answers_without_waking_the_cart(tmp_path: Path) -> 
     readme = (TESTS.parent / "README.md").read_text()
     example = (TESTS / "readme_cart.py").read_text().split("import asyncio", 1)[1]
     assert "import asyncio" + example in readme  # the README prints this code exactly
+
+
+async def test_the_heartbeat_example_is_the_readmes_and_resumes_where_it_was(
+    tmp_path: Path,
+) -> None:
+    readme = (TESTS.parent / "README.md").read_text()
+    source = (TESTS / "readme_heartbeats.py").read_text()
+    assert f"```python\n{source}```" in readme  # the file is the README's example, as printed
+
+    code, out, err = await run_script("readme_heartbeats.py", tmp_path, script_env(None))
+    assert code == 0, err
+    assert out.splitlines() == [
+        "attempt 1 starts at row 0",
+        "attempt 2 starts at row 600",
+        "{'rows': 1000}",
+    ]
+    assert "It prints `attempt 1 starts at row 0`, `attempt 2 starts at row 600`" in readme

@@ -187,11 +187,44 @@ async def test_workflow_detail_and_history(db: loom.Database, client: httpx.Asyn
     assert [e["seq"] for e in later.json()["events"]] == [e.seq for e in stored if e.seq > 3]
 
 
+async def test_heartbeats_of_the_running_activities(
+    db: loom.Database, client: httpx.AsyncClient
+) -> None:
+    web_workflows.beating_released.clear()
+    handle = await db.start_workflow(web_workflows.Beating, workflow_id="beats/7")
+    try:
+        async with worker(db):
+
+            async def beating() -> list[dict[str, Any]]:
+                response = await client.get("/api/workflows/beats%2F7/heartbeats")
+                assert response.status_code == 200, response.text
+                body = response.json()
+                assert body["workflow_id"] == "beats/7"
+                return list(body["heartbeats"])
+
+            [beat] = await eventually(beating, what="a heartbeat recorded")
+            [stored] = await handle.heartbeats()
+            assert beat["seq"] == stored.seq and beat["activity"] == "web_beating"
+            assert beat["attempt"] == 1 and beat["details"]["done"] >= 1
+            assert beat["timestamp"] == pytest.approx(stored.at, abs=5)
+            assert beat["sent_at"].endswith("+00:00")
+            # The id as is, its "/" unencoded, names the same workflow.
+            plain = (await client.get("/api/workflows/beats/7/heartbeats")).json()
+            assert [b["activity"] for b in plain["heartbeats"]] == ["web_beating"]
+            web_workflows.beating_released.set()
+            await handle.result(timeout=10)
+    finally:
+        web_workflows.beating_released.set()
+    ended = (await client.get("/api/workflows/beats%2F7/heartbeats")).json()
+    assert ended == {"workflow_id": "beats/7", "heartbeats": []}
+
+
 async def test_unknown_workflow_is_404_everywhere(client: httpx.AsyncClient) -> None:
     for response in (
         await client.get("/api/workflows/nope"),
         await client.get("/api/workflows/nope/events"),
         await client.get("/api/workflows/nope/events/stream"),
+        await client.get("/api/workflows/nope/heartbeats"),
         await client.post("/api/workflows/nope/signal", json={"name": "go"}),
         await client.post("/api/workflows/nope/cancel", json={}),
         await client.post("/api/workflows/nope/retry"),

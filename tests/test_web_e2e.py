@@ -24,6 +24,7 @@ import pytest
 
 import e2e_workflows
 import loom
+import web_workflows  # its heartbeating workflow
 from loom.web import create_app
 from support import eventually, worker
 from support.pg import in_ci
@@ -200,6 +201,37 @@ async def test_list_is_live_and_a_signal_sent_from_the_page_completes_the_workfl
         await shot(page, "detail")
         await page.close()
     assert (await sqlite_db.get_workflow("order-42").state())["decision"] == {"by": "ada"}
+
+
+async def test_the_step_timeline_draws_the_last_heartbeat_of_a_running_activity(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    web_workflows.beating_released.clear()
+    handle = await sqlite_db.start_workflow(web_workflows.Beating, workflow_id="beats-1")
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    try:
+        async with serve(app) as base, worker(sqlite_db):
+            await eventually(handle.heartbeats, what="a heartbeat recorded")
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await page.goto(base + "/workflows/beats-1")
+            bar = page.locator('#timeline g.bar-current[data-step="crunch"]')
+            mark = bar.locator("circle.beat")
+            await expect(mark).to_have_count(1, timeout=TIMEOUT_MS)
+            await expect(mark.locator("title")).to_contain_text("heartbeat of web_beating")
+            await expect(mark.locator("title")).to_contain_text('{"done":')
+            note = page.locator('#steps li[data-step="crunch"] .beat-note')
+            await expect(note).to_contain_text("heartbeat of web_beating")
+            await expect(note).to_contain_text("ago")
+
+            web_workflows.beating_released.set()
+            await expect(page.locator("#summary")).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
+            await expect(page.locator("#timeline circle.beat")).to_have_count(0)
+            await expect(page.locator(".beat-note")).to_have_count(0)
+            await page.close()
+    finally:
+        web_workflows.beating_released.set()
 
 
 async def test_failed_workflow_shows_its_error_and_retries_from_the_page(
@@ -677,4 +709,31 @@ async def test_the_runs_of_a_workflow_that_continued_as_new_open_their_histories
             "WORKFLOW_CONTINUED_AS_NEW", timeout=TIMEOUT_MS
         )
         await shot(page, "workflow-runs")
+        await page.close()
+
+
+async def test_the_list_filters_by_tag_and_creation_time(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    for wid, team in (("tag-ops", "ops"), ("tag-dev", "dev")):
+        await sqlite_db.start_workflow(
+            e2e_workflows.Echo, workflow_input=1, workflow_id=wid, tags={"team": team}
+        )
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base:
+        page = await browser.new_page()
+        await page.goto(base + "/")
+        rows = page.locator("#workflows tbody tr")
+        await expect(rows).to_have_count(2, timeout=TIMEOUT_MS)
+        await page.fill("#filter-tag", "team=ops")
+        await page.click("#filters button[type=submit]")
+        await expect(rows).to_have_count(1, timeout=TIMEOUT_MS)
+        await expect(rows.first).to_contain_text("tag-ops")
+        assert "tag=team%3Dops" in page.url
+        await page.fill("#filter-tag", "")
+        await page.fill("#filter-from", "2999-01-01T00:00")
+        await page.click("#filters button[type=submit]")
+        await expect(rows).to_have_count(0, timeout=TIMEOUT_MS)
         await page.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import loom
@@ -76,3 +78,24 @@ class Flaky(loom.Workflow[Any, dict[str, Any]]):
     @loom.step
     async def call(self, ctx: Ctx) -> None:
         await ctx.state.set("answer", await ctx.activity(flaky_call))
+
+
+beating_released = threading.Event()
+
+
+@loom.activity(name="web_beating", timeout_seconds=60)
+def beating() -> int:
+    """Heartbeats how far it got until ``beating_released`` is set."""
+    done = 0
+    while not beating_released.is_set():
+        done += 1
+        loom.heartbeat({"done": done})
+        time.sleep(0.01)
+    return done
+
+
+@loom.workflow(name="web_Beating")
+class Beating(loom.Workflow[Any, dict[str, Any]]):
+    @loom.step(name="crunch")
+    async def crunch(self, ctx: Ctx) -> None:
+        await ctx.state.set("done", await ctx.activity(beating))

@@ -7,7 +7,9 @@ rebuilt from its history, so it survives a crash of any process at any instant.
 
 from importlib import metadata as _metadata
 
+from loom.activity_context import ActivityInfo, activity_info, heartbeat
 from loom.client import (
+    ActivityHeartbeat,
     Database,
     ReplayReport,
     ResetOutcome,
@@ -34,7 +36,9 @@ from loom.definitions import (
     workflow,
 )
 from loom.errors import (  # LeaseLostError: never raised, importable for old code, not exported
+    ActivityCancelledError,
     ActivityFailedError,
+    ActivityHeartbeatTimeoutError,
     ChildWorkflowFailedError,
     ConfigurationError,
     DatabaseUnavailableError,
@@ -42,6 +46,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     LeaseLostError,  # noqa: F401
     LoomError,
     NonDeterminismError,
+    NotInActivityError,
     PayloadError,
     QueryArgumentsError,
     QueryFailedError,
@@ -70,8 +75,12 @@ except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "ActivityCancelledError",
     "ActivityDefinition",
     "ActivityFailedError",
+    "ActivityHeartbeat",
+    "ActivityHeartbeatTimeoutError",
+    "ActivityInfo",
     "ChildWorkflowFailedError",
     "ConfigurationError",
     "Database",
@@ -82,6 +91,7 @@ __all__ = [
     "Input",
     "LoomError",
     "NonDeterminismError",
+    "NotInActivityError",
     "PayloadError",
     "QueryArgumentsError",
     "QueryContext",
@@ -118,7 +128,9 @@ __all__ = [
     "WorkflowSummary",
     "__version__",
     "activity",
+    "activity_info",
     "default_registry",
+    "heartbeat",
     "query",
     "run_once",
     "signal",

@@ -2,10 +2,10 @@
 
 A ``Database`` owns one store (picked from its URL) and, lazily, one in-process worker used by
 :func:`loom.run_once`. The CLI and the dashboard read and act only through this module, never
-the store: the records it returns (``WorkflowRecord``, ``StoreStats``, ``CancelOutcome``) are
-re-exported here for them. It also carries two in-process notifiers, so a worker in the same process
-wakes the moment work is started and ``handle.result()`` returns the moment a workflow ends;
-across processes both fall back to polling the store.
+the store: the records it returns (``WorkflowRecord``, ``StoreStats``, ``CancelOutcome``,
+``ActivityHeartbeat``) are re-exported here for them. It also carries two in-process notifiers,
+so a worker in the same process wakes the moment work is started and ``handle.result()``
+returns the moment a workflow ends; across processes both fall back to polling the store.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -40,12 +40,13 @@ from loom.errors import (
 )
 from loom.status import WorkflowStatus
 from loom.store import open_store, resolve_url
+from loom.store.base import ActivityHeartbeat as ActivityHeartbeat
 from loom.store.base import CancelOutcome as CancelOutcome
 from loom.store.base import HistoryMoved, NewWorkflow, ResetRequest, Store
 from loom.store.base import ResetOutcome as ResetOutcome
 from loom.store.base import StoreStats as StoreStats
 from loom.store.base import WorkflowRecord as WorkflowRecord
-from loom.store.common import canonical
+from loom.store.common import canonical, migrations
 
 if TYPE_CHECKING:
     from loom.core.workflow import Workflow
@@ -124,6 +125,7 @@ class StartRequest:
     input: Any = None
     workflow_id: str | None = None
     initial_state: Any = None
+    tags: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +249,11 @@ class Database:
         """The newest migration applied; 0 for a database never initialized."""
         return await self.store.schema_version()
 
+    def required_schema_version(self) -> int:
+        """The schema version this Loom needs: its newest migration (``migrate_up`` applies
+        what a database lacks). A worker on an older schema would fail its writes."""
+        return max(version for version, _, _ in migrations(self.store.dialect))
+
     async def migrate_up(self) -> list[str]:
         """Create or upgrade the schema. Idempotent: returns the migrations applied now."""
         return await self.store.migrate()
@@ -259,14 +266,20 @@ class Database:
         workflow_input: Any = None,
         initial_state: Any = None,
         workflow_id: str | None = None,
+        version: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> WorkflowHandle[StateT]:
         """Record a new workflow and make it ready for a worker; return its handle.
 
         An existing ``workflow_id`` returns that workflow's handle if its input is equal, and
-        raises ``WorkflowAlreadyExistsError`` otherwise.
+        raises ``WorkflowAlreadyExistsError`` otherwise. The run stays on the version of
+        ``workflow`` (or, with ``version``, that registered version of its name). ``tags``
+        (string keys and values) are stored with it, indexed: ``list_workflows(tags=...)``.
         """
         definition = workflow_definition(workflow)
-        return await self._start(definition, workflow_input, initial_state, workflow_id)
+        if version is not None and version != definition.version:
+            definition = self.registry.workflow(definition.name, workflow_id, version)
+        return await self._start(definition, workflow_input, initial_state, workflow_id, tags)
 
     async def start_workflow_by_name(
         self,
@@ -275,10 +288,15 @@ class Database:
         workflow_input: Any = None,
         initial_state: Any = None,
         workflow_id: str | None = None,
+        version: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> WorkflowHandle[Any]:
-        """Start a registered workflow by its name (as the CLI and dashboard do)."""
-        definition = self.registry.workflow(limits.check_id(name, "workflow name"))
-        return await self._start(definition, workflow_input, initial_state, workflow_id)
+        """Start a registered workflow by its name (as the CLI and dashboard do): its newest
+        version, or ``version``."""
+        definition = self.registry.workflow(
+            limits.check_id(name, "workflow name"), workflow_id, version
+        )
+        return await self._start(definition, workflow_input, initial_state, workflow_id, tags)
 
     async def start_workflows(self, requests: Sequence[StartRequest]) -> list[WorkflowHandle[Any]]:
         """Start every workflow of ``requests`` in one transaction: all of them or none, for
@@ -301,7 +319,12 @@ class Database:
                 )
             definition = workflow_definition(request.workflow)
             new, first = self._prepare(
-                definition, request.input, request.initial_state, request.workflow_id, now
+                definition,
+                request.input,
+                request.initial_state,
+                request.workflow_id,
+                now,
+                request.tags,
             )
             twin = prepared.setdefault(new.workflow_id, (new, first))[0]
             if twin.name != new.name or canonical(twin.input) != canonical(new.input):
@@ -319,9 +342,10 @@ class Database:
         workflow_input: Any,
         initial_state: Any,
         workflow_id: str | None,
+        tags: Mapping[str, str] | None = None,
     ) -> WorkflowHandle[Any]:
         new, first = self._prepare(
-            definition, workflow_input, initial_state, workflow_id, time.time()
+            definition, workflow_input, initial_state, workflow_id, time.time(), tags
         )
         wid = new.workflow_id
         existing = await self.store.create_workflow(new, first)
@@ -341,12 +365,14 @@ class Database:
         initial_state: Any,
         workflow_id: str | None,
         now: float,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[NewWorkflow, Event]:
         """A new workflow's row and first event, its input and state encoded (nothing is
         written: a value that cannot be stored raises here)."""
         name, version = definition.name, definition.version
         limits.check_id(name, "workflow name")
         wid = str(uuid.uuid4()) if workflow_id is None else limits.check_id(workflow_id)
+        tag_pairs = check_tags(tags)
         stored_input = self.encode(workflow_input, f"the input of workflow {wid!r}", root="input")
         state = self.encode(
             initial_state or {}, f"the initial state of workflow {wid!r}", root="initial_state"
@@ -361,7 +387,7 @@ class Database:
             {"name": name, "version": version, "input": stored_input, "state": state},
             now,
         )
-        return NewWorkflow(wid, name, version, stored_input, state, now), first
+        return NewWorkflow(wid, name, version, stored_input, state, now, tag_pairs), first
 
     def encode(self, value: Any, what: str, root: str = "value") -> Any:
         """``value`` as stored (round-tripped through JSON), within ``max_payload_bytes``;
@@ -386,18 +412,32 @@ class Database:
         name: str | None = None,
         offset: int = 0,
         parent_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
         created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
     ) -> list[WorkflowSummary]:
         """Newest first. ``status`` filters by RUNNING, COMPLETED, FAILED or CANCELED;
-        ``parent_id`` keeps the children of that workflow; ``created_after`` (an aware
-        datetime or epoch seconds) those started at or after it."""
-        records = await self.store.list_workflows(
-            status=status_of(status),
+        ``parent_id`` keeps the children of that workflow; ``tags`` those started with every
+        one of these tags; ``created_after`` (included) and ``created_before`` a time range
+        (aware datetimes or epoch seconds). Every filter is answered by an index."""
+        wanted = None
+        if status is not None:
+            try:
+                wanted = WorkflowStatus(str(status).upper())
+            except ValueError:
+                raise ConfigurationError(
+                    f"unknown status {status!r}; use one of "
+                    f"{', '.join(s.value for s in WorkflowStatus)}"
+                ) from None
+        records = await self.list_records(
+            wanted,
+            limit,
             name=name,
-            limit=limit,
             offset=offset,
             parent_id=parent_id,
-            created_after=_epoch(created_after),
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
         )
         return [WorkflowSummary.of(r) for r in records]
 
@@ -417,7 +457,7 @@ class Database:
             status=status_of(status),
             name=name,
             id_contains=id_contains,
-            created_after=_epoch(created_after),
+            created_after=_epoch(created_after, "created_after"),
         )
 
     async def bulk_action(
@@ -476,7 +516,9 @@ class Database:
         id_contains: str | None = None,
         offset: int = 0,
         parent_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
         created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
     ) -> list[WorkflowRecord]:
         """Like :meth:`list_workflows`, with whole records and a search by part of the id."""
         return await self.store.list_workflows(
@@ -486,7 +528,9 @@ class Database:
             limit=limit,
             offset=offset,
             parent_id=parent_id,
-            created_after=_epoch(created_after),
+            tags=check_tags(tags),
+            created_after=_epoch(created_after, "created_after"),
+            created_before=_epoch(created_before, "created_before"),
         )
 
     async def find_workflow(self, workflow_id: str) -> WorkflowRecord | None:
@@ -518,11 +562,16 @@ class Database:
         """The definition registered in this process (``registry``, default: this database's)
         under the workflow's name; ``ConfigurationError`` naming how to register it if none.
 
-        The version is not compared, as workers do not compare it: a workflow started under
-        an older version is queried (and run) with the class registered now.
+        The class of the workflow's own version when it is registered, else the newest
+        version's: a query reads only the stored state, which versions usually share.
         """
+        chosen = registry or self.registry
         try:
-            return (registry or self.registry).workflow(record.name, record.workflow_id)
+            return chosen.workflow(record.name, record.workflow_id, record.version)
+        except UnknownWorkflowTypeError:
+            pass
+        try:
+            return chosen.workflow(record.name, record.workflow_id)
         except UnknownWorkflowTypeError:
             raise ConfigurationError(
                 f"workflow {record.workflow_id!r} is of type {record.name!r}, and no class of that "
@@ -632,7 +681,7 @@ class Database:
             raise WorkflowNotFoundError(workflow_id)
         history = await self.store.load_history(workflow_id)
         try:
-            definition = self.registry.workflow(record.name, workflow_id)
+            definition = self.registry.workflow(record.name, workflow_id, record.version)
         except UnknownWorkflowTypeError as exc:
             return ReplayReport(workflow_id, record.name, False, str(exc))
         execution = WorkflowExecution(
@@ -715,6 +764,13 @@ class WorkflowHandle(Generic[StateT]):
             await self.describe()  # raises WorkflowNotFoundError
         return events
 
+    async def tags(self) -> dict[str, str]:
+        """The tags the workflow was started with."""
+        found = await self.database.store.tags(self.workflow_id)
+        if not found:
+            await self.describe()  # raises WorkflowNotFoundError
+        return found
+
     async def runs(self) -> list[WorkflowRun]:
         """Every run of this workflow id, oldest first: those ended by
         ``ctx.continue_as_new``, then the current one."""
@@ -733,6 +789,15 @@ class WorkflowHandle(Generic[StateT]):
             )
         )
         return runs
+
+    async def heartbeats(self) -> list[ActivityHeartbeat]:
+        """The last heartbeat of each of its activities that sent one (``loom.heartbeat``), by
+        seq: which attempt sent it, when, and the last details sent. Kept while the workflow
+        runs; a workflow that ended has none."""
+        beats = await self.database.store.read_heartbeats(self.workflow_id)
+        if not beats:
+            await self.describe()  # raises WorkflowNotFoundError
+        return beats
 
     async def result(self, timeout: float | None = None) -> StateT:
         """Wait for the workflow to end and return its final state.
@@ -849,21 +914,6 @@ def status_of(value: WorkflowStatus | str | None) -> WorkflowStatus | None:
         ) from None
 
 
-def _epoch(value: datetime | float | None) -> float | None:
-    """A time filter as epoch seconds: an aware datetime, or a finite number of seconds."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ConfigurationError(
-                f"created_after {value.isoformat()} has no time zone; give an aware datetime"
-            )
-        return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigurationError(f"created_after must be a datetime or epoch seconds: {value!r}")
-    return float(value)
-
-
 # -- the default database (used by Workflow.start and loom.run_once()) ----------------------
 
 _defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Database]] = (
@@ -893,6 +943,52 @@ async def default_database(url: str | None = None) -> Database:
         await db.migrate_up()
         per_loop[resolved] = db
     return db
+
+
+MAX_TAGS = 64
+
+
+def check_tags(tags: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """Tags as stored: (key, value) pairs of strings that follow the id rule, at most
+    :data:`MAX_TAGS`; anything else raises ``ConfigurationError`` or ``InvalidIdError``."""
+    if not tags:
+        return ()
+    if not isinstance(tags, Mapping):
+        raise ConfigurationError(f"tags must be a mapping of strings to strings, got {tags!r}")
+    if len(tags) > MAX_TAGS:
+        raise ConfigurationError(f"at most {MAX_TAGS} tags, got {len(tags)}")
+    pairs = []
+    for key, value in tags.items():
+        if not isinstance(value, str):
+            raise ConfigurationError(
+                f"tag {key!r}: values are strings, got {type(value).__name__} {value!r}"
+            )
+        pairs.append((limits.check_id(key, "tag key"), limits.check_id(value, f"tag {key!r}")))
+    return tuple(sorted(pairs))
+
+
+def parse_tags(given: Sequence[str]) -> dict[str, str]:
+    """``key=value`` texts (the CLI's ``--tag``, the API's ``tag=``) as tags."""
+    tags: dict[str, str] = {}
+    for text in given:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise ConfigurationError(f"a tag is key=value, got {text!r}")
+        tags[key] = value
+    check_tags(tags)
+    return tags
+
+
+def _epoch(when: datetime | float | None, what: str) -> float | None:
+    if when is None:
+        return None
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise ConfigurationError(f"{what} needs an aware datetime (with a time zone)")
+        return when.timestamp()
+    if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
+        raise ConfigurationError(f"{what} is a datetime or epoch seconds, got {when!r}")
+    return float(when)
 
 
 async def _start_on_default_database(

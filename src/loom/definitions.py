@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -68,7 +69,10 @@ class ActivityDefinition:
     ``min(retry_delay * retry_backoff ** (n - 1), retry_max_delay)`` seconds. Exceptions that are
     instances of ``non_retryable`` fail the activity at once, TimeoutError subclasses included;
     an attempt that exceeds ``timeout_seconds`` fails with a TimeoutError, which is retried
-    unless TimeoutError (or a base class of it) is listed.
+    unless TimeoutError (or a base class of it) is listed. With ``heartbeat_timeout``, an
+    attempt that goes that long without calling ``loom.heartbeat()`` (counted from its start)
+    fails with :class:`~loom.errors.ActivityHeartbeatTimeoutError`, a TimeoutError retried
+    likewise.
     """
 
     name: str
@@ -85,6 +89,8 @@ class ActivityDefinition:
     arg_types: Mapping[str, Any] = field(default_factory=dict)
     """Annotated parameters: their stored JSON is rebuilt as the annotation says (see
     :func:`loom.codec.convert`); for ``*args``/``**kwargs`` the annotation is each item's."""
+    heartbeat_timeout: float | None = None
+    """The longest an attempt may go without a heartbeat (None: no limit)."""
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 = first retry)."""
@@ -117,26 +123,34 @@ class WorkflowBase:
 
 
 class Registry:
-    """Workflow classes and activities by name: how a worker finds the code for a stored row.
+    """Workflow classes (by name and version) and activities (by name): how a worker finds the
+    code for a stored row.
 
-    Names are unique per registry: registering a second class or function under a taken name
-    raises :class:`~loom.errors.DefinitionError` (the same one again, e.g. a reloaded module, is
-    accepted and replaces the first).
+    Several versions of one workflow name may be registered side by side
+    (``@loom.workflow(name="Order", version="2")``): a run stays on the version it started
+    with, and a new start takes the newest (:func:`version_key`) unless one is named. A second
+    class under a taken (name, version), or a second activity under a taken name, raises
+    :class:`~loom.errors.DefinitionError`; the same class again (its module reloaded) is
+    accepted and replaces the first, whatever its version now.
     """
 
     def __init__(self) -> None:
-        self._workflows: dict[str, WorkflowDefinition] = {}
+        self._workflows: dict[str, dict[str, WorkflowDefinition]] = {}
         self._activities: dict[str, ActivityDefinition] = {}
 
     def add_workflow(self, definition: WorkflowDefinition) -> None:
-        existing = self._workflows.get(definition.name)
+        versions = self._workflows.setdefault(definition.name, {})
+        existing = versions.get(definition.version)
         if existing is not None and _qualname(existing.cls) != _qualname(definition.cls):
             raise DefinitionError(
-                f"two workflow classes are named {definition.name!r}: "
-                f"{_qualname(existing.cls)} and {_qualname(definition.cls)}; "
-                "give one of them another name=..."
+                f"two workflow classes are named {definition.name!r} with version "
+                f"{definition.version!r}: {_qualname(existing.cls)} and "
+                f"{_qualname(definition.cls)}; give one of them another name=... or version=..."
             )
-        self._workflows[definition.name] = definition
+        for version, other in list(versions.items()):  # the same class, edited and reloaded
+            if _qualname(other.cls) == _qualname(definition.cls):
+                del versions[version]
+        versions[definition.version] = definition
 
     def add_activity(self, definition: ActivityDefinition) -> None:
         """Record an activity; a second function under the same name raises, as for workflows.
@@ -152,17 +166,35 @@ class Registry:
             )
         self._activities[definition.name] = definition
 
-    def workflow(self, name: str, workflow_id: str | None = None) -> WorkflowDefinition:
-        try:
-            return self._workflows[name]
-        except KeyError:
-            raise UnknownWorkflowTypeError(name, workflow_id) from None
+    def workflow(
+        self, name: str, workflow_id: str | None = None, version: str | None = None
+    ) -> WorkflowDefinition:
+        """The definition of ``name`` at ``version``, or its newest version when None."""
+        versions = self._workflows.get(name)
+        if not versions:
+            raise UnknownWorkflowTypeError(name, workflow_id)
+        if version is None:
+            return versions[max(versions, key=version_key)]
+        found = versions.get(version)
+        if found is None:
+            raise UnknownWorkflowTypeError(name, workflow_id, version, sorted(versions))
+        return found
 
     def workflows(self) -> list[WorkflowDefinition]:
-        return list(self._workflows.values())
+        """Every registered workflow definition, each version of a name its own."""
+        return [d for versions in self._workflows.values() for d in versions.values()]
 
     def activities(self) -> list[ActivityDefinition]:
         return list(self._activities.values())
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """How versions are ordered to find the newest: numbers by value, the rest by text, so
+    ``"1.10" > "1.9" > "1"`` and ``"2" > "1.0.0"``."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.findall(r"\d+|[^\d.\-_+]+", version)
+    )
 
 
 def _qualname(obj: Any) -> str:
@@ -326,6 +358,16 @@ def _annotations(fn: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------- @activity
 
 
+def _finite(value: Any) -> bool:
+    """A real number a clock can add: not a bool, NaN, an infinity or an int beyond floats."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _make_activity(
     fn: Any,
     *,
@@ -338,6 +380,7 @@ def _make_activity(
     non_retryable: tuple[type[BaseException], ...],
     description: str | None,
     registry: Registry,
+    heartbeat_timeout: float | None = None,
 ) -> Any:
     if not inspect.isfunction(fn):
         raise DefinitionError(
@@ -348,21 +391,28 @@ def _make_activity(
         raise DefinitionError(f"activity {where}: retry_count must be an int >= 0")
     for option, value in [
         ("timeout_seconds", timeout_seconds),
+        ("heartbeat_timeout", heartbeat_timeout),
         ("retry_delay", retry_delay),
         ("retry_backoff", retry_backoff),
         ("retry_max_delay", retry_max_delay),
     ]:
-        if value is None:
+        if value is None and "timeout" in option:
             continue
-        if not isinstance(value, int | float) or (
-            isinstance(value, float) and not math.isfinite(value)
-        ):
+        if not _finite(value):
             raise DefinitionError(
                 f"activity {where}: {option} must be a finite number, got {value!r}"
-                + (" (None means no timeout)" if option == "timeout_seconds" else "")
+                + (" (None means no timeout)" if "timeout" in option else "")
             )
     if timeout_seconds is not None and timeout_seconds <= 0:
         raise DefinitionError(f"activity {where}: timeout_seconds must be > 0 or None")
+    if heartbeat_timeout is not None:
+        if heartbeat_timeout <= 0:
+            raise DefinitionError(f"activity {where}: heartbeat_timeout must be > 0 or None")
+        if timeout_seconds is not None and heartbeat_timeout >= timeout_seconds:
+            raise DefinitionError(
+                f"activity {where}: heartbeat_timeout ({heartbeat_timeout} s) must be shorter "
+                f"than timeout_seconds ({timeout_seconds} s), or it never fires first"
+            )
     if retry_delay < 0 or retry_backoff < 1 or retry_max_delay < 0:
         raise DefinitionError(
             f"activity {where}: need retry_delay >= 0, retry_backoff >= 1, retry_max_delay >= 0"
@@ -389,6 +439,7 @@ def _make_activity(
         return_annotation=hints.get("return"),
         description=description or fn.__doc__,
         arg_types=_annotations(fn),
+        heartbeat_timeout=heartbeat_timeout,
     )
     setattr(fn, _ACTIVITY_ATTR, definition)
     registry.add_activity(definition)
@@ -409,6 +460,7 @@ def activity(
     non_retryable: tuple[type[BaseException], ...] = (),
     description: str | None = None,
     registry: Registry | None = None,
+    heartbeat_timeout: float | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -425,6 +477,7 @@ def activity(
     non_retryable: tuple[type[BaseException], ...] = (),
     description: str | None = None,
     registry: Registry | None = None,
+    heartbeat_timeout: float | None = None,
 ) -> F | Callable[[F], F]:
     """Declare a side-effecting function that workflows call with ``await ctx.activity(fn, ...)``.
 
@@ -432,6 +485,10 @@ def activity(
     worker's activity threads. A thread cannot be killed: when a sync activity times out, its
     thread keeps running until the function returns, and its result is ignored. Execution is
     at-least-once and the result is recorded exactly once.
+
+    ``heartbeat_timeout`` (seconds, shorter than ``timeout_seconds``) fails an attempt that goes
+    that long without calling ``loom.heartbeat()``, so a stuck attempt is retried long before
+    its full timeout.
     """
     options: dict[str, Any] = dict(
         name=name,
@@ -443,6 +500,7 @@ def activity(
         non_retryable=non_retryable,
         description=description,
         registry=registry or default_registry,
+        heartbeat_timeout=heartbeat_timeout,
     )
     if fn is not None:
         return _make_activity(fn, **options)  # type: ignore[no-any-return]

@@ -25,6 +25,9 @@
     │   ├── QueryArgumentsError       the query's arguments are not JSON or not what it takes
     │   ├── QueryFailedError          the query method raised (the workflow is untouched)
     │   └── UnknownStepError          ``handle.reset(to_step=...)`` names no step it can restart
+    ├── ActivityCancelledError   heartbeat() of an activity attempt that was cancelled
+    ├── ActivityHeartbeatTimeoutError  (also a TimeoutError) an attempt sent no heartbeat in time
+    ├── NotInActivityError       activity_info() or heartbeat() called outside a running activity
     ├── UnawaitedCallError       a step returned with a durable call still pending
     ├── WorkflowSandboxError     workflow code used a clock, a thread or I/O it cannot replay
     ├── ReadOnlyError            workflow code changed ctx.input or ctx.state in place
@@ -193,8 +196,10 @@ class NonDeterminismError(WorkflowError):
         super().__init__(
             f"workflow {workflow_id!r} is non-deterministic: {detail}. The code no longer "
             "reproduces the stored history: restore the old code path and `loom retry` the "
-            "workflow (keep changed code undeployed until the workflows running the old code "
-            "finish; `loom replay` checks a deploy against stored histories)",
+            "workflow. To change code under running workflows, guard the new path with "
+            "`if ctx.patched('change-id'):` or register the new code as a new version "
+            "(`@loom.workflow(version=...)`, runs stay on the version they started with); "
+            "`loom replay` checks a deploy against stored histories",
             workflow_id=workflow_id,
         )
 
@@ -234,14 +239,30 @@ class UnawaitedCallError(LoomError):
 class UnknownWorkflowTypeError(LoomError):
     """A stored workflow's type is not registered in this process; import its module."""
 
-    def __init__(self, name: str, workflow_id: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        workflow_id: str | None = None,
+        version: str | None = None,
+        registered: list[str] | None = None,
+    ) -> None:
         which = f" (workflow {workflow_id!r})" if workflow_id else ""
-        super().__init__(
-            f"no workflow class named {name!r} is registered{which}; import the module that "
-            "defines it (loom worker -m MODULE)"
-        )
+        if version is None:
+            message = (
+                f"no workflow class named {name!r} is registered{which}; import the module that "
+                "defines it (loom worker -m MODULE)"
+            )
+        else:
+            message = (
+                f"version {version!r} of workflow {name!r} is not registered{which} (registered: "
+                f"{', '.join(map(repr, registered or [])) or 'none'}); a run stays on the version "
+                "it started with: keep that version's class registered, e.g. "
+                f"@loom.workflow(name={name!r}, version={version!r})"
+            )
+        super().__init__(message)
         self.name = name
         self.workflow_id = workflow_id
+        self.version = version
 
 
 class WorkflowSandboxError(LoomError, RuntimeError):
@@ -355,3 +376,34 @@ class UnknownStepError(WorkflowError, ValueError):
         )
         self.step = step
         self.steps = steps
+
+
+class ActivityCancelledError(LoomError):
+    """Raised by :func:`loom.heartbeat` in an activity attempt that was cancelled: its workflow
+    was canceled, the attempt timed out or missed its heartbeat timeout, its worker lost the
+    workflow or stopped. Let it propagate: the attempt's outcome is no longer recorded.
+
+    A sync activity cannot be stopped from outside (a thread cannot be killed); this is how it
+    learns that it should stop. ``reason`` says why it was cancelled.
+    """
+
+    def __init__(self, activity: str, workflow_id: str, reason: str) -> None:
+        super().__init__(
+            f"activity {activity!r} of workflow {workflow_id!r} was cancelled ({reason}); stop "
+            "its work and let this exception propagate"
+        )
+        self.activity = activity
+        self.workflow_id = workflow_id
+        self.reason = reason
+
+
+class ActivityHeartbeatTimeoutError(LoomError, TimeoutError):
+    """An activity attempt sent no heartbeat within its ``heartbeat_timeout``: the attempt fails
+    with this error (recorded in its ``ACTIVITY_FAILED`` event) and is retried per the
+    activity's retry policy, unless it (or ``TimeoutError``) is listed in ``non_retryable``."""
+
+
+class NotInActivityError(LoomError, RuntimeError):
+    """:func:`loom.activity_info` or :func:`loom.heartbeat` was called outside a running
+    activity: in workflow code, in a plain function call (a unit test calling the activity
+    directly), or in a thread the activity started itself."""

@@ -46,6 +46,7 @@ from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.retention import Retention, period_seconds
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome
+from loom.store.rules import kind_key
 
 if TYPE_CHECKING:
     from loom.client import Database
@@ -260,7 +261,8 @@ class Worker:
 
     # -- claiming -------------------------------------------------------------------------
     def _names(self) -> list[str]:
-        return [d.name for d in self.registry.workflows()]
+        """What this worker claims: each workflow name at each version it has."""
+        return [kind_key(d.name, d.version) for d in self.registry.workflows()]
 
     async def _claim(self, limit: int) -> list[Claim]:
         claims = await self.store.claim(
@@ -337,6 +339,12 @@ class Worker:
                     workflow_id,
                 )
             driver.interrupt(lease_lost=lease_lost)
+
+    def cancel_activity(self, workflow_id: str, seq: int) -> bool:
+        """Cancel activity ``seq`` of ``workflow_id`` if this worker holds the workflow (see
+        :meth:`~loom.driver.WorkflowDriver.cancel_activity`); True if an attempt was running."""
+        driver = self._held.get(workflow_id)
+        return driver is not None and driver.cancel_activity(seq)
 
     def signal_arrived(self, workflow_id: str) -> None:
         """A signal was buffered for ``workflow_id``: if this worker holds it, it reads its

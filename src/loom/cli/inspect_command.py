@@ -15,8 +15,14 @@ from rich.text import Text
 from loom import limits
 from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, ModulesOption, open_database, run
-from loom.cli.timeline import StepRun, failure_cause, step_runs
-from loom.client import Database, WorkflowRecord, WorkflowRun, WorkflowSummary
+from loom.cli.timeline import StepRun, failure_cause, place_heartbeats, step_runs
+from loom.client import (
+    ActivityHeartbeat,
+    Database,
+    WorkflowRecord,
+    WorkflowRun,
+    WorkflowSummary,
+)
 from loom.core.history import Event, EventType
 from loom.errors import ConfigurationError
 from loom.modules import import_modules
@@ -40,28 +46,40 @@ def inspect_command(
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a workflow: input, state, status, steps with durations, error and its cause, and
-    the queries it answers (with its module: -m, $LOOM_MODULES or [tool.loom])."""
+    """Show a workflow: input, state, status, steps with durations and heartbeats, its children
+    and runs, error and its cause, and the queries it answers (with its module: -m,
+    $LOOM_MODULES or [tool.loom])."""
     limits.check_id(workflow_id)
     unimportable = _import_quietly(modules)
 
     async def fetch() -> tuple[
-        WorkflowRecord, list[Event], list[str] | str, list[WorkflowSummary], list[WorkflowRun]
+        WorkflowRecord,
+        list[Event],
+        list[str] | str,
+        list[WorkflowSummary],
+        list[WorkflowRun],
+        dict[str, str],
+        list[ActivityHeartbeat],
     ]:
         async with open_database(database) as db:
             handle = db.get_workflow(workflow_id)
             record = await handle.describe()
             queries = unimportable or _queries(db, record)
             kids = await db.list_workflows(parent_id=workflow_id, limit=MAX_CHILDREN)
-            return record, await handle.events(), queries, kids, await handle.runs()
+            found = (record, await handle.events(), queries, kids, await handle.runs())
+            running = record.status is WorkflowStatus.RUNNING
+            beats = await handle.heartbeats() if running else []
+            return (*found, await handle.tags(), beats)
 
-    record, history, queries, children, runs_of_id = run(fetch())
+    record, history, queries, children, runs_of_id, tags, heartbeats = run(fetch())
     runs = step_runs(history, record.status)
+    place_heartbeats(runs, heartbeats)
     error = record.error
     cause = failure_cause(history) if error and error.get("type") == "ActivityFailedError" else None
     if as_json:
         document = _as_json(record, runs, cause)
         document["parent_id"] = record.parent_id
+        document["tags"] = tags
         document["run_id"] = record.run_id
         document["runs"] = [
             {
@@ -79,6 +97,7 @@ def inspect_command(
             for c in _started_order(children)
         ]
         document["queries"] = queries if isinstance(queries, list) else None
+        document["heartbeats"] = [_heartbeat_json(b) for b in heartbeats]
         if traceback:
             document["failed_attempts"] = _failed_attempts(history)
         if events:
@@ -86,7 +105,7 @@ def inspect_command(
         render.emit_json(document)
         return
     out = render.console()
-    _print_header(out, record, queries)
+    _print_header(out, record, queries, tags)
     _section(out, "Input", _json_block(record.input))
     _section(out, "State", _json_block(record.state))
     _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
@@ -94,6 +113,8 @@ def inspect_command(
         _section(out, f"Children ({len(children)})", _children_table(children))
     if len(runs_of_id) > 1:
         _section(out, f"Runs ({len(runs_of_id)})", _runs_table(runs_of_id))
+    if heartbeats:
+        _section(out, "Heartbeats (last of each activity)", _heartbeats_table(heartbeats))
     if record.status is WorkflowStatus.CANCELED:
         reason = (error or {}).get("message")
         _section(out, "Canceled", render.text(f"reason: {reason}" if reason else "no reason given"))
@@ -165,7 +186,9 @@ def _queries_line(queries: list[str] | str) -> str:
     return ", ".join(queries) if queries else "none"
 
 
-def _print_header(out: Console, record: WorkflowRecord, queries: list[str] | str) -> None:
+def _print_header(
+    out: Console, record: WorkflowRecord, queries: list[str] | str, tags: dict[str, str]
+) -> None:
     title = Text.assemble(
         ("Workflow ", "bold"),
         (render.safe(record.workflow_id), "bold"),
@@ -179,6 +202,8 @@ def _print_header(out: Console, record: WorkflowRecord, queries: list[str] | str
     grid.add_row("name", render.text(f"{record.name} (version {record.version})"))
     if record.parent_id is not None:
         grid.add_row("parent", render.text(record.parent_id))
+    if tags:
+        grid.add_row("tags", render.text(", ".join(f"{k}={v}" for k, v in tags.items())))
     grid.add_row("current step", render.text(record.current_step or "-"))
     if record.status is WorkflowStatus.RUNNING:
         grid.add_row("scheduling", _scheduling(record))
@@ -284,6 +309,9 @@ def _steps_table(runs: list[StepRun]) -> Table:
             notes.append(f"{run_.signals_handled} signal(s) handled")
         if run_.status == "running" and run_.waiting:
             notes.append(f"waiting for {', '.join(run_.waiting)}")
+        if run_.heartbeat is not None:
+            ago = render.duration(max(0.0, time.time() - run_.heartbeat.at))
+            notes.append(f"heartbeat {ago.strip()} ago")
         table.add_row(
             str(run_.index + 1),
             render.text(run_.step),
@@ -291,6 +319,33 @@ def _steps_table(runs: list[StepRun]) -> Table:
             render.duration(run_.duration),
             Text(run_.status, style=styles.get(run_.status, "")),
             render.text(", ".join(notes), style="dim"),
+        )
+    return table
+
+
+def _heartbeat_json(beat: ActivityHeartbeat) -> dict[str, Any]:
+    return {
+        "seq": beat.seq,
+        "activity": beat.activity,
+        "attempt": beat.attempt,
+        "sent_at": render.iso(beat.at),
+        "details": beat.details,
+    }
+
+
+def _heartbeats_table(heartbeats: list[ActivityHeartbeat]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("SEQ", "ACTIVITY", "ATTEMPT", "SENT", "AGO", "DETAILS"):
+        table.add_column(column, justify="right" if column in ("SEQ", "ATTEMPT", "AGO") else "left")
+    now = time.time()
+    for beat in heartbeats:
+        table.add_row(
+            str(beat.seq),
+            render.text(beat.activity),
+            str(beat.attempt),
+            render.clock_time(beat.at),
+            render.duration(max(0.0, now - beat.at)),
+            Text(render.compact_json(beat.details)),
         )
     return table
 

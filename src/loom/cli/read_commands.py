@@ -11,7 +11,7 @@ from rich.table import Table
 from loom import limits
 from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, bounded, open_database, run
-from loom.client import StoreStats, WorkflowSummary
+from loom.client import StoreStats, WorkflowSummary, parse_tags
 from loom.status import WorkflowStatus
 
 MAX_ROWS = 1_000_000
@@ -31,6 +31,10 @@ def list_command(
     parent: Annotated[
         str | None, typer.Option("--parent", help="Only the child workflows of this workflow.")
     ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", "-t", metavar="KEY=VALUE", help="Only workflows with this tag."),
+    ] = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -40,10 +44,13 @@ def list_command(
         limits.check_id(name, "workflow name")
     if parent is not None:
         limits.check_id(parent, "parent workflow id")
+    tags = parse_tags(tag or [])
 
     async def fetch() -> list[WorkflowSummary]:
         async with open_database(database) as db:
-            return await db.list_workflows(status=status, limit=limit, name=name, parent_id=parent)
+            return await db.list_workflows(
+                status=status, limit=limit, name=name, parent_id=parent, tags=tags
+            )
 
     rows = run(fetch())
     if as_json:

@@ -1,4 +1,5 @@
-"""A workflow's steps as a timeline, and the cause of its failure, read from its history."""
+"""A workflow's steps as a timeline, and the cause of its failure, read from its history; the
+last heartbeats of its running activities placed on it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loom.cli.render import iso
+from loom.client import ActivityHeartbeat
 from loom.core.history import Event, EventType
 from loom.status import WorkflowStatus
 
@@ -29,6 +31,9 @@ class StepRun:
     children: int = 0
     """Child workflows the step started."""
     waits: dict[int, str] = field(default_factory=dict)
+    activity_seqs: list[int] = field(default_factory=list)
+    heartbeat: ActivityHeartbeat | None = None
+    """The latest heartbeat of its activities, while the workflow runs."""
 
     @property
     def waiting(self) -> list[str]:
@@ -52,6 +57,7 @@ class StepRun:
             "withdrawn": self.withdrawn,
             "signals_handled": self.signals_handled,
             "children": self.children,
+            "last_heartbeat_at": None if self.heartbeat is None else iso(self.heartbeat.at),
         }
 
 
@@ -81,6 +87,7 @@ def step_runs(events: list[Event], status: WorkflowStatus) -> list[StepRun]:
             current.ended, current.status, current = event.timestamp, "completed", None
         elif kind is EventType.ACTIVITY_SCHEDULED:
             current.activities += 1
+            current.activity_seqs.append(event.seq)
         elif kind is EventType.ACTIVITY_FAILED:
             current.failed_attempts += 1
         elif kind is EventType.SIGNAL_WAIT_STARTED:
@@ -108,6 +115,15 @@ def step_runs(events: list[Event], status: WorkflowStatus) -> list[StepRun]:
     if current is not None and status is not WorkflowStatus.RUNNING:
         current.status = status.value.lower()
     return runs
+
+
+def place_heartbeats(runs: list[StepRun], heartbeats: list[ActivityHeartbeat]) -> None:
+    """Give each step run the latest heartbeat of its activities. One whose scheduling is not
+    written yet (an activity running inline) belongs to the run still going, the last."""
+    for beat in heartbeats:
+        run = next((r for r in runs if beat.seq in r.activity_seqs), runs[-1] if runs else None)
+        if run is not None and (run.heartbeat is None or beat.at > run.heartbeat.at):
+            run.heartbeat = beat
 
 
 def failure_cause(events: list[Event]) -> dict[str, Any] | None:

@@ -199,6 +199,22 @@ class WorkflowContext(Generic[InputT, StateT]):
         """A random-looking UUID that replay reproduces."""
         return uuid.UUID(int=self._execution.rng.getrandbits(128), version=4)
 
+    def patched(self, patch_id: str) -> bool:
+        """Whether to take the new code path of a change made under running workflows, as
+        Temporal's ``patched``: True for new runs and for replays of histories that took it,
+        False for replays of histories recorded before the change::
+
+            if ctx.patched("send-receipt"):
+                await ctx.activity(send_receipt, order)   # new code
+            # else: the old path, for runs that started before the change
+
+        Once no run of the old code is left, remove the ``else`` branch and keep the call (or
+        remove it too: its recorded PATCH_APPLIED events are passed over).
+        """
+        if not isinstance(patch_id, str) or not patch_id:
+            raise ConfigurationError("patch ids are non-empty strings")
+        return self._execution.patched(patch_id)
+
     # -- durable operations ----------------------------------------------------------------
     @overload
     async def activity(

@@ -48,6 +48,8 @@ class EventType(StrEnum):
     CHILD_WORKFLOW_COMPLETED = "CHILD_WORKFLOW_COMPLETED"
     CHILD_WORKFLOW_FAILED = "CHILD_WORKFLOW_FAILED"
     CHILD_WORKFLOW_CANCELED = "CHILD_WORKFLOW_CANCELED"
+    # ctx.patched("id") took the new code path: replays of this history take it too.
+    PATCH_APPLIED = "PATCH_APPLIED"
 
 
 DECISIONS = frozenset(
@@ -64,6 +66,7 @@ DECISIONS = frozenset(
         EventType.SIGNAL_WAIT_CANCELED,
         EventType.CHILD_WORKFLOW_STARTED,
         EventType.CHILD_WORKFLOW_CANCELED,
+        EventType.PATCH_APPLIED,
         EventType.WORKFLOW_COMPLETED,
         EventType.WORKFLOW_FAILED,
         EventType.WORKFLOW_CONTINUED_AS_NEW,
@@ -138,6 +141,8 @@ def decision_key(kind: EventType, payload: dict[str, Any]) -> str | None:
         return str(payload.get("name"))
     if kind in WITHDRAWALS.values():
         return str(payload.get("scheduled"))
+    if kind is EventType.PATCH_APPLIED:
+        return str(payload.get("patch_id"))
     return None
 
 

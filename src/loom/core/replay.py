@@ -250,6 +250,12 @@ class WorkflowExecution:
             self._finish_failed(exc, step=None)
             return
         self._stream.extend(stream)
+        replayed = {e.seq for e in stream}
+        self._patches: dict[str, bool] = {
+            str(e.payload.get("patch_id")): True
+            for e in history
+            if e.type is EventType.PATCH_APPLIED and e.seq not in replayed
+        }
         self._main = self._loop.create_task(self._run(), name=f"workflow {workflow_id}")
         self._run_code()
         self._replay_inputs()
@@ -415,6 +421,8 @@ class WorkflowExecution:
         if self.status is not WorkflowStatus.RUNNING:
             raise NonDeterminismError(self.workflow_id, "the workflow already finished")
         if self._stream:
+            self._skip_retired_patches()
+        if self._stream:
             recorded = self._stream[0]
             if recorded.type is kind and decision_key(kind, recorded.payload) == decision_key(
                 kind, payload
@@ -493,6 +501,27 @@ class WorkflowExecution:
         if event.type is EventType.CHILD_WORKFLOW_STARTED:
             payload["workflow_id"] = event.payload["workflow_id"]
         self.decide(WITHDRAWALS[event.type], payload)
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether the code takes the new path of ``patch_id`` (see ``ctx.patched``): True live
+        (recorded as PATCH_APPLIED), and on replay only where the history recorded it. The
+        answer holds for the rest of the run."""
+        known = self._patches.get(patch_id)
+        if known is not None:
+            return known
+        if self._stream:
+            upcoming = self._stream[0]
+            took = (
+                upcoming.type is EventType.PATCH_APPLIED
+                and upcoming.payload.get("patch_id") == patch_id
+            )
+            if took:
+                self._stream.popleft()
+        else:
+            self.decide(EventType.PATCH_APPLIED, {"patch_id": patch_id})
+            took = True
+        self._patches[patch_id] = took
+        return took
 
     def wait_condition(self, condition: Callable[[], object]) -> asyncio.Future[None]:
         """A future resolved once ``condition()`` is true, checked whenever the code is idle
@@ -700,9 +729,18 @@ class WorkflowExecution:
         if not self._loop.run_until_idle() and not self.finished:
             self._finish_failed(self._spinning, step=self.current_step)  # it ignored the cancel
 
+    def _skip_retired_patches(self) -> None:
+        """A PATCH_APPLIED the code no longer asks about (the patch's old path was removed once
+        no run needed it) is passed over: the code now always takes the new path."""
+        while self._stream and self._stream[0].type is EventType.PATCH_APPLIED:
+            self._stream.popleft()
+
     def _replay_inputs(self) -> None:
         """Feed recorded inputs back in order, running the code until idle after each."""
         while self._stream and not self.finished:
+            if self._stream[0].type is EventType.PATCH_APPLIED:
+                self._skip_retired_patches()
+                continue
             event = self._stream[0]
             if event.type in INPUTS:
                 self._stream.popleft()

@@ -33,6 +33,8 @@ class NewWorkflow:
     input: Any
     state: dict[str, Any]
     now: float
+    tags: tuple[tuple[str, str], ...] = ()
+    """(key, value) pairs, stored with the row in the same transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,8 @@ class Claim:
     history: tuple[Event, ...] = ()
     run_id: str | None = None
     """The run claimed: a cached execution of an earlier run of the same id is not it."""
+    version: str | None = None
+    """The workflow's version: its run stays on the code of the version it started with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +130,37 @@ class Commit:
     continue_as_new: dict[str, Any] | None = None
     """The next run's ``input`` and ``state``: the run ends (its last event is
     WORKFLOW_CONTINUED_AS_NEW) and the next begins under the same workflow id."""
+
+
+class HeartbeatRow(NamedTuple):
+    """One heartbeat to record: the activity (``seq``, name), the attempt that sent it, its
+    details as stored (JSON text; None keeps those recorded before for the same activity) and
+    when it was sent (epoch seconds)."""
+
+    seq: int
+    activity: str
+    attempt: int
+    details: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityHeartbeat:
+    """The last heartbeat recorded for one activity of a running workflow (``loom.heartbeat``):
+    which activity (``seq``: its ACTIVITY_SCHEDULED event), the attempt that sent it, its
+    details (the last ones sent, JSON; None if none were) and when it was sent (epoch seconds).
+    """
+
+    workflow_id: str
+    seq: int
+    activity: str
+    attempt: int
+    details: Any
+    at: float
+
+    @property
+    def sent_at(self) -> datetime:
+        return datetime.fromtimestamp(self.at, UTC)
 
 
 class CommitOutcome(StrEnum):
@@ -314,7 +349,10 @@ class Store(abc.ABC):
     async def claim(
         self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
     ) -> list[Claim]:
-        """Lease up to ``limit`` ready workflows whose type is in ``names``, oldest due first."""
+        """Lease up to ``limit`` ready workflows whose type is in ``names``, oldest due first.
+
+        An entry is a workflow name (any version) or ``name + "\x1f" + version`` (that version
+        only: ``rules.kind_key``), as a worker that serves exactly the versions it has asks."""
 
     @abc.abstractmethod
     async def load_history(
@@ -334,6 +372,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def commit(self, commit: Commit, now: float) -> CommitOutcome:
         """Record one decision; concurrent calls may share one transaction (group commit)."""
+
+    @abc.abstractmethod
+    async def record_heartbeat(
+        self, workflow_id: str, lease_epoch: int, beat: HeartbeatRow
+    ) -> CommitOutcome:
+        """Record the latest heartbeat of an activity, fenced like a commit: FENCED, and nothing
+        written, unless the workflow is RUNNING under ``lease_epoch``; CANCELED when it was
+        canceled or its cancel is requested (then its worker should stop it). A workflow's
+        heartbeats are deleted when it ends."""
+
+    @abc.abstractmethod
+    async def read_heartbeats(self, workflow_id: str) -> list[ActivityHeartbeat]:
+        """The last heartbeat of each activity of ``workflow_id`` that sent one, by seq."""
 
     @abc.abstractmethod
     async def renew(
@@ -358,11 +409,18 @@ class Store(abc.ABC):
         limit: int = 50,
         offset: int = 0,
         parent_id: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
         created_after: float | None = None,
+        created_before: float | None = None,
     ) -> list[WorkflowRecord]:
         """Newest created first. ``id_contains`` keeps ids containing it, ignoring case;
-        ``parent_id`` keeps the children of that workflow; ``created_after`` those created at
-        or after that time (epoch seconds)."""
+        ``parent_id`` keeps the children of that workflow; ``tags`` those with every one of
+        these (key, value) tags; ``created_after``/``created_before`` a time range (epoch
+        seconds, the first included). Each filter is answered by an index."""
+
+    @abc.abstractmethod
+    async def tags(self, workflow_id: str) -> dict[str, str]:
+        """The tags the workflow was started with."""
 
     @abc.abstractmethod
     async def workflow_ids(

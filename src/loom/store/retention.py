@@ -5,8 +5,9 @@ A deletion is one short transaction of at most ``limit`` workflows, oldest first
 never holds the database long: on PostgreSQL it skips the rows another transaction holds
 (``SKIP LOCKED``) and locks those it deletes, so a concurrent retry or reset of one of them
 waits and then finds it gone; on SQLite it is one more small write among the workers' commits.
-A workflow's row, its history, the histories of its earlier runs and its buffered signals go
-together. Children are rows of their own: one is deleted only when it is finished and old too.
+A workflow's row, its history, the histories of its earlier runs, its buffered signals, its
+activities' heartbeats and its tags go together (:data:`OWNED_TABLES`). Children are rows of
+their own: one is deleted only when it is finished and old too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from collections.abc import Sequence
 from loom.errors import ConfigurationError
 from loom.status import WorkflowStatus
 from loom.store.statements import Dialect, Rule, rows, run
+
+OWNED_TABLES = ("events", "run_events", "signals", "activity_heartbeats", "workflow_tags")
+"""Every table whose rows belong to one workflow (by ``workflow_id``): a deleted workflow
+leaves none behind. A child is a ``workflows`` row of its own (``parent_id``), deleted only
+when it is finished and old itself."""
 
 
 def _finished(d: Dialect, statuses: Sequence[WorkflowStatus]) -> tuple[str, tuple[object, ...]]:
@@ -49,7 +55,7 @@ def delete_finished(
     if not ids:
         return 0
     of, ids_args = d.among("workflow_id", ids)
-    for table in ("events", "run_events", "signals"):
+    for table in OWNED_TABLES:
         yield run(f"DELETE FROM {table} WHERE {of}", *ids_args)
     which, ids_args = d.among("id", ids)
     yield run(f"DELETE FROM workflows WHERE {which}", *ids_args)

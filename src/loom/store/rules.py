@@ -7,9 +7,10 @@ in :func:`new_values`; a claim's lease in :func:`claim_statement` and its finali
 requested cancel or reset in :func:`settle_claimed`; renewing and releasing leases in :func:`held`;
 signal delivery in :func:`send_signal`; cancel, retry and reset in :func:`cancel`, :func:`retry`
 and :func:`reset` (a reset of a held workflow is carried out by :func:`commit_one` and
-:func:`settle_claimed`, like a cancel);
-the schema in :func:`migrate`; the figures of :func:`stats`. Copying (``loom migrate``) is in
-``copying``.
+:func:`settle_claimed`, like a cancel); the schema in :func:`migrate`; the figures of
+:func:`stats`; activity heartbeats, fenced like commits, in :func:`record_heartbeat`, and deleted
+with their workflow's end (:func:`commit_batch`, :func:`cancel_now`). Copying (``loom migrate``)
+is in ``copying``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from loom.store.base import (
     CancelOutcome,
     Commit,
     CommitOutcome,
+    HeartbeatRow,
     HistoryMoved,
     NewWorkflow,
     ResetOutcome,
@@ -136,6 +138,14 @@ def commit_batch(d: Dialect, batch: Sequence[Prepared]) -> Rule[list[tuple[Commi
         outcomes.append((yield from commit_one(d, p, fenced, written)))
     if written:
         yield events(written)
+    ended = [
+        p.commit.workflow_id
+        for p, (outcome, _) in zip(batch, outcomes, strict=True)
+        if outcome is CommitOutcome.OK and p.commit.status is not WorkflowStatus.RUNNING
+    ]
+    if ended:  # one statement for the batch (canceled ones: in cancel_now)
+        where, args = d.among("workflow_id", ended)
+        yield run(f"DELETE FROM activity_heartbeats WHERE {where}", *args)
     return outcomes
 
 
@@ -255,6 +265,7 @@ def cancel_now(
         workflow_id,
     )
     yield run("DELETE FROM signals WHERE workflow_id = ?", workflow_id)
+    yield run("DELETE FROM activity_heartbeats WHERE workflow_id = ?", workflow_id)
     yield from children_of(d, workflow_id, decided, now, written)
     yield from parent_close(d, workflow_id, now, written)
     parent_id = found[0]["parent_id"]
@@ -287,6 +298,8 @@ def continue_as_new(
         wid,
     )
     yield run("DELETE FROM events WHERE workflow_id = ?", wid)
+    # The next run numbers its activities afresh: no heartbeat of this run may reach them.
+    yield run("DELETE FROM activity_heartbeats WHERE workflow_id = ?", wid)
     yield from parent_close(d, wid, now, written)
     run_id = new_run_id()
     first: dict[str, Any] = {
@@ -443,6 +456,9 @@ def new_values(new: NewWorkflow, first: Event) -> tuple[Any, ...]:
     )
 
 
+INSERT_TAG = "INSERT INTO workflow_tags (workflow_id, key, value) VALUES (?, ?, ?)"
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex
 
@@ -488,6 +504,9 @@ def create_many(d: Dialect, new: Sequence[tuple[NewWorkflow, Event]]) -> Rule[in
     yield events(
         [row for item, first in by_id.values() for row in event_rows(item.workflow_id, [first])]
     )
+    tags = [(item.workflow_id, k, v) for item, _ in by_id.values() for k, v in item.tags]
+    if tags:
+        yield many(INSERT_TAG, tags)
     return len(by_id)
 
 
@@ -500,17 +519,46 @@ def check_same(new: NewWorkflow, existing: Row) -> None:
 
 
 # -- claims ---------------------------------------------------------------------------------
+KIND_SEPARATOR = "\x1f"
+"""Between a workflow's name and version in a claim's ``names`` entry (``Order\x1f2``): a worker
+claims only the versions it has. (Names and versions never hold control characters.)"""
+
+
+def kind_key(name: str, version: str) -> str:
+    return f"{name}{KIND_SEPARATOR}{version}"
+
+
+def kinds(d: Dialect, names: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+    """The condition that a workflow is of one of ``names``: a plain name (any version) or a
+    :func:`kind_key` (that version only)."""
+    keys = [n for n in names if KIND_SEPARATOR in n]
+    plain = [n for n in names if KIND_SEPARATOR not in n]
+    parts: list[str] = []
+    args: list[Any] = []
+    if plain:
+        where, found = d.among("name", plain)
+        parts.append(where)
+        args.extend(found)
+    if keys:
+        where, found = d.among("(name || ? || version)", keys)
+        parts.append(where)
+        args.extend((KIND_SEPARATOR, *found))
+    return (parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"), tuple(args)
+
+
 def claim_statement(
     d: Dialect, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
 ) -> Op:
-    """Lease up to ``limit`` due workflows of ``names``, oldest due first: a new epoch each, and
-    ``ready_at`` at the lease's end, so a dead worker's workflow is claimable again then."""
-    where, args = d.among("name", names)
+    """Lease up to ``limit`` due workflows of ``names`` (see :func:`kinds`), oldest due first:
+    a new epoch each, and ``ready_at`` at the lease's end, so a dead worker's workflow is
+    claimable again then."""
+    where, args = kinds(d, names)
     return rows(
         "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, ready_at = ? "
         f"WHERE id IN (SELECT id FROM workflows WHERE ready_at <= ? AND {where} "
         f"ORDER BY ready_at LIMIT ?{d.skip_locked}) "
-        "RETURNING id, name, lease_epoch, last_seq, cancel_requested, run_id, reset_requested",
+        "RETURNING id, name, version, lease_epoch, last_seq, cancel_requested, run_id, "
+        "reset_requested",
         owner,
         now + lease_seconds,
         now,
@@ -560,6 +608,34 @@ def held(d: Dialect, assign: str, value: float, owner: str, workflow_ids: list[s
         *args,
         owner,
     )
+
+
+# -- heartbeats -----------------------------------------------------------------------------
+RECORD_HEARTBEAT = (
+    "INSERT INTO activity_heartbeats (workflow_id, seq, activity, attempt, details, beat_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id, seq) DO UPDATE SET "
+    "details = CASE WHEN excluded.details IS NULL "
+    "AND activity_heartbeats.activity = excluded.activity THEN activity_heartbeats.details "
+    "ELSE excluded.details END, "
+    "activity = excluded.activity, attempt = excluded.attempt, beat_at = excluded.beat_at"
+)
+"""A heartbeat without details keeps the details recorded before for the same activity."""
+
+
+def record_heartbeat(
+    d: Dialect, workflow_id: str, lease_epoch: int, beat: HeartbeatRow
+) -> Rule[CommitOutcome]:
+    """Record a heartbeat, fenced like a commit: only while the workflow is RUNNING under
+    ``lease_epoch``, so a worker that lost its lease cannot overwrite what the new holder's
+    attempt records. CANCELED when the workflow was canceled, or its cancel requested (the beat
+    is written then): its worker stops it."""
+    fence = fences((yield lock_fences(d, [workflow_id]))).get(workflow_id)
+    if fence is not None and fence.status == WorkflowStatus.CANCELED:
+        return CommitOutcome.CANCELED
+    if fence is None or fence.epoch != lease_epoch or fence.status != WorkflowStatus.RUNNING:
+        return CommitOutcome.FENCED
+    yield run(RECORD_HEARTBEAT, workflow_id, *beat)
+    return CommitOutcome.OK if fence.cancel_requested is None else CommitOutcome.CANCELED
 
 
 # -- requests -------------------------------------------------------------------------------

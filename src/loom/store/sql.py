@@ -17,8 +17,11 @@ from loom.errors import DatabaseCorruptError, StoreError
 from loom.status import WorkflowStatus
 from loom.store import copying, retention, rules
 from loom.store.base import (
+    ActivityHeartbeat,
     CancelOutcome,
     Claim,
+    CommitOutcome,
+    HeartbeatRow,
     NewWorkflow,
     ResetOutcome,
     ResetRequest,
@@ -96,6 +99,7 @@ class SqlStore(Store):
                 r["last_seq"],
                 (started[r["id"]],) if r["id"] in started else (),
                 r["run_id"],
+                r["version"],
             )
             for r in claimed
             if not rules.requested(r)
@@ -111,6 +115,13 @@ class SqlStore(Store):
         else:
             found = await self._rows(f"{sql} LIMIT ?", workflow_id, after_seq, max(0, limit))
         return [event(r) for r in found]
+
+    async def tags(self, workflow_id: str) -> dict[str, str]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            "SELECT key, value FROM workflow_tags WHERE workflow_id = ? ORDER BY key", workflow_id
+        )
+        return {r["key"]: r["value"] for r in found}
 
     async def list_runs(self, workflow_id: str) -> list[RunSummary]:
         self._check_id(workflow_id)
@@ -131,6 +142,32 @@ class SqlStore(Store):
             run_id,
         )
         return [event(r) for r in found]
+
+    async def record_heartbeat(
+        self, workflow_id: str, lease_epoch: int, beat: HeartbeatRow
+    ) -> CommitOutcome:
+        return await self._transact(
+            rules.record_heartbeat(self.sql, workflow_id, lease_epoch, beat)
+        )
+
+    async def read_heartbeats(self, workflow_id: str) -> list[ActivityHeartbeat]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            "SELECT seq, activity, attempt, details, beat_at FROM activity_heartbeats "
+            "WHERE workflow_id = ? ORDER BY seq",
+            workflow_id,
+        )
+        return [
+            ActivityHeartbeat(
+                workflow_id,
+                r["seq"],
+                r["activity"],
+                r["attempt"],
+                None if r["details"] is None else orjson.loads(r["details"]),
+                r["beat_at"],
+            )
+            for r in found
+        ]
 
     async def renew(
         self, owner: str, workflow_ids: list[str], lease_until: float
@@ -166,9 +203,13 @@ class SqlStore(Store):
         limit: int = 50,
         offset: int = 0,
         parent_id: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
         created_after: float | None = None,
+        created_before: float | None = None,
     ) -> list[WorkflowRecord]:
-        clause, params = self._filter(status, name, id_contains, parent_id, created_after)
+        clause, params = self._filter(
+            status, name, id_contains, parent_id, tags, created_after, created_before
+        )
         found = await self._rows(
             f"SELECT {WORKFLOW_COLUMNS} FROM workflows {clause} "
             "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
@@ -186,7 +227,7 @@ class SqlStore(Store):
         id_contains: str | None = None,
         created_after: float | None = None,
     ) -> list[str]:
-        clause, params = self._filter(status, name, id_contains, None, created_after)
+        clause, params = self._filter(status, name, id_contains, None, (), created_after, None)
         found = await self._rows(
             f"SELECT id FROM workflows {clause} ORDER BY created_at DESC, id", *params
         )
@@ -198,11 +239,24 @@ class SqlStore(Store):
         name: str | None,
         id_contains: str | None,
         parent_id: str | None,
+        tags: Sequence[tuple[str, str]],
         created_after: float | None,
+        created_before: float | None,
     ) -> tuple[str, list[Any]]:
         """The WHERE clause (empty when nothing is filtered) of a listing, and its values."""
         where: list[str] = []
         params: list[Any] = []
+        for key, value in tags:
+            where.append(
+                "id IN (SELECT workflow_id FROM workflow_tags WHERE key = ? AND value = ?)"
+            )
+            params.extend((key, value))
+        if created_after is not None:
+            where.append("created_at >= ?")
+            params.append(created_after)
+        if created_before is not None:
+            where.append("created_at < ?")
+            params.append(created_before)
         if parent_id is not None:
             where.append("parent_id = ?")
             params.append(parent_id)
@@ -212,9 +266,6 @@ class SqlStore(Store):
         if name is not None:
             where.append("name = ?")
             params.append(name)
-        if created_after is not None:
-            where.append("created_at >= ?")
-            params.append(created_after)
         if id_contains:
             where.append(self.sql.contains)
             params.append(id_contains.casefold())
@@ -295,7 +346,7 @@ class SqlStore(Store):
     async def next_due(self, names: list[str]) -> float | None:
         if not names:
             return None
-        where, args = self.sql.among("name", names)
+        where, args = rules.kinds(self.sql, names)
         found = await self._rows(
             f"SELECT MIN(ready_at) AS due FROM workflows WHERE ready_at IS NOT NULL AND {where}",
             *args,

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from loom import limits
-from loom.client import Database, WorkflowRecord
+from loom.client import Database, WorkflowRecord, parse_tags
 from loom.definitions import Registry
 from loom.errors import ConfigurationError, QueryArgumentsError, WorkflowNotFoundError
 from loom.status import WorkflowStatus
@@ -102,6 +102,12 @@ class StartRequest(BaseModel):
         max_length=200,
         description="The workflow id; default: a new UUID. Starting an existing id with the "
         "same input returns it (200); with another input is a 409. No control characters.",
+    )
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The registered version to start; default: the newest.",
     )
 
     @field_validator("name")
@@ -256,6 +262,16 @@ async def list_workflows(
     parent: Annotated[
         str | None, Query(max_length=200, description="Only the children of this workflow")
     ] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(max_length=401, description="`key=value`: only workflows with this tag (repeat)"),
+    ] = None,
+    created_after: Annotated[
+        float | None, Query(description="Created at or after (epoch seconds)")
+    ] = None,
+    created_before: Annotated[
+        float | None, Query(description="Created before (epoch seconds)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=limits.MAX_INT64)] = 0,
 ) -> dict[str, Any]:
@@ -266,6 +282,9 @@ async def list_workflows(
         limit=limit + 1,
         offset=offset,
         parent_id=_checked(parent or None, "parent workflow id"),
+        tags=parse_tags(tag or []),
+        created_after=created_after,
+        created_before=created_before,
     )
     return {
         "workflows": [serialize.summary(r) for r in rows[:limit]],
@@ -289,7 +308,7 @@ async def list_workflows(
 async def start_workflow(
     body: StartRequest, db: DB, reg: Annotated[Registry, Depends(registry)]
 ) -> Any:
-    definition = reg.workflow(body.name)  # UnknownWorkflowTypeError: 422
+    definition = reg.workflow(body.name, body.id, body.version)  # UnknownWorkflowTypeError: 422
     existed = body.id is not None and await db.find_workflow(body.id) is not None
     handle = await db.start_workflow(
         definition.cls, workflow_input=body.input, initial_state=body.state, workflow_id=body.id
@@ -402,6 +421,20 @@ async def get_events(
         "has_more": more,
         "next_after_seq": events[-1].seq if events else after_seq,
     }
+
+
+@router.get(
+    "/workflows/{workflow_id:path}/heartbeats",
+    tags=["workflows"],
+    summary="The last heartbeat of each of its running activities",
+    description="What each activity that called `loom.heartbeat()` sent last: the attempt, "
+    "when, and its last details. Kept while the workflow runs; empty once it ended.",
+    response_model=models.Heartbeats,
+    responses=ONE_WORKFLOW,
+)
+async def get_heartbeats(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
+    beats = await db.get_workflow(workflow_id).heartbeats()
+    return {"workflow_id": workflow_id, "heartbeats": [serialize.heartbeat(b) for b in beats]}
 
 
 @router.post(
@@ -642,4 +675,6 @@ async def stream_all(
     responses=ONE_WORKFLOW,
 )
 async def get_workflow(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
-    return serialize.detail(await _record(db, workflow_id))
+    detail = serialize.detail(await _record(db, workflow_id))
+    detail["tags"] = await db.get_workflow(workflow_id).tags()
+    return detail

@@ -47,6 +47,7 @@ class WorkflowDetail(WorkflowSummary):
     leased: bool
     cancel_requested: bool
     run_id: str | None = Field(default=None, description="The current run (see /runs)")
+    tags: dict[str, str] = Field(default_factory=dict, description="Given at start")
 
 
 class RunHistory(_Open):
@@ -87,6 +88,20 @@ class EventPage(_Open):
     events: list[HistoryEvent]
     has_more: bool
     next_after_seq: int = Field(description="The after_seq of the next page")
+
+
+class Heartbeat(_Open):
+    seq: int = Field(description="The seq of the activity's ACTIVITY_SCHEDULED event")
+    activity: str
+    attempt: int
+    details: Any = Field(description="The last details sent (JSON), or null")
+    sent_at: str = Field(description="ISO 8601, UTC")
+    timestamp: float
+
+
+class Heartbeats(_Open):
+    workflow_id: str
+    heartbeats: list[Heartbeat]
 
 
 class SignalAccepted(_Open):

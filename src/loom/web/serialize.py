@@ -6,7 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
-from loom.client import StoreStats, WorkflowRecord, WorkflowRun
+from loom.client import ActivityHeartbeat, StoreStats, WorkflowRecord, WorkflowRun
 from loom.core.history import Event
 from loom.status import WorkflowStatus
 
@@ -73,6 +73,17 @@ def event(item: Event) -> dict[str, Any]:
         "payload": item.payload,
         "created_at": _iso(item.timestamp),
         "timestamp": item.timestamp,
+    }
+
+
+def heartbeat(beat: ActivityHeartbeat) -> dict[str, Any]:
+    return {
+        "seq": beat.seq,
+        "activity": beat.activity,
+        "attempt": beat.attempt,
+        "details": beat.details,
+        "sent_at": _iso(beat.at),
+        "timestamp": beat.at,
     }
 
 

@@ -3,7 +3,8 @@
 //
 // The history follows the workflow's event stream (each message one event, in order). Input,
 // state and error are not all in the events, so a new event has the workflow read again, once
-// per burst; an answer older than the newest request is dropped.
+// per burst; an answer older than the newest request is dropped. Heartbeats are not events:
+// while the workflow runs they are read every second and drawn on the step timeline.
 
 import {
   api,
@@ -60,8 +61,10 @@ export function workflowPage() {
   let definition = null;
   let lastSeq = 0;
   let current = null;
+  let heartbeats = [];
   const events = [];
   const reads = newestOnly();
+  const beatReads = newestOnly();
   document.title = "Loom: " + workflowId;
   byId("workflow-id").textContent = workflowId;
 
@@ -236,13 +239,44 @@ export function workflowPage() {
         running.marks.push({ at: item.timestamp, kind: "withdrawn", what: withdrawnLabel(item) });
       } else if (running && item.type === "SIGNAL_RECEIVED" && payload.scheduled == null) {
         running.marks.push({ at: item.timestamp, kind: "handled", what: "signal " + payload.name });
+      } else if (running && item.type === "CHILD_WORKFLOW_STARTED") {
+        running.marks.push({ at: item.timestamp, kind: "child", what: "child " + payload.workflow_id });
       }
     }
     return times;
   }
 
+  function stepBeats(wf) {
+    // step name -> the latest heartbeat of its activities (one whose scheduling is not in the
+    // history yet, an activity running inline, belongs to the current step).
+    const stepOfSeq = {};
+    for (const item of events) {
+      if (item.type === "ACTIVITY_SCHEDULED" && item.payload) {
+        stepOfSeq[item.seq] = item.payload.step;
+      }
+    }
+    const beats = {};
+    for (const beat of heartbeats) {
+      const step = stepOfSeq[beat.seq] || wf.current_step;
+      if (step && (!beats[step] || beat.timestamp > beats[step].timestamp)) beats[step] = beat;
+    }
+    return beats;
+  }
+
+  async function loadHeartbeats() {
+    try {
+      const answer = await beatReads(function (signal) {
+        return api(workflowApi(workflowId, "/heartbeats"), { signal: signal });
+      });
+      if (answer !== null) heartbeats = answer.value.heartbeats || [];
+    } catch (err) {
+      heartbeats = [];
+    }
+  }
+
   function renderSteps(wf) {
     const times = stepTimes();
+    const beats = wf.status === "RUNNING" ? stepBeats(wf) : {};
     const names = definition
       ? definition.steps.map(function (s) {
           return s.name;
@@ -258,21 +292,27 @@ export function workflowPage() {
       if (t && t.end !== null) phase = "done";
       else if (t) phase = wf.status === "RUNNING" ? "current" : "stopped";
       if (wf.status === "COMPLETED" && !t) phase = "done";
-      return [name, phase, t];
+      return [name, phase, t, t ? beats[name] : undefined];
     });
     const now = wf.status === "RUNNING" ? Date.now() / 1000 : wf.updated;
     byId("timeline").replaceChildren(timelineChart(rows, now));
-    const items = rows.map(function ([name, phase]) {
+    const items = rows.map(function ([name, phase, , beat]) {
       const what = (calls[name] || []).map(function (c) {
         return c.kind + (c.name ? " " + c.name : "");
       });
-      return el("li", { class: "step step-" + phase, "data-step": name }, [
+      const parts = [
         el("strong", { text: name }),
         el("span", {
           class: "muted",
           text: " " + phase + (what.length ? " — " + what.join(", ") : ""),
         }),
-      ]);
+      ];
+      if (beat) {
+        const ago = seconds(Math.max(0, Date.now() / 1000 - beat.timestamp));
+        const text = " — heartbeat of " + beat.activity + " " + ago + " ago";
+        parts.push(el("span", { class: "beat-note", text: text }));
+      }
+      return el("li", { class: "step step-" + phase, "data-step": name }, parts);
     });
     if (!definition) {
       items.push(el("li", { class: "muted", text: "Definition not registered in this server." }));
@@ -345,8 +385,10 @@ export function workflowPage() {
   }
 
   const refresh = debounce(loadWorkflow, 200);
-  setInterval(function () {
-    if (current && current.status === "RUNNING") renderSteps(current);
+  setInterval(async function () {
+    if (!current || current.status !== "RUNNING") return;
+    await loadHeartbeats();
+    if (current) renderSteps(current);
   }, 1000);
 
   function showResult(text, failed) {
@@ -416,11 +458,12 @@ export function workflowPage() {
   });
 
   Promise.all([api("/api/definitions"), api(workflowApi(workflowId))])
-    .then(function ([defs, wf]) {
+    .then(async function ([defs, wf]) {
       definition =
         defs.definitions.find(function (d) {
           return d.name === wf.name;
         }) || null;
+      if (wf.status === "RUNNING") await loadHeartbeats();
       renderSummary(wf);
       byId("queries").replaceChildren(...queryPanel(workflowId, definition));
       follow(workflowApi(workflowId, "/events/stream"), "history", function (item) {
