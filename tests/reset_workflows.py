@@ -110,3 +110,19 @@ class Parent(loom.Workflow[dict[str, Any], dict[str, Any]]):
         handle = ctx.start_child(Child, {})
         await ctx.state.set("child", handle.workflow_id)
         await ctx.state.set("result", await handle)
+
+
+@loom.workflow(name="reset_Renewal")
+class Renewal(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """Bills a month, continues as new for the next (two runs in all), then notifies."""
+
+    @loom.step
+    async def bill(self, ctx: Ctx) -> None:
+        month = ctx.input["month"]
+        await ctx.state.set("bill", await ctx.activity(work, ctx.workflow_id, f"bill-{month}"))
+        if month < 2:
+            await ctx.continue_as_new({"month": month + 1})
+
+    @loom.step
+    async def notify(self, ctx: Ctx) -> None:
+        await ctx.state.set("notify", await ctx.activity(work, ctx.workflow_id, "notify"))

@@ -133,3 +133,37 @@ async def test_two_overlapping_bulk_starts_at_once_create_each_workflow_once(
     assert len(await stored_ids(db)) == 500
     histories = [await db.history(f"shared-{n}") for n in (0, 250, 499)]
     assert [len(h) for h in histories] == [1, 1, 1]
+
+
+async def test_tags_are_stored_with_each_workflow_of_a_batch(db: loom.Database) -> None:
+    await db.start_workflows(
+        [
+            StartRequest(Item, {"n": 1}, "tagged-1", tags={"batch": "b1", "shard": "0"}),
+            StartRequest(Item, {"n": 2}, "tagged-2", tags={"batch": "b1"}),
+            StartRequest(Item, {"n": 3}, "plain"),
+        ]
+    )
+    found = await db.list_workflows(tags={"batch": "b1"}, limit=-1)
+    assert sorted(w.workflow_id for w in found) == ["tagged-1", "tagged-2"]
+    with pytest.raises(loom.errors.InvalidIdError):
+        await db.start_workflows([StartRequest(Item, {"n": 1}, "bad-tag", tags={"": "x"})])
+    assert await db.find_workflow("bad-tag") is None
+
+
+@pytest.mark.slow
+async def test_a_batch_of_100_000_starts_in_one_call(db: loom.Database) -> None:
+    """The batch job's size: no statement or parameter limit is hit on either backend (SQLite
+    binds at most a page of ids per lookup; PostgreSQL inserts arrays), and all of it is one
+    transaction: a clash at the very end writes none of it."""
+    count = 100_000
+    batch = [StartRequest(Item, {"n": n}, f"big-{n:06d}") for n in range(count)]
+    await db.start_workflow(Item, workflow_input={"n": -1}, workflow_id="big-099999")
+    with pytest.raises(WorkflowAlreadyExistsError):
+        await db.start_workflows(batch)
+    assert await stored_ids(db) == ["big-099999"]
+    batch[-1] = StartRequest(Item, {"n": -1}, "big-099999")
+    handles = await db.start_workflows(batch)
+    assert len(handles) == count
+    stats = await db.stats()
+    assert sum(stats.by_status.values()) == count and stats.events == count
+    assert len(await db.history("big-050000")) == 1

@@ -331,3 +331,68 @@ async def _state_value(handle: loom.WorkflowHandle[Any], key: str) -> Any:
 async def _other_child(handle: loom.WorkflowHandle[Any], first: str) -> Any:
     child = (await handle.state()).get("child")
     return child if child not in (None, first) else None
+
+
+async def test_a_workflow_reset_twice_runs_from_each_reset_and_replays(
+    db: loom.Database, wid: str
+) -> None:
+    handle = await order_in(db, wid, WorkflowStatus.COMPLETED)
+    assert await handle.reset("ship", reason="one") is ResetOutcome.RESET
+    assert await handle.reset("reserve", reason="two") is ResetOutcome.RESET  # before any run
+    async with worker(db):
+        final = await handle.result(timeout=10)
+    assert final["log"] == rw.STEPS
+    assert calls(wid) == [1, 2, 2]  # the first reset's ship was superseded before it ran
+    assert await handle.reset("ship") is ResetOutcome.RESET
+    async with worker(db):
+        final = await handle.result(timeout=10)
+    assert calls(wid) == [1, 2, 3] and final["ship"] == "ship-3"
+    resets = of_type(await handle.events(), EventType.WORKFLOW_RESET)
+    assert [e.payload["to_step"] for e in resets] == ["ship", "reserve", "ship"]
+    [report] = await db.check_replay([wid])
+    assert report.ok, report
+
+
+async def test_a_child_is_reset_like_any_workflow_and_still_reports_to_its_parent(
+    db: loom.Database, wid: str
+) -> None:
+    parent = await db.start_workflow(rw.Parent, workflow_id=wid)
+    async with worker(db):
+        child_id = await eventually(lambda: _state_value(parent, "child"), what="the child")
+        child = db.get_workflow(child_id)
+        await eventually(lambda: waiting_for(child, "release"), what="the child waiting")
+        assert await child.reset("wait", reason="again") is ResetOutcome.RESET
+        await eventually(lambda: waiting_for(child, "release"), what="the child waiting again")
+        assert await parent.status() is WorkflowStatus.RUNNING
+        await child.signal("release", "ok")
+        final = await parent.result(timeout=10)
+        assert final["result"] == {"got": "ok"}
+        # The child of a finished parent runs again on its own: the parent is not touched.
+        parent_last = (await parent.describe()).last_seq
+        assert await child.reset("wait") is ResetOutcome.RESET
+        assert (await child.result(timeout=10)) == {"got": "ok"}  # its signal, delivered again
+    assert (await child.describe()).parent_id == wid
+    assert (await parent.describe()).last_seq == parent_last
+    assert not of_type(await parent.events(), EventType.WORKFLOW_RESET)
+
+
+async def test_a_continued_workflow_is_reset_within_its_current_run(
+    db: loom.Database, wid: str
+) -> None:
+    handle = await db.start_workflow(rw.Renewal, workflow_input={"month": 1}, workflow_id=wid)
+    async with worker(db):
+        await handle.result(timeout=10)
+        runs = await handle.runs()
+        assert len(runs) == 2
+        assert await handle.reset("notify") is ResetOutcome.RESET
+        final = await handle.result(timeout=10)
+        assert final["notify"] == "notify-2"
+        assert await handle.reset("bill") is ResetOutcome.RESET
+        final = await handle.result(timeout=10)
+    assert final["bill"] == "bill-2-2" and final["notify"] == "notify-3"
+    assert rw.CALLS[wid, "bill-1"] == 1  # the earlier run is history: never run again
+    assert [r.run_id for r in await handle.runs()] == [r.run_id for r in runs]
+    first_run = await handle.events(run_id=runs[0].run_id)
+    assert not of_type(first_run, EventType.WORKFLOW_RESET)
+    resets = of_type(await handle.events(), EventType.WORKFLOW_RESET)
+    assert [e.payload["to_step"] for e in resets] == ["notify", "bill"]
