@@ -1,5 +1,5 @@
 """Retention: finished workflows older than a period are deleted with their histories, earlier
-runs and buffered signals, in small batches; running ones and young ones stay. By ``loom gc``
+runs, buffered signals, heartbeats and tags, in small batches; running ones and young ones stay. By ``loom gc``
 (``db.delete_finished``) and by a worker's periodic sweep (``Worker(retention=...)``); on both
 backends."""
 
@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 import loom
-from loom import ConfigurationError, WorkflowStatus
+from loom import ConfigurationError, StartRequest, WorkflowStatus
+from loom.store.statements import rows, run
 from support import eventually, worker
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
@@ -173,3 +174,117 @@ async def test_a_worker_with_retention_sweeps_while_it_runs(db: loom.Database) -
 
 async def _gone(db: loom.Database, workflow_id: str) -> bool:
     return await db.find_workflow(workflow_id) is None
+
+
+def _tables_with_workflow_rows(postgres: bool) -> Any:
+    """Every table with a ``workflow_id`` column, read from the database's own catalogue, so a
+    table added later is checked too."""
+    if postgres:
+        sql = (
+            "SELECT table_name AS t FROM information_schema.columns "
+            "WHERE column_name = 'workflow_id' AND table_schema = current_schema()"
+        )
+    else:
+        sql = (
+            "SELECT m.name AS t FROM sqlite_master m, pragma_table_info(m.name) p "
+            "WHERE m.type = 'table' AND p.name = 'workflow_id'"
+        )
+    found = yield rows(sql)
+    return sorted(r["t"] for r in found)
+
+
+def _rows_of(tables: list[str], workflow_ids: list[str]) -> Any:
+    counts: dict[str, int] = {}
+    for table in tables:
+        for workflow_id in workflow_ids:
+            [n] = yield rows(
+                f"SELECT COUNT(*) AS n FROM {table} WHERE workflow_id = ?", workflow_id
+            )
+            counts[table] = counts.get(table, 0) + int(n["n"])
+    return counts
+
+
+async def test_a_deleted_workflow_leaves_no_row_in_any_table(db: loom.Database) -> None:
+    store: Any = db.store
+    postgres = bool(store.sql.list_param)
+    old = {"plain": None, "failed": "fail", "again": "again", "waits": "wait"}
+    await db.start_workflows(
+        [StartRequest(Job, {"mode": m}, w, tags={"gc": "yes", "id": w}) for w, m in old.items()]
+    )
+    async with worker(db):
+        await db.get_workflow("failed").signal("unused", 1)
+        for w, m in old.items():
+            if m == "wait":
+                await eventually(lambda w=w: _parked(db.get_workflow(w)), what=f"{w} waiting")
+            else:
+                await eventually(lambda w=w: _ended(db.get_workflow(w)), what=f"{w} finished")
+    await db.get_workflow("waits").cancel()
+    # A heartbeat left over (an end removes them; a row from any path must still go).
+    await store._transact(
+        _one(
+            "INSERT INTO activity_heartbeats (workflow_id, seq, activity, attempt, details, "
+            "beat_at) VALUES (?, 3, 'x', 1, NULL, 0)",
+            "plain",
+        )
+    )
+    await db.start_workflow(
+        Job, workflow_input={"mode": "wait"}, workflow_id="alive", tags={"gc": "yes"}
+    )
+    tables = await store._read(_tables_with_workflow_rows(postgres))
+    assert {"events", "run_events", "signals", "activity_heartbeats", "workflow_tags"} <= set(
+        tables
+    )
+    before = await store._read(_rows_of(tables, list(old)))
+    assert all(before[t] for t in ("events", "run_events", "signals", "activity_heartbeats"))
+    assert before["workflow_tags"] == 8
+
+    assert await db.delete_finished(0.000001, batch=3) == 4
+    after = await store._read(_rows_of(tables, list(old)))
+    assert after == {t: 0 for t in tables}
+    assert await ids(db) == ["alive"]
+    assert (await store._read(_rows_of(tables, ["alive"])))["workflow_tags"] == 1
+    assert [w.workflow_id for w in await db.list_workflows(tags={"gc": "yes"})] == ["alive"]
+
+
+def _one(sql: str, *args: Any) -> Any:
+    yield run(sql, *args)
+
+
+async def test_gc_racing_workers_and_signals_deletes_only_what_had_ended(
+    db: loom.Database, db_url: str
+) -> None:
+    """Sweeps run over and over while a worker runs workflows to their end and signals wake
+    the ones that wait: nothing running is ever deleted, every signal to a live workflow is
+    delivered, and a signal to one deleted meanwhile is refused as to an unknown workflow."""
+    waiting = [f"w-{n}" for n in range(20)]
+    await db.start_workflows([StartRequest(Job, {"mode": "wait"}, w) for w in waiting])
+    await db.start_workflows([StartRequest(Job, {}, f"quick-{n}") for n in range(40)])
+    stop = asyncio.Event()
+    deleted: list[int] = []
+
+    async with loom.Database(db_url) as sweeper:
+
+        async def sweep() -> None:
+            while not stop.is_set():
+                deleted.append(await sweeper.delete_finished(0.000001, batch=5))
+                await asyncio.sleep(0)
+
+        async with worker(db):
+            task = asyncio.ensure_future(sweep())
+            for w in waiting:
+                await eventually(lambda w=w: _parked(db.get_workflow(w)), what=f"{w} waiting")
+            for w in waiting:
+                await db.get_workflow(w).signal("go", w)
+            for w in waiting:  # each got its signal and ended; the sweep may take it at once
+                await eventually(lambda w=w: _ended_or_gone(db, w), what=f"{w} ended")
+            stop.set()
+            await task
+    assert await db.delete_finished(0.000001) + sum(deleted) == 60
+    assert await ids(db) == []
+    with pytest.raises(loom.WorkflowNotFoundError):
+        await db.get_workflow("w-0").signal("go", 1)
+
+
+async def _ended_or_gone(db: loom.Database, workflow_id: str) -> bool:
+    record = await db.find_workflow(workflow_id)
+    return record is None or record.status is WorkflowStatus.COMPLETED
