@@ -1,7 +1,7 @@
 """Retention: finished workflows older than a period are deleted with their histories, earlier
-runs, buffered signals, heartbeats and tags, in small batches; running ones and young ones stay. By ``loom gc``
-(``db.delete_finished``) and by a worker's periodic sweep (``Worker(retention=...)``); on both
-backends."""
+runs, buffered signals, heartbeats and tags, in small batches; running ones and young ones
+stay. By ``loom gc`` (``db.delete_finished``) and by a worker's periodic sweep
+(``Worker(retention=...)``); on both backends."""
 
 from __future__ import annotations
 
