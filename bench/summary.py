@@ -5,8 +5,8 @@
 Reads what the benchmarks saved under ``bench/results/`` (``python -m bench``, ``bench.timers``,
 ``bench.memory``, ``bench.history``, ``bench.bulk_start`` and ``bench.dbos_more``); a workload
 whose file is missing shows ``n/a``. Where DBOS was measured two ways (its queue, or a direct
-start), its better figure is the one compared. "Loom advantage" is how many times better Loom's figure is: Loom's
-over DBOS's for rates, DBOS's over Loom's for times and memory.
+start), its better figure is the one compared. "Loom advantage" is how many times better Loom's
+figure is: Loom's over DBOS's for rates, DBOS's over Loom's for times and memory.
 """
 
 from __future__ import annotations
