@@ -158,14 +158,18 @@ def act_on_selection(
 
 
 def confirm(question: str, nothing_done: str) -> None:
-    """Ask ``question`` on stderr; anything but yes (end of input too) ends the command."""
+    """Ask ``question`` on stderr and read the answer from stdin; anything but yes (end of
+    input too) ends the command. (Read directly: ``click.confirm`` writes a space to stdout,
+    which would spoil ``--json`` output.)"""
+    sys.stderr.write(f"{question} [y/N]: ")
+    sys.stderr.flush()
     try:
-        agreed = typer.confirm(question, default=False, err=True)
-    except typer.Abort:
-        agreed = False
+        answer = sys.stdin.readline()
+    except (OSError, ValueError):
+        answer = ""
     if not sys.stdin.isatty():  # the answer was not echoed: end the question's line
-        print(file=sys.stderr)
-    if not agreed:
+        sys.stderr.write("\n")
+    if answer.strip().lower() not in ("y", "yes"):
         raise CliError(f"not confirmed: {nothing_done} (--yes skips the question)")
 
 
