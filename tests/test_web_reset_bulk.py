@@ -169,3 +169,32 @@ async def test_the_pages_carry_the_reset_and_selection_controls(
         assert f'id="{control}"' in listing
     script = (await client.get("/static/selection.js")).text
     assert "/api/bulk/" in script
+
+
+async def test_a_bulk_filter_selects_by_tag_and_creation_time_as_the_list_does(
+    db: loom.Database, client: httpx.AsyncClient, wid: str
+) -> None:
+    await db.start_workflows(
+        [
+            loom.StartRequest(rw.Order, {}, f"{wid}-a", tags={"team": "ops"}),
+            loom.StartRequest(rw.Order, {}, f"{wid}-b", tags={"team": "ops"}),
+            loom.StartRequest(rw.Order, {}, f"{wid}-c", tags={"team": "dev"}),
+        ]
+    )
+    listed = (await client.get("/api/workflows", params={"tag": "team=ops"})).json()
+    by_tag = {"tags": ["team=ops"]}
+    counted = await client.post("/api/bulk/cancel", json={"filter": by_tag, "preview": True})
+    assert counted.json()["matched"] == len(listed["workflows"]) == 2
+    future = {"created_after": 32503680000.0}  # the year 3000
+    assert (await client.post("/api/bulk/cancel", json={"filter": future, "preview": True})).json()[
+        "matched"
+    ] == 0
+    past = {"created_before": 1.0}
+    assert (await client.post("/api/bulk/cancel", json={"filter": past, "preview": True})).json()[
+        "matched"
+    ] == 0
+    done = await client.post("/api/bulk/cancel", json={"filter": by_tag})
+    assert done.json()["succeeded"] == 2
+    assert await db.get_workflow(f"{wid}-c").status() is WorkflowStatus.RUNNING
+    for bad in ({"tags": ["no-equals"]}, {"created_after": -1}):
+        error_of(await client.post("/api/bulk/cancel", json={"filter": bad}), 422)

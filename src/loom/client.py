@@ -447,7 +447,9 @@ class Database:
         *,
         name: str | None = None,
         id_contains: str | None = None,
+        tags: Mapping[str, str] | None = None,
         created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
     ) -> list[str]:
         """The ids of every workflow matching these filters (as :meth:`list_workflows`, with
         no limit), newest first: the selection of a bulk action."""
@@ -457,7 +459,9 @@ class Database:
             status=status_of(status),
             name=name,
             id_contains=id_contains,
+            tags=check_tags(tags),
             created_after=_epoch(created_after, "created_after"),
+            created_before=_epoch(created_before, "created_before"),
         )
 
     async def bulk_action(

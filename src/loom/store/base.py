@@ -429,7 +429,9 @@ class Store(abc.ABC):
         status: WorkflowStatus | None = None,
         name: str | None = None,
         id_contains: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
         created_after: float | None = None,
+        created_before: float | None = None,
     ) -> list[str]:
         """The ids of every workflow :meth:`list_workflows` would list with these filters, in
         its order (the selection of a bulk action)."""

@@ -225,9 +225,13 @@ class SqlStore(Store):
         status: WorkflowStatus | None = None,
         name: str | None = None,
         id_contains: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
         created_after: float | None = None,
+        created_before: float | None = None,
     ) -> list[str]:
-        clause, params = self._filter(status, name, id_contains, None, (), created_after, None)
+        clause, params = self._filter(
+            status, name, id_contains, None, tags, created_after, created_before
+        )
         found = await self._rows(
             f"SELECT id FROM workflows {clause} ORDER BY created_at DESC, id", *params
         )

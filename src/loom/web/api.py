@@ -172,6 +172,15 @@ class BulkFilter(BaseModel):
     since_seconds: float | None = Field(
         default=None, gt=0, le=limits.MAX_INT64, description="Started within this many seconds"
     )
+    tags: list[str] | None = Field(
+        default=None, max_length=20, description="`key=value` tags it must all have"
+    )
+    created_after: float | None = Field(
+        default=None, ge=0, le=limits.MAX_INT64, description="Created at or after (epoch s)"
+    )
+    created_before: float | None = Field(
+        default=None, ge=0, le=limits.MAX_INT64, description="Created before (epoch s)"
+    )
 
     @field_validator("name", "q")
     @classmethod
@@ -526,9 +535,17 @@ async def bulk_action(
         raise ConfigurationError("a reset needs to_step, the step to restart from")
     if body.filter is not None:
         f = body.filter
-        since = None if f.since_seconds is None else time.time() - f.since_seconds
+        after = f.created_after
+        if f.since_seconds is not None:
+            since = time.time() - f.since_seconds
+            after = since if after is None else max(after, since)
         chosen = await db.workflow_ids(
-            _status(f.status), name=f.name, id_contains=f.q, created_after=since
+            _status(f.status),
+            name=f.name,
+            id_contains=f.q,
+            tags=parse_tags(f.tags or []),
+            created_after=after,
+            created_before=f.created_before,
         )
     else:
         chosen = list(dict.fromkeys(body.ids or []))

@@ -110,6 +110,9 @@ export function listPage() {
       if (applied.status) filter.status = applied.status;
       if (applied.name) filter.name = applied.name;
       if (applied.q) filter.q = applied.q;
+      if (applied.tag) filter.tags = [applied.tag];
+      if (applied.from) filter.created_after = applied.from;
+      if (applied.to) filter.created_before = applied.to;
       return filter;
     },
     function () {

@@ -1,12 +1,12 @@
-// The workflow list's selection and what can be done to it: cancel or retry the workflows
-// checked, or every workflow the list's filters match ("select all matching", counted by the
+// The workflow list's selection and what can be done to it: cancel, retry or reset (to the
+// step named in #bulk-step) the workflows checked, or every workflow the list's filters match ("select all matching", counted by the
 // server). Each workflow is acted on by itself (POST /api/bulk/<action>); the result line says
 // how many it worked for and why it did not for the others.
 
 import { api } from "./api.js";
 import { byId, el } from "./format.js";
 
-const ACTIONS = { cancel: "Cancel", retry: "Retry" };
+const ACTIONS = { cancel: "Cancel", retry: "Retry", reset: "Reset" };
 
 /**
  * The selection of the list. `appliedFilter()` gives the filters of the rows shown, as the
@@ -93,12 +93,19 @@ export function bulkSelection(appliedFilter, acted) {
   async function act(action) {
     const n = count();
     const which = allMatching !== null ? " matching the filters" : "";
-    if (!window.confirm(ACTIONS[action] + " " + n + " workflow(s)" + which + "?")) {
+    const step = byId("bulk-step").value.trim();
+    if (action === "reset" && !step) {
+      showResult("Reset: name the step to restart from first.", true);
+      return;
+    }
+    const target = action === "reset" ? " to step " + JSON.stringify(step) : "";
+    if (!window.confirm(ACTIONS[action] + " " + n + " workflow(s)" + which + target + "?")) {
       showResult(ACTIONS[action] + ": not sent (not confirmed).", false);
       return;
     }
     const body =
       allMatching !== null ? { filter: allMatching.filter } : { ids: Array.from(picked) };
+    if (action === "reset") body.to_step = step;
     try {
       const result = await api("/api/bulk/" + action, { method: "POST", json: body });
       const failures = result.results.filter((r) => !r.ok);
