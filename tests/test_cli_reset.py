@@ -5,6 +5,7 @@ processes sharing one SQLite file, and bulk starts (``db.start_workflows``) run 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -361,8 +362,11 @@ def test_bulk_start_gc_and_retention_with_two_worker_processes(
     stop(first)
     # Each ran once, by one of the two processes: one "count" each.
     assert len(counter.read_text().splitlines()) == 205
-    ran_by = {w.pid for w in first}
-    assert len(ran_by) == 2
+    # ... and each ended once, counted by the process that ran it.
+    ended = [re.search(r"stopped: completed (\d+), failed (\d+)", w.output()) for w in first]
+    assert all(ended), [w.output() for w in first]
+    assert sum(int(m.group(1)) for m in ended if m) == 200
+    assert sum(int(m.group(2)) for m in ended if m) == 5
 
     eventually_sync(
         lambda: (
