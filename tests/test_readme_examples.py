@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import re
 import sys
@@ -160,6 +161,20 @@ async def test_query_example_answers_without_waking_the_cart(tmp_path: Path) -> 
     assert "import asyncio" + example in readme  # the README prints this code exactly
 
 
+async def test_codec_example_encrypts_what_it_stores(tmp_path: Path) -> None:
+    code, out, err = await run_script("readme_vault.py", tmp_path, script_env(None))
+    assert code == 0, err
+    assert out == (
+        "{'receipt': 'receipt for 42 on 1111'}\nCOMPLETED\nPayloadDecodeError k1\nFalse\n"
+    )
+    codec = [loom.CompressionCodec(), loom.AesGcmCodec.from_keyfile(tmp_path / "keys")]
+    async with loom.Database(f"sqlite:///{tmp_path / 'vault.db'}", codec=codec) as db:
+        assert (await db.get_workflow("pay-1").describe()).input == {"card": "4111111111111111"}
+    readme = (TESTS.parent / "README.md").read_text()
+    example = (TESTS / "readme_vault.py").read_text().split("import asyncio", 1)[1]
+    assert "import asyncio" + example in readme  # the README prints this code exactly
+
+
 async def test_the_heartbeat_example_is_the_readmes_and_resumes_where_it_was(
     tmp_path: Path,
 ) -> None:
@@ -193,3 +208,28 @@ async def test_the_operations_example_is_the_readmes_and_resets_then_deletes(
     assert "It prints `{'receipt': 'receipt-A-7', 'parcels': 1, 'parcel': 'parcel-A-7'}`" in readme
     async with loom.Database(f"sqlite:///{tmp_path / 'loom.db'}") as db:
         assert await db.list_workflows() == []
+
+
+async def test_observability_example_traces_counts_and_logs_one_checkout(tmp_path: Path) -> None:
+    code, out, err = await run_script("readme_observe.py", tmp_path, script_env(None))
+    assert code == 0, err
+    assert out == (
+        "{'charge': 'ch_1'}\nloom_workflows_completed_total{workflow=\"Checkout\"} 1.0\n"
+    )
+    text, spans, decoder = (tmp_path / "spans.json").read_text(), [], json.JSONDecoder()
+    while text.strip():
+        span, end = decoder.raw_decode(text.strip())
+        spans.append(span)
+        text = text.strip()[end:]
+    names = {s["name"] for s in spans}
+    assert {"POST /checkout", "StartWorkflow:Checkout", "Step:pay", "RunActivity:charge"} <= names
+    assert len({s["context"]["trace_id"] for s in spans}) == 1
+    logs = [json.loads(line) for line in err.splitlines()]
+    [paying] = [r for r in logs if r["message"] == "paying"]
+    [charging] = [r for r in logs if r["message"] == "charging A-1"]
+    assert (charging["activity"], charging["attempt"], charging["step"]) == ("charge", 1, "pay")
+    assert paying["workflow_id"] == charging["workflow_id"]
+    assert f"0x{charging['trace_id']}" == spans[0]["context"]["trace_id"]
+    readme = (TESTS.parent / "README.md").read_text()
+    example = (TESTS / "readme_observe.py").read_text().split("import asyncio", 1)[1]
+    assert "import asyncio" + example in readme  # the README prints this code exactly

@@ -424,7 +424,7 @@ async def test_definitions_graph_is_coloured_by_a_run_and_metrics_are_charted(
         await expect(page.locator("#defs-error")).to_contain_text("no-such-run")
 
         await page.get_by_role("link", name="Queue & metrics").click()
-        await expect(page).to_have_url(base + "/metrics")
+        await expect(page).to_have_url(base + "/charts")
         status_chart = page.locator("#chart-status")
         await expect(status_chart.locator('g[data-label="COMPLETED"]')).to_contain_text(
             "3", timeout=TIMEOUT_MS
@@ -815,3 +815,37 @@ async def test_the_workflow_page_resets_a_workflow_to_the_step_chosen(
         await expect(page.locator("#summary")).to_contain_text("RUNNING", timeout=TIMEOUT_MS)
         await expect(page.locator("#events")).to_contain_text("WORKFLOW_RESET")
         await page.close()
+
+
+async def test_encrypted_payloads_show_as_encrypted_without_the_key_and_in_full_with_it(
+    tmp_path: Path, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    url = f"sqlite:///{tmp_path / 'vault.db'}"
+    secret = "card-4111-1111-e2e"
+    codec = loom.AesGcmCodec({"k1": loom.AesGcmCodec.generate_key()})
+    async with loom.Database(url, codec=codec, placeholders=True) as coded:
+        await coded.migrate_up()
+        handle = await coded.start_workflow(
+            e2e_workflows.Echo, workflow_input={"card": secret}, workflow_id="vault-1"
+        )
+        async with worker(coded):
+            await handle.result(timeout=10)
+        async with loom.Database(url, codec="none", placeholders=True) as keyless:
+            for database, shown, hidden in (
+                (keyless, '"<encrypted>"', secret),
+                (coded, secret, "<encrypted>"),
+            ):
+                app = create_app(database=database, poll_interval=0.05)
+                async with serve(app) as base:
+                    page = await browser.new_page()
+                    await page.goto(base + "/workflows/vault-1")
+                    summary = page.locator("#summary")
+                    await expect(summary).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
+                    await expect(page.locator("#input")).to_contain_text(shown)
+                    await expect(page.locator("#state")).to_contain_text(shown)
+                    await expect(page.locator("#events tbody")).to_contain_text("STATE_SET")
+                    assert hidden not in await page.locator("main").inner_text()
+                    await shot(page, f"encrypted-{'keyless' if database is keyless else 'key'}")
+                    await page.close()

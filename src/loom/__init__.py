@@ -45,8 +45,10 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     DefinitionError,
     LeaseLostError,  # noqa: F401
     LoomError,
+    MissingExtraError,
     NonDeterminismError,
     NotInActivityError,
+    PayloadDecodeError,
     PayloadError,
     QueryArgumentsError,
     QueryFailedError,
@@ -64,6 +66,9 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowNotRunningError,
     WorkflowSandboxError,
 )
+from loom.logs import JsonFormatter, activity_logger
+from loom.metrics import Metrics, MetricsServer
+from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec, PayloadCodec
 from loom.schemas.state import Input, State
 from loom.signal_handlers import signal
 from loom.status import WorkflowStatus
@@ -81,7 +86,10 @@ __all__ = [
     "ActivityHeartbeat",
     "ActivityHeartbeatTimeoutError",
     "ActivityInfo",
+    "AesGcmCodec",
     "ChildWorkflowFailedError",
+    "CodecChain",
+    "CompressionCodec",
     "ConfigurationError",
     "Database",
     "DatabaseUnavailableError",
@@ -89,9 +97,15 @@ __all__ = [
     "Event",
     "EventType",
     "Input",
+    "JsonFormatter",
     "LoomError",
+    "Metrics",
+    "MetricsServer",
+    "MissingExtraError",
     "NonDeterminismError",
     "NotInActivityError",
+    "PayloadCodec",
+    "PayloadDecodeError",
     "PayloadError",
     "QueryArgumentsError",
     "QueryContext",
@@ -129,6 +143,7 @@ __all__ = [
     "__version__",
     "activity",
     "activity_info",
+    "activity_logger",
     "default_registry",
     "heartbeat",
     "query",

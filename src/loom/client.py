@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from loom import codec, limits, retention
+from loom import codec, limits, retention, telemetry
 from loom.bulk import BulkResult as BulkResult
 from loom.core import workflow as workflow_module
 from loom.core.history import Event, EventType
@@ -32,12 +32,15 @@ from loom.definitions import Registry, WorkflowDefinition, default_registry, wor
 from loom.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
+    StoreError,
     UnknownWorkflowTypeError,
     WorkflowAlreadyExistsError,
     WorkflowCanceledError,
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
+from loom.metrics import DEFAULT_QUEUE, Metrics, MetricsServer
+from loom.payload_codecs import CodecChain, PayloadCodec, as_chain, codec_from_env, codec_from_spec
 from loom.status import WorkflowStatus
 from loom.store import open_store, resolve_url
 from loom.store.base import ActivityHeartbeat as ActivityHeartbeat
@@ -47,6 +50,8 @@ from loom.store.base import ResetOutcome as ResetOutcome
 from loom.store.base import StoreStats as StoreStats
 from loom.store.base import WorkflowRecord as WorkflowRecord
 from loom.store.common import canonical, migrations
+from loom.store.encoded import EncodedStore
+from loom.store.payloads import Payloads
 
 if TYPE_CHECKING:
     from loom.core.workflow import Workflow
@@ -161,6 +166,19 @@ class Database:
     Workflow ids and names follow one rule (:mod:`loom.limits`; ``InvalidIdError``), and a
     workflow's input, its initial state and a signal's payload are each at most
     ``max_payload_bytes`` as JSON (``PayloadTooLargeError``, raised before anything is stored).
+
+    ``metrics=True`` records Prometheus metrics (:attr:`metrics`; the ``metrics`` extra).
+    Workflows are traced with OpenTelemetry when a tracer provider is configured globally, or
+    with ``tracer_provider`` (the ``otel`` extra); see :mod:`loom.telemetry`.
+
+    ``codec`` encodes every payload before it is stored and decodes it when read (see
+    :mod:`loom.payload_codecs`): a ``PayloadCodec``, a ``CodecChain``, a list of codecs applied
+    in order, or a spec string (``"compress+aesgcm:keyfile=/path"``); default ``$LOOM_CODEC``,
+    else none (``"none"`` for none whatever the environment says). A stored payload this
+    process cannot decode raises ``PayloadDecodeError`` when read; with ``placeholders``, the
+    records and histories read show :data:`~loom.payload_codecs.PLACEHOLDER` in its place
+    instead (for displays: the CLI and the dashboard). What decides or writes (queries,
+    retries, workers) always reads strictly.
     """
 
     def __init__(
@@ -170,6 +188,10 @@ class Database:
         registry: Registry | None = None,
         create: bool = True,
         max_payload_bytes: int = limits.DEFAULT_MAX_PAYLOAD_BYTES,
+        metrics: bool = False,
+        tracer_provider: Any = None,
+        codec: PayloadCodec | CodecChain | Sequence[PayloadCodec] | str | None = None,
+        placeholders: bool = False,
     ) -> None:
         if (
             not isinstance(max_payload_bytes, int)
@@ -180,9 +202,31 @@ class Database:
                 f"max_payload_bytes must be a positive number of bytes, got {max_payload_bytes!r}"
             )
         self.max_payload_bytes = max_payload_bytes
+        self.tracing = telemetry.Tracing(tracer_provider)
+        self.metrics: Metrics | None = Metrics() if metrics else None
+        """What this process records about this database for Prometheus (None: nothing)."""
         self.url = resolve_url(url)
         self.registry = registry or default_registry
-        self.store: Store = open_store(self.url, create=create)
+        chain = (
+            codec_from_env()
+            if codec is None
+            else codec_from_spec(codec)
+            if isinstance(codec, str)
+            else as_chain(codec)
+        )
+        self.codec: CodecChain | None = chain
+        """The codecs every payload passes through (None: payloads are stored as they are)."""
+        self.placeholders = bool(placeholders)
+        backend = open_store(self.url, create=create)
+        encoded = EncodedStore(backend, Payloads(chain))
+        self.store: Store = encoded
+        """The store, its payloads encoded and decoded (strictly): what workers write with."""
+        self._shown: Store = encoded.reading(placeholders=True) if placeholders else encoded
+        """What records and histories are read from for display."""
+        self._plain_parts: Store = backend
+        """For reads that use no payload (status, summaries, runs): nothing is decoded."""
+        if self.metrics is not None:
+            backend.claim_canceled = self.metrics.canceled_at_claim
         self.work_available = Notifier()
         self.workflow_changed = Notifier()
         self._opened = 0
@@ -244,6 +288,35 @@ class Database:
         """Let ``worker`` (of this process) hear at once of signals and cancels sent through
         this database; it is forgotten when garbage collected."""
         self.workers.add(worker)
+
+    # -- observability -----------------------------------------------------------------------
+    def enable_metrics(self) -> Metrics:
+        """Start recording Prometheus metrics (if not already): :attr:`metrics`.
+        ``MissingExtraError`` without the ``metrics`` extra."""
+        if self.metrics is None:
+            self.metrics = Metrics()
+            self._plain_parts.claim_canceled = self.metrics.canceled_at_claim
+        return self.metrics
+
+    async def scrape_metrics(self) -> bytes:
+        """Every metric in Prometheus's text format, the queue gauges read from the database
+        now (enabling metrics if they were not)."""
+        metrics = self.enable_metrics()
+        try:
+            stats: StoreStats | None = await self.stats()
+        except StoreError as exc:
+            log.warning("metrics: cannot read the queue from the database: %s", exc)
+            stats = None
+        # One queue today; per-queue figures from the store will fill this mapping.
+        metrics.queues(None if stats is None else {DEFAULT_QUEUE: stats})
+        return metrics.render()
+
+    def serve_metrics(self, port: int = 9464, host: str = "127.0.0.1") -> MetricsServer:
+        """An HTTP endpoint serving :meth:`scrape_metrics` at ``/metrics``: ``async with
+        db.serve_metrics(9464):`` beside a worker (``port`` 0 picks a free one, then
+        ``server.port``). Enables metrics (``MissingExtraError`` without the extra)."""
+        metrics = self.enable_metrics()
+        return MetricsServer(self.scrape_metrics, metrics.content_type, host=host, port=port)
 
     async def schema_version(self) -> int:
         """The newest migration applied; 0 for a database never initialized."""
@@ -344,18 +417,36 @@ class Database:
         workflow_id: str | None,
         tags: Mapping[str, str] | None = None,
     ) -> WorkflowHandle[Any]:
-        new, first = self._prepare(
-            definition, workflow_input, initial_state, workflow_id, time.time(), tags
+        name, version = definition.name, definition.version
+        limits.check_id(name, "workflow name")
+        wid = str(uuid.uuid4()) if workflow_id is None else limits.check_id(workflow_id)
+        tag_pairs = check_tags(tags)
+        stored_input = self.encode(workflow_input, f"the input of workflow {wid!r}", root="input")
+        state = self.encode(
+            initial_state or {}, f"the initial state of workflow {wid!r}", root="initial_state"
         )
-        wid = new.workflow_id
-        existing = await self.store.create_workflow(new, first)
+        if not isinstance(state, dict):
+            raise ConfigurationError(
+                f"initial_state of workflow {wid!r} must be a mapping, got {type(state).__name__}"
+            )
+        payload = {"name": name, "version": version, "input": stored_input, "state": state}
+        tracer = self.tracing.tracer()
+        if tracer is None:
+            existing = await self._create(wid, payload, tag_pairs)
+        else:
+            with telemetry.starting(tracer, name, wid) as span:
+                payload[telemetry.TRACE_KEY] = telemetry.carrier(span)
+                existing = await self._create(wid, payload, tag_pairs)
+                span.set_attribute("loom.workflow.existing", existing is not None)
         if existing is not None:
-            if existing.name != new.name:
+            if existing.name != name:
                 raise WorkflowAlreadyExistsError(wid, f"as a {existing.name!r} workflow")
-            if canonical(existing.input) != canonical(new.input):
+            if canonical(existing.input) != canonical(stored_input):
                 raise WorkflowAlreadyExistsError(wid, "with a different input")
         else:
             self.work_available.notify()
+            if self.metrics is not None:
+                self.metrics.started.labels(name).inc()
         return WorkflowHandle(self, wid, definition.cls)
 
     def _prepare(
@@ -388,6 +479,24 @@ class Database:
             now,
         )
         return NewWorkflow(wid, name, version, stored_input, state, now, tag_pairs), first
+
+    async def _create(
+        self, wid: str, payload: dict[str, Any], tag_pairs: tuple[tuple[str, str], ...]
+    ) -> WorkflowRecord | None:
+        """Insert the workflow, its tags and its ``WORKFLOW_STARTED`` event (``payload``); the
+        existing workflow if the id is taken."""
+        now = time.time()
+        first = Event(1, EventType.WORKFLOW_STARTED, payload, now)
+        new = NewWorkflow(
+            wid,
+            payload["name"],
+            payload["version"],
+            payload["input"],
+            payload["state"],
+            now,
+            tag_pairs,
+        )
+        return await self.store.create_workflow(new, first)
 
     def encode(self, value: Any, what: str, root: str = "value") -> Any:
         """``value`` as stored (round-tripped through JSON), within ``max_payload_bytes``;
@@ -429,7 +538,8 @@ class Database:
                     f"unknown status {status!r}; use one of "
                     f"{', '.join(s.value for s in WorkflowStatus)}"
                 ) from None
-        records = await self.list_records(
+        records = await self._list(
+            self._plain_parts,  # a summary shows no payload: nothing to decode
             wanted,
             limit,
             name=name,
@@ -525,7 +635,34 @@ class Database:
         created_before: datetime | float | None = None,
     ) -> list[WorkflowRecord]:
         """Like :meth:`list_workflows`, with whole records and a search by part of the id."""
-        return await self.store.list_workflows(
+        return await self._list(
+            self._shown,
+            status,
+            limit,
+            name=name,
+            id_contains=id_contains,
+            offset=offset,
+            parent_id=parent_id,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
+        )
+
+    @staticmethod
+    async def _list(
+        store: Store,
+        status: WorkflowStatus | None,
+        limit: int,
+        *,
+        name: str | None = None,
+        id_contains: str | None = None,
+        offset: int = 0,
+        parent_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
+    ) -> list[WorkflowRecord]:
+        return await store.list_workflows(
             status=status,
             name=name,
             id_contains=id_contains,
@@ -539,14 +676,14 @@ class Database:
 
     async def find_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         """The stored record of ``workflow_id``, or None if there is no such workflow."""
-        return await self.store.get_workflow(workflow_id)
+        return await self._shown.get_workflow(workflow_id)
 
     async def history(
         self, workflow_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[Event]:
         """The events of ``workflow_id`` after ``after_seq``, oldest first (none if unknown):
         all of them, or the first ``limit``."""
-        return await self.store.load_history(workflow_id, after_seq=after_seq, limit=limit)
+        return await self._shown.load_history(workflow_id, after_seq=after_seq, limit=limit)
 
     async def changed_since(
         self, after: float, limit: int, after_id: str = ""
@@ -554,7 +691,7 @@ class Database:
         """Up to ``limit`` workflows changed after the cursor ``(after, after_id)``, in the order
         of ``(updated, workflow_id)``: one page of a stream of changes; page on with the last
         record's ``updated`` and ``workflow_id``."""
-        return await self.store.changed_since(after, limit, after_id)
+        return await self._shown.changed_since(after, limit, after_id)
 
     async def stats(self) -> StoreStats:
         return await self.store.stats(time.time())
@@ -670,7 +807,7 @@ class Database:
         current code reproduces its history: a determinism check to run before deploying.
         """
         if workflow_ids is None:
-            records = await self.store.list_workflows(limit=limit or 1_000_000)
+            records = await self._plain_parts.list_workflows(limit=limit or 1_000_000)
             workflow_ids = [r.workflow_id for r in records]
         reports = []
         for wid in workflow_ids:
@@ -737,13 +874,18 @@ class WorkflowHandle(Generic[StateT]):
         return f"WorkflowHandle({self.workflow_id!r})"
 
     async def describe(self) -> WorkflowRecord:
-        record = await self.database.store.get_workflow(self.workflow_id)
+        """The workflow's record. A payload in it that cannot be decoded raises
+        ``PayloadDecodeError`` (or reads as the placeholder: ``Database(placeholders=True)``)."""
+        return await self._record(self.database._shown)
+
+    async def _record(self, store: Store) -> WorkflowRecord:
+        record = await store.get_workflow(self.workflow_id)
         if record is None:
             raise WorkflowNotFoundError(self.workflow_id)
         return record
 
     async def status(self) -> WorkflowStatus:
-        return (await self.describe()).status
+        return (await self._record(self.database._plain_parts)).status
 
     async def state(self) -> StateT:
         """The current state, including changes made by a step that is still running."""
@@ -752,9 +894,9 @@ class WorkflowHandle(Generic[StateT]):
     async def events(self, run_id: str | None = None) -> list[Event]:
         """The current run's whole history, oldest first; with ``run_id``, that of an earlier
         run (see :meth:`runs`)."""
-        store = self.database.store
+        store = self.database._shown
         if run_id is not None:
-            record = await self.describe()
+            record = await self._record(self.database._plain_parts)
             if run_id != record.run_id:
                 found = await store.load_run_history(self.workflow_id, run_id)
                 if not found:
@@ -765,20 +907,20 @@ class WorkflowHandle(Generic[StateT]):
                 return found
         events = await store.load_history(self.workflow_id)
         if not events:
-            await self.describe()  # raises WorkflowNotFoundError
+            await self._record(self.database._plain_parts)  # raises WorkflowNotFoundError
         return events
 
     async def tags(self) -> dict[str, str]:
         """The tags the workflow was started with."""
-        found = await self.database.store.tags(self.workflow_id)
+        found = await self.database._plain_parts.tags(self.workflow_id)  # tags stay plain
         if not found:
-            await self.describe()  # raises WorkflowNotFoundError
+            await self._record(self.database._plain_parts)  # raises WorkflowNotFoundError
         return found
 
     async def runs(self) -> list[WorkflowRun]:
         """Every run of this workflow id, oldest first: those ended by
         ``ctx.continue_as_new``, then the current one."""
-        record = await self.describe()
+        record = await self._record(self.database._plain_parts)
         earlier = await self.database.store.list_runs(self.workflow_id)
         runs = [
             WorkflowRun(r.run_id, n, "CONTINUED_AS_NEW", r.started, r.ended, r.events)
@@ -797,10 +939,11 @@ class WorkflowHandle(Generic[StateT]):
     async def heartbeats(self) -> list[ActivityHeartbeat]:
         """The last heartbeat of each of its activities that sent one (``loom.heartbeat``), by
         seq: which attempt sent it, when, and the last details sent. Kept while the workflow
-        runs; a workflow that ended has none."""
-        beats = await self.database.store.read_heartbeats(self.workflow_id)
+        runs; a workflow that ended has none. Their details are decoded like every payload
+        (``PayloadDecodeError``, or the placeholder: ``Database(placeholders=True)``)."""
+        beats = await self.database._shown.read_heartbeats(self.workflow_id)
         if not beats:
-            await self.describe()  # raises WorkflowNotFoundError
+            await self._record(self.database._plain_parts)  # raises WorkflowNotFoundError
         return beats
 
     async def result(self, timeout: float | None = None) -> StateT:
@@ -815,7 +958,9 @@ class WorkflowHandle(Generic[StateT]):
         await self.database.follow_changes()
         while True:
             seen = changed.version
-            record = await self.describe()
+            record = await self._record(self.database._plain_parts)
+            if record.status is not WorkflowStatus.RUNNING:
+                record = await self.describe()  # the payloads, decoded, once it ended
             if record.status is WorkflowStatus.COMPLETED:
                 return record.state  # type: ignore[return-value]
             if record.status is WorkflowStatus.FAILED:
@@ -873,7 +1018,12 @@ class WorkflowHandle(Generic[StateT]):
         activity is interrupted within one lease renewal)."""
         if reason is not None:
             limits.check_text(reason, "the cancel reason")
-        outcome = await self.database.store.cancel(self.workflow_id, reason, time.time())
+        database = self.database
+        outcome = await database.store.cancel(self.workflow_id, reason, time.time())
+        if outcome is CancelOutcome.CANCELED and database.metrics is not None:
+            record = await database.store.get_workflow(self.workflow_id)
+            if record is not None:
+                database.metrics.canceled.labels(record.name).inc()
         if outcome is CancelOutcome.REQUESTED:
             for worker in list(self.database.workers):
                 worker.interrupt(self.workflow_id)

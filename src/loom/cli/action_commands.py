@@ -18,6 +18,7 @@ from loom.cli.bulk import (
     single_or_many,
 )
 from loom.cli.common import (
+    CodecOption,
     DatabaseOption,
     JsonOption,
     ModulesOption,
@@ -54,6 +55,7 @@ def start_command(
         typer.Option("--tag", "-t", metavar="KEY=VALUE", help="A tag to store with it."),
     ] = None,
     modules: ModulesOption = None,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -68,7 +70,7 @@ def start_command(
     import_modules(modules)
 
     async def start() -> tuple[str, bool]:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             existed = False
             if workflow_id is not None:
                 try:
@@ -102,6 +104,7 @@ def signal_command(
     payload_json: Annotated[
         str | None, typer.Option("--payload", "-p", metavar="JSON", help="The signal payload.")
     ] = None,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
 ) -> None:
     """Send a signal; it waits in the workflow's inbox until the workflow asks for it."""
@@ -110,7 +113,7 @@ def signal_command(
     payload = parse_json(payload_json, "--payload")
 
     async def send() -> None:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             await db.get_workflow(workflow_id).signal(name, payload)
 
     run(send())
@@ -129,6 +132,7 @@ def cancel_command(
     name: NameFilter = None,
     since: SinceFilter = None,
     yes: YesOption = False,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -138,12 +142,12 @@ def cancel_command(
         limits.check_text(reason, "--reason")
     selection = single_or_many("cancel", workflow_id, status, name, since)
     if selection is not None:
-        act_on_selection(selection, database, yes, as_json, reason=reason)
+        act_on_selection(selection, database, yes, as_json, reason=reason, codec=codec)
         return
     assert workflow_id is not None
 
     async def cancel() -> CancelOutcome:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             return await db.get_workflow(workflow_id).cancel(reason)
 
     outcome = run(cancel())
@@ -167,18 +171,19 @@ def retry_command(
     since: SinceFilter = None,
     yes: YesOption = False,
     database: DatabaseOption = None,
+    codec: CodecOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Resume a FAILED workflow, or every failed one a filter selects, from the step that
     failed, keeping its history."""
     selection = single_or_many("retry", workflow_id, status, name, since)
     if selection is not None:
-        act_on_selection(selection, database, yes, as_json)
+        act_on_selection(selection, database, yes, as_json, codec=codec)
         return
     assert workflow_id is not None
 
     async def retry() -> str | None:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             handle = db.get_workflow(workflow_id)
             step = (await handle.describe()).current_step
             await handle.retry()
@@ -204,6 +209,7 @@ def reset_command(
     yes: YesOption = False,
     modules: ModulesOption = None,
     database: DatabaseOption = None,
+    codec: CodecOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Restart a workflow of any status (or every one a filter selects) from a named step,
@@ -216,7 +222,14 @@ def reset_command(
     selection = single_or_many("reset", workflow_id, status, name, since)
     if selection is not None:
         act_on_selection(
-            selection, database, yes, as_json, reason=reason, to_step=to_step, modules=modules
+            selection,
+            database,
+            yes,
+            as_json,
+            reason=reason,
+            to_step=to_step,
+            modules=modules,
+            codec=codec,
         )
         return
     assert workflow_id is not None
@@ -224,7 +237,7 @@ def reset_command(
         import_modules(modules)
 
     async def reset() -> ResetOutcome:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             return await db.get_workflow(workflow_id).reset(to_step, reason=reason)
 
     outcome = run(reset())

@@ -120,6 +120,7 @@ def act_on_selection(
     reason: str | None = None,
     to_step: str | None = None,
     modules: list[str] | None = None,
+    codec: str | None = None,
 ) -> None:
     """Count the selected workflows, confirm, act on each, report; exit 1 if any failed."""
     from loom.modules import import_modules
@@ -129,7 +130,7 @@ def act_on_selection(
     action = selection.action
 
     async def select() -> list[str]:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             return await selection.ids(db)
 
     chosen = run(select())
@@ -145,7 +146,7 @@ def act_on_selection(
         confirm(f"{action} {what}{target}?", f"nothing was {VERBS[action]}")
 
     async def act() -> list[BulkResult]:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             return await db.bulk_action(action, chosen, reason=reason, to_step=to_step)
 
     results = run(act())

@@ -97,6 +97,8 @@ class Claim:
     """The run claimed: a cached execution of an earlier run of the same id is not it."""
     version: str | None = None
     """The workflow's version: its run stays on the code of the version it started with."""
+    ready_since: float | None = None
+    """When it became due (its ``ready_at`` before the claim): the start of its task latency."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +234,16 @@ class DumpedRunEvent(NamedTuple):
     created_at: float
 
 
+class DumpedHeartbeat(NamedTuple):
+    """The last heartbeat of a running activity (``activity_heartbeats``), details as stored."""
+
+    seq: int
+    activity: str
+    attempt: int
+    details: str | None
+    beat_at: float
+
+
 class DumpedSignal(NamedTuple):
     """One buffered signal as stored, without its id: a target numbers signals anew, in order."""
 
@@ -273,6 +285,10 @@ class WorkflowDump:
     run_events: tuple[DumpedRunEvent, ...] = ()
     """The histories of its earlier runs (continued as new), by run id and seq."""
     reset_requested: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    """Its tags as (key, value) pairs, sorted."""
+    heartbeats: tuple[DumpedHeartbeat, ...] = ()
+    """The last heartbeats of its running activities, by seq."""
 
     COPIED_FIELDS = (
         "workflow_id",
@@ -315,6 +331,10 @@ class WorkflowDump:
             found.append(f"signals ({len(self.signals)} vs {len(other.signals)})")
         if self.run_events != other.run_events:
             found.append(f"earlier runs ({len(self.run_events)} vs {len(other.run_events)} events)")
+        if self.tags != other.tags:
+            found.append("tags")
+        if self.heartbeats != other.heartbeats:
+            found.append("heartbeats")
         return found
 
 
@@ -323,6 +343,10 @@ class Store(abc.ABC):
 
     url: str
     dialect: str
+    claim_canceled: Callable[[str], None] | None = None
+    """Told the name of each workflow a claim ended as CANCELED instead of leasing it (its
+    cancel was requested while a worker that then died held it), so that ``Database.metrics``
+    counts every cancel; None: nobody asks."""
     """The migrations folder and test name of the backend: ``sqlite``, ``postgres``."""
 
     @abc.abstractmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from loom.errors import (
     ConfigurationError,
     InvalidIdError,
     LoomError,
+    MissingExtraError,
+    PayloadDecodeError,
     PayloadError,
     PayloadTooLargeError,
     QueryArgumentsError,
@@ -39,7 +41,8 @@ from loom.errors import (
     WorkflowNotRunningError,
 )
 from loom.masking import mask_credentials
-from loom.modules import import_modules
+from loom.modules import import_modules, load_codec
+from loom.payload_codecs import CodecChain
 from loom.web import streams
 from loom.web.api import router
 from loom.web.paths import EncodedIds
@@ -71,6 +74,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (UnknownWorkflowTypeError, 422),
     (InvalidIdError, 422),
     (PayloadTooLargeError, 413),
+    (PayloadDecodeError, 422),
     (PayloadError, 422),
     (ConfigurationError, 422),
     (StoreError, 503),
@@ -91,6 +95,7 @@ def create_app(
     max_payload_bytes: int | None = None,
     stream_lifetime: float | None = 3600.0,
     stream_event_bytes: int = streams.STREAM_EVENT_BYTES,
+    codec: CodecChain | None = None,
 ) -> FastAPI:
     """The dashboard application over one database.
 
@@ -102,7 +107,9 @@ def create_app(
     ``stream_lifetime`` seconds (the browser reconnects and resumes) and sends payloads above
     ``stream_event_bytes`` as a link. ``max_payload_bytes`` (default: the database's, else
     4 MiB) bounds each value a request stores, and becomes the limit of a ``database`` given
-    open; a request body may be that plus 64 KiB (413).
+    open; a request body may be that plus 64 KiB (413). ``codec`` encodes and decodes the
+    payloads of a database opened from ``database_url`` (default: none, whatever
+    ``$LOOM_CODEC`` says); a payload it cannot decode is shown as ``"<encrypted>"``.
     """
     if database is not None and database_url is not None:
         raise ConfigurationError("give create_app() a database_url or a database, not both")
@@ -121,7 +128,15 @@ def create_app(
         if database is not None:
             yield
             return
-        db = Database(database_url, registry=registry, create=False, max_payload_bytes=payload)
+        db = Database(
+            database_url,
+            registry=registry,
+            create=False,
+            max_payload_bytes=payload,
+            codec=codec or "none",
+            placeholders=True,
+        )
+        _count_from_the_start(db)
         await db.open()
         app.state.database = db
         try:
@@ -139,6 +154,8 @@ def create_app(
         openapi_url="/openapi.json",
     )
     app.state.database = database
+    if database is not None:
+        _count_from_the_start(database)
     app.state.registry = registry or (database.registry if database else loom.default_registry)
     app.state.poll_interval = poll_interval
     app.state.heartbeat = heartbeat
@@ -156,15 +173,24 @@ def create_app(
     return app
 
 
+def _count_from_the_start(database: Database) -> None:
+    """Record metrics from now on (the starts made through the API), so ``/metrics`` counts
+    everything this process did; without the ``metrics`` extra, ``/metrics`` says how to get
+    it and the rest of the dashboard works as ever."""
+    with suppress(MissingExtraError):
+        database.enable_metrics()
+
+
 def app_from_env() -> FastAPI:
     """The factory ``loom web --reload`` gives uvicorn: settings come from the environment
-    (``LOOM_DATABASE_URL``, ``LOOM_WEB_TOKEN``, ``LOOM_MODULES``)."""
+    (``LOOM_DATABASE_URL``, ``LOOM_WEB_TOKEN``, ``LOOM_MODULES``, ``LOOM_CODEC``)."""
     import_modules(None)
     payload = os.environ.get("LOOM_MAX_PAYLOAD")
     return create_app(
         os.environ.get("LOOM_DATABASE_URL") or None,
         token=os.environ.get("LOOM_WEB_TOKEN") or None,
         max_payload_bytes=int(payload) if payload else None,
+        codec=load_codec(None),
     )
 
 
@@ -220,10 +246,23 @@ def _add_pages(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     @app.get("/definitions", include_in_schema=False)
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/charts", include_in_schema=False)
     @app.get("/queue", include_in_schema=False)
     async def index() -> Response:
         return page("index.html")  # the script shows the view its path names
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        # Prometheus's conventional path: the text format, the queue read from the database now.
+        db: Database = request.app.state.database
+        try:
+            body = await db.scrape_metrics()
+        except MissingExtraError as exc:
+            return _error(501, str(exc))
+        assert db.metrics is not None
+        return Response(
+            body, media_type=db.metrics.content_type, headers={"Cache-Control": "no-store"}
+        )
 
     @app.get("/workflows/{workflow_id:path}", include_in_schema=False)
     async def workflow_page(workflow_id: str) -> Response:
