@@ -396,3 +396,30 @@ async def test_a_continued_workflow_is_reset_within_its_current_run(
     assert not of_type(first_run, EventType.WORKFLOW_RESET)
     resets = of_type(await handle.events(), EventType.WORKFLOW_RESET)
     assert [e.payload["to_step"] for e in resets] == ["notify", "bill"]
+
+
+async def test_bulk_start_and_reset_with_encrypted_payloads(db_url: str, wid: str) -> None:
+    """Under a payload codec (a fresh nonce per encoding), a batch started again is still
+    idempotent, and a reset's state, re-sent signals and reason are stored encoded."""
+    from loom.payload_codecs import AesGcmCodec, CodecChain
+
+    codec = CodecChain(AesGcmCodec({"k1": AesGcmCodec.generate_key()}))
+    async with loom.Database(db_url, codec=codec) as db:
+        await db.migrate_up()
+        batch = [loom.StartRequest(rw.Order, {"n": n}, f"{wid}-{n}") for n in range(3)]
+        await db.start_workflows(batch)
+        await db.start_workflows(batch)  # the same inputs: kept
+        with pytest.raises(loom.WorkflowAlreadyExistsError, match="different input"):
+            await db.start_workflows([loom.StartRequest(rw.Order, {"n": 9}, f"{wid}-0")])
+        handle = db.get_workflow(f"{wid}-0")
+        async with worker(db):
+            await handle.result(timeout=10)
+            assert await handle.reset("ship", reason="a secret reason") is ResetOutcome.RESET
+            final = await handle.result(timeout=10)
+        assert final["log"] == rw.STEPS
+        [reset] = of_type(await handle.events(), EventType.WORKFLOW_RESET)
+        assert reset.payload["reason"] == "a secret reason"
+    async with loom.Database(db_url) as plain:  # no key: the stored reason is not readable
+        raw = await plain.store.inner.load_history(f"{wid}-0")
+        [stored] = [e for e in raw if e.type is EventType.WORKFLOW_RESET]
+        assert "a secret reason" not in str(stored.payload)
