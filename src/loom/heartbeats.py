@@ -31,6 +31,8 @@ from loom.outage import OUTAGE_ERRORS
 from loom.store.base import CommitOutcome, HeartbeatRow, Store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from loom.lease import Interrupt
 
 log = logging.getLogger("loom.worker")
@@ -76,9 +78,11 @@ class HeartbeatKeeper:
         first_claim: bool,
         max_bytes: int,
         interrupt: Interrupt,
+        now: Callable[[], float] = time.time,
         run_id: str | None = None,
     ) -> None:
         self.store = store
+        self._now = now
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.lease_epoch = lease_epoch
@@ -120,6 +124,7 @@ class HeartbeatKeeper:
             max_bytes=self.max_bytes,
             on_beat=lambda: self._beaten(run.seq, control),
             loop=asyncio.get_running_loop(),
+            now=self._now,
         )
         self._writers[run.seq] = _Writer(control, write_interval(definition.heartbeat_timeout))
         return control

@@ -106,8 +106,11 @@ class Retention:
         batch: int = BATCH,
         pause: float = PAUSE,
         interval: float = SWEEP_INTERVAL,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.now = now
+        """Where the cutoff's time of day is read (the worker's clock)."""
         self.period = period
         self.owner = owner
         self.batch = batch
@@ -124,7 +127,7 @@ class Retention:
             try:
                 deleted = await sweep(
                     self.store,
-                    time.time() - self.period,
+                    self.now() - self.period,
                     list(FINISHED),
                     batch=self.batch,
                     pause=self.pause,
