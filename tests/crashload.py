@@ -19,7 +19,9 @@ Run as a worker process (the test starts it and kills it with SIGKILL at a rando
 
     python tests/crashload.py worker sqlite:////tmp/x/loom.db --lease-seconds 0.5
 
-The process prints ``ready`` once its database is open, then runs a ``loom.Worker`` forever.
+The process prints ``ready`` once its database is open, then runs a ``loom.Worker`` forever
+(with ``--retention SECONDS``, one that sweeps old finished workflows when it starts and every
+minute after).
 """
 
 from __future__ import annotations
@@ -196,7 +198,13 @@ def expected_state(workflow_input: dict[str, Any], initial: dict[str, Any]) -> d
 # ------------------------------------------------------------------------ worker process
 
 
-async def serve(url: str, concurrency: int, lease_seconds: float, poll_interval: float) -> None:
+async def serve(
+    url: str,
+    concurrency: int,
+    lease_seconds: float,
+    poll_interval: float,
+    retention: float | None = None,
+) -> None:
     async with loom.Database(url) as database:
         print("ready", flush=True)
         async with loom.Worker(
@@ -204,6 +212,7 @@ async def serve(url: str, concurrency: int, lease_seconds: float, poll_interval:
             concurrency=concurrency,
             poll_interval=poll_interval,
             lease_seconds=lease_seconds,
+            retention=retention,
         ):
             await asyncio.Event().wait()  # run until killed
 
@@ -216,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--concurrency", type=int, default=2)
     worker.add_argument("--lease-seconds", type=float, default=0.5)
     worker.add_argument("--poll-interval", type=float, default=0.05)
+    worker.add_argument("--retention", type=float, default=None, help="seconds (sweeps at start)")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.url, args.concurrency, args.lease_seconds, args.poll_interval))
+    asyncio.run(
+        serve(args.url, args.concurrency, args.lease_seconds, args.poll_interval, args.retention)
+    )
     return 0
 
 

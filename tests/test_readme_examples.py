@@ -193,6 +193,24 @@ async def test_the_heartbeat_example_is_the_readmes_and_resumes_where_it_was(
     assert "It prints `attempt 1 starts at row 0`, `attempt 2 starts at row 600`" in readme
 
 
+async def test_the_operations_example_is_the_readmes_and_resets_then_deletes(
+    tmp_path: Path,
+) -> None:
+    readme = (TESTS.parent / "README.md").read_text()
+    source = (TESTS / "readme_operations.py").read_text()
+    assert f"```python\n{source}```" in readme  # the file is the README's example, as printed
+
+    code, out, err = await run_script("readme_operations.py", tmp_path, script_env(None))
+    assert code == 0, err
+    assert out.splitlines() == [
+        "{'receipt': 'receipt-A-7', 'parcels': 1, 'parcel': 'parcel-A-7'}",
+        "deleted 100",
+    ]
+    assert "It prints `{'receipt': 'receipt-A-7', 'parcels': 1, 'parcel': 'parcel-A-7'}`" in readme
+    async with loom.Database(f"sqlite:///{tmp_path / 'loom.db'}") as db:
+        assert await db.list_workflows() == []
+
+
 async def test_the_testing_examples_are_the_readmes_and_pass(tmp_path: Path) -> None:
     readme = (TESTS.parent / "README.md").read_text()
     for name in ("readme_testing.py", "readme_testing_pytest.py"):

@@ -9,6 +9,7 @@ encrypted), so the store's rules are proved to work on encoded payloads too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +19,12 @@ from typing import Any
 import pytest
 
 from loom.core.history import Event, EventType
-from loom.errors import WorkflowNotFoundError, WorkflowNotRunningError
+from loom.errors import (
+    ConfigurationError,
+    WorkflowAlreadyExistsError,
+    WorkflowNotFoundError,
+    WorkflowNotRunningError,
+)
 from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec
 from loom.status import WorkflowStatus
 from loom.store import open_store
@@ -27,7 +33,10 @@ from loom.store.base import (
     CancelOutcome,
     Commit,
     CommitOutcome,
+    HistoryMoved,
     NewWorkflow,
+    ResetOutcome,
+    ResetRequest,
     Store,
 )
 from loom.store.base import (
@@ -704,3 +713,95 @@ async def test_an_activity_slot_counts_against_its_queue_until_released_or_expir
     assert await store.renew("w", [claim.workflow_id], T0 + 2 * LEASE) == (set(), set())
     assert not await store.acquire_slot("emails", "other", 9, "x", T0 + 3 * LEASE, T0 + LEASE + 1)
     assert await store.acquire_slot("emails", "other", 9, "x", T0 + 3 * LEASE, T0 + 2 * LEASE + 1)
+
+
+# -- bulk start, reset, retention ------------------------------------------------------------
+
+
+def new_of(wid: str, x: int = 1, name: str = "W", now: float = T0, **tags: str) -> Any:
+    first = Event(1, EventType.WORKFLOW_STARTED, {"input": {"x": x}, "state": {}}, now)
+    return NewWorkflow(wid, name, "1", {"x": x}, {}, now, tuple(sorted(tags.items()))), first
+
+
+async def test_create_workflows_is_all_or_nothing_and_idempotent_by_id(store: Store) -> None:
+    assert await store.create_workflows([new_of("a"), new_of("b", shard="1")]) == 2
+    assert await store.tags("b") == {"shard": "1"}
+    assert [e.type for e in await store.load_history("b")] == [EventType.WORKFLOW_STARTED]
+    # "a" again with the same input is kept; only "c" is new.
+    assert await store.create_workflows([new_of("a"), new_of("c")]) == 1
+    for clash in (new_of("a", x=2), new_of("a", name="V")):
+        with pytest.raises(WorkflowAlreadyExistsError):
+            await store.create_workflows([new_of("d"), clash])
+    assert await store.get_workflow("d") is None
+    assert await store.create_workflows([]) == 0
+    claimed = await store.claim("w1", ["W"], 10, LEASE, T0)
+    assert sorted(c.workflow_id for c in claimed) == ["a", "b", "c"]
+
+
+async def test_workflow_ids_select_every_match_newest_first(store: Store) -> None:
+    await store.create_workflows([new_of(f"n-{i}", now=T0 + i) for i in range(5)])
+    await store.create_workflows([new_of("other", name="V", now=T0 + 9)])
+    assert await store.workflow_ids() == ["other", "n-4", "n-3", "n-2", "n-1", "n-0"]
+    assert await store.workflow_ids(name="W", created_after=T0 + 3) == ["n-4", "n-3"]
+    assert await store.workflow_ids(status=WorkflowStatus.FAILED) == []
+    assert await store.workflow_ids(id_contains="OTH") == ["other"]
+
+
+async def end(store: Store, wid: str, status: WorkflowStatus, now: float) -> None:
+    [claim] = [c for c in await store.claim("w1", ["W"], 50, LEASE, now) if c.workflow_id == wid]
+    last = Event(2, EventType.WORKFLOW_COMPLETED, {}, now)
+    await store.commit(commit_of(wid, claim.lease_epoch, [last], release=True, status=status), now)
+
+
+async def test_delete_finished_takes_old_finished_workflows_oldest_first(store: Store) -> None:
+    finished = [WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELED]
+    for i in range(4):
+        await create(store, f"old-{i}", now=T0)
+        await end(store, f"old-{i}", WorkflowStatus.COMPLETED, T0 + i)
+    await create(store, "young", now=T0)
+    await end(store, "young", WorkflowStatus.COMPLETED, T0 + 100)
+    await create(store, "running", now=T0)
+    assert await store.count_finished(T0 + 50, finished) == 4
+    assert await store.count_finished(T0 + 50, [WorkflowStatus.FAILED]) == 0
+    assert await store.delete_finished(T0 + 50, finished, 3) == 3
+    assert await store.get_workflow("old-0") is None and await store.get_workflow("old-3")
+    assert await store.load_history("old-0") == []
+    assert await store.delete_finished(T0 + 50, finished, 3) == 1
+    assert await store.delete_finished(T0 + 1000, finished, 10) == 1  # "young", never "running"
+    assert await store.workflow_ids() == ["running"]
+    with pytest.raises(ConfigurationError):
+        await store.delete_finished(T0 + 1000, [WorkflowStatus.RUNNING], 10)
+
+
+async def test_reset_restarts_a_finished_workflow_and_refuses_a_moved_history(
+    store: Store,
+) -> None:
+    await create(store)
+    [claim] = await store.claim("w1", ["W"], 1, LEASE, T0)
+    step = ev(2, index=0, step="s")
+    done = Event(3, EventType.WORKFLOW_COMPLETED, {}, T0)
+    await store.commit(
+        commit_of(
+            "wf-1", claim.lease_epoch, [step, done], release=True, status=WorkflowStatus.COMPLETED
+        ),
+        T0,
+    )
+    request = ResetRequest("s", 0, {"k": 0}, (("item", 1),), last_seq=3, reason="why")
+    with pytest.raises(HistoryMoved):
+        await store.reset("wf-1", dataclasses.replace(request, last_seq=2), T0 + 1)
+    with pytest.raises(WorkflowNotFoundError):
+        await store.reset("nope", request, T0 + 1)
+    assert await store.reset("wf-1", request, T0 + 1) is ResetOutcome.RESET
+    record = await store.get_workflow("wf-1")
+    assert record is not None and record.status is WorkflowStatus.RUNNING
+    assert record.state == {"k": 0} and not record.reset_requested
+    last = (await store.load_history("wf-1"))[-1]
+    assert last.type is EventType.WORKFLOW_RESET and last.payload["to_step"] == "s"
+    assert [s.name for s in await store.read_signals("wf-1")] == ["item"]
+    [again] = await store.claim("w1", ["W"], 1, LEASE, T0 + 1)
+    # Held by a worker: requested, and carried out by the claim after its lease is gone.
+    assert await store.reset("wf-1", dataclasses.replace(request, last_seq=4), T0 + 2) is (
+        ResetOutcome.REQUESTED
+    )
+    assert (await store.get_workflow("wf-1")).reset_requested  # type: ignore[union-attr]
+    assert again.workflow_id == "wf-1"

@@ -749,6 +749,84 @@ async def test_the_list_filters_by_tag_and_creation_time(
         await page.close()
 
 
+async def test_the_list_selects_workflows_and_cancels_then_resets_them(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    ids = [f"sel-{n}" for n in range(3)]
+    for wid in ids:
+        await sqlite_db.start_workflow(
+            e2e_workflows.Approval, workflow_input={"n": 1}, workflow_id=wid, tags={"t": "sel"}
+        )
+    await sqlite_db.start_workflow(e2e_workflows.Echo, workflow_input=1, workflow_id="other")
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(base + "/")
+        for wid in ids:
+            row = page.locator(f'tr[data-id="{wid}"]')
+            await expect(row).to_contain_text("approve", timeout=TIMEOUT_MS)
+        # Two checked by hand, cancelled after the confirm dialog.
+        await page.check('tr[data-id="sel-0"] input.pick')
+        await page.check('tr[data-id="sel-1"] input.pick')
+        await expect(page.locator("#bulk-count")).to_have_text("2 selected")
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.click("#bulk-cancel")
+        await expect(page.locator("#bulk-result")).to_contain_text("done for 2 of 2")
+        await expect(page.locator('tr[data-id="sel-1"]')).to_contain_text(
+            "CANCELED", timeout=TIMEOUT_MS
+        )
+        assert await sqlite_db.get_workflow("sel-2").status() is loom.WorkflowStatus.RUNNING
+
+        # Every workflow the filters match (one tag), reset to a step.
+        await page.fill("#filter-tag", "t=sel")
+        await page.click("#filters button[type=submit]")
+        await expect(page.locator("#workflows tbody tr")).to_have_count(3, timeout=TIMEOUT_MS)
+        await page.click("#bulk-all")
+        await expect(page.locator("#bulk-count")).to_have_text("All 3 matching workflows selected")
+        await page.fill("#bulk-step", "approve")
+        await shot(page, "bulk-selection")
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.click("#bulk-reset")
+        await expect(page.locator("#bulk-result")).to_contain_text("done for 3 of 3")
+        for wid in ids:
+            await expect(page.locator(f'tr[data-id="{wid}"]')).to_contain_text(
+                "RUNNING", timeout=TIMEOUT_MS
+            )
+            events = await sqlite_db.get_workflow(wid).events()
+            assert [e.payload["to_step"] for e in events if e.type.value == "WORKFLOW_RESET"] == [
+                "approve"
+            ]
+        assert await sqlite_db.get_workflow("other").status() is loom.WorkflowStatus.COMPLETED
+        await page.close()
+
+
+async def test_the_workflow_page_resets_a_workflow_to_the_step_chosen(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    handle = await sqlite_db.start_workflow(
+        e2e_workflows.Approval, workflow_input={"n": 2}, workflow_id="to-reset"
+    )
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(base + "/workflows/to-reset")
+        await expect(page.locator("#summary")).to_contain_text("approve", timeout=TIMEOUT_MS)
+        await handle.signal("approve", "yes")
+        await expect(page.locator("#summary")).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
+        await page.select_option("#reset-step", "approve")
+        await page.fill("#reset-reason", "approved by mistake")
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.click("#reset-send")
+        await expect(page.locator("#action-result")).to_contain_text("runs again from step")
+        await expect(page.locator("#summary")).to_contain_text("RUNNING", timeout=TIMEOUT_MS)
+        await expect(page.locator("#events")).to_contain_text("WORKFLOW_RESET")
+        await page.close()
+
+
 async def test_encrypted_payloads_show_as_encrypted_without_the_key_and_in_full_with_it(
     tmp_path: Path, browser: Any
 ) -> None:

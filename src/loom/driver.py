@@ -570,15 +570,22 @@ class WorkflowDriver:
     def _match_children(
         self, children: dict[str, int], found: list[tuple[float, int, int, Signal | None]]
     ) -> None:
-        """Add to ``found`` the end of each child the workflow awaits, as its end left it."""
+        """Add to ``found`` the end of each child the workflow awaits, as its end left it.
+
+        The end of a child it no longer awaits (withdrawn, left unawaited, or started by steps
+        a reset discarded) is consumed with the next write: left buffered, it would make the
+        parked workflow ready again and again while it awaits another child."""
         assert self.inbox is not None
         if not children:
             return
-        for s in self.inbox:
+        for s in list(self.inbox):
             if s.name == CHILD_OUTCOME and isinstance(s.payload, dict):
                 seq = children.get(s.payload.get("workflow_id"))  # type: ignore[arg-type]
                 if seq is not None:
                     found.append((s.sent_at, 0, seq, s))
+                else:
+                    self.inbox.remove(s)
+                    self.consumed.append(s.id)
 
     # -- writes ---------------------------------------------------------------------------
     async def _checkpoint(self, ex: WorkflowExecution) -> float:
@@ -616,6 +623,9 @@ class WorkflowDriver:
             self.beats.cancel_all(CANCELED)
             if worker.database.metrics is not None:
                 worker.database.metrics.canceled.labels(ex.definition.name).inc()
+            raise Abort
+        if outcome is CommitOutcome.RESET:  # ready again at once, from the step it names
+            worker.database.work_available.notify()
             raise Abort
         if events:
             self._tell_relatives(ex, events)

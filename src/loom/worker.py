@@ -32,6 +32,7 @@ import traceback
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from loom.activities import ActivityPool
@@ -45,6 +46,7 @@ from loom.errors import DatabaseCorruptError, LoomError, PayloadDecodeError
 from loom.lease import LeaseKeeper
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.queues import check_queue
+from loom.retention import Retention, period_seconds
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome
 from loom.store.rules import kind_key
@@ -105,6 +107,9 @@ class Worker:
     ``queues`` names the task queues this worker serves (None, the default: every queue); it
     takes work from them within each queue's limits, which live in the database. The limits
     declared in code (``loom.queue``) are written there when the worker starts.
+    ``retention`` (seconds or a timedelta; default None: keep everything) has the running worker
+    delete, every minute and a few hundred per transaction, the finished workflows that ended
+    longer ago than that (see :mod:`loom.retention`).
     ``clock`` is where it reads the time of day (default: its database's).
     """
 
@@ -134,6 +139,7 @@ class Worker:
         signal_check_interval: float = 0.2,
         activity_threads: int | None = None,
         queues: Sequence[str] | None = None,
+        retention: float | timedelta | None = None,
         clock: Clock | None = None,
     ) -> None:
         if concurrency < 1:
@@ -192,6 +198,14 @@ class Worker:
             self._outages,
             self.clock,
         )
+        self.retention = (
+            None
+            if retention is None
+            else Retention(
+                self.store, period_seconds(retention), self.worker_id, now=self.clock.now
+            )
+        )
+        """The sweep of old finished workflows :meth:`run` keeps going, if any."""
 
     @property
     def in_flight(self) -> int:
@@ -235,6 +249,9 @@ class Worker:
         except Exception:  # wake-ups are an optimisation: polling finds the work regardless
             log.warning("%s: cannot listen for new work; polling only", self.worker_id)
         outage = Backoff("looking for work", self._outages)
+        sweeping = None
+        if self.retention is not None:
+            sweeping = asyncio.get_running_loop().create_task(self.retention.run())
         try:
             while not self.stopping:
                 try:
@@ -251,6 +268,9 @@ class Worker:
                 else:
                     outage.succeeded()
         finally:
+            if sweeping is not None:
+                sweeping.cancel()
+                await asyncio.gather(sweeping, return_exceptions=True)
             await self._drain()
             await self.store.unlisten(wake)
             await self.store.unlisten(self._changes_elsewhere, topic="changes")

@@ -359,7 +359,13 @@ def _steps_table(runs: list[StepRun]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("#", "STEP", "STARTED", "DURATION", "STATUS", "NOTES"):
         table.add_column(column, justify="right" if column in ("#", "DURATION") else "left")
-    styles = {"completed": "green", "failed": "red", "canceled": "yellow", "running": "cyan"}
+    styles = {
+        "completed": "green",
+        "failed": "red",
+        "canceled": "yellow",
+        "running": "cyan",
+        "reset": "magenta",
+    }
     for run_ in runs:
         notes = []
         if run_.activities:

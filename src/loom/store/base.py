@@ -68,6 +68,8 @@ class WorkflowRecord:
     """The task queue it runs on."""
     priority: int = 0
     """Smaller runs first among the ready work of its queue."""
+    reset_requested: bool = False
+    """A reset waits for the worker holding the workflow (see :meth:`Store.reset`)."""
 
     @property
     def created_at(self) -> datetime:
@@ -177,6 +179,29 @@ class CommitOutcome(StrEnum):
     OK = "OK"
     FENCED = "FENCED"  # the lease moved on; nothing was written
     CANCELED = "CANCELED"  # a cancel request won; the workflow is now CANCELED
+    RESET = "RESET"  # a reset request won: nothing of the commit was written, the reset was
+
+
+class ResetOutcome(StrEnum):
+    RESET = "RESET"
+    REQUESTED = "REQUESTED"  # a worker holds it; the reset happens at that worker's next write
+
+
+class HistoryMoved(Exception):
+    """The history grew since a reset was planned from it; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResetRequest:
+    """A reset as planned from the history (``loom.core.reset.ResetPlan``): it applies only if
+    the history still ends at ``last_seq``."""
+
+    to_step: str
+    index: int
+    state: dict[str, Any]
+    resend: tuple[tuple[str, Any], ...]
+    last_seq: int
+    reason: str | None = None
 
 
 class CancelOutcome(StrEnum):
@@ -271,6 +296,7 @@ class WorkflowDump:
     queue: str = DEFAULT_QUEUE
     priority: int = 0
     """The histories of its earlier runs (continued as new), by run id and seq."""
+    reset_requested: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     """Its tags as (key, value) pairs, sorted."""
     heartbeats: tuple[DumpedHeartbeat, ...] = ()
@@ -297,6 +323,7 @@ class WorkflowDump:
         "run_id",
         "queue",
         "priority",
+        "reset_requested",
     )
     """What a copy carries over and :meth:`differences` compares: every field of the row but
     the lease owner."""
@@ -443,6 +470,40 @@ class Store(abc.ABC):
         """The tags the workflow was started with."""
 
     @abc.abstractmethod
+    async def workflow_ids(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        id_contains: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+    ) -> list[str]:
+        """The ids of every workflow :meth:`list_workflows` would list with these filters, in
+        its order (the selection of a bulk action)."""
+
+    @abc.abstractmethod
+    async def create_workflows(self, new: Sequence[tuple[NewWorkflow, Event]]) -> int:
+        """Insert every workflow of ``new`` (each with its first event, made ready) in one
+        transaction, all or nothing; return how many were created. An id that exists already
+        is kept when it holds the same workflow (name and input); otherwise
+        ``WorkflowAlreadyExistsError`` names it and nothing is written."""
+
+    @abc.abstractmethod
+    async def count_finished(self, before: float, statuses: Sequence[WorkflowStatus]) -> int:
+        """How many workflows of ``statuses`` (finished ones) were last updated before
+        ``before`` (epoch seconds): what :meth:`delete_finished` would delete."""
+
+    @abc.abstractmethod
+    async def delete_finished(
+        self, before: float, statuses: Sequence[WorkflowStatus], limit: int
+    ) -> int:
+        """Delete up to ``limit`` of the workflows :meth:`count_finished` counts, oldest first,
+        with their history, earlier runs and buffered signals, in one short transaction that
+        skips rows another transaction holds; return how many were deleted."""
+
+    @abc.abstractmethod
     async def changed_since(
         self, after: float, limit: int, after_id: str = ""
     ) -> list[WorkflowRecord]:
@@ -493,6 +554,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def queue_stats(self, now: float) -> list[QueueStats]:
         """Each queue that holds work or has limits: depth, running, limits, oldest waiting."""
+
+    @abc.abstractmethod
+    async def reset(self, workflow_id: str, request: ResetRequest, now: float) -> ResetOutcome:
+        """Restart the workflow (any status) from step ``request.index``, appending a
+        WORKFLOW_RESET event: its state becomes ``request.state``, the signals of
+        ``request.resend`` are buffered again ahead of those still buffered, it is made ready
+        and its running "cancel" children are canceled. A workflow a worker holds is reset at
+        that worker's next write or lease renewal instead (REQUESTED; what it did since its last
+        write is dropped); should it die first, the next claim resets it.
+
+        Raises ``WorkflowNotFoundError``, and :class:`HistoryMoved` when its history no longer
+        ends at ``request.last_seq`` (nothing was written: plan again from the new history).
+        """
 
     @abc.abstractmethod
     async def next_due(self, names: list[str], queues: Sequence[str] | None = None) -> float | None:

@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from loom.core.history import Event
+from loom.errors import WorkflowAlreadyExistsError
 from loom.queues import QueueLimits, QueueStats
 from loom.status import WorkflowStatus
 from loom.store.base import (
@@ -33,6 +34,8 @@ from loom.store.base import (
     CommitOutcome,
     HeartbeatRow,
     NewWorkflow,
+    ResetOutcome,
+    ResetRequest,
     RunSummary,
     Signal,
     Store,
@@ -40,6 +43,7 @@ from loom.store.base import (
     WorkflowDump,
     WorkflowRecord,
 )
+from loom.store.common import canonical
 from loom.store.payloads import RECORD_FIELDS, Payloads, Unreadable, unreadable
 
 
@@ -128,6 +132,66 @@ class EncodedStore(Store):
             first = p.event(first)
         existing = await self.inner.create_workflow(new, first)
         return None if existing is None else self._record(existing)
+
+    async def create_workflows(self, new: Sequence[tuple[NewWorkflow, Event]]) -> int:
+        if self.payloads.chain is None:
+            return await self.inner.create_workflows(new)
+        # An encoded input differs from one encoding to the next: the ids already stored are
+        # compared here, decoded, and only the others are written encoded.
+        p = self.payloads
+        fresh: list[tuple[NewWorkflow, Event]] = []
+        for item, first in new:
+            stored = await self.inner.get_workflow(item.workflow_id)
+            if stored is None:
+                fresh.append((replace(item, input=p.value(item.input), state=p.state(item.state)),
+                              p.event(first)))  # fmt: skip
+                continue
+            existing = self._record(stored)
+            if existing.name != item.name:
+                raise WorkflowAlreadyExistsError(
+                    item.workflow_id, f"as a {existing.name!r} workflow"
+                )
+            if canonical(existing.input) != canonical(item.input):
+                raise WorkflowAlreadyExistsError(item.workflow_id, "with a different input")
+        return await self.inner.create_workflows(fresh) if fresh else 0
+
+    async def workflow_ids(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        id_contains: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+    ) -> list[str]:
+        return await self.inner.workflow_ids(
+            status=status,
+            name=name,
+            id_contains=id_contains,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
+        )
+
+    async def count_finished(self, before: float, statuses: Sequence[WorkflowStatus]) -> int:
+        return await self.inner.count_finished(before, statuses)
+
+    async def delete_finished(
+        self, before: float, statuses: Sequence[WorkflowStatus], limit: int
+    ) -> int:
+        return await self.inner.delete_finished(before, statuses, limit)
+
+    async def reset(self, workflow_id: str, request: ResetRequest, now: float) -> ResetOutcome:
+        if self.payloads.chain is not None:
+            p = self.payloads
+            request = replace(
+                request,
+                state=p.state(request.state),
+                resend=tuple((name, p.value(payload)) for name, payload in request.resend),
+                reason=p.text(request.reason),
+            )
+        return await self.inner.reset(workflow_id, request, now)
 
     async def claim(
         self,

@@ -300,13 +300,13 @@ class PostgresStore(SqlStore):
     ) -> tuple[list[Row], dict[str, Event], list[str]]:
         async with self._transaction() as conn:  # a limited queue's row stays locked till done
             claimed: list[Row] = await self._drive(conn, claim)
-        canceled = [r for r in claimed if r["cancel_requested"] is not None]
+        settled = [r for r in claimed if rules.requested(r)]
         ended: list[str] = []
-        if canceled:
+        if settled:
             # Leased to this claim, so nobody else runs them: finalised under that lease's
             # fence right after (should this process die first, the next claim does it).
-            ended = await self._transact(rules.cancel_claimed(DIALECT, canceled, now))
-            self._changed()
+            ended = await self._transact(rules.settle_claimed(DIALECT, settled, now))
+            self._changed(work=any(r["reset_requested"] is not None for r in settled))
         fresh = [r["id"] for r in claimed if r["last_seq"] == 1]
         started: dict[str, Event] = {}
         if fresh:

@@ -21,7 +21,9 @@ from loom.store.common import Row
 from loom.store.rules import kinds
 from loom.store.statements import Dialect, Op, Rule, rows, run
 
-CLAIMED_COLUMNS = "id, name, version, lease_epoch, last_seq, cancel_requested, run_id, queue"
+CLAIMED_COLUMNS = (
+    "id, name, version, lease_epoch, last_seq, cancel_requested, run_id, queue, reset_requested"
+)
 
 
 def due_statement(

@@ -16,13 +16,16 @@ from loom.core.history import Event
 from loom.errors import DatabaseCorruptError, StoreError
 from loom.queues import QueueLimits, QueueStats
 from loom.status import WorkflowStatus
-from loom.store import copying, queue_rules, rules
+from loom.store import copying, queue_rules, retention, rules
 from loom.store.base import (
     ActivityHeartbeat,
     CancelOutcome,
     Claim,
     CommitOutcome,
     HeartbeatRow,
+    NewWorkflow,
+    ResetOutcome,
+    ResetRequest,
     RunSummary,
     Signal,
     Store,
@@ -59,9 +62,9 @@ class SqlStore(Store):
         self, claim: Rule[list[Row]], now: float
     ) -> tuple[list[Row], dict[str, Event], list[str]]:
         """Run ``claim`` (``queue_rules.claim``) in one write transaction, and
-        ``rules.cancel_claimed`` on its rows with a cancel requested; return the rows leased
-        (with ``ready_since``), the first event of those with no other, and the names of the
-        workflows ended as CANCELED instead."""
+        ``rules.settle_claimed`` on its rows with a cancel or reset requested; return the rows
+        leased (with ``ready_since``), the first event of those with no other, and the names of
+        the workflows ended as CANCELED instead."""
 
     def _changed(self, work: bool = False) -> None:
         """A transaction changed some workflow (``work``: made one ready): tell who listens."""
@@ -101,7 +104,8 @@ class SqlStore(Store):
         if canceled and self.claim_canceled is not None:
             for name in canceled:
                 self.claim_canceled(name)
-        # A workflow with a cancel requested was ended instead: it is never run again.
+        # A workflow with a cancel requested was ended instead: it is never run again; one with
+        # a reset requested was reset, and is ready for the next claim.
         return [
             Claim(
                 r["id"],
@@ -115,7 +119,7 @@ class SqlStore(Store):
                 r["queue"],
             )
             for r in claimed
-            if r["cancel_requested"] is None
+            if not rules.requested(r)
         ]
 
     async def load_history(
@@ -189,7 +193,7 @@ class SqlStore(Store):
             return set(), set()
         held = await self._transact(self._renewal(owner, workflow_ids, lease_until))
         kept = {r["id"] for r in held}
-        return set(workflow_ids) - kept, {r["id"] for r in held if r["cancel_requested"]}
+        return set(workflow_ids) - kept, {r["id"] for r in held if r["stop"]}
 
     def _renewal(self, owner: str, workflow_ids: list[str], lease_until: float) -> Rule[list[Row]]:
         """Renew the leases, and the activity slots held under them (``queue_rules``)."""
@@ -253,6 +257,47 @@ class SqlStore(Store):
         created_after: float | None = None,
         created_before: float | None = None,
     ) -> list[WorkflowRecord]:
+        clause, params = self._filter(
+            status, name, id_contains, parent_id, tags, created_after, created_before
+        )
+        found = await self._rows(
+            f"SELECT {WORKFLOW_COLUMNS} FROM workflows {clause} "
+            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            *params,
+            self.sql.no_limit if limit < 0 else limit,  # a negative limit means none
+            max(offset, 0),
+        )
+        return [record(r) for r in found]
+
+    async def workflow_ids(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        id_contains: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+    ) -> list[str]:
+        clause, params = self._filter(
+            status, name, id_contains, None, tags, created_after, created_before
+        )
+        found = await self._rows(
+            f"SELECT id FROM workflows {clause} ORDER BY created_at DESC, id", *params
+        )
+        return [r["id"] for r in found]
+
+    def _filter(
+        self,
+        status: WorkflowStatus | None,
+        name: str | None,
+        id_contains: str | None,
+        parent_id: str | None,
+        tags: Sequence[tuple[str, str]],
+        created_after: float | None,
+        created_before: float | None,
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause (empty when nothing is filtered) of a listing, and its values."""
         where: list[str] = []
         params: list[Any] = []
         for key, value in tags:
@@ -278,15 +323,30 @@ class SqlStore(Store):
         if id_contains:
             where.append(self.sql.contains)
             params.append(id_contains.casefold())
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        found = await self._rows(
-            f"SELECT {WORKFLOW_COLUMNS} FROM workflows {clause} "
-            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-            *params,
-            self.sql.no_limit if limit < 0 else limit,  # a negative limit means none
-            max(offset, 0),
-        )
-        return [record(r) for r in found]
+        return (f"WHERE {' AND '.join(where)}" if where else ""), params
+
+    async def create_workflows(self, new: Sequence[tuple[NewWorkflow, Event]]) -> int:
+        for item, _ in new:
+            self._check_id(item.workflow_id)
+        if not new:
+            return 0
+        created = await self._transact(rules.create_many(self.sql, new))
+        if created:
+            self._changed(work=True)
+        return created
+
+    async def count_finished(self, before: float, statuses: Sequence[WorkflowStatus]) -> int:
+        return await self._read(retention.count_finished(self.sql, before, statuses))
+
+    async def delete_finished(
+        self, before: float, statuses: Sequence[WorkflowStatus], limit: int
+    ) -> int:
+        if limit <= 0:
+            return 0
+        deleted = await self._transact(retention.delete_finished(self.sql, before, statuses, limit))
+        if deleted:
+            self._changed()
+        return deleted
 
     async def changed_since(
         self, after: float, limit: int, after_id: str = ""
@@ -330,6 +390,12 @@ class SqlStore(Store):
         resent = [(name, dump(payload)) for name, payload in resend]
         await self._transact(rules.retry(self.sql, workflow_id, now, resent))
         self._changed(work=True)
+
+    async def reset(self, workflow_id: str, request: ResetRequest, now: float) -> ResetOutcome:
+        self._check_id(workflow_id)
+        outcome = await self._transact(rules.reset(self.sql, workflow_id, request, now))
+        self._changed(work=outcome is ResetOutcome.RESET)
+        return outcome
 
     async def next_due(self, names: list[str], queues: Sequence[str] | None = None) -> float | None:
         if not names or (queues is not None and not queues):

@@ -314,10 +314,10 @@ class SqliteStore(SqlStore):
     ) -> tuple[list[Row], dict[str, Event], list[str]]:
         def write(conn: sqlite3.Connection) -> tuple[list[Row], dict[str, Event], list[str]]:
             claimed: list[Row] = self._drive(conn, claim)
-            canceled = [r for r in claimed if r["cancel_requested"] is not None]
+            settled = [r for r in claimed if rules.requested(r)]
             ended: list[str] = []
-            if canceled:  # finalised in this same transaction
-                ended = self._drive(conn, rules.cancel_claimed(DIALECT, canceled, now))
+            if settled:  # finalised in this same transaction
+                ended = self._drive(conn, rules.settle_claimed(DIALECT, settled, now))
             fresh = [r["id"] for r in claimed if r["last_seq"] == 1]
             started: dict[str, Event] = {}
             if fresh:

@@ -135,6 +135,28 @@ class CancelResult(_Open):
     outcome: str = Field(description="CANCELED, or REQUESTED when a worker holds the workflow")
 
 
+class ResetResult(_Open):
+    workflow_id: str
+    outcome: str = Field(description="RESET, or REQUESTED when a worker holds the workflow")
+    to_step: str
+
+
+class BulkItem(_Open):
+    workflow_id: str
+    ok: bool
+    outcome: str = Field(description="What the action did, or the type of the error it met")
+    error: str | None
+
+
+class BulkOutcome(_Open):
+    action: str
+    matched: int = Field(description="How many workflows the ids or the filter selected")
+    preview: bool
+    succeeded: int | None = None
+    failed: int | None = None
+    results: list[BulkItem] | None = None
+
+
 class QueryAnswer(_Open):
     result: Any = Field(description="The query's answer (any JSON value)")
 

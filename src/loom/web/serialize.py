@@ -51,6 +51,7 @@ def detail(record: WorkflowRecord) -> dict[str, Any]:
         "ready_at": None if record.ready_at is None else _iso(record.ready_at),
         "leased": record.leased,
         "cancel_requested": record.cancel_requested,
+        "reset_requested": record.reset_requested,
         "run_id": record.run_id,
         "queue": record.queue,
         "priority": record.priority,
