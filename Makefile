@@ -41,6 +41,7 @@ bench: $(BIN)/bench-installed
 	$(BIN)/python -m bench.timers
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.history
+	$(BIN)/python -m bench.bulk_start
 	$(BIN)/python -m bench.dbos_more
 	$(BIN)/python -m bench.summary
 

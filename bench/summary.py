@@ -3,10 +3,10 @@
     python -m bench.summary [--markdown]
 
 Reads what the benchmarks saved under ``bench/results/`` (``python -m bench``, ``bench.timers``,
-``bench.memory``, ``bench.history`` and ``bench.dbos_more``); a workload whose file is missing
-shows ``n/a``. Where DBOS was measured two ways (its queue, or a direct start), its better
-figure is the one compared. "Loom advantage" is how many times better Loom's figure is: Loom's
-over DBOS's for rates, DBOS's over Loom's for times and memory.
+``bench.memory``, ``bench.history``, ``bench.bulk_start`` and ``bench.dbos_more``); a workload
+whose file is missing shows ``n/a``. Where DBOS was measured two ways (its queue, or a direct
+start), its better figure is the one compared. "Loom advantage" is how many times better Loom's
+figure is: Loom's over DBOS's for rates, DBOS's over Loom's for times and memory.
 """
 
 from __future__ import annotations
@@ -152,6 +152,16 @@ def build_lines() -> tuple[list[Line], list[str]]:
     lines.append(Line(f"History of {events} events: last task / first task", "x", loom, dbos,
                       False, "about 1x (no full replay)",
                       _check(loom, lambda v: v <= 1.3)))  # fmt: skip
+
+    bulk = _load("bulk_start.json")
+    for backend, label in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
+        loop = _get(bulk, backend, "loop_starts_per_s")
+        figure_ = _get(bulk, backend, "bulk_starts_per_s")
+        count = int(_get(bulk, "n") or 10_000)
+        beside = "n/a" if loop is None else f"{loop:,.0f}/s"
+        lines.append(Line(f"{label}: bulk start of {count:,} (a loop of single starts: {beside})",
+                          "starts/s", figure_, None, True, "faster than the loop",
+                          None if figure_ is None or loop is None else figure_ > loop))  # fmt: skip
 
     machine = main.get("machine", {})
     pg = main.get("settings", {}).get("postgres", {})

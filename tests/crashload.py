@@ -7,6 +7,9 @@ timer is withdrawn, a recorded decision); then it runs a child workflow (``crash
 activity, then it continues as new and its second run keeps the result) and keeps its result.
 ``crash_Tick`` is the workflow of a schedule that fires every couple of seconds while the
 workers are killed (one activity per run): each slot must start exactly one run.
+The children run on task queue ``crash-children``, limited to 2 at once (``loom.queue``,
+written by every worker that starts): a slot held by a killed worker must come back when its
+lease runs out, or the children wait forever.
 Every activity appends a line to an execution log outside Loom when it begins and when it has
 done its work, so a test can count how often each activity really ran, whatever the history
 says. ``crash_scan`` also logs where each run resumed (``resume``, from its last heartbeat's
@@ -18,7 +21,9 @@ Run as a worker process (the test starts it and kills it with SIGKILL at a rando
 
     python tests/crashload.py worker sqlite:////tmp/x/loom.db --lease-seconds 0.5
 
-The process prints ``ready`` once its database is open, then runs a ``loom.Worker`` forever.
+The process prints ``ready`` once its database is open, then runs a ``loom.Worker`` forever
+(with ``--retention SECONDS``, one that sweeps old finished workflows when it starts and every
+minute after).
 """
 
 from __future__ import annotations
@@ -127,7 +132,11 @@ class CrashMulti(loom.Workflow[dict[str, Any], dict[str, Any]]):
         await ctx.state.update(steps_done=lambda done: (done or 0) + 3)
 
 
-@loom.workflow(name="crash_Child")
+CHILD_QUEUE = "crash-children"
+loom.queue(CHILD_QUEUE, concurrency=2)
+
+
+@loom.workflow(name="crash_Child", queue=CHILD_QUEUE)
 class CrashChild(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step
     async def work(self, ctx: Ctx) -> None:
@@ -208,7 +217,13 @@ def expected_state(workflow_input: dict[str, Any], initial: dict[str, Any]) -> d
 # ------------------------------------------------------------------------ worker process
 
 
-async def serve(url: str, concurrency: int, lease_seconds: float, poll_interval: float) -> None:
+async def serve(
+    url: str,
+    concurrency: int,
+    lease_seconds: float,
+    poll_interval: float,
+    retention: float | None = None,
+) -> None:
     async with loom.Database(url) as database:
         print("ready", flush=True)
         async with loom.Worker(
@@ -216,6 +231,7 @@ async def serve(url: str, concurrency: int, lease_seconds: float, poll_interval:
             concurrency=concurrency,
             poll_interval=poll_interval,
             lease_seconds=lease_seconds,
+            retention=retention,
         ):
             await asyncio.Event().wait()  # run until killed
 
@@ -228,8 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--concurrency", type=int, default=2)
     worker.add_argument("--lease-seconds", type=float, default=0.5)
     worker.add_argument("--poll-interval", type=float, default=0.05)
+    worker.add_argument("--retention", type=float, default=None, help="seconds (sweeps at start)")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.url, args.concurrency, args.lease_seconds, args.poll_interval))
+    asyncio.run(
+        serve(args.url, args.concurrency, args.lease_seconds, args.poll_interval, args.retention)
+    )
     return 0
 
 

@@ -238,6 +238,38 @@ class GoldenHousehold(loom.Workflow[dict[str, Any], dict[str, Any]]):
         await ctx.state.set("garden", "withdrawn")
 
 
+# ---------------------------------------------------------------------------- golden_Shipment
+# Reset: completed, then restarted from its second step; the address signal it had taken is
+# delivered again and the last steps run again.
+
+
+@loom.activity(name="golden_pack_box")
+async def pack_box(order_id: str) -> str:
+    return f"box-{order_id}"
+
+
+@loom.activity(name="golden_print_label")
+async def print_label(box: str, address: str) -> str:
+    return f"label-{box}-{address}"
+
+
+@loom.workflow(name="golden_Shipment")
+class GoldenShipment(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def pack(self, ctx: Ctx) -> None:
+        await ctx.state.set("box", await ctx.activity(pack_box, ctx.input["order_id"]))
+
+    @loom.step
+    async def label(self, ctx: Ctx) -> None:
+        address = await ctx.wait_for_signal("address")
+        await ctx.state.set("label", await ctx.activity(print_label, ctx.state["box"], address))
+        await ctx.state.update(labels=lambda n: (n or 0) + 1)
+
+    @loom.step
+    async def dispatch(self, ctx: Ctx) -> None:
+        await ctx.state.set("dispatched", True)
+
+
 # ------------------------------------------------------------------------ golden_Subscription
 # Continue-as-new: two runs of one workflow id.
 

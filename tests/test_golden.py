@@ -74,6 +74,7 @@ def test_the_golden_set_covers_the_engine() -> None:
         EventType.TIMER_FIRED,
         EventType.SIGNAL_RECEIVED,
         EventType.WORKFLOW_RETRIED,
+        EventType.WORKFLOW_RESET,
         EventType.WORKFLOW_COMPLETED,
         EventType.ACTIVITY_CANCELED,
         EventType.TIMER_CANCELED,
@@ -234,6 +235,7 @@ async def regenerate_golden_histories(db: loom.Database) -> None:
         await record_household(db)
         await record_subscription(db)
         await record_receipts(db)
+        await record_reset(db)
 
 
 async def record_escalation(db: loom.Database) -> None:
@@ -288,6 +290,19 @@ async def record_receipts(db: loom.Database) -> None:
         await _record(before, "receipt_before_the_patch", workflow="golden_Receipt")
 
 
+async def record_reset(db: loom.Database) -> None:
+    """Record tests/golden/shipment_reset.json alone: ``python test_golden.py reset``."""
+    async with loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10):
+        shipment = await db.start_workflow(
+            gw.GoldenShipment, workflow_input={"order_id": "S-9"}, workflow_id="golden-ship-1"
+        )
+        await shipment.signal("address", "12 Rue de Rivoli")
+        await shipment.result(timeout=10)
+        await shipment.reset("label", reason="the label printer jammed")
+        await shipment.result(timeout=10)
+        await _record(shipment, "shipment_reset", workflow="golden_Shipment")
+
+
 async def _regenerate(only: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with loom.Database(f"sqlite:///{tmp}/golden.db") as db:
@@ -300,6 +315,8 @@ async def _regenerate(only: str | None) -> None:
                 await record_subscription(db)
             elif only == "receipts":
                 await record_receipts(db)
+            elif only == "reset":
+                await record_reset(db)
             else:
                 await regenerate_golden_histories(db)
 

@@ -9,6 +9,8 @@ heartbeating activity resumes from its last recorded details after a kill, never
 than it got. A schedule fires every couple of seconds all along (catching up the slots that
 fell while no worker ran): each of its slots from the first to the last starts exactly one run,
 which completes with its one activity recorded once.
+than it got. The children run on a queue limited to 2 at once: the slots the dead workers held
+come back when their leases run out, and the queue ends with nothing running or waiting.
 
 The random kill times come from ``LOOM_KILL_SEED`` (default below), so a failure can be replayed.
 """
@@ -24,6 +26,7 @@ import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +34,7 @@ import crashload
 import loom
 from loom import EventType, WorkflowStatus
 from loom.core.history import decision_key
-from support.polling import eventually
+from support import eventually
 from support.workers import read_text, spawn_crashload_worker
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
@@ -232,6 +235,9 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
     assert len(ticks) >= 10, ticks
     late_ticks = await check_ticks(db, ticks)
     assert late_ticks > 0, "no slot fell while no worker ran"
+    # The children's queue kept its limit through the kills, and no slot stayed taken.
+    [children] = [q for q in await db.queues() if q.name == crashload.CHILD_QUEUE]
+    assert (children.concurrency, children.running, children.depth) == (2, 0, 0)
 
     # The same workflows, run once without any crash, in another database.
     reference_log = tmp_path / "reference.log"
@@ -286,6 +292,7 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
         [ended] = [e for e in events if e.type is EventType.CHILD_WORKFLOW_COMPLETED]
         child_id = started.payload["workflow_id"]
         assert (child_id, ended.payload["scheduled"]) == (f"{wid}/{started.seq}", started.seq)
+        assert (await db.get_workflow(child_id).describe()).queue == crashload.CHILD_QUEUE
         assert [c.workflow_id for c in await db.list_workflows(parent_id=wid)] == [child_id]
         child = db.get_workflow(child_id)
         first_run, last_run = await child.runs()  # it continued as new once
@@ -320,3 +327,155 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
         f"from heartbeat details, {len(ticks)} scheduled runs ({late_ticks} caught up after a "
         f"downtime); completed after each round: {completed_per_round}"
     )
+
+
+RESET_WORKFLOWS = 8
+RESET_ROUNDS = 14
+FILLERS = 12
+
+
+async def _reserve_done(handle: loom.WorkflowHandle[Any]) -> bool:
+    events = await handle.events()
+    return any(
+        e.type is EventType.STEP_COMPLETED and e.payload.get("step") == "reserve" for e in events
+    )
+
+
+async def test_resets_bulk_starts_and_retention_survive_sigkilled_workers(
+    db: loom.Database, db_url: str, tmp_path: Path
+) -> None:
+    """The same workload, started by one bulk start, reset from its second step while workers
+    that sweep old finished workflows are SIGKILLed: each reset is carried out once (by the
+    holder, or by the claim after its death), the first step's activities are never run again,
+    every workflow ends with the state a crash-free run reaches, and the finished workflows the
+    sweeps were given are gone with every row they owned."""
+    from test_retention import _rows_of, _tables_with_workflow_rows
+
+    rng = random.Random(SEED + 1)
+    log = tmp_path / "executions.log"
+    ids = [f"reset-{i:02d}" for i in range(RESET_WORKFLOWS)]
+    inputs = {wid: crashload.make_input(i, str(log), rng) for i, wid in enumerate(ids)}
+    initial = {wid: {"total": 7 * i, "owner": wid} for i, wid in enumerate(ids)}
+    fillers = [f"filler-{i:02d}" for i in range(FILLERS)]
+    await db.start_workflows(
+        [
+            loom.StartRequest(crashload.CrashMulti, inputs[w], w, initial_state=initial[w])
+            for w in ids
+        ]
+        + [
+            loom.StartRequest(
+                crashload.CrashResume,
+                {"log": str(tmp_path / "fillers.log"), "chunks": 1, "chunk_ms": 5},
+                w,
+                tags={"kind": "filler"},
+            )
+            for w in fillers
+        ]
+    )
+    store: Any = db.store
+    reset_sent: dict[str, loom.client.ResetOutcome] = {}
+    stderr_path = tmp_path / "workers.stderr"
+    for _ in range(RESET_ROUNDS):
+        proc = await spawn_crashload_worker(
+            db_url, stderr_path, concurrency=3, lease_seconds=LEASE_SECONDS, retention=3600
+        )
+        await asyncio.sleep(rng.uniform(0.1, 0.6))
+        for wid in ids:  # a reset from the second step, once its first one completed
+            handle = db.get_workflow(wid)
+            if wid not in reset_sent and await _reserve_done(handle) and rng.random() < 0.5:
+                reset_sent[wid] = await handle.reset("fan_out", reason="kill test")
+        await asyncio.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        assert await proc.wait() == -signal.SIGKILL, read_text(stderr_path)
+        # The fillers that ended are made two hours old: the next worker's sweep deletes them.
+        await store._transact(_backdate(fillers))
+    # Any not reset yet is reset now (whatever its status), with a worker of this process.
+    async with loom.Worker(db, concurrency=8, poll_interval=0.05, lease_seconds=LEASE_SECONDS):
+        for wid in ids:
+            if wid not in reset_sent:
+                await eventually(lambda w=wid: _reserve_done(db.get_workflow(w)), timeout=60)
+                reset_sent[wid] = await db.get_workflow(wid).reset("fan_out", reason="kill test")
+    assert len(reset_sent) == len(ids)
+
+    # A last worker with retention, killed once the old fillers are gone.
+    proc = await spawn_crashload_worker(
+        db_url, stderr_path, concurrency=3, lease_seconds=LEASE_SECONDS, retention=3600
+    )
+    try:
+        for _ in range(3):
+            await eventually(lambda: _fillers_ended(db, fillers), timeout=60, what="fillers")
+            await store._transact(_backdate(fillers))
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            proc = await spawn_crashload_worker(
+                db_url, stderr_path, concurrency=3, lease_seconds=LEASE_SECONDS, retention=3600
+            )
+        await eventually(lambda: _all_gone(db, fillers), timeout=30, what="fillers deleted")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    statuses = await run_until_all_completed(db, ids, timeout=90)
+    assert statuses == {wid: WorkflowStatus.COMPLETED for wid in ids}
+
+    postgres = bool(store.sql.list_param)
+    tables = await store._read(_tables_with_workflow_rows(postgres))
+    assert await store._read(_rows_of(tables, fillers)) == dict.fromkeys(tables, 0)
+    assert await db.list_workflows(tags={"kind": "filler"}) == []
+
+    executions = read_log(log)
+    for wid in ids:
+        handle = db.get_workflow(wid)
+        assert await handle.result(timeout=5) == crashload.expected_state(
+            inputs[wid], initial[wid]
+        ), wid
+        events = await handle.events()
+        assert [e.seq for e in events] == list(range(1, len(events) + 1)), wid
+        [reset] = [e for e in events if e.type is EventType.WORKFLOW_RESET]
+        assert (reset.payload["to_step"], reset.payload["index"]) == ("fan_out", 1), wid
+        scheduled = {e.seq: e for e in events if e.type is EventType.ACTIVITY_SCHEDULED}
+        per_schedule = collections.Counter(
+            e.payload["scheduled"] for e in events if e.type is EventType.ACTIVITY_COMPLETED
+        )
+        assert all(n == 1 for n in per_schedule.values()), wid
+        # The first step ran once: its activities are scheduled once in the whole history.
+        labels = collections.Counter(e.payload["args"][2] for e in scheduled.values())
+        for label in ("reserve.scan", "reserve.hold", "reserve.confirm"):
+            assert labels[label] == 1, (wid, label)
+            assert executions.ends[(wid, label)] >= 1
+        # After the reset, every activity of the steps that ran again is recorded once.
+        after = [e for e in scheduled.values() if e.seq > reset.seq]
+        assert sorted(e.payload["args"][2] for e in after) == sorted(
+            ["fan.left", "fan.right", "finish.seal"]
+        ), wid
+        assert all(per_schedule[e.seq] == 1 for e in after), wid
+        # Its last child is the one whose result it kept; one from before the reset ended too.
+        children = await db.list_workflows(parent_id=wid, limit=-1)
+        assert {c.status for c in children} <= {WorkflowStatus.COMPLETED, WorkflowStatus.CANCELED}
+    [report] = await db.check_replay(ids[:1])
+    assert report.ok, report
+    print(f"\nreset kill test (seed {SEED + 1}): resets {collections.Counter(reset_sent.values())}")
+
+
+def _backdate(workflow_ids: list[str]) -> Any:
+    from loom.store.statements import run
+
+    for wid in workflow_ids:
+        yield run(
+            "UPDATE workflows SET updated_at = ? WHERE id = ? AND status = 'COMPLETED' "
+            "AND updated_at > ?",
+            time.time() - 7200,
+            wid,
+            time.time() - 3600,
+        )
+
+
+async def _fillers_ended(db: loom.Database, fillers: list[str]) -> bool:
+    for wid in fillers:
+        record = await db.find_workflow(wid)
+        if record is not None and record.status is WorkflowStatus.RUNNING:
+            return False
+    return True
+
+
+async def _all_gone(db: loom.Database, fillers: list[str]) -> bool:
+    return all([await db.find_workflow(w) is None for w in fillers])

@@ -206,6 +206,24 @@ async def test_the_heartbeat_example_is_the_readmes_and_resumes_where_it_was(
     assert "It prints `attempt 1 starts at row 0`, `attempt 2 starts at row 600`" in readme
 
 
+async def test_the_operations_example_is_the_readmes_and_resets_then_deletes(
+    tmp_path: Path,
+) -> None:
+    readme = (TESTS.parent / "README.md").read_text()
+    source = (TESTS / "readme_operations.py").read_text()
+    assert f"```python\n{source}```" in readme  # the file is the README's example, as printed
+
+    code, out, err = await run_script("readme_operations.py", tmp_path, script_env(None))
+    assert code == 0, err
+    assert out.splitlines() == [
+        "{'receipt': 'receipt-A-7', 'parcels': 1, 'parcel': 'parcel-A-7'}",
+        "deleted 100",
+    ]
+    assert "It prints `{'receipt': 'receipt-A-7', 'parcels': 1, 'parcel': 'parcel-A-7'}`" in readme
+    async with loom.Database(f"sqlite:///{tmp_path / 'loom.db'}") as db:
+        assert await db.list_workflows() == []
+
+
 async def test_the_testing_examples_are_the_readmes_and_pass(tmp_path: Path) -> None:
     readme = (TESTS.parent / "README.md").read_text()
     for name in ("readme_testing.py", "readme_testing_pytest.py"):
@@ -271,3 +289,22 @@ async def test_observability_example_traces_counts_and_logs_one_checkout(tmp_pat
     readme = (TESTS.parent / "README.md").read_text()
     example = (TESTS / "readme_observe.py").read_text().split("import asyncio", 1)[1]
     assert "import asyncio" + example in readme  # the README prints this code exactly
+
+
+async def test_the_queue_example_is_the_readmes_and_keeps_its_limits(tmp_path: Path) -> None:
+    readme = (TESTS.parent / "README.md").read_text()
+    source = (TESTS / "readme_queues.py").read_text()
+    assert f"```python\n{source}```" in readme  # the file is the README's example, as printed
+
+    code, out, err = await run_script("readme_queues.py", tmp_path, script_env(None))
+    assert code == 0, err
+    assert out.splitlines() == [
+        "sent to vip",
+        *(f"sent to user{i}" for i in range(4)),
+        "emails 0 0 2 100/m",
+    ]
+    assert "then `emails 0 0 2 100/m`" in readme
+    async with loom.Database(f"sqlite:///{tmp_path / 'loom.db'}") as db:
+        assert [(q.name, q.concurrency, str(q.rate)) for q in await db.queue_limits()] == [
+            ("emails", 2, "100/m")
+        ]

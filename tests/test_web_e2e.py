@@ -750,6 +750,157 @@ async def test_the_list_filters_by_tag_and_creation_time(
         await page.close()
 
 
+async def test_the_list_selects_workflows_and_cancels_then_resets_them(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    ids = [f"sel-{n}" for n in range(3)]
+    for wid in ids:
+        await sqlite_db.start_workflow(
+            e2e_workflows.Approval, workflow_input={"n": 1}, workflow_id=wid, tags={"t": "sel"}
+        )
+    await sqlite_db.start_workflow(e2e_workflows.Echo, workflow_input=1, workflow_id="other")
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(base + "/")
+        for wid in ids:
+            row = page.locator(f'tr[data-id="{wid}"]')
+            await expect(row).to_contain_text("approve", timeout=TIMEOUT_MS)
+        # Two checked by hand, cancelled after the confirm dialog.
+        await page.check('tr[data-id="sel-0"] input.pick')
+        await page.check('tr[data-id="sel-1"] input.pick')
+        await expect(page.locator("#bulk-count")).to_have_text("2 selected")
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.click("#bulk-cancel")
+        await expect(page.locator("#bulk-result")).to_contain_text("done for 2 of 2")
+        await expect(page.locator('tr[data-id="sel-1"]')).to_contain_text(
+            "CANCELED", timeout=TIMEOUT_MS
+        )
+        assert await sqlite_db.get_workflow("sel-2").status() is loom.WorkflowStatus.RUNNING
+
+        # Every workflow the filters match (one tag), reset to a step.
+        await page.fill("#filter-tag", "t=sel")
+        await page.click("#filters button[type=submit]")
+        await expect(page.locator("#workflows tbody tr")).to_have_count(3, timeout=TIMEOUT_MS)
+        await page.click("#bulk-all")
+        await expect(page.locator("#bulk-count")).to_have_text("All 3 matching workflows selected")
+        await page.fill("#bulk-step", "approve")
+        await shot(page, "bulk-selection")
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.click("#bulk-reset")
+        await expect(page.locator("#bulk-result")).to_contain_text("done for 3 of 3")
+        for wid in ids:
+            await expect(page.locator(f'tr[data-id="{wid}"]')).to_contain_text(
+                "RUNNING", timeout=TIMEOUT_MS
+            )
+            events = await sqlite_db.get_workflow(wid).events()
+            assert [e.payload["to_step"] for e in events if e.type.value == "WORKFLOW_RESET"] == [
+                "approve"
+            ]
+        assert await sqlite_db.get_workflow("other").status() is loom.WorkflowStatus.COMPLETED
+        await page.close()
+
+
+async def test_the_workflow_page_resets_a_workflow_to_the_step_chosen(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    handle = await sqlite_db.start_workflow(
+        e2e_workflows.Approval, workflow_input={"n": 2}, workflow_id="to-reset"
+    )
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(base + "/workflows/to-reset")
+        await expect(page.locator("#summary")).to_contain_text("approve", timeout=TIMEOUT_MS)
+        await handle.signal("approve", "yes")
+        await expect(page.locator("#summary")).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
+        await page.select_option("#reset-step", "approve")
+        await page.fill("#reset-reason", "approved by mistake")
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.click("#reset-send")
+        await expect(page.locator("#action-result")).to_contain_text("runs again from step")
+        await expect(page.locator("#summary")).to_contain_text("RUNNING", timeout=TIMEOUT_MS)
+        await expect(page.locator("#events")).to_contain_text("WORKFLOW_RESET")
+        await page.close()
+
+
+async def test_encrypted_payloads_show_as_encrypted_without_the_key_and_in_full_with_it(
+    tmp_path: Path, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    url = f"sqlite:///{tmp_path / 'vault.db'}"
+    secret = "card-4111-1111-e2e"
+    codec = loom.AesGcmCodec({"k1": loom.AesGcmCodec.generate_key()})
+    async with loom.Database(url, codec=codec, placeholders=True) as coded:
+        await coded.migrate_up()
+        handle = await coded.start_workflow(
+            e2e_workflows.Echo, workflow_input={"card": secret}, workflow_id="vault-1"
+        )
+        async with worker(coded):
+            await handle.result(timeout=10)
+        async with loom.Database(url, codec="none", placeholders=True) as keyless:
+            for database, shown, hidden in (
+                (keyless, '"<encrypted>"', secret),
+                (coded, secret, "<encrypted>"),
+            ):
+                app = create_app(database=database, poll_interval=0.05)
+                async with serve(app) as base:
+                    page = await browser.new_page()
+                    await page.goto(base + "/workflows/vault-1")
+                    summary = page.locator("#summary")
+                    await expect(summary).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
+                    await expect(page.locator("#input")).to_contain_text(shown)
+                    await expect(page.locator("#state")).to_contain_text(shown)
+                    await expect(page.locator("#events tbody")).to_contain_text("STATE_SET")
+                    assert hidden not in await page.locator("main").inner_text()
+                    await shot(page, f"encrypted-{'keyless' if database is keyless else 'key'}")
+                    await page.close()
+
+
+async def test_the_queues_page_shows_each_queue_and_sets_its_limits(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    import queue_workload
+
+    for i in range(3):
+        await sqlite_db.start_workflow(
+            queue_workload.Send, workflow_id=f"mail-{i}", workflow_input={"seconds": 0}
+        )
+    await sqlite_db.set_queue("emails", concurrency=5)
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base:
+        page = await browser.new_page()
+        await page.goto(base + "/queues")
+        row = page.locator('#queues tbody tr[data-queue="emails"]')
+        await expect(row).to_contain_text("emails", timeout=TIMEOUT_MS)
+        cells = row.locator("td")
+        await expect(cells.nth(1)).to_have_text("3")  # waiting
+        await expect(cells.nth(2)).to_have_text("0")  # running
+        await expect(cells.nth(3)).to_have_text("5")  # concurrency
+        await shot(page, "queues")
+        await row.get_by_role("button", name="emails").click()  # fills the form to edit
+        await expect(page.locator("#queue-concurrency")).to_have_value("5")
+        await page.fill("#queue-concurrency", "2")
+        await page.fill("#queue-rate", "100/m")
+        await page.get_by_role("button", name="Save").click()
+        await expect(page.locator("#queue-result")).to_contain_text("Saved emails")
+        await expect(cells.nth(4)).to_have_text("0 of 100/m", timeout=TIMEOUT_MS)
+        assert [(q.concurrency, str(q.rate)) for q in await sqlite_db.queue_limits()] == [
+            (2, "100/m")
+        ]
+        await page.fill("#queue-rate", "lots")
+        await page.get_by_role("button", name="Save").click()
+        await expect(page.locator("#queue-result")).to_contain_text("not a rate")
+        await page.close()
+
+
 async def test_the_schedules_page_shows_next_and_recent_runs_and_steers_a_schedule(
     sqlite_db: loom.Database, browser: Any
 ) -> None:
@@ -803,37 +954,3 @@ async def test_the_schedules_page_shows_next_and_recent_runs_and_steers_a_schedu
             await sqlite_db.get_schedule("hourly-hold")
         assert await sqlite_db.get_workflow(run.workflow_id).status() is loom.WorkflowStatus.RUNNING
         await page.close()
-
-
-async def test_encrypted_payloads_show_as_encrypted_without_the_key_and_in_full_with_it(
-    tmp_path: Path, browser: Any
-) -> None:
-    from playwright.async_api import expect
-
-    url = f"sqlite:///{tmp_path / 'vault.db'}"
-    secret = "card-4111-1111-e2e"
-    codec = loom.AesGcmCodec({"k1": loom.AesGcmCodec.generate_key()})
-    async with loom.Database(url, codec=codec, placeholders=True) as coded:
-        await coded.migrate_up()
-        handle = await coded.start_workflow(
-            e2e_workflows.Echo, workflow_input={"card": secret}, workflow_id="vault-1"
-        )
-        async with worker(coded):
-            await handle.result(timeout=10)
-        async with loom.Database(url, codec="none", placeholders=True) as keyless:
-            for database, shown, hidden in (
-                (keyless, '"<encrypted>"', secret),
-                (coded, secret, "<encrypted>"),
-            ):
-                app = create_app(database=database, poll_interval=0.05)
-                async with serve(app) as base:
-                    page = await browser.new_page()
-                    await page.goto(base + "/workflows/vault-1")
-                    summary = page.locator("#summary")
-                    await expect(summary).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
-                    await expect(page.locator("#input")).to_contain_text(shown)
-                    await expect(page.locator("#state")).to_contain_text(shown)
-                    await expect(page.locator("#events tbody")).to_contain_text("STATE_SET")
-                    assert hidden not in await page.locator("main").inner_text()
-                    await shot(page, f"encrypted-{'keyless' if database is keyless else 'key'}")
-                    await page.close()

@@ -12,6 +12,8 @@ from loom.client import (
     ActivityHeartbeat,
     Database,
     ReplayReport,
+    ResetOutcome,
+    StartRequest,
     WorkflowHandle,
     WorkflowRun,
     WorkflowSummary,
@@ -30,6 +32,7 @@ from loom.definitions import (
     activity,
     default_registry,
     query,
+    queue,
     step,
     workflow,
 )
@@ -59,6 +62,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     ScheduleNotFoundError,
     StoreError,
     UnawaitedCallError,
+    UnknownStepError,
     UnknownWorkflowTypeError,
     WorkflowAlreadyExistsError,
     WorkflowCanceledError,
@@ -71,6 +75,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
 from loom.logs import JsonFormatter, activity_logger
 from loom.metrics import Metrics, MetricsServer
 from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec, PayloadCodec
+from loom.queues import QueueLimits, QueueStats
 from loom.schedules import ScheduleDescription, ScheduleInfo
 from loom.scheduling import schedule
 from loom.schemas.state import Input, State
@@ -118,19 +123,24 @@ __all__ = [
     "QueryDefinition",
     "QueryFailedError",
     "QueryNotFoundError",
+    "QueueLimits",
+    "QueueStats",
     "ReadOnlyError",
     "Registry",
     "ReplayReport",
+    "ResetOutcome",
     "ScheduleAlreadyExistsError",
     "ScheduleDescription",
     "ScheduleError",
     "ScheduleInfo",
     "ScheduleNotFoundError",
+    "StartRequest",
     "State",
     "StateProxy",
     "StepDefinition",
     "StoreError",
     "UnawaitedCallError",
+    "UnknownStepError",
     "UnknownWorkflowTypeError",
     "Worker",
     "WorkerStats",
@@ -155,6 +165,7 @@ __all__ = [
     "default_registry",
     "heartbeat",
     "query",
+    "queue",
     "run_once",
     "schedule",
     "signal",

@@ -13,18 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import orjson
-
-from loom import codec, limits, telemetry
+from loom import codec, limits, retention, telemetry
+from loom.bulk import BulkResult as BulkResult
 from loom.clock import WALL_CLOCK, Clock
 from loom.core import history_file
 from loom.core import workflow as workflow_module
@@ -33,6 +33,7 @@ from loom.core.query import run_query
 from loom.definitions import Registry, WorkflowDefinition, default_registry, workflow_definition
 from loom.errors import (
     ConfigurationError,
+    DatabaseUnavailableError,
     StoreError,
     UnknownWorkflowTypeError,
     WorkflowAlreadyExistsError,
@@ -42,15 +43,17 @@ from loom.errors import (
 )
 from loom.metrics import DEFAULT_QUEUE, Metrics, MetricsServer
 from loom.payload_codecs import CodecChain, PayloadCodec, as_chain, codec_from_env, codec_from_spec
+from loom.queues import QueueLimits, QueueStats, Rate, check_priority, check_queue
 from loom.schedules import ScheduleMethods
 from loom.status import WorkflowStatus
 from loom.store import open_store, resolve_url
 from loom.store.base import ActivityHeartbeat as ActivityHeartbeat
 from loom.store.base import CancelOutcome as CancelOutcome
-from loom.store.base import NewWorkflow, Store
+from loom.store.base import HistoryMoved, NewWorkflow, ResetRequest, Store
+from loom.store.base import ResetOutcome as ResetOutcome
 from loom.store.base import StoreStats as StoreStats
 from loom.store.base import WorkflowRecord as WorkflowRecord
-from loom.store.common import migrations
+from loom.store.common import canonical, migrations
 from loom.store.encoded import EncodedStore
 from loom.store.payloads import Payloads
 
@@ -62,6 +65,9 @@ StateT = TypeVar("StateT")
 
 
 log = logging.getLogger("loom.client")
+
+RESET_ATTEMPTS = 20
+"""How often a reset is planned again when the workflow recorded progress meanwhile."""
 
 
 class Notifier:
@@ -117,6 +123,22 @@ class WorkflowSummary:
             record.updated_at,
             record.parent_id,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    """One workflow of :meth:`Database.start_workflows`: its class, input, id (default: a new
+    UUID) and initial state, as :meth:`Database.start_workflow` takes them."""
+
+    workflow: type[Workflow[Any, Any]]
+    input: Any = None
+    workflow_id: str | None = None
+    initial_state: Any = None
+    tags: Mapping[str, str] | None = None
+    queue: str | None = None
+    """Its task queue (default: the workflow class's)."""
+    priority: int = 0
+    """Smaller runs first among the ready work of its queue."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +357,8 @@ class Database(ScheduleMethods):
         workflow_id: str | None = None,
         version: str | None = None,
         tags: Mapping[str, str] | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> WorkflowHandle[StateT]:
         """Record a new workflow and make it ready for a worker; return its handle.
 
@@ -342,11 +366,16 @@ class Database(ScheduleMethods):
         raises ``WorkflowAlreadyExistsError`` otherwise. The run stays on the version of
         ``workflow`` (or, with ``version``, that registered version of its name). ``tags``
         (string keys and values) are stored with it, indexed: ``list_workflows(tags=...)``.
+        ``queue`` (default: the workflow's own, ``@loom.workflow(queue=...)``) is the task
+        queue it runs on; ``priority`` (an int, smaller first, default 0) orders it among the
+        ready work of that queue.
         """
         definition = workflow_definition(workflow)
         if version is not None and version != definition.version:
             definition = self.registry.workflow(definition.name, workflow_id, version)
-        return await self._start(definition, workflow_input, initial_state, workflow_id, tags)
+        return await self._start(
+            definition, workflow_input, initial_state, workflow_id, tags, queue, priority
+        )
 
     async def start_workflow_by_name(
         self,
@@ -357,13 +386,57 @@ class Database(ScheduleMethods):
         workflow_id: str | None = None,
         version: str | None = None,
         tags: Mapping[str, str] | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> WorkflowHandle[Any]:
         """Start a registered workflow by its name (as the CLI and dashboard do): its newest
         version, or ``version``."""
         definition = self.registry.workflow(
             limits.check_id(name, "workflow name"), workflow_id, version
         )
-        return await self._start(definition, workflow_input, initial_state, workflow_id, tags)
+        return await self._start(
+            definition, workflow_input, initial_state, workflow_id, tags, queue, priority
+        )
+
+    async def start_workflows(self, requests: Sequence[StartRequest]) -> list[WorkflowHandle[Any]]:
+        """Start every workflow of ``requests`` in one transaction: all of them or none, for
+        the batch job that enqueues many at once. Returns their handles, in order.
+
+        Each id is idempotent as with :meth:`start_workflow`: one that exists with the same
+        workflow and input is kept (and its handle returned); one that exists with another
+        input, or appears twice in ``requests`` with different ones, raises
+        ``WorkflowAlreadyExistsError`` naming it, and nothing is written. Inputs are encoded
+        (``PayloadError``) before anything is written.
+        """
+        now = self.clock.now()
+        prepared: dict[str, tuple[NewWorkflow, Event]] = {}
+        handles: list[WorkflowHandle[Any]] = []
+        for position, request in enumerate(requests):
+            if not isinstance(request, StartRequest):
+                raise ConfigurationError(
+                    f"start_workflows takes loom.StartRequest items; item {position} is a "
+                    f"{type(request).__name__}"
+                )
+            definition = workflow_definition(request.workflow)
+            new, first = self._prepare(
+                definition,
+                request.input,
+                request.initial_state,
+                request.workflow_id,
+                now,
+                request.tags,
+                request.queue,
+                request.priority,
+            )
+            twin = prepared.setdefault(new.workflow_id, (new, first))[0]
+            if twin.name != new.name or canonical(twin.input) != canonical(new.input):
+                raise WorkflowAlreadyExistsError(
+                    new.workflow_id, "twice in this batch, with different workflows or inputs"
+                )
+            handles.append(WorkflowHandle(self, new.workflow_id, definition.cls))
+        if prepared and await self.store.create_workflows(list(prepared.values())):
+            self.work_available.notify()
+        return handles
 
     async def _start(
         self,
@@ -372,11 +445,15 @@ class Database(ScheduleMethods):
         initial_state: Any,
         workflow_id: str | None,
         tags: Mapping[str, str] | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> WorkflowHandle[Any]:
         name, version = definition.name, definition.version
         limits.check_id(name, "workflow name")
         wid = str(uuid.uuid4()) if workflow_id is None else limits.check_id(workflow_id)
         tag_pairs = check_tags(tags)
+        queue = definition.queue if queue is None else check_queue(queue)
+        priority = check_priority(priority)
         stored_input = self.encode(workflow_input, f"the input of workflow {wid!r}", root="input")
         state = self.encode(
             initial_state or {}, f"the initial state of workflow {wid!r}", root="initial_state"
@@ -388,16 +465,16 @@ class Database(ScheduleMethods):
         payload = {"name": name, "version": version, "input": stored_input, "state": state}
         tracer = self.tracing.tracer()
         if tracer is None:
-            existing = await self._create(wid, payload, tag_pairs)
+            existing = await self._create(wid, payload, tag_pairs, queue, priority)
         else:
             with telemetry.starting(tracer, name, wid) as span:
                 payload[telemetry.TRACE_KEY] = telemetry.carrier(span)
-                existing = await self._create(wid, payload, tag_pairs)
+                existing = await self._create(wid, payload, tag_pairs, queue, priority)
                 span.set_attribute("loom.workflow.existing", existing is not None)
         if existing is not None:
             if existing.name != name:
                 raise WorkflowAlreadyExistsError(wid, f"as a {existing.name!r} workflow")
-            if _canonical(existing.input) != _canonical(stored_input):
+            if canonical(existing.input) != canonical(stored_input):
                 raise WorkflowAlreadyExistsError(wid, "with a different input")
         else:
             self.work_available.notify()
@@ -405,8 +482,49 @@ class Database(ScheduleMethods):
                 self.metrics.started.labels(name).inc()
         return WorkflowHandle(self, wid, definition.cls)
 
+    def _prepare(
+        self,
+        definition: WorkflowDefinition,
+        workflow_input: Any,
+        initial_state: Any,
+        workflow_id: str | None,
+        now: float,
+        tags: Mapping[str, str] | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+    ) -> tuple[NewWorkflow, Event]:
+        """A new workflow's row and first event, its input and state encoded (nothing is
+        written: a value that cannot be stored raises here)."""
+        name, version = definition.name, definition.version
+        limits.check_id(name, "workflow name")
+        wid = str(uuid.uuid4()) if workflow_id is None else limits.check_id(workflow_id)
+        tag_pairs = check_tags(tags)
+        queue = definition.queue if queue is None else check_queue(queue)
+        priority = check_priority(priority)
+        stored_input = self.encode(workflow_input, f"the input of workflow {wid!r}", root="input")
+        state = self.encode(
+            initial_state or {}, f"the initial state of workflow {wid!r}", root="initial_state"
+        )
+        if not isinstance(state, dict):
+            raise ConfigurationError(
+                f"initial_state of workflow {wid!r} must be a mapping, got {type(state).__name__}"
+            )
+        first = Event(
+            1,
+            EventType.WORKFLOW_STARTED,
+            {"name": name, "version": version, "input": stored_input, "state": state},
+            now,
+        )
+        new = NewWorkflow(wid, name, version, stored_input, state, now, tag_pairs, queue, priority)
+        return new, first
+
     async def _create(
-        self, wid: str, payload: dict[str, Any], tag_pairs: tuple[tuple[str, str], ...]
+        self,
+        wid: str,
+        payload: dict[str, Any],
+        tag_pairs: tuple[tuple[str, str], ...],
+        queue: str,
+        priority: int,
     ) -> WorkflowRecord | None:
         """Insert the workflow, its tags and its ``WORKFLOW_STARTED`` event (``payload``); the
         existing workflow if the id is taken."""
@@ -420,6 +538,8 @@ class Database(ScheduleMethods):
             payload["state"],
             now,
             tag_pairs,
+            queue,
+            priority,
         )
         return await self.store.create_workflow(new, first)
 
@@ -475,6 +595,76 @@ class Database(ScheduleMethods):
             created_before=created_before,
         )
         return [WorkflowSummary.of(r) for r in records]
+
+    async def workflow_ids(
+        self,
+        status: WorkflowStatus | str | None = None,
+        *,
+        name: str | None = None,
+        id_contains: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
+    ) -> list[str]:
+        """The ids of every workflow matching these filters (as :meth:`list_workflows`, with
+        no limit), newest first: the selection of a bulk action."""
+        if name is not None:
+            limits.check_id(name, "workflow name")
+        return await self.store.workflow_ids(
+            status=status_of(status),
+            name=name,
+            id_contains=id_contains,
+            tags=check_tags(tags),
+            created_after=_epoch(created_after, "created_after"),
+            created_before=_epoch(created_before, "created_before"),
+        )
+
+    async def bulk_action(
+        self,
+        action: str,
+        workflow_ids: Sequence[str],
+        *,
+        reason: str | None = None,
+        to_step: str | None = None,
+        registry: Registry | None = None,
+    ) -> list[BulkResult]:
+        """``cancel``, ``retry`` or ``reset`` (to ``to_step``) each of ``workflow_ids`` on its
+        own, as its handle would; a workflow the action fails for (it finished meanwhile, it
+        has no such step) is reported in its result and does not stop the others."""
+        from loom.bulk import act_on_each
+
+        return await act_on_each(
+            self, action, workflow_ids, reason=reason, to_step=to_step, registry=registry
+        )
+
+    async def count_finished(
+        self,
+        older_than: float | timedelta,
+        statuses: Sequence[WorkflowStatus | str] | None = None,
+    ) -> int:
+        """How many finished workflows (of ``statuses``, default all: COMPLETED, FAILED,
+        CANCELED) ended more than ``older_than`` (seconds or a timedelta) ago."""
+        before = self.clock.now() - retention.period_seconds(older_than, "older_than")
+        return await self.store.count_finished(before, retention.finished_statuses(statuses))
+
+    async def delete_finished(
+        self,
+        older_than: float | timedelta,
+        statuses: Sequence[WorkflowStatus | str] | None = None,
+        *,
+        batch: int = retention.BATCH,
+    ) -> int:
+        """Delete the finished workflows :meth:`count_finished` counts, with their histories,
+        earlier runs and buffered signals, ``batch`` per short transaction with a pause
+        between (see :mod:`loom.retention`); return how many were deleted."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 10_000:
+            raise ConfigurationError(f"batch must be from 1 to 10000, got {batch!r}")
+        before = self.clock.now() - retention.period_seconds(older_than, "older_than")
+        statuses = retention.finished_statuses(statuses)
+        deleted = await retention.sweep(self.store, before, statuses, batch=batch)
+        if deleted:
+            self.workflow_changed.notify()
+        return deleted
 
     async def list_records(
         self,
@@ -551,6 +741,28 @@ class Database(ScheduleMethods):
     async def stats(self) -> StoreStats:
         return await self.store.stats(self.clock.now())
 
+    # -- task queues ----------------------------------------------------------------------------
+    async def set_queue(
+        self, name: str, *, concurrency: int | None = None, rate: str | Rate | None = None
+    ) -> QueueLimits:
+        """Store the limits of queue ``name`` (None: no limit), for every worker of this
+        database from its next claim on: at most ``concurrency`` of its items in progress at
+        once, at most ``rate`` (``"100/m"``) starts per period. Bad values raise a typed error
+        and store nothing."""
+        limits = QueueLimits.of(name, concurrency, rate)
+        await self.store.set_queue(limits, time.time())
+        self.work_available.notify()
+        return limits
+
+    async def queue_limits(self) -> list[QueueLimits]:
+        """The limits stored for each queue."""
+        return await self.store.queue_limits()
+
+    async def queues(self) -> list[QueueStats]:
+        """Each queue holding work or limits: depth (ready, waiting for a worker), running,
+        limits and the age of the oldest waiting item."""
+        return await self.store.queue_stats(time.time())
+
     # -- queries ------------------------------------------------------------------------------
     def definition_for(
         self, record: WorkflowRecord, registry: Registry | None = None
@@ -608,6 +820,51 @@ class Database(ScheduleMethods):
             state=record.state,
         )
 
+    async def reset_workflow(
+        self,
+        workflow_id: str,
+        to_step: str,
+        *,
+        reason: str | None = None,
+        registry: Registry | None = None,
+    ) -> ResetOutcome:
+        """Restart ``workflow_id`` from step ``to_step`` (see :meth:`WorkflowHandle.reset`);
+        its class, when ``registry`` (default: this database's) has it, names its steps."""
+        from loom.core.reset import plan_reset
+
+        limits.check_id(workflow_id)
+        limits.check_id(to_step, "step name")
+        if reason is not None:
+            limits.check_text(reason, "the reset reason")
+        for _ in range(RESET_ATTEMPTS):
+            record = await self.store.get_workflow(workflow_id)
+            if record is None:
+                raise WorkflowNotFoundError(workflow_id)
+            try:
+                steps = [s.name for s in (registry or self.registry).workflow(record.name).steps]
+            except UnknownWorkflowTypeError:
+                steps = None  # the history alone names the steps reached
+            history = await self.store.load_history(workflow_id)
+            plan = plan_reset(workflow_id, record.name, history, to_step, steps)
+            request = ResetRequest(
+                plan.to_step, plan.index, plan.state, tuple(plan.resend), plan.last_seq, reason
+            )
+            try:
+                outcome = await self.store.reset(workflow_id, request, self.clock.now())
+            except HistoryMoved:
+                continue  # it moved on meanwhile: plan again from what it recorded since
+            if outcome is ResetOutcome.REQUESTED:
+                for worker in list(self.workers):
+                    worker.interrupt(workflow_id)
+            else:
+                self.work_available.notify()
+            self.workflow_changed.notify()
+            return outcome
+        raise DatabaseUnavailableError(
+            f"workflow {workflow_id!r} kept recording progress while it was being reset "
+            f"({RESET_ATTEMPTS} attempts); try again"
+        )
+
     async def check_replay(
         self, workflow_ids: list[str] | None = None, *, limit: int | None = None
     ) -> list[ReplayReport]:
@@ -645,10 +902,6 @@ class Database(ScheduleMethods):
 
             self._worker = Worker(self)
         return self._worker
-
-
-def _canonical(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 class WorkflowHandle(Generic[StateT]):
@@ -860,6 +1113,20 @@ class WorkflowHandle(Generic[StateT]):
         self.database.workflow_changed.notify()
         return outcome
 
+    async def reset(self, to_step: str, *, reason: str | None = None) -> ResetOutcome:
+        """Restart the workflow, whatever its status, from step ``to_step``, keeping its
+        history (a ``WORKFLOW_RESET`` event is appended, with ``reason``).
+
+        The steps before ``to_step`` are not run again and their state changes stay; the steps
+        from ``to_step`` on run again, with the state as it was before it, and the signals they
+        had received are delivered again. RESET when done at once; REQUESTED when a worker
+        holds the workflow: that worker stops it at its next write (within its
+        ``inline_window`` while activities run, a lease renewal for a long one) and the reset
+        happens then. Raises ``WorkflowNotFoundError``, and ``UnknownStepError`` (listing the
+        steps it can be reset to) for a step it does not have or never reached.
+        """
+        return await self.database.reset_workflow(self.workflow_id, to_step, reason=reason)
+
     async def retry(self) -> None:
         """Resume a FAILED workflow from the step that failed, keeping its history.
 
@@ -872,6 +1139,18 @@ class WorkflowHandle(Generic[StateT]):
             self.workflow_id, self.database.clock.now(), discarded_signals(history)
         )
         self.database.work_available.notify()
+
+
+def status_of(value: WorkflowStatus | str | None) -> WorkflowStatus | None:
+    """A status filter as given (``"failed"`` works too), or ``ConfigurationError``."""
+    if value is None:
+        return None
+    try:
+        return WorkflowStatus(str(value).upper())
+    except ValueError:
+        raise ConfigurationError(
+            f"unknown status {value!r}; use one of {', '.join(s.value for s in WorkflowStatus)}"
+        ) from None
 
 
 # -- the default database (used by Workflow.start and loom.run_once()) ----------------------
@@ -946,7 +1225,7 @@ def _epoch(when: datetime | float | None, what: str) -> float | None:
         if when.tzinfo is None:
             raise ConfigurationError(f"{what} needs an aware datetime (with a time zone)")
         return when.timestamp()
-    if isinstance(when, bool) or not isinstance(when, int | float) or when != when:
+    if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
         raise ConfigurationError(f"{what} is a datetime or epoch seconds, got {when!r}")
     return float(when)
 

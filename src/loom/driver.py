@@ -33,6 +33,7 @@ epoch, so a driver whose worker lost the lease can never record anything (fencin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -109,6 +110,7 @@ class WorkflowDriver:
     activities: :meth:`interrupt` (a cancel, a lost lease) and :meth:`recheck_signals`."""
 
     __slots__ = (
+        "_releases",
         "awaits_signal",
         "beats",
         "began",
@@ -143,6 +145,8 @@ class WorkflowDriver:
         """It waits for a signal while its activities run: another process's changes wake it."""
         self.consumed: list[int] = []
         """Ids of the signals delivered since the last write (the next write consumes them)."""
+        self._releases: set[asyncio.Task[None]] = set()
+        """Slot releases in flight (kept referenced until done)."""
         self.settled = False
         """It waits on its running activities: nothing of it moves until one ends, something
         arrives or the clock moves."""
@@ -376,21 +380,60 @@ class WorkflowDriver:
         runnable = worker.registry.runnable(run.definition)
         if runnable is not run.definition:  # replaced (loom.testing's mock_activity)
             run = dataclasses.replace(run, definition=runnable)
+        queue = run.definition.queue
+        slot = queue != self.claim.queue  # on its workflow's queue, the workflow's slot covers it
         try:
+            if slot:
+                await self._slot(queue, run.seq)
             outcome = await run_attempt(run, worker.clock.now, worker.activity_pool, control)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is None or task.cancelling():
                 self.beats.drop(run.seq)
+                if slot:
+                    self._give_back(run.seq)
                 raise  # interrupted (a cancel, the workflow left): it runs again later
             # Raised by the activity itself, nobody cancelled it: a failure of the attempt,
             # else it would be started again at once, forever.
             outcome = base_exception_outcome(exc)
         except BaseException as exc:  # sys.exit() in an activity fails the attempt
             outcome = base_exception_outcome(exc)
+        if slot:
+            self._give_back(run.seq)
         # A failed attempt's last heartbeat is written before the workflow hears of the failure.
         await self.beats.finish(run.seq, failed=not outcome.ok)
         return outcome
+
+    async def _slot(self, queue: str, seq: int) -> None:
+        """Wait until ``queue``'s limits let activity ``seq`` start (it runs on another queue
+        than its workflow's): a slot counted against the queue's concurrency, and a start
+        against its rate. Asked again after a growing pause, up to the worker's poll
+        interval, while the workflow's lease is renewed as usual."""
+        worker = self.worker
+        pause = 0.01
+        while not await worker.store.acquire_slot(
+            queue,
+            self.claim.workflow_id,
+            seq,
+            worker.worker_id,
+            worker.clock.now() + worker.lease_seconds,
+            worker.clock.now(),
+        ):
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, worker.poll_interval)
+
+    def _give_back(self, seq: int) -> None:
+        """Release the slot of activity ``seq`` without holding up its outcome; should that
+        fail (an outage), the slot frees itself when the lease it follows runs out."""
+        store, wid = self.worker.store, self.claim.workflow_id
+
+        async def release() -> None:
+            with contextlib.suppress(Exception):
+                await store.release_slot(wid, seq)
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     async def _wait_for_progress(self, ex: WorkflowExecution) -> None:
         """Wait until an activity ends, a timer is due, or (when the workflow waits for one) a
@@ -527,15 +570,22 @@ class WorkflowDriver:
     def _match_children(
         self, children: dict[str, int], found: list[tuple[float, int, int, Signal | None]]
     ) -> None:
-        """Add to ``found`` the end of each child the workflow awaits, as its end left it."""
+        """Add to ``found`` the end of each child the workflow awaits, as its end left it.
+
+        The end of a child it no longer awaits (withdrawn, left unawaited, or started by steps
+        a reset discarded) is consumed with the next write: left buffered, it would make the
+        parked workflow ready again and again while it awaits another child."""
         assert self.inbox is not None
         if not children:
             return
-        for s in self.inbox:
+        for s in list(self.inbox):
             if s.name == CHILD_OUTCOME and isinstance(s.payload, dict):
                 seq = children.get(s.payload.get("workflow_id"))  # type: ignore[arg-type]
                 if seq is not None:
                     found.append((s.sent_at, 0, seq, s))
+                else:
+                    self.inbox.remove(s)
+                    self.consumed.append(s.id)
 
     # -- writes ---------------------------------------------------------------------------
     async def _checkpoint(self, ex: WorkflowExecution) -> float:
@@ -573,6 +623,9 @@ class WorkflowDriver:
             self.beats.cancel_all(CANCELED)
             if worker.database.metrics is not None:
                 worker.database.metrics.canceled.labels(ex.definition.name).inc()
+            raise Abort
+        if outcome is CommitOutcome.RESET:  # ready again at once, from the step it names
+            worker.database.work_available.notify()
             raise Abort
         if events:
             self._tell_relatives(ex, events)

@@ -27,7 +27,8 @@
     │   ├── ActivityFailedError       an activity exhausted its retries (raised inside the step)
     │   ├── QueryNotFoundError        ``handle.query(name)``: the workflow defines no such query
     │   ├── QueryArgumentsError       the query's arguments are not JSON or not what it takes
-    │   └── QueryFailedError          the query method raised (the workflow is untouched)
+    │   ├── QueryFailedError          the query method raised (the workflow is untouched)
+    │   └── UnknownStepError          ``handle.reset(to_step=...)`` names no step it can restart
     ├── ActivityCancelledError   heartbeat() of an activity attempt that was cancelled
     ├── ActivityHeartbeatTimeoutError  (also a TimeoutError) an attempt sent no heartbeat in time
     ├── NotInActivityError       activity_info() or heartbeat() called outside a running activity
@@ -432,6 +433,33 @@ class ScheduleAlreadyExistsError(ScheduleError):
             "(`loom schedule delete`) or pick another name",
             schedule=schedule,
         )
+
+
+class UnknownStepError(WorkflowError, ValueError):
+    """``handle.reset(to_step=...)`` names a step the workflow cannot be reset to: one its
+    class does not have, or one it never reached (the steps before it must have completed, so
+    that their state can be kept). ``steps`` lists those it can be reset to; nothing changed."""
+
+    def __init__(
+        self,
+        workflow_id: str,
+        workflow_name: str,
+        step: str,
+        steps: list[str],
+        defined: list[str] | None = None,
+    ) -> None:
+        choices = ", ".join(repr(s) for s in steps) or "none (no step has started yet)"
+        if defined is not None and step in defined:
+            what = f"never reached step {step!r}: a reset restarts from a step it reached"
+        else:
+            known = f" (its steps: {', '.join(repr(s) for s in defined)})" if defined else ""
+            what = f"has no step {step!r}{known}; it can be reset to"
+        super().__init__(
+            f"workflow {workflow_id!r} ({workflow_name}) {what}: {choices}",
+            workflow_id=workflow_id,
+        )
+        self.step = step
+        self.steps = steps
 
 
 class ActivityCancelledError(LoomError):

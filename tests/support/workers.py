@@ -65,9 +65,16 @@ async def spawn_worker_script(
 
 
 async def spawn_crashload_worker(
-    url: str, stderr_path: Path, *, concurrency: int, lease_seconds: float
+    url: str,
+    stderr_path: Path,
+    *,
+    concurrency: int,
+    lease_seconds: float,
+    retention: float | None = None,
 ) -> asyncio.subprocess.Process:
-    """A ready worker process running the workflows of tests/crashload.py."""
+    """A ready worker process running the workflows of tests/crashload.py (sweeping finished
+    workflows older than ``retention`` seconds, if given)."""
+    extra = () if retention is None else ("--retention", str(retention))
     return await spawn_worker_script(
         TESTS_DIR / "crashload.py",
         url,
@@ -78,6 +85,7 @@ async def spawn_crashload_worker(
         str(lease_seconds),
         "--poll-interval",
         "0.05",
+        *extra,
     )
 
 

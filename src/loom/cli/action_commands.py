@@ -1,4 +1,5 @@
-"""``loom start``, ``signal``, ``cancel`` and ``retry``: act on workflows through the client API."""
+"""``loom start``, ``signal``, ``cancel``, ``retry`` and ``reset``: act on workflows through the
+client API, one by its id or many by a filter (:mod:`loom.cli.bulk`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ import typer
 
 from loom import limits
 from loom.cli import render
+from loom.cli.bulk import (
+    NameFilter,
+    SinceFilter,
+    StatusFilter,
+    YesOption,
+    act_on_selection,
+    single_or_many,
+)
 from loom.cli.common import (
     CodecOption,
     DatabaseOption,
@@ -17,11 +26,17 @@ from loom.cli.common import (
     parse_json,
     run,
 )
-from loom.client import CancelOutcome, parse_tags
+from loom.cli.errors import CliError
+from loom.client import CancelOutcome, ResetOutcome, parse_tags
 from loom.errors import WorkflowNotFoundError
 from loom.modules import import_modules
+from loom.queues import check_priority, check_queue
 
 WorkflowId = Annotated[str, typer.Argument(metavar="WORKFLOW_ID", help="The workflow's id.")]
+SomeWorkflowId = Annotated[
+    str | None,
+    typer.Argument(metavar="[WORKFLOW_ID]", help="The workflow's id (or give a filter)."),
+]
 
 
 def start_command(
@@ -40,6 +55,14 @@ def start_command(
         list[str] | None,
         typer.Option("--tag", "-t", metavar="KEY=VALUE", help="A tag to store with it."),
     ] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option("--queue", metavar="QUEUE", help="Its task queue (default: the workflow's)."),
+    ] = None,
+    priority: Annotated[
+        int,
+        typer.Option("--priority", help="Smaller runs first among its queue's ready work."),
+    ] = 0,
     modules: ModulesOption = None,
     codec: CodecOption = None,
     database: DatabaseOption = None,
@@ -47,6 +70,9 @@ def start_command(
 ) -> None:
     """Start a workflow by name; a worker with its module runs it."""
     limits.check_id(name, "workflow name")
+    if queue is not None:
+        check_queue(queue)
+    check_priority(priority)
     if version is not None:
         limits.check_id(version, "workflow version")
     tags = parse_tags(tag or [])
@@ -70,6 +96,8 @@ def start_command(
                 workflow_id=workflow_id,
                 version=version,
                 tags=tags,
+                queue=queue,
+                priority=priority,
             )
             return handle.workflow_id, existed
 
@@ -106,24 +134,40 @@ def signal_command(
     render.console().print(render.text(f"sent signal {name!r} to workflow {workflow_id}"))
 
 
+ReasonOption = Annotated[
+    str | None, typer.Option("--reason", "-r", metavar="TEXT", help="Why (recorded).")
+]
+
+
 def cancel_command(
-    workflow_id: WorkflowId,
-    reason: Annotated[
-        str | None, typer.Option("--reason", "-r", metavar="TEXT", help="Why (recorded).")
-    ] = None,
+    workflow_id: SomeWorkflowId = None,
+    reason: ReasonOption = None,
+    status: StatusFilter = None,
+    name: NameFilter = None,
+    since: SinceFilter = None,
+    yes: YesOption = False,
     codec: CodecOption = None,
     database: DatabaseOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Cancel a running workflow: no further steps run."""
-    limits.check_id(workflow_id)
+    """Cancel a running workflow, or every running one a filter selects: no further steps
+    run."""
     if reason is not None:
         limits.check_text(reason, "--reason")
+    selection = single_or_many("cancel", workflow_id, status, name, since)
+    if selection is not None:
+        act_on_selection(selection, database, yes, as_json, reason=reason, codec=codec)
+        return
+    assert workflow_id is not None
 
     async def cancel() -> CancelOutcome:
         async with open_database(database, codec=codec) as db:
             return await db.get_workflow(workflow_id).cancel(reason)
 
     outcome = run(cancel())
+    if as_json:
+        render.emit_json({"workflow_id": workflow_id, "outcome": outcome.value})
+        return
     if outcome is CancelOutcome.CANCELED:
         message = f"canceled workflow {workflow_id}"
     else:
@@ -135,10 +179,22 @@ def cancel_command(
 
 
 def retry_command(
-    workflow_id: WorkflowId, database: DatabaseOption = None, codec: CodecOption = None
+    workflow_id: SomeWorkflowId = None,
+    status: StatusFilter = None,
+    name: NameFilter = None,
+    since: SinceFilter = None,
+    yes: YesOption = False,
+    database: DatabaseOption = None,
+    codec: CodecOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Resume a FAILED workflow from the step that failed, keeping its history."""
-    limits.check_id(workflow_id)
+    """Resume a FAILED workflow, or every failed one a filter selects, from the step that
+    failed, keeping its history."""
+    selection = single_or_many("retry", workflow_id, status, name, since)
+    if selection is not None:
+        act_on_selection(selection, database, yes, as_json, codec=codec)
+        return
+    assert workflow_id is not None
 
     async def retry() -> str | None:
         async with open_database(database, codec=codec) as db:
@@ -148,5 +204,67 @@ def retry_command(
             return step
 
     step = run(retry())
+    if as_json:
+        render.emit_json({"workflow_id": workflow_id, "outcome": "RETRIED", "step": step})
+        return
     where = f" from step {step!r}" if step else ""
     render.console().print(render.text(f"retrying workflow {workflow_id}{where}"))
+
+
+def reset_command(
+    workflow_id: SomeWorkflowId = None,
+    to_step: Annotated[
+        str, typer.Option("--to-step", metavar="NAME", help="The step to restart from.")
+    ] = "",
+    reason: ReasonOption = None,
+    status: StatusFilter = None,
+    name: NameFilter = None,
+    since: SinceFilter = None,
+    yes: YesOption = False,
+    modules: ModulesOption = None,
+    database: DatabaseOption = None,
+    codec: CodecOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restart a workflow of any status (or every one a filter selects) from a named step,
+    keeping its history: the steps before it are not run again."""
+    if not to_step:
+        raise CliError("give the step to restart from: --to-step NAME", exit_code=2)
+    limits.check_id(to_step, "--to-step")
+    if reason is not None:
+        limits.check_text(reason, "--reason")
+    selection = single_or_many("reset", workflow_id, status, name, since)
+    if selection is not None:
+        act_on_selection(
+            selection,
+            database,
+            yes,
+            as_json,
+            reason=reason,
+            to_step=to_step,
+            modules=modules,
+            codec=codec,
+        )
+        return
+    assert workflow_id is not None
+    if modules:
+        import_modules(modules)
+
+    async def reset() -> ResetOutcome:
+        async with open_database(database, codec=codec) as db:
+            return await db.get_workflow(workflow_id).reset(to_step, reason=reason)
+
+    outcome = run(reset())
+    if as_json:
+        render.emit_json({"workflow_id": workflow_id, "outcome": outcome.value, "to_step": to_step})
+    elif outcome is ResetOutcome.RESET:
+        render.console().print(
+            render.text(f"reset workflow {workflow_id}: it runs again from step {to_step!r}")
+        )
+    else:
+        render.console().print(
+            render.text(
+                f"reset requested for workflow {workflow_id}: a worker is running it and "
+                f"restarts it from step {to_step!r} at its next write"
+            )
+        )

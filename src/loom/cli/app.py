@@ -8,12 +8,20 @@ from typing import Annotated
 import typer
 
 import loom
-from loom.cli.action_commands import cancel_command, retry_command, signal_command, start_command
+from loom.cli.action_commands import (
+    cancel_command,
+    reset_command,
+    retry_command,
+    signal_command,
+    start_command,
+)
 from loom.cli.admin_commands import init_command, replay_command, web_command
 from loom.cli.errors import report
+from loom.cli.gc_command import gc_command
 from loom.cli.inspect_command import inspect_command
 from loom.cli.migrate_command import migrate_command
 from loom.cli.query_command import query_command
+from loom.cli.queue_commands import queue_app
 from loom.cli.read_commands import list_command, stats_command
 from loom.cli.schedule_commands import schedule_app
 from loom.cli.worker_command import worker_command
@@ -52,11 +60,14 @@ app.command("start")(start_command)
 app.command("signal")(signal_command)
 app.command("cancel")(cancel_command)
 app.command("retry")(retry_command)
+app.command("reset")(reset_command)
 app.command("query")(query_command)
 app.command("replay")(replay_command)
 app.command("web")(web_command)
 app.command("migrate")(migrate_command)
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(queue_app, name="queue")
+app.command("gc")(gc_command)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 from collections.abc import AsyncIterator, Coroutine
 from typing import Annotated, Any, TypeVar
 
@@ -133,3 +134,24 @@ def bounded(value: float, option: str, low: float, high: float) -> None:
     """Refuse, in one line, a number outside ``[low, high]`` (or NaN) given to ``option``."""
     if not low <= value <= high:
         raise CliError(f"{option} must be between {low} and {high}, got {value}", exit_code=2)
+
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])", re.ASCII)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+LONGEST = 100 * 365.25 * 86400
+
+
+def parse_duration(text: str, option: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w``, ``1h30m`` as seconds; anything else, zero, or
+    more than a hundred years is a one-line usage error naming ``option``."""
+    value = text.strip().lower()
+    parts = _DURATION.findall(value)
+    if not parts or "".join(number + unit for number, unit in parts) != value:
+        raise CliError(
+            f"{option} takes a duration such as 30d, 12h, 90m, 45s or 1h30m, got {text[:40]!r}",
+            exit_code=2,
+        )
+    seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
+    if not 0 < seconds <= LONGEST:
+        raise CliError(f"{option} must be more than 0s and at most 100 years", exit_code=2)
+    return seconds

@@ -21,7 +21,7 @@ class StepRun:
     index: int
     started: float
     ended: float | None = None
-    status: str = "running"  # running, completed, failed, canceled, retried
+    status: str = "running"  # running, completed, failed, canceled, reset
     activities: int = 0
     failed_attempts: int = 0
     withdrawn: int = 0
@@ -110,6 +110,8 @@ def step_runs(events: list[Event], status: WorkflowStatus) -> list[StepRun]:
             current.ended, current.status, current = event.timestamp, "failed", None
         elif kind is EventType.WORKFLOW_CANCELED:
             current.ended, current.status, current = event.timestamp, "canceled", None
+        elif kind is EventType.WORKFLOW_RESET:  # a reset stopped it: it runs again
+            current.ended, current.status, current = event.timestamp, "reset", None
     if current is not None and status is not WorkflowStatus.RUNNING:
         current.status = status.value.lower()
     return runs
@@ -127,7 +129,7 @@ def place_heartbeats(runs: list[StepRun], heartbeats: list[ActivityHeartbeat]) -
 def failure_cause(events: list[Event]) -> dict[str, Any] | None:
     """The activity failure that made the workflow fail, if that is what happened."""
     for event in reversed(events):
-        if event.type is EventType.WORKFLOW_RETRIED:
+        if event.type in (EventType.WORKFLOW_RETRIED, EventType.WORKFLOW_RESET):
             return None
         if event.type is EventType.ACTIVITY_FAILED and event.payload.get("retry_at") is None:
             error = event.payload.get("error") or {}

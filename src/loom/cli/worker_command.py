@@ -31,6 +31,7 @@ from loom.cli.common import (
     ModulesOption,
     bounded,
     open_database,
+    parse_duration,
     run,
 )
 from loom.cli.errors import CliError
@@ -40,6 +41,8 @@ from loom.logs import JsonFormatter
 from loom.masking import MaskingFormatter
 from loom.modules import import_modules, load_codec, require_workflows
 from loom.outage import OUTAGE_ERRORS, Backoff
+from loom.queues import check_queue
+from loom.retention import BATCH, SWEEP_INTERVAL, describe_period
 
 PLAIN_STATUS_SECONDS = 10.0
 log = logging.getLogger("loom.cli")
@@ -86,6 +89,22 @@ def worker_command(
             "[default: wait for it as long as it takes].",
         ),
     ] = None,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            help="A task queue to serve (repeat for several) [default: every queue].",
+        ),
+    ] = None,
+    retention: Annotated[
+        str | None,
+        typer.Option(
+            "--retention",
+            metavar="DURATION",
+            help="Delete the finished workflows that ended longer ago than this (30d, 12h), "
+            "a few hundred at a time, every minute [default: keep everything].",
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -118,6 +137,7 @@ def worker_command(
     bounded(workers, "--workers", 1, 10_000)
     bounded(poll_interval, "--poll-interval", 0.001, 3600)
     bounded(lease_seconds, "--lease-seconds", 0.1, 86_400)
+    keep = None if retention is None else parse_duration(retention, "--retention")
     if metrics_port is not None:
         require("prometheus_client", "metrics", "--metrics-port")
     out = render.console(stderr=True)
@@ -135,11 +155,22 @@ def worker_command(
             quiet,
             activity_threads,
             give_up_after,
+            keep,
             codec,
             None if metrics_port is None else (metrics_host, metrics_port),
             live=log_format is LogFormat.text,
+            queues=_queues(queue),
         )
     )
+
+
+def _queues(given: list[str] | None) -> list[str] | None:
+    if not given:
+        return None
+    try:
+        return [check_queue(q) for q in given]
+    except loom.LoomError as exc:
+        raise CliError(f"--queue: {exc}") from None
 
 
 class SafeFormatter(MaskingFormatter):
@@ -176,10 +207,12 @@ async def _serve(
     quiet: bool,
     activity_threads: int | None = None,
     give_up_after: float | None = None,
+    retention: float | None = None,
     codec: str | None = None,
     metrics: tuple[str, int] | None = None,
     *,
     live: bool = True,
+    queues: list[str] | None = None,
 ) -> None:
     async with (
         _reachable_database(database, give_up_after, codec) as db,
@@ -192,6 +225,8 @@ async def _serve(
             poll_interval=poll_interval,
             lease_seconds=lease_seconds,
             activity_threads=activity_threads,
+            queues=queues,
+            retention=retention,
         )
         status = StatusLine(worker)
         loop = asyncio.get_running_loop()
@@ -221,14 +256,16 @@ async def _serve(
             workflows = ", ".join(sorted(d.name for d in db.registry.workflows()))
             log.info(
                 "worker %s ready on %s: %d at once (%d activity threads), polling every %s s; "
-                "workflows: %s",
+                "workflows: %s; queues: %s",
                 worker.worker_id,
                 db.url,
                 concurrency,
                 worker.activity_pool.size,
                 poll_interval,
                 workflows,
+                "every queue" if worker.queues is None else ", ".join(worker.queues),
             )
+            log.info("worker %s: %s", worker.worker_id, _retention_line(retention))
             running = loop.create_task(worker.run())
             await _show_status(running, status, out, quiet, live=live)
             await worker.stop_and_wait()
@@ -236,6 +273,20 @@ async def _serve(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
         log.info("worker %s stopped: %s", worker.worker_id, status.summary())
+
+
+def _retention_line(retention: float | None) -> str:
+    """What the worker does with finished workflows, for its startup banner."""
+    if retention is None:
+        return (
+            "retention: keeps every finished workflow (--retention 30d deletes those that "
+            "ended more than 30 days ago)"
+        )
+    return (
+        f"retention: deletes the finished workflows that ended more than "
+        f"{describe_period(retention)} ago, {BATCH} per transaction, every "
+        f"{SWEEP_INTERVAL:g} s"
+    )
 
 
 @contextlib.asynccontextmanager

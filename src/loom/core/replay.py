@@ -87,22 +87,11 @@ def plan_replay(
 ) -> tuple[int, dict[str, Any], list[Event]]:
     """Split a history into (first step to run, state before it, events to replay through it).
 
-    Failed attempts that a retry discarded are dropped first. Then, unless ``full``, everything
-    up to the last completed step is folded into the state, so completed steps never re-run.
+    What retries and resets discarded is dropped first (:func:`kept_events`). Then, unless
+    ``full``, everything up to the last completed step is folded into the state, so completed
+    steps never re-run.
     """
-    if not history or history[0].type is not EventType.WORKFLOW_STARTED:
-        raise NonDeterminismError(workflow_id, "the history does not begin with WORKFLOW_STARTED")
-    cleaned: list[Event] = []
-    attempt_begin = 0
-    for event in history[1:]:
-        if event.type is EventType.WORKFLOW_RETRIED:
-            del cleaned[attempt_begin:]
-        else:
-            cleaned.append(event)
-            if event.type is EventType.STEP_COMPLETED:
-                attempt_begin = len(cleaned)
-            continue
-        attempt_begin = len(cleaned)
+    cleaned = kept_events(workflow_id, history)
     state = dict(history[0].payload.get("state") or {})
     if full:
         return 0, state, cleaned
@@ -130,18 +119,70 @@ def plan_replay(
     return first_step, state, cleaned[cut:]
 
 
+def kept_events(workflow_id: str, history: Sequence[Event]) -> list[Event]:
+    """The events after WORKFLOW_STARTED that still count, in order.
+
+    A WORKFLOW_RETRIED drops the failed attempt before it (everything after the last completed
+    step); a WORKFLOW_RESET to step ``index`` drops everything after the completion of the step
+    before it (all of it for step 0), so the steps from ``index`` on run again and their state
+    changes no longer apply.
+    """
+    if not history or history[0].type is not EventType.WORKFLOW_STARTED:
+        raise NonDeterminismError(workflow_id, "the history does not begin with WORKFLOW_STARTED")
+    cleaned: list[Event] = []
+    attempt_begin = 0
+    for event in history[1:]:
+        if event.type is EventType.WORKFLOW_RETRIED:
+            del cleaned[attempt_begin:]
+        elif event.type is EventType.WORKFLOW_RESET:
+            del cleaned[reset_cut(workflow_id, cleaned, event) :]
+        else:
+            cleaned.append(event)
+            if event.type is EventType.STEP_COMPLETED:
+                attempt_begin = len(cleaned)
+            continue
+        attempt_begin = len(cleaned)
+    return cleaned
+
+
+def reset_cut(workflow_id: str, kept: Sequence[Event], reset: Event) -> int:
+    """Where the WORKFLOW_RESET ``reset`` cuts the events ``kept`` before it: just after the
+    completion of the step before the one it restarts from."""
+    index = int(reset.payload.get("index", 0))
+    if index <= 0:
+        return 0
+    for i in range(len(kept) - 1, -1, -1):
+        event = kept[i]
+        if event.type is EventType.STEP_COMPLETED and event.payload.get("index") == index - 1:
+            return i + 1
+    raise NonDeterminismError(
+        workflow_id,
+        f"the history resets to step {reset.payload.get('to_step')!r} (seq {reset.seq}), but "
+        f"the step before it (position {index - 1}) never completed",
+    )
+
+
 def discarded_signals(history: Sequence[Event]) -> list[tuple[str, Any]]:
     """(name, payload) of the signals consumed by the attempt a retry will discard.
 
-    That attempt is everything after the last completed step (or the last retry).
+    That attempt is everything after the last completed step (or the last retry or reset).
     """
     start = 0
     for i, event in enumerate(history):
-        if event.type in (EventType.STEP_COMPLETED, EventType.WORKFLOW_RETRIED):
+        if event.type in (
+            EventType.STEP_COMPLETED,
+            EventType.WORKFLOW_RETRIED,
+            EventType.WORKFLOW_RESET,
+        ):
             start = i + 1
+    return signals_in(history[start:])
+
+
+def signals_in(events: Sequence[Event]) -> list[tuple[str, Any]]:
+    """(name, payload) of the signals ``events`` received, in order."""
     return [
         (str(e.payload["name"]), e.payload.get("payload"))
-        for e in history[start:]
+        for e in events
         if e.type is EventType.SIGNAL_RECEIVED
     ]
 

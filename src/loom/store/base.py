@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from loom.core.history import Event
+from loom.queues import DEFAULT_QUEUE, QueueLimits, QueueStats
 from loom.schedule_spec import ScheduleSpec
 from loom.status import WorkflowStatus
 
@@ -36,6 +37,9 @@ class NewWorkflow:
     now: float
     tags: tuple[tuple[str, str], ...] = ()
     """(key, value) pairs, stored with the row in the same transaction."""
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    """Smaller runs first among the ready work of its queue."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,12 @@ class WorkflowRecord:
     """The workflow that started this one as its child (``ctx.child``), if one did."""
     run_id: str | None = None
     """The current run's id (a new one after each ``ctx.continue_as_new``)."""
+    queue: str = DEFAULT_QUEUE
+    """The task queue it runs on."""
+    priority: int = 0
+    """Smaller runs first among the ready work of its queue."""
+    reset_requested: bool = False
+    """A reset waits for the worker holding the workflow (see :meth:`Store.reset`)."""
 
     @property
     def created_at(self) -> datetime:
@@ -116,6 +126,8 @@ class Claim:
     """The workflow's version: its run stays on the code of the version it started with."""
     ready_since: float | None = None
     """When it became due (its ``ready_at`` before the claim): the start of its task latency."""
+    queue: str = DEFAULT_QUEUE
+    """Its task queue: an activity of another queue takes a slot of that queue to run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +198,29 @@ class CommitOutcome(StrEnum):
     OK = "OK"
     FENCED = "FENCED"  # the lease moved on; nothing was written
     CANCELED = "CANCELED"  # a cancel request won; the workflow is now CANCELED
+    RESET = "RESET"  # a reset request won: nothing of the commit was written, the reset was
+
+
+class ResetOutcome(StrEnum):
+    RESET = "RESET"
+    REQUESTED = "REQUESTED"  # a worker holds it; the reset happens at that worker's next write
+
+
+class HistoryMoved(Exception):
+    """The history grew since a reset was planned from it; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResetRequest:
+    """A reset as planned from the history (``loom.core.reset.ResetPlan``): it applies only if
+    the history still ends at ``last_seq``."""
+
+    to_step: str
+    index: int
+    state: dict[str, Any]
+    resend: tuple[tuple[str, Any], ...]
+    last_seq: int
+    reason: str | None = None
 
 
 class CancelOutcome(StrEnum):
@@ -277,7 +312,10 @@ class WorkflowDump:
     parent_close_policy: str | None = None
     run_id: str | None = None
     run_events: tuple[DumpedRunEvent, ...] = ()
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
     """The histories of its earlier runs (continued as new), by run id and seq."""
+    reset_requested: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     """Its tags as (key, value) pairs, sorted."""
     heartbeats: tuple[DumpedHeartbeat, ...] = ()
@@ -302,6 +340,9 @@ class WorkflowDump:
         "parent_id",
         "parent_close_policy",
         "run_id",
+        "queue",
+        "priority",
+        "reset_requested",
     )
     """What a copy carries over and :meth:`differences` compares: every field of the row but
     the lease owner."""
@@ -363,9 +404,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+        self,
+        owner: str,
+        names: list[str],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        queues: Sequence[str] | None = None,
     ) -> list[Claim]:
-        """Lease up to ``limit`` ready workflows whose type is in ``names``, oldest due first.
+        """Lease up to ``limit`` ready workflows whose type is in ``names`` and whose queue is in
+        ``queues`` (None: any queue), smallest priority first, then oldest due first, within
+        the limits of their queues (concurrency: live leases on the queue; rate: claims in the
+        queue's current window).
 
         An entry is a workflow name (any version) or ``name + "\x1f" + version`` (that version
         only: ``rules.kind_key``), as a worker that serves exactly the versions it has asks."""
@@ -439,6 +489,40 @@ class Store(abc.ABC):
         """The tags the workflow was started with."""
 
     @abc.abstractmethod
+    async def workflow_ids(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        id_contains: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+    ) -> list[str]:
+        """The ids of every workflow :meth:`list_workflows` would list with these filters, in
+        its order (the selection of a bulk action)."""
+
+    @abc.abstractmethod
+    async def create_workflows(self, new: Sequence[tuple[NewWorkflow, Event]]) -> int:
+        """Insert every workflow of ``new`` (each with its first event, made ready) in one
+        transaction, all or nothing; return how many were created. An id that exists already
+        is kept when it holds the same workflow (name and input); otherwise
+        ``WorkflowAlreadyExistsError`` names it and nothing is written."""
+
+    @abc.abstractmethod
+    async def count_finished(self, before: float, statuses: Sequence[WorkflowStatus]) -> int:
+        """How many workflows of ``statuses`` (finished ones) were last updated before
+        ``before`` (epoch seconds): what :meth:`delete_finished` would delete."""
+
+    @abc.abstractmethod
+    async def delete_finished(
+        self, before: float, statuses: Sequence[WorkflowStatus], limit: int
+    ) -> int:
+        """Delete up to ``limit`` of the workflows :meth:`count_finished` counts, oldest first,
+        with their history, earlier runs and buffered signals, in one short transaction that
+        skips rows another transaction holds; return how many were deleted."""
+
+    @abc.abstractmethod
     async def changed_since(
         self, after: float, limit: int, after_id: str = ""
     ) -> list[WorkflowRecord]:
@@ -466,8 +550,47 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def next_due(self, names: list[str]) -> float | None:
-        """The earliest ``ready_at`` of any workflow, for an idle worker's sleep."""
+    async def set_queue(self, limits: QueueLimits, now: float) -> None:
+        """Store the limits of a queue (replacing those it had; None: no limit). Every worker
+        reads them in its next claim."""
+
+    @abc.abstractmethod
+    async def acquire_slot(
+        self, queue: str, workflow_id: str, seq: int, owner: str, lease_until: float, now: float
+    ) -> bool:
+        """Let activity ``seq`` of ``workflow_id`` (leased to ``owner``) start on ``queue``
+        if its limits allow: True, holding a slot until :meth:`release_slot` or
+        ``lease_until`` (renewed by :meth:`renew` with the workflow's lease); False: not now."""
+
+    @abc.abstractmethod
+    async def release_slot(self, workflow_id: str, seq: int) -> None:
+        """Give back the slot of activity ``seq`` of ``workflow_id`` (none held: nothing)."""
+
+    @abc.abstractmethod
+    async def queue_limits(self) -> list[QueueLimits]:
+        """The limits stored for each queue, by name."""
+
+    @abc.abstractmethod
+    async def queue_stats(self, now: float) -> list[QueueStats]:
+        """Each queue that holds work or has limits: depth, running, limits, oldest waiting."""
+
+    @abc.abstractmethod
+    async def reset(self, workflow_id: str, request: ResetRequest, now: float) -> ResetOutcome:
+        """Restart the workflow (any status) from step ``request.index``, appending a
+        WORKFLOW_RESET event: its state becomes ``request.state``, the signals of
+        ``request.resend`` are buffered again ahead of those still buffered, it is made ready
+        and its running "cancel" children are canceled. A workflow a worker holds is reset at
+        that worker's next write or lease renewal instead (REQUESTED; what it did since its last
+        write is dropped); should it die first, the next claim resets it.
+
+        Raises ``WorkflowNotFoundError``, and :class:`HistoryMoved` when its history no longer
+        ends at ``request.last_seq`` (nothing was written: plan again from the new history).
+        """
+
+    @abc.abstractmethod
+    async def next_due(self, names: list[str], queues: Sequence[str] | None = None) -> float | None:
+        """The earliest ``ready_at`` of any workflow (of ``queues``), for an idle worker's
+        sleep."""
 
     @abc.abstractmethod
     async def stats(self, now: float) -> StoreStats: ...

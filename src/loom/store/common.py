@@ -27,7 +27,7 @@ Row = Mapping[str, Any]
 WORKFLOW_COLUMNS = (
     "id, name, version, status, input, state, result, error, current_step, created_at, "
     "updated_at, last_seq, ready_at, lease_owner, lease_epoch, cancel_requested, parent_id, "
-    "parent_close_policy, run_id"
+    "parent_close_policy, run_id, queue, priority, reset_requested"
 )
 """Every column of ``workflows``: what :func:`record` and :func:`workflow_dump` read."""
 
@@ -48,6 +48,11 @@ STATS_MINUTES = 30
 def dump(value: Any) -> str:
     """A payload as stored: JSON text (which may hold a codec's envelopes)."""
     return codec.dumps(value, envelopes=True).decode()
+
+
+def canonical(value: Any) -> bytes:
+    """``value`` as JSON with sorted keys: equal for equal values, whatever their key order."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def _json(text: str | None) -> Any:
@@ -94,6 +99,9 @@ def record(row: Row) -> WorkflowRecord:
         cancel_requested=row["cancel_requested"] is not None,
         parent_id=row["parent_id"],
         run_id=row["run_id"],
+        queue=row["queue"],
+        priority=int(row["priority"]),
+        reset_requested=row["reset_requested"] is not None,
     )
 
 
@@ -142,6 +150,9 @@ def workflow_dump(
         parent_id=row["parent_id"],
         parent_close_policy=row["parent_close_policy"],
         run_id=row["run_id"],
+        queue=row["queue"],
+        priority=int(row["priority"]),
+        reset_requested=row["reset_requested"],
         run_events=tuple(
             DumpedRunEvent(
                 e["run_id"], int(e["seq"]), e["type"], e["payload"], float(e["created_at"])

@@ -23,7 +23,8 @@ from dataclasses import replace
 from typing import Any
 
 from loom.core.history import Event
-from loom.errors import PayloadDecodeError
+from loom.errors import PayloadDecodeError, WorkflowAlreadyExistsError
+from loom.queues import QueueLimits, QueueStats
 from loom.schedule_spec import ScheduleSpec
 from loom.status import WorkflowStatus
 from loom.store.base import (
@@ -34,6 +35,8 @@ from loom.store.base import (
     CommitOutcome,
     HeartbeatRow,
     NewWorkflow,
+    ResetOutcome,
+    ResetRequest,
     RunSummary,
     ScheduleRecord,
     Signal,
@@ -42,6 +45,7 @@ from loom.store.base import (
     WorkflowDump,
     WorkflowRecord,
 )
+from loom.store.common import canonical
 from loom.store.payloads import RECORD_FIELDS, Payloads, Unreadable, unreadable
 
 
@@ -131,10 +135,76 @@ class EncodedStore(Store):
         existing = await self.inner.create_workflow(new, first)
         return None if existing is None else self._record(existing)
 
+    async def create_workflows(self, new: Sequence[tuple[NewWorkflow, Event]]) -> int:
+        if self.payloads.chain is None:
+            return await self.inner.create_workflows(new)
+        # An encoded input differs from one encoding to the next: the ids already stored are
+        # compared here, decoded, and only the others are written encoded.
+        p = self.payloads
+        fresh: list[tuple[NewWorkflow, Event]] = []
+        for item, first in new:
+            stored = await self.inner.get_workflow(item.workflow_id)
+            if stored is None:
+                fresh.append((replace(item, input=p.value(item.input), state=p.state(item.state)),
+                              p.event(first)))  # fmt: skip
+                continue
+            existing = self._record(stored)
+            if existing.name != item.name:
+                raise WorkflowAlreadyExistsError(
+                    item.workflow_id, f"as a {existing.name!r} workflow"
+                )
+            if canonical(existing.input) != canonical(item.input):
+                raise WorkflowAlreadyExistsError(item.workflow_id, "with a different input")
+        return await self.inner.create_workflows(fresh) if fresh else 0
+
+    async def workflow_ids(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        id_contains: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+    ) -> list[str]:
+        return await self.inner.workflow_ids(
+            status=status,
+            name=name,
+            id_contains=id_contains,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
+        )
+
+    async def count_finished(self, before: float, statuses: Sequence[WorkflowStatus]) -> int:
+        return await self.inner.count_finished(before, statuses)
+
+    async def delete_finished(
+        self, before: float, statuses: Sequence[WorkflowStatus], limit: int
+    ) -> int:
+        return await self.inner.delete_finished(before, statuses, limit)
+
+    async def reset(self, workflow_id: str, request: ResetRequest, now: float) -> ResetOutcome:
+        if self.payloads.chain is not None:
+            p = self.payloads
+            request = replace(
+                request,
+                state=p.state(request.state),
+                resend=tuple((name, p.value(payload)) for name, payload in request.resend),
+                reason=p.text(request.reason),
+            )
+        return await self.inner.reset(workflow_id, request, now)
+
     async def claim(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+        self,
+        owner: str,
+        names: list[str],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        queues: Sequence[str] | None = None,
     ) -> list[Claim]:
-        claims = await self.inner.claim(owner, names, limit, lease_seconds, now)
+        claims = await self.inner.claim(owner, names, limit, lease_seconds, now, queues)
         return [self._claim(c) if c.history else c for c in claims]
 
     def _claim(self, claim: Claim) -> Claim:
@@ -256,8 +326,26 @@ class EncodedStore(Store):
             resend = [(name, self.payloads.value(payload)) for name, payload in resend]
         await self.inner.retry(workflow_id, now, resend)
 
-    async def next_due(self, names: list[str]) -> float | None:
-        return await self.inner.next_due(names)
+    async def next_due(self, names: list[str], queues: Sequence[str] | None = None) -> float | None:
+        return await self.inner.next_due(names, queues)
+
+    # Queue names and limits are plain lookup keys, never payloads: passed through as they are.
+    async def set_queue(self, limits: QueueLimits, now: float) -> None:
+        await self.inner.set_queue(limits, now)
+
+    async def queue_limits(self) -> list[QueueLimits]:
+        return await self.inner.queue_limits()
+
+    async def queue_stats(self, now: float) -> list[QueueStats]:
+        return await self.inner.queue_stats(now)
+
+    async def acquire_slot(
+        self, queue: str, workflow_id: str, seq: int, owner: str, lease_until: float, now: float
+    ) -> bool:
+        return await self.inner.acquire_slot(queue, workflow_id, seq, owner, lease_until, now)
+
+    async def release_slot(self, workflow_id: str, seq: int) -> None:
+        await self.inner.release_slot(workflow_id, seq)
 
     async def stats(self, now: float) -> StoreStats:
         return await self.inner.stats(now)

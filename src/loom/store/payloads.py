@@ -39,6 +39,7 @@ EVENT_FIELDS: dict[EventType, tuple[tuple[str, str], ...]] = {
     EventType.WORKFLOW_COMPLETED: (("state", STATE),),
     EventType.WORKFLOW_FAILED: (("error", ERROR),),
     EventType.WORKFLOW_CANCELED: (("reason", TEXT),),
+    EventType.WORKFLOW_RESET: (("reason", TEXT),),
     EventType.WORKFLOW_CONTINUED_AS_NEW: (("input", VALUE), ("state", STATE)),
     EventType.STATE_SET: (("value", VALUE),),
     EventType.STATE_UPDATE: (("values", STATE),),

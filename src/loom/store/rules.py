@@ -3,16 +3,19 @@
 Where each rule lives: fencing, cancel-on-commit and a park's ``ready_at`` (a buffered signal it
 waits for makes it ready at once) in :func:`commit_batch` and :func:`commit_one`; ending a
 workflow as CANCELED in :func:`cancel_now` (a commit, a cancel, a claim); a new workflow's row
-in :func:`new_values`; a claim's lease in :func:`claim_statement` and its finalising of a
-requested cancel in :func:`cancel_claimed`; renewing and releasing leases in :func:`held`;
-signal delivery in :func:`send_signal`; cancel and retry in :func:`cancel` and :func:`retry`;
-the schema in :func:`migrate`; the figures of :func:`stats`; activity heartbeats, fenced like
-commits, in :func:`record_heartbeat`, and deleted with their workflow's end (:func:`commit_batch`,
-:func:`cancel_now`). Copying (``loom migrate``) is in ``copying``.
+in :func:`new_values`; a claim's lease in ``queue_rules.claim`` and its finalising of a
+requested cancel or reset in :func:`settle_claimed`; renewing and releasing leases in :func:`held`;
+signal delivery in :func:`send_signal`; cancel, retry and reset in :func:`cancel`, :func:`retry`
+and :func:`reset` (a reset of a held workflow is carried out by :func:`commit_one` and
+:func:`settle_claimed`, like a cancel); the schema in :func:`migrate`; the figures of
+:func:`stats`; activity heartbeats, fenced like commits, in :func:`record_heartbeat`, and deleted
+with their workflow's end (:func:`commit_batch`, :func:`cancel_now`). Copying (``loom migrate``)
+is in ``copying``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Sequence
@@ -22,19 +25,24 @@ from typing import Any
 import orjson
 
 from loom.core.history import CHILD_OUTCOME, Event, EventType, decided_before_cancel
-from loom.errors import WorkflowNotFoundError, WorkflowNotRunningError
+from loom.errors import WorkflowAlreadyExistsError, WorkflowNotFoundError, WorkflowNotRunningError
+from loom.queues import DEFAULT_QUEUE
 from loom.status import WorkflowStatus
 from loom.store.base import (
     CancelOutcome,
     Commit,
     CommitOutcome,
     HeartbeatRow,
+    HistoryMoved,
     NewWorkflow,
+    ResetOutcome,
+    ResetRequest,
     StoreStats,
 )
 from loom.store.common import (
     STATS_MINUTES,
     Row,
+    canonical,
     dump,
     migrations,
     minute_buckets,
@@ -56,7 +64,7 @@ from loom.store.statements import (
 NEW_COLUMNS_BASE = (
     "id, name, version, status, input, state, created_at, updated_at, last_seq, ready_at, run_id"
 )
-CHILD_MARKS = ", ".join("?" * (len(NEW_COLUMNS_BASE.split(",")) + 2))
+CHILD_MARKS = ", ".join("?" * (len(NEW_COLUMNS_BASE.split(",")) + 3))
 
 
 # -- commits --------------------------------------------------------------------------------
@@ -69,6 +77,7 @@ class Fence:
     cancel_requested: str | None
     last_seq: int
     parent_id: str | None = None
+    reset_requested: str | None = None
 
 
 @dataclass(slots=True)
@@ -99,8 +108,8 @@ def lock_fences(d: Dialect, ids: Sequence[str]) -> Op:
     :func:`fences`."""
     where, args = d.among("id", sorted(set(ids)) if len(ids) > 1 else ids)
     return rows(
-        "SELECT id, lease_epoch, status, cancel_requested, last_seq, parent_id FROM workflows "
-        f"WHERE {where} ORDER BY id{d.lock}",
+        "SELECT id, lease_epoch, status, cancel_requested, last_seq, parent_id, reset_requested "
+        f"FROM workflows WHERE {where} ORDER BY id{d.lock}",
         *args,
     )
 
@@ -109,7 +118,12 @@ def fences(locked: Sequence[Row]) -> dict[str, Fence]:
     """The rows read by :func:`lock_fences`, by id."""
     return {
         r["id"]: Fence(
-            r["lease_epoch"], r["status"], r["cancel_requested"], r["last_seq"], r["parent_id"]
+            r["lease_epoch"],
+            r["status"],
+            r["cancel_requested"],
+            r["last_seq"],
+            r["parent_id"],
+            r["reset_requested"],
         )
         for r in locked
     }
@@ -149,6 +163,11 @@ def commit_one(
         yield from cancel_now(d, c.workflow_id, reason, fence.last_seq, now, written, decided)
         fence.status, fence.epoch, fence.cancel_requested = "CANCELED", fence.epoch + 1, None
         return CommitOutcome.CANCELED, now
+    if fence.reset_requested is not None:  # so does a reset: nothing of the commit is kept
+        yield from reset_now(d, c.workflow_id, reset_of(fence.reset_requested), now, written)
+        fence.epoch, fence.last_seq = fence.epoch + 1, fence.last_seq + 1
+        fence.reset_requested = None
+        return CommitOutcome.RESET, now
     new_last = fence.last_seq
     if c.events:
         if c.events[0].seq != fence.last_seq + 1:
@@ -237,7 +256,8 @@ def cancel_now(
     written.extend(event_rows(workflow_id, [*decided, canceled]))
     yield run(
         "UPDATE workflows SET status = 'CANCELED', ready_at = NULL, lease_owner = NULL, "
-        "lease_epoch = lease_epoch + 1, cancel_requested = NULL, last_seq = ?, "
+        "lease_epoch = lease_epoch + 1, cancel_requested = NULL, reset_requested = NULL, "
+        "last_seq = ?, "
         "updated_at = ?, error = ?, state = ? WHERE id = ?",
         seq,
         now,
@@ -333,7 +353,7 @@ def children_of(
     return acted
 
 
-CHILD_COLUMNS = f"{NEW_COLUMNS_BASE}, parent_id, parent_close_policy"
+CHILD_COLUMNS = f"{NEW_COLUMNS_BASE}, parent_id, parent_close_policy, queue"
 
 
 def start_child(
@@ -373,6 +393,7 @@ def start_child(
         new_run_id(),
         parent_id,
         p.get("parent_close_policy") or "cancel",
+        p.get("queue") or DEFAULT_QUEUE,
     )
     if inserted:
         written.extend(event_rows(child, [first]))
@@ -418,7 +439,7 @@ def parent_close(d: Dialect, parent_id: str, now: float, written: list[EventRow]
 
 
 # -- starts ---------------------------------------------------------------------------------
-NEW_COLUMNS = NEW_COLUMNS_BASE
+NEW_COLUMNS = f"{NEW_COLUMNS_BASE}, queue, priority"
 NEW_MARKS = ", ".join("?" * len(NEW_COLUMNS.split(",")))
 
 
@@ -437,6 +458,8 @@ def new_values(new: NewWorkflow, first: Event) -> tuple[Any, ...]:
         first.seq,
         now,
         new_run_id(),
+        new.queue,
+        new.priority,
     )
 
 
@@ -445,6 +468,61 @@ INSERT_TAG = "INSERT INTO workflow_tags (workflow_id, key, value) VALUES (?, ?, 
 
 def new_run_id() -> str:
     return uuid.uuid4().hex
+
+
+NEW_KINDS = ("text",) * 6 + ("float8", "float8", "bigint", "float8", "text", "text", "int4")
+"""The PostgreSQL array type of each of :data:`NEW_COLUMNS`, for a bulk insert (``unnest``)."""
+PAGE_OF_IDS = 500
+"""Ids looked up per statement (SQLite binds one parameter per id)."""
+
+
+def create_many(d: Dialect, new: Sequence[tuple[NewWorkflow, Event]]) -> Rule[int]:
+    """Insert every new workflow of ``new`` with its first event, all or nothing (a bulk
+    start). An id taken by the same workflow (name and input) is kept as it is; one taken by
+    another raises ``WorkflowAlreadyExistsError``, which rolls the whole transaction back."""
+    by_id = {item.workflow_id: (item, first) for item, first in new}
+    ids = list(by_id)
+    for at in range(0, len(ids), PAGE_OF_IDS):
+        where, args = d.among("id", ids[at : at + PAGE_OF_IDS])
+        found = yield rows(f"SELECT id, name, input FROM workflows WHERE {where}", *args)
+        for r in found:
+            check_same(by_id.pop(r["id"])[0], r)
+    if not by_id:
+        return 0
+    # In id order: two batches that share ids then take their row locks in the same order, and
+    # one waits for the other instead of both deadlocking.
+    values = [new_values(item, first) for _, (item, first) in sorted(by_id.items())]
+    if d.list_param:
+        # One statement over arrays; another transaction may insert one of these ids meanwhile,
+        # so what it inserted is what it returns.
+        casts = ", ".join(f"?::{kind}[]" for kind in NEW_KINDS)
+        inserted = yield rows(
+            f"INSERT INTO workflows ({NEW_COLUMNS}) SELECT * FROM unnest({casts}) "
+            "ON CONFLICT (id) DO NOTHING RETURNING id",
+            *(list(column) for column in zip(*values, strict=True)),
+        )
+        raced = set(by_id) - {r["id"] for r in inserted}
+        if raced:
+            where, args = d.among("id", sorted(raced))
+            for r in (yield rows(f"SELECT id, name, input FROM workflows WHERE {where}", *args)):
+                check_same(by_id.pop(r["id"])[0], r)
+    else:  # the write lock is this transaction's: every id not found is inserted
+        yield many(f"INSERT INTO workflows ({NEW_COLUMNS}) VALUES ({NEW_MARKS})", values)
+    yield events(
+        [row for item, first in by_id.values() for row in event_rows(item.workflow_id, [first])]
+    )
+    tags = [(item.workflow_id, k, v) for item, _ in by_id.values() for k, v in item.tags]
+    if tags:
+        yield many(INSERT_TAG, tags)
+    return len(by_id)
+
+
+def check_same(new: NewWorkflow, existing: Row) -> None:
+    """A start of an id that exists: fine when it is the same workflow (name and input)."""
+    if existing["name"] != new.name:
+        raise WorkflowAlreadyExistsError(new.workflow_id, f"as a {existing['name']!r} workflow")
+    if canonical(orjson.loads(existing["input"])) != canonical(new.input):
+        raise WorkflowAlreadyExistsError(new.workflow_id, "with a different input")
 
 
 # -- claims ---------------------------------------------------------------------------------
@@ -475,79 +553,33 @@ def kinds(d: Dialect, names: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
     return (parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"), tuple(args)
 
 
-CLAIMED = "id, name, version, lease_epoch, last_seq, cancel_requested, run_id"
-"""The columns of a claimed row; ``ready_since`` (when it became due) comes with them."""
+def requested(row: Row) -> bool:
+    """Whether a claimed row (``queue_rules.claim``) carries a cancel or reset request."""
+    return row["cancel_requested"] is not None or row["reset_requested"] is not None
 
 
-def claim_statement(
-    d: Dialect, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
-) -> Op:
-    """Lease up to ``limit`` due workflows of ``names`` (see :func:`kinds`), oldest due first:
-    a new epoch each, and ``ready_at`` at the lease's end, so a dead worker's workflow is
-    claimable again then. One statement, returning also when each became due
-    (``ready_since``, the task latency's start): for a dialect whose UPDATE can return the
-    columns of a locked subquery (PostgreSQL)."""
-    where, args = kinds(d, names)
-    claimed = ", ".join(f"w.{c}" for c in CLAIMED.split(", "))
-    return rows(
-        "UPDATE workflows AS w SET lease_owner = ?, lease_epoch = w.lease_epoch + 1, "
-        "ready_at = ? FROM (SELECT id, ready_at FROM workflows WHERE ready_at <= ? AND "
-        f"{where} ORDER BY ready_at LIMIT ?{d.skip_locked}) AS due WHERE w.id = due.id "
-        f"RETURNING {claimed}, due.ready_at AS ready_since",
-        owner,
-        now + lease_seconds,
-        now,
-        *args,
-        limit,
-    )
-
-
-def due_statement(d: Dialect, names: list[str], limit: int, now: float) -> Op:
-    """The first half of a claim where an UPDATE returns only its own table (SQLite): the due
-    workflows of ``names``, oldest first, with when each became due. The same transaction then
-    leases them (:func:`lease_statement`)."""
-    where, args = kinds(d, names)
-    return rows(
-        f"SELECT id, ready_at FROM workflows WHERE ready_at <= ? AND {where} "
-        "ORDER BY ready_at LIMIT ?",
-        now,
-        *args,
-        limit,
-    )
-
-
-def lease_statement(
-    d: Dialect, owner: str, workflow_ids: list[str], lease_seconds: float, now: float
-) -> Op:
-    """Lease the workflows :func:`due_statement` found (see :func:`claim_statement`)."""
-    where, args = d.among("id", workflow_ids)
-    return rows(
-        "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, ready_at = ? "
-        f"WHERE {where} RETURNING {CLAIMED}",
-        owner,
-        now + lease_seconds,
-        *args,
-    )
-
-
-def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[list[str]]:
-    """A claimed workflow whose cancel was requested is never run again: end it as CANCELED,
-    unless the claim's lease ``claimed`` (rows of :func:`claim_statement`) moved on meanwhile.
-    Returns the names of the workflows it ended."""
+def settle_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[list[str]]:
+    """A claimed workflow whose cancel was requested is never run again: end it as CANCELED;
+    one whose reset was requested is reset (and ready for the next claim). Unless the claim's
+    lease ``claimed`` (rows of ``queue_rules.claim``) moved on meanwhile. Returns the names of
+    the workflows it ended as CANCELED."""
     fenced = fences((yield lock_fences(d, [r["id"] for r in claimed])))
     written: list[EventRow] = []
     ended: list[str] = []
     for r in claimed:
         fence = fenced.get(r["id"])
         if (
-            fence is not None
-            and fence.epoch == r["lease_epoch"]
-            and fence.status == WorkflowStatus.RUNNING
-            and fence.cancel_requested is not None
+            fence is None
+            or fence.epoch != r["lease_epoch"]
+            or fence.status != WorkflowStatus.RUNNING
         ):
+            continue
+        if fence.cancel_requested is not None:
             reason = orjson.loads(fence.cancel_requested)
             yield from cancel_now(d, r["id"], reason, fence.last_seq, now, written)
             ended.append(str(r["name"]))
+        elif fence.reset_requested is not None:
+            yield from reset_now(d, r["id"], reset_of(fence.reset_requested), now, written)
     if written:
         yield events(written)
     return ended
@@ -561,7 +593,7 @@ def held(d: Dialect, assign: str, value: float, owner: str, workflow_ids: list[s
     return rows(
         f"UPDATE workflows SET {assign} WHERE id IN (SELECT id FROM workflows WHERE {where} "
         f"AND lease_owner = ? AND status = 'RUNNING' ORDER BY id{d.lock}) "
-        "RETURNING id, cancel_requested IS NOT NULL AS cancel_requested",
+        "RETURNING id, (cancel_requested IS NOT NULL OR reset_requested IS NOT NULL) AS stop",
         value,
         *args,
         owner,
@@ -629,7 +661,9 @@ def cancel(d: Dialect, workflow_id: str, reason: str | None, now: float) -> Rule
     row = yield from running_row(d, workflow_id, "cancel")
     if row["lease_owner"] is not None and row["ready_at"] is not None and row["ready_at"] > now:
         yield run(
-            "UPDATE workflows SET cancel_requested = ? WHERE id = ?", dump(reason), workflow_id
+            "UPDATE workflows SET cancel_requested = ?, reset_requested = NULL WHERE id = ?",
+            dump(reason),
+            workflow_id,
         )
         return CancelOutcome.REQUESTED
     written: list[EventRow] = []
@@ -660,14 +694,84 @@ def retry(d: Dialect, workflow_id: str, now: float, resent: list[tuple[str, str]
         now,
         workflow_id,
     )
-    # Signals the failed attempt consumed are delivered again, before those still buffered,
-    # keeping the order in which they were sent.
+    # Signals the failed attempt consumed are delivered again, before those still buffered.
+    yield from rebuffer(workflow_id, resent, now)
+
+
+def rebuffer(workflow_id: str, resent: Sequence[tuple[str, str]], now: float) -> Rule[None]:
+    """Buffer ``resent`` (name, payload JSON) again, ahead of the signals still buffered,
+    keeping the order in which they were sent."""
+    if not resent:
+        return
     buffered = yield rows(
         "DELETE FROM signals WHERE workflow_id = ? RETURNING id, name, payload", workflow_id
     )
     again = [*resent, *((r["name"], r["payload"]) for r in sorted(buffered, key=lambda r: r["id"]))]
-    if again:
-        yield many(INSERT_SIGNAL, [(workflow_id, name, data, now) for name, data in again])
+    yield many(INSERT_SIGNAL, [(workflow_id, name, data, now) for name, data in again])
+
+
+# -- resets ---------------------------------------------------------------------------------
+def reset(d: Dialect, workflow_id: str, request: ResetRequest, now: float) -> Rule[ResetOutcome]:
+    """Reset at once, unless a worker holds a live lease: then request it, for that worker's
+    next write (or lease renewal, or the next claim should it die) to carry out."""
+    found = yield rows(
+        f"SELECT status, lease_owner, ready_at, last_seq FROM workflows WHERE id = ?{d.lock}",
+        workflow_id,
+    )
+    if not found:
+        raise WorkflowNotFoundError(workflow_id)
+    row = found[0]
+    if row["last_seq"] != request.last_seq:
+        raise HistoryMoved(workflow_id)
+    held = row["lease_owner"] is not None and row["ready_at"] is not None and row["ready_at"] > now
+    if row["status"] == WorkflowStatus.RUNNING and held:
+        yield run(
+            "UPDATE workflows SET reset_requested = ?, cancel_requested = NULL WHERE id = ?",
+            dump(dataclasses.asdict(request)),
+            workflow_id,
+        )
+        return ResetOutcome.REQUESTED
+    written: list[EventRow] = []
+    yield from reset_now(d, workflow_id, request, now, written)
+    yield events(written)
+    return ResetOutcome.RESET
+
+
+def reset_of(stored: str) -> ResetRequest:
+    """A reset request as :func:`reset` stored it."""
+    data = orjson.loads(stored)
+    data["resend"] = tuple((name, payload) for name, payload in data["resend"])
+    return ResetRequest(**data)
+
+
+def reset_now(
+    d: Dialect, workflow_id: str, request: ResetRequest, now: float, written: list[EventRow]
+) -> Rule[None]:
+    """Record WORKFLOW_RESET after the history (``request.last_seq``; its event is added to
+    ``written``), make the workflow RUNNING from ``request.to_step`` with ``request.state``,
+    ready at once under a new lease epoch, cancel its running "cancel" children (the discarded
+    steps started them), drop the ends of children it no longer awaits and buffer the
+    discarded steps' signals again."""
+    payload: dict[str, Any] = {"to_step": request.to_step, "index": request.index}
+    if request.reason is not None:
+        payload["reason"] = request.reason
+    seq = request.last_seq + 1
+    written.extend(event_rows(workflow_id, [Event(seq, EventType.WORKFLOW_RESET, payload, now)]))
+    yield run(
+        "UPDATE workflows SET status = 'RUNNING', state = ?, result = NULL, error = NULL, "
+        "current_step = ?, updated_at = ?, last_seq = ?, ready_at = ?, lease_owner = NULL, "
+        "lease_epoch = lease_epoch + 1, cancel_requested = NULL, reset_requested = NULL "
+        "WHERE id = ?",
+        dump(request.state),
+        request.to_step,
+        now,
+        seq,
+        now,
+        workflow_id,
+    )
+    yield from parent_close(d, workflow_id, now, written)
+    yield run("DELETE FROM signals WHERE workflow_id = ? AND name = ?", workflow_id, CHILD_OUTCOME)
+    yield from rebuffer(workflow_id, [(n, dump(p)) for n, p in request.resend], now)
 
 
 def migrate(d: Dialect) -> Rule[list[str]]:

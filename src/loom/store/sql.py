@@ -14,15 +14,19 @@ import orjson
 
 from loom.core.history import Event
 from loom.errors import DatabaseCorruptError, StoreError
+from loom.queues import QueueLimits, QueueStats
 from loom.schedule_spec import ScheduleSpec, run_prefix
 from loom.status import WorkflowStatus
-from loom.store import copying, rules, schedule_rules
+from loom.store import copying, queue_rules, retention, rules, schedule_rules
 from loom.store.base import (
     ActivityHeartbeat,
     CancelOutcome,
     Claim,
     CommitOutcome,
     HeartbeatRow,
+    NewWorkflow,
+    ResetOutcome,
+    ResetRequest,
     RunSummary,
     ScheduleRecord,
     Signal,
@@ -32,7 +36,7 @@ from loom.store.base import (
     WorkflowRecord,
 )
 from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, dump, event, record
-from loom.store.statements import Dialect, Rule, one, rows
+from loom.store.statements import Dialect, Rule, one, rows, run
 
 T = TypeVar("T")
 
@@ -41,6 +45,8 @@ class SqlStore(Store):
     """Every operation of the contract, as rules; a backend supplies the plumbing below."""
 
     sql: Dialect
+    _slots_held = False
+    """An activity of this process took a queue slot once: renewals extend slots too."""
     nul_in_ids = True
     """Whether the database can store a workflow id holding a NUL character."""
 
@@ -55,12 +61,12 @@ class SqlStore(Store):
 
     @abc.abstractmethod
     async def _lease(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+        self, claim: Rule[list[Row]], now: float
     ) -> tuple[list[Row], dict[str, Event], list[str]]:
-        """Lease due workflows (``rules.claim_statement``, or ``rules.due_statement`` then
-        ``rules.lease_statement``) and run ``rules.cancel_claimed`` on the rows with a cancel
-        requested; return the rows leased (with ``ready_since``), the first event of those
-        with no other, and the names of the workflows ended as CANCELED instead."""
+        """Run ``claim`` (``queue_rules.claim``) in one write transaction, and
+        ``rules.settle_claimed`` on its rows with a cancel or reset requested; return the rows
+        leased (with ``ready_since``), the first event of those with no other, and the names of
+        the workflows ended as CANCELED instead."""
 
     def _changed(self, work: bool = False) -> None:
         """A transaction changed some workflow (``work``: made one ready): tell who listens."""
@@ -85,15 +91,23 @@ class SqlStore(Store):
         return await self._transact(rules.migrate(self.sql))
 
     async def claim(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+        self,
+        owner: str,
+        names: list[str],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        queues: Sequence[str] | None = None,
     ) -> list[Claim]:
-        if not names or limit <= 0:
+        if not names or limit <= 0 or (queues is not None and not queues):
             return []
-        claimed, started, canceled = await self._lease(owner, names, limit, lease_seconds, now)
+        rule = queue_rules.claim(self.sql, owner, names, limit, lease_seconds, now, queues)
+        claimed, started, canceled = await self._lease(rule, now)
         if canceled and self.claim_canceled is not None:
             for name in canceled:
                 self.claim_canceled(name)
-        # A workflow with a cancel requested was ended instead: it is never run again.
+        # A workflow with a cancel requested was ended instead: it is never run again; one with
+        # a reset requested was reset, and is ready for the next claim.
         return [
             Claim(
                 r["id"],
@@ -104,9 +118,10 @@ class SqlStore(Store):
                 r["run_id"],
                 r["version"],
                 r["ready_since"],
+                r["queue"],
             )
             for r in claimed
-            if r["cancel_requested"] is None
+            if not rules.requested(r)
         ]
 
     async def load_history(
@@ -178,11 +193,44 @@ class SqlStore(Store):
     ) -> tuple[set[str], set[str]]:
         if not workflow_ids:
             return set(), set()
-        held = await self._transact(
-            one(rules.held(self.sql, "ready_at = ?", lease_until, owner, workflow_ids))
-        )
+        held = await self._transact(self._renewal(owner, workflow_ids, lease_until))
         kept = {r["id"] for r in held}
-        return set(workflow_ids) - kept, {r["id"] for r in held if r["cancel_requested"]}
+        return set(workflow_ids) - kept, {r["id"] for r in held if r["stop"]}
+
+    def _renewal(self, owner: str, workflow_ids: list[str], lease_until: float) -> Rule[list[Row]]:
+        """Renew the leases, and the activity slots held under them (``queue_rules``)."""
+        held: list[Row] = yield rules.held(
+            self.sql, "ready_at = ?", lease_until, owner, workflow_ids
+        )
+        if held and self._slots_held:
+            where, args = self.sql.among("workflow_id", [r["id"] for r in held])
+            yield run(
+                f"UPDATE activity_slots SET lease_until = ? WHERE owner = ? AND {where}",
+                lease_until,
+                owner,
+                *args,
+            )
+        return held
+
+    async def acquire_slot(
+        self, queue: str, workflow_id: str, seq: int, owner: str, lease_until: float, now: float
+    ) -> bool:
+        self._slots_held = True
+        return await self._transact(
+            queue_rules.acquire_slot(self.sql, queue, workflow_id, seq, owner, lease_until, now)
+        )
+
+    async def release_slot(self, workflow_id: str, seq: int) -> None:
+        await self._transact(
+            one(
+                run(
+                    "DELETE FROM activity_slots WHERE workflow_id = ? AND seq = ?",
+                    workflow_id,
+                    seq,
+                )
+            )
+        )
+        self._changed(work=True)  # a slot came back: work waiting for it may start
 
     async def release(self, owner: str, workflow_ids: list[str], now: float) -> None:
         if not workflow_ids:
@@ -211,6 +259,47 @@ class SqlStore(Store):
         created_after: float | None = None,
         created_before: float | None = None,
     ) -> list[WorkflowRecord]:
+        clause, params = self._filter(
+            status, name, id_contains, parent_id, tags, created_after, created_before
+        )
+        found = await self._rows(
+            f"SELECT {WORKFLOW_COLUMNS} FROM workflows {clause} "
+            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            *params,
+            self.sql.no_limit if limit < 0 else limit,  # a negative limit means none
+            max(offset, 0),
+        )
+        return [record(r) for r in found]
+
+    async def workflow_ids(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        id_contains: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+    ) -> list[str]:
+        clause, params = self._filter(
+            status, name, id_contains, None, tags, created_after, created_before
+        )
+        found = await self._rows(
+            f"SELECT id FROM workflows {clause} ORDER BY created_at DESC, id", *params
+        )
+        return [r["id"] for r in found]
+
+    def _filter(
+        self,
+        status: WorkflowStatus | None,
+        name: str | None,
+        id_contains: str | None,
+        parent_id: str | None,
+        tags: Sequence[tuple[str, str]],
+        created_after: float | None,
+        created_before: float | None,
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause (empty when nothing is filtered) of a listing, and its values."""
         where: list[str] = []
         params: list[Any] = []
         for key, value in tags:
@@ -236,15 +325,30 @@ class SqlStore(Store):
         if id_contains:
             where.append(self.sql.contains)
             params.append(id_contains.casefold())
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        found = await self._rows(
-            f"SELECT {WORKFLOW_COLUMNS} FROM workflows {clause} "
-            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-            *params,
-            self.sql.no_limit if limit < 0 else limit,  # a negative limit means none
-            max(offset, 0),
-        )
-        return [record(r) for r in found]
+        return (f"WHERE {' AND '.join(where)}" if where else ""), params
+
+    async def create_workflows(self, new: Sequence[tuple[NewWorkflow, Event]]) -> int:
+        for item, _ in new:
+            self._check_id(item.workflow_id)
+        if not new:
+            return 0
+        created = await self._transact(rules.create_many(self.sql, new))
+        if created:
+            self._changed(work=True)
+        return created
+
+    async def count_finished(self, before: float, statuses: Sequence[WorkflowStatus]) -> int:
+        return await self._read(retention.count_finished(self.sql, before, statuses))
+
+    async def delete_finished(
+        self, before: float, statuses: Sequence[WorkflowStatus], limit: int
+    ) -> int:
+        if limit <= 0:
+            return 0
+        deleted = await self._transact(retention.delete_finished(self.sql, before, statuses, limit))
+        if deleted:
+            self._changed()
+        return deleted
 
     async def changed_since(
         self, after: float, limit: int, after_id: str = ""
@@ -289,15 +393,35 @@ class SqlStore(Store):
         await self._transact(rules.retry(self.sql, workflow_id, now, resent))
         self._changed(work=True)
 
-    async def next_due(self, names: list[str]) -> float | None:
-        if not names:
+    async def reset(self, workflow_id: str, request: ResetRequest, now: float) -> ResetOutcome:
+        self._check_id(workflow_id)
+        outcome = await self._transact(rules.reset(self.sql, workflow_id, request, now))
+        self._changed(work=outcome is ResetOutcome.RESET)
+        return outcome
+
+    async def next_due(self, names: list[str], queues: Sequence[str] | None = None) -> float | None:
+        if not names or (queues is not None and not queues):
             return None
         where, args = rules.kinds(self.sql, names)
+        if queues is not None:
+            among, served = self.sql.among("queue", queues)
+            where, args = f"{among} AND {where}", (*served, *args)
         found = await self._rows(
             f"SELECT MIN(ready_at) AS due FROM workflows WHERE ready_at IS NOT NULL AND {where}",
             *args,
         )
         return found[0]["due"] if found else None
+
+    async def set_queue(self, limits: QueueLimits, now: float) -> None:
+        await self._transact(queue_rules.set_queue(limits, now))
+        self._changed(work=True)  # a raised limit may let waiting work start
+
+    async def queue_limits(self) -> list[QueueLimits]:
+        found = await self._rows(f"SELECT {queue_rules.LIMIT_COLUMNS} FROM queues ORDER BY name")
+        return [queue_rules.limits_of(r) for r in found]
+
+    async def queue_stats(self, now: float) -> list[QueueStats]:
+        return await self._read(queue_rules.queue_stats(self.sql, now), snapshot=True)
 
     async def stats(self, now: float) -> StoreStats:
         return await self._read(rules.stats(self.sql, now), snapshot=True)

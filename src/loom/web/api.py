@@ -1,6 +1,6 @@
 """The JSON API under ``/api``: read workflows, their histories and definitions; start, signal,
-cancel and retry workflows; ask them queries; queue and store statistics; server-sent event
-streams.
+cancel, retry and reset workflows, one or many (``/api/bulk/...``); ask them queries; queue and
+store statistics; server-sent event streams.
 
 Errors are JSON ``{"error": message}``: 400 for query arguments that are not a JSON array the
 query takes, 404 for an unknown workflow id or query name, 409 for an action the
@@ -8,7 +8,8 @@ workflow's status does not allow (signal or cancel of a finished workflow, retry
 not fail, starting an id that exists with another input), 413 for a body or a value above the
 payload limit, 422 for a malformed request, an id or name that breaks the id rule
 (:mod:`loom.limits`), a value that cannot be stored as JSON, a workflow name no module
-registered in this server, or a query that failed, and 503 when the database is unavailable.
+registered in this server, a step a workflow cannot be reset to, or a query that failed, and
+503 when the database is unavailable.
 
 A workflow id may contain ``/``: it can be sent as is (``/api/workflows/orders/7``) or, always
 unambiguously (an id that ends in ``/events``, say), with each ``/`` encoded as ``%2F`` as
@@ -22,7 +23,7 @@ import re
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -30,6 +31,7 @@ from loom import limits
 from loom.client import Database, WorkflowRecord, parse_tags
 from loom.definitions import Registry
 from loom.errors import ConfigurationError, QueryArgumentsError, WorkflowNotFoundError
+from loom.queues import PRIORITY_RANGE
 from loom.status import WorkflowStatus
 from loom.web import models, paths, serialize, streams
 from loom.web.graph import definition_graph
@@ -109,6 +111,23 @@ class StartRequest(BaseModel):
         max_length=200,
         description="The registered version to start; default: the newest.",
     )
+    queue: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The task queue it runs on; default: the workflow's own.",
+    )
+    priority: int = Field(
+        default=0,
+        ge=PRIORITY_RANGE[0],
+        le=PRIORITY_RANGE[1],
+        description="Smaller runs first among the ready work of its queue.",
+    )
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str | None) -> str | None:
+        return _checked(value, "queue name")
 
     @field_validator("name")
     @classmethod
@@ -119,6 +138,19 @@ class StartRequest(BaseModel):
     @classmethod
     def _id(cls, value: str | None) -> str | None:
         return _checked(value, "workflow id")
+
+
+class QueueRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int | None = Field(
+        default=None, ge=1, description="At most this many in progress at once; null: no limit."
+    )
+    rate: str | None = Field(
+        default=None,
+        max_length=50,
+        description="At most this many starts per period: 100/m, 5/s, 1000/h; null: no limit.",
+    )
 
 
 class SignalRequest(BaseModel):
@@ -142,6 +174,83 @@ class CancelRequest(BaseModel):
     @classmethod
     def _reason(cls, value: str | None) -> str | None:
         return _checked_text(value)
+
+
+class ResetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to_step: str = Field(min_length=1, max_length=200, description="The step to restart from.")
+    reason: str | None = Field(default=None, max_length=2000, description="Why (recorded).")
+
+    @field_validator("to_step")
+    @classmethod
+    def _step(cls, value: str) -> str:
+        return limits.check_id(value, "step name")
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, value: str | None) -> str | None:
+        return _checked_text(value)
+
+
+class BulkFilter(BaseModel):
+    """The workflows a bulk action selects, as the list's filters do."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: str | None = Field(default=None, description="RUNNING, COMPLETED, FAILED, CANCELED")
+    name: str | None = Field(default=None, max_length=200, description="Workflow type")
+    q: str | None = Field(default=None, max_length=200, description="Substring of the id")
+    since_seconds: float | None = Field(
+        default=None, gt=0, le=limits.MAX_INT64, description="Started within this many seconds"
+    )
+    tags: list[str] | None = Field(
+        default=None, max_length=20, description="`key=value` tags it must all have"
+    )
+    created_after: float | None = Field(
+        default=None, ge=0, le=limits.MAX_INT64, description="Created at or after (epoch s)"
+    )
+    created_before: float | None = Field(
+        default=None, ge=0, le=limits.MAX_INT64, description="Created before (epoch s)"
+    )
+
+    @field_validator("name", "q")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return _checked(value or None, "filter")
+
+
+class BulkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] | None = Field(
+        default=None, max_length=10_000, description="The workflows to act on (or a filter)."
+    )
+    filter: BulkFilter | None = Field(
+        default=None, description="Act on every workflow it selects (or give ids)."
+    )
+    preview: bool = Field(
+        default=False, description="Only count what the filter or ids select; act on none."
+    )
+    reason: str | None = Field(default=None, max_length=2000, description="cancel, reset: why")
+    to_step: str | None = Field(
+        default=None, min_length=1, max_length=200, description="reset: the step to restart from"
+    )
+
+    @field_validator("ids")
+    @classmethod
+    def _ids(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [limits.check_id(v) for v in value]
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, value: str | None) -> str | None:
+        return _checked_text(value)
+
+    @field_validator("to_step")
+    @classmethod
+    def _step(cls, value: str | None) -> str | None:
+        return _checked(value, "step name")
 
 
 def database(request: Request) -> Database:
@@ -243,7 +352,12 @@ async def start_workflow(
     definition = reg.workflow(body.name, body.id, body.version)  # UnknownWorkflowTypeError: 422
     existed = body.id is not None and await db.find_workflow(body.id) is not None
     handle = await db.start_workflow(
-        definition.cls, workflow_input=body.input, initial_state=body.state, workflow_id=body.id
+        definition.cls,
+        workflow_input=body.input,
+        initial_state=body.state,
+        workflow_id=body.id,
+        queue=body.queue,
+        priority=body.priority,
     )
     data = serialize.detail(await _record(db, handle.workflow_id))
     return JSONResponse(data, status_code=200 if existed else 201)
@@ -437,6 +551,85 @@ async def retry_workflow(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
     return serialize.detail(await _record(db, workflow_id))
 
 
+@router.post(
+    "/workflows/{workflow_id:path}/reset",
+    tags=["workflows"],
+    summary="Restart a workflow of any status from a named step",
+    description="The steps before `to_step` are not run again and keep their state; the steps "
+    "from it on run again, and the signals they had received are delivered again. `outcome` "
+    "is RESET when done at once, REQUESTED when a worker holds the workflow (it is reset at "
+    "that worker's next write). A step the workflow does not have or never reached is a 422 "
+    "naming those it can be reset to.",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=models.ResetResult,
+    responses=_errors(404, 413, 415),
+)
+async def reset_workflow(
+    workflow_id: WorkflowId,
+    body: ResetRequest,
+    db: DB,
+    reg: Annotated[Registry, Depends(registry)],
+) -> dict[str, Any]:
+    outcome = await db.reset_workflow(workflow_id, body.to_step, reason=body.reason, registry=reg)
+    return {"workflow_id": workflow_id, "outcome": outcome.value, "to_step": body.to_step}
+
+
+@router.post(
+    "/bulk/{action}",
+    tags=["workflows"],
+    summary="Cancel, retry or reset many workflows, each on its own",
+    description="The workflows are `ids`, or those `filter` selects (every one, not a page). "
+    "With `preview`, only their number is returned. Otherwise each is acted on as its own "
+    "action would (`reason` for cancel and reset, `to_step` for reset), and `results` says "
+    "what became of each: its outcome, or the error that stopped it (the others go on).",
+    response_model=models.BulkOutcome,
+    responses=_errors(413, 415),
+)
+async def bulk_action(
+    action: Annotated[str, Path(pattern="^(cancel|retry|reset)$")],
+    body: BulkRequest,
+    db: DB,
+    reg: Annotated[Registry, Depends(registry)],
+) -> dict[str, Any]:
+    if (body.ids is None) == (body.filter is None):
+        raise ConfigurationError("give the workflows to act on: either ids or a filter")
+    if action == "reset" and body.to_step is None:
+        raise ConfigurationError("a reset needs to_step, the step to restart from")
+    if body.filter is not None:
+        f = body.filter
+        after = f.created_after
+        if f.since_seconds is not None:
+            since = time.time() - f.since_seconds
+            after = since if after is None else max(after, since)
+        chosen = await db.workflow_ids(
+            _status(f.status),
+            name=f.name,
+            id_contains=f.q,
+            tags=parse_tags(f.tags or []),
+            created_after=after,
+            created_before=f.created_before,
+        )
+    else:
+        chosen = list(dict.fromkeys(body.ids or []))
+    if body.preview:
+        return {"action": action, "matched": len(chosen), "preview": True}
+    results = await db.bulk_action(
+        action, chosen, reason=body.reason, to_step=body.to_step, registry=reg
+    )
+    failed = sum(1 for r in results if not r.ok)
+    return {
+        "action": action,
+        "matched": len(chosen),
+        "preview": False,
+        "succeeded": len(results) - failed,
+        "failed": failed,
+        "results": [
+            {"workflow_id": r.workflow_id, "ok": r.ok, "outcome": r.outcome, "error": r.error}
+            for r in results
+        ],
+    }
+
+
 # -- definitions and statistics ----------------------------------------------------------------
 
 
@@ -459,6 +652,28 @@ async def definitions(reg: Annotated[Registry, Depends(registry)]) -> dict[str, 
 )
 async def queue(db: DB) -> dict[str, Any]:
     return serialize.queue(await db.stats())
+
+
+@router.get(
+    "/queues",
+    tags=["queues"],
+    summary="Each task queue: depth, running, limits and its oldest waiting item",
+    response_model=models.TaskQueues,
+)
+async def task_queues(db: DB) -> dict[str, Any]:
+    return {"queues": [serialize.task_queue(q) for q in await db.queues()]}
+
+
+@router.put(
+    "/queues/{name}",
+    tags=["queues"],
+    summary="Set a task queue's limits (null: no limit), obeyed from every worker's next claim",
+    response_model=models.TaskQueue,
+)
+async def set_task_queue(name: str, body: QueueRequest, db: DB) -> dict[str, Any]:
+    limits = await db.set_queue(name, concurrency=body.concurrency, rate=body.rate)
+    [found] = [q for q in await db.queues() if q.name == limits.name]
+    return serialize.task_queue(found)
 
 
 @router.get(

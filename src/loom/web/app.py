@@ -36,6 +36,7 @@ from loom.errors import (
     ScheduleAlreadyExistsError,
     ScheduleNotFoundError,
     StoreError,
+    UnknownStepError,
     UnknownWorkflowTypeError,
     WorkflowAlreadyExistsError,
     WorkflowNotFoundError,
@@ -71,6 +72,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (ScheduleAlreadyExistsError, 409),
     (QueryArgumentsError, 400),
     (QueryFailedError, 422),
+    (UnknownStepError, 422),
     (WorkflowNotRunningError, 409),
     (WorkflowAlreadyExistsError, 409),
     (UnknownWorkflowTypeError, 422),
@@ -252,6 +254,7 @@ def _add_pages(app: FastAPI) -> None:
     @app.get("/charts", include_in_schema=False)
     @app.get("/queue", include_in_schema=False)
     @app.get("/schedules", include_in_schema=False)
+    @app.get("/queues", include_in_schema=False)
     async def index() -> Response:
         return page("index.html")  # the script shows the view its path names
 

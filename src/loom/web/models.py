@@ -135,6 +135,28 @@ class CancelResult(_Open):
     outcome: str = Field(description="CANCELED, or REQUESTED when a worker holds the workflow")
 
 
+class ResetResult(_Open):
+    workflow_id: str
+    outcome: str = Field(description="RESET, or REQUESTED when a worker holds the workflow")
+    to_step: str
+
+
+class BulkItem(_Open):
+    workflow_id: str
+    ok: bool
+    outcome: str = Field(description="What the action did, or the type of the error it met")
+    error: str | None
+
+
+class BulkOutcome(_Open):
+    action: str
+    matched: int = Field(description="How many workflows the ids or the filter selected")
+    preview: bool
+    succeeded: int | None = None
+    failed: int | None = None
+    results: list[BulkItem] | None = None
+
+
 class QueryAnswer(_Open):
     result: Any = Field(description="The query's answer (any JSON value)")
 
@@ -146,6 +168,20 @@ class Queue(_Open):
     waiting: int
     signals_pending: int
     oldest_ready_age_seconds: float | None
+
+
+class TaskQueue(_Open):
+    name: str
+    depth: int = Field(description="Ready items waiting for a worker.")
+    running: int = Field(description="Items in progress now (held under a live lease).")
+    concurrency: int | None = Field(description="At most this many in progress; null: no limit.")
+    rate: str | None = Field(description="At most this many starts per period (100/m); null: none.")
+    started_in_window: int
+    oldest_waiting_age_seconds: float | None
+
+
+class TaskQueues(_Open):
+    queues: list[TaskQueue]
 
 
 class Stats(_Open):

@@ -8,20 +8,24 @@ import { workflowPage } from "./detail.js";
 import { listPage } from "./list.js";
 import { metricsView } from "./metrics.js";
 import { schedulesView } from "./schedules.js";
+import { queuesView } from "./queues.js";
 
-// Each view has a path of its own (/definitions, /charts or /queue, /schedules); ?view= works
-// too. (/metrics is Prometheus's: the server answers it with the metrics, not with this page.)
+// Each view has a path of its own (/definitions, /charts or /queue, /queues, /schedules); ?view=
+// works too. (/metrics is Prometheus's: the server answers it with the metrics, not with this
+// page.)
 const PATHS = {
   "/definitions": "definitions",
   "/charts": "charts",
   "/queue": "charts",
   "/schedules": "schedules",
+  "/queues": "queues",
 };
 const VIEWS = {
   list: listPage,
   definitions: definitionsView,
   charts: metricsView,
   schedules: schedulesView,
+  queues: queuesView,
 };
 
 function start() {

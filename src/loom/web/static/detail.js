@@ -96,7 +96,9 @@ export function workflowPage() {
     byId("signal-send").disabled = !running;
     byId("cancel-send").disabled = !running;
     byId("retry").disabled = wf.status !== "FAILED";
+    byId("reset-send").disabled = wf.reset_requested === true;
     renderSteps(wf);
+    renderResetSteps();
     loadChildren();
     loadRuns();
   }
@@ -177,7 +179,7 @@ export function workflowPage() {
   function lastActivityFailure() {
     for (let i = events.length - 1; i >= 0; i -= 1) {
       const item = events[i];
-      if (item.type === "WORKFLOW_RETRIED") return null;
+      if (item.type === "WORKFLOW_RETRIED" || item.type === "WORKFLOW_RESET") return null;
       if (item.type === "ACTIVITY_FAILED") return item;
     }
     return null;
@@ -215,14 +217,21 @@ export function workflowPage() {
 
   function stepTimes() {
     // step name -> {start, end, marks} from STEP_STARTED / STEP_COMPLETED (the latest
-    // attempt); marks are the calls the step withdrew and the signals its handlers applied.
+    // attempt); marks are the calls the step withdrew and the signals its handlers applied. A
+    // reset forgets the steps from the one it restarts from: they have not run since.
     const times = {};
     let running = null;
     for (const item of events) {
       const payload = item.payload || {};
       const step = payload.step;
-      if (item.type === "STEP_STARTED" && step) {
-        running = times[step] = { start: item.timestamp, end: null, marks: [] };
+      if (item.type === "WORKFLOW_RESET") {
+        for (const name of Object.keys(times)) {
+          if (times[name].index >= payload.index) delete times[name];
+        }
+        running = null;
+      } else if (item.type === "STEP_STARTED" && step) {
+        const index = payload.index;
+        running = times[step] = { start: item.timestamp, end: null, marks: [], index: index };
       } else if (item.type === "STEP_COMPLETED" && step && times[step]) {
         times[step].end = item.timestamp;
         running = null;
@@ -316,6 +325,34 @@ export function workflowPage() {
     byId("steps").replaceChildren(...items);
   }
 
+  function renderResetSteps() {
+    // The steps a reset can restart from: the class's (the server says which it cannot), or,
+    // without it, those the history shows.
+    const names = definition
+      ? definition.steps.map(function (s) {
+          return s.name;
+        })
+      : Array.from(
+          new Set(
+            events
+              .filter(function (e) {
+                return e.type === "STEP_STARTED";
+              })
+              .map(function (e) {
+                return e.payload.step;
+              })
+          )
+        );
+    const select = byId("reset-step");
+    if (select.dataset.key === JSON.stringify(names)) return; // keep the choice made
+    select.dataset.key = JSON.stringify(names);
+    select.replaceChildren(
+      ...names.map(function (name) {
+        return el("option", { value: name, text: name });
+      })
+    );
+  }
+
   function appendEvent(item) {
     if (item.seq <= lastSeq) return;
     lastSeq = item.seq;
@@ -395,6 +432,23 @@ export function workflowPage() {
     const reason = byId("cancel-reason").value.trim();
     act("Cancel", "Cancel", "/cancel", reason ? { reason: reason } : {}, function (result) {
       return "Cancel: " + result.outcome;
+    });
+  });
+  byId("reset-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    const step = byId("reset-step").value;
+    if (!step) {
+      showResult("Reset failed: choose the step to restart from.", true);
+      return;
+    }
+    const reason = byId("reset-reason").value.trim();
+    const body = reason ? { to_step: step, reason: reason } : { to_step: step };
+    const question = "Reset to step " + JSON.stringify(step) + ":";
+    act("Reset", question, "/reset", body, function (result) {
+      if (result.outcome === "REQUESTED") {
+        return "Reset requested: the worker running it restarts it from " + step + ".";
+      }
+      return "Reset: it runs again from step " + step + ".";
     });
   });
   byId("retry").addEventListener("click", function () {

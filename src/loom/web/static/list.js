@@ -1,4 +1,5 @@
-// The workflow list: filters, pages, the overview counts and the start form.
+// The workflow list: filters, pages, the selection and its bulk actions (selection.js), the
+// overview counts and the start form.
 //
 // The list is fetched when the filters or the page change; after that it follows
 // /api/events/stream, whose every message is the full summary of a workflow that changed: the
@@ -19,6 +20,7 @@ import {
   workflowHref,
 } from "./api.js";
 import { byId, el, parseJson, seconds, statusBadge, when } from "./format.js";
+import { bulkSelection } from "./selection.js";
 
 const LIMIT = 50;
 
@@ -54,9 +56,10 @@ function duration(wf) {
   return seconds(running ? wf.duration_seconds + since : wf.duration_seconds);
 }
 
-function makeRow(wf) {
+function makeRow(wf, selection) {
   const link = el("a", { href: workflowHref(wf.workflow_id), text: wf.workflow_id });
   return el("tr", { "data-id": wf.workflow_id }, [
+    el("td", {}, [selection.checkbox(wf.workflow_id)]),
     el("td", {}, [link]),
     el("td", { text: wf.name }),
     el("td", {}, [statusBadge(wf.status)]),
@@ -100,6 +103,22 @@ export function listPage() {
   let pending = null; // summaries streamed while a list request is in flight
   const listRequests = newestOnly();
   const statsRequests = newestOnly();
+  const selection = bulkSelection(
+    function () {
+      const applied = filters || formFilters();
+      const filter = {};
+      if (applied.status) filter.status = applied.status;
+      if (applied.name) filter.name = applied.name;
+      if (applied.q) filter.q = applied.q;
+      if (applied.tag) filter.tags = [applied.tag];
+      if (applied.from) filter.created_after = applied.from;
+      if (applied.to) filter.created_before = applied.to;
+      return filter;
+    },
+    function () {
+      loadList();
+    }
+  );
 
   function formFilters() {
     return {
@@ -116,7 +135,7 @@ export function listPage() {
     const next = new Map();
     const nodes = shown.map(function (wf) {
       const had = rows.get(wf.workflow_id);
-      const node = had && had.wf === wf ? had.node : makeRow(wf);
+      const node = had && had.wf === wf ? had.node : makeRow(wf, selection);
       next.set(wf.workflow_id, { wf: wf, node: node });
       return node;
     });
@@ -127,6 +146,7 @@ export function listPage() {
     byId("next").disabled = !hasMore;
     const first = shown.length ? offset + 1 : 0;
     byId("page-info").textContent = first + "–" + (offset + shown.length);
+    selection.render();
   }
 
   /** Apply one streamed summary to the rows shown; true when the table changed. */
@@ -249,6 +269,7 @@ export function listPage() {
   byId("filters").addEventListener("submit", function (event) {
     event.preventDefault();
     offset = 0;
+    selection.clear(); // a selection belongs to the filters it was made under
     loadList();
   });
   byId("prev").addEventListener("click", function () {
