@@ -464,3 +464,36 @@ def test_the_pytest_plugin_is_registered_through_an_entry_point() -> None:
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     plugins = pyproject["project"]["entry-points"]["pytest11"]
     assert plugins == {"loom": "loom.testing.pytest_plugin"}
+
+
+# ------------------------------------------------------------------------------- schedules
+
+
+@loom.workflow(name="tenv_Tick")
+class Tick(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def tick(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
+        await ctx.state.set("ticked", True)
+
+
+async def test_a_schedule_fires_each_slot_at_its_virtual_time(
+    manual: WorkflowEnvironment,
+) -> None:
+    db = manual.database
+    await db.create_schedule("tenv-hourly", Tick, every="1h")
+    described = await db.describe_schedule("tenv-hourly")
+    end = START + timedelta(hours=3, minutes=30)
+    slots = [t for t in described.upcoming if t <= end]
+    assert len(slots) == 3
+
+    await manual.clock.advance(timedelta(hours=3, minutes=30))
+
+    async def all_ran() -> bool:
+        runs = (await db.describe_schedule("tenv-hourly")).recent_runs
+        return len(runs) == 3 and all(r.status is loom.WorkflowStatus.COMPLETED for r in runs)
+
+    await eventually(all_ran, 10, what="three scheduled runs")
+    runs = sorted((await db.describe_schedule("tenv-hourly")).recent_runs, key=lambda r: r.created)
+    # Each run began at its slot's time on the virtual clock, not when the clock got there.
+    assert [datetime.fromtimestamp(r.created, UTC) for r in runs] == slots
+    assert manual.clock.now() == end.timestamp()

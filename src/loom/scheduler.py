@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from loom.clock import WALL_CLOCK, Clock
 from loom.definitions import Registry
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.store.base import Store
@@ -45,8 +46,10 @@ class Scheduler:
         check_interval: float,
         started: Callable[[list[str]], None],
         outages: OutageLog,
+        clock: Clock = WALL_CLOCK,
     ) -> None:
         self.store = store
+        self.clock = clock
         self.registry = registry
         self.worker_id = worker_id
         self.check_interval = check_interval
@@ -56,6 +59,9 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._synced = False
         self._held_check = 0.0
+        self.next_due: float | None = None
+        """When the next schedule of its workflows is due, as of the last pass (None: none);
+        a test clock's skip stops there too."""
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -77,7 +83,7 @@ class Scheduler:
         outage is retried; any other error is logged once, and the other schedules still fire."""
         try:
             for spec in self.registry.schedules():
-                await self.store.save_schedule(spec, time.time(), replace=True)
+                await self.store.save_schedule(spec, self.clock.now(), replace=True)
         except OUTAGE_ERRORS:
             raise
         except Exception as exc:
@@ -119,11 +125,14 @@ class Scheduler:
             return self.check_interval
         names = list(versions)
         due, held = await self.store.next_schedule_due(names)
-        now = time.time()
+        self.next_due = due
+        now = self.clock.now()
         fire = due is not None and due <= now
-        if fire or (held and now >= self._held_check):
+        # Whether a buffered slot's run ended is looked at every check_interval of real time
+        # (a test clock may stand still meanwhile).
+        if fire or (held and time.monotonic() >= self._held_check):
             if held:
-                self._held_check = now + self.check_interval
+                self._held_check = time.monotonic() + self.check_interval
             started = await self.store.fire_schedules(versions, now, PASS_LIMIT)
             if started:
                 log.info("%s: schedules started %s", self.worker_id, ", ".join(started))
@@ -131,8 +140,9 @@ class Scheduler:
             if fire:
                 return 0.01  # look again: more may be due than one pass takes
         wait = self.check_interval
-        if due is not None:
-            wait = min(wait, due - now)
+        left = None if due is None else self.clock.seconds_until(due)
+        if left is not None:
+            wait = min(wait, left)
         if held:
-            wait = min(wait, self._held_check - now)
+            wait = min(wait, self._held_check - time.monotonic())
         return wait

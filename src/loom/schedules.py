@@ -8,12 +8,12 @@ steer them.
 
 from __future__ import annotations
 
-import time
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from loom.clock import Clock
 from loom.definitions import Registry
 from loom.errors import ScheduleNotFoundError
 from loom.schedule_spec import every_text
@@ -101,6 +101,7 @@ class ScheduleMethods:
     """What is shown is read through this store: with placeholders for inputs this process
     cannot decode when the database was opened with ``placeholders=True``."""
     registry: Registry
+    clock: Clock
     max_payload_bytes: int
     workers: weakref.WeakSet[Worker]
     work_available: Notifier
@@ -150,7 +151,7 @@ class ScheduleMethods:
         )
         if isinstance(workflow, str):  # a name: refuse a typo (UnknownWorkflowTypeError)
             self.registry.workflow(spec.workflow)
-        record = await self.store.save_schedule(spec, time.time(), paused=bool(paused))
+        record = await self.store.save_schedule(spec, self.clock.now(), paused=bool(paused))
         self._schedules_changed()
         return ScheduleInfo.of(record)
 
@@ -160,7 +161,7 @@ class ScheduleMethods:
         (their pause state and progress kept). Workers do this when they start."""
         saved = []
         for spec in (registry or self.registry).schedules():
-            saved.append(await self.store.save_schedule(spec, time.time(), replace=True))
+            saved.append(await self.store.save_schedule(spec, self.clock.now(), replace=True))
         self._schedules_changed()
         return [ScheduleInfo.of(r) for r in saved]
 
@@ -186,7 +187,7 @@ class ScheduleMethods:
         record = await self._schedule(name)
         times: list[float] = []
         if not record.paused and record.next_at is not None:
-            after = max(record.next_at, time.time())
+            after = max(record.next_at, self.clock.now())
             times = record.spec.timing.upcoming(after, max(0, min(upcoming, 100)))
         recent = await self._shown.schedule_runs(record.spec.name, max(0, min(runs, 1000)))
         # The page is the latest by id; a trigger's id (to the millisecond) sorts before the
@@ -198,13 +199,13 @@ class ScheduleMethods:
 
     async def pause_schedule(self, name: str) -> ScheduleInfo:
         """Stop firing the schedule (its runs in progress go on); ``resume_schedule`` resumes."""
-        record = await self._shown.pause_schedule(check_name(name), True, time.time())
+        record = await self._shown.pause_schedule(check_name(name), True, self.clock.now())
         return ScheduleInfo.of(record)
 
     async def resume_schedule(self, name: str) -> ScheduleInfo:
         """Fire the schedule again from its first slot after now: the slots that came while it
         was paused are not caught up."""
-        record = await self._shown.pause_schedule(check_name(name), False, time.time())
+        record = await self._shown.pause_schedule(check_name(name), False, self.clock.now())
         self._schedules_changed()
         return ScheduleInfo.of(record)
 
@@ -218,7 +219,7 @@ class ScheduleMethods:
         record = await self._schedule(name)
         definition = (registry or self.registry).workflow(record.spec.workflow)
         workflow_id = await self.store.trigger_schedule(
-            record.spec.name, definition.version, time.time()
+            record.spec.name, definition.version, self.clock.now()
         )
         self._schedules_changed(started=True)
         return self.get_workflow(workflow_id)

@@ -218,6 +218,7 @@ class Worker:
                 schedule_check_interval,
                 self._schedules_started,
                 self._outages,
+                self.clock,
             )
         self.retention = (
             None
@@ -412,6 +413,9 @@ class Worker:
         if seen == self.database.work_available.version:
             # Nothing more to claim and no news: a test clock may jump to what is due next.
             held = bool(self._tasks)
+            if self.scheduler is not None and self.scheduler.next_due is not None:
+                # A schedule's next slot is a time to stop at too.
+                due = self.scheduler.next_due if due is None else min(due, self.scheduler.next_due)
             to = self.clock.skip_target(due, held=held, settled=self._settled())
             if to is not None:
                 await self._skip_time(to)
@@ -430,6 +434,8 @@ class Worker:
         if self._held:
             await self._leases.renew(to + self.lease_seconds)
         self.clock.skip_to(to)
+        if self.scheduler is not None:
+            self.scheduler.wake()
         for driver in self._held.values():
             driver.nudge.set()
         self.database.work_available.notify()
