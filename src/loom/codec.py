@@ -185,19 +185,26 @@ def convert(value: Any, annotation: Any, *, what: str = "value") -> Any:
     """
     if annotation is None or annotation is Any or annotation is inspect.Parameter.empty:
         return value
+    if type(value) is annotation and annotation in _SCALARS:
+        return value  # what pydantic returns too (the very object), for a fraction of the cost
     adapter = _adapter(annotation)
     if adapter is None:
         return value
-    from pydantic import ValidationError
-
     try:
         return adapter.validate_python(value)
-    except ValidationError as exc:
+    except Exception as exc:
+        from pydantic import ValidationError  # imported here: pydantic's lazy import is slow
+
+        if not isinstance(exc, ValidationError):
+            raise
         raise PayloadError(
             f"{what} does not match its annotation {_type_name(annotation)}: "
             f"{_validation_summary(exc)}"
         ) from None
 
+
+_SCALARS = frozenset({int, float, str, bool})
+"""Types whose exact instances pydantic's lax validation returns unchanged."""
 
 _NO_ADAPTER: Any = object()
 _adapters: dict[Any, Any] = {}
