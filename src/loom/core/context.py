@@ -44,12 +44,14 @@ MAX_DURATION = _MAX_YEARS * 365.25 * 86400.0
 class WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
     """Silent while the workflow replays; stamps ``workflow_id`` (and step) on every record."""
 
-    def __init__(self, ctx: WorkflowContext[Any, Any]) -> None:
+    def __init__(self, execution: WorkflowExecution) -> None:
+        # The execution, not the context: a context holding a logger that holds it would be a
+        # reference cycle, and every finished execution would wait for the garbage collector.
         super().__init__(_log, {})
-        self._ctx = ctx
+        self._execution = execution
 
     def isEnabledFor(self, level: int) -> bool:
-        return not self._ctx.is_replaying and self.logger.isEnabledFor(level)
+        return not self._execution.is_replaying and self.logger.isEnabledFor(level)
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         if self.isEnabledFor(level):
@@ -58,10 +60,10 @@ class WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = dict(kwargs.get("extra") or {})
-        extra.setdefault("workflow_id", self._ctx.workflow_id)
-        extra.setdefault("step", self._ctx.step)
+        extra.setdefault("workflow_id", self._execution.workflow_id)
+        extra.setdefault("step", self._execution.current_step)
         kwargs["extra"] = extra
-        return f"[{self._ctx.workflow_id}] {msg}", kwargs
+        return f"[{self._execution.workflow_id}] {msg}", kwargs
 
 
 _STATE_HINT = (
@@ -149,7 +151,7 @@ class WorkflowContext(Generic[InputT, StateT]):
     def __init__(self, execution: WorkflowExecution) -> None:
         self._execution = execution
         self._state: StateProxy[StateT] = StateProxy(execution)
-        self._logger = WorkflowLogger(self)
+        self._logger = WorkflowLogger(execution)
 
     # -- read-only facts -------------------------------------------------------------------
     @property
