@@ -77,7 +77,9 @@ def dumps(value: Any, *, what: str = "value", root: str = "value") -> bytes:
             f"{what} cannot be stored: {problem}. Durable values must be JSON (dict with str keys, "
             "list, str, int, float, bool, None), a dataclass or a pydantic model"
         ) from None
-    if b"null" in data and not _all_finite(value):  # NaN and Infinity are written as null
+    # NaN and Infinity are written as null. (find, not ``in``: ``bytes in bytes`` first tries
+    # the operand as an int and clears the TypeError, which costs more than the search.)
+    if data.find(b"null") != -1 and not _all_finite(value):
         non_finite = _find_problem(value, root, floats_only=True)
         raise PayloadError(f"{what} cannot be stored: {non_finite}")
     return data
