@@ -45,7 +45,7 @@ def thaw(value: Any) -> Any:
     """A plain, mutable deep copy of a durable value (views included)."""
     kind = type(value)
     if kind is dict or kind is list:  # the usual cases first: no ABC isinstance checks
-        return orjson.loads(orjson.dumps(value))
+        return orjson.loads(orjson.dumps(value)) if value else kind()
     if kind in _IMMUTABLE:
         return value
     if isinstance(value, FrozenDict | FrozenList):
