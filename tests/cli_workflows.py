@@ -69,6 +69,18 @@ class Approval(loom.Workflow[dict[str, Any], dict[str, Any]]):
     ) -> None:
         await ctx.state.set("approval", await ctx.wait_for_signal("cli_approve"))
 
+    @loom.query
+    def requester(self, ctx: loom.QueryContext[dict[str, Any], dict[str, Any]]) -> Any:
+        return {"who": ctx.state.get("requested_by"), "approval": ctx.state.get("approval")}
+
+    @loom.query
+    def greeting(
+        self, ctx: loom.QueryContext[dict[str, Any], dict[str, Any]], text: str, times: int = 1
+    ) -> list[str]:
+        if times < 0:
+            raise ValueError(f"times must be >= 0, got {times}")
+        return [f"{text}, {ctx.input['who']}"] * times
+
 
 class MissingFlagError(Exception):
     pass
@@ -128,3 +140,23 @@ class Replay(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step(name="charge")
     async def charge(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
         await ctx.state.set("receipt", await ctx.activity(replay_charge, ctx.input["amount"]))
+
+
+@loom.activity(name="cli_beating", timeout_seconds=60)
+def beating(flag: str) -> int:
+    """Heartbeats how far it got until the flag file exists."""
+    done = 0
+    while not Path(flag).exists():
+        done += 1
+        loom.heartbeat({"done": done})
+        time.sleep(0.02)
+    return done
+
+
+@loom.workflow(name="cli_Beating")
+class Beating(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """One long activity that heartbeats until the ``flag`` file exists."""
+
+    @loom.step(name="crunch")
+    async def crunch(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
+        await ctx.state.set("done", await ctx.activity(beating, ctx.input["flag"]))

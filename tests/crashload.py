@@ -1,9 +1,16 @@
-"""A multi-step workflow for the kill test, and a worker process that runs it until killed.
+"""Workflows for the kill tests, and a worker process that runs them until killed.
 
-``crash_Multi`` has three steps and five activities: two in sequence with state changes between
-them, two run together with ``asyncio.gather``, and a last one. Every activity appends a line to
-an execution log outside Loom when it begins and when it has done its work, so a test can count
-how often each activity really ran, whatever the history says.
+``crash_Multi`` has three steps and six activities: a long one that heartbeats its progress
+(``crash_scan``), two in sequence with state changes between them, two run together with
+``asyncio.gather``, and a last one that races an hour-long durable timer (the activity wins; the
+timer is withdrawn, a recorded decision); then it runs a child workflow (``crash_Child``: one
+activity, then it continues as new and its second run keeps the result) and keeps its result.
+Every activity appends a line to an execution log outside Loom when it begins and when it has
+done its work, so a test can count how often each activity really ran, whatever the history
+says. ``crash_scan`` also logs where each run resumed (``resume``, from its last heartbeat's
+details) and each chunk it did (``chunk``), so a test can check that details never run ahead of
+the work and that they reach a new worker after a kill. ``crash_Resume`` is one long
+``crash_scan``, for a test that kills its worker mid-way.
 
 Run as a worker process (the test starts it and kills it with SIGKILL at a random moment)::
 
@@ -25,8 +32,12 @@ from execution_log import record
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 
-# Every activity call of crash_Multi, by label, in the order the code makes them.
-LABELS = ("reserve.hold", "reserve.confirm", "fan.left", "fan.right", "finish.seal")
+# Every activity call of crash_Multi, by label, in the order the code makes them: the scan,
+# then the crash_compute calls.
+COMPUTED = ("reserve.hold", "reserve.confirm", "fan.left", "fan.right", "finish.seal")
+LABELS = ("reserve.scan", *COMPUTED)
+SCAN_CHUNKS = 5
+SCAN_CHUNK_MS = 60
 
 
 def mix(label: str, value: int) -> int:
@@ -42,6 +53,37 @@ async def crash_compute(log: str, workflow_id: str, label: str, value: int, dela
     return mix(label, value)
 
 
+def scan_result(label: str, value: int, chunks: int) -> int:
+    """What ``crash_scan`` computes, chunk by chunk: a pure function of its arguments."""
+    for index in range(chunks):
+        value = mix(f"{label}#{index}", value)
+    return value
+
+
+@loom.activity(name="crash_scan", timeout_seconds=60, heartbeat_timeout=1.5)
+async def crash_scan(
+    log: str, workflow_id: str, label: str, value: int, chunks: int, chunk_ms: int
+) -> int:
+    """A long job in chunks that heartbeats after each one and resumes from its last details."""
+    resumed = loom.activity_info().heartbeat_details or {"next": 0, "acc": value}
+    record(log, "start", workflow_id, label)
+    position, acc = int(resumed["next"]), int(resumed["acc"])
+    record(log, "resume", workflow_id, f"{label}@{position}")
+    while position < chunks:
+        await asyncio.sleep(chunk_ms / 1000)
+        acc = mix(f"{label}#{position}", acc)
+        record(log, "chunk", workflow_id, f"{label}#{position}")
+        position += 1
+        loom.heartbeat({"next": position, "acc": acc})
+    record(log, "end", workflow_id, label)
+    return acc
+
+
+async def _scan(ctx: Ctx, label: str, value: int, chunks: int, chunk_ms: int) -> int:
+    args = (ctx.input["log"], ctx.workflow_id, label, value, chunks, chunk_ms)
+    return await ctx.activity(crash_scan, *args)
+
+
 async def _compute(ctx: Ctx, label: str, value: int) -> int:
     delay = int(ctx.input["delays"][label])
     return await ctx.activity(crash_compute, ctx.input["log"], ctx.workflow_id, label, value, delay)
@@ -51,6 +93,8 @@ async def _compute(ctx: Ctx, label: str, value: int) -> int:
 class CrashMulti(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step
     async def reserve(self, ctx: Ctx) -> None:
+        scanned = await _scan(ctx, "reserve.scan", ctx.input["n"], SCAN_CHUNKS, SCAN_CHUNK_MS)
+        await ctx.state.set("scanned", scanned)
         held = await _compute(ctx, "reserve.hold", ctx.input["n"])
         await ctx.state.set("held", held)
         confirmed = await _compute(ctx, "reserve.confirm", held)
@@ -67,20 +111,68 @@ class CrashMulti(loom.Workflow[dict[str, Any], dict[str, Any]]):
 
     @loom.step
     async def finish(self, ctx: Ctx) -> None:
-        seal = await _compute(ctx, "finish.seal", ctx.state["total"])
+        sealing = asyncio.ensure_future(_compute(ctx, "finish.seal", ctx.state["total"]))
+        timer = asyncio.ensure_future(ctx.sleep(3600))
+        await asyncio.wait([sealing, timer], return_when=asyncio.FIRST_COMPLETED)
+        timer.cancel()  # withdrawn: TIMER_CANCELED
+        seal = sealing.result()
+        child = await ctx.child(
+            CrashChild,
+            {"log": ctx.input["log"], "value": seal, "delay": ctx.input["delays"]["finish.seal"]},
+        )
+        await ctx.state.set("child", child["worked"])
         await ctx.state.set("seal", seal)
         await ctx.state.update(steps_done=lambda done: (done or 0) + 3)
+
+
+@loom.workflow(name="crash_Child")
+class CrashChild(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def work(self, ctx: Ctx) -> None:
+        if "worked" in ctx.input:  # the second run: the first continued as new
+            await ctx.state.set("worked", ctx.input["worked"])
+            return
+        worked = await ctx.activity(
+            crash_compute,
+            ctx.input["log"],
+            ctx.workflow_id,
+            CHILD_LABEL,
+            ctx.input["value"],
+            int(ctx.input["delay"]),
+        )
+        await ctx.continue_as_new({**ctx.input, "worked": worked})
+
+
+CHILD_LABEL = "child.work"
+
+
+@loom.workflow(name="crash_Resume")
+class CrashResume(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def scan(self, ctx: Ctx) -> None:
+        chunks, chunk_ms = ctx.input["chunks"], ctx.input["chunk_ms"]
+        await ctx.state.set("scanned", await _scan(ctx, "scan", 0, chunks, chunk_ms))
+
+
+def expected_result(args: list[Any]) -> int:
+    """What the activity called with ``args`` (as recorded in its ACTIVITY_SCHEDULED event)
+    must return."""
+    label, value = args[2], args[3]
+    if label == "reserve.scan":
+        return scan_result(label, value, SCAN_CHUNKS)
+    return mix(label, value)
 
 
 def make_input(n: int, log: str, rng: random.Random) -> dict[str, Any]:
     """The input of one crash_Multi: its number, the execution log, and each activity's duration
     in milliseconds."""
-    return {"n": n, "log": log, "delays": {label: rng.randint(50, 250) for label in LABELS}}
+    return {"n": n, "log": log, "delays": {label: rng.randint(50, 250) for label in COMPUTED}}
 
 
 def expected_state(workflow_input: dict[str, Any], initial: dict[str, Any]) -> dict[str, Any]:
     """The final state crash_Multi must reach, computed without Loom."""
     state = dict(initial)
+    state["scanned"] = scan_result("reserve.scan", workflow_input["n"], SCAN_CHUNKS)
     held = mix("reserve.hold", workflow_input["n"])
     state["held"] = held
     state["total"] = (state.get("total") or 0) + mix("reserve.confirm", held)
@@ -89,6 +181,7 @@ def expected_state(workflow_input: dict[str, Any], initial: dict[str, Any]) -> d
     state["pair"] = [left, right]
     state["total"] += left + right
     state["seal"] = mix("finish.seal", state["total"])
+    state["child"] = mix(CHILD_LABEL, state["seal"])
     state["steps_done"] = (state.get("steps_done") or 0) + 3
     return state
 
@@ -111,7 +204,7 @@ async def serve(url: str, concurrency: int, lease_seconds: float, poll_interval:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    worker = commands.add_parser("worker", help="run crash_Multi workflows until killed")
+    worker = commands.add_parser("worker", help="run crash_* workflows until killed")
     worker.add_argument("url")
     worker.add_argument("--concurrency", type=int, default=2)
     worker.add_argument("--lease-seconds", type=float, default=0.5)

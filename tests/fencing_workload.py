@@ -23,7 +23,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -31,8 +30,6 @@ from typing import Any
 
 import loom
 from execution_log import record
-
-TESTS_DIR = Path(__file__).resolve().parent
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 
@@ -106,35 +103,9 @@ async def serve(url: str, concurrency: int, lease_seconds: float, poll_interval:
 async def spawn(url: str, stderr_path: Path, *options: str) -> asyncio.subprocess.Process:
     """Start this module as a worker process (importable from a fresh clone) and wait until it
     is ready; its stderr is appended to ``stderr_path``. Raises RuntimeError if it fails."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(TESTS_DIR.parent / "src"), str(TESTS_DIR), env.get("PYTHONPATH")) if p
-    )
-    with stderr_path.open("ab") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            __file__,
-            "worker",
-            url,
-            *options,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-            env=env,
-        )
-    assert proc.stdout is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
-    except TimeoutError:
-        line = b""
-    if line.strip() != b"ready":
-        proc.kill()
-        await proc.wait()
-        raise RuntimeError(f"worker process did not start:\n{_read(stderr_path)}")
-    return proc
+    from support.workers import spawn_worker_script  # the tests' side only
 
-
-def _read(path: Path) -> str:
-    return path.read_text() if path.exists() else ""
+    return await spawn_worker_script(Path(__file__), url, stderr_path, *options)
 
 
 async def stop(proc: asyncio.subprocess.Process) -> dict[str, Any]:

@@ -155,3 +155,118 @@ class GoldenBooking(loom.Workflow[dict[str, Any], dict[str, Any]]):
             await ctx.state.set("last_error", exc.error_message)
             raise
         await ctx.state.set("room", room)
+
+
+# ------------------------------------------------------------------------- golden_Escalation
+# Races and handlers: a signal handler, a wait_until whose timer is withdrawn, a signal wait
+# that loses a race to an activity, and a TaskGroup that withdraws a sibling activity.
+
+
+@loom.activity(name="golden_page_oncall")
+async def page_oncall(team: str) -> str:
+    return f"paged {team}"
+
+
+@loom.activity(name="golden_lookup_runbook")
+async def lookup_runbook(team: str) -> str:
+    await asyncio.sleep(30)  # withdrawn long before it ends
+    return "runbook"
+
+
+@loom.activity(name="golden_fail_fast")
+async def fail_fast() -> None:
+    raise RuntimeError("escalation service down")
+
+
+@loom.workflow(name="golden_Escalation")
+class GoldenEscalation(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.signal("ack")
+    async def ack(self, ctx: Ctx, payload: Any) -> None:
+        await ctx.state.set("acked_by", payload["by"])
+
+    @loom.step
+    async def wait_for_ack(self, ctx: Ctx) -> None:
+        await ctx.wait_until(lambda: "acked_by" in ctx.state, timeout=3600)
+
+    @loom.step
+    async def page(self, ctx: Ctx) -> None:
+        paging = asyncio.ensure_future(ctx.activity(page_oncall, ctx.input["team"]))
+        reply = asyncio.ensure_future(ctx.wait_for_signal("reply"))
+        await asyncio.wait([paging, reply], return_when=asyncio.FIRST_COMPLETED)
+        reply.cancel()
+        await ctx.state.set("paged", paging.result())
+
+    @loom.step
+    async def escalate(self, ctx: Ctx) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(ctx.activity(lookup_runbook, ctx.input["team"]))
+                group.create_task(ctx.activity(fail_fast))
+        except* loom.ActivityFailedError:
+            await ctx.state.set("escalation", "failed fast")
+
+
+# ---------------------------------------------------------------------------- golden_Household
+# Children: one awaited for its final state, one that fails and is caught, one withdrawn.
+
+
+@loom.workflow(name="golden_Chore")
+class GoldenChore(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def do(self, ctx: Ctx) -> None:
+        if ctx.input.get("refuse"):
+            raise RuntimeError(f"nobody wants to {ctx.input['chore']}")
+        if ctx.input.get("forever"):
+            await ctx.wait_for_signal("never")
+        await ctx.state.set("done", ctx.input["chore"])
+
+
+@loom.workflow(name="golden_Household")
+class GoldenHousehold(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def delegate(self, ctx: Ctx) -> None:
+        dishes = await ctx.child(GoldenChore, {"chore": "dishes"})
+        await ctx.state.set("dishes", dishes["done"])
+        try:
+            await ctx.child(GoldenChore, {"chore": "laundry", "refuse": True})
+        except loom.ChildWorkflowFailedError as exc:
+            await ctx.state.set("laundry", exc.error_message)
+        waiting = ctx.start_child(GoldenChore, {"chore": "garden", "forever": True})
+        timer = asyncio.ensure_future(ctx.sleep(0.1))
+        await asyncio.wait([waiting.task, timer], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        await ctx.state.set("garden", "withdrawn")
+
+
+# ------------------------------------------------------------------------ golden_Subscription
+# Continue-as-new: two runs of one workflow id.
+
+
+@loom.workflow(name="golden_Subscription")
+class GoldenSubscription(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def month(self, ctx: Ctx) -> None:
+        await ctx.state.set("billed", ctx.input["month"])
+        if ctx.input["month"] < 2:
+            await ctx.continue_as_new({"month": ctx.input["month"] + 1})
+
+
+# ----------------------------------------------------------------------------- golden_Receipt
+# ctx.patched: a history recorded before the change (by the V0 class) and one recorded after it
+# both replay against the current code.
+
+
+@loom.workflow(name="golden_Receipt")
+class GoldenReceipt(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def pay(self, ctx: Ctx) -> None:
+        await ctx.state.set("paid", await ctx.activity(charge_card, "R-7", 7))
+        if ctx.patched("email-receipt"):
+            await ctx.state.set("receipt", "emailed")
+
+
+@loom.workflow(name="golden_ReceiptV0", version="0.9.0")
+class GoldenReceiptV0(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def pay(self, ctx: Ctx) -> None:
+        await ctx.state.set("paid", await ctx.activity(charge_card, "R-7", 7))

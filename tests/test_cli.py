@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import pytest
 
 import cli_workflows
 import loom
+from loom.store.common import migrations, split_sql
 from support import eventually_sync
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
@@ -448,6 +450,35 @@ def test_init_creates_the_default_database_once_and_commands_refuse_an_uninitial
     ] == {"RUNNING": 0, "COMPLETED": 0, "FAILED": 0, "CANCELED": 0}
 
 
+def test_commands_refuse_a_database_older_than_the_code_until_init_upgrades_it(
+    tmp_path: Path,
+) -> None:
+    """A database of an earlier release (its schema lacks the newest migration): a worker would
+    fail its writes, so every command says to run ``loom init``, which upgrades it."""
+    every = migrations("sqlite")
+    conn = sqlite3.connect(tmp_path / "old.db")
+    conn.execute(
+        "CREATE TABLE loom_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "applied_at DOUBLE PRECISION NOT NULL)"
+    )
+    for version, name, sql in every[:-1]:
+        for statement in split_sql(sql):
+            conn.execute(statement)
+        conn.execute("INSERT INTO loom_migrations VALUES (?, ?, 0)", (version, name))
+    conn.commit()
+    conn.close()
+    env = cli_env(None)
+    old, latest = every[-2][0], every[-1][0]
+    for command in (("list",), ("worker", "-m", "cli_workflows"), ("inspect", "x")):
+        refused = loom_cli(*command, "-d", "old.db", env=env, cwd=tmp_path)
+        assert_one_line_error(
+            refused, f"schema version {old}, older than this Loom's ({latest})", "loom init"
+        )
+    upgraded = ok(loom_cli("init", "-d", "old.db", env=env, cwd=tmp_path))
+    assert f"from schema version {old} to {latest}" in upgraded and every[-1][1] in upgraded
+    assert ok_json(loom_cli("list", "--json", "-d", "old.db", env=env, cwd=tmp_path)) == []
+
+
 # -- reading: list, inspect, stats -----------------------------------------------------------
 
 
@@ -474,6 +505,50 @@ def populated(tmp_path: Path, ready_db: str) -> dict[str, Any]:
 
     with_db(ready_db, setup)
     return {"url": ready_db, "env": cli_env(ready_db), "cwd": tmp_path}
+
+
+def test_inspect_draws_the_last_heartbeats_of_running_activities(
+    tmp_path: Path, ready_db: str, workers: list[WorkerProcess]
+) -> None:
+    env = cli_env(ready_db)
+    flag = tmp_path / "release"
+    with_db(
+        ready_db,
+        lambda db: db.start_workflow(
+            cli_workflows.Beating, workflow_input={"flag": str(flag)}, workflow_id="hb1"
+        ),
+    )
+    workers.append(WorkerProcess(env, tmp_path, tmp_path / "worker.log"))
+
+    def beats() -> list[loom.ActivityHeartbeat]:
+        return with_db(ready_db, lambda db: db.get_workflow("hb1").heartbeats())
+
+    [stored] = eventually_sync(beats, timeout=20, what="a heartbeat recorded")
+    shown = ok_json(loom_cli("inspect", "hb1", "--json", env=env, cwd=tmp_path))
+    [beat] = shown["heartbeats"]
+    assert beat["seq"] == stored.seq and beat["activity"] == "cli_beating"
+    assert beat["attempt"] == 1 and beat["details"]["done"] >= stored.details["done"]
+    [step] = shown["steps"]
+    assert step["step"] == "crunch" and step["last_heartbeat_at"] == beat["sent_at"]
+
+    text = ok(loom_cli("inspect", "hb1", env=env, cwd=tmp_path))
+    crunch = next(line for line in text.splitlines() if line.split()[:2] == ["1", "crunch"])
+    assert "running" in crunch and "heartbeat" in crunch and "ago" in crunch
+    assert "Heartbeats (last of each activity)" in text
+    row = next(line for line in text.splitlines() if "cli_beating" in line)
+    assert row.split()[:3] == [str(beat["seq"]), "cli_beating", "1"] and '"done":' in row
+
+    flag.touch()
+    eventually_sync(
+        lambda: (
+            with_db(ready_db, lambda db: db.get_workflow("hb1").status())
+            is loom.WorkflowStatus.COMPLETED
+        ),
+        timeout=20,
+    )
+    ended = ok_json(loom_cli("inspect", "hb1", "--json", env=env, cwd=tmp_path))
+    assert ended["heartbeats"] == [] and ended["steps"][0]["last_heartbeat_at"] is None
+    assert "Heartbeats" not in ok(loom_cli("inspect", "hb1", env=env, cwd=tmp_path))
 
 
 def test_list_prints_what_the_database_holds(populated: dict[str, Any]) -> None:
@@ -614,6 +689,65 @@ def test_signal_cancel_and_retry_change_the_workflows(populated: dict[str, Any])
     assert sorted(r["workflow_id"] for r in listed) == ["a1", "f1", "p1", "p2"]
 
 
+# -- queries ---------------------------------------------------------------------------------
+
+
+def test_query_prints_the_answer_as_json_and_changes_nothing(populated: dict[str, Any]) -> None:
+    env, cwd, url = populated["env"], populated["cwd"], populated["url"]
+    record = with_db(url, lambda db: db.get_workflow("a1").describe())
+    module = ("-m", "cli_workflows")
+
+    answer = ok(loom_cli("query", "a1", "requester", *module, env=env, cwd=cwd))
+    assert json.loads(answer) == {"who": "ann", "approval": None}
+    assert answer == '{\n  "who": "ann",\n  "approval": null\n}\n'  # indented, no colour
+    greeting = loom_cli(
+        "query", "a1", "greeting", "--args", '["hej ☃\u202e", 2]', *module, env=env, cwd=cwd
+    )
+    assert ok(greeting) == '[\n  "hej ☃\\u202e, ann",\n  "hej ☃\\u202e, ann"\n]\n'
+    with_modules = cli_env(url, LOOM_MODULES="cli_workflows")
+    assert json.loads(
+        ok(loom_cli("query", "a1", "greeting", "-a", '["hi"]', env=with_modules, cwd=cwd))
+    ) == ["hi, ann"]
+    assert with_db(url, lambda db: db.get_workflow("a1").describe()) == record
+
+    inspected = ok(loom_cli("inspect", "a1", *module, env=env, cwd=cwd))
+    assert "  queries       requester, greeting" in inspected.splitlines()
+    shown = ok_json(loom_cli("inspect", "a1", "--json", *module, env=env, cwd=cwd))
+    assert shown["queries"] == ["requester", "greeting"]
+    assert ok_json(loom_cli("inspect", "p1", "--json", *module, env=env, cwd=cwd))["queries"] == []
+    unknown = ok(loom_cli("inspect", "a1", env=env, cwd=cwd))
+    assert "no class named 'cli_Approval' is registered here" in unknown
+    assert ok_json(loom_cli("inspect", "a1", "--json", env=env, cwd=cwd))["queries"] is None
+    broken = ok(loom_cli("inspect", "a1", env=cli_env(url, LOOM_MODULES="cli_nope"), cwd=cwd))
+    assert "queries       unknown (cannot import module 'cli_nope'" in broken
+    assert_one_line_error(
+        loom_cli("inspect", "a1", "-m", "cli_nope", env=env, cwd=cwd), "cannot import module"
+    )
+
+
+def test_query_errors_are_one_line(populated: dict[str, Any]) -> None:
+    env, cwd = populated["env"], populated["cwd"]
+    module = ("-m", "cli_workflows")
+    for args, fragments in [
+        (("ghost", "requester"), ["no workflow with id 'ghost'"]),
+        (("a1", "requestor"), ["has no query 'requestor'; its queries: 'requester', 'greeting'"]),
+        (("a1", "greeting", "--args", '"hi"'), ["--args must be a JSON array", "got a string"]),
+        (("a1", "greeting", "--args", "{}"), ["--args must be a JSON array", "got an object"]),
+        (("a1", "greeting", "--args", "[1,"), ["--args is not valid JSON"]),
+        (("a1", "greeting", "--args", "[NaN]"), ["--args is not valid JSON", "NaN"]),
+        (("a1", "greeting", "--args", "[" * 5000 + "]" * 5000), ["nested too deeply"]),
+        (("a1", "greeting"), ["missing a required argument: 'text'"]),
+        (("a1", "greeting", "--args", '["hi", -1]'), ["failed: ValueError: times must be >= 0"]),
+        (("a1", "bad\x1bname"), ["query name", "U+001B"]),
+    ]:
+        assert_one_line_error(loom_cli("query", *args, *module, env=env, cwd=cwd), *fragments)
+    assert_one_line_error(
+        loom_cli("query", "a1", "requester", env=env, cwd=cwd),
+        "is of type 'cli_Approval', and no class of that name is registered in this process",
+        "-m MODULE",
+    )
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 
@@ -714,3 +848,41 @@ def test_replay_reports_histories_the_changed_code_no_longer_reproduces(
     [report] = json.loads(one.stdout)
     assert (report["workflow_id"], report["name"], report["ok"]) == ("r2", "cli_Replay", False)
     assert "cli_replay_bill" in report["problem"]
+
+
+VERSIONED_MODULE = """
+import loom
+
+
+@loom.workflow(name="cli_Versioned", version="1")
+class One(loom.Workflow[dict, dict]):
+    @loom.step
+    async def only(self, ctx):
+        await ctx.state.set("v", 1)
+
+
+@loom.workflow(name="cli_Versioned", version="2")
+class Two(loom.Workflow[dict, dict]):
+    @loom.step
+    async def only(self, ctx):
+        await ctx.state.set("v", 2)
+"""
+
+
+def test_start_takes_the_newest_version_or_the_one_named(tmp_path: Path, ready_db: str) -> None:
+    (tmp_path / "cli_versioned.py").write_text(VERSIONED_MODULE)
+    env = cli_env(ready_db, LOOM_MODULES="cli_versioned", PYTHONPATH=str(tmp_path))
+    ok(loom_cli("start", "cli_Versioned", "--id", "newest", env=env, cwd=tmp_path))
+    ok(loom_cli("start", "cli_Versioned", "--id", "old", "--version", "1", env=env, cwd=tmp_path))
+    listed = {
+        row["workflow_id"]: row["version"]
+        for row in ok_json(
+            loom_cli("list", "--name", "cli_Versioned", "--json", env=env, cwd=tmp_path)
+        )
+    }
+    assert listed == {"newest": "2", "old": "1"}
+    assert_one_line_error(
+        loom_cli("start", "cli_Versioned", "--version", "3", env=env, cwd=tmp_path),
+        "version '3' of workflow 'cli_Versioned' is not registered",
+        "'1', '2'",
+    )

@@ -227,6 +227,17 @@ def test_activity_on_a_class_is_refused() -> None:
     [
         ({"retry_count": -1}, "retry_count"),
         ({"timeout_seconds": 0}, "timeout_seconds"),
+        ({"timeout_seconds": True}, "timeout_seconds must be a finite number"),
+        ({"timeout_seconds": 10**400}, "timeout_seconds must be a finite number"),
+        ({"heartbeat_timeout": 0}, "heartbeat_timeout must be > 0"),
+        ({"heartbeat_timeout": -1.5}, "heartbeat_timeout must be > 0"),
+        ({"heartbeat_timeout": float("nan")}, "heartbeat_timeout must be a finite number"),
+        ({"heartbeat_timeout": float("inf")}, "heartbeat_timeout must be a finite number"),
+        ({"heartbeat_timeout": "5"}, "heartbeat_timeout must be a finite number"),
+        ({"heartbeat_timeout": True}, "heartbeat_timeout must be a finite number"),
+        ({"heartbeat_timeout": 60}, r"heartbeat_timeout \(60 s\) must be shorter than timeout_s"),
+        ({"heartbeat_timeout": 5, "timeout_seconds": 2}, "must be shorter than timeout_seconds"),
+        ({"retry_delay": None}, "retry_delay must be a finite number"),
         ({"retry_backoff": 0.5}, "retry_backoff"),
         ({"non_retryable": ("ValueError",)}, "non_retryable"),
     ],
@@ -236,6 +247,14 @@ def test_activity_with_a_bad_policy_is_refused(options: dict[str, Any], words: s
 
     with pytest.raises(loom.DefinitionError, match=words):
         loom.activity(**options)(charge)
+
+
+def test_heartbeat_timeout_is_kept_on_the_definition() -> None:
+    async def watch() -> None: ...
+
+    definition = loom.activity(heartbeat_timeout=2.5, timeout_seconds=None)(watch)
+    assert loom.definitions.activity_definition(definition).heartbeat_timeout == 2.5
+    assert loom.definitions.activity_definition(defs_triple).heartbeat_timeout is None
 
 
 def test_duplicate_step_names_are_refused() -> None:
@@ -273,18 +292,43 @@ def test_workflow_decorator_on_a_non_workflow_class_is_refused() -> None:
         loom.workflow(lambda: None)  # type: ignore[call-overload]
 
 
-def test_two_classes_with_one_workflow_name_are_refused() -> None:
+def test_two_classes_with_one_workflow_name_and_version_are_refused() -> None:
     with pytest.raises(loom.DefinitionError) as info:
 
-        @loom.workflow(name="defs_Configured")
+        @loom.workflow(name="defs_Configured", version="2.5.0")
         class Impostor(loom.Workflow[None, None]):
             @loom.step
             async def run(self, ctx: Any) -> None: ...
 
     message = str(info.value)
-    assert "defs_Configured" in message
-    assert "name=" in message
+    assert "defs_Configured" in message and "'2.5.0'" in message
+    assert "name=" in message and "version=" in message
     assert loom.default_registry.workflow("defs_Configured").cls is DefsConfiguredWorkflow
+
+
+def test_another_version_of_a_workflow_name_registers_beside_it() -> None:
+    registry = loom.Registry()
+
+    @loom.workflow(name="defs_Twice", version="1", registry=registry)
+    class First(loom.Workflow[None, None]):
+        @loom.step
+        async def run(self, ctx: Any) -> None: ...
+
+    @loom.workflow(name="defs_Twice", version="2", registry=registry)
+    class Second(loom.Workflow[None, None]):
+        @loom.step
+        async def run(self, ctx: Any) -> None: ...
+
+    assert sorted(d.version for d in registry.workflows()) == ["1", "2"]
+    assert registry.workflow("defs_Twice").cls is Second  # the newest
+    assert registry.workflow("defs_Twice", version="1").cls is First
+
+    @loom.workflow(name="defs_Twice", version="3", registry=registry)
+    class Second(loom.Workflow[None, None]):  # type: ignore[no-redef]  # edited and reloaded
+        @loom.step
+        async def run(self, ctx: Any) -> None: ...
+
+    assert sorted(d.version for d in registry.workflows()) == ["1", "3"]
 
 
 def test_two_functions_with_one_activity_name_are_refused() -> None:

@@ -708,6 +708,6 @@ async def test_run_once_without_a_database_refuses_to_guess(in_tmp_cwd: Path) ->
 
 def test_the_non_determinism_advice_names_what_exists() -> None:
     message = str(loom.NonDeterminismError("order-1", "the code did X"))
-    assert "version" not in message
+    assert "ctx.patched(" in message and "@loom.workflow(version=" in message
     assert "loom retry" in message and "loom replay" in message
     assert "restore the old code path" in message

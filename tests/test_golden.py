@@ -31,6 +31,7 @@ GOLDEN = Path(__file__).parent / "golden"
 FILES = sorted(GOLDEN.glob("*.json"))
 
 TERMINAL_STATUS = {
+    EventType.WORKFLOW_CONTINUED_AS_NEW: WorkflowStatus.COMPLETED,  # the run ended
     EventType.WORKFLOW_COMPLETED: WorkflowStatus.COMPLETED,
     EventType.WORKFLOW_FAILED: WorkflowStatus.FAILED,
     EventType.WORKFLOW_CANCELED: WorkflowStatus.CANCELED,
@@ -74,7 +75,23 @@ def test_the_golden_set_covers_the_engine() -> None:
         EventType.SIGNAL_RECEIVED,
         EventType.WORKFLOW_RETRIED,
         EventType.WORKFLOW_COMPLETED,
+        EventType.ACTIVITY_CANCELED,
+        EventType.TIMER_CANCELED,
+        EventType.SIGNAL_WAIT_CANCELED,
+        EventType.CHILD_WORKFLOW_STARTED,
+        EventType.CHILD_WORKFLOW_COMPLETED,
+        EventType.CHILD_WORKFLOW_FAILED,
+        EventType.CHILD_WORKFLOW_CANCELED,
+        EventType.WORKFLOW_CONTINUED_AS_NEW,
+        EventType.PATCH_APPLIED,
     } <= recorded
+    handled = [
+        e
+        for events in ok
+        for e in events
+        if e.type is EventType.SIGNAL_RECEIVED and e.payload["scheduled"] is None
+    ]
+    assert handled, "no signal delivered to a @loom.signal handler"
     for doc, events in docs:
         assert [e.seq for e in events] == list(range(1, len(events) + 1)), doc["workflow_id"]
         assert events[0].type is EventType.WORKFLOW_STARTED
@@ -213,14 +230,81 @@ async def regenerate_golden_histories(db: loom.Database) -> None:
         await booking.retry()
         await booking.result(timeout=10)
         await _record(booking, "booking_failed_then_retried", workflow="golden_Booking")
+        await record_escalation(db)
+        await record_household(db)
+        await record_subscription(db)
+        await record_receipts(db)
 
 
-async def _regenerate() -> None:
+async def record_escalation(db: loom.Database) -> None:
+    """Record tests/golden/escalation.json alone: ``python test_golden.py escalation``."""
+    async with loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10):
+        escalation = await db.start_workflow(
+            gw.GoldenEscalation, workflow_input={"team": "payments"}, workflow_id="golden-esc-1"
+        )
+        await escalation.signal("ack", {"by": "carol"})
+        await escalation.result(timeout=10)
+        await _record(escalation, "escalation", workflow="golden_Escalation")
+
+
+async def record_household(db: loom.Database) -> None:
+    """Record tests/golden/household.json alone: ``python test_golden.py household``."""
+    async with loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10):
+        household = await db.start_workflow(gw.GoldenHousehold, workflow_id="golden-home-1")
+        await household.result(timeout=10)
+        await _record(household, "household", workflow="golden_Household")
+
+
+async def record_subscription(db: loom.Database) -> None:
+    """Record tests/golden/subscription_run_1.json (a run that continued as new) alone:
+    ``python test_golden.py subscription``."""
+    async with loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10):
+        handle = await db.start_workflow(
+            gw.GoldenSubscription, workflow_input={"month": 1}, workflow_id="golden-sub-1"
+        )
+        await handle.result(timeout=10)
+        first = (await handle.runs())[0]
+    events = await handle.events(run_id=first.run_id)
+    doc = {
+        "workflow": "golden_Subscription",
+        "workflow_id": handle.workflow_id,
+        "expect": "ok",
+        "events": [
+            {"seq": e.seq, "type": e.type.value, "payload": e.payload, "created_at": e.timestamp}
+            for e in events
+        ],
+    }
+    (GOLDEN / "subscription_run_1.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+async def record_receipts(db: loom.Database) -> None:
+    """Record tests/golden/receipt_*.json alone: ``python test_golden.py receipts``."""
+    async with loom.Worker(db, concurrency=4, poll_interval=0.05, lease_seconds=10):
+        patched = await db.start_workflow(gw.GoldenReceipt, workflow_id="golden-receipt-1")
+        await patched.result(timeout=10)
+        await _record(patched, "receipt_patched", workflow="golden_Receipt")
+        before = await db.start_workflow(gw.GoldenReceiptV0, workflow_id="golden-receipt-v0")
+        await before.result(timeout=10)
+        await _record(before, "receipt_before_the_patch", workflow="golden_Receipt")
+
+
+async def _regenerate(only: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with loom.Database(f"sqlite:///{tmp}/golden.db") as db:
             await db.migrate_up()
-            await regenerate_golden_histories(db)
+            if only == "escalation":
+                await record_escalation(db)
+            elif only == "household":
+                await record_household(db)
+            elif only == "subscription":
+                await record_subscription(db)
+            elif only == "receipts":
+                await record_receipts(db)
+            else:
+                await regenerate_golden_histories(db)
 
 
 if __name__ == "__main__":
-    asyncio.run(_regenerate())
+    import sys
+
+    asyncio.run(_regenerate(sys.argv[1] if len(sys.argv) > 1 else None))

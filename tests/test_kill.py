@@ -4,7 +4,9 @@ Worker processes run ``crash_Multi`` workflows (tests/crashload.py) and are kill
 at random moments, over and over; each new worker takes over the dead one's workflows once their
 short lease runs out. At the end every workflow must be COMPLETED with the state and history a
 crash-free run produces, every activity result recorded exactly once, and every activity executed
-at least once (the execution log kept outside Loom shows re-executions after kills).
+at least once (the execution log kept outside Loom shows re-executions after kills). The
+heartbeating activity resumes from its last recorded details after a kill, never from further
+than it got.
 
 The random kill times come from ``LOOM_KILL_SEED`` (default below), so a failure can be replayed.
 """
@@ -13,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import os
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import crashload
 import loom
 from loom import EventType, WorkflowStatus
 from loom.core.history import decision_key
+from support.workers import read_text, spawn_crashload_worker
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
@@ -35,49 +38,6 @@ ROUNDS = 30
 LEASE_SECONDS = 0.5
 WORKER_CONCURRENCY = 2
 KILL_AFTER = (0.0, 0.6)  # seconds after the worker reported ready
-
-TESTS_DIR = Path(__file__).resolve().parent
-SRC_DIR = TESTS_DIR.parent / "src"
-
-
-async def spawn_worker(db_url: str, stderr_path: Path) -> asyncio.subprocess.Process:
-    """A worker process running tests/crashload.py, importable from a fresh clone."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(SRC_DIR), str(TESTS_DIR), env.get("PYTHONPATH")) if p
-    )
-    with stderr_path.open("ab") as stderr:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(TESTS_DIR / "crashload.py"),
-            "worker",
-            db_url,
-            "--concurrency",
-            str(WORKER_CONCURRENCY),
-            "--lease-seconds",
-            str(LEASE_SECONDS),
-            "--poll-interval",
-            "0.05",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-            env=env,
-        )
-
-
-async def wait_ready(proc: asyncio.subprocess.Process, stderr_path: Path) -> None:
-    assert proc.stdout is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
-    except TimeoutError:
-        line = b""
-    if line.strip() != b"ready":
-        proc.kill()
-        await proc.wait()
-        pytest.fail(f"worker process did not start:\n{read_text(stderr_path)}")
-
-
-def read_text(path: Path) -> str:
-    return path.read_text() if path.exists() else ""
 
 
 def in_flight_activities(events: list[loom.Event]) -> int:
@@ -92,19 +52,48 @@ def shape(events: list[loom.Event]) -> list[tuple[str, str | None]]:
     return [(e.type.value, decision_key(e.type, e.payload)) for e in events]
 
 
-def read_log(
-    path: Path,
-) -> tuple[collections.Counter[tuple[str, str]], collections.Counter[tuple[str, str]], set[str]]:
-    """(executions begun, executions that did their work) per (workflow, activity label), and
-    the processes that ran them."""
-    starts: collections.Counter[tuple[str, str]] = collections.Counter()
-    ends: collections.Counter[tuple[str, str]] = collections.Counter()
-    pids: set[str] = set()
+@dataclasses.dataclass
+class ExecutionLog:
+    """The execution log (tests/execution_log.py), read back."""
+
+    starts: collections.Counter[tuple[str, str]]
+    """Executions begun, per (workflow, activity label)."""
+    ends: collections.Counter[tuple[str, str]]
+    """Executions that did their work, per (workflow, activity label)."""
+    pids: set[str]
+    """The processes that ran activities."""
+    lines: list[tuple[str, str, str, str]]
+    """Every line, in the order written: (what, workflow, label, pid)."""
+
+
+def read_log(path: Path) -> ExecutionLog:
+    log = ExecutionLog(collections.Counter(), collections.Counter(), set(), [])
     for line in path.read_text().splitlines():
         what, workflow_id, label, pid = line.split()
-        (starts if what == "start" else ends)[(workflow_id, label)] += 1
-        pids.add(pid)
-    return starts, ends, pids
+        log.lines.append((what, workflow_id, label, pid))
+        if what in ("start", "end"):
+            (log.starts if what == "start" else log.ends)[(workflow_id, label)] += 1
+            log.pids.add(pid)
+    return log
+
+
+def check_scan_resumes(log: ExecutionLog, ids: list[str]) -> int:
+    """The heartbeating activity's invariants: a run resumes only where an earlier run got to
+    (its heartbeat details never run ahead of the work), and every chunk was done. Returns how
+    many runs resumed from an earlier run's details (after a kill: there are no retries)."""
+    done: set[tuple[str, int]] = set()
+    resumed = 0
+    for what, wid, label, _ in log.lines:
+        if what == "chunk" and label.startswith("reserve.scan#"):
+            done.add((wid, int(label.split("#")[1])))
+        elif what == "resume":
+            position = int(label.split("@")[1])
+            assert 0 <= position <= crashload.SCAN_CHUNKS, (wid, label)
+            if position:
+                resumed += 1
+                assert (wid, position - 1) in done, f"{wid} resumed at {position}, not reached"
+    assert done == {(wid, i) for wid in ids for i in range(crashload.SCAN_CHUNKS)}
+    return resumed
 
 
 async def run_until_all_completed(
@@ -145,8 +134,9 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
     completed_per_round = []
     last_seq = {wid: 1 for wid in ids}
     for _ in range(ROUNDS):
-        proc = await spawn_worker(db_url, stderr_path)
-        await wait_ready(proc, stderr_path)
+        proc = await spawn_crashload_worker(
+            db_url, stderr_path, concurrency=WORKER_CONCURRENCY, lease_seconds=LEASE_SECONDS
+        )
         await asyncio.sleep(rng.uniform(*KILL_AFTER))  # the kill point: let it run that long
         proc.send_signal(signal.SIGKILL)
         assert await proc.wait() == -signal.SIGKILL, read_text(stderr_path)
@@ -192,7 +182,8 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
         reference_states = {wid: await reference.get_workflow(wid).result() for wid in ids}
         reference_shapes = {wid: shape(await reference.get_workflow(wid).events()) for wid in ids}
 
-    starts, ends, pids = read_log(log)
+    executions = read_log(log)
+    starts, ends, pids = executions.starts, executions.ends, executions.pids
     scheduled_labels: set[tuple[str, str]] = set()
     for wid in ids:
         handle = db.get_workflow(wid)
@@ -206,6 +197,11 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
         assert events[-1].type is EventType.WORKFLOW_COMPLETED
         assert events[-1].payload["state"] == state
         assert not [e for e in events if e.type is EventType.ACTIVITY_FAILED], wid
+        # The race in the last step: its timer withdrawn once, never fired.
+        [timer] = [e for e in events if e.type is EventType.TIMER_SCHEDULED]
+        withdrawn = [e for e in events if e.type is EventType.TIMER_CANCELED]
+        assert [e.payload["scheduled"] for e in withdrawn] == [timer.seq], wid
+        assert not [e for e in events if e.type is EventType.TIMER_FIRED], wid
 
         scheduled = {e.seq: e for e in events if e.type is EventType.ACTIVITY_SCHEDULED}
         completions = [e for e in events if e.type is EventType.ACTIVITY_COMPLETED]
@@ -213,24 +209,46 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
         assert per_schedule == dict.fromkeys(scheduled, 1), wid
         for done in completions:
             assert done.seq > done.payload["scheduled"]
-            labelled = scheduled[done.payload["scheduled"]].payload["args"][2]
-            assert done.payload["result"] == crashload.mix(
-                labelled, scheduled[done.payload["scheduled"]].payload["args"][3]
-            )
+            args = scheduled[done.payload["scheduled"]].payload["args"]
+            assert done.payload["result"] == crashload.expected_result(args)
         labels = sorted(e.payload["args"][2] for e in scheduled.values())
         assert labels == sorted(crashload.LABELS), wid
         scheduled_labels |= {(wid, label) for label in labels}
+
+        # Its child: started once, completed once, its one activity recorded once.
+        [started] = [e for e in events if e.type is EventType.CHILD_WORKFLOW_STARTED]
+        [ended] = [e for e in events if e.type is EventType.CHILD_WORKFLOW_COMPLETED]
+        child_id = started.payload["workflow_id"]
+        assert (child_id, ended.payload["scheduled"]) == (f"{wid}/{started.seq}", started.seq)
+        assert [c.workflow_id for c in await db.list_workflows(parent_id=wid)] == [child_id]
+        child = db.get_workflow(child_id)
+        first_run, last_run = await child.runs()  # it continued as new once
+        assert (first_run.status, last_run.status) == ("CONTINUED_AS_NEW", "COMPLETED")
+        child_events = await child.events()
+        assert [e.seq for e in child_events] == list(range(1, len(child_events) + 1)), child_id
+        assert child_events[-1].type is EventType.WORKFLOW_COMPLETED
+        assert child_events[0].payload["continued_from"] == first_run.run_id
+        assert ended.payload["result"] == child_events[-1].payload["state"]
+        earlier = await child.events(run_id=first_run.run_id)
+        assert earlier[-1].type is EventType.WORKFLOW_CONTINUED_AS_NEW, child_id
+        [work] = [e for e in earlier if e.type is EventType.ACTIVITY_SCHEDULED]
+        [done] = [e for e in earlier if e.type is EventType.ACTIVITY_COMPLETED]
+        assert done.payload["scheduled"] == work.seq, child_id
+        scheduled_labels.add((child_id, crashload.CHILD_LABEL))
 
     # At least once: every recorded result came from an execution that did its work; nothing ran
     # that the histories do not schedule.
     assert set(starts) == set(ends) == scheduled_labels
     assert all(starts[key] >= ends[key] >= 1 for key in scheduled_labels)
     reexecutions = sum(starts.values()) - len(scheduled_labels)
+    # Heartbeats: details recorded by a worker that was then killed reached the next worker.
+    resumed = check_scan_resumes(executions, ids)
+    assert resumed > 0
     print(
         f"\nkill test (seed {SEED}): {ROUNDS} SIGKILLed workers ({len(pids)} processes ran "
         "activities), "
         f"{interrupted_rounds} rounds left workflows half done, {activity_kills} kills during "
         f"an activity, {len(scheduled_labels)} activities, {sum(starts.values())} executions "
-        f"begun, {sum(ends.values())} finished, {reexecutions} re-executions; completed after "
-        f"each round: {completed_per_round}"
+        f"begun, {sum(ends.values())} finished, {reexecutions} re-executions, {resumed} resumed "
+        f"from heartbeat details; completed after each round: {completed_per_round}"
     )

@@ -144,3 +144,34 @@ async def test_quiz_example_starts_a_workflow_that_a_worker_then_completes(
     assert f"Sent {quiz_id} to LMS" in printed
     assert f"Pulled submissions for {quiz_id}" in printed
     assert f"Stored Result: {result}" in printed
+
+
+async def test_query_example_answers_without_waking_the_cart(tmp_path: Path) -> None:
+    code, out, err = await run_script("readme_cart.py", tmp_path, script_env(None))
+    assert code == 0, err
+    assert out == "52.5\nTrue\nRUNNING\n"
+    async with loom.Database(f"sqlite:///{tmp_path / 'cart.db'}") as db:
+        record = await db.get_workflow("cart-1").describe()
+        assert (record.current_step, record.leased) == ("checkout", False)
+        kinds = [e.type for e in await db.get_workflow("cart-1").events()]
+        assert kinds[-1] is EventType.SIGNAL_WAIT_STARTED  # the queries recorded nothing
+    readme = (TESTS.parent / "README.md").read_text()
+    example = (TESTS / "readme_cart.py").read_text().split("import asyncio", 1)[1]
+    assert "import asyncio" + example in readme  # the README prints this code exactly
+
+
+async def test_the_heartbeat_example_is_the_readmes_and_resumes_where_it_was(
+    tmp_path: Path,
+) -> None:
+    readme = (TESTS.parent / "README.md").read_text()
+    source = (TESTS / "readme_heartbeats.py").read_text()
+    assert f"```python\n{source}```" in readme  # the file is the README's example, as printed
+
+    code, out, err = await run_script("readme_heartbeats.py", tmp_path, script_env(None))
+    assert code == 0, err
+    assert out.splitlines() == [
+        "attempt 1 starts at row 0",
+        "attempt 2 starts at row 600",
+        "{'rows': 1000}",
+    ]
+    assert "It prints `attempt 1 starts at row 0`, `attempt 2 starts at row 600`" in readme

@@ -160,7 +160,7 @@ async def test_a_timer_fires_through_a_running_worker(db: loom.Database) -> None
 async def test_a_timer_due_while_no_worker_runs_fires_when_one_starts(
     db: loom.Database,
 ) -> None:
-    handle = await db.start_workflow(SigNap, workflow_input={"seconds": 0.5})
+    handle = await db.start_workflow(SigNap, workflow_input={"seconds": 1.0})
 
     first = worker(db)
     async with first:
@@ -169,7 +169,7 @@ async def test_a_timer_due_while_no_worker_runs_fires_when_one_starts(
         assert first.in_flight == 0
     [scheduled] = of_type(await handle.events(), EventType.TIMER_SCHEDULED)
     fire_at = scheduled.payload["fire_at"]
-    assert fire_at == pytest.approx(scheduled.timestamp + 0.5)
+    assert fire_at == pytest.approx(scheduled.timestamp + 1.0)
 
     # Let the timer fall due with no worker at all: the passing of time is the scenario here.
     await asyncio.sleep(max(0.0, fire_at - time.time() + 0.05))

@@ -11,6 +11,7 @@ import importlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,19 @@ from loom.core.history import Event, EventType
 from loom.errors import WorkflowNotFoundError, WorkflowNotRunningError
 from loom.status import WorkflowStatus
 from loom.store import open_store
-from loom.store.base import CancelOutcome, Commit, CommitOutcome, NewWorkflow, Store
+from loom.store.base import (
+    ActivityHeartbeat,
+    CancelOutcome,
+    Commit,
+    CommitOutcome,
+    NewWorkflow,
+    Store,
+)
+from loom.store.base import (
+    HeartbeatRow as Row,
+)
 from loom.store.common import migrations, split_sql
+from loom.store.statements import event_rows, events, run
 from support.pg import pg_url
 
 BACKENDS: dict[str, Callable[[Path], str]] = {
@@ -96,7 +108,22 @@ async def test_an_older_schema_is_upgraded_in_place(
     try:
         monkeypatch.setattr(module, "migrations", lambda dialect: every[:1])
         assert await s.migrate() == [every[0][1]]
-        await create(s, "old-timer")
+        # What the first release wrote: a workflow row of its columns, and its first event.
+        first = Event(1, EventType.WORKFLOW_STARTED, {"input": {"x": 1}, "state": {}}, T0)
+        new = NewWorkflow("old-timer", "W", "1", {"x": 1}, {}, T0)
+
+        first_columns = (
+            "id, name, version, status, input, state, created_at, updated_at, last_seq, ready_at"
+        )
+
+        def old_release() -> Any:
+            yield run(
+                f"INSERT INTO workflows ({first_columns}) VALUES ({', '.join('?' * 10)})",
+                *module.new_values(new, first)[:10],
+            )
+            yield events(event_rows("old-timer", [first]))
+
+        await s._transact(old_release())  # type: ignore[attr-defined]
         monkeypatch.undo()
         assert await s.migrate() == [name for _, name, _ in every[1:]]
         assert await s.schema_version() == every[-1][0]
@@ -462,3 +489,76 @@ async def test_history_is_read_a_page_at_a_time(store: Store) -> None:
     assert [e.seq for e in await store.load_history("wf-1", after_seq=9, limit=4)] == [10, 11]
     assert await store.load_history("wf-1", after_seq=11, limit=4) == []
     assert len(await store.load_history("wf-1")) == 11  # no limit: all of it
+
+
+async def test_heartbeats_are_kept_per_activity_and_fenced_by_the_lease(store: Store) -> None:
+    ok, fenced, canceled = CommitOutcome.OK, CommitOutcome.FENCED, CommitOutcome.CANCELED
+
+    async def beat(epoch: int, *row: Any, wid: str = "wf-1") -> CommitOutcome:
+        return await store.record_heartbeat(wid, epoch, Row(*row))
+
+    await create(store)
+    [claim] = await store.claim("w1", ["W"], 1, LEASE, T0)
+    epoch = claim.lease_epoch
+    assert await beat(epoch, 3, "scan", 1, '{"next": 2}', T0 + 1) is ok
+    # A beat without details keeps those of the same activity; a first one has none.
+    assert await beat(epoch, 3, "scan", 2, None, T0 + 2) is ok
+    assert await beat(epoch, 5, "mail", 1, None, T0 + 3) is ok
+    assert await store.read_heartbeats("wf-1") == [
+        ActivityHeartbeat("wf-1", 3, "scan", 2, {"next": 2}, T0 + 2),
+        ActivityHeartbeat("wf-1", 5, "mail", 1, None, T0 + 3),
+    ]
+    # Another activity at that seq (a run whose scheduling was never written, replayed
+    # otherwise) does not inherit the details.
+    assert await beat(epoch, 3, "other", 1, None, T0 + 4) is ok
+    assert (await store.read_heartbeats("wf-1"))[0] == (
+        ActivityHeartbeat("wf-1", 3, "other", 1, None, T0 + 4)
+    )
+    assert await beat(epoch, 3, "scan", 1, '{"next": 7}', T0 + 5) is ok
+
+    # The lease moved on: the old holder writes nothing; the new one does.
+    [new] = await store.claim("w2", ["W"], 1, LEASE, T0 + LEASE + 1)
+    assert await beat(epoch, 3, "scan", 1, '{"n": 9}', T0 + 12) is fenced
+    assert (await store.read_heartbeats("wf-1"))[0].details == {"next": 7}
+    assert await beat(new.lease_epoch, 3, "scan", 1, '{"n": 8}', T0 + 13) is ok
+    assert (await store.read_heartbeats("wf-1"))[0].details == {"n": 8}
+    # A cancel requested: written, and the holder is told to stop; once canceled, nothing.
+    assert await store.cancel("wf-1", None, T0 + 14) is CancelOutcome.REQUESTED
+    assert await beat(new.lease_epoch, 3, "scan", 1, "[1]", T0 + 15) is canceled
+    assert (await store.read_heartbeats("wf-1"))[0].details == [1]
+    assert await store.commit(commit_of("wf-1", new.lease_epoch, [ev(2)]), T0 + 16) is canceled
+    assert await beat(new.lease_epoch, 3, "scan", 1, "[2]", T0 + 17) is canceled
+    assert await store.read_heartbeats("wf-1") == []
+    # Unknown workflow: nothing to write to.
+    assert await beat(1, 3, "scan", 1, None, T0, wid="nope") is fenced
+    assert await store.read_heartbeats("nope") == []
+
+
+@pytest.mark.parametrize("end", ["COMPLETED", "FAILED", "CANCELED", "CANCELED_ON_COMMIT"])
+async def test_heartbeats_are_deleted_when_the_workflow_ends(store: Store, end: str) -> None:
+    await create(store, "wf-1")
+    await create(store, "bystander")
+    claims = {c.workflow_id: c for c in await store.claim("w1", ["W"], 2, LEASE, T0)}
+    for wid, claim in claims.items():
+        outcome = await store.record_heartbeat(wid, claim.lease_epoch, Row(2, "scan", 1, "[1]", T0))
+        assert outcome is CommitOutcome.OK
+    epoch = claims["wf-1"].lease_epoch
+    if end.startswith("CANCELED"):
+        assert await store.cancel("wf-1", "stop", T0 + 1) is CancelOutcome.REQUESTED
+        if end == "CANCELED_ON_COMMIT":
+            outcome = await store.commit(commit_of("wf-1", epoch, [ev(2)]), T0 + 1)
+            assert outcome is CommitOutcome.CANCELED
+        else:  # the holder died: the next claim ends it
+            assert await store.claim("w2", ["W"], 1, LEASE, T0 + LEASE + 1) == []
+    else:
+        kind = EventType.WORKFLOW_COMPLETED if end == "COMPLETED" else EventType.WORKFLOW_FAILED
+        status = WorkflowStatus(end)
+        outcome = await store.commit(
+            commit_of("wf-1", epoch, [Event(2, kind, {}, T0)], release=True, status=status),
+            T0 + 1,
+        )
+        assert outcome is CommitOutcome.OK
+    record = await store.get_workflow("wf-1")
+    assert record is not None and record.status.value == end.split("_")[0]
+    assert await store.read_heartbeats("wf-1") == []
+    assert [b.workflow_id for b in await store.read_heartbeats("bystander")] == ["bystander"]

@@ -187,17 +187,121 @@ async def test_workflow_detail_and_history(db: loom.Database, client: httpx.Asyn
     assert [e["seq"] for e in later.json()["events"]] == [e.seq for e in stored if e.seq > 3]
 
 
+async def test_heartbeats_of_the_running_activities(
+    db: loom.Database, client: httpx.AsyncClient
+) -> None:
+    web_workflows.beating_released.clear()
+    handle = await db.start_workflow(web_workflows.Beating, workflow_id="beats/7")
+    try:
+        async with worker(db):
+
+            async def beating() -> list[dict[str, Any]]:
+                response = await client.get("/api/workflows/beats%2F7/heartbeats")
+                assert response.status_code == 200, response.text
+                body = response.json()
+                assert body["workflow_id"] == "beats/7"
+                return list(body["heartbeats"])
+
+            [beat] = await eventually(beating, what="a heartbeat recorded")
+            [stored] = await handle.heartbeats()
+            assert beat["seq"] == stored.seq and beat["activity"] == "web_beating"
+            assert beat["attempt"] == 1 and beat["details"]["done"] >= 1
+            assert beat["timestamp"] == pytest.approx(stored.at, abs=5)
+            assert beat["sent_at"].endswith("+00:00")
+            # The id as is, its "/" unencoded, names the same workflow.
+            plain = (await client.get("/api/workflows/beats/7/heartbeats")).json()
+            assert [b["activity"] for b in plain["heartbeats"]] == ["web_beating"]
+            web_workflows.beating_released.set()
+            await handle.result(timeout=10)
+    finally:
+        web_workflows.beating_released.set()
+    ended = (await client.get("/api/workflows/beats%2F7/heartbeats")).json()
+    assert ended == {"workflow_id": "beats/7", "heartbeats": []}
+
+
 async def test_unknown_workflow_is_404_everywhere(client: httpx.AsyncClient) -> None:
     for response in (
         await client.get("/api/workflows/nope"),
         await client.get("/api/workflows/nope/events"),
         await client.get("/api/workflows/nope/events/stream"),
+        await client.get("/api/workflows/nope/heartbeats"),
         await client.post("/api/workflows/nope/signal", json={"name": "go"}),
         await client.post("/api/workflows/nope/cancel", json={}),
         await client.post("/api/workflows/nope/retry"),
+        await client.get("/api/workflows/nope/query/amount"),
     ):
         assert_error(response, 404, "'nope'")
     assert_error(await client.get("/api/no-such-route"), 404)
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+async def test_a_query_answers_from_the_state_and_changes_nothing(
+    db: loom.Database, client: httpx.AsyncClient
+) -> None:
+    handle = await db.start_workflow(
+        web_workflows.Approval, workflow_input={"n": 21}, workflow_id="orders/7"
+    )
+    assert await loom.run_once(db)  # runs until it waits for the signal
+    before = await handle.describe()
+    for wid in ("orders/7", "orders%2F7"):
+        answer = await client.get(f"/api/workflows/{wid}/query/amount")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"result": 42}
+    scaled = await client.get(
+        "/api/workflows/orders%2F7/query/scaled", params={"args": '[1.5, "ñ \u202e", "<b>"]'}
+    )
+    assert scaled.json() == {"result": {"amount": 63.0, "notes": ["ñ \u202e", "<b>"]}}
+    # A query may be named like a sub-route; the events of the workflow are still there.
+    named_events = await client.get("/api/workflows/orders%2F7/query/events")
+    assert named_events.json() == {"result": ["doubled"]}
+    history = (await client.get("/api/workflows/orders%2F7/events")).json()["events"]
+    assert len(history) == before.last_seq
+    assert await handle.describe() == before
+    assert len(await handle.events()) == before.last_seq
+
+    await handle.signal("approve", "yes")
+    async with worker(db):
+        await handle.result(timeout=10)
+    finished = await client.get("/api/workflows/orders%2F7/query/scaled", params={"args": "[2]"})
+    assert finished.json() == {"result": {"amount": 84, "notes": []}}
+
+
+async def test_query_errors(db: loom.Database, client: httpx.AsyncClient) -> None:
+    await db.start_workflow(web_workflows.Approval, workflow_input={"n": 1}, workflow_id="q1")
+    assert await loom.run_once(db)
+    assert_error(await client.get("/api/workflows/nope/query/amount"), 404, "'nope'")
+    assert_error(
+        await client.get("/api/workflows/q1/query/amont"),
+        404,
+        "no query 'amont'; its queries: 'amount', 'scaled', 'events', 'audit'",
+    )
+    for args, fragment in [
+        ("{oops", "args is not valid JSON"),
+        ("[NaN]", "NaN is not a JSON number"),
+        ("[1e400]", "args[0] is inf"),
+        ("[123456789012345678901234567890]", "beyond 64 bits"),
+        ('{"factor": 2}', "args must be a JSON array"),
+        ("2", "args must be a JSON array"),
+        ("[]", "missing a required argument: 'factor'"),
+        ('["x"]', "argument 'factor'"),
+        ("[" * 3000 + "]" * 3000, "args is not valid JSON"),
+    ]:
+        response = await client.get("/api/workflows/q1/query/scaled", params={"args": args})
+        assert_error(response, 400, "query 'scaled' of workflow 'q1'", fragment)
+    failed = await client.get("/api/workflows/q1/query/audit", params={"args": '["Q3"]'})
+    assert_error(
+        failed, 422, "query 'audit' of workflow 'q1' failed: ValueError: the books do not balance"
+    )
+    not_json = await client.get("/api/workflows/q1/query/audit", params={"args": '["nan"]'})
+    assert_error(not_json, 422, "result is nan")
+    assert_error(await client.get("/api/workflows/q1/query/a%1Bb"), 422, "query name")
+
+    async with make_client(create_app(database=db, registry=loom.Registry())) as elsewhere:
+        missing = await elsewhere.get("/api/workflows/q1/query/amount")
+    assert_error(missing, 422, "'web_Approval'", "-m MODULE")
+    assert (await db.get_workflow("q1").describe()).status is loom.WorkflowStatus.RUNNING
 
 
 # -- starting, signalling, cancelling, retrying -------------------------------------------------
@@ -328,6 +432,13 @@ async def test_definitions_list_steps_and_their_calls(client: httpx.AsyncClient)
     assert found["web_Flaky"]["steps"][0]["calls"] == [
         {"kind": "activity", "name": "web_flaky_call"}
     ]
+    assert approval["queries"] == [
+        {"name": "amount", "parameters": [], "description": "The doubled amount, once computed."},
+        {"name": "scaled", "parameters": ["factor", "*notes"], "description": None},
+        {"name": "events", "parameters": [], "description": None},
+        {"name": "audit", "parameters": ["what"], "description": None},
+    ]
+    assert found["web_Flaky"]["queries"] == []
 
 
 async def test_queue_and_stats(db: loom.Database, client: httpx.AsyncClient) -> None:
@@ -366,6 +477,7 @@ async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
         "/api/workflows/{workflow_id}/signal",
         "/api/workflows/{workflow_id}/cancel",
         "/api/workflows/{workflow_id}/retry",
+        "/api/workflows/{workflow_id}/query/{name}",
         "/api/definitions",
         "/api/queue",
         "/api/stats",
@@ -397,6 +509,7 @@ async def test_token_protects_every_call(db: loom.Database) -> None:
             "/api/workflows",
             "/api/stats",
             "/api/workflows/w1",
+            "/api/workflows/w1/query/amount",
             "/",
             "/docs",
             "/openapi.json",

@@ -17,13 +17,14 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
 
 import e2e_workflows
 import loom
+import web_workflows  # its heartbeating workflow
 from loom.web import create_app
 from support import eventually, worker
 from support.pg import in_ci
@@ -200,6 +201,37 @@ async def test_list_is_live_and_a_signal_sent_from_the_page_completes_the_workfl
         await shot(page, "detail")
         await page.close()
     assert (await sqlite_db.get_workflow("order-42").state())["decision"] == {"by": "ada"}
+
+
+async def test_the_step_timeline_draws_the_last_heartbeat_of_a_running_activity(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    web_workflows.beating_released.clear()
+    handle = await sqlite_db.start_workflow(web_workflows.Beating, workflow_id="beats-1")
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    try:
+        async with serve(app) as base, worker(sqlite_db):
+            await eventually(handle.heartbeats, what="a heartbeat recorded")
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await page.goto(base + "/workflows/beats-1")
+            bar = page.locator('#timeline g.bar-current[data-step="crunch"]')
+            mark = bar.locator("circle.beat")
+            await expect(mark).to_have_count(1, timeout=TIMEOUT_MS)
+            await expect(mark.locator("title")).to_contain_text("heartbeat of web_beating")
+            await expect(mark.locator("title")).to_contain_text('{"done":')
+            note = page.locator('#steps li[data-step="crunch"] .beat-note')
+            await expect(note).to_contain_text("heartbeat of web_beating")
+            await expect(note).to_contain_text("ago")
+
+            web_workflows.beating_released.set()
+            await expect(page.locator("#summary")).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
+            await expect(page.locator("#timeline circle.beat")).to_have_count(0)
+            await expect(page.locator(".beat-note")).to_have_count(0)
+            await page.close()
+    finally:
+        web_workflows.beating_released.set()
 
 
 async def test_failed_workflow_shows_its_error_and_retries_from_the_page(
@@ -479,6 +511,47 @@ async def test_a_workflow_whose_id_has_slashes_and_spaces_opens_from_the_list(
     assert (await sqlite_db.get_workflow(odd).state())["decision"] is None
 
 
+async def test_the_workflow_page_runs_its_queries_and_shows_their_answers(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    odd = "orders/7 ✓?x#"
+    handle = await sqlite_db.start_workflow(
+        e2e_workflows.Approval, workflow_input={"n": 4}, workflow_id=odd
+    )
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        page = await browser.new_page()
+        await page.goto(base + "/workflows/" + quote(odd, safe=""))
+        await expect(page.locator("#events tbody")).to_contain_text(
+            "SIGNAL_WAIT_STARTED", timeout=TIMEOUT_MS
+        )
+        before = await handle.describe()
+
+        def query(name: str) -> Any:
+            return page.locator(".query-item", has=page.locator(f'form[data-query="{name}"]'))
+
+        doubled, plus = query("doubled"), query("plus ?#%")
+        await expect(doubled.locator("input")).to_have_count(0)  # it takes no arguments
+        await doubled.get_by_role("button", name="Run").click()
+        await expect(doubled.locator("pre.query-result")).to_have_text("8")
+        await expect(plus).to_contain_text("The doubled amount plus n.")
+        answer = plus.locator("pre.query-result")
+        await plus.locator("input").fill("[5]")
+        await plus.get_by_role("button", name="Run").click()
+        await expect(answer).to_have_text("13")
+        await plus.locator("input").fill("[-1]")
+        await plus.get_by_role("button", name="Run").click()
+        await expect(answer).to_contain_text("failed: ValueError: n must not be negative")
+        await expect(answer).to_have_class(re.compile("error"))
+        await plus.locator("input").fill("5")
+        await plus.get_by_role("button", name="Run").click()
+        await expect(answer).to_have_text("Arguments must be a JSON array.")
+        await page.close()
+    assert await handle.describe() == before
+
+
 async def test_the_list_applies_streamed_changes_without_fetching_it_again(
     sqlite_db: loom.Database, browser: Any
 ) -> None:
@@ -585,3 +658,82 @@ async def test_every_script_module_is_served_as_javascript_and_writes_no_html(
         for page in ("/", "/workflows/x"):
             html = (await http.get(page, headers={"Authorization": "Bearer s3cret-token"})).text
             assert '<script type="module" src="/static/app.js"></script>' in html
+
+
+async def test_a_parent_lists_its_children_and_each_child_links_back(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    handle = await sqlite_db.start_workflow(e2e_workflows.Batch, workflow_id="batch-1")
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        await handle.result(timeout=15)
+        page = await browser.new_page()
+        await page.goto(base + "/workflows/batch-1")
+        rows = page.locator("#children tbody tr")
+        await expect(rows).to_have_count(2, timeout=TIMEOUT_MS)
+        await expect(rows.first).to_contain_text("batch-1/3")
+        await expect(rows.first).to_contain_text("COMPLETED")
+        await expect(page.locator("#timeline")).to_be_visible()
+        await shot(page, "workflow-children")
+        await rows.first.get_by_role("link").click()
+        await expect(page.locator("#workflow-id")).to_have_text("batch-1/3", timeout=TIMEOUT_MS)
+        parent = page.locator("#summary").get_by_role("link", name="batch-1")
+        await expect(parent).to_be_visible(timeout=TIMEOUT_MS)
+        await expect(page.locator("#children-section")).to_be_hidden()
+        await parent.click()
+        await expect(page.locator("#workflow-id")).to_have_text("batch-1", timeout=TIMEOUT_MS)
+        await page.close()
+
+
+async def test_the_runs_of_a_workflow_that_continued_as_new_open_their_histories(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    handle = await sqlite_db.start_workflow(
+        e2e_workflows.Countdown, workflow_input=2, workflow_id="countdown"
+    )
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db):
+        await handle.result(timeout=15)
+        page = await browser.new_page()
+        await page.goto(base + "/workflows/countdown")
+        runs = page.locator("#runs > li")
+        await expect(runs).to_have_count(3, timeout=TIMEOUT_MS)
+        await expect(runs.first).to_contain_text("Run 1 · CONTINUED_AS_NEW")
+        await expect(runs.last).to_contain_text("Run 3 · COMPLETED")
+        await runs.first.locator("summary").click()
+        await expect(runs.first.locator(".run-events")).to_contain_text(
+            "WORKFLOW_CONTINUED_AS_NEW", timeout=TIMEOUT_MS
+        )
+        await shot(page, "workflow-runs")
+        await page.close()
+
+
+async def test_the_list_filters_by_tag_and_creation_time(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    for wid, team in (("tag-ops", "ops"), ("tag-dev", "dev")):
+        await sqlite_db.start_workflow(
+            e2e_workflows.Echo, workflow_input=1, workflow_id=wid, tags={"team": team}
+        )
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base:
+        page = await browser.new_page()
+        await page.goto(base + "/")
+        rows = page.locator("#workflows tbody tr")
+        await expect(rows).to_have_count(2, timeout=TIMEOUT_MS)
+        await page.fill("#filter-tag", "team=ops")
+        await page.click("#filters button[type=submit]")
+        await expect(rows).to_have_count(1, timeout=TIMEOUT_MS)
+        await expect(rows.first).to_contain_text("tag-ops")
+        assert "tag=team%3Dops" in page.url
+        await page.fill("#filter-tag", "")
+        await page.fill("#filter-from", "2999-01-01T00:00")
+        await page.click("#filters button[type=submit]")
+        await expect(rows).to_have_count(0, timeout=TIMEOUT_MS)
+        await page.close()

@@ -30,6 +30,7 @@ class FakeExecution:
         self.last_seq = last_seq
         self.finished = finished
         self.closed = False
+        self.run_id: str | None = None
 
     def close(self) -> None:
         self.closed = True
@@ -143,3 +144,12 @@ async def test_lease_keeper_renews_what_is_held_and_reports_lost_and_canceled() 
     finally:
         await keeper.stop()
     assert not keeper.running
+
+
+def test_cache_never_gives_an_earlier_run_for_a_run_that_continued_as_new() -> None:
+    cache = ExecutionCache(10)
+    ex = execution("a", last_seq=3)
+    ex.run_id = "run-1"
+    cache.remember(cast(WorkflowExecution, ex))
+    assert cache.take("a", 3, "run-2") is None  # the next run, at the same seq: replay it
+    assert ex.closed

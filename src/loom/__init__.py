@@ -7,29 +7,48 @@ rebuilt from its history, so it survives a crash of any process at any instant.
 
 from importlib import metadata as _metadata
 
-from loom.client import Database, ReplayReport, WorkflowHandle, WorkflowSummary, run_once
+from loom.activity_context import ActivityInfo, activity_info, heartbeat
+from loom.client import (
+    ActivityHeartbeat,
+    Database,
+    ReplayReport,
+    WorkflowHandle,
+    WorkflowRun,
+    WorkflowSummary,
+    run_once,
+)
 from loom.core.context import StateProxy, WorkflowContext
 from loom.core.history import Event, EventType
+from loom.core.query import QueryContext
 from loom.core.workflow import Workflow
 from loom.definitions import (
     ActivityDefinition,
+    QueryDefinition,
     Registry,
     StepDefinition,
     WorkflowDefinition,
     activity,
     default_registry,
+    query,
     step,
     workflow,
 )
 from loom.errors import (  # LeaseLostError: never raised, importable for old code, not exported
+    ActivityCancelledError,
     ActivityFailedError,
+    ActivityHeartbeatTimeoutError,
+    ChildWorkflowFailedError,
     ConfigurationError,
     DatabaseUnavailableError,
     DefinitionError,
     LeaseLostError,  # noqa: F401
     LoomError,
     NonDeterminismError,
+    NotInActivityError,
     PayloadError,
+    QueryArgumentsError,
+    QueryFailedError,
+    QueryNotFoundError,
     ReadOnlyError,
     StoreError,
     UnawaitedCallError,
@@ -43,6 +62,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowSandboxError,
 )
 from loom.schemas.state import Input, State
+from loom.signal_handlers import signal
 from loom.status import WorkflowStatus
 from loom.worker import Worker, WorkerStats
 
@@ -52,8 +72,13 @@ except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "ActivityCancelledError",
     "ActivityDefinition",
     "ActivityFailedError",
+    "ActivityHeartbeat",
+    "ActivityHeartbeatTimeoutError",
+    "ActivityInfo",
+    "ChildWorkflowFailedError",
     "ConfigurationError",
     "Database",
     "DatabaseUnavailableError",
@@ -63,7 +88,13 @@ __all__ = [
     "Input",
     "LoomError",
     "NonDeterminismError",
+    "NotInActivityError",
     "PayloadError",
+    "QueryArgumentsError",
+    "QueryContext",
+    "QueryDefinition",
+    "QueryFailedError",
+    "QueryNotFoundError",
     "ReadOnlyError",
     "Registry",
     "ReplayReport",
@@ -85,13 +116,18 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowNotFoundError",
     "WorkflowNotRunningError",
+    "WorkflowRun",
     "WorkflowSandboxError",
     "WorkflowStatus",
     "WorkflowSummary",
     "__version__",
     "activity",
+    "activity_info",
     "default_registry",
+    "heartbeat",
+    "query",
     "run_once",
+    "signal",
     "step",
     "workflow",
 ]

@@ -1,20 +1,28 @@
-"""Running one activity attempt: arguments rebuilt, timeout enforced, failure classified.
+"""Running one activity attempt: arguments rebuilt, timeouts enforced, failure classified.
 
 The worker calls :func:`run_attempt` and records what it returns. Retries are not loops here:
 a failed attempt with retries left is recorded (``ACTIVITY_FAILED`` with ``retry_at``) and the
 next attempt is scheduled durably, so a crash between attempts neither loses nor repeats one.
 
+The attempt runs in the context of its :class:`~loom.activity_context.AttemptControl`, so
+``loom.activity_info()`` and ``loom.heartbeat()`` work in it (sync ones: in a copy of the
+context, on their thread). Two clocks can end it, both counted from when it starts running:
+``timeout_seconds``, and ``heartbeat_timeout`` since its last heartbeat. Either cancels the
+attempt first (``is_cancelled()`` turns true, ``heartbeat()`` raises), then interrupts it.
+
 Sync activities run on the worker's own :class:`ActivityPool`, never on the event loop's
 default executor, so they neither compete with other code for threads nor wait behind it. An
 attempt's timeout counts from the moment a thread picks it up; an attempt that gets no thread
-within its timeout is withdrawn and never runs. A thread cannot be killed: a timed-out sync
-activity's thread keeps running until the function returns, and holds its pool slot until then.
+within its timeout is withdrawn and never runs. A thread cannot be killed: a sync activity's
+thread abandoned by a timeout or a cancel keeps running until the function returns, and holds
+its pool slot until then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import inspect
 import logging
@@ -28,8 +36,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from loom import codec
+from loom.activity_context import AttemptControl, Running
 from loom.core.replay import ActivityRun
-from loom.errors import PayloadError
+from loom.errors import ActivityHeartbeatTimeoutError, PayloadError
 from loom.failures import describe_error, tail
 
 if TYPE_CHECKING:
@@ -52,8 +61,9 @@ class AttemptOutcome:
 class ActivityPool:
     """The threads one worker runs sync activities on.
 
-    Its size bounds how many sync activities run at once. A timed-out attempt's thread cannot
-    be stopped: it stays busy ("stuck") until the function returns. When every thread is stuck,
+    Its size bounds how many sync activities run at once. The thread of an attempt that timed
+    out or was cancelled cannot be stopped: it stays busy ("stuck") until the function returns
+    (the attempt sees ``is_cancelled()``, so it can return early). When every thread is stuck,
     no sync activity can start; that is logged once per episode and counted in
     ``stats.activity_pool_exhausted``, and ``stats.activity_threads_stuck`` says how many
     threads are held right now.
@@ -72,7 +82,7 @@ class ActivityPool:
 
     @property
     def stuck(self) -> int:
-        """Threads held by timed-out attempts whose function has not returned yet."""
+        """Threads held by abandoned attempts whose function has not returned yet."""
         return self._stuck
 
     def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
@@ -89,9 +99,9 @@ class ActivityPool:
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
 
-    def timed_out(self, future: concurrent.futures.Future[Any]) -> None:
-        """``future``'s attempt timed out while its thread runs on: the thread is stuck until
-        the function returns."""
+    def abandoned(self, future: concurrent.futures.Future[Any]) -> None:
+        """``future``'s attempt timed out or was cancelled while its thread runs on: the thread
+        is stuck until the function returns."""
         with self._lock:
             self._stuck += 1
             self._count()
@@ -100,10 +110,11 @@ class ActivityPool:
                 if self._stats is not None:
                     self._stats.activity_pool_exhausted += 1
                 log.warning(
-                    "%s: all %d activity threads are held by timed-out sync activities that are "
-                    "still running (a thread cannot be stopped); no sync activity can start "
-                    "until one returns. Make the activities give up by themselves before their "
-                    "timeout, or give the worker more threads (activity_threads=..., "
+                    "%s: all %d activity threads are held by timed-out or cancelled sync "
+                    "activities that are still running (a thread cannot be stopped); no sync "
+                    "activity can start until one returns. Make the activities give up by "
+                    "themselves (loom.activity_info().is_cancelled()) before their timeout, or "
+                    "give the worker more threads (activity_threads=..., "
                     "loom worker --activity-threads)",
                     self.owner,
                     self.size,
@@ -126,12 +137,59 @@ class ActivityPool:
 
 
 class _AttemptTimeout(Exception):
-    """Loom's own timeout of an attempt (as opposed to a TimeoutError the activity raised)."""
+    """Loom's own timeout of an attempt (as opposed to a TimeoutError the activity raised):
+    ``kind`` is the error it is recorded as, TimeoutError or ActivityHeartbeatTimeoutError."""
 
-    def __init__(self, message: str, where: str | None) -> None:
+    def __init__(
+        self, message: str, where: str | None, kind: type[TimeoutError] = TimeoutError
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.where = where
+        self.kind = kind
+
+
+class _Clocks:
+    """The two clocks of an attempt that started running at ``began`` (monotonic): its timeout,
+    and its heartbeat timeout since its last heartbeat (or its start)."""
+
+    def __init__(self, control: AttemptControl, timeout: float | None, began: float) -> None:
+        self.control = control
+        self.timeout = timeout
+        self.heartbeat_timeout = control.heartbeat_timeout
+        self.began = began
+
+    def _silent_since(self) -> float:
+        return max(self.control.last_beat, self.began)
+
+    def next(self) -> float | None:
+        """When (monotonic) the next clock runs out, or None when neither can."""
+        ends = []
+        if self.timeout is not None:
+            ends.append(self.began + self.timeout)
+        if self.heartbeat_timeout is not None:
+            ends.append(self._silent_since() + self.heartbeat_timeout)
+        return min(ends, default=None)
+
+    def expired(self) -> _AttemptTimeout | None:
+        """The timeout to fail the attempt with if a clock ran out (it is cancelled first, so
+        that it sees ``is_cancelled()`` while it stops), else None."""
+        now = time.monotonic()
+        if self.timeout is not None and now >= self.began + self.timeout:
+            found = _AttemptTimeout(f"timed out after {self.timeout} s", None)
+        elif (
+            self.heartbeat_timeout is not None
+            and now >= self._silent_since() + self.heartbeat_timeout
+        ):
+            found = _AttemptTimeout(
+                f"no heartbeat within its heartbeat_timeout of {self.heartbeat_timeout} s",
+                None,
+                ActivityHeartbeatTimeoutError,
+            )
+        else:
+            return None
+        self.control.cancel(found.message)
+        return found
 
 
 # ------------------------------------------------------------------------------ running
@@ -205,21 +263,64 @@ def _convert(run: ActivityRun, name: str, value: Any) -> Any:
     return codec.convert(value, run.definition.arg_types[name], what=what)
 
 
-async def _call(run: ActivityRun, pool: ActivityPool) -> Any:
+async def _call(run: ActivityRun, pool: ActivityPool, control: AttemptControl) -> Any:
     args, kwargs = _bind_args(run)
     fn = run.definition.fn
     timeout = run.definition.timeout_seconds
     if not run.definition.is_async:
-        return await _in_thread(pool, lambda: fn(*args, **kwargs), timeout)
-    try:
-        async with asyncio.timeout(timeout) as limit:
-            return await fn(*args, **kwargs)
-    except TimeoutError as exc:
-        if not limit.expired():
-            raise  # raised by the activity itself
-        # The cancellation that ended it was raised where the activity was awaiting.
-        where = exc.__cause__.__traceback__ if exc.__cause__ is not None else None
-        raise _AttemptTimeout(f"timed out after {timeout} s", _timed_out_at(where)) from None
+
+        def call() -> Any:
+            with Running(control):
+                return fn(*args, **kwargs)
+
+        return await _in_thread(pool, call, timeout, control)
+    with Running(control):
+        clocks = _Clocks(control, timeout, time.monotonic())
+        try:
+            async with asyncio.timeout(None) as limit:
+                watch = _Watch(limit, clocks)
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    watch.stop()
+        except TimeoutError as exc:
+            if watch.expired is None:
+                raise  # raised by the activity itself
+            # The cancellation that ended it was raised where the activity was awaiting.
+            where = exc.__cause__.__traceback__ if exc.__cause__ is not None else None
+            watch.expired.where = _timed_out_at(where)
+            raise watch.expired from None
+
+
+class _Watch:
+    """Ends an async attempt through its ``asyncio.timeout`` when one of its clocks runs out."""
+
+    def __init__(self, limit: asyncio.Timeout, clocks: _Clocks) -> None:
+        self._limit = limit
+        self._clocks = clocks
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self.expired: _AttemptTimeout | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        at = self._clocks.next()
+        if at is not None:
+            self._handle = self._loop.call_later(max(0.0, at - time.monotonic()), self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        expired = self._clocks.expired()
+        if expired is None:
+            self._arm()  # it beat meanwhile: the heartbeat clock starts again from that beat
+            return
+        self.expired = expired
+        self._limit.reschedule(self._loop.time())  # interrupt it now (CancelledError inside)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 @dataclass(slots=True)
@@ -228,9 +329,11 @@ class _Started:
     thread: int | None = None
 
 
-async def _in_thread(pool: ActivityPool, call: Callable[[], Any], timeout: float | None) -> Any:
-    """Run ``call`` on ``pool``; ``timeout`` counts from when a thread picks it up. One that
-    gets no thread within ``timeout`` is withdrawn (it never runs)."""
+async def _in_thread(
+    pool: ActivityPool, call: Callable[[], Any], timeout: float | None, control: AttemptControl
+) -> Any:
+    """Run ``call`` on ``pool``, in a copy of this context; its clocks count from when a thread
+    picks it up. One that gets no thread within ``timeout`` is withdrawn (it never runs)."""
     loop = asyncio.get_running_loop()
     began: asyncio.Future[None] = loop.create_future()
     started = _Started()
@@ -243,31 +346,47 @@ async def _in_thread(pool: ActivityPool, call: Callable[[], Any], timeout: float
             return None
         return call()
 
-    future = pool.submit(work)
+    future = pool.submit(functools.partial(contextvars.copy_context().run, work))
+    result = asyncio.wrap_future(future)
     try:
-        if timeout is None:
-            return await asyncio.wrap_future(future)
-        await asyncio.wait({began}, timeout=timeout)
-        if not began.done() and future.cancel():
-            busy = f"{pool.stuck} held by timed-out attempts still running" if pool.stuck else ""
-            raise _AttemptTimeout(
-                f"did not start within {timeout} s: all {pool.size} activity threads were busy"
-                f"{f' ({busy})' if busy else ''}, so it was not run; give the worker more "
-                "threads (activity_threads=..., loom worker --activity-threads)",
-                None,
-            )
+        if timeout is None and control.heartbeat_timeout is None:
+            return await result
+        await asyncio.wait({began, result}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not began.done():
+            if result.done():
+                return await result  # withdrawn (the worker stopped)
+            if future.cancel():
+                busy = (
+                    f"{pool.stuck} held by timed-out or cancelled attempts still running"
+                    if pool.stuck
+                    else ""
+                )
+                raise _AttemptTimeout(
+                    f"did not start within {timeout} s: all {pool.size} activity threads were "
+                    f"busy{f' ({busy})' if busy else ''}, so it was not run; give the worker "
+                    "more threads (activity_threads=..., loom worker --activity-threads)",
+                    None,
+                )
         # Started (perhaps just now, between the deadline and the withdrawal).
-        at = started.at if started.at is not None else time.monotonic()
-        result = asyncio.wrap_future(future)
-        await asyncio.wait({result}, timeout=max(0.0, at + timeout - time.monotonic()))
-        if not result.done():
-            where = _thread_stack(started.thread)
-            result.cancel()  # the thread runs on; its outcome is dropped
-            pool.timed_out(future)
-            raise _AttemptTimeout(f"timed out after {timeout} s", where)
+        clocks = _Clocks(control, timeout, started.at or time.monotonic())
+        while not result.done():
+            at = clocks.next()
+            assert at is not None
+            await asyncio.wait({result}, timeout=max(0.0, at - time.monotonic()))
+            if result.done():
+                break
+            expired = clocks.expired()
+            if expired is not None:
+                expired.where = _thread_stack(started.thread)
+                result.cancel()  # the thread runs on; its outcome is dropped
+                pool.abandoned(future)
+                raise expired
         return result.result()
     except asyncio.CancelledError:
-        future.cancel()  # interrupted before a thread picked it up: it must never run
+        # Interrupted before a thread picked it up: it must never run. Once running, its thread
+        # runs on until the function returns (it sees is_cancelled()).
+        if not future.cancel() and not future.done():
+            pool.abandoned(future)
         raise
 
 
@@ -299,30 +418,35 @@ def _timed_out_at(where: str | TracebackType | None) -> str | None:
     return tail("Timed out while running (most recent call last):\n" + where)
 
 
-async def run_attempt(run: ActivityRun, clock: Any, pool: ActivityPool) -> AttemptOutcome:
-    """Run one attempt. ``clock()`` gives the current time, used to schedule a retry.
+async def run_attempt(
+    run: ActivityRun, clock: Any, pool: ActivityPool, control: AttemptControl
+) -> AttemptOutcome:
+    """Run one attempt, under ``control``. ``clock()`` gives the current time, used to
+    schedule a retry.
 
     An exception the activity raises is retried unless it is an instance of the activity's
-    ``non_retryable`` classes (TimeoutError and its subclasses included). Loom's own timeout
-    (``timeout_seconds`` elapsed) is recorded as a TimeoutError: retried unless TimeoutError (or
-    a base class of it) is listed.
+    ``non_retryable`` classes (TimeoutError and its subclasses included). Loom's own timeouts
+    (``timeout_seconds`` elapsed, or ``heartbeat_timeout`` without a heartbeat) are recorded as
+    a TimeoutError and an ActivityHeartbeatTimeoutError: retried unless that class (or a base
+    class of it, TimeoutError for both) is listed.
     """
     definition = run.definition
     try:
-        value = await _call(run, pool)
+        value = await _call(run, pool, control)
         return AttemptOutcome(
             True, codec.to_json(value, what=f"the result of activity {definition.name!r}")
         )
     except asyncio.CancelledError:
+        control.cancel("it was interrupted")
         raise
     except _AttemptTimeout as exc:
         error: dict[str, Any] = {
-            "type": "TimeoutError",
+            "type": exc.kind.__name__,
             "message": exc.message,
             "traceback": exc.where,
             "cause": None,
         }
-        retryable = not issubclass(TimeoutError, definition.non_retryable)
+        retryable = not issubclass(exc.kind, definition.non_retryable)
     except PayloadError as exc:
         error, retryable = describe_error(exc), False
     except Exception as exc:

@@ -40,13 +40,16 @@ class ExecutionCache:
     def __contains__(self, workflow_id: object) -> bool:
         return workflow_id in self._executions
 
-    def take(self, workflow_id: str, last_seq: int) -> WorkflowExecution | None:
-        """The cached execution of ``workflow_id`` if it is still current: its history ends at
-        ``last_seq`` (what is stored now) and it has not finished. A stale one is closed."""
+    def take(
+        self, workflow_id: str, last_seq: int, run_id: str | None = None
+    ) -> WorkflowExecution | None:
+        """The cached execution of ``workflow_id`` if it is still current: the same run
+        (``run_id``; a run continued as new is another), its history ends at ``last_seq`` (what
+        is stored now) and it has not finished. A stale one is closed."""
         cached = self._executions.pop(workflow_id, None)
         if cached is None:
             return None
-        if cached.last_seq == last_seq and not cached.finished:
+        if cached.last_seq == last_seq and not cached.finished and cached.run_id == run_id:
             return cached
         cached.close()
         return None

@@ -2,10 +2,10 @@
 
 A ``Database`` owns one store (picked from its URL) and, lazily, one in-process worker used by
 :func:`loom.run_once`. The CLI and the dashboard read and act only through this module, never
-the store: the records it returns (``WorkflowRecord``, ``StoreStats``, ``CancelOutcome``) are
-re-exported here for them. It also carries two in-process notifiers, so a worker in the same process
-wakes the moment work is started and ``handle.result()`` returns the moment a workflow ends;
-across processes both fall back to polling the store.
+the store: the records it returns (``WorkflowRecord``, ``StoreStats``, ``CancelOutcome``,
+``ActivityHeartbeat``) are re-exported here for them. It also carries two in-process notifiers,
+so a worker in the same process wakes the moment work is started and ``handle.result()``
+returns the moment a workflow ends; across processes both fall back to polling the store.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import time
 import uuid
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -26,9 +27,11 @@ import orjson
 from loom import codec, limits
 from loom.core import workflow as workflow_module
 from loom.core.history import Event, EventType
-from loom.definitions import Registry, default_registry, workflow_definition
+from loom.core.query import run_query
+from loom.definitions import Registry, WorkflowDefinition, default_registry, workflow_definition
 from loom.errors import (
     ConfigurationError,
+    UnknownWorkflowTypeError,
     WorkflowAlreadyExistsError,
     WorkflowCanceledError,
     WorkflowFailedError,
@@ -36,10 +39,12 @@ from loom.errors import (
 )
 from loom.status import WorkflowStatus
 from loom.store import open_store, resolve_url
+from loom.store.base import ActivityHeartbeat as ActivityHeartbeat
 from loom.store.base import CancelOutcome as CancelOutcome
 from loom.store.base import NewWorkflow, Store
 from loom.store.base import StoreStats as StoreStats
 from loom.store.base import WorkflowRecord as WorkflowRecord
+from loom.store.common import migrations
 
 if TYPE_CHECKING:
     from loom.core.workflow import Workflow
@@ -90,6 +95,7 @@ class WorkflowSummary:
     current_step: str | None
     created_at: datetime
     updated_at: datetime
+    parent_id: str | None = None
 
     @classmethod
     def of(cls, record: WorkflowRecord) -> WorkflowSummary:
@@ -101,7 +107,22 @@ class WorkflowSummary:
             record.current_step,
             record.created_at,
             record.updated_at,
+            record.parent_id,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRun:
+    """One run of a workflow id: ``status`` is ``CONTINUED_AS_NEW`` for the runs a
+    ``ctx.continue_as_new`` ended, else the workflow's status (the current run); times are
+    seconds since the epoch (``ended`` None while it runs)."""
+
+    run_id: str
+    number: int
+    status: str
+    started: float
+    ended: float | None
+    events: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +232,11 @@ class Database:
         """The newest migration applied; 0 for a database never initialized."""
         return await self.store.schema_version()
 
+    def required_schema_version(self) -> int:
+        """The schema version this Loom needs: its newest migration (``migrate_up`` applies
+        what a database lacks). A worker on an older schema would fail its writes."""
+        return max(version for version, _, _ in migrations(self.store.dialect))
+
     async def migrate_up(self) -> list[str]:
         """Create or upgrade the schema. Idempotent: returns the migrations applied now."""
         return await self.store.migrate()
@@ -223,16 +249,20 @@ class Database:
         workflow_input: Any = None,
         initial_state: Any = None,
         workflow_id: str | None = None,
+        version: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> WorkflowHandle[StateT]:
         """Record a new workflow and make it ready for a worker; return its handle.
 
         An existing ``workflow_id`` returns that workflow's handle if its input is equal, and
-        raises ``WorkflowAlreadyExistsError`` otherwise.
+        raises ``WorkflowAlreadyExistsError`` otherwise. The run stays on the version of
+        ``workflow`` (or, with ``version``, that registered version of its name). ``tags``
+        (string keys and values) are stored with it, indexed: ``list_workflows(tags=...)``.
         """
         definition = workflow_definition(workflow)
-        return await self._start(
-            definition.name, definition.version, workflow_input, initial_state, workflow_id
-        )
+        if version is not None and version != definition.version:
+            definition = self.registry.workflow(definition.name, workflow_id, version)
+        return await self._start(definition, workflow_input, initial_state, workflow_id, tags)
 
     async def start_workflow_by_name(
         self,
@@ -241,23 +271,28 @@ class Database:
         workflow_input: Any = None,
         initial_state: Any = None,
         workflow_id: str | None = None,
+        version: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> WorkflowHandle[Any]:
-        """Start a registered workflow by its name (as the CLI and dashboard do)."""
-        definition = self.registry.workflow(limits.check_id(name, "workflow name"))
-        return await self._start(
-            definition.name, definition.version, workflow_input, initial_state, workflow_id
+        """Start a registered workflow by its name (as the CLI and dashboard do): its newest
+        version, or ``version``."""
+        definition = self.registry.workflow(
+            limits.check_id(name, "workflow name"), workflow_id, version
         )
+        return await self._start(definition, workflow_input, initial_state, workflow_id, tags)
 
     async def _start(
         self,
-        name: str,
-        version: str,
+        definition: WorkflowDefinition,
         workflow_input: Any,
         initial_state: Any,
         workflow_id: str | None,
+        tags: Mapping[str, str] | None = None,
     ) -> WorkflowHandle[Any]:
+        name, version = definition.name, definition.version
         limits.check_id(name, "workflow name")
         wid = str(uuid.uuid4()) if workflow_id is None else limits.check_id(workflow_id)
+        tag_pairs = check_tags(tags)
         stored_input = self.encode(workflow_input, f"the input of workflow {wid!r}", root="input")
         state = self.encode(
             initial_state or {}, f"the initial state of workflow {wid!r}", root="initial_state"
@@ -274,7 +309,7 @@ class Database:
             now,
         )
         existing = await self.store.create_workflow(
-            NewWorkflow(wid, name, version, stored_input, state, now), first
+            NewWorkflow(wid, name, version, stored_input, state, now, tag_pairs), first
         )
         if existing is not None:
             if existing.name != name:
@@ -283,7 +318,7 @@ class Database:
                 raise WorkflowAlreadyExistsError(wid, "with a different input")
         else:
             self.work_available.notify()
-        return WorkflowHandle(self, wid)
+        return WorkflowHandle(self, wid, definition.cls)
 
     def encode(self, value: Any, what: str, root: str = "value") -> Any:
         """``value`` as stored (round-tripped through JSON), within ``max_payload_bytes``;
@@ -307,8 +342,15 @@ class Database:
         *,
         name: str | None = None,
         offset: int = 0,
+        parent_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
     ) -> list[WorkflowSummary]:
-        """Newest first. ``status`` filters by RUNNING, COMPLETED, FAILED or CANCELED."""
+        """Newest first. ``status`` filters by RUNNING, COMPLETED, FAILED or CANCELED;
+        ``parent_id`` keeps the children of that workflow; ``tags`` those started with every
+        one of these tags; ``created_after`` (included) and ``created_before`` a time range
+        (aware datetimes or epoch seconds). Every filter is answered by an index."""
         wanted = None
         if status is not None:
             try:
@@ -318,8 +360,15 @@ class Database:
                     f"unknown status {status!r}; use one of "
                     f"{', '.join(s.value for s in WorkflowStatus)}"
                 ) from None
-        records = await self.store.list_workflows(
-            status=wanted, name=name, limit=limit, offset=offset
+        records = await self.list_records(
+            wanted,
+            limit,
+            name=name,
+            offset=offset,
+            parent_id=parent_id,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
         )
         return [WorkflowSummary.of(r) for r in records]
 
@@ -331,10 +380,22 @@ class Database:
         name: str | None = None,
         id_contains: str | None = None,
         offset: int = 0,
+        parent_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
     ) -> list[WorkflowRecord]:
         """Like :meth:`list_workflows`, with whole records and a search by part of the id."""
         return await self.store.list_workflows(
-            status=status, name=name, id_contains=id_contains, limit=limit, offset=offset
+            status=status,
+            name=name,
+            id_contains=id_contains,
+            limit=limit,
+            offset=offset,
+            parent_id=parent_id,
+            tags=check_tags(tags),
+            created_after=_epoch(created_after, "created_after"),
+            created_before=_epoch(created_before, "created_before"),
         )
 
     async def find_workflow(self, workflow_id: str) -> WorkflowRecord | None:
@@ -359,6 +420,63 @@ class Database:
     async def stats(self) -> StoreStats:
         return await self.store.stats(time.time())
 
+    # -- queries ------------------------------------------------------------------------------
+    def definition_for(
+        self, record: WorkflowRecord, registry: Registry | None = None
+    ) -> WorkflowDefinition:
+        """The definition registered in this process (``registry``, default: this database's)
+        under the workflow's name; ``ConfigurationError`` naming how to register it if none.
+
+        The class of the workflow's own version when it is registered, else the newest
+        version's: a query reads only the stored state, which versions usually share.
+        """
+        chosen = registry or self.registry
+        try:
+            return chosen.workflow(record.name, record.workflow_id, record.version)
+        except UnknownWorkflowTypeError:
+            pass
+        try:
+            return chosen.workflow(record.name, record.workflow_id)
+        except UnknownWorkflowTypeError:
+            raise ConfigurationError(
+                f"workflow {record.workflow_id!r} is of type {record.name!r}, and no class of that "
+                "name is registered in this process: import the module that defines it "
+                "(the loom command and `loom web` take -m MODULE, $LOOM_MODULES or "
+                "[tool.loom] modules in pyproject.toml)"
+            ) from None
+
+    async def query_workflow(
+        self,
+        workflow_id: str,
+        name: str,
+        args: Sequence[Any] = (),
+        *,
+        registry: Registry | None = None,
+        workflow: type[Workflow[Any, Any]] | None = None,
+    ) -> Any:
+        """Answer query ``name`` of ``workflow_id`` from its stored input and state (see
+        :meth:`WorkflowHandle.query`), with the class ``workflow`` if given (and of the
+        workflow's type), else the one ``registry`` (default: this database's) has."""
+        limits.check_id(workflow_id)
+        limits.check_id(name, "query name")
+        record = await self.store.get_workflow(workflow_id)
+        if record is None:
+            raise WorkflowNotFoundError(workflow_id)
+        definition = None
+        if workflow is not None:
+            definition = workflow_definition(workflow)
+        if definition is None or definition.name != record.name:
+            definition = self.definition_for(record, registry)
+        return run_query(
+            definition,
+            name,
+            args,
+            workflow_id=workflow_id,
+            status=record.status,
+            workflow_input=record.input,
+            state=record.state,
+        )
+
     async def check_replay(
         self, workflow_ids: list[str] | None = None, *, limit: int | None = None
     ) -> list[ReplayReport]:
@@ -377,14 +495,13 @@ class Database:
 
     async def _check_one(self, workflow_id: str) -> ReplayReport:
         from loom.core.replay import WorkflowExecution
-        from loom.errors import UnknownWorkflowTypeError
 
         record = await self.store.get_workflow(workflow_id)
         if record is None:
             raise WorkflowNotFoundError(workflow_id)
         history = await self.store.load_history(workflow_id)
         try:
-            definition = self.registry.workflow(record.name, workflow_id)
+            definition = self.registry.workflow(record.name, workflow_id, record.version)
         except UnknownWorkflowTypeError as exc:
             return ReplayReport(workflow_id, record.name, False, str(exc))
         execution = WorkflowExecution(
@@ -420,11 +537,21 @@ def _canonical(value: Any) -> bytes:
 
 
 class WorkflowHandle(Generic[StateT]):
-    """Refers to one workflow by id; every method reads or acts on the database."""
+    """Refers to one workflow by id; every method reads or acts on the database.
 
-    def __init__(self, database: Database, workflow_id: str) -> None:
+    ``workflow`` is the class it was started with (None for ``db.get_workflow(id)``): queries
+    run with it, else with the class registered under the workflow's name.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        workflow_id: str,
+        workflow: type[Workflow[Any, Any]] | None = None,
+    ) -> None:
         self.database = database
         self.workflow_id = workflow_id
+        self.workflow = workflow
 
     def __repr__(self) -> str:
         return f"WorkflowHandle({self.workflow_id!r})"
@@ -442,12 +569,59 @@ class WorkflowHandle(Generic[StateT]):
         """The current state, including changes made by a step that is still running."""
         return (await self.describe()).state  # type: ignore[return-value]
 
-    async def events(self) -> list[Event]:
-        """The whole history, oldest first."""
-        events = await self.database.store.load_history(self.workflow_id)
+    async def events(self, run_id: str | None = None) -> list[Event]:
+        """The current run's whole history, oldest first; with ``run_id``, that of an earlier
+        run (see :meth:`runs`)."""
+        store = self.database.store
+        if run_id is not None:
+            record = await self.describe()
+            if run_id != record.run_id:
+                found = await store.load_run_history(self.workflow_id, run_id)
+                if not found:
+                    raise ConfigurationError(
+                        f"workflow {self.workflow_id!r} has no run {run_id!r}; its runs are "
+                        f"listed by handle.runs() and `loom inspect`"
+                    )
+                return found
+        events = await store.load_history(self.workflow_id)
         if not events:
             await self.describe()  # raises WorkflowNotFoundError
         return events
+
+    async def tags(self) -> dict[str, str]:
+        """The tags the workflow was started with."""
+        found = await self.database.store.tags(self.workflow_id)
+        if not found:
+            await self.describe()  # raises WorkflowNotFoundError
+        return found
+
+    async def runs(self) -> list[WorkflowRun]:
+        """Every run of this workflow id, oldest first: those ended by
+        ``ctx.continue_as_new``, then the current one."""
+        record = await self.describe()
+        earlier = await self.database.store.list_runs(self.workflow_id)
+        runs = [
+            WorkflowRun(r.run_id, n, "CONTINUED_AS_NEW", r.started, r.ended, r.events)
+            for n, r in enumerate(earlier, start=1)
+        ]
+        current = record.status.value
+        ended = None if record.status is WorkflowStatus.RUNNING else record.updated
+        started = earlier[-1].ended if earlier else record.created
+        runs.append(
+            WorkflowRun(
+                record.run_id or "", len(runs) + 1, current, started, ended, record.last_seq
+            )
+        )
+        return runs
+
+    async def heartbeats(self) -> list[ActivityHeartbeat]:
+        """The last heartbeat of each of its activities that sent one (``loom.heartbeat``), by
+        seq: which attempt sent it, when, and the last details sent. Kept while the workflow
+        runs; a workflow that ended has none."""
+        beats = await self.database.store.read_heartbeats(self.workflow_id)
+        if not beats:
+            await self.describe()  # raises WorkflowNotFoundError
+        return beats
 
     async def result(self, timeout: float | None = None) -> StateT:
         """Wait for the workflow to end and return its final state.
@@ -483,9 +657,28 @@ class WorkflowHandle(Generic[StateT]):
             # once; otherwise the polls back off to one per 50 ms.
             pause = min(pause * 2, 0.05)
 
+    async def query(self, name: str, /, *args: Any) -> Any:
+        """The answer of the workflow's ``@loom.query`` method ``name`` to ``args``.
+
+        Computed from the stored input and state (a running workflow's as of its last write,
+        a finished one's final state) on a fresh instance of the class: the workflow is not
+        woken, leased, replayed or changed. Raises ``WorkflowNotFoundError``,
+        ``QueryNotFoundError``, ``QueryArgumentsError``, ``QueryFailedError`` (the method
+        raised), ``PayloadError`` (an answer that is not JSON) and ``ConfigurationError`` (the
+        class is not registered in this process).
+        """
+        return await self.database.query_workflow(
+            self.workflow_id, name, args, workflow=self.workflow
+        )
+
     async def signal(self, name: str, payload: Any = None) -> None:
         """Send signal ``name``; it is buffered until the workflow waits for it."""
         limits.check_id(name, "signal name")
+        if name.startswith("__loom"):
+            raise ConfigurationError(
+                f"signal name {name!r}: names starting with '__loom' are Loom's own (a child "
+                "workflow's end is delivered to its parent under one); choose another name"
+            )
         data = self.database.encode(payload, f"the payload of signal {name!r}", root="payload")
         await self.database.store.send_signal(self.workflow_id, name, data, time.time())
         for worker in list(self.database.workers):
@@ -548,6 +741,52 @@ async def default_database(url: str | None = None) -> Database:
         await db.migrate_up()
         per_loop[resolved] = db
     return db
+
+
+MAX_TAGS = 64
+
+
+def check_tags(tags: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """Tags as stored: (key, value) pairs of strings that follow the id rule, at most
+    :data:`MAX_TAGS`; anything else raises ``ConfigurationError`` or ``InvalidIdError``."""
+    if not tags:
+        return ()
+    if not isinstance(tags, Mapping):
+        raise ConfigurationError(f"tags must be a mapping of strings to strings, got {tags!r}")
+    if len(tags) > MAX_TAGS:
+        raise ConfigurationError(f"at most {MAX_TAGS} tags, got {len(tags)}")
+    pairs = []
+    for key, value in tags.items():
+        if not isinstance(value, str):
+            raise ConfigurationError(
+                f"tag {key!r}: values are strings, got {type(value).__name__} {value!r}"
+            )
+        pairs.append((limits.check_id(key, "tag key"), limits.check_id(value, f"tag {key!r}")))
+    return tuple(sorted(pairs))
+
+
+def parse_tags(given: Sequence[str]) -> dict[str, str]:
+    """``key=value`` texts (the CLI's ``--tag``, the API's ``tag=``) as tags."""
+    tags: dict[str, str] = {}
+    for text in given:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise ConfigurationError(f"a tag is key=value, got {text!r}")
+        tags[key] = value
+    check_tags(tags)
+    return tags
+
+
+def _epoch(when: datetime | float | None, what: str) -> float | None:
+    if when is None:
+        return None
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise ConfigurationError(f"{what} needs an aware datetime (with a time zone)")
+        return when.timestamp()
+    if isinstance(when, bool) or not isinstance(when, int | float) or when != when:
+        raise ConfigurationError(f"{what} is a datetime or epoch seconds, got {when!r}")
+    return float(when)
 
 
 async def _start_on_default_database(

@@ -72,7 +72,10 @@ def dumps(value: Any, *, what: str = "value", root: str = "value") -> bytes:
     try:
         data = orjson.dumps(value, default=_default, option=_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
-        problem = _find_problem(value, root) or str(exc)
+        try:
+            problem = _find_problem(value, root) or str(exc)
+        except RecursionError:  # nested deeper than the walk can follow
+            problem = f"{root} is nested too deeply ({exc})"
         raise PayloadError(
             f"{what} cannot be stored: {problem}. Durable values must be JSON (dict with str keys, "
             "list, str, int, float, bool, None), a dataclass or a pydantic model"

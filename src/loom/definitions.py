@@ -1,4 +1,4 @@
-"""``@workflow``, ``@step`` and ``@activity``: validated at import, immutable afterwards.
+"""``@workflow``, ``@step``, ``@query``, ``@activity``: validated at import, immutable afterwards.
 
 A decorator checks its target at once and attaches a frozen definition, so a malformed workflow
 fails when its module is imported, with a message that says how to fix it, not hours later inside
@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from loom.errors import DefinitionError, UnknownWorkflowTypeError
+from loom import limits
+from loom.errors import DefinitionError, InvalidIdError, UnknownWorkflowTypeError
+from loom.signal_handlers import collect_signal_handlers
 
 if TYPE_CHECKING:
     from loom.core.workflow import Workflow
@@ -28,6 +31,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 W = TypeVar("W", bound="type[Workflow[Any, Any]]")
 
 _STEP_ATTR = "__loom_step__"
+_QUERY_ATTR = "__loom_query__"
 _ACTIVITY_ATTR = "__loom_activity__"
 _WORKFLOW_ATTR = "__loom_workflow__"
 
@@ -40,6 +44,24 @@ class StepDefinition:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryDefinition:
+    """A read-only view of a workflow: ``method(self, ctx, *args)``, computed from the stored
+    state and input without running, leasing or changing the workflow.
+
+    ``parameters`` names what the method takes after ``ctx`` (``*rest`` for a var-positional
+    one), for the dashboard and ``--help``-like listings; ``arg_types`` holds their annotations,
+    by which the JSON arguments are rebuilt (as an activity's are).
+    """
+
+    name: str
+    attribute: str
+    description: str | None = None
+    is_async: bool = False
+    parameters: tuple[str, ...] = ()
+    arg_types: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ActivityDefinition:
     """How one activity runs: name, timeout and retry policy.
 
@@ -47,7 +69,10 @@ class ActivityDefinition:
     ``min(retry_delay * retry_backoff ** (n - 1), retry_max_delay)`` seconds. Exceptions that are
     instances of ``non_retryable`` fail the activity at once, TimeoutError subclasses included;
     an attempt that exceeds ``timeout_seconds`` fails with a TimeoutError, which is retried
-    unless TimeoutError (or a base class of it) is listed.
+    unless TimeoutError (or a base class of it) is listed. With ``heartbeat_timeout``, an
+    attempt that goes that long without calling ``loom.heartbeat()`` (counted from its start)
+    fails with :class:`~loom.errors.ActivityHeartbeatTimeoutError`, a TimeoutError retried
+    likewise.
     """
 
     name: str
@@ -64,6 +89,8 @@ class ActivityDefinition:
     arg_types: Mapping[str, Any] = field(default_factory=dict)
     """Annotated parameters: their stored JSON is rebuilt as the annotation says (see
     :func:`loom.codec.convert`); for ``*args``/``**kwargs`` the annotation is each item's."""
+    heartbeat_timeout: float | None = None
+    """The longest an attempt may go without a heartbeat (None: no limit)."""
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 = first retry)."""
@@ -79,6 +106,13 @@ class WorkflowDefinition:
     cls: type[Any]
     steps: tuple[StepDefinition, ...]
     description: str | None = None
+    signal_handlers: Mapping[str, str] = field(default_factory=dict)
+    """Signal name -> the ``@loom.signal`` method that handles it."""
+    queries: tuple[QueryDefinition, ...] = ()
+
+    def query(self, name: str) -> QueryDefinition | None:
+        """The query named ``name``, or None."""
+        return next((q for q in self.queries if q.name == name), None)
 
 
 class WorkflowBase:
@@ -89,26 +123,34 @@ class WorkflowBase:
 
 
 class Registry:
-    """Workflow classes and activities by name: how a worker finds the code for a stored row.
+    """Workflow classes (by name and version) and activities (by name): how a worker finds the
+    code for a stored row.
 
-    Names are unique per registry: registering a second class or function under a taken name
-    raises :class:`~loom.errors.DefinitionError` (the same one again, e.g. a reloaded module, is
-    accepted and replaces the first).
+    Several versions of one workflow name may be registered side by side
+    (``@loom.workflow(name="Order", version="2")``): a run stays on the version it started
+    with, and a new start takes the newest (:func:`version_key`) unless one is named. A second
+    class under a taken (name, version), or a second activity under a taken name, raises
+    :class:`~loom.errors.DefinitionError`; the same class again (its module reloaded) is
+    accepted and replaces the first, whatever its version now.
     """
 
     def __init__(self) -> None:
-        self._workflows: dict[str, WorkflowDefinition] = {}
+        self._workflows: dict[str, dict[str, WorkflowDefinition]] = {}
         self._activities: dict[str, ActivityDefinition] = {}
 
     def add_workflow(self, definition: WorkflowDefinition) -> None:
-        existing = self._workflows.get(definition.name)
+        versions = self._workflows.setdefault(definition.name, {})
+        existing = versions.get(definition.version)
         if existing is not None and _qualname(existing.cls) != _qualname(definition.cls):
             raise DefinitionError(
-                f"two workflow classes are named {definition.name!r}: "
-                f"{_qualname(existing.cls)} and {_qualname(definition.cls)}; "
-                "give one of them another name=..."
+                f"two workflow classes are named {definition.name!r} with version "
+                f"{definition.version!r}: {_qualname(existing.cls)} and "
+                f"{_qualname(definition.cls)}; give one of them another name=... or version=..."
             )
-        self._workflows[definition.name] = definition
+        for version, other in list(versions.items()):  # the same class, edited and reloaded
+            if _qualname(other.cls) == _qualname(definition.cls):
+                del versions[version]
+        versions[definition.version] = definition
 
     def add_activity(self, definition: ActivityDefinition) -> None:
         """Record an activity; a second function under the same name raises, as for workflows.
@@ -124,17 +166,35 @@ class Registry:
             )
         self._activities[definition.name] = definition
 
-    def workflow(self, name: str, workflow_id: str | None = None) -> WorkflowDefinition:
-        try:
-            return self._workflows[name]
-        except KeyError:
-            raise UnknownWorkflowTypeError(name, workflow_id) from None
+    def workflow(
+        self, name: str, workflow_id: str | None = None, version: str | None = None
+    ) -> WorkflowDefinition:
+        """The definition of ``name`` at ``version``, or its newest version when None."""
+        versions = self._workflows.get(name)
+        if not versions:
+            raise UnknownWorkflowTypeError(name, workflow_id)
+        if version is None:
+            return versions[max(versions, key=version_key)]
+        found = versions.get(version)
+        if found is None:
+            raise UnknownWorkflowTypeError(name, workflow_id, version, sorted(versions))
+        return found
 
     def workflows(self) -> list[WorkflowDefinition]:
-        return list(self._workflows.values())
+        """Every registered workflow definition, each version of a name its own."""
+        return [d for versions in self._workflows.values() for d in versions.values()]
 
     def activities(self) -> list[ActivityDefinition]:
         return list(self._activities.values())
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """How versions are ordered to find the newest: numbers by value, the rest by text, so
+    ``"1.10" > "1.9" > "1"`` and ``"2" > "1.0.0"``."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.findall(r"\d+|[^\d.\-_+]+", version)
+    )
 
 
 def _qualname(obj: Any) -> str:
@@ -154,6 +214,8 @@ def _make_step(fn: Any, name: str | None, description: str | None) -> Any:
             f"@loom.step must decorate a method `async def name(self, ctx)`, got {fn!r}"
         )
     where = _qualname(fn)
+    if query_definition(fn) is not None:
+        raise DefinitionError(f"{where} is a query; a method cannot be both a step and a query")
     if not inspect.iscoroutinefunction(fn):
         raise DefinitionError(f"step {where} must be `async def {fn.__name__}(self, ctx)`")
     params = list(inspect.signature(fn).parameters.values())
@@ -185,11 +247,21 @@ def step(
     fn: F | None = None, /, *, name: str | None = None, description: str | None = None
 ) -> F | Callable[[F], F]:
     """Mark ``async def method(self, ctx)`` as a workflow step. Steps run in definition order."""
+    return _bare_or_called(_make_step, fn, name, description)
+
+
+def _bare_or_called(
+    make: Callable[[Any, str | None, str | None], Any],
+    fn: F | None,
+    name: str | None,
+    description: str | None,
+) -> F | Callable[[F], F]:
+    """A method decorator used bare (``@loom.step``) or called (``@loom.step(name=...)``)."""
     if fn is not None:
-        return _make_step(fn, None, None)  # type: ignore[no-any-return]
+        return make(fn, None, None)  # type: ignore[no-any-return]
 
     def decorate(f: F) -> F:
-        return _make_step(f, name, description)  # type: ignore[no-any-return]
+        return make(f, name, description)  # type: ignore[no-any-return]
 
     return decorate
 
@@ -198,7 +270,102 @@ def step_definition(obj: Any) -> StepDefinition | None:
     return getattr(obj, _STEP_ATTR, None)
 
 
+# -------------------------------------------------------------------------- @query
+
+
+def _make_query(fn: Any, name: str | None, description: str | None) -> Any:
+    if isinstance(fn, staticmethod | classmethod | property) or not inspect.isfunction(fn):
+        raise DefinitionError(
+            f"@loom.query must decorate a method `def name(self, ctx, *args)`, got {fn!r}"
+        )
+    where = _qualname(fn)
+    if step_definition(fn) is not None:
+        raise DefinitionError(f"{where} is a step; a method cannot be both a step and a query")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise DefinitionError(f"query {where} must return its answer, not yield it")
+    params = list(inspect.signature(fn).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required_keywords = [
+        p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+    ]
+    if len(positional) < 2 or required_keywords:
+        raise DefinitionError(
+            f"query {where} must take (self, ctx, *args) and be called with positional "
+            f"arguments only; it takes ({', '.join(p.name for p in params)})"
+        )
+    query_name = fn.__name__ if name is None else name
+    if not isinstance(query_name, str):
+        raise DefinitionError(f"query {where}: name must be a non-empty string")
+    try:
+        limits.check_id(query_name, "query name")
+    except InvalidIdError as exc:
+        raise DefinitionError(f"query {where}: {exc}") from None
+    if "/" in query_name or query_name in (".", ".."):
+        raise DefinitionError(
+            f"query {where}: the name {query_name!r} cannot be a URL path segment "
+            "(/api/workflows/ID/query/NAME); use no '/' and not '.' or '..'"
+        )
+    after_ctx = params[2:]  # positional parameters come first: self and ctx
+    taken = {p.name for p in after_ctx}
+    parameters = tuple(
+        f"*{p.name}" if p.kind is p.VAR_POSITIONAL else p.name
+        for p in after_ctx
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    )
+    definition = QueryDefinition(
+        name=query_name,
+        attribute=fn.__name__,
+        description=description or fn.__doc__,
+        is_async=inspect.iscoroutinefunction(fn),
+        parameters=parameters,
+        arg_types={k: v for k, v in _annotations(fn).items() if k in taken},
+    )
+    setattr(fn, _QUERY_ATTR, definition)
+    return fn
+
+
+@overload
+def query(fn: F, /) -> F: ...
+@overload
+def query(*, name: str | None = None, description: str | None = None) -> Callable[[F], F]: ...
+
+
+def query(
+    fn: F | None = None, /, *, name: str | None = None, description: str | None = None
+) -> F | Callable[[F], F]:
+    """Mark ``def method(self, ctx, *args)`` (or ``async def``) as a query of its workflow.
+
+    A query answers from the workflow's stored state and input (``ctx.state``, ``ctx.input``,
+    read-only) without waking, leasing or changing it: ``await handle.query(name, *args)``,
+    ``loom query``, ``GET /api/workflows/{id}/query/{name}``. Its answer must be JSON.
+    """
+    return _bare_or_called(_make_query, fn, name, description)
+
+
+def query_definition(obj: Any) -> QueryDefinition | None:
+    return getattr(obj, _QUERY_ATTR, None)
+
+
+def _annotations(fn: Any) -> dict[str, Any]:
+    """``fn``'s parameter annotations, evaluated; none when they cannot be."""
+    try:
+        hints = inspect.get_annotations(fn, eval_str=True)
+    except Exception:
+        hints = {}
+    return {param: hint for param, hint in hints.items() if param != "return"}
+
+
 # ----------------------------------------------------------------------- @activity
+
+
+def _finite(value: Any) -> bool:
+    """A real number a clock can add: not a bool, NaN, an infinity or an int beyond floats."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _make_activity(
@@ -213,6 +380,7 @@ def _make_activity(
     non_retryable: tuple[type[BaseException], ...],
     description: str | None,
     registry: Registry,
+    heartbeat_timeout: float | None = None,
 ) -> Any:
     if not inspect.isfunction(fn):
         raise DefinitionError(
@@ -223,21 +391,28 @@ def _make_activity(
         raise DefinitionError(f"activity {where}: retry_count must be an int >= 0")
     for option, value in [
         ("timeout_seconds", timeout_seconds),
+        ("heartbeat_timeout", heartbeat_timeout),
         ("retry_delay", retry_delay),
         ("retry_backoff", retry_backoff),
         ("retry_max_delay", retry_max_delay),
     ]:
-        if value is None:
+        if value is None and "timeout" in option:
             continue
-        if not isinstance(value, int | float) or (
-            isinstance(value, float) and not math.isfinite(value)
-        ):
+        if not _finite(value):
             raise DefinitionError(
                 f"activity {where}: {option} must be a finite number, got {value!r}"
-                + (" (None means no timeout)" if option == "timeout_seconds" else "")
+                + (" (None means no timeout)" if "timeout" in option else "")
             )
     if timeout_seconds is not None and timeout_seconds <= 0:
         raise DefinitionError(f"activity {where}: timeout_seconds must be > 0 or None")
+    if heartbeat_timeout is not None:
+        if heartbeat_timeout <= 0:
+            raise DefinitionError(f"activity {where}: heartbeat_timeout must be > 0 or None")
+        if timeout_seconds is not None and heartbeat_timeout >= timeout_seconds:
+            raise DefinitionError(
+                f"activity {where}: heartbeat_timeout ({heartbeat_timeout} s) must be shorter "
+                f"than timeout_seconds ({timeout_seconds} s), or it never fires first"
+            )
     if retry_delay < 0 or retry_backoff < 1 or retry_max_delay < 0:
         raise DefinitionError(
             f"activity {where}: need retry_delay >= 0, retry_backoff >= 1, retry_max_delay >= 0"
@@ -251,7 +426,6 @@ def _make_activity(
         hints = inspect.get_annotations(fn, eval_str=True)
     except Exception:
         hints = {}
-    arg_types = {param: hint for param, hint in hints.items() if param != "return"}
     definition = ActivityDefinition(
         name=name or fn.__name__,
         fn=fn,
@@ -264,7 +438,8 @@ def _make_activity(
         is_async=inspect.iscoroutinefunction(fn),
         return_annotation=hints.get("return"),
         description=description or fn.__doc__,
-        arg_types=arg_types,
+        arg_types=_annotations(fn),
+        heartbeat_timeout=heartbeat_timeout,
     )
     setattr(fn, _ACTIVITY_ATTR, definition)
     registry.add_activity(definition)
@@ -285,6 +460,7 @@ def activity(
     non_retryable: tuple[type[BaseException], ...] = (),
     description: str | None = None,
     registry: Registry | None = None,
+    heartbeat_timeout: float | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -301,6 +477,7 @@ def activity(
     non_retryable: tuple[type[BaseException], ...] = (),
     description: str | None = None,
     registry: Registry | None = None,
+    heartbeat_timeout: float | None = None,
 ) -> F | Callable[[F], F]:
     """Declare a side-effecting function that workflows call with ``await ctx.activity(fn, ...)``.
 
@@ -308,6 +485,10 @@ def activity(
     worker's activity threads. A thread cannot be killed: when a sync activity times out, its
     thread keeps running until the function returns, and its result is ignored. Execution is
     at-least-once and the result is recorded exactly once.
+
+    ``heartbeat_timeout`` (seconds, shorter than ``timeout_seconds``) fails an attempt that goes
+    that long without calling ``loom.heartbeat()``, so a stuck attempt is retried long before
+    its full timeout.
     """
     options: dict[str, Any] = dict(
         name=name,
@@ -319,6 +500,7 @@ def activity(
         non_retryable=non_retryable,
         description=description,
         registry=registry or default_registry,
+        heartbeat_timeout=heartbeat_timeout,
     )
     if fn is not None:
         return _make_activity(fn, **options)  # type: ignore[no-any-return]
@@ -355,6 +537,33 @@ def collect_steps(cls: type[Any]) -> tuple[StepDefinition, ...]:
     return tuple(ordered.values())
 
 
+def collect_queries(cls: type[Any]) -> tuple[QueryDefinition, ...]:
+    """Queries in definition order; base-class queries first, as for steps."""
+    ordered: dict[str, QueryDefinition] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, value in vars(klass).items():
+            definition = query_definition(value)
+            if definition is not None:
+                ordered[attr] = definition
+            elif attr in ordered:
+                del ordered[attr]  # overridden by a plain method: no longer a query
+    return tuple(ordered.values())
+
+
+def _unique(
+    where: str, kinds: tuple[str, str], named: tuple[StepDefinition | QueryDefinition, ...]
+) -> None:
+    kind, plural = kinds
+    seen: dict[str, str] = {}
+    for item in named:
+        if item.name in seen:
+            raise DefinitionError(
+                f"workflow {where}: {plural} {seen[item.name]!r} and {item.attribute!r} share the "
+                f"name {item.name!r}; {kind} names must be unique"
+            )
+        seen[item.name] = item.attribute
+
+
 def _make_workflow(
     cls: Any, name: str | None, version: str, description: str | None, registry: Registry
 ) -> Any:
@@ -369,14 +578,9 @@ def _make_workflow(
             f"workflow {where} has no steps; add at least one `@loom.step async def "
             "name(self, ctx)` method"
         )
-    seen: dict[str, str] = {}
-    for s in steps:
-        if s.name in seen:
-            raise DefinitionError(
-                f"workflow {where}: steps {seen[s.name]!r} and {s.attribute!r} share the name "
-                f"{s.name!r}; step names must be unique"
-            )
-        seen[s.name] = s.attribute
+    _unique(where, ("step", "steps"), steps)
+    queries = collect_queries(cls)
+    _unique(where, ("query", "queries"), queries)
     if not isinstance(version, str) or not version:
         raise DefinitionError(f"workflow {where}: version must be a non-empty string")
     definition = WorkflowDefinition(
@@ -385,6 +589,8 @@ def _make_workflow(
         cls=cls,
         steps=steps,
         description=description or cls.__doc__,
+        signal_handlers=collect_signal_handlers(cls, where),
+        queries=queries,
     )
     setattr(cls, _WORKFLOW_ATTR, definition)
     registry.add_workflow(definition)

@@ -16,6 +16,13 @@ it over (:meth:`WorkflowDriver.drive`) until it has nothing to do now. Each turn
 5. wait for progress: an activity's end, a due timer, a signal or a cancel;
 6. deliver outcomes of the activities that ended.
 
+Each attempt runs under an :class:`~loom.activity_context.AttemptControl` made by the driver's
+:class:`~loom.heartbeats.HeartbeatKeeper`: its heartbeats are recorded (throttled, fenced) and
+handed to the next attempt. Whatever interrupts an attempt (a cancel of the workflow, a lost
+lease, :meth:`WorkflowDriver.cancel_activity`) cancels its control first, with the reason, so a
+sync activity, which cannot be interrupted, sees ``is_cancelled()`` and its ``heartbeat()``
+raise.
+
 When nothing is left to run now, the workflow is parked (committed with its next wake-up time)
 and its lease given back. A crash before a write loses only work that is then done again:
 activities run at least once, and each result is recorded once. Every write carries the lease
@@ -31,8 +38,11 @@ import time
 from typing import TYPE_CHECKING
 
 from loom.activities import AttemptOutcome, run_attempt
+from loom.activity_context import AttemptControl
+from loom.core.history import CHILD_OUTCOME, EventType
 from loom.core.replay import ActivityRun, WorkflowExecution
 from loom.failures import describe_error
+from loom.heartbeats import HeartbeatKeeper
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome, Signal
@@ -41,8 +51,15 @@ if TYPE_CHECKING:
     from loom.core.history import Event
     from loom.worker import Worker
 
+CHILD_DECISIONS = frozenset({EventType.CHILD_WORKFLOW_STARTED, EventType.CHILD_WORKFLOW_CANCELED})
+
 # The driver is part of the worker: its messages go where the worker's go.
 log = logging.getLogger("loom.worker")
+
+
+# Why running attempts were cancelled, as they see it (ActivityCancelledError.reason).
+CANCELED = "its workflow was canceled"
+LEASE_LOST = "its worker lost the workflow's lease"
 
 
 class Abort(Exception):
@@ -91,6 +108,7 @@ class WorkflowDriver:
 
     __slots__ = (
         "awaits_signal",
+        "beats",
         "cancel_requested",
         "claim",
         "consumed",
@@ -99,6 +117,7 @@ class WorkflowDriver:
         "nudge",
         "running",
         "waits_seen",
+        "withdrawn",
         "worker",
     )
 
@@ -119,6 +138,17 @@ class WorkflowDriver:
         """It waits for a signal while its activities run: another process's changes wake it."""
         self.consumed: list[int] = []
         """Ids of the signals delivered since the last write (the next write consumes them)."""
+        self.withdrawn: set[int] = set()
+        """Activities (by seq) canceled by :meth:`cancel_activity`, whose cancel the workflow
+        has not been handed yet."""
+        self.beats = HeartbeatKeeper(
+            worker.store,
+            claim.workflow_id,
+            claim.lease_epoch,
+            first_claim=claim.lease_epoch == 1,  # nothing ran before: no details to read
+            max_bytes=worker.database.max_payload_bytes,
+            interrupt=worker.interrupt,
+        )
 
     # -- news from outside ----------------------------------------------------------------
     def interrupt(self, *, lease_lost: bool) -> None:
@@ -126,9 +156,29 @@ class WorkflowDriver:
         the next write, which the store turns into the cancellation, ends the workflow."""
         self.lease_lost |= lease_lost
         self.cancel_requested |= not lease_lost
+        self.beats.cancel_all(LEASE_LOST if lease_lost else CANCELED)
         for task in self.running.values():
             task.cancel()
         self.nudge.set()
+
+    def cancel_activity(self, seq: int) -> bool:
+        """Cancel activity ``seq`` (the seq of its ACTIVITY_SCHEDULED event) for the workflow's
+        code, which no longer awaits it; True if an attempt of it was running.
+
+        A running attempt is interrupted: an async activity gets ``CancelledError`` where it
+        awaits; a sync one sees ``activity_info().is_cancelled()`` turn true and its next
+        ``heartbeat()`` raise ``ActivityCancelledError`` (its thread runs on until the function
+        returns). Running or not, the activity is not started again: once the interrupted
+        attempt ends (an async one may clean up first), the workflow is handed a failure that
+        is not retried (``ACTIVITY_FAILED`` with an ``ActivityCancelledError``), whatever the
+        attempt returned."""
+        self.withdrawn.add(seq)
+        self.beats.cancel(seq, "canceled by its workflow")
+        task = self.running.get(seq)
+        if task is not None:
+            task.cancel()
+        self.nudge.set()
+        return task is not None
 
     def recheck_signals(self) -> None:
         """A signal may have been buffered for it: read its signals again at once."""
@@ -137,22 +187,26 @@ class WorkflowDriver:
 
     def cancel_activities(self) -> None:
         """Interrupt whatever still runs: the workflow leaves this worker."""
+        self.beats.cancel_all("the workflow left this worker")
         for task in self.running.values():
             task.cancel()
+        self.beats.close()
 
     # -- rebuilding -----------------------------------------------------------------------
     async def execution(self) -> WorkflowExecution:
         """The workflow, live: from the cache when its history has not moved, else by replay."""
         claim, worker = self.claim, self.worker
-        cached = worker.cache.take(claim.workflow_id, claim.last_seq)
+        cached = worker.cache.take(claim.workflow_id, claim.last_seq, claim.run_id)
         if cached is not None:
             return cached
         if len(claim.history) == claim.last_seq:
             history: list[Event] | tuple[Event, ...] = claim.history
         else:
             history = await worker.store.load_history(claim.workflow_id)
-        definition = worker.registry.workflow(claim.name, claim.workflow_id)
-        return WorkflowExecution(definition, claim.workflow_id, history, now=time.time())
+        definition = worker.registry.workflow(claim.name, claim.workflow_id, claim.version)
+        ex = WorkflowExecution(definition, claim.workflow_id, history, now=time.time())
+        ex.run_id = claim.run_id
+        return ex
 
     # -- driving --------------------------------------------------------------------------
     async def drive(self, ex: WorkflowExecution) -> None:
@@ -164,7 +218,9 @@ class WorkflowDriver:
         running = self.running
         last_write = time.monotonic()  # the claim
         while not ex.finished and not self.cancel_requested:
-            if await self._deliver_inputs(ex):
+            if running:
+                self._stop_withdrawn(ex)
+            if self._deliver_withdrawn(ex) or await self._deliver_inputs(ex):
                 continue
             due = self._due_activities(ex)
             if not due and not running:
@@ -175,7 +231,7 @@ class WorkflowDriver:
                 # The inline window is used up: what the workflow decided so far, these
                 # activities' scheduling included, becomes durable before they begin.
                 last_write = await self._checkpoint(ex)
-            self._start(due)
+            await self._start(due)
             left = last_write + window - time.monotonic()
             if due and left > 0:
                 # Short activities run inline: their scheduling is written with their outcome.
@@ -198,25 +254,40 @@ class WorkflowDriver:
         if self.worker.stopping:
             return []
         now = time.time()
-        running = self.running
+        running, withdrawn = self.running, self.withdrawn
         return [
-            run for run in ex.activity_runs() if run.seq not in running and run.not_before <= now
+            run
+            for run in ex.activity_runs()
+            if run.seq not in running and run.not_before <= now and run.seq not in withdrawn
         ]
 
-    def _start(self, due: list[ActivityRun]) -> None:
+    def _stop_withdrawn(self, ex: WorkflowExecution) -> None:
+        """Stop the activities the workflow withdrew (it cancelled the task awaiting them):
+        their outcome would not be delivered."""
+        for seq in [seq for seq in self.running if not ex.has_activity(seq)]:
+            self.beats.cancel(seq, "withdrawn by its workflow")
+            self.running.pop(seq).cancel()
+
+    async def _start(self, due: list[ActivityRun]) -> None:
         if not due:
             return
+        await self.beats.load()  # what earlier runs recorded, for their next attempt
         loop = asyncio.get_running_loop()
         for run in due:
-            self.running[run.seq] = loop.create_task(self._attempt(run))
+            control = self.beats.control(run)
+            self.running[run.seq] = loop.create_task(self._attempt(run, control))
 
-    async def _attempt(self, run: ActivityRun) -> AttemptOutcome:
+    async def _attempt(self, run: ActivityRun, control: AttemptControl) -> AttemptOutcome:
         try:
-            return await run_attempt(run, time.time, self.worker.activity_pool)
+            outcome = await run_attempt(run, time.time, self.worker.activity_pool, control)
         except asyncio.CancelledError:
+            self.beats.drop(run.seq)
             raise
         except BaseException as exc:  # sys.exit() in an activity fails the attempt
-            return base_exception_outcome(exc)
+            outcome = base_exception_outcome(exc)
+        # A failed attempt's last heartbeat is written before the workflow hears of the failure.
+        await self.beats.finish(run.seq, failed=not outcome.ok)
+        return outcome
 
     async def _wait_for_progress(self, ex: WorkflowExecution) -> None:
         """Wait until an activity ends, a timer is due, or (when the workflow waits for one) a
@@ -224,7 +295,7 @@ class WorkflowDriver:
         ``signal_check_interval``."""
         wake = ex.next_wakeup()
         timeout = None if wake is None else max(0.0, wake - time.time())
-        waits_for_signal = bool(ex.signal_waits())
+        waits_for_signal = bool(ex.signal_waits() or ex.child_waits())
         if waits_for_signal:
             check = self.worker.signal_check_interval
             timeout = check if timeout is None else min(timeout, check)
@@ -251,7 +322,9 @@ class WorkflowDriver:
             if not task.done():
                 continue
             del self.running[seq]
-            if task.cancelled():
+            if seq in self.withdrawn:
+                continue  # handed over as canceled by _deliver_withdrawn, whatever it returned
+            if task.cancelled() or not ex.has_activity(seq):
                 continue
             outcome = task.result()
             stats.activities += 1
@@ -261,6 +334,28 @@ class WorkflowDriver:
                 assert outcome.error is not None
                 ex.activity_failed(seq, outcome.error, outcome.retry_at, time.time())
 
+    def _deliver_withdrawn(self, ex: WorkflowExecution) -> bool:
+        """Hand the workflow the cancel of each activity :meth:`cancel_activity` withdrew and
+        that no longer runs: a failure, not retried. True if one was handed over."""
+        if not self.withdrawn:
+            return False
+        gone = [seq for seq in self.withdrawn if seq not in self.running]
+        if not gone:
+            return False
+        pending = {run.seq: run for run in ex.activity_runs()}
+        for seq in gone:
+            self.withdrawn.discard(seq)
+            run = pending.get(seq)
+            if run is not None:
+                error = {
+                    "type": "ActivityCancelledError",
+                    "message": f"activity {run.definition.name!r} was canceled by its workflow",
+                    "traceback": None,
+                    "cause": None,
+                }
+                ex.activity_failed(seq, error, None, time.time())
+        return any(seq in pending for seq in gone)
+
     # -- inputs: timers and signals ---------------------------------------------------------
     async def _deliver_inputs(self, ex: WorkflowExecution) -> bool:
         """Deliver the earliest thing that happened and that the workflow waits for: a due
@@ -269,13 +364,15 @@ class WorkflowDriver:
         after the deadline stays buffered for a later wait. True if something was delivered."""
         now = time.time()
         waits = ex.signal_waits()
+        children = ex.child_waits()
         found: list[tuple[float, int, int, Signal | None]] = []  # (when, timer last, seq, signal)
-        if waits:
-            wait_seqs = frozenset(seq for seq, _ in waits)
+        if waits or children:
+            wait_seqs = frozenset(seq for seq, _ in waits) | frozenset(children.values())
             if self.inbox is None or wait_seqs != self.waits_seen:
                 self.waits_seen = wait_seqs
                 await self._read_inbox(ex.workflow_id)
             self._match_signals(waits, found)
+            self._match_children(children, found)
         for seq, at in ex.deadlines():
             if at <= now:
                 found.append((at, 1, seq, None))
@@ -288,7 +385,10 @@ class WorkflowDriver:
             assert self.inbox is not None
             self.inbox.remove(signal)
             self.consumed.append(signal.id)
-            ex.receive_signal(seq, signal.name, signal.payload, now)
+            if signal.name == CHILD_OUTCOME:
+                ex.child_finished(seq, signal.payload, now)
+            else:
+                ex.receive_signal(seq, signal.name, signal.payload, now)
         return True
 
     async def _read_inbox(self, workflow_id: str) -> None:
@@ -311,6 +411,19 @@ class WorkflowDriver:
             if match is not None:
                 taken.add(match.id)
                 found.append((match.sent_at, 0, seq, match))
+
+    def _match_children(
+        self, children: dict[str, int], found: list[tuple[float, int, int, Signal | None]]
+    ) -> None:
+        """Add to ``found`` the end of each child the workflow awaits, as its end left it."""
+        assert self.inbox is not None
+        if not children:
+            return
+        for s in self.inbox:
+            if s.name == CHILD_OUTCOME and isinstance(s.payload, dict):
+                seq = children.get(s.payload.get("workflow_id"))  # type: ignore[arg-type]
+                if seq is not None:
+                    found.append((s.sent_at, 0, seq, s))
 
     # -- writes ---------------------------------------------------------------------------
     async def _checkpoint(self, ex: WorkflowExecution) -> float:
@@ -339,10 +452,14 @@ class WorkflowDriver:
         if outcome is CommitOutcome.FENCED:
             worker.stats.lease_lost += 1
             log.warning("workflow %s: lease lost; its writes were rejected", ex.workflow_id)
+            self.beats.cancel_all(LEASE_LOST)
             raise Abort
         if outcome is CommitOutcome.CANCELED:
             worker.stats.canceled += 1
+            self.beats.cancel_all(CANCELED)
             raise Abort
+        if events:
+            self._tell_relatives(ex, events)
         if release:
             self._released(ex, commit)
         else:
@@ -364,17 +481,42 @@ class WorkflowDriver:
             lease_until=now + self.worker.lease_seconds,
             release=release,
             ready_at=self._park_time(ex, now) if release and not ex.finished else None,
-            wait_signals=tuple(sorted({name for _, name in ex.signal_waits()})),
+            wait_signals=self._wait_signals(ex),
             consumed_signals=tuple(self.consumed),
             result=ex.state if status is WorkflowStatus.COMPLETED else None,
             error=ex.error if status is WorkflowStatus.FAILED else None,
+            continue_as_new=ex.continued_as_new,
         )
+
+    @staticmethod
+    def _wait_signals(ex: WorkflowExecution) -> tuple[str, ...]:
+        """The buffered messages that make the parked workflow ready: the signals it waits for
+        and, while it awaits children, their ends."""
+        names = {name for _, name in ex.signal_waits()}
+        if ex.child_waits():
+            names.add(CHILD_OUTCOME)
+        return tuple(sorted(names))
+
+    def _tell_relatives(self, ex: WorkflowExecution, events: list[Event]) -> None:
+        """A write that started or withdrew a child, or ended a child, made work for others:
+        wake this process's idle workers, and the parent's driver if it runs here."""
+        database = self.worker.database
+        if any(e.type in CHILD_DECISIONS for e in events):
+            database.work_available.notify()
+        if ex.finished and ex.parent_id is not None:
+            database.work_available.notify()
+            for worker in list(database.workers):
+                worker.signal_arrived(ex.parent_id)
 
     def _released(self, ex: WorkflowExecution, commit: Commit) -> None:
         """The workflow left this worker by a write: it ended (its execution is closed) or it
         is parked (its execution is kept, so claiming it again skips replay)."""
         worker = self.worker
-        if ex.finished:
+        if ex.continued_as_new is not None:  # its next run is ready at once
+            worker.stats.parked += 1
+            worker.cache.evict(ex.workflow_id, ex)
+            worker.database.work_available.notify()
+        elif ex.finished:
             if ex.status is WorkflowStatus.COMPLETED:
                 worker.stats.completed += 1
             else:

@@ -20,7 +20,13 @@
     │   ├── WorkflowFailedError       ``handle.result()`` of a FAILED workflow; ``cause`` says why
     │   ├── WorkflowCanceledError     ``handle.result()`` of a CANCELED workflow
     │   ├── NonDeterminismError       the code no longer reproduces the stored history
-    │   └── ActivityFailedError       an activity exhausted its retries (raised inside the step)
+    │   ├── ActivityFailedError       an activity exhausted its retries (raised inside the step)
+    │   ├── QueryNotFoundError        ``handle.query(name)``: the workflow defines no such query
+    │   ├── QueryArgumentsError       the query's arguments are not JSON or not what it takes
+    │   └── QueryFailedError          the query method raised (the workflow is untouched)
+    ├── ActivityCancelledError   heartbeat() of an activity attempt that was cancelled
+    ├── ActivityHeartbeatTimeoutError  (also a TimeoutError) an attempt sent no heartbeat in time
+    ├── NotInActivityError       activity_info() or heartbeat() called outside a running activity
     ├── UnawaitedCallError       a step returned with a durable call still pending
     ├── WorkflowSandboxError     workflow code used a clock, a thread or I/O it cannot replay
     ├── ReadOnlyError            workflow code changed ctx.input or ctx.state in place
@@ -140,6 +146,42 @@ class WorkflowCanceledError(WorkflowError):
         self.reason = reason
 
 
+class ChildWorkflowFailedError(WorkflowError):
+    """A child workflow ended FAILED or CANCELED; raised in the parent's step that awaited it.
+
+    ``__cause__`` is the child's own :class:`WorkflowFailedError` or
+    :class:`WorkflowCanceledError`; ``status``, ``error_type`` and ``error_message`` describe it.
+    """
+
+    def __init__(
+        self,
+        *,
+        workflow_id: str,
+        step: str,
+        child_id: str,
+        child_name: str,
+        status: str,
+        error: dict[str, Any] | None,
+    ) -> None:
+        error = error or {}
+        self.error_type = str(error.get("type", "Canceled" if status == "CANCELED" else "Error"))
+        self.error_message = str(error.get("message", ""))
+        super().__init__(
+            f"child workflow {child_name!r} ({child_id!r}) of step {step!r} of workflow "
+            f"{workflow_id!r} ended {status}: {self.error_type}: {self.error_message}",
+            workflow_id=workflow_id,
+        )
+        self.step = step
+        self.child_id = child_id
+        self.child_name = child_name
+        self.status = status
+        self.__cause__ = (
+            WorkflowCanceledError(child_id, self.error_message or None)
+            if status == "CANCELED"
+            else WorkflowFailedError(child_id, error)
+        )
+
+
 class NonDeterminismError(WorkflowError):
     """The workflow code did something other than what its history records at that point.
 
@@ -153,8 +195,10 @@ class NonDeterminismError(WorkflowError):
         super().__init__(
             f"workflow {workflow_id!r} is non-deterministic: {detail}. The code no longer "
             "reproduces the stored history: restore the old code path and `loom retry` the "
-            "workflow (keep changed code undeployed until the workflows running the old code "
-            "finish; `loom replay` checks a deploy against stored histories)",
+            "workflow. To change code under running workflows, guard the new path with "
+            "`if ctx.patched('change-id'):` or register the new code as a new version "
+            "(`@loom.workflow(version=...)`, runs stay on the version they started with); "
+            "`loom replay` checks a deploy against stored histories",
             workflow_id=workflow_id,
         )
 
@@ -194,14 +238,30 @@ class UnawaitedCallError(LoomError):
 class UnknownWorkflowTypeError(LoomError):
     """A stored workflow's type is not registered in this process; import its module."""
 
-    def __init__(self, name: str, workflow_id: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        workflow_id: str | None = None,
+        version: str | None = None,
+        registered: list[str] | None = None,
+    ) -> None:
         which = f" (workflow {workflow_id!r})" if workflow_id else ""
-        super().__init__(
-            f"no workflow class named {name!r} is registered{which}; import the module that "
-            "defines it (loom worker -m MODULE)"
-        )
+        if version is None:
+            message = (
+                f"no workflow class named {name!r} is registered{which}; import the module that "
+                "defines it (loom worker -m MODULE)"
+            )
+        else:
+            message = (
+                f"version {version!r} of workflow {name!r} is not registered{which} (registered: "
+                f"{', '.join(map(repr, registered or [])) or 'none'}); a run stays on the version "
+                "it started with: keep that version's class registered, e.g. "
+                f"@loom.workflow(name={name!r}, version={version!r})"
+            )
+        super().__init__(message)
         self.name = name
         self.workflow_id = workflow_id
+        self.version = version
 
 
 class WorkflowSandboxError(LoomError, RuntimeError):
@@ -243,3 +303,79 @@ class PayloadTooLargeError(PayloadError):
         )
         self.size = size
         self.limit = limit
+
+
+class QueryNotFoundError(WorkflowError):
+    """``handle.query(name)`` names no query of the workflow's class; ``known`` lists those it
+    defines (``@loom.query`` methods)."""
+
+    def __init__(self, workflow_id: str, workflow_name: str, query: str, known: list[str]) -> None:
+        which = (
+            f"its queries: {', '.join(repr(k) for k in known)}"
+            if known
+            else "it defines none (decorate a method `def name(self, ctx, *args)` with @loom.query)"
+        )
+        super().__init__(
+            f"workflow {workflow_id!r} ({workflow_name}) has no query {query!r}; {which}",
+            workflow_id=workflow_id,
+        )
+        self.query = query
+        self.known = known
+
+
+class QueryArgumentsError(WorkflowError, TypeError):
+    """The arguments of a query cannot be given to it: a value that is not JSON (NaN, an
+    integer beyond 64 bits, bytes ...), a number of arguments its method does not take, or a
+    value that does not match a parameter's annotation. Nothing ran."""
+
+    def __init__(self, workflow_id: str, query: str, detail: str) -> None:
+        super().__init__(
+            f"query {query!r} of workflow {workflow_id!r}: {detail}", workflow_id=workflow_id
+        )
+        self.query = query
+
+
+class QueryFailedError(WorkflowError):
+    """A query method raised (or awaited something a query cannot wait for). The workflow is
+    untouched: a query writes nothing. ``error_type`` and ``error_message`` describe what the
+    method raised; the exception itself is the ``__cause__``."""
+
+    def __init__(self, workflow_id: str, query: str, error_type: str, error_message: str) -> None:
+        super().__init__(
+            f"query {query!r} of workflow {workflow_id!r} failed: {error_type}: {error_message}",
+            workflow_id=workflow_id,
+        )
+        self.query = query
+        self.error_type = error_type
+        self.error_message = error_message
+
+
+class ActivityCancelledError(LoomError):
+    """Raised by :func:`loom.heartbeat` in an activity attempt that was cancelled: its workflow
+    was canceled, the attempt timed out or missed its heartbeat timeout, its worker lost the
+    workflow or stopped. Let it propagate: the attempt's outcome is no longer recorded.
+
+    A sync activity cannot be stopped from outside (a thread cannot be killed); this is how it
+    learns that it should stop. ``reason`` says why it was cancelled.
+    """
+
+    def __init__(self, activity: str, workflow_id: str, reason: str) -> None:
+        super().__init__(
+            f"activity {activity!r} of workflow {workflow_id!r} was cancelled ({reason}); stop "
+            "its work and let this exception propagate"
+        )
+        self.activity = activity
+        self.workflow_id = workflow_id
+        self.reason = reason
+
+
+class ActivityHeartbeatTimeoutError(LoomError, TimeoutError):
+    """An activity attempt sent no heartbeat within its ``heartbeat_timeout``: the attempt fails
+    with this error (recorded in its ``ACTIVITY_FAILED`` event) and is retried per the
+    activity's retry policy, unless it (or ``TimeoutError``) is listed in ``non_retryable``."""
+
+
+class NotInActivityError(LoomError, RuntimeError):
+    """:func:`loom.activity_info` or :func:`loom.heartbeat` was called outside a running
+    activity: in workflow code, in a plain function call (a unit test calling the activity
+    directly), or in a thread the activity started itself."""

@@ -145,6 +145,25 @@ class FrozenDict(_View, Mapping[str, Any]):
     clear = pop = popitem = setdefault = update = __ior__ = _View._refuse
 
 
+class FrozenState(FrozenDict):
+    """A read-only view of a whole workflow state, read as a step reads ``ctx.state``:
+    ``to_dict()`` is a mutable copy, and ``set``/``update`` raise instead of changing it (a
+    query's ``ctx.state``)."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, mutable deep copy of the state."""
+        return thaw(self._raw)  # type: ignore[no-any-return]
+
+    set = _View._refuse
+
+
+def freeze_state(state: dict[str, Any], root: str, hint: str) -> FrozenState:
+    """``state`` as a :class:`FrozenState` named ``root`` in errors, which give ``hint``."""
+    return FrozenState(state, _Origin(root, hint), "")
+
+
 class FrozenList(_View, Sequence[Any]):
     """A read-only view of a durable JSON array."""
 

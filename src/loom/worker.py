@@ -44,6 +44,7 @@ from loom.lease import LeaseKeeper
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome
+from loom.store.rules import kind_key
 
 if TYPE_CHECKING:
     from loom.client import Database
@@ -242,7 +243,8 @@ class Worker:
 
     # -- claiming -------------------------------------------------------------------------
     def _names(self) -> list[str]:
-        return [d.name for d in self.registry.workflows()]
+        """What this worker claims: each workflow name at each version it has."""
+        return [kind_key(d.name, d.version) for d in self.registry.workflows()]
 
     async def _claim(self, limit: int) -> list[Claim]:
         claims = await self.store.claim(
@@ -319,6 +321,12 @@ class Worker:
                     workflow_id,
                 )
             driver.interrupt(lease_lost=lease_lost)
+
+    def cancel_activity(self, workflow_id: str, seq: int) -> bool:
+        """Cancel activity ``seq`` of ``workflow_id`` if this worker holds the workflow (see
+        :meth:`~loom.driver.WorkflowDriver.cancel_activity`); True if an attempt was running."""
+        driver = self._held.get(workflow_id)
+        return driver is not None and driver.cancel_activity(seq)
 
     def signal_arrived(self, workflow_id: str) -> None:
         """A signal was buffered for ``workflow_id``: if this worker holds it, it reads its

@@ -19,7 +19,7 @@ from chaos.plan import CHARGE_ATTEMPTS, expected_outcome, plan_for
 from chaos.plan import activity_labels as planned_labels
 from chaos.workload import log_path
 from loom import EventType, WorkflowStatus
-from loom.core.history import TERMINAL, apply_state
+from loom.core.history import INPUTS, TERMINAL, WITHDRAWALS, apply_state
 
 CANCEL_SLACK = 0.5  # a worker stamps WORKFLOW_CANCELED just before its commit lands
 IDLE_CPU_LIMIT = 0.25  # share of a core an idle worker may use (polling, lease renewals)
@@ -186,6 +186,7 @@ def check_one(
     _cover(client, status, events, verdict)
     _check_activities(client, status, events, executions, anomaly, verdict)
     _check_signals(client, status, events, anomaly)
+    _check_withdrawals(events, anomaly)
     if status is WorkflowStatus.CANCELED and terminal:
         _check_cancel(client, terminal[-1], events, executions, anomaly)
     verdict.anomalies += found
@@ -221,6 +222,8 @@ def _cover(
             verdict.latest_timer = max(verdict.latest_timer, (late, client.workflow_id))
         if e.type is EventType.TIMER_FIRED and e.payload["scheduled"] in waits:
             coverage["signal wait timed out"] += 1
+        elif e.type is EventType.SIGNAL_WAIT_CANCELED:
+            coverage["signal wait withdrawn (lost a race)"] += 1
         elif e.type is EventType.ACTIVITY_FAILED:
             coverage["activity attempt failed"] += 1
     if "compensated" in (events[-1].payload.get("state") or {}):
@@ -366,6 +369,47 @@ def _check_signals(
             )
 
 
+async def _check_children(
+    db: loom.Database, children: list[Any], known: set[str], verdict: Verdict
+) -> None:
+    """Every child (``chaos_Tally``) belongs to a workflow the driver started and ended: it
+    completed after continuing as new once, or was canceled with its parent."""
+    for child in children:
+        where = child.workflow_id
+        if child.parent_id not in known:
+            verdict.anomalies.append(Anomaly(where, "unknown_parent", f"of {child.parent_id!r}"))
+            continue
+        verdict.coverage["child workflows"] += 1
+        if child.status is WorkflowStatus.COMPLETED:
+            runs = await db.get_workflow(where).runs()
+            if [r.status for r in runs] != ["CONTINUED_AS_NEW", "COMPLETED"]:
+                verdict.anomalies.append(
+                    Anomaly(where, "child_runs", f"runs {[r.status for r in runs]}")
+                )
+            verdict.coverage["children continued as new"] += 1
+        elif child.status is WorkflowStatus.CANCELED:
+            parent = await db.get_workflow(str(child.parent_id)).status()
+            if parent is WorkflowStatus.RUNNING:
+                verdict.anomalies.append(Anomaly(where, "child_canceled", "its parent runs on"))
+            verdict.coverage["children canceled with their parent"] += 1
+        else:
+            verdict.anomalies.append(Anomaly(where, "child_status", child.status.value))
+
+
+def _check_withdrawals(events: list[loom.Event], anomaly: Any) -> None:
+    """A withdrawn call (the task awaiting it was cancelled) is answered by nothing after its
+    withdrawal, and is withdrawn once."""
+    withdrawn: dict[int, int] = {}
+    for e in events:
+        scheduled = e.payload.get("scheduled")
+        if e.type in WITHDRAWALS.values():
+            if scheduled in withdrawn:
+                anomaly("withdrawn_twice", f"seq {scheduled} withdrawn twice", e)
+            withdrawn[scheduled] = e.seq
+        elif scheduled in withdrawn and e.type in INPUTS:
+            anomaly("withdrawn_answered", f"seq {scheduled} answered after its withdrawal", e)
+
+
 def _check_cancel(
     client: Client,
     canceled: loom.Event,
@@ -410,10 +454,12 @@ def check_idle_workers(idle_cpu: dict[int, float], verdict: Verdict) -> None:
 async def check(db: loom.Database, clients: list[Client], logdir: Path) -> Verdict:
     """Read every workflow through the public API and check it."""
     verdict = Verdict()
-    summaries = {s.workflow_id: s for s in await db.list_workflows(limit=len(clients) * 2 + 10)}
+    listed = await db.list_workflows(limit=len(clients) * 3 + 10)
     known = {c.workflow_id for c in clients}
+    summaries = {s.workflow_id: s for s in listed if s.parent_id is None}
     for extra in sorted(set(summaries) - known):
         verdict.anomalies.append(Anomaly(extra, "unknown_workflow", "listed but never started"))
+    await _check_children(db, [s for s in listed if s.parent_id is not None], known, verdict)
 
     async def read(client: Client) -> tuple[Any, list[loom.Event]]:
         handle = db.get_workflow(client.workflow_id)

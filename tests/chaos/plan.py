@@ -104,6 +104,7 @@ def expected_outcome(seed: int, initial: dict[str, Any]) -> Expected:
             "refund": mix("refund", state["total"]),
         }
     state["seal"] = mix("seal", state["total"])
+    state["tally"] = mix("tally", state["total"])
     return Expected("COMPLETED", state)
 
 

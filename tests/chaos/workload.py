@@ -1,11 +1,12 @@
 """The chaos workflow and its activities, imported by ``loom worker -m chaos.workload``.
 
 ``chaos_Mixed`` runs, in six steps: a flaky activity with retries; two or three activities at
-once with ``asyncio.gather``; a durable timer and (for some seeds) a wait for a signal nobody
-sends, which must time out; a loop that collects the workflow's "go" signals, each wait with a
-timeout, until it holds every one of them; a charge that may fail for good and be compensated
-(or, for some seeds, fail the workflow); and a last activity. What it does is a pure function
-of the seed in its input (chaos.plan), so the checker knows how it must end.
+once with ``asyncio.gather``; a durable timer and (for some seeds) a race between a wait for a
+signal nobody sends and a timer, which the timer must win (the wait is withdrawn); a loop that
+collects the workflow's "go" signals, each wait with a timeout, until it holds every one of them;
+a charge that may fail for good and be compensated (or, for some seeds, fail the workflow); and
+a last activity and a child workflow that continues as new once. What it does is a pure
+function of the seed in its input (chaos.plan), so the checker knows how it must end.
 
 Every activity execution appends ``start``/``end`` lines (with the process id and the time) to
 the workflow's own execution log, outside Loom: the checker counts real executions with it,
@@ -141,11 +142,15 @@ class ChaosMixed(loom.Workflow[dict[str, Any], dict[str, Any]]):
         await ctx.sleep(plan.nap)
         await ctx.state.update(naps=lambda naps: (naps or 0) + 1)
         if plan.probe_timeout is not None:
-            try:
-                await ctx.wait_for_signal("never", timeout=plan.probe_timeout)
-                await ctx.state.set("probe", "signalled")
-            except TimeoutError:
-                await ctx.state.set("probe", "timed out")
+            # A race: the wait for a signal nobody sends loses to a timer and is withdrawn.
+            never = asyncio.ensure_future(ctx.wait_for_signal("never"))
+            timer = asyncio.ensure_future(ctx.sleep(plan.probe_timeout))
+            await asyncio.wait([never, timer], return_when=asyncio.FIRST_COMPLETED)
+            for loser in (never, timer):
+                loser.cancel()
+            await ctx.state.set(
+                "probe", "signalled" if never.done() and not never.cancelled() else "timed out"
+            )
 
     @loom.step
     async def collect(self, ctx: Ctx) -> None:
@@ -185,3 +190,16 @@ class ChaosMixed(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step
     async def finish(self, ctx: Ctx) -> None:
         await ctx.state.set("seal", await _work(ctx, "seal", ctx.state["total"]))
+        tally = await ctx.child(ChaosTally, {"total": ctx.state["total"]})
+        await ctx.state.set("tally", tally["tally"])
+
+
+@loom.workflow(name="chaos_Tally")
+class ChaosTally(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """The child of the last step: it continues as new once, and its second run answers."""
+
+    @loom.step
+    async def count(self, ctx: Ctx) -> None:
+        if "tally" not in ctx.input:
+            await ctx.continue_as_new({"tally": mix("tally", int(ctx.input["total"]))})
+        await ctx.state.set("tally", ctx.input["tally"])

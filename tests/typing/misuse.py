@@ -28,6 +28,11 @@ class Misuse(loom.Workflow[In, St]):
         _text: str = await ctx.activity(double, 1)  # expect-error
         await ctx.activity(double, 1, 2)  # expect-error
 
+    @loom.query
+    async def peek(self, ctx: loom.QueryContext[In, St]) -> int:
+        await ctx.activity(double, 1)  # expect-error
+        return ctx.input["n"]
+
 
 async def start() -> None:
     await Misuse.start({"wrong_key": 1})  # expect-error

@@ -30,8 +30,14 @@ async def generate(lesson_id: str) -> str:
     return f"quiz-{lesson_id}"
 
 
-@loom.activity(name="typing_grade", retry_count=2)
+@loom.activity(name="typing_grade", retry_count=2, heartbeat_timeout=5.0)
 def grade(quiz_id: str) -> Grade:
+    info: loom.ActivityInfo = loom.activity_info()
+    start: int = info.heartbeat_details or 0
+    deadline: float | None = info.deadline
+    if info.is_cancelled() or deadline is None:
+        raise loom.ActivityCancelledError(info.activity_name, info.workflow_id, "typing")
+    loom.heartbeat({"from": start, "attempt": info.attempt})
     return Grade(score=len(quiz_id))
 
 
@@ -47,6 +53,14 @@ class QuizWorkflow(Workflow[QuizInput, QuizState]):
         result: Grade = await ctx.activity(grade, str(ctx.state["quiz_id"]))
         await ctx.state.set("score", result.score)
 
+    @loom.query
+    def score(self, ctx: loom.QueryContext[QuizInput, QuizState]) -> int:
+        return ctx.state.get("score") or 0
+
+    @loom.query(name="lesson")
+    async def lesson_of(self, ctx: loom.QueryContext[QuizInput, QuizState], prefix: str) -> str:
+        return prefix + ctx.input["lesson_id"]
+
 
 async def main() -> QuizState:
     async with loom.Database("sqlite:///typing.db") as db:
@@ -57,6 +71,9 @@ async def main() -> QuizState:
         assert status in loom.WorkflowStatus
         other = await QuizWorkflow.start({"lesson_id": "l2"})
         await other.signal("go", {"x": 1})
+        print(await handle.query("score"), await other.query("lesson", "lesson "))
+        beats: list[loom.ActivityHeartbeat] = await handle.heartbeats()
+        assert all(b.at >= 0 and b.seq > 0 for b in beats)
         return await handle.result(timeout=5)
 
 

@@ -16,7 +16,7 @@ from loom.cli.common import (
     parse_json,
     run,
 )
-from loom.client import CancelOutcome
+from loom.client import CancelOutcome, parse_tags
 from loom.errors import WorkflowNotFoundError
 from loom.modules import import_modules
 
@@ -31,12 +31,23 @@ def start_command(
     workflow_id: Annotated[
         str | None, typer.Option("--id", metavar="ID", help="Workflow id (default: a UUID).")
     ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", metavar="VERSION", help="The version (default: the newest)."),
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", "-t", metavar="KEY=VALUE", help="A tag to store with it."),
+    ] = None,
     modules: ModulesOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Start a workflow by name; a worker with its module runs it."""
     limits.check_id(name, "workflow name")
+    if version is not None:
+        limits.check_id(version, "workflow version")
+    tags = parse_tags(tag or [])
     if workflow_id is not None:
         limits.check_id(workflow_id)
     workflow_input = parse_json(input_json, "--input")
@@ -52,7 +63,11 @@ def start_command(
                 except WorkflowNotFoundError:
                     pass
             handle = await db.start_workflow_by_name(
-                name, workflow_input=workflow_input, workflow_id=workflow_id
+                name,
+                workflow_input=workflow_input,
+                workflow_id=workflow_id,
+                version=version,
+                tags=tags,
             )
             return handle.workflow_id, existed
 

@@ -13,6 +13,7 @@ from loom.cli.admin_commands import init_command, replay_command, web_command
 from loom.cli.errors import report
 from loom.cli.inspect_command import inspect_command
 from loom.cli.migrate_command import migrate_command
+from loom.cli.query_command import query_command
 from loom.cli.read_commands import list_command, stats_command
 from loom.cli.worker_command import worker_command
 
@@ -50,6 +51,7 @@ app.command("start")(start_command)
 app.command("signal")(signal_command)
 app.command("cancel")(cancel_command)
 app.command("retry")(retry_command)
+app.command("query")(query_command)
 app.command("replay")(replay_command)
 app.command("web")(web_command)
 app.command("migrate")(migrate_command)

@@ -57,7 +57,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 async def open_database(
     url: str | None, *, initialized: bool = True
 ) -> AsyncIterator[loom.Database]:
-    """Open the database; unless ``initialized`` is False, refuse one ``loom init`` never set up."""
+    """Open the database; unless ``initialized`` is False, refuse one ``loom init`` never set up,
+    or whose schema is older than this Loom's (``loom init`` upgrades it)."""
     db = loom.Database(database_url(url), create=not initialized)
     try:
         await db.open()
@@ -66,8 +67,15 @@ async def open_database(
     except Exception as exc:  # the file cannot be created, is not a database ...
         raise CliError(f"cannot open database {db.url}: {describe(exc)}") from None
     try:
-        if initialized and await db.schema_version() == 0:
-            raise CliError(f"database {db.url} is not initialized; run `loom init` first")
+        if initialized:
+            version, needed = await db.schema_version(), db.required_schema_version()
+            if version == 0:
+                raise CliError(f"database {db.url} is not initialized; run `loom init` first")
+            if version < needed:
+                raise CliError(
+                    f"database {db.url} has schema version {version}, older than this Loom's "
+                    f"({needed}); run `loom init` to upgrade it"
+                )
         yield db
     finally:
         await db.close()
@@ -87,6 +95,8 @@ def parse_json(text: str | None, option: str) -> Any:
         raise CliError(f"{option} is not valid JSON: {exc.msg} (at position {exc.pos})") from None
     except ValueError as exc:
         raise CliError(f"{option} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CliError(f"{option} is not valid JSON: it is nested too deeply") from None
 
 
 def _not_a_number(word: str) -> Any:

@@ -14,10 +14,18 @@ from rich.text import Text
 
 from loom import limits
 from loom.cli import render
-from loom.cli.common import DatabaseOption, JsonOption, open_database, run
-from loom.cli.timeline import StepRun, failure_cause, step_runs
-from loom.client import WorkflowRecord
+from loom.cli.common import DatabaseOption, JsonOption, ModulesOption, open_database, run
+from loom.cli.timeline import StepRun, failure_cause, place_heartbeats, step_runs
+from loom.client import (
+    ActivityHeartbeat,
+    Database,
+    WorkflowRecord,
+    WorkflowRun,
+    WorkflowSummary,
+)
 from loom.core.history import Event, EventType
+from loom.errors import ConfigurationError
+from loom.modules import import_modules
 from loom.status import WorkflowStatus
 
 
@@ -34,24 +42,62 @@ def inspect_command(
             "activity attempt.",
         ),
     ] = False,
+    modules: ModulesOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a workflow: input, state, status, steps with durations, error and its cause."""
+    """Show a workflow: input, state, status, steps with durations and heartbeats, its children
+    and runs, error and its cause, and the queries it answers (with its module: -m,
+    $LOOM_MODULES or [tool.loom])."""
     limits.check_id(workflow_id)
+    unimportable = _import_quietly(modules)
 
-    async def fetch() -> tuple[WorkflowRecord, list[Event]]:
+    async def fetch() -> tuple[
+        WorkflowRecord,
+        list[Event],
+        list[str] | str,
+        list[WorkflowSummary],
+        list[WorkflowRun],
+        dict[str, str],
+        list[ActivityHeartbeat],
+    ]:
         async with open_database(database) as db:
             handle = db.get_workflow(workflow_id)
             record = await handle.describe()
-            return record, await handle.events()
+            queries = unimportable or _queries(db, record)
+            kids = await db.list_workflows(parent_id=workflow_id, limit=MAX_CHILDREN)
+            found = (record, await handle.events(), queries, kids, await handle.runs())
+            running = record.status is WorkflowStatus.RUNNING
+            beats = await handle.heartbeats() if running else []
+            return (*found, await handle.tags(), beats)
 
-    record, history = run(fetch())
+    record, history, queries, children, runs_of_id, tags, heartbeats = run(fetch())
     runs = step_runs(history, record.status)
+    place_heartbeats(runs, heartbeats)
     error = record.error
     cause = failure_cause(history) if error and error.get("type") == "ActivityFailedError" else None
     if as_json:
         document = _as_json(record, runs, cause)
+        document["parent_id"] = record.parent_id
+        document["tags"] = tags
+        document["run_id"] = record.run_id
+        document["runs"] = [
+            {
+                "run_id": r.run_id,
+                "number": r.number,
+                "status": r.status,
+                "started_at": render.iso(r.started),
+                "ended_at": render.iso(r.ended),
+                "events": r.events,
+            }
+            for r in runs_of_id
+        ]
+        document["children"] = [
+            {"workflow_id": c.workflow_id, "name": c.name, "status": c.status.value}
+            for c in _started_order(children)
+        ]
+        document["queries"] = queries if isinstance(queries, list) else None
+        document["heartbeats"] = [_heartbeat_json(b) for b in heartbeats]
         if traceback:
             document["failed_attempts"] = _failed_attempts(history)
         if events:
@@ -59,10 +105,16 @@ def inspect_command(
         render.emit_json(document)
         return
     out = render.console()
-    _print_header(out, record)
+    _print_header(out, record, queries, tags)
     _section(out, "Input", _json_block(record.input))
     _section(out, "State", _json_block(record.state))
     _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
+    if children:
+        _section(out, f"Children ({len(children)})", _children_table(children))
+    if len(runs_of_id) > 1:
+        _section(out, f"Runs ({len(runs_of_id)})", _runs_table(runs_of_id))
+    if heartbeats:
+        _section(out, "Heartbeats (last of each activity)", _heartbeats_table(heartbeats))
     if record.status is WorkflowStatus.CANCELED:
         reason = (error or {}).get("message")
         _section(out, "Canceled", render.text(f"reason: {reason}" if reason else "no reason given"))
@@ -107,7 +159,36 @@ def _event_json(event: Event) -> dict[str, Any]:
     }
 
 
-def _print_header(out: Console, record: WorkflowRecord) -> None:
+def _import_quietly(modules: list[str] | None) -> str | None:
+    """Import the workflow modules; a module named with -m must import, but one from the
+    defaults that cannot is only noted (inspecting needs no code): the reason, or None."""
+    try:
+        import_modules(modules)
+    except ConfigurationError as exc:
+        if modules:
+            raise
+        return f"unknown ({exc})"
+    return None
+
+
+def _queries(db: Database, record: WorkflowRecord) -> list[str] | str:
+    """The names of the workflow's queries, or why they are unknown here."""
+    try:
+        definition = db.definition_for(record)
+    except ConfigurationError:
+        return f"unknown: no class named {record.name!r} is registered here (-m MODULE)"
+    return [q.name for q in definition.queries]
+
+
+def _queries_line(queries: list[str] | str) -> str:
+    if isinstance(queries, str):
+        return queries
+    return ", ".join(queries) if queries else "none"
+
+
+def _print_header(
+    out: Console, record: WorkflowRecord, queries: list[str] | str, tags: dict[str, str]
+) -> None:
     title = Text.assemble(
         ("Workflow ", "bold"),
         (render.safe(record.workflow_id), "bold"),
@@ -119,6 +200,10 @@ def _print_header(out: Console, record: WorkflowRecord) -> None:
     grid.add_column(style="dim")
     grid.add_column()
     grid.add_row("name", render.text(f"{record.name} (version {record.version})"))
+    if record.parent_id is not None:
+        grid.add_row("parent", render.text(record.parent_id))
+    if tags:
+        grid.add_row("tags", render.text(", ".join(f"{k}={v}" for k, v in tags.items())))
     grid.add_row("current step", render.text(record.current_step or "-"))
     if record.status is WorkflowStatus.RUNNING:
         grid.add_row("scheduling", _scheduling(record))
@@ -126,6 +211,7 @@ def _print_header(out: Console, record: WorkflowRecord) -> None:
     grid.add_row("updated", render.local_time(record.updated))
     lifetime = render.lifetime(record.status, record.created, record.updated)
     grid.add_row("duration", render.duration(lifetime))
+    grid.add_row("queries", render.text(_queries_line(queries)))
     out.print(Padding(grid, (0, 0, 0, 2), expand=False))
 
 
@@ -146,6 +232,45 @@ def _scheduling(record: WorkflowRecord) -> str:
     if record.ready_at <= now:
         return "ready: the next free worker runs it"
     return f"sleeping until {render.local_time(record.ready_at)}"
+
+
+MAX_CHILDREN = 1000
+"""The children ``inspect`` lists (``loom list --parent ID`` lists them all)."""
+
+
+def _started_order(children: list[WorkflowSummary]) -> list[WorkflowSummary]:
+    """Oldest first (the list is newest first; children started together keep its order)."""
+    return sorted(children, key=lambda c: c.created_at)
+
+
+def _runs_table(runs: list[WorkflowRun]) -> Table:
+    """The runs of a workflow id that continued as new; the history above is the last one's."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("#", "RUN ID", "STATUS", "STARTED", "EVENTS"):
+        table.add_column(column, justify="right" if column in ("#", "EVENTS") else "left")
+    for r in runs:
+        table.add_row(
+            str(r.number),
+            render.text(r.run_id),
+            render.text(r.status),
+            render.local_time(r.started),
+            str(r.events),
+        )
+    return table
+
+
+def _children_table(children: list[WorkflowSummary]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("ID", "NAME", "STATUS", "STEP"):
+        table.add_column(column, no_wrap=column == "ID")
+    for child in _started_order(children):
+        table.add_row(
+            render.text(child.workflow_id),
+            render.text(child.name),
+            render.status_text(child.status),
+            render.text(child.current_step or "-"),
+        )
+    return table
 
 
 def _section(out: Console, title: str, body: RenderableType) -> None:
@@ -170,8 +295,17 @@ def _steps_table(runs: list[StepRun]) -> Table:
             notes.append(f"{run_.activities} activit{'y' if run_.activities == 1 else 'ies'}")
         if run_.failed_attempts:
             notes.append(f"{run_.failed_attempts} failed attempt(s)")
+        if run_.children:
+            notes.append(f"{run_.children} child workflow(s)")
+        if run_.withdrawn:
+            notes.append(f"{run_.withdrawn} withdrawn (cancelled by the step)")
+        if run_.signals_handled:
+            notes.append(f"{run_.signals_handled} signal(s) handled")
         if run_.status == "running" and run_.waiting:
             notes.append(f"waiting for {', '.join(run_.waiting)}")
+        if run_.heartbeat is not None:
+            ago = render.duration(max(0.0, time.time() - run_.heartbeat.at))
+            notes.append(f"heartbeat {ago.strip()} ago")
         table.add_row(
             str(run_.index + 1),
             render.text(run_.step),
@@ -179,6 +313,33 @@ def _steps_table(runs: list[StepRun]) -> Table:
             render.duration(run_.duration),
             Text(run_.status, style=styles.get(run_.status, "")),
             render.text(", ".join(notes), style="dim"),
+        )
+    return table
+
+
+def _heartbeat_json(beat: ActivityHeartbeat) -> dict[str, Any]:
+    return {
+        "seq": beat.seq,
+        "activity": beat.activity,
+        "attempt": beat.attempt,
+        "sent_at": render.iso(beat.at),
+        "details": beat.details,
+    }
+
+
+def _heartbeats_table(heartbeats: list[ActivityHeartbeat]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("SEQ", "ACTIVITY", "ATTEMPT", "SENT", "AGO", "DETAILS"):
+        table.add_column(column, justify="right" if column in ("SEQ", "ATTEMPT", "AGO") else "left")
+    now = time.time()
+    for beat in heartbeats:
+        table.add_row(
+            str(beat.seq),
+            render.text(beat.activity),
+            str(beat.attempt),
+            render.clock_time(beat.at),
+            render.duration(max(0.0, now - beat.at)),
+            Text(render.compact_json(beat.details)),
         )
     return table
 

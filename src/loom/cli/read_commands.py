@@ -11,7 +11,7 @@ from rich.table import Table
 from loom import limits
 from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, bounded, open_database, run
-from loom.client import StoreStats, WorkflowSummary
+from loom.client import StoreStats, WorkflowSummary, parse_tags
 from loom.status import WorkflowStatus
 
 MAX_ROWS = 1_000_000
@@ -28,6 +28,13 @@ def list_command(
         ),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Only workflows of this type.")] = None,
+    parent: Annotated[
+        str | None, typer.Option("--parent", help="Only the child workflows of this workflow.")
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", "-t", metavar="KEY=VALUE", help="Only workflows with this tag."),
+    ] = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -35,10 +42,15 @@ def list_command(
     bounded(limit, "--limit", 1, MAX_ROWS)
     if name is not None:
         limits.check_id(name, "workflow name")
+    if parent is not None:
+        limits.check_id(parent, "parent workflow id")
+    tags = parse_tags(tag or [])
 
     async def fetch() -> list[WorkflowSummary]:
         async with open_database(database) as db:
-            return await db.list_workflows(status=status, limit=limit, name=name)
+            return await db.list_workflows(
+                status=status, limit=limit, name=name, parent_id=parent, tags=tags
+            )
 
     rows = run(fetch())
     if as_json:
@@ -79,6 +91,7 @@ def summary_json(row: WorkflowSummary) -> dict[str, Any]:
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
         "duration_seconds": round(render.lifetime(row.status, created, updated), 3),
+        "parent_id": row.parent_id,
     }
 
 

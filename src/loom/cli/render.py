@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import IO, Any, TextIO, cast
 
 from rich.console import Console
+from rich.highlighter import JSONHighlighter
 from rich.text import Text
 
 from loom.status import WorkflowStatus
@@ -180,6 +181,15 @@ def json_text(encoded: str) -> str:
     if not any(unsafe(c) for c in encoded):
         return encoded
     return "".join(f"\\u{ord(c):04x}" if unsafe(c) else c for c in encoded)
+
+
+def pretty_json(value: Any) -> Text:
+    """``value`` as indented JSON, coloured on a terminal; what :func:`json_text` escapes stays
+    escaped (Rich's own JSON would decode it again), so it is still the same, safe JSON."""
+    encoded = json.dumps(value, indent=2, default=_json_default, ensure_ascii=False)
+    text = Text(json_text(encoded))
+    JSONHighlighter().highlight(text)
+    return text
 
 
 def compact_json(value: Any) -> str:

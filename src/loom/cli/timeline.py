@@ -1,4 +1,5 @@
-"""A workflow's steps as a timeline, and the cause of its failure, read from its history."""
+"""A workflow's steps as a timeline, and the cause of its failure, read from its history; the
+last heartbeats of its running activities placed on it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loom.cli.render import iso
+from loom.client import ActivityHeartbeat
 from loom.core.history import Event, EventType
 from loom.status import WorkflowStatus
 
@@ -22,7 +24,21 @@ class StepRun:
     status: str = "running"  # running, completed, failed, canceled, retried
     activities: int = 0
     failed_attempts: int = 0
-    waiting: list[str] = field(default_factory=list)
+    withdrawn: int = 0
+    """Durable calls withdrawn by cancelling the task awaiting them (a race's loser)."""
+    signals_handled: int = 0
+    """Signals applied by ``@loom.signal`` handlers during the step."""
+    children: int = 0
+    """Child workflows the step started."""
+    waits: dict[int, str] = field(default_factory=dict)
+    activity_seqs: list[int] = field(default_factory=list)
+    heartbeat: ActivityHeartbeat | None = None
+    """The latest heartbeat of its activities, while the workflow runs."""
+
+    @property
+    def waiting(self) -> list[str]:
+        """What the step waits for now: its timers and signal waits not yet over."""
+        return list(self.waits.values())
 
     @property
     def duration(self) -> float:
@@ -38,7 +54,21 @@ class StepRun:
             "duration_seconds": round(self.duration, 3),
             "activities": self.activities,
             "failed_attempts": self.failed_attempts,
+            "withdrawn": self.withdrawn,
+            "signals_handled": self.signals_handled,
+            "children": self.children,
+            "last_heartbeat_at": None if self.heartbeat is None else iso(self.heartbeat.at),
         }
+
+
+WITHDRAWN = frozenset(
+    {
+        EventType.ACTIVITY_CANCELED,
+        EventType.TIMER_CANCELED,
+        EventType.SIGNAL_WAIT_CANCELED,
+        EventType.CHILD_WORKFLOW_CANCELED,
+    }
+)
 
 
 def step_runs(events: list[Event], status: WorkflowStatus) -> list[StepRun]:
@@ -57,14 +87,25 @@ def step_runs(events: list[Event], status: WorkflowStatus) -> list[StepRun]:
             current.ended, current.status, current = event.timestamp, "completed", None
         elif kind is EventType.ACTIVITY_SCHEDULED:
             current.activities += 1
+            current.activity_seqs.append(event.seq)
         elif kind is EventType.ACTIVITY_FAILED:
             current.failed_attempts += 1
         elif kind is EventType.SIGNAL_WAIT_STARTED:
-            current.waiting.append(f"signal {payload.get('name')!r}")
+            current.waits[event.seq] = f"signal {payload.get('name')!r}"
         elif kind is EventType.TIMER_SCHEDULED:
-            current.waiting.append("timer")
-        elif kind in (EventType.SIGNAL_RECEIVED, EventType.TIMER_FIRED) and current.waiting:
-            current.waiting.pop(0)
+            current.waits[event.seq] = "timer"
+        elif kind is EventType.CHILD_WORKFLOW_STARTED:
+            current.children += 1
+            current.waits[event.seq] = f"child {payload.get('workflow_id')!r}"
+        elif kind in (EventType.CHILD_WORKFLOW_COMPLETED, EventType.CHILD_WORKFLOW_FAILED):
+            current.waits.pop(payload.get("scheduled", 0), None)
+        elif kind is EventType.SIGNAL_RECEIVED and payload.get("scheduled") is None:
+            current.signals_handled += 1
+        elif kind in (EventType.SIGNAL_RECEIVED, EventType.TIMER_FIRED):
+            current.waits.pop(payload.get("scheduled", 0), None)
+        elif kind in WITHDRAWN:
+            current.withdrawn += 1
+            current.waits.pop(payload.get("scheduled", 0), None)
         elif kind is EventType.WORKFLOW_FAILED:
             current.ended, current.status, current = event.timestamp, "failed", None
         elif kind is EventType.WORKFLOW_CANCELED:
@@ -72,6 +113,15 @@ def step_runs(events: list[Event], status: WorkflowStatus) -> list[StepRun]:
     if current is not None and status is not WorkflowStatus.RUNNING:
         current.status = status.value.lower()
     return runs
+
+
+def place_heartbeats(runs: list[StepRun], heartbeats: list[ActivityHeartbeat]) -> None:
+    """Give each step run the latest heartbeat of its activities. One whose scheduling is not
+    written yet (an activity running inline) belongs to the run still going, the last."""
+    for beat in heartbeats:
+        run = next((r for r in runs if beat.seq in r.activity_seqs), runs[-1] if runs else None)
+        if run is not None and (run.heartbeat is None or beat.at > run.heartbeat.at):
+            run.heartbeat = beat
 
 
 def failure_cause(events: list[Event]) -> dict[str, Any] | None:

@@ -11,17 +11,18 @@ in-place change would live only in this worker's memory, and a replay would not 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random as _random
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, overload
 
-from loom import codec
+from loom import codec, limits
 from loom.core.history import EventType
-from loom.definitions import activity_definition
+from loom.definitions import activity_definition, workflow_definition
 from loom.errors import ConfigurationError, ReadOnlyError
 from loom.frozen import freeze, thaw
 
@@ -74,6 +75,9 @@ _INPUT_HINT = (
     "the workflow input is part of the history; keep what you derive from it in local "
     "variables or in ctx.state (`await ctx.state.set(key, value)`)"
 )
+
+
+_SAME: Any = object()  # continue_as_new() without an input: this run's input
 
 
 class StateProxy(Mapping[str, Any], Generic[StateT]):
@@ -197,6 +201,22 @@ class WorkflowContext(Generic[InputT, StateT]):
         """A random-looking UUID that replay reproduces."""
         return uuid.UUID(int=self._execution.rng.getrandbits(128), version=4)
 
+    def patched(self, patch_id: str) -> bool:
+        """Whether to take the new code path of a change made under running workflows, as
+        Temporal's ``patched``: True for new runs and for replays of histories that took it,
+        False for replays of histories recorded before the change::
+
+            if ctx.patched("send-receipt"):
+                await ctx.activity(send_receipt, order)   # new code
+            # else: the old path, for runs that started before the change
+
+        Once no run of the old code is left, remove the ``else`` branch and keep the call (or
+        remove it too: its recorded PATCH_APPLIED events are passed over).
+        """
+        if not isinstance(patch_id, str) or not patch_id:
+            raise ConfigurationError("patch ids are non-empty strings")
+        return self._execution.patched(patch_id)
+
     # -- durable operations ----------------------------------------------------------------
     @overload
     async def activity(
@@ -221,7 +241,9 @@ class WorkflowContext(Generic[InputT, StateT]):
             "step": self._execution.current_step,
         }
         event = self._execution.decide(EventType.ACTIVITY_SCHEDULED, payload)
-        result = await self._execution.schedule_activity(event, definition)
+        result = await self._withdrawable(
+            event, self._execution.schedule_activity(event, definition)
+        )
         returned = f"the result of activity {definition.name!r}"
         # A private copy: the recorded result must not change if the step edits what it got.
         return codec.convert(thaw(result), definition.return_annotation, what=returned)
@@ -243,7 +265,7 @@ class WorkflowContext(Generic[InputT, StateT]):
             raise ConfigurationError("ctx.sleep() takes exactly one of delta=, seconds= or until=")
         fire_at = _deadline(self._execution.now, delta, seconds, until)
         event = self._execution.decide(EventType.TIMER_SCHEDULED, {"fire_at": fire_at})
-        await self._execution.schedule_timer(event)
+        await self._withdrawable(event, self._execution.schedule_timer(event))
 
     async def wait_for_signal(self, name: str, timeout: timedelta | float | None = None) -> Any:
         """Wait until signal ``name`` arrives and return its payload.
@@ -254,12 +276,176 @@ class WorkflowContext(Generic[InputT, StateT]):
         """
         if not isinstance(name, str) or not name:
             raise ConfigurationError("signal names are non-empty strings")
+        handler = self._execution.definition.signal_handlers.get(name)
+        if handler is not None:
+            raise ConfigurationError(
+                f"signal {name!r} is taken by the @loom.signal handler {handler}(); wait for "
+                "the change it makes with `await ctx.wait_until(lambda: ...)` instead"
+            )
         deadline = None if timeout is None else _deadline(self._execution.now, timeout, None, None)
         event = self._execution.decide(
             EventType.SIGNAL_WAIT_STARTED, {"name": name, "deadline": deadline}
         )
         # A private copy: the recorded payload must not change if the step edits what it got.
-        return thaw(await self._execution.wait_signal(event))
+        return thaw(await self._withdrawable(event, self._execution.wait_signal(event)))
+
+    async def child(
+        self,
+        workflow: type[Any],
+        input: Any = None,
+        *,
+        workflow_id: str | None = None,
+        initial_state: Mapping[str, Any] | None = None,
+        parent_close_policy: str = "cancel",
+    ) -> Any:
+        """Start a child workflow durably, wait for it to end and return its final state.
+
+        Raises :class:`~loom.errors.ChildWorkflowFailedError` (the child's error as its
+        ``__cause__``) when the child fails or is canceled. See :meth:`start_child`.
+        """
+        handle = self.start_child(
+            workflow,
+            input,
+            workflow_id=workflow_id,
+            initial_state=initial_state,
+            parent_close_policy=parent_close_policy,
+        )
+        return await handle
+
+    def start_child(
+        self,
+        workflow: type[Any],
+        input: Any = None,
+        *,
+        workflow_id: str | None = None,
+        initial_state: Mapping[str, Any] | None = None,
+        parent_close_policy: str = "cancel",
+    ) -> ChildHandle:
+        """Start a child workflow durably and return a handle to await (``await handle``)
+        later, e.g. to fan out with ``asyncio.gather``.
+
+        The child is recorded with the parent's next write and started in the same transaction,
+        so it starts exactly once whatever crashes. Without ``workflow_id`` its id is derived
+        from the parent's id and the call's place in the history (``<parent id>/<seq>``), so a
+        replayed parent never starts a second child. ``parent_close_policy``: ``"cancel"`` (the
+        child is canceled when the parent ends while it runs; the step must await it) or
+        ``"abandon"`` (it runs on; the step may leave it unawaited).
+        """
+        definition = workflow_definition(workflow)
+        if parent_close_policy not in ("cancel", "abandon"):
+            raise ConfigurationError(
+                f"parent_close_policy must be 'cancel' or 'abandon', got {parent_close_policy!r}"
+            )
+        if workflow_id is not None:
+            limits.check_id(workflow_id, "child workflow id")
+        what = f"the input of child workflow {definition.name!r}"
+        state = codec.to_json(dict(initial_state or {}), what=what, root="initial_state")
+        payload = {
+            "name": definition.name,
+            "version": definition.version,
+            "workflow_id": workflow_id,
+            "input": codec.to_json(input, what=what, root="input"),
+            "state": state,
+            "parent_close_policy": parent_close_policy,
+        }
+        event = self._execution.decide(EventType.CHILD_WORKFLOW_STARTED, payload)
+        future = self._execution.start_child(event)
+        task = asyncio.ensure_future(self._withdrawable(event, future))
+        self._execution.child_task(event.seq, task)
+        return ChildHandle(str(event.payload["workflow_id"]), definition.name, task)
+
+    async def continue_as_new(
+        self, input: Any = _SAME, *, initial_state: Mapping[str, Any] | None = None
+    ) -> NoReturn:
+        """End this run and start a fresh one of the same workflow, under the same id, with a
+        new run id and an empty history: a workflow that loops forever keeps its history small.
+
+        ``input`` defaults to this run's input; ``initial_state`` to an empty state (pass
+        ``ctx.state.to_dict()`` to carry it over). Signals still buffered are kept for the new
+        run; the children it started with the "cancel" policy are canceled. Nothing after this
+        call runs.
+        """
+        what = "the input of the next run"
+        carried = self._execution.input if input is _SAME else input
+        payload = {
+            "input": codec.to_json(carried, what=what, root="input"),
+            "state": codec.to_json(dict(initial_state or {}), what=what, root="initial_state"),
+        }
+        raise ContinueAsNew(payload)
+
+    async def wait_until(
+        self, condition: Callable[[], object], timeout: timedelta | float | None = None
+    ) -> None:
+        """Resume once ``condition()`` is true, as Temporal's ``wait_condition``.
+
+        The condition (a function of ``ctx.state``, usually) is checked now and again each
+        time something is delivered to the workflow: a signal its ``@loom.signal`` handler
+        applies, an activity's outcome in a concurrent task, a timer. Nothing is polled and
+        nothing is recorded but the timeout's timer: with ``timeout``, raises ``TimeoutError``
+        when the condition is still false after it.
+        """
+        if not callable(condition):
+            raise ConfigurationError(f"wait_until() takes a function, got {condition!r}")
+        if condition():
+            return
+        met = self._execution.wait_condition(condition)
+        if timeout is None:
+            await met
+            return
+        timer = asyncio.ensure_future(self.sleep(timeout))
+        try:
+            await asyncio.wait([met, timer], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not timer.done():
+                timer.cancel()  # withdraws the timer: TIMER_CANCELED
+                await asyncio.wait([timer])
+            if not met.done():
+                met.cancel()
+        if met.cancelled():
+            if timer.done() and not timer.cancelled():
+                timer.result()  # the sleep's own error, if any
+            raise TimeoutError(f"the condition was still false after the timeout ({timeout})")
+        met.result()
+
+    async def _withdrawable(self, event: Any, call: Awaitable[Any]) -> Any:
+        """Await a durable call; when the awaiting task is cancelled (a race's loser, a
+        ``TaskGroup`` closing), the call is withdrawn as a recorded decision and the
+        cancellation goes on to the code, which may catch it."""
+        try:
+            return await call
+        except asyncio.CancelledError:
+            self._execution.withdraw(event)
+            raise
+
+
+class ContinueAsNew(BaseException):
+    """Raised by ``ctx.continue_as_new`` to end the run; a BaseException, so that a step's
+    ``except Exception`` does not swallow it."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        super().__init__("the workflow continues as a new run")
+        self.payload = payload
+
+
+class ChildHandle:
+    """A child workflow started by :meth:`WorkflowContext.start_child`: ``await`` it for its
+    final state; cancelling the awaiting task withdraws the child (it is canceled)."""
+
+    def __init__(self, workflow_id: str, name: str, task: asyncio.Future[Any]) -> None:
+        self.workflow_id = workflow_id
+        self.name = name
+        self.task = task
+        """The task awaiting the child, for ``asyncio.wait([child.task, ...])`` races."""
+
+    def __await__(self) -> Any:
+        return self.task.__await__()
+
+    async def result(self) -> Any:
+        return await self.task
+
+    def cancel(self) -> None:
+        """Withdraw the child: it is canceled (with the parent's next write)."""
+        self.task.cancel()
 
 
 def _deadline(

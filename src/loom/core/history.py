@@ -4,7 +4,8 @@ Each event has a per-workflow sequence number (``seq``) that the store enforces 
 two writers can never both record the same step of a workflow. Events fall in two groups:
 
 * *decisions*, which the workflow code produces (STEP_*, STATE_*, *_SCHEDULED, SIGNAL_WAIT_STARTED,
-  WORKFLOW_COMPLETED/FAILED) and which replay checks the code still produces, and
+  the *_CANCELED of a durable call whose awaiting task was cancelled, WORKFLOW_COMPLETED/FAILED)
+  and which replay checks the code still produces, and
 * *inputs*, which the outside world delivers (activity outcomes, timers, signals) and which
   replay feeds back to the code in their recorded order.
 """
@@ -24,6 +25,7 @@ class EventType(StrEnum):
     WORKFLOW_FAILED = "WORKFLOW_FAILED"
     WORKFLOW_CANCELED = "WORKFLOW_CANCELED"
     WORKFLOW_RETRIED = "WORKFLOW_RETRIED"
+    WORKFLOW_CONTINUED_AS_NEW = "WORKFLOW_CONTINUED_AS_NEW"
     STEP_STARTED = "STEP_STARTED"
     STEP_COMPLETED = "STEP_COMPLETED"
     STATE_SET = "STATE_SET"
@@ -35,6 +37,17 @@ class EventType(StrEnum):
     TIMER_FIRED = "TIMER_FIRED"
     SIGNAL_WAIT_STARTED = "SIGNAL_WAIT_STARTED"
     SIGNAL_RECEIVED = "SIGNAL_RECEIVED"
+    # The code cancelled the task awaiting a durable call: the call is withdrawn.
+    ACTIVITY_CANCELED = "ACTIVITY_CANCELED"
+    TIMER_CANCELED = "TIMER_CANCELED"
+    SIGNAL_WAIT_CANCELED = "SIGNAL_WAIT_CANCELED"
+    # Child workflows: started with the parent's commit; their end is delivered to the parent.
+    CHILD_WORKFLOW_STARTED = "CHILD_WORKFLOW_STARTED"
+    CHILD_WORKFLOW_COMPLETED = "CHILD_WORKFLOW_COMPLETED"
+    CHILD_WORKFLOW_FAILED = "CHILD_WORKFLOW_FAILED"
+    CHILD_WORKFLOW_CANCELED = "CHILD_WORKFLOW_CANCELED"
+    # ctx.patched("id") took the new code path: replays of this history take it too.
+    PATCH_APPLIED = "PATCH_APPLIED"
 
 
 DECISIONS = frozenset(
@@ -46,20 +59,44 @@ DECISIONS = frozenset(
         EventType.ACTIVITY_SCHEDULED,
         EventType.TIMER_SCHEDULED,
         EventType.SIGNAL_WAIT_STARTED,
+        EventType.ACTIVITY_CANCELED,
+        EventType.TIMER_CANCELED,
+        EventType.SIGNAL_WAIT_CANCELED,
+        EventType.CHILD_WORKFLOW_STARTED,
+        EventType.CHILD_WORKFLOW_CANCELED,
+        EventType.PATCH_APPLIED,
         EventType.WORKFLOW_COMPLETED,
         EventType.WORKFLOW_FAILED,
+        EventType.WORKFLOW_CONTINUED_AS_NEW,
     }
 )
+WITHDRAWALS = {
+    EventType.ACTIVITY_SCHEDULED: EventType.ACTIVITY_CANCELED,
+    EventType.TIMER_SCHEDULED: EventType.TIMER_CANCELED,
+    EventType.SIGNAL_WAIT_STARTED: EventType.SIGNAL_WAIT_CANCELED,
+    EventType.CHILD_WORKFLOW_STARTED: EventType.CHILD_WORKFLOW_CANCELED,
+}
+"""The decision that withdraws each kind of durable call."""
 INPUTS = frozenset(
     {
         EventType.ACTIVITY_COMPLETED,
         EventType.ACTIVITY_FAILED,
         EventType.TIMER_FIRED,
         EventType.SIGNAL_RECEIVED,
+        EventType.CHILD_WORKFLOW_COMPLETED,
+        EventType.CHILD_WORKFLOW_FAILED,
     }
 )
+CHILD_OUTCOME = "__loom_child__"
+"""The name of the message a child's end leaves in its parent's signal buffer (names starting
+with ``__loom`` are refused to users)."""
 TERMINAL = frozenset(
-    {EventType.WORKFLOW_COMPLETED, EventType.WORKFLOW_FAILED, EventType.WORKFLOW_CANCELED}
+    {
+        EventType.WORKFLOW_COMPLETED,
+        EventType.WORKFLOW_FAILED,
+        EventType.WORKFLOW_CANCELED,
+        EventType.WORKFLOW_CONTINUED_AS_NEW,
+    }
 )
 
 
@@ -94,8 +131,16 @@ def decision_key(kind: EventType, payload: dict[str, Any]) -> str | None:
         return str(payload.get("key"))
     if kind is EventType.STATE_UPDATE:
         return ",".join(sorted(payload.get("values", {})))
-    if kind in (EventType.ACTIVITY_SCHEDULED, EventType.SIGNAL_WAIT_STARTED):
+    if kind in (
+        EventType.ACTIVITY_SCHEDULED,
+        EventType.SIGNAL_WAIT_STARTED,
+        EventType.CHILD_WORKFLOW_STARTED,
+    ):
         return str(payload.get("name"))
+    if kind in WITHDRAWALS.values():
+        return str(payload.get("scheduled"))
+    if kind is EventType.PATCH_APPLIED:
+        return str(payload.get("patch_id"))
     return None
 
 

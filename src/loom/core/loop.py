@@ -18,6 +18,7 @@ import asyncio
 import asyncio.events
 import collections
 import contextvars
+import os
 import weakref
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, NoReturn, TypeVar
@@ -152,6 +153,24 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
             return not ready
         finally:
             asyncio.events._set_running_loop(previous)
+
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
+
+
+def awaited(task: asyncio.Task[Any]) -> str:
+    """What the innermost coroutine of ``task`` awaits, as ``Event.wait()`` or a future."""
+    coro: Any = task.get_coro()
+    while True:
+        inner = getattr(coro, "cr_await", None)
+        if inner is None or not hasattr(inner, "cr_await"):
+            break
+        coro = inner
+    name = getattr(coro, "__qualname__", None) or "?"
+    code = getattr(coro, "cr_code", None)
+    if code is not None and code.co_filename.startswith(_ASYNCIO_DIR):
+        return f"{name}() (asyncio)"
+    return f"a bare asyncio future (e.g. loop.create_future()) in {name}()"
 
 
 def _no_io(name: str) -> Callable[..., NoReturn]:

@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
+import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from loom.core import loop as loop_module
-from loom.core.context import WorkflowContext
+from loom.core.context import ContinueAsNew, WorkflowContext
 from loom.core.history import (
     DECISIONS,
     INPUTS,
+    WITHDRAWALS,
     Event,
     EventType,
     apply_state,
@@ -42,6 +43,8 @@ from loom.core.loop import DeterministicLoop
 from loom.definitions import ActivityDefinition, WorkflowDefinition, activity_definition
 from loom.errors import (
     ActivityFailedError,
+    ChildWorkflowFailedError,
+    ConfigurationError,
     LoomError,
     NonDeterminismError,
     UnawaitedCallError,
@@ -73,6 +76,9 @@ class _Pending:
     deadline: float | None = None
     run: ActivityRun | None = None
     step: str | None = None
+    child_id: str | None = None
+    abandon: bool = False
+    task: asyncio.Future[Any] | None = None
 
 
 def plan_replay(
@@ -183,6 +189,17 @@ class WorkflowExecution:
         self._spinning: WorkflowSandboxError | None = None
         self._stream: collections.deque[Event] = collections.deque()
         self._first_step = 0
+        self._tearing_down = False  # tasks cancelled by Loom itself withdraw nothing
+        self._conditions: list[tuple[Callable[[], object], asyncio.Future[None]]] = []
+        self._instance: Any = None  # the running step's instance (signal handlers run on it)
+        self._detached: set[int] = set()  # abandoned children the step left unawaited
+        self.run_id: str | None = None
+        """The run this execution is of, as the worker claimed it (for its cache)."""
+        self.continued_as_new: dict[str, Any] | None = None
+        """The next run's input and state, once the code called ``ctx.continue_as_new``."""
+        parent = started.payload.get("parent")
+        self.parent_id: str | None = parent.get("workflow_id") if isinstance(parent, dict) else None
+        """The workflow that started this one as its child, if one did."""
         try:
             self._first_step, self.state, stream = plan_replay(
                 definition, workflow_id, history, full=full
@@ -192,6 +209,12 @@ class WorkflowExecution:
             self._finish_failed(exc, step=None)
             return
         self._stream.extend(stream)
+        replayed = {e.seq for e in stream}
+        self._patches: dict[str, bool] = {
+            str(e.payload.get("patch_id")): True
+            for e in history
+            if e.type is EventType.PATCH_APPLIED and e.seq not in replayed
+        }
         self._main = self._loop.create_task(self._run(), name=f"workflow {workflow_id}")
         self._run_code()
         self._replay_inputs()
@@ -253,12 +276,25 @@ class WorkflowExecution:
         ]
 
     def signal_waits(self) -> list[tuple[int, str]]:
-        """(seq, signal name) of every signal wait, oldest first."""
-        return [
+        """(seq, signal name) of every signal wait, oldest first; then (0, name) for each
+        signal a ``@loom.signal`` handler takes, for as long as the workflow runs."""
+        waits = [
             (seq, p.name)
             for seq, p in self._pending.items()
             if p.kind is EventType.SIGNAL_WAIT_STARTED and p.name is not None
         ]
+        if self.definition.signal_handlers and not self.finished:
+            waits += [(0, name) for name in self.definition.signal_handlers]
+        return waits
+
+    def child_waits(self) -> dict[str, int]:
+        """The children the code awaits: child workflow id -> seq of its start."""
+        return {p.child_id: seq for seq, p in self._pending.items() if p.child_id is not None}
+
+    def has_activity(self, seq: int) -> bool:
+        """Whether the activity scheduled at ``seq`` is still awaited (not withdrawn)."""
+        pending = self._pending.get(seq)
+        return pending is not None and pending.run is not None
 
     def next_wakeup(self) -> float | None:
         """The earliest time something scheduled becomes due (timer, timeout, retry)."""
@@ -302,13 +338,36 @@ class WorkflowExecution:
     def fire_timer(self, seq: int, now: float) -> None:
         self._deliver(EventType.TIMER_FIRED, {"scheduled": seq}, now)
 
-    def receive_signal(self, seq: int, name: str, payload: Any, now: float) -> None:
+    def receive_signal(self, seq: int | None, name: str, payload: Any, now: float) -> None:
+        """Deliver a signal to the wait at ``seq``, or (``seq`` 0) to its ``@loom.signal``
+        handler."""
         self._deliver(
-            EventType.SIGNAL_RECEIVED, {"scheduled": seq, "name": name, "payload": payload}, now
+            EventType.SIGNAL_RECEIVED,
+            {"scheduled": seq or None, "name": name, "payload": payload},
+            now,
         )
+
+    def child_finished(self, seq: int, outcome: dict[str, Any], now: float) -> None:
+        """Deliver the end of the child started at ``seq``: ``outcome`` is what the child's
+        end left for its parent (``workflow_id``, ``status``, ``result`` or ``error``)."""
+        pending = self._pending[seq]
+        completed = outcome.get("status") == WorkflowStatus.COMPLETED
+        payload: dict[str, Any] = {
+            "scheduled": seq,
+            "workflow_id": pending.child_id,
+            "name": pending.name,
+            "status": outcome.get("status"),
+        }
+        if completed:
+            payload["result"] = outcome.get("result")
+        else:
+            payload["error"] = outcome.get("error")
+        kind = EventType.CHILD_WORKFLOW_COMPLETED if completed else EventType.CHILD_WORKFLOW_FAILED
+        self._deliver(kind, payload, now)
 
     def close(self) -> None:
         """Drop the code's coroutines; the execution must not be used afterwards."""
+        self._tearing_down = True
         for pending in self._pending.values():
             pending.future.cancel()
         self._pending.clear()
@@ -328,6 +387,8 @@ class WorkflowExecution:
             raise self._failure
         if self.status is not WorkflowStatus.RUNNING:
             raise NonDeterminismError(self.workflow_id, "the workflow already finished")
+        if self._stream:
+            self._skip_retired_patches()
         if self._stream:
             recorded = self._stream[0]
             if recorded.type is kind and decision_key(kind, recorded.payload) == decision_key(
@@ -370,6 +431,76 @@ class WorkflowExecution:
             deadline=None if deadline is None else float(deadline),
         )
 
+    def start_child(self, event: Event) -> asyncio.Future[Any]:
+        """Register the child started by ``event``; a new start gets its derived id here."""
+        payload = event.payload
+        if payload.get("workflow_id") is None:
+            payload["workflow_id"] = child_id(self.workflow_id, event.seq)
+        return self._register(
+            event,
+            name=payload.get("name"),
+            child_id=str(payload["workflow_id"]),
+            abandon=payload.get("parent_close_policy") == "abandon",
+        )
+
+    def child_task(self, seq: int, task: asyncio.Future[Any]) -> None:
+        """The task that awaits the child of ``seq`` (the step may leave an abandoned one)."""
+        pending = self._pending.get(seq)
+        if pending is not None:
+            pending.task = task
+
+    def withdraw(self, event: Event) -> None:
+        """The task awaiting the durable call of ``event`` was cancelled: record the call's
+        withdrawal (a decision, replayed like any other) unless it already ended. A withdrawn
+        timer never fires, a withdrawn signal wait takes no signal, and a withdrawn activity's
+        outcome is never delivered (its worker is told to stop it)."""
+        if (
+            self._tearing_down
+            or self.finished
+            or event.seq not in self._pending
+            or event.seq in self._detached
+        ):
+            return
+        del self._pending[event.seq]
+        payload: dict[str, Any] = {"scheduled": event.seq}
+        if event.payload.get("name") is not None:
+            payload["name"] = event.payload["name"]
+        if event.type is EventType.CHILD_WORKFLOW_STARTED:
+            payload["workflow_id"] = event.payload["workflow_id"]
+        self.decide(WITHDRAWALS[event.type], payload)
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether the code takes the new path of ``patch_id`` (see ``ctx.patched``): True live
+        (recorded as PATCH_APPLIED), and on replay only where the history recorded it. The
+        answer holds for the rest of the run."""
+        known = self._patches.get(patch_id)
+        if known is not None:
+            return known
+        if self._stream:
+            upcoming = self._stream[0]
+            took = (
+                upcoming.type is EventType.PATCH_APPLIED
+                and upcoming.payload.get("patch_id") == patch_id
+            )
+            if took:
+                self._stream.popleft()
+        else:
+            self.decide(EventType.PATCH_APPLIED, {"patch_id": patch_id})
+            took = True
+        self._patches[patch_id] = took
+        return took
+
+    def wait_condition(self, condition: Callable[[], object]) -> asyncio.Future[None]:
+        """A future resolved once ``condition()`` is true, checked whenever the code is idle
+        (after each delivery): the same points on every replay, so nothing is recorded."""
+        future = self._loop.create_future()
+        self._conditions.append((condition, future))
+        return future
+
+    @property
+    def step_instance(self) -> Any:
+        return self._instance
+
     # -- internals ------------------------------------------------------------------------
     def _register(self, event: Event, **fields: Any) -> asyncio.Future[Any]:
         future = self._loop.create_future()
@@ -388,8 +519,10 @@ class WorkflowExecution:
                 # A new instance per step: attributes are not a channel between steps, with or
                 # without the worker's cache (steps share only ctx.state).
                 self._loop.take_tasks()
-                instance = self.definition.cls()
+                instance = self._instance = self.definition.cls()
                 await getattr(instance, step.attribute)(ctx)
+                self._detach_abandoned(step.name)
+                await self._let_cancelled_tasks_end()
                 self._check_step_settled(step.name)
                 self.decide(EventType.STEP_COMPLETED, {"step": step.name, "index": index})
             self.current_step = None
@@ -404,6 +537,9 @@ class WorkflowExecution:
             for task in self._loop.take_tasks():  # the failed step's tasks must not run on
                 if task is not self._main:
                     task.cancel()
+            if isinstance(exc, ContinueAsNew) and self._failure is None:
+                self._continue_as_new(exc.payload)
+                return
             if isinstance(exc, asyncio.CancelledError) and self._spinning is not None:
                 exc = self._spinning
             if self._failure is not None or isinstance(exc, NonDeterminismError):
@@ -415,6 +551,38 @@ class WorkflowExecution:
                 self.status = WorkflowStatus.FAILED
             except NonDeterminismError as nd:
                 self._finish_failed(nd, step=self.current_step)
+
+    def _detach_abandoned(self, step: str) -> None:
+        """Children started with the "abandon" policy that the step did not await run on by
+        themselves: the step stops waiting for them (nothing is recorded)."""
+        for seq, pending in list(self._pending.items()):
+            if pending.abandon and pending.step == step:
+                self._detached.add(seq)
+                del self._pending[seq]
+                if pending.task is not None:
+                    pending.task.cancel()
+
+    async def _let_cancelled_tasks_end(self) -> None:
+        """A step that cancels a task (the loser of a race) may return before that task has
+        run its cancellation; let it run, so the withdrawal is recorded within the step."""
+        for _ in range(1000):
+            if not any(t.cancelling() for t in self._loop.pending_tasks() if t is not self._main):
+                return
+            await asyncio.sleep(0)
+
+    def _continue_as_new(self, payload: dict[str, Any]) -> None:
+        """End the run with WORKFLOW_CONTINUED_AS_NEW; the store starts the next one."""
+        self._tearing_down = True  # the run's other calls end with it: nothing is withdrawn
+        try:
+            self.decide(EventType.WORKFLOW_CONTINUED_AS_NEW, {**payload, "step": self.current_step})
+        except NonDeterminismError as nd:
+            self._finish_failed(nd, step=self.current_step)
+            return
+        self.continued_as_new = payload
+        self.status = WorkflowStatus.COMPLETED
+        for pending in self._pending.values():
+            pending.future.cancel()
+        self._pending.clear()
 
     def _check_step_settled(self, step: str) -> None:
         orphans = [task for task in self._loop.take_tasks() if not task.done()]
@@ -437,10 +605,28 @@ class WorkflowExecution:
         are failed with WorkflowSandboxError, raised where they are awaited in the step.
         """
         self._run_until_idle()
+        while self._check_conditions():
+            self._run_until_idle()
         for _ in range(100):  # a step may catch the error and get stuck again
             if self.finished or self._pending or self._main.done():
                 return
-            stuck = _stuck_futures(self._loop)
+            if self._conditions and self.definition.signal_handlers:
+                return  # a signal's handler may make the condition true
+            waiting = {id(f) for _, f in self._conditions}
+            stuck = [(f, a) for f, a in _stuck_futures(self._loop) if id(f) not in waiting]
+            if not stuck and self._conditions:
+                for _, future in self._conditions:
+                    future.set_exception(
+                        WorkflowSandboxError(
+                            f"step {self.current_step!r} of workflow {self.workflow_id!r} waits "
+                            "until a condition that nothing can make true: no durable call is "
+                            "pending and the workflow has no @loom.signal handler to change "
+                            "its state"
+                        )
+                    )
+                self._conditions = []
+                self._run_until_idle()
+                continue
             if not stuck:
                 break
             for future, awaited in stuck:
@@ -465,6 +651,29 @@ class WorkflowExecution:
                 step=self.current_step,
             )
 
+    def _check_conditions(self) -> bool:
+        """Resolve the waits whose condition now holds; True if any did. A condition that
+        raises fails its wait with the error."""
+        if not self._conditions:
+            return False
+        kept, resolved = [], False
+        for condition, future in self._conditions:
+            if future.done():
+                continue
+            try:
+                holds = bool(condition())
+            except Exception as exc:
+                future.set_exception(exc)
+                resolved = True
+                continue
+            if holds:
+                future.set_result(None)
+                resolved = True
+            else:
+                kept.append((condition, future))
+        self._conditions = kept
+        return resolved
+
     def _run_until_idle(self) -> None:
         """Run the code until idle; a step that spins instead fails with WorkflowSandboxError.
 
@@ -481,14 +690,24 @@ class WorkflowExecution:
             "hold the worker forever; wait "
             "with `await ctx.sleep(...)` or `await ctx.wait_for_signal(name)` instead"
         )
+        self._tearing_down = True
         for task in self._loop.pending_tasks():
             task.cancel()
         if not self._loop.run_until_idle() and not self.finished:
             self._finish_failed(self._spinning, step=self.current_step)  # it ignored the cancel
 
+    def _skip_retired_patches(self) -> None:
+        """A PATCH_APPLIED the code no longer asks about (the patch's old path was removed once
+        no run needed it) is passed over: the code now always takes the new path."""
+        while self._stream and self._stream[0].type is EventType.PATCH_APPLIED:
+            self._stream.popleft()
+
     def _replay_inputs(self) -> None:
         """Feed recorded inputs back in order, running the code until idle after each."""
         while self._stream and not self.finished:
+            if self._stream[0].type is EventType.PATCH_APPLIED:
+                self._skip_retired_patches()
+                continue
             event = self._stream[0]
             if event.type in INPUTS:
                 self._stream.popleft()
@@ -521,6 +740,9 @@ class WorkflowExecution:
 
     def _apply_input(self, event: Event) -> None:
         self.now = event.timestamp
+        if event.type is EventType.SIGNAL_RECEIVED and event.payload.get("scheduled") is None:
+            self._run_handler(str(event.payload.get("name")), event.payload.get("payload"))
+            return
         seq = int(event.payload["scheduled"])
         pending = self._pending.get(seq)
         if pending is None:
@@ -562,6 +784,19 @@ class WorkflowExecution:
             )
         elif kind is EventType.SIGNAL_RECEIVED:
             pending.future.set_result(event.payload.get("payload"))
+        elif kind is EventType.CHILD_WORKFLOW_COMPLETED:
+            pending.future.set_result(event.payload.get("result"))
+        elif kind is EventType.CHILD_WORKFLOW_FAILED:
+            pending.future.set_exception(
+                ChildWorkflowFailedError(
+                    workflow_id=self.workflow_id,
+                    step=pending.step or "?",
+                    child_id=str(event.payload.get("workflow_id")),
+                    child_name=str(event.payload.get("name")),
+                    status=str(event.payload.get("status")),
+                    error=event.payload.get("error"),
+                )
+            )
         elif pending.kind is EventType.SIGNAL_WAIT_STARTED:
             pending.future.set_exception(
                 TimeoutError(f"no signal {pending.name!r} arrived before the timeout")
@@ -569,11 +804,46 @@ class WorkflowExecution:
         else:
             pending.future.set_result(None)
 
+    def _run_handler(self, name: str, payload: Any) -> None:
+        """Run the ``@loom.signal`` handler of ``name`` on the running step's instance, as a
+        task of the workflow's loop; it must finish without waiting on anything durable."""
+        attribute = self.definition.signal_handlers.get(name)
+        if attribute is None or self._instance is None:
+            self._finish_failed(
+                self._nondeterminism(
+                    f"the history delivers signal {name!r} to a handler, but the code has no "
+                    f"@loom.signal({name!r}) handler"
+                ),
+                step=self.current_step,
+            )
+            return
+        handler = getattr(self._instance, attribute)
+        task = self._loop.create_task(
+            _call_handler(handler, WorkflowContext(self), thaw(payload)), name=f"signal {name}"
+        )
+        self._loop.run_until_idle()
+        if task.done() and not task.cancelled() and task.exception() is None:
+            return
+        if not task.done():
+            task.cancel()
+            self._loop.run_until_idle()
+            error: BaseException = ConfigurationError(
+                f"the @loom.signal({name!r}) handler {attribute}() of workflow "
+                f"{self.workflow_id!r} waited on a durable call; a handler only changes the "
+                "state (ctx.state.set/update): do the work in a step that waits for the change "
+                "with ctx.wait_until(...)"
+            )
+        else:
+            error = task.exception() or asyncio.CancelledError()
+        self._finish_failed(error, step=self.current_step)
+
     def _waiting_on(self) -> str:
         """What the code is blocked on, by kind, name and seq, for determinism errors."""
         parts = []
         for seq, p in self._pending.items():
             name = p.run.definition.name if p.run is not None else p.name
+            if p.child_id is not None:
+                name = f"{p.name} {p.child_id}"
             label = f"{p.kind.value} {name!r}" if name else p.kind.value
             parts.append(f"{label} (seq {seq})")
         return ", ".join(parts) or "nothing"
@@ -601,6 +871,22 @@ class WorkflowExecution:
         self._pending.clear()
 
 
+def child_id(parent_id: str, seq: int) -> str:
+    """The id of the child a parent starts at ``seq`` without naming one: ``<parent>/<seq>``,
+    or, when that would break the id rule's 200 characters, a digest of the parent id."""
+    derived = f"{parent_id}/{seq}"
+    if len(derived) <= 200:
+        return derived
+    digest = hashlib.sha256(parent_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{parent_id[:120]}~{digest}/{seq}"
+
+
+async def _call_handler(handler: Callable[..., Any], ctx: Any, payload: Any) -> None:
+    result = handler(ctx, payload)
+    if asyncio.iscoroutine(result):
+        await result
+
+
 def _stuck_futures(loop: DeterministicLoop) -> list[tuple[asyncio.Future[Any], str]]:
     """(future, what awaits it) for every plain future a pending task of ``loop`` waits on.
 
@@ -615,23 +901,8 @@ def _stuck_futures(loop: DeterministicLoop) -> list[tuple[asyncio.Future[Any], s
             and not waiter.done()
             and type(waiter).__name__ != "_GatheringFuture"
         ):
-            found.append((waiter, _awaited(task)))
+            found.append((waiter, loop_module.awaited(task)))
     return found
-
-
-def _awaited(task: asyncio.Task[Any]) -> str:
-    """What the innermost coroutine of ``task`` awaits, as ``Event.wait()`` or a future."""
-    coro: Any = task.get_coro()
-    while True:
-        inner = getattr(coro, "cr_await", None)
-        if inner is None or not hasattr(inner, "cr_await"):
-            break
-        coro = inner
-    name = getattr(coro, "__qualname__", None) or "?"
-    code = getattr(coro, "cr_code", None)
-    if code is not None and code.co_filename.startswith(_ASYNCIO_DIR):
-        return f"{name}() (asyncio)"
-    return f"a bare asyncio future (e.g. loop.create_future()) in {name}()"
 
 
 def _describe_task(task: asyncio.Task[Any]) -> str:
@@ -647,6 +918,3 @@ def _describe_task(task: asyncio.Task[Any]) -> str:
             activity = getattr(fn, "__name__", "?")
         return f"a task running ctx.activity({activity!r})"
     return f"a task running {name}()"
-
-
-_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)

@@ -33,6 +33,8 @@ class NewWorkflow:
     input: Any
     state: dict[str, Any]
     now: float
+    tags: tuple[tuple[str, str], ...] = ()
+    """(key, value) pairs, stored with the row in the same transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,10 @@ class WorkflowRecord:
     ready_at: float | None
     leased: bool
     cancel_requested: bool
+    parent_id: str | None = None
+    """The workflow that started this one as its child (``ctx.child``), if one did."""
+    run_id: str | None = None
+    """The current run's id (a new one after each ``ctx.continue_as_new``)."""
 
     @property
     def created_at(self) -> datetime:
@@ -62,6 +68,16 @@ class WorkflowRecord:
     @property
     def updated_at(self) -> datetime:
         return datetime.fromtimestamp(self.updated, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One earlier run of a workflow id, ended by ``ctx.continue_as_new``."""
+
+    run_id: str
+    started: float
+    ended: float
+    events: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +91,10 @@ class Claim:
     lease_epoch: int
     last_seq: int
     history: tuple[Event, ...] = ()
+    run_id: str | None = None
+    """The run claimed: a cached execution of an earlier run of the same id is not it."""
+    version: str | None = None
+    """The workflow's version: its run stays on the code of the version it started with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +125,40 @@ class Commit:
     consumed_signals: tuple[int, ...] = ()
     result: Any = None
     error: dict[str, Any] | None = None
+    continue_as_new: dict[str, Any] | None = None
+    """The next run's ``input`` and ``state``: the run ends (its last event is
+    WORKFLOW_CONTINUED_AS_NEW) and the next begins under the same workflow id."""
+
+
+class HeartbeatRow(NamedTuple):
+    """One heartbeat to record: the activity (``seq``, name), the attempt that sent it, its
+    details as stored (JSON text; None keeps those recorded before for the same activity) and
+    when it was sent (epoch seconds)."""
+
+    seq: int
+    activity: str
+    attempt: int
+    details: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityHeartbeat:
+    """The last heartbeat recorded for one activity of a running workflow (``loom.heartbeat``):
+    which activity (``seq``: its ACTIVITY_SCHEDULED event), the attempt that sent it, its
+    details (the last ones sent, JSON; None if none were) and when it was sent (epoch seconds).
+    """
+
+    workflow_id: str
+    seq: int
+    activity: str
+    attempt: int
+    details: Any
+    at: float
+
+    @property
+    def sent_at(self) -> datetime:
+        return datetime.fromtimestamp(self.at, UTC)
 
 
 class CommitOutcome(StrEnum):
@@ -137,6 +191,16 @@ class StoreStats:
 class DumpedEvent(NamedTuple):
     """One ``events`` row as stored: the payload is the stored JSON text, not decoded."""
 
+    seq: int
+    type: str
+    payload: str
+    created_at: float
+
+
+class DumpedRunEvent(NamedTuple):
+    """One event of an earlier run, as stored."""
+
+    run_id: str
     seq: int
     type: str
     payload: str
@@ -178,6 +242,11 @@ class WorkflowDump:
     cancel_requested: str | None
     events: tuple[DumpedEvent, ...]
     signals: tuple[DumpedSignal, ...]
+    parent_id: str | None = None
+    parent_close_policy: str | None = None
+    run_id: str | None = None
+    run_events: tuple[DumpedRunEvent, ...] = ()
+    """The histories of its earlier runs (continued as new), by run id and seq."""
 
     COPIED_FIELDS = (
         "workflow_id",
@@ -195,6 +264,9 @@ class WorkflowDump:
         "ready_at",
         "lease_epoch",
         "cancel_requested",
+        "parent_id",
+        "parent_close_policy",
+        "run_id",
     )
     """What a copy carries over and :meth:`differences` compares: every field of the row but
     the lease owner."""
@@ -214,6 +286,8 @@ class WorkflowDump:
             found.append(f"events (first at seq {seqs[0]})" if seqs else "events (order)")
         if self.signals != other.signals:
             found.append(f"signals ({len(self.signals)} vs {len(other.signals)})")
+        if self.run_events != other.run_events:
+            found.append(f"earlier runs ({len(self.run_events)} vs {len(other.run_events)} events)")
         return found
 
 
@@ -248,7 +322,10 @@ class Store(abc.ABC):
     async def claim(
         self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
     ) -> list[Claim]:
-        """Lease up to ``limit`` ready workflows whose type is in ``names``, oldest due first."""
+        """Lease up to ``limit`` ready workflows whose type is in ``names``, oldest due first.
+
+        An entry is a workflow name (any version) or ``name + "\x1f" + version`` (that version
+        only: ``rules.kind_key``), as a worker that serves exactly the versions it has asks."""
 
     @abc.abstractmethod
     async def load_history(
@@ -258,8 +335,29 @@ class Store(abc.ABC):
         (a page: the dashboard streams a long history without holding it whole)."""
 
     @abc.abstractmethod
+    async def list_runs(self, workflow_id: str) -> list[RunSummary]:
+        """The earlier runs of ``workflow_id`` (those continued as new), oldest first."""
+
+    @abc.abstractmethod
+    async def load_run_history(self, workflow_id: str, run_id: str) -> list[Event]:
+        """The history of one earlier run, in seq order (empty for an unknown run)."""
+
+    @abc.abstractmethod
     async def commit(self, commit: Commit, now: float) -> CommitOutcome:
         """Record one decision; concurrent calls may share one transaction (group commit)."""
+
+    @abc.abstractmethod
+    async def record_heartbeat(
+        self, workflow_id: str, lease_epoch: int, beat: HeartbeatRow
+    ) -> CommitOutcome:
+        """Record the latest heartbeat of an activity, fenced like a commit: FENCED, and nothing
+        written, unless the workflow is RUNNING under ``lease_epoch``; CANCELED when it was
+        canceled or its cancel is requested (then its worker should stop it). A workflow's
+        heartbeats are deleted when it ends."""
+
+    @abc.abstractmethod
+    async def read_heartbeats(self, workflow_id: str) -> list[ActivityHeartbeat]:
+        """The last heartbeat of each activity of ``workflow_id`` that sent one, by seq."""
 
     @abc.abstractmethod
     async def renew(
@@ -283,8 +381,19 @@ class Store(abc.ABC):
         id_contains: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        parent_id: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> list[WorkflowRecord]:
-        """Newest created first. ``id_contains`` keeps ids containing it, ignoring case."""
+        """Newest created first. ``id_contains`` keeps ids containing it, ignoring case;
+        ``parent_id`` keeps the children of that workflow; ``tags`` those with every one of
+        these (key, value) tags; ``created_after``/``created_before`` a time range (epoch
+        seconds, the first included). Each filter is answered by an index."""
+
+    @abc.abstractmethod
+    async def tags(self, workflow_id: str) -> dict[str, str]:
+        """The tags the workflow was started with."""
 
     @abc.abstractmethod
     async def changed_since(

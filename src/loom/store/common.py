@@ -12,14 +12,21 @@ import orjson
 from loom import codec
 from loom.core.history import Event, EventType, apply_state
 from loom.status import WorkflowStatus
-from loom.store.base import DumpedEvent, DumpedSignal, WorkflowDump, WorkflowRecord
+from loom.store.base import (
+    DumpedEvent,
+    DumpedRunEvent,
+    DumpedSignal,
+    WorkflowDump,
+    WorkflowRecord,
+)
 
 Row = Mapping[str, Any]
 """A row as both drivers return it (``sqlite3.Row``, ``asyncpg.Record``): read by column name."""
 
 WORKFLOW_COLUMNS = (
     "id, name, version, status, input, state, result, error, current_step, created_at, "
-    "updated_at, last_seq, ready_at, lease_owner, lease_epoch, cancel_requested"
+    "updated_at, last_seq, ready_at, lease_owner, lease_epoch, cancel_requested, parent_id, "
+    "parent_close_policy, run_id"
 )
 """Every column of ``workflows``: what :func:`record` and :func:`workflow_dump` read."""
 
@@ -84,6 +91,8 @@ def record(row: Row) -> WorkflowRecord:
         ready_at=row["ready_at"],
         leased=row["lease_owner"] is not None,
         cancel_requested=row["cancel_requested"] is not None,
+        parent_id=row["parent_id"],
+        run_id=row["run_id"],
     )
 
 
@@ -94,7 +103,9 @@ def event(row: Row) -> Event:
     )
 
 
-def workflow_dump(row: Row, events: Sequence[Row], signals: Sequence[Row]) -> WorkflowDump:
+def workflow_dump(
+    row: Row, events: Sequence[Row], signals: Sequence[Row], run_events: Sequence[Row] = ()
+) -> WorkflowDump:
     """A dump from a ``workflows`` row (:data:`WORKFLOW_COLUMNS`), its events in seq order and
     its buffered signals in id order, payloads kept as the stored text."""
     ready_at = row["ready_at"]
@@ -121,6 +132,15 @@ def workflow_dump(row: Row, events: Sequence[Row], signals: Sequence[Row]) -> Wo
         ),
         signals=tuple(
             DumpedSignal(s["name"], s["payload"], float(s["created_at"])) for s in signals
+        ),
+        parent_id=row["parent_id"],
+        parent_close_policy=row["parent_close_policy"],
+        run_id=row["run_id"],
+        run_events=tuple(
+            DumpedRunEvent(
+                e["run_id"], int(e["seq"]), e["type"], e["payload"], float(e["created_at"])
+            )
+            for e in run_events
         ),
     )
 

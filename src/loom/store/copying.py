@@ -35,7 +35,21 @@ def read_dumps(d: Dialect, found: Sequence[Row]) -> Rule[list[WorkflowDump]]:
         )
     ):
         signals.setdefault(r["workflow_id"], []).append(r)
-    return [workflow_dump(r, events.get(r["id"], []), signals.get(r["id"], [])) for r in found]
+    earlier: dict[str, list[Row]] = {}
+    for r in (
+        yield rows(
+            f"SELECT workflow_id, run_id, {EVENT_COLUMNS} FROM run_events WHERE {where} "
+            "ORDER BY workflow_id, run_id, seq",
+            *args,
+        )
+    ):
+        earlier.setdefault(r["workflow_id"], []).append(r)
+    return [
+        workflow_dump(
+            r, events.get(r["id"], []), signals.get(r["id"], []), earlier.get(r["id"], [])
+        )
+        for r in found
+    ]
 
 
 def export_page(d: Dialect, after_id: str | None, limit: int) -> Rule[list[WorkflowDump]]:
@@ -79,4 +93,11 @@ def import_batch(d: Dialect, dumps: Sequence[WorkflowDump], where: str) -> Rule[
     signals = [(x.workflow_id, *s) for x in new for s in x.signals]
     if signals:  # in order: ids are handed out in the dumps' order
         yield many(INSERT_SIGNAL, signals)
+    earlier = [(x.workflow_id, *e) for x in new for e in x.run_events]
+    if earlier:
+        yield many(
+            "INSERT INTO run_events (workflow_id, run_id, seq, type, payload, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            earlier,
+        )
     return new

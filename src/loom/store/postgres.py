@@ -265,12 +265,21 @@ class PostgresStore(SqlStore):
         self._check_id(new.workflow_id)
         # One statement, so one round trip and an implicit transaction: the row and its first
         # event are written together, or neither when the id is taken.
+        # Tags, when given, go in with them (a data-modifying CTE of the same statement).
+        tagged = (
+            ", t AS (INSERT INTO workflow_tags (workflow_id, key, value) "
+            "SELECT w.id, k, v FROM w, unnest(?::text[], ?::text[]) AS x(k, v)) "
+            if new.tags
+            else " "
+        )
+        tag_args = ([k for k, _ in new.tags], [v for _, v in new.tags]) if new.tags else ()
         created = await self._rows(
             f"WITH w AS (INSERT INTO workflows ({rules.NEW_COLUMNS}) VALUES ({rules.NEW_MARKS}) "
-            "ON CONFLICT (id) DO NOTHING RETURNING id) "
+            f"ON CONFLICT (id) DO NOTHING RETURNING id){tagged}"
             "INSERT INTO events (workflow_id, seq, type, payload, created_at) "
             "SELECT id, ?, ?, ?, ? FROM w RETURNING workflow_id",
             *rules.new_values(new, first),
+            *tag_args,
             first.seq,
             first.type.value,
             dump(first.payload),

@@ -6,23 +6,32 @@ workflow as CANCELED in :func:`cancel_now` (a commit, a cancel, a claim); a new 
 in :func:`new_values`; a claim's lease in :func:`claim_statement` and its finalising of a
 requested cancel in :func:`cancel_claimed`; renewing and releasing leases in :func:`held`;
 signal delivery in :func:`send_signal`; cancel and retry in :func:`cancel` and :func:`retry`;
-the schema in :func:`migrate`; the figures of :func:`stats`. Copying (``loom migrate``) is in
-``copying``.
+the schema in :func:`migrate`; the figures of :func:`stats`; activity heartbeats, fenced like
+commits, in :func:`record_heartbeat`, and deleted with their workflow's end (:func:`commit_batch`,
+:func:`cancel_now`). Copying (``loom migrate``) is in ``copying``.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from loom.core.history import Event, EventType, decided_before_cancel
+from loom.core.history import CHILD_OUTCOME, Event, EventType, decided_before_cancel
 from loom.errors import WorkflowNotFoundError, WorkflowNotRunningError
 from loom.status import WorkflowStatus
-from loom.store.base import CancelOutcome, Commit, CommitOutcome, NewWorkflow, StoreStats
+from loom.store.base import (
+    CancelOutcome,
+    Commit,
+    CommitOutcome,
+    HeartbeatRow,
+    NewWorkflow,
+    StoreStats,
+)
 from loom.store.common import (
     STATS_MINUTES,
     Row,
@@ -44,6 +53,11 @@ from loom.store.statements import (
     run,
 )
 
+NEW_COLUMNS_BASE = (
+    "id, name, version, status, input, state, created_at, updated_at, last_seq, ready_at, run_id"
+)
+CHILD_MARKS = ", ".join("?" * (len(NEW_COLUMNS_BASE.split(",")) + 2))
+
 
 # -- commits --------------------------------------------------------------------------------
 @dataclass(slots=True)
@@ -54,6 +68,7 @@ class Fence:
     status: str
     cancel_requested: str | None
     last_seq: int
+    parent_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -84,7 +99,7 @@ def lock_fences(d: Dialect, ids: Sequence[str]) -> Op:
     :func:`fences`."""
     where, args = d.among("id", sorted(set(ids)) if len(ids) > 1 else ids)
     return rows(
-        "SELECT id, lease_epoch, status, cancel_requested, last_seq FROM workflows "
+        "SELECT id, lease_epoch, status, cancel_requested, last_seq, parent_id FROM workflows "
         f"WHERE {where} ORDER BY id{d.lock}",
         *args,
     )
@@ -93,7 +108,9 @@ def lock_fences(d: Dialect, ids: Sequence[str]) -> Op:
 def fences(locked: Sequence[Row]) -> dict[str, Fence]:
     """The rows read by :func:`lock_fences`, by id."""
     return {
-        r["id"]: Fence(r["lease_epoch"], r["status"], r["cancel_requested"], r["last_seq"])
+        r["id"]: Fence(
+            r["lease_epoch"], r["status"], r["cancel_requested"], r["last_seq"], r["parent_id"]
+        )
         for r in locked
     }
 
@@ -108,6 +125,14 @@ def commit_batch(d: Dialect, batch: Sequence[Prepared]) -> Rule[list[tuple[Commi
         outcomes.append((yield from commit_one(d, p, fenced, written)))
     if written:
         yield events(written)
+    ended = [
+        p.commit.workflow_id
+        for p, (outcome, _) in zip(batch, outcomes, strict=True)
+        if outcome is CommitOutcome.OK and p.commit.status is not WorkflowStatus.RUNNING
+    ]
+    if ended:  # one statement for the batch (canceled ones: in cancel_now)
+        where, args = d.among("workflow_id", ended)
+        yield run(f"DELETE FROM activity_heartbeats WHERE {where}", *args)
     return outcomes
 
 
@@ -121,18 +146,25 @@ def commit_one(
     if fence.cancel_requested is not None:  # a cancel request wins over what was decided
         decided = decided_before_cancel(c.events, fence.last_seq)
         reason = orjson.loads(fence.cancel_requested)
-        yield from cancel_now(c.workflow_id, reason, fence.last_seq, now, written, decided)
+        yield from cancel_now(d, c.workflow_id, reason, fence.last_seq, now, written, decided)
         fence.status, fence.epoch, fence.cancel_requested = "CANCELED", fence.epoch + 1, None
-        return CommitOutcome.CANCELED, None
+        return CommitOutcome.CANCELED, now
     new_last = fence.last_seq
     if c.events:
         if c.events[0].seq != fence.last_seq + 1:
             return CommitOutcome.FENCED, None
-        written.extend(p.events)
         new_last = c.events[-1].seq
     if c.consumed_signals:
         where, args = d.among("id", c.consumed_signals, "bigint")
         yield run(f"DELETE FROM signals WHERE {where}", *args)
+    # Children start before the park below looks for buffered messages: a child whose id was
+    # taken leaves its failure there, for the parent to take at once.
+    woke = yield from children_of(d, c.workflow_id, c.events, now, written)
+    if c.continue_as_new is not None and c.events:  # the run ends; the next begins in its place
+        yield events(p.events)  # before the run's history is put away
+        yield from continue_as_new(d, c, fence, now, written)
+        return CommitOutcome.OK, now
+    written.extend(p.events)
     release = True
     if c.status is not WorkflowStatus.RUNNING:
         ready_at = None
@@ -165,6 +197,17 @@ def commit_one(
         c.workflow_id,
     )
     fence.status, fence.last_seq = c.status.value, new_last
+    if c.status is not WorkflowStatus.RUNNING:  # it ended: its children and parent are told
+        woke |= yield from parent_close(d, c.workflow_id, now, written)
+        if fence.parent_id is not None:
+            outcome: dict[str, Any] = {"workflow_id": c.workflow_id, "status": c.status.value}
+            if c.status is WorkflowStatus.COMPLETED:
+                outcome["result"] = c.result
+            else:
+                outcome["error"] = c.error
+            woke |= yield from child_ended(d, fence.parent_id, outcome, now)
+    if woke:
+        return CommitOutcome.OK, now  # a child started, or a parent or child was woken
     return CommitOutcome.OK, ready_at if release else None
 
 
@@ -176,6 +219,7 @@ _RELEASE, _KEEP = _UPDATE.format("NULL"), _UPDATE.format("lease_owner")
 
 
 def cancel_now(
+    d: Dialect,
     workflow_id: str,
     reason: Any,
     last_seq: int,
@@ -184,8 +228,9 @@ def cancel_now(
     decided: Sequence[Event] = (),
 ) -> Rule[None]:
     """End the workflow as CANCELED after ``decided`` (see ``decided_before_cancel``); its
-    events are added to ``written``, for the caller to insert."""
-    found = yield rows("SELECT state FROM workflows WHERE id = ?", workflow_id)
+    events are added to ``written``, for the caller to insert. The children it started are
+    started, then (the "cancel" ones still running) canceled, and its parent is told."""
+    found = yield rows("SELECT state, parent_id FROM workflows WHERE id = ?", workflow_id)
     state = state_after(found[0]["state"], decided)
     seq = last_seq + len(decided) + 1
     canceled = Event(seq, EventType.WORKFLOW_CANCELED, {"reason": reason}, now)
@@ -196,15 +241,181 @@ def cancel_now(
         "updated_at = ?, error = ?, state = ? WHERE id = ?",
         seq,
         now,
-        dump({"type": "Canceled", "message": reason}),
+        dump(canceled_error(reason)),
         state,
         workflow_id,
     )
     yield run("DELETE FROM signals WHERE workflow_id = ?", workflow_id)
+    yield run("DELETE FROM activity_heartbeats WHERE workflow_id = ?", workflow_id)
+    yield from children_of(d, workflow_id, decided, now, written)
+    yield from parent_close(d, workflow_id, now, written)
+    parent_id = found[0]["parent_id"]
+    if parent_id is not None:
+        ended = {"workflow_id": workflow_id, "status": "CANCELED", "error": canceled_error(reason)}
+        yield from child_ended(d, parent_id, ended, now)
+
+
+def canceled_error(reason: Any) -> dict[str, Any]:
+    return {"type": "Canceled", "message": reason}
+
+
+# -- continue-as-new ------------------------------------------------------------------------
+def continue_as_new(
+    d: Dialect, c: Commit, fence: Fence, now: float, written: list[EventRow]
+) -> Rule[None]:
+    """Put the ended run's history away (``run_events``, under its run id) and begin the next
+    run in the workflow's row: a new run id, the given input and state, a first event, ready at
+    once and leased to nobody. Buffered signals stay for the new run; the run's "cancel"
+    children are canceled; a child's next run keeps its parent."""
+    assert c.continue_as_new is not None
+    wid = c.workflow_id
+    [row] = yield rows("SELECT run_id, name, version FROM workflows WHERE id = ?", wid)
+    [started] = yield rows("SELECT payload FROM events WHERE workflow_id = ? AND seq = 1", wid)
+    old_run = row["run_id"] or new_run_id()
+    yield run(
+        "INSERT INTO run_events (workflow_id, run_id, seq, type, payload, created_at) "
+        "SELECT workflow_id, ?, seq, type, payload, created_at FROM events WHERE workflow_id = ?",
+        old_run,
+        wid,
+    )
+    yield run("DELETE FROM events WHERE workflow_id = ?", wid)
+    # The next run numbers its activities afresh: no heartbeat of this run may reach them.
+    yield run("DELETE FROM activity_heartbeats WHERE workflow_id = ?", wid)
+    yield from parent_close(d, wid, now, written)
+    run_id = new_run_id()
+    first: dict[str, Any] = {
+        "name": row["name"],
+        "version": row["version"],
+        "input": c.continue_as_new.get("input"),
+        "state": c.continue_as_new.get("state") or {},
+        "continued_from": old_run,
+    }
+    parent = orjson.loads(started["payload"]).get("parent")
+    if parent is not None:
+        first["parent"] = parent
+    written.extend(event_rows(wid, [Event(1, EventType.WORKFLOW_STARTED, first, now)]))
+    yield run(
+        "UPDATE workflows SET run_id = ?, input = ?, state = ?, status = 'RUNNING', result = NULL, "
+        "error = NULL, current_step = NULL, updated_at = ?, last_seq = 1, ready_at = ?, "
+        "lease_owner = NULL, lease_epoch = lease_epoch + 1 WHERE id = ?",
+        run_id,
+        dump(first["input"]),
+        dump(first["state"]),
+        now,
+        now,
+        wid,
+    )
+    fence.status, fence.last_seq, fence.epoch = "RUNNING", 1, fence.epoch + 1
+
+
+# -- child workflows ------------------------------------------------------------------------
+def children_of(
+    d: Dialect, parent_id: str, decided: Sequence[Event], now: float, written: list[EventRow]
+) -> Rule[bool]:
+    """Start the children that ``decided`` starts and cancel those it withdraws, in the
+    parent's transaction (so a child starts exactly when its start is recorded). True when
+    it started or woke any."""
+    acted = False
+    for e in decided:
+        if e.type is EventType.CHILD_WORKFLOW_STARTED:
+            yield from start_child(d, parent_id, e, now, written)
+            acted = True
+        elif e.type is EventType.CHILD_WORKFLOW_CANCELED:
+            child = yield rows(
+                "SELECT id FROM workflows WHERE id = ? AND parent_id = ? AND status = 'RUNNING'",
+                str(e.payload.get("workflow_id")),
+                parent_id,
+            )
+            if child:
+                yield from cancel(d, child[0]["id"], "withdrawn by its parent", now)
+                acted = True
+    return acted
+
+
+CHILD_COLUMNS = f"{NEW_COLUMNS_BASE}, parent_id, parent_close_policy"
+
+
+def start_child(
+    d: Dialect, parent_id: str, e: Event, now: float, written: list[EventRow]
+) -> Rule[None]:
+    """Insert the child the parent's ``e`` (CHILD_WORKFLOW_STARTED) starts, ready at once. When
+    its id is taken, the parent is told at once that the child failed."""
+    p = e.payload
+    child = str(p["workflow_id"])
+    first = Event(
+        1,
+        EventType.WORKFLOW_STARTED,
+        {
+            "name": p["name"],
+            "version": p["version"],
+            "input": p.get("input"),
+            "state": p.get("state") or {},
+            "parent": {"workflow_id": parent_id, "seq": e.seq},
+        },
+        now,
+    )
+    inserted = yield rows(
+        f"INSERT INTO workflows ({CHILD_COLUMNS}) VALUES ({CHILD_MARKS}) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id",
+        child,
+        p["name"],
+        p["version"],
+        "RUNNING",
+        dump(p.get("input")),
+        dump(p.get("state") or {}),
+        now,
+        now,
+        1,
+        now,
+        new_run_id(),
+        parent_id,
+        p.get("parent_close_policy") or "cancel",
+    )
+    if inserted:
+        written.extend(event_rows(child, [first]))
+        return
+    taken = {
+        "workflow_id": child,
+        "status": "FAILED",
+        "error": {
+            "type": "WorkflowAlreadyExistsError",
+            "message": f"a workflow with id {child!r} exists already; give the child another id",
+        },
+    }
+    yield run(INSERT_SIGNAL, parent_id, CHILD_OUTCOME, dump(taken), now)
+
+
+def child_ended(d: Dialect, parent_id: str, outcome: dict[str, Any], now: float) -> Rule[bool]:
+    """Leave the end of a child in its RUNNING parent's signal buffer and make the parent
+    ready if it is parked; True when it was woken. (The parent's row is locked first, so a
+    parent being parked meanwhile sees the message: no wake-up is lost.)"""
+    found = yield rows(
+        f"SELECT status, lease_owner, ready_at FROM workflows WHERE id = ?{d.lock}", parent_id
+    )
+    if not found or found[0]["status"] != WorkflowStatus.RUNNING:
+        return False
+    yield run(INSERT_SIGNAL, parent_id, CHILD_OUTCOME, dump(outcome), now)
+    row = found[0]
+    if row["lease_owner"] is None and (row["ready_at"] is None or row["ready_at"] > now):
+        yield run("UPDATE workflows SET ready_at = ? WHERE id = ?", now, parent_id)
+        return True
+    return False
+
+
+def parent_close(d: Dialect, parent_id: str, now: float, written: list[EventRow]) -> Rule[bool]:
+    """The parent ended: cancel its children still running whose policy is "cancel"."""
+    running = yield rows(
+        "SELECT id FROM workflows WHERE parent_id = ? AND status = 'RUNNING' "
+        "AND parent_close_policy = 'cancel' ORDER BY id",
+        parent_id,
+    )
+    for r in running:
+        yield from cancel(d, r["id"], f"its parent {parent_id!r} ended", now)
+    return bool(running)
 
 
 # -- starts ---------------------------------------------------------------------------------
-NEW_COLUMNS = "id, name, version, status, input, state, created_at, updated_at, last_seq, ready_at"
+NEW_COLUMNS = NEW_COLUMNS_BASE
 NEW_MARKS = ", ".join("?" * len(NEW_COLUMNS.split(",")))
 
 
@@ -222,21 +433,57 @@ def new_values(new: NewWorkflow, first: Event) -> tuple[Any, ...]:
         now,
         first.seq,
         now,
+        new_run_id(),
     )
 
 
+INSERT_TAG = "INSERT INTO workflow_tags (workflow_id, key, value) VALUES (?, ?, ?)"
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
 # -- claims ---------------------------------------------------------------------------------
+KIND_SEPARATOR = "\x1f"
+"""Between a workflow's name and version in a claim's ``names`` entry (``Order\x1f2``): a worker
+claims only the versions it has. (Names and versions never hold control characters.)"""
+
+
+def kind_key(name: str, version: str) -> str:
+    return f"{name}{KIND_SEPARATOR}{version}"
+
+
+def kinds(d: Dialect, names: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+    """The condition that a workflow is of one of ``names``: a plain name (any version) or a
+    :func:`kind_key` (that version only)."""
+    keys = [n for n in names if KIND_SEPARATOR in n]
+    plain = [n for n in names if KIND_SEPARATOR not in n]
+    parts: list[str] = []
+    args: list[Any] = []
+    if plain:
+        where, found = d.among("name", plain)
+        parts.append(where)
+        args.extend(found)
+    if keys:
+        where, found = d.among("(name || ? || version)", keys)
+        parts.append(where)
+        args.extend((KIND_SEPARATOR, *found))
+    return (parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"), tuple(args)
+
+
 def claim_statement(
     d: Dialect, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
 ) -> Op:
-    """Lease up to ``limit`` due workflows of ``names``, oldest due first: a new epoch each, and
-    ``ready_at`` at the lease's end, so a dead worker's workflow is claimable again then."""
-    where, args = d.among("name", names)
+    """Lease up to ``limit`` due workflows of ``names`` (see :func:`kinds`), oldest due first:
+    a new epoch each, and ``ready_at`` at the lease's end, so a dead worker's workflow is
+    claimable again then."""
+    where, args = kinds(d, names)
     return rows(
         "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, ready_at = ? "
         f"WHERE id IN (SELECT id FROM workflows WHERE ready_at <= ? AND {where} "
         f"ORDER BY ready_at LIMIT ?{d.skip_locked}) "
-        "RETURNING id, name, lease_epoch, last_seq, cancel_requested",
+        "RETURNING id, name, version, lease_epoch, last_seq, cancel_requested, run_id",
         owner,
         now + lease_seconds,
         now,
@@ -259,7 +506,7 @@ def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[None]
             and fence.cancel_requested is not None
         ):
             reason = orjson.loads(fence.cancel_requested)
-            yield from cancel_now(r["id"], reason, fence.last_seq, now, written)
+            yield from cancel_now(d, r["id"], reason, fence.last_seq, now, written)
     if written:
         yield events(written)
 
@@ -277,6 +524,34 @@ def held(d: Dialect, assign: str, value: float, owner: str, workflow_ids: list[s
         *args,
         owner,
     )
+
+
+# -- heartbeats -----------------------------------------------------------------------------
+RECORD_HEARTBEAT = (
+    "INSERT INTO activity_heartbeats (workflow_id, seq, activity, attempt, details, beat_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id, seq) DO UPDATE SET "
+    "details = CASE WHEN excluded.details IS NULL "
+    "AND activity_heartbeats.activity = excluded.activity THEN activity_heartbeats.details "
+    "ELSE excluded.details END, "
+    "activity = excluded.activity, attempt = excluded.attempt, beat_at = excluded.beat_at"
+)
+"""A heartbeat without details keeps the details recorded before for the same activity."""
+
+
+def record_heartbeat(
+    d: Dialect, workflow_id: str, lease_epoch: int, beat: HeartbeatRow
+) -> Rule[CommitOutcome]:
+    """Record a heartbeat, fenced like a commit: only while the workflow is RUNNING under
+    ``lease_epoch``, so a worker that lost its lease cannot overwrite what the new holder's
+    attempt records. CANCELED when the workflow was canceled, or its cancel requested (the beat
+    is written then): its worker stops it."""
+    fence = fences((yield lock_fences(d, [workflow_id]))).get(workflow_id)
+    if fence is not None and fence.status == WorkflowStatus.CANCELED:
+        return CommitOutcome.CANCELED
+    if fence is None or fence.epoch != lease_epoch or fence.status != WorkflowStatus.RUNNING:
+        return CommitOutcome.FENCED
+    yield run(RECORD_HEARTBEAT, workflow_id, *beat)
+    return CommitOutcome.OK if fence.cancel_requested is None else CommitOutcome.CANCELED
 
 
 # -- requests -------------------------------------------------------------------------------
@@ -316,7 +591,7 @@ def cancel(d: Dialect, workflow_id: str, reason: str | None, now: float) -> Rule
         )
         return CancelOutcome.REQUESTED
     written: list[EventRow] = []
-    yield from cancel_now(workflow_id, reason, row["last_seq"], now, written)
+    yield from cancel_now(d, workflow_id, reason, row["last_seq"], now, written)
     yield events(written)
     return CancelOutcome.CANCELED
 

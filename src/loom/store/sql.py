@@ -17,8 +17,12 @@ from loom.errors import DatabaseCorruptError, StoreError
 from loom.status import WorkflowStatus
 from loom.store import copying, rules
 from loom.store.base import (
+    ActivityHeartbeat,
     CancelOutcome,
     Claim,
+    CommitOutcome,
+    HeartbeatRow,
+    RunSummary,
     Signal,
     Store,
     StoreStats,
@@ -89,6 +93,8 @@ class SqlStore(Store):
                 r["lease_epoch"],
                 r["last_seq"],
                 (started[r["id"]],) if r["id"] in started else (),
+                r["run_id"],
+                r["version"],
             )
             for r in claimed
             if r["cancel_requested"] is None
@@ -104,6 +110,59 @@ class SqlStore(Store):
         else:
             found = await self._rows(f"{sql} LIMIT ?", workflow_id, after_seq, max(0, limit))
         return [event(r) for r in found]
+
+    async def tags(self, workflow_id: str) -> dict[str, str]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            "SELECT key, value FROM workflow_tags WHERE workflow_id = ? ORDER BY key", workflow_id
+        )
+        return {r["key"]: r["value"] for r in found}
+
+    async def list_runs(self, workflow_id: str) -> list[RunSummary]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            "SELECT run_id, MIN(created_at) AS started, MAX(created_at) AS ended, "
+            "COUNT(*) AS n FROM run_events WHERE workflow_id = ? GROUP BY run_id "
+            "ORDER BY started, run_id",
+            workflow_id,
+        )
+        return [RunSummary(r["run_id"], r["started"], r["ended"], int(r["n"])) for r in found]
+
+    async def load_run_history(self, workflow_id: str, run_id: str) -> list[Event]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            f"SELECT {EVENT_COLUMNS} FROM run_events WHERE workflow_id = ? AND run_id = ? "
+            "ORDER BY seq",
+            workflow_id,
+            run_id,
+        )
+        return [event(r) for r in found]
+
+    async def record_heartbeat(
+        self, workflow_id: str, lease_epoch: int, beat: HeartbeatRow
+    ) -> CommitOutcome:
+        return await self._transact(
+            rules.record_heartbeat(self.sql, workflow_id, lease_epoch, beat)
+        )
+
+    async def read_heartbeats(self, workflow_id: str) -> list[ActivityHeartbeat]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            "SELECT seq, activity, attempt, details, beat_at FROM activity_heartbeats "
+            "WHERE workflow_id = ? ORDER BY seq",
+            workflow_id,
+        )
+        return [
+            ActivityHeartbeat(
+                workflow_id,
+                r["seq"],
+                r["activity"],
+                r["attempt"],
+                None if r["details"] is None else orjson.loads(r["details"]),
+                r["beat_at"],
+            )
+            for r in found
+        ]
 
     async def renew(
         self, owner: str, workflow_ids: list[str], lease_until: float
@@ -138,9 +197,27 @@ class SqlStore(Store):
         id_contains: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        parent_id: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> list[WorkflowRecord]:
         where: list[str] = []
         params: list[Any] = []
+        for key, value in tags:
+            where.append(
+                "id IN (SELECT workflow_id FROM workflow_tags WHERE key = ? AND value = ?)"
+            )
+            params.extend((key, value))
+        if created_after is not None:
+            where.append("created_at >= ?")
+            params.append(created_after)
+        if created_before is not None:
+            where.append("created_at < ?")
+            params.append(created_before)
+        if parent_id is not None:
+            where.append("parent_id = ?")
+            params.append(parent_id)
         if status is not None:
             where.append("status = ?")
             params.append(WorkflowStatus(status).value)
@@ -206,7 +283,7 @@ class SqlStore(Store):
     async def next_due(self, names: list[str]) -> float | None:
         if not names:
             return None
-        where, args = self.sql.among("name", names)
+        where, args = rules.kinds(self.sql, names)
         found = await self._rows(
             f"SELECT MIN(ready_at) AS due FROM workflows WHERE ready_at IS NOT NULL AND {where}",
             *args,

@@ -33,7 +33,7 @@ from loom.store.base import Commit, CommitOutcome, NewWorkflow, WorkflowRecord
 from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, event, record
 from loom.store.rules import Prepared
 from loom.store.sql import SqlStore
-from loom.store.statements import Dialect, Op, Rule, event_rows, events, rows, run
+from loom.store.statements import Dialect, Op, Rule, event_rows, events, many, rows, run
 
 T = TypeVar("T")
 
@@ -348,6 +348,8 @@ def _create(new: NewWorkflow, first: Event) -> Rule[WorkflowRecord | None]:
         *rules.new_values(new, first),
     )
     yield events(event_rows(new.workflow_id, [first]))
+    if new.tags:
+        yield many(rules.INSERT_TAG, [(new.workflow_id, k, v) for k, v in new.tags])
     return None
 
 

@@ -1,12 +1,14 @@
 """The JSON API under ``/api``: read workflows, their histories and definitions; start, signal,
-cancel and retry workflows; queue and store statistics; server-sent event streams.
+cancel and retry workflows; ask them queries; queue and store statistics; server-sent event
+streams.
 
-Errors are JSON ``{"error": message}``: 404 for an unknown workflow id, 409 for an action the
+Errors are JSON ``{"error": message}``: 400 for query arguments that are not a JSON array the
+query takes, 404 for an unknown workflow id or query name, 409 for an action the
 workflow's status does not allow (signal or cancel of a finished workflow, retry of one that did
 not fail, starting an id that exists with another input), 413 for a body or a value above the
 payload limit, 422 for a malformed request, an id or name that breaks the id rule
-(:mod:`loom.limits`), a value that cannot be stored as JSON, or a workflow name no module
-registered in this server, and 503 when the database is unavailable.
+(:mod:`loom.limits`), a value that cannot be stored as JSON, a workflow name no module
+registered in this server, or a query that failed, and 503 when the database is unavailable.
 
 A workflow id may contain ``/``: it can be sent as is (``/api/workflows/orders/7``) or, always
 unambiguously (an id that ends in ``/events``, say), with each ``/`` encoded as ``%2F`` as
@@ -15,6 +17,7 @@ unambiguously (an id that ends in ``/events``, say), with each ``/`` encoded as 
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Any
 
@@ -23,9 +26,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from loom import limits
-from loom.client import Database, WorkflowRecord
+from loom.client import Database, WorkflowRecord, parse_tags
 from loom.definitions import Registry
-from loom.errors import ConfigurationError, WorkflowNotFoundError
+from loom.errors import ConfigurationError, QueryArgumentsError, WorkflowNotFoundError
 from loom.status import WorkflowStatus
 from loom.web import models, paths, serialize, streams
 from loom.web.graph import definition_graph
@@ -33,6 +36,7 @@ from loom.web.graph import definition_graph
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     described = {
+        400: "Query arguments that are not a JSON array of values the query takes",
         401: "A valid token is required",
         403: "Refused: host, origin or cross-site request",
         404: "No workflow with this id",
@@ -97,6 +101,12 @@ class StartRequest(BaseModel):
         max_length=200,
         description="The workflow id; default: a new UUID. Starting an existing id with the "
         "same input returns it (200); with another input is a 409. No control characters.",
+    )
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The registered version to start; default: the newest.",
     )
 
     @field_validator("name")
@@ -180,6 +190,19 @@ async def list_workflows(
     ] = None,
     name: Annotated[str | None, Query(max_length=200, description="Workflow type")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Substring of the id")] = None,
+    parent: Annotated[
+        str | None, Query(max_length=200, description="Only the children of this workflow")
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(max_length=401, description="`key=value`: only workflows with this tag (repeat)"),
+    ] = None,
+    created_after: Annotated[
+        float | None, Query(description="Created at or after (epoch seconds)")
+    ] = None,
+    created_before: Annotated[
+        float | None, Query(description="Created before (epoch seconds)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=limits.MAX_INT64)] = 0,
 ) -> dict[str, Any]:
@@ -189,6 +212,10 @@ async def list_workflows(
         id_contains=_checked(q or None, "the id search"),
         limit=limit + 1,
         offset=offset,
+        parent_id=_checked(parent or None, "parent workflow id"),
+        tags=parse_tags(tag or []),
+        created_after=created_after,
+        created_before=created_before,
     )
     return {
         "workflows": [serialize.summary(r) for r in rows[:limit]],
@@ -212,13 +239,94 @@ async def list_workflows(
 async def start_workflow(
     body: StartRequest, db: DB, reg: Annotated[Registry, Depends(registry)]
 ) -> Any:
-    definition = reg.workflow(body.name)  # UnknownWorkflowTypeError: 422
+    definition = reg.workflow(body.name, body.id, body.version)  # UnknownWorkflowTypeError: 422
     existed = body.id is not None and await db.find_workflow(body.id) is not None
     handle = await db.start_workflow(
         definition.cls, workflow_input=body.input, initial_state=body.state, workflow_id=body.id
     )
     data = serialize.detail(await _record(db, handle.workflow_id))
     return JSONResponse(data, status_code=200 if existed else 201)
+
+
+# Before the other routes with a suffix: a query may be named "events".
+@router.get(
+    "/workflows/{workflow_id:path}/query/{name}",
+    tags=["workflows"],
+    summary="Ask a workflow a question: one of its @loom.query methods",
+    description="The answer is computed from the workflow's stored state and input (as of its "
+    "last write; its final state once it ended) with the class this server registered: the "
+    "workflow is not woken, leased or changed. `args` is a JSON array of the arguments. A "
+    "query that raises, or whose answer is not JSON, is a 422 with its message.",
+    response_model=models.QueryAnswer,
+    responses={
+        **_errors(400),
+        404: {
+            "model": models.ErrorBody,
+            "description": "No workflow with this id, or no query of this name",
+        },
+    },
+)
+async def query_workflow(
+    workflow_id: WorkflowId,
+    name: str,
+    db: DB,
+    reg: Annotated[Registry, Depends(registry)],
+    args: Annotated[
+        str | None, Query(description='The arguments, a JSON array: `[1, "x"]`')
+    ] = None,
+) -> dict[str, Any]:
+    values = _query_arguments(args, workflow_id, name)
+    return {"result": await db.query_workflow(workflow_id, name, values, registry=reg)}
+
+
+def _query_arguments(text: str | None, workflow_id: str, name: str) -> list[Any]:
+    """``?args=``: a strict JSON array (no NaN or Infinity); no arguments when absent."""
+    if text is None:
+        return []
+    try:
+        value = json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "too deep"
+        raise QueryArgumentsError(workflow_id, name, f"args is not valid JSON: {detail}") from None
+    if not isinstance(value, list):
+        raise QueryArgumentsError(
+            workflow_id, name, f"args must be a JSON array of the arguments, got {text[:40]!r}"
+        )
+    return value
+
+
+def _not_json(word: str) -> Any:
+    raise ValueError(f"{word} is not a JSON number")
+
+
+@router.get(
+    "/workflows/{workflow_id:path}/runs/{run_id}/events",
+    tags=["workflows"],
+    summary="The whole history of one run of a workflow (see /runs)",
+    response_model=models.RunHistory,
+    responses=ONE_WORKFLOW,
+)
+async def get_run_events(workflow_id: WorkflowId, run_id: str, db: DB) -> dict[str, Any]:
+    handle = db.get_workflow(workflow_id)
+    runs = {r.run_id for r in await handle.runs()}
+    if run_id not in runs:
+        raise WorkflowNotFoundError(f"{workflow_id} (run {run_id})")
+    events = await handle.events(run_id=run_id)
+    return {"run_id": run_id, "events": [serialize.event(e) for e in events]}
+
+
+@router.get(
+    "/workflows/{workflow_id:path}/runs",
+    tags=["workflows"],
+    summary="The runs of a workflow id, oldest first",
+    description="Those ended by `ctx.continue_as_new` (status CONTINUED_AS_NEW), then the "
+    "current one.",
+    response_model=models.RunList,
+    responses=ONE_WORKFLOW,
+)
+async def get_runs(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
+    runs = await db.get_workflow(workflow_id).runs()
+    return {"runs": [serialize.run(r) for r in runs]}
 
 
 @router.get(
@@ -244,6 +352,20 @@ async def get_events(
         "has_more": more,
         "next_after_seq": events[-1].seq if events else after_seq,
     }
+
+
+@router.get(
+    "/workflows/{workflow_id:path}/heartbeats",
+    tags=["workflows"],
+    summary="The last heartbeat of each of its running activities",
+    description="What each activity that called `loom.heartbeat()` sent last: the attempt, "
+    "when, and its last details. Kept while the workflow runs; empty once it ended.",
+    response_model=models.Heartbeats,
+    responses=ONE_WORKFLOW,
+)
+async def get_heartbeats(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
+    beats = await db.get_workflow(workflow_id).heartbeats()
+    return {"workflow_id": workflow_id, "heartbeats": [serialize.heartbeat(b) for b in beats]}
 
 
 @router.post(
@@ -413,4 +535,6 @@ async def stream_all(
     responses=ONE_WORKFLOW,
 )
 async def get_workflow(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
-    return serialize.detail(await _record(db, workflow_id))
+    detail = serialize.detail(await _record(db, workflow_id))
+    detail["tags"] = await db.get_workflow(workflow_id).tags()
+    return detail

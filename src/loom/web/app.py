@@ -28,6 +28,9 @@ from loom.errors import (
     LoomError,
     PayloadError,
     PayloadTooLargeError,
+    QueryArgumentsError,
+    QueryFailedError,
+    QueryNotFoundError,
     StoreError,
     UnknownWorkflowTypeError,
     WorkflowAlreadyExistsError,
@@ -58,6 +61,9 @@ PAGE_HEADERS = {
 
 ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (WorkflowNotFoundError, 404),
+    (QueryNotFoundError, 404),
+    (QueryArgumentsError, 400),
+    (QueryFailedError, 422),
     (WorkflowNotRunningError, 409),
     (WorkflowAlreadyExistsError, 409),
     (UnknownWorkflowTypeError, 422),

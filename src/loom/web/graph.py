@@ -1,4 +1,4 @@
-"""The step graph of each registered workflow, for ``GET /api/definitions``.
+"""The step graph of each registered workflow, and its queries, for ``GET /api/definitions``.
 
 Steps come from the definition, in order. What each step calls (activities, sleeps, signal
 waits) is read statically from the step's source with :mod:`ast`: a call to
@@ -26,6 +26,15 @@ def definition_graph(definition: WorkflowDefinition) -> dict[str, Any]:
         "version": definition.version,
         "description": _clean(definition.description),
         "steps": [_step(definition, step, index) for index, step in enumerate(definition.steps)],
+        "signal_handlers": dict(definition.signal_handlers),
+        "queries": [
+            {
+                "name": query.name,
+                "parameters": list(query.parameters),
+                "description": _clean(query.description),
+            }
+            for query in definition.queries
+        ],
     }
 
 

@@ -32,6 +32,9 @@ class WorkflowSummary(_Open):
     updated_at: str = Field(description="ISO 8601, UTC")
     updated: float = Field(description="Seconds since the epoch; the list stream's cursor")
     duration_seconds: float
+    parent_id: str | None = Field(
+        default=None, description="The workflow that started this one as its child"
+    )
 
 
 class WorkflowDetail(WorkflowSummary):
@@ -43,6 +46,13 @@ class WorkflowDetail(WorkflowSummary):
     ready_at: str | None
     leased: bool
     cancel_requested: bool
+    run_id: str | None = Field(default=None, description="The current run (see /runs)")
+    tags: dict[str, str] = Field(default_factory=dict, description="Given at start")
+
+
+class RunHistory(_Open):
+    run_id: str
+    events: list[HistoryEvent]
 
 
 class WorkflowList(_Open):
@@ -50,6 +60,19 @@ class WorkflowList(_Open):
     limit: int
     offset: int
     has_more: bool
+
+
+class Run(_Open):
+    run_id: str
+    number: int
+    status: str = Field(description="CONTINUED_AS_NEW, or the workflow's status (current run)")
+    started_at: str
+    ended_at: str | None
+    events: int
+
+
+class RunList(_Open):
+    runs: list[Run]
 
 
 class HistoryEvent(_Open):
@@ -67,6 +90,20 @@ class EventPage(_Open):
     next_after_seq: int = Field(description="The after_seq of the next page")
 
 
+class Heartbeat(_Open):
+    seq: int = Field(description="The seq of the activity's ACTIVITY_SCHEDULED event")
+    activity: str
+    attempt: int
+    details: Any = Field(description="The last details sent (JSON), or null")
+    sent_at: str = Field(description="ISO 8601, UTC")
+    timestamp: float
+
+
+class Heartbeats(_Open):
+    workflow_id: str
+    heartbeats: list[Heartbeat]
+
+
 class SignalAccepted(_Open):
     workflow_id: str
     signal: str
@@ -76,6 +113,10 @@ class SignalAccepted(_Open):
 class CancelResult(_Open):
     workflow_id: str
     outcome: str = Field(description="CANCELED, or REQUESTED when a worker holds the workflow")
+
+
+class QueryAnswer(_Open):
+    result: Any = Field(description="The query's answer (any JSON value)")
 
 
 class Queue(_Open):
@@ -116,11 +157,20 @@ class Step(_Open):
     calls: list[StepCall] | None
 
 
+class Query(_Open):
+    name: str
+    parameters: list[str] = Field(description="What it takes, in order (`*rest`: any number)")
+    description: str | None
+
+
 class Definition(_Open):
     name: str
     version: str
     description: str | None
     steps: list[Step]
+    queries: list[Query]
+    signal_handlers: dict[str, str] = {}
+    """Signal name -> the ``@loom.signal`` method that applies it."""
 
 
 class Definitions(_Open):

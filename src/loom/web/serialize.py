@@ -6,7 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
-from loom.client import StoreStats, WorkflowRecord
+from loom.client import ActivityHeartbeat, StoreStats, WorkflowRecord, WorkflowRun
 from loom.core.history import Event
 from loom.status import WorkflowStatus
 
@@ -34,6 +34,7 @@ def summary(record: WorkflowRecord) -> dict[str, Any]:
         "updated_at": _iso(record.updated),
         "updated": record.updated,
         "duration_seconds": _lifetime(record.status, record.created, record.updated),
+        "parent_id": record.parent_id,
     }
 
 
@@ -49,6 +50,18 @@ def detail(record: WorkflowRecord) -> dict[str, Any]:
         "ready_at": None if record.ready_at is None else _iso(record.ready_at),
         "leased": record.leased,
         "cancel_requested": record.cancel_requested,
+        "run_id": record.run_id,
+    }
+
+
+def run(item: WorkflowRun) -> dict[str, Any]:
+    return {
+        "run_id": item.run_id,
+        "number": item.number,
+        "status": item.status,
+        "started_at": _iso(item.started),
+        "ended_at": None if item.ended is None else _iso(item.ended),
+        "events": item.events,
     }
 
 
@@ -59,6 +72,17 @@ def event(item: Event) -> dict[str, Any]:
         "payload": item.payload,
         "created_at": _iso(item.timestamp),
         "timestamp": item.timestamp,
+    }
+
+
+def heartbeat(beat: ActivityHeartbeat) -> dict[str, Any]:
+    return {
+        "seq": beat.seq,
+        "activity": beat.activity,
+        "attempt": beat.attempt,
+        "details": beat.details,
+        "sent_at": _iso(beat.at),
+        "timestamp": beat.at,
     }
 
 

@@ -60,9 +60,10 @@ export function columnChart(holder, values, caption, slots) {
 }
 
 /**
- * The step timeline (a Gantt chart): rows are [name, phase, times] where times is
- * {start, end} in epoch seconds (end null while running) or undefined for a step not started;
- * `now` is where an unfinished bar ends.
+ * The step timeline (a Gantt chart): rows are [name, phase, times, beat] where times is
+ * {start, end} in epoch seconds (end null while running) or undefined for a step not started,
+ * and beat the last heartbeat of the step's activities ({timestamp, activity, attempt,
+ * details}, drawn as a mark on its bar) or undefined; `now` is where an unfinished bar ends.
  */
 export function timelineChart(rows, now) {
   const starts = rows
@@ -86,7 +87,7 @@ export function timelineChart(rows, now) {
     role: "img",
     "aria-label": "Step timeline",
   });
-  rows.forEach(function ([name, phase, t], index) {
+  rows.forEach(function ([name, phase, t, beat], index) {
     const y = index * rowH + 2;
     const group = svgEl("g", { class: "bar bar-" + phase, "data-step": name });
     group.append(svgEl("text", { x: 0, y: y + 17, class: "bar-label" }, name));
@@ -97,6 +98,23 @@ export function timelineChart(rows, now) {
       group.append(svgEl("rect", { x: x, y: y + 4, width: w, height: rowH - 8, rx: 3 }));
       const at = { x: x + w + 6, y: y + 17, class: "bar-time" };
       group.append(svgEl("text", at, seconds(stop - t.start)));
+      for (const mark of t.marks || []) {
+        // A tick where the step withdrew a call or a handler applied a signal.
+        const mx = label + ((mark.at - first) / span) * barArea;
+        const tick = svgEl("rect", {
+          x: mx - 1,
+          y: y + 1,
+          width: 3,
+          height: rowH - 2,
+          class: "mark mark-" + mark.kind,
+        });
+        tick.append(svgEl("title", {}, mark.what));
+        group.append(tick);
+      }
+      if (beat) {
+        const beatX = label + ((beat.timestamp - first) / span) * barArea;
+        group.append(heartbeatMark(beat, Math.min(beatX, x + w), y + rowH / 2));
+      }
     } else {
       const text = phase === "done" ? "" : "not started";
       group.append(svgEl("text", { x: label, y: y + 17, class: "bar-time" }, text));
@@ -105,4 +123,16 @@ export function timelineChart(rows, now) {
     chart.append(group);
   });
   return chart;
+}
+
+/** A heartbeat on a step's bar: a mark at its time, its activity and details in its title. */
+function heartbeatMark(beat, x, y) {
+  const mark = svgEl("circle", { cx: x, cy: y, r: 5, class: "beat" });
+  const none = beat.details === null || beat.details === undefined;
+  const details = none ? "" : " " + JSON.stringify(beat.details);
+  const when = new Date(beat.timestamp * 1000).toLocaleTimeString();
+  const text =
+    "heartbeat of " + beat.activity + " (attempt " + beat.attempt + ") at " + when + details;
+  mark.append(svgEl("title", {}, text.length > 300 ? text.slice(0, 300) + "…" : text));
+  return mark;
 }

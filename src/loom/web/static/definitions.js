@@ -119,6 +119,12 @@ export function definitionsView() {
         );
       }
       parts.push(el("div", { class: "graph-wrap" }, [drawDefinition(def, mine ? phases : null)]));
+      const queries = (def.queries || []).map(function (q) {
+        return q.name + "(" + q.parameters.join(", ") + ")";
+      });
+      if (queries.length) {
+        parts.push(el("p", { class: "muted", text: "Queries: " + queries.join(", ") }));
+      }
       holder.append(el("article", { class: "definition", "data-name": def.name }, parts));
     }
     if (!data.definitions.length) holder.append(el("p", { text: "No workflows registered." }));

@@ -1,11 +1,22 @@
-// The page of one workflow: summary, steps, input and state, error, actions and the history.
+// The page of one workflow: summary, steps, input and state, error, queries, actions and the
+// history.
 //
 // The history follows the workflow's event stream (each message one event, in order). Input,
 // state and error are not all in the events, so a new event has the workflow read again, once
-// per burst; an answer older than the newest request is dropped.
+// per burst; an answer older than the newest request is dropped. Heartbeats are not events:
+// while the workflow runs they are read every second and drawn on the step timeline.
 
-import { api, debounce, follow, newestOnly, workflowApi, workflowIdOfPage } from "./api.js";
+import {
+  api,
+  debounce,
+  follow,
+  newestOnly,
+  workflowApi,
+  workflowHref,
+  workflowIdOfPage,
+} from "./api.js";
 import { timelineChart } from "./charts.js";
+import { queryPanel } from "./queries.js";
 import {
   byId,
   el,
@@ -19,6 +30,19 @@ import {
   when,
   withoutTraceback,
 } from "./format.js";
+
+const WITHDRAWN = new Set([
+  "ACTIVITY_CANCELED",
+  "TIMER_CANCELED",
+  "SIGNAL_WAIT_CANCELED",
+  "CHILD_WORKFLOW_CANCELED",
+]);
+
+function withdrawnLabel(item) {
+  const p = item.payload || {};
+  const kind = item.type.split("_")[0].toLowerCase();
+  return kind + (p.name ? " " + p.name : "") + " withdrawn (seq " + p.scheduled + ")";
+}
 
 function describeEvent(item) {
   const payload = item.payload || {};
@@ -37,8 +61,10 @@ export function workflowPage() {
   let definition = null;
   let lastSeq = 0;
   let current = null;
+  let heartbeats = [];
   const events = [];
   const reads = newestOnly();
+  const beatReads = newestOnly();
   document.title = "Loom: " + workflowId;
   byId("workflow-id").textContent = workflowId;
 
@@ -55,6 +81,9 @@ export function workflowPage() {
       ["Events", String(wf.last_seq)],
     ];
     if (wf.cancel_requested) items.push(["Cancel", "requested"]);
+    if (wf.parent_id) {
+      items.push(["Parent", el("a", { href: workflowHref(wf.parent_id), text: wf.parent_id })]);
+    }
     byId("summary").replaceChildren(
       ...items.map(function ([term, value]) {
         return el("div", {}, [el("dt", { text: term }), el("dd", {}, [value])]);
@@ -68,6 +97,81 @@ export function workflowPage() {
     byId("cancel-send").disabled = !running;
     byId("retry").disabled = wf.status !== "FAILED";
     renderSteps(wf);
+    loadChildren();
+    loadRuns();
+  }
+
+  const runReads = newestOnly();
+  async function loadRuns() {
+    // The runs of this id, oldest first; an earlier run's history is read when opened.
+    try {
+      const answer = await runReads(function (signal) {
+        return api(workflowApi(workflowId, "/runs"), { signal: signal });
+      });
+      if (answer === null) return;
+      const runs = answer.value.runs;
+      byId("runs-section").hidden = runs.length < 2;
+      const list = byId("runs");
+      if (list.dataset.key === JSON.stringify(runs)) return; // keep opened histories open
+      list.dataset.key = JSON.stringify(runs);
+      list.replaceChildren(
+        ...runs.map(function (r) {
+          const label = "Run " + r.number + " · " + r.status + " · " + r.events + " events";
+          const body = el("ol", { class: "run-events" });
+          const item = el("details", { "data-run": r.run_id }, [
+            el("summary", { text: label + " · " + r.run_id }),
+            body,
+          ]);
+          item.addEventListener("toggle", async function () {
+            if (!item.open || body.childElementCount) return;
+            try {
+              const path = "/runs/" + encodeURIComponent(r.run_id) + "/events";
+              const history = await api(workflowApi(workflowId, path));
+              body.replaceChildren(
+                ...history.events.map(function (e) {
+                  return el("li", { text: e.seq + " " + e.type + " " + describeEvent(e) });
+                })
+              );
+            } catch (err) {
+              body.replaceChildren(el("li", { class: "error", text: err.message }));
+            }
+          });
+          return el("li", {}, [item]);
+        })
+      );
+    } catch (err) {
+      byId("load-error").textContent = err.message;
+    }
+  }
+
+  const childReads = newestOnly();
+  async function loadChildren() {
+    // The workflows this one started, oldest first, each linking to its own page.
+    try {
+      const path = "/api/workflows?limit=500&parent=" + encodeURIComponent(workflowId);
+      const answer = await childReads(function (signal) {
+        return api(path, { signal: signal });
+      });
+      if (answer === null) return;
+      // Oldest first; the list is newest first, and children started together keep its order.
+      const children = answer.value.workflows.slice().sort(function (a, b) {
+        if (a.created_at === b.created_at) return 0;
+        return a.created_at < b.created_at ? -1 : 1;
+      });
+      byId("children-section").hidden = children.length === 0;
+      byId("children").tBodies[0].replaceChildren(
+        ...children.map(function (c) {
+          return el("tr", { "data-child": c.workflow_id }, [
+            el("td", {}, [el("a", { href: workflowHref(c.workflow_id), text: c.workflow_id })]),
+            el("td", { text: c.name }),
+            el("td", {}, [statusBadge(c.status)]),
+            el("td", { text: c.current_step || "-" }),
+          ]);
+        })
+      );
+    } catch (err) {
+      byId("load-error").textContent = err.message;
+    }
   }
 
   function lastActivityFailure() {
@@ -110,21 +214,60 @@ export function workflowPage() {
   }
 
   function stepTimes() {
-    // step name -> {start, end} from STEP_STARTED / STEP_COMPLETED (the latest attempt).
+    // step name -> {start, end, marks} from STEP_STARTED / STEP_COMPLETED (the latest
+    // attempt); marks are the calls the step withdrew and the signals its handlers applied.
     const times = {};
+    let running = null;
     for (const item of events) {
-      const step = item.payload && item.payload.step;
+      const payload = item.payload || {};
+      const step = payload.step;
       if (item.type === "STEP_STARTED" && step) {
-        times[step] = { start: item.timestamp, end: null };
+        running = times[step] = { start: item.timestamp, end: null, marks: [] };
       } else if (item.type === "STEP_COMPLETED" && step && times[step]) {
         times[step].end = item.timestamp;
+        running = null;
+      } else if (running && WITHDRAWN.has(item.type)) {
+        running.marks.push({ at: item.timestamp, kind: "withdrawn", what: withdrawnLabel(item) });
+      } else if (running && item.type === "SIGNAL_RECEIVED" && payload.scheduled == null) {
+        running.marks.push({ at: item.timestamp, kind: "handled", what: "signal " + payload.name });
+      } else if (running && item.type === "CHILD_WORKFLOW_STARTED") {
+        running.marks.push({ at: item.timestamp, kind: "child", what: "child " + payload.workflow_id });
       }
     }
     return times;
   }
 
+  function stepBeats(wf) {
+    // step name -> the latest heartbeat of its activities (one whose scheduling is not in the
+    // history yet, an activity running inline, belongs to the current step).
+    const stepOfSeq = {};
+    for (const item of events) {
+      if (item.type === "ACTIVITY_SCHEDULED" && item.payload) {
+        stepOfSeq[item.seq] = item.payload.step;
+      }
+    }
+    const beats = {};
+    for (const beat of heartbeats) {
+      const step = stepOfSeq[beat.seq] || wf.current_step;
+      if (step && (!beats[step] || beat.timestamp > beats[step].timestamp)) beats[step] = beat;
+    }
+    return beats;
+  }
+
+  async function loadHeartbeats() {
+    try {
+      const answer = await beatReads(function (signal) {
+        return api(workflowApi(workflowId, "/heartbeats"), { signal: signal });
+      });
+      if (answer !== null) heartbeats = answer.value.heartbeats || [];
+    } catch (err) {
+      heartbeats = [];
+    }
+  }
+
   function renderSteps(wf) {
     const times = stepTimes();
+    const beats = wf.status === "RUNNING" ? stepBeats(wf) : {};
     const names = definition
       ? definition.steps.map(function (s) {
           return s.name;
@@ -140,24 +283,35 @@ export function workflowPage() {
       if (t && t.end !== null) phase = "done";
       else if (t) phase = wf.status === "RUNNING" ? "current" : "stopped";
       if (wf.status === "COMPLETED" && !t) phase = "done";
-      return [name, phase, t];
+      return [name, phase, t, t ? beats[name] : undefined];
     });
     const now = wf.status === "RUNNING" ? Date.now() / 1000 : wf.updated;
     byId("timeline").replaceChildren(timelineChart(rows, now));
-    const items = rows.map(function ([name, phase]) {
+    const items = rows.map(function ([name, phase, , beat]) {
       const what = (calls[name] || []).map(function (c) {
         return c.kind + (c.name ? " " + c.name : "");
       });
-      return el("li", { class: "step step-" + phase, "data-step": name }, [
+      const parts = [
         el("strong", { text: name }),
         el("span", {
           class: "muted",
           text: " " + phase + (what.length ? " — " + what.join(", ") : ""),
         }),
-      ]);
+      ];
+      if (beat) {
+        const ago = seconds(Math.max(0, Date.now() / 1000 - beat.timestamp));
+        const text = " — heartbeat of " + beat.activity + " " + ago + " ago";
+        parts.push(el("span", { class: "beat-note", text: text }));
+      }
+      return el("li", { class: "step step-" + phase, "data-step": name }, parts);
     });
     if (!definition) {
       items.push(el("li", { class: "muted", text: "Definition not registered in this server." }));
+    } else if (Object.keys(definition.signal_handlers || {}).length) {
+      const handled = Object.entries(definition.signal_handlers).map(function ([name, method]) {
+        return name + " → " + method + "()";
+      });
+      items.push(el("li", { class: "muted", text: "Signal handlers: " + handled.join(", ") }));
     }
     byId("steps").replaceChildren(...items);
   }
@@ -194,8 +348,10 @@ export function workflowPage() {
   }
 
   const refresh = debounce(loadWorkflow, 200);
-  setInterval(function () {
-    if (current && current.status === "RUNNING") renderSteps(current);
+  setInterval(async function () {
+    if (!current || current.status !== "RUNNING") return;
+    await loadHeartbeats();
+    if (current) renderSteps(current);
   }, 1000);
 
   function showResult(text, failed) {
@@ -248,12 +404,14 @@ export function workflowPage() {
   });
 
   Promise.all([api("/api/definitions"), api(workflowApi(workflowId))])
-    .then(function ([defs, wf]) {
+    .then(async function ([defs, wf]) {
       definition =
         defs.definitions.find(function (d) {
           return d.name === wf.name;
         }) || null;
+      if (wf.status === "RUNNING") await loadHeartbeats();
       renderSummary(wf);
+      byId("queries").replaceChildren(...queryPanel(workflowId, definition));
       follow(workflowApi(workflowId, "/events/stream"), "history", function (item) {
         appendEvent(item);
         refresh();
@@ -262,5 +420,6 @@ export function workflowPage() {
     .catch(function (err) {
       byId("load-error").textContent = err.message;
       byId("live").textContent = "offline";
+      byId("queries").replaceChildren();
     });
 }

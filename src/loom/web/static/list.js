@@ -30,9 +30,18 @@ function order(a, b) {
   return a.workflow_id < b.workflow_id ? -1 : 1;
 }
 
+/** A datetime-local value (the browser's time zone) as epoch seconds, or 0 when empty. */
+function epochOf(value) {
+  const ms = value ? new Date(value).getTime() : NaN;
+  return Number.isFinite(ms) ? ms / 1000 : 0;
+}
+
 function matches(wf, filters) {
   if (filters.status && wf.status !== filters.status) return false;
   if (filters.name && wf.name !== filters.name) return false;
+  const created = Date.parse(wf.created_at) / 1000;
+  if (filters.from && created < filters.from) return false;
+  if (filters.to && created >= filters.to) return false;
   const q = filters.q.toLowerCase();
   return !q || String(wf.workflow_id).toLowerCase().includes(q);
 }
@@ -81,6 +90,7 @@ export function listPage() {
   let offset = Number(params.get("offset") || 0) || 0;
   byId("filter-status").value = params.get("status") || "";
   byId("filter-q").value = params.get("q") || "";
+  byId("filter-tag").value = params.get("tag") || "";
   let wantedName = params.get("name") || "";
 
   let filters = null; // those of the rows shown (null until the first answer)
@@ -96,6 +106,9 @@ export function listPage() {
       status: byId("filter-status").value,
       name: byId("filter-name").value,
       q: byId("filter-q").value.trim(),
+      tag: byId("filter-tag").value.trim(),
+      from: epochOf(byId("filter-from").value),
+      to: epochOf(byId("filter-to").value),
     };
   }
 
@@ -123,6 +136,11 @@ export function listPage() {
       return w.workflow_id === wf.workflow_id;
     });
     if (at >= 0 && shown[at].updated > wf.updated) return false; // older than the row shown
+    if (filters.tag && at < 0) {
+      // A summary carries no tags: whether a new one belongs here is the server's to say.
+      resync();
+      return false;
+    }
     if (!matches(wf, filters)) {
       if (at < 0) return false;
       shown.splice(at, 1);
@@ -160,6 +178,9 @@ export function listPage() {
     if (wanted.status) q.set("status", wanted.status);
     if (wanted.name) q.set("name", wanted.name);
     if (wanted.q) q.set("q", wanted.q);
+    if (wanted.tag) q.set("tag", wanted.tag);
+    if (wanted.from) q.set("created_after", String(wanted.from));
+    if (wanted.to) q.set("created_before", String(wanted.to));
     if (offset) q.set("offset", String(offset));
     const search = q.toString();
     window.history.replaceState(null, "", window.location.pathname + (search ? "?" + search : ""));
@@ -216,9 +237,10 @@ export function listPage() {
     const data = await api("/api/definitions");
     const filter = byId("filter-name");
     const start = byId("start-name");
-    for (const def of data.definitions) {
-      filter.append(el("option", { value: def.name, text: def.name }));
-      start.append(el("option", { value: def.name, text: def.name }));
+    const names = [...new Set(data.definitions.map((def) => def.name))]; // one per version
+    for (const name of names) {
+      filter.append(el("option", { value: name, text: name }));
+      start.append(el("option", { value: name, text: name }));
     }
     filter.value = wantedName;
     wantedName = "";
