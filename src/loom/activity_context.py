@@ -97,7 +97,9 @@ class AttemptControl:
     """The worker's handle on one attempt: what it is, its latest heartbeat, its cancellation.
 
     Thread-safe: a sync activity beats from its own thread while the worker reads and cancels
-    from the event loop. ``on_beat`` is called on ``loop`` after each heartbeat."""
+    from the event loop. ``on_beat(control)`` is called on ``loop`` after each heartbeat (with
+    the control: a callback closing over it would make a reference cycle, and every finished
+    attempt would wait for the garbage collector)."""
 
     def __init__(
         self,
@@ -111,7 +113,7 @@ class AttemptControl:
         heartbeat_timeout: float | None,
         previous_details: str | None = None,
         max_bytes: int = limits.DEFAULT_MAX_PAYLOAD_BYTES,
-        on_beat: Callable[[], None] | None = None,
+        on_beat: Callable[[AttemptControl], None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.workflow_id = workflow_id
@@ -183,7 +185,7 @@ class AttemptControl:
         with self._lock:
             self._notified = False
         if self._on_beat is not None:
-            self._on_beat()
+            self._on_beat(self)
 
     # -- the worker's side ----------------------------------------------------------------
     @property

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ class HeartbeatKeeper:
             heartbeat_timeout=definition.heartbeat_timeout,
             previous_details=details if name == definition.name else None,
             max_bytes=self.max_bytes,
-            on_beat=lambda: self._beaten(run.seq, control),
+            on_beat=functools.partial(self._beaten, run.seq),
             loop=asyncio.get_running_loop(),
         )
         self._writers[run.seq] = _Writer(control, write_interval(definition.heartbeat_timeout))
