@@ -164,12 +164,12 @@ class _Clocks:
 
     def next(self) -> float | None:
         """When (monotonic) the next clock runs out, or None when neither can."""
-        ends = []
-        if self.timeout is not None:
-            ends.append(self.began + self.timeout)
+        at = None if self.timeout is None else self.began + self.timeout
         if self.heartbeat_timeout is not None:
-            ends.append(self._silent_since() + self.heartbeat_timeout)
-        return min(ends, default=None)
+            silent = self._silent_since() + self.heartbeat_timeout
+            if at is None or silent < at:
+                at = silent
+        return at
 
     def expired(self) -> _AttemptTimeout | None:
         """The timeout to fail the attempt with if a clock ran out (it is cancelled first, so
@@ -237,7 +237,12 @@ def _bind_args(run: ActivityRun) -> tuple[list[Any], dict[str, Any]]:
         and parameters.required <= len(args) <= len(positional)
     ):  # Signature.bind would bind them one to one: no need to ask it
         return [
-            _convert(run, name, value) if name in types else value
+            value
+            # No annotation, or an exact scalar of its type (codec.convert would return it):
+            # kept as it is, without building the error text a conversion needs.
+            if (annotation := types.get(name)) is None
+            or (type(value) is annotation and annotation in codec.SCALARS)
+            else _convert(run, name, value)
             for name, value in zip(positional, args, strict=False)
         ], {}
     signature = parameters.signature
@@ -275,6 +280,8 @@ async def _call(run: ActivityRun, pool: ActivityPool, control: AttemptControl) -
 
         return await _in_thread(pool, call, timeout, control)
     with Running(control):
+        if timeout is None and control.heartbeat_timeout is None:
+            return await fn(*args, **kwargs)  # no clock can end it: nothing to watch
         clocks = _Clocks(control, timeout, time.monotonic())
         try:
             async with asyncio.timeout(None) as limit:

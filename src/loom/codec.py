@@ -190,7 +190,7 @@ def convert(value: Any, annotation: Any, *, what: str = "value") -> Any:
     """
     if annotation is None or annotation is Any or annotation is inspect.Parameter.empty:
         return value
-    if type(value) is annotation and annotation in _SCALARS:
+    if type(value) is annotation and annotation in SCALARS:
         return value  # what pydantic returns too (the very object), for a fraction of the cost
     adapter = _adapter(annotation)
     if adapter is None:
@@ -208,8 +208,8 @@ def convert(value: Any, annotation: Any, *, what: str = "value") -> Any:
         ) from None
 
 
-_SCALARS = frozenset({int, float, str, bool})
-"""Types whose exact instances pydantic's lax validation returns unchanged."""
+SCALARS = frozenset({int, float, str, bool})
+"""Types whose exact instances :func:`convert` (pydantic's lax validation) returns unchanged."""
 
 _NO_ADAPTER: Any = object()
 _adapters: dict[Any, Any] = {}
