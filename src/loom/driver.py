@@ -501,8 +501,10 @@ class WorkflowDriver:
         """A write that started or withdrew a child, or ended a child, made work for others:
         wake this process's idle workers, and the parent's driver if it runs here."""
         database = self.worker.database
-        if any(e.type in CHILD_DECISIONS for e in events):
-            database.work_available.notify()
+        for e in events:  # a plain loop: this runs on every write
+            if e.type in CHILD_DECISIONS:
+                database.work_available.notify()
+                break
         if ex.finished and ex.parent_id is not None:
             database.work_available.notify()
             for worker in list(database.workers):
