@@ -153,6 +153,8 @@ class _Clocks:
     """The two clocks of an attempt that started running at ``began`` (monotonic): its timeout,
     and its heartbeat timeout since its last heartbeat (or its start)."""
 
+    __slots__ = ("began", "control", "heartbeat_timeout", "timeout")
+
     def __init__(self, control: AttemptControl, timeout: float | None, began: float) -> None:
         self.control = control
         self.timeout = timeout
@@ -301,6 +303,8 @@ async def _call(run: ActivityRun, pool: ActivityPool, control: AttemptControl) -
 
 class _Watch:
     """Ends an async attempt through its ``asyncio.timeout`` when one of its clocks runs out."""
+
+    __slots__ = ("_clocks", "_handle", "_limit", "_loop", "expired")
 
     def __init__(self, limit: asyncio.Timeout, clocks: _Clocks) -> None:
         self._limit = limit

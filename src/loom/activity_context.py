@@ -101,6 +101,31 @@ class AttemptControl:
     the control: a callback closing over it would make a reference cycle, and every finished
     attempt would wait for the garbage collector)."""
 
+    __slots__ = (  # one is made for every attempt
+        "__weakref__",
+        "_info",
+        "_lock",
+        "_loop",
+        "_max_bytes",
+        "_notified",
+        "_on_beat",
+        "_reason",
+        "_unwritten",
+        "activity_name",
+        "attempt",
+        "beats",
+        "deadline",
+        "details",
+        "heartbeat_timeout",
+        "last_beat",
+        "previous_details",
+        "seq",
+        "started",
+        "step",
+        "timeout",
+        "workflow_id",
+    )
+
     def __init__(
         self,
         *,

@@ -231,7 +231,8 @@ class WorkflowDriver:
                 # The inline window is used up: what the workflow decided so far, these
                 # activities' scheduling included, becomes durable before they begin.
                 last_write = await self._checkpoint(ex)
-            await self._start(due)
+            if due:
+                await self._start(due)
             left = last_write + window - time.monotonic()
             if due and left > 0:
                 # Short activities run inline: their scheduling is written with their outcome.
@@ -269,9 +270,8 @@ class WorkflowDriver:
             self.running.pop(seq).cancel()
 
     async def _start(self, due: list[ActivityRun]) -> None:
-        if not due:
-            return
-        await self.beats.load()  # what earlier runs recorded, for their next attempt
+        if not self.beats.loaded:
+            await self.beats.load()  # what earlier runs recorded, for their next attempt
         loop = asyncio.get_running_loop()
         for run in due:
             control = self.beats.control(run)
@@ -285,8 +285,11 @@ class WorkflowDriver:
             raise
         except BaseException as exc:  # sys.exit() in an activity fails the attempt
             outcome = base_exception_outcome(exc)
-        # A failed attempt's last heartbeat is written before the workflow hears of the failure.
-        await self.beats.finish(run.seq, failed=not outcome.ok)
+        if outcome.ok:
+            self.beats.succeeded(run.seq)
+        else:
+            # Its last heartbeat is written before the workflow hears of the failure.
+            await self.beats.finish(run.seq, failed=True)
         return outcome
 
     async def _wait_for_progress(self, ex: WorkflowExecution) -> None:
