@@ -23,9 +23,13 @@ pytest_plugins = ["pytester"]  # tests/test_support.py runs pytest on a test of 
 
 
 def _runs_on_postgres(item: pytest.Item) -> bool:
-    """A test parametrised with a "postgres" backend, or one asking for a PostgreSQL database."""
+    """A test parametrised with a "postgres" backend (or "postgres+..." variant of it), or one
+    asking for a PostgreSQL database."""
     callspec = getattr(item, "callspec", None)
-    if callspec is not None and "postgres" in callspec.params.values():
+    if callspec is not None and any(
+        isinstance(v, str) and (v == "postgres" or v.startswith("postgres+"))
+        for v in callspec.params.values()
+    ):
         return True
     return "pg_db_url" in getattr(item, "fixturenames", ())
 

@@ -160,6 +160,20 @@ async def test_query_example_answers_without_waking_the_cart(tmp_path: Path) -> 
     assert "import asyncio" + example in readme  # the README prints this code exactly
 
 
+async def test_codec_example_encrypts_what_it_stores(tmp_path: Path) -> None:
+    code, out, err = await run_script("readme_vault.py", tmp_path, script_env(None))
+    assert code == 0, err
+    assert out == (
+        "{'receipt': 'receipt for 42 on 1111'}\nCOMPLETED\nPayloadDecodeError k1\nFalse\n"
+    )
+    codec = [loom.CompressionCodec(), loom.AesGcmCodec.from_keyfile(tmp_path / "keys")]
+    async with loom.Database(f"sqlite:///{tmp_path / 'vault.db'}", codec=codec) as db:
+        assert (await db.get_workflow("pay-1").describe()).input == {"card": "4111111111111111"}
+    readme = (TESTS.parent / "README.md").read_text()
+    example = (TESTS / "readme_vault.py").read_text().split("import asyncio", 1)[1]
+    assert "import asyncio" + example in readme  # the README prints this code exactly
+
+
 async def test_the_heartbeat_example_is_the_readmes_and_resumes_where_it_was(
     tmp_path: Path,
 ) -> None:

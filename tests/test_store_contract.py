@@ -1,7 +1,9 @@
 """The storage contract: every backend must pass exactly these tests.
 
 The ``store`` fixture is parametrized by backend; a new backend joins by adding its URL factory
-to ``BACKENDS``.
+to ``BACKENDS``. Each backend runs them twice: as it is, and behind the codec-aware store that
+``Database(codec=...)`` puts in front of it (``+codec``: every payload compressed and
+encrypted), so the store's rules are proved to work on encoded payloads too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 
 from loom.core.history import Event, EventType
 from loom.errors import WorkflowNotFoundError, WorkflowNotRunningError
+from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec
 from loom.status import WorkflowStatus
 from loom.store import open_store
 from loom.store.base import (
@@ -31,6 +34,8 @@ from loom.store.base import (
     HeartbeatRow as Row,
 )
 from loom.store.common import migrations, split_sql
+from loom.store.encoded import EncodedStore
+from loom.store.payloads import Payloads
 from loom.store.statements import event_rows, events, run
 from support.pg import pg_url
 
@@ -43,10 +48,15 @@ T0 = 1_700_000_000.0
 LEASE = 10.0
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=[*sorted(BACKENDS), *(f"{name}+codec" for name in sorted(BACKENDS))])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(BACKENDS[request.param](tmp_path))
-    assert s.dialect == request.param
+    backend, _, encoded = request.param.partition("+")
+    s = open_store(BACKENDS[backend](tmp_path))
+    assert s.dialect == backend
+    if encoded:
+        key = AesGcmCodec.generate_key()
+        codec = CodecChain(CompressionCodec(min_size=0), AesGcmCodec({"k1": key}))
+        s = EncodedStore(s, Payloads(codec))
     await s.open()
     await s.migrate()
     try:

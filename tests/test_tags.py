@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import loom
+from loom.store.encoded import EncodedStore
 from loom.store.sql import SqlStore
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
@@ -71,7 +72,8 @@ async def test_a_tag_filter_reads_an_index(
 ) -> None:
     for i in range(300):
         await db.start_workflow(Order, workflow_id=f"w{i}", tags={"customer": f"c-{i % 100}"})
-    store = db.store
+    assert isinstance(db.store, EncodedStore)  # tags pass through the codec layer, plain
+    store = db.store.inner
     assert isinstance(store, SqlStore)
     seen: list[tuple[str, tuple[Any, ...]]] = []
     rows = SqlStore._rows

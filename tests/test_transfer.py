@@ -23,7 +23,7 @@ import pytest
 
 import loom
 from loom import EventType
-from loom.store.base import WorkflowDump
+from loom.store.base import CommitOutcome, HeartbeatRow, WorkflowDump
 from loom.transfer import copy_database
 from support import eventually, pg, worker
 
@@ -112,7 +112,12 @@ async def parked(handle: loom.WorkflowHandle[Any], kind: EventType, *, timer: bo
 async def fill(db: loom.Database) -> dict[str, str]:
     """Run the realistic mix on ``db``; return the workflow ids by role."""
     async with worker(db):
-        done = await db.start_workflow(Order, workflow_input={"amount": 42}, workflow_id="o-done")
+        done = await db.start_workflow(
+            Order,
+            workflow_input={"amount": 42},
+            workflow_id="o-done",
+            tags={"customer": "c-42", "region": "eu"},
+        )
         failed = await db.start_workflow(Declined, workflow_input={}, workflow_id="o-failed")
         waiting = await db.start_workflow(Approval, workflow_id="o-waiting")
         canceled = await db.start_workflow(Approval, workflow_id="o-canceled")
@@ -135,6 +140,10 @@ async def fill(db: loom.Database) -> dict[str, str]:
     held = await db.start_workflow(Held, workflow_id="o-held")
     claims = await db.store.claim("vanished-worker", ["transfer_Held"], 1, HELD_LEASE, time.time())
     assert [c.workflow_id for c in claims] == [held.workflow_id]
+    # ... after its activity heartbeated: the next attempt, on the target, resumes from these.
+    beat = HeartbeatRow(seq=3, activity="transfer_charge", attempt=1, details='{"at":5}', at=1.5)
+    outcome = await db.store.record_heartbeat(held.workflow_id, claims[0].lease_epoch, beat)
+    assert outcome is CommitOutcome.OK
     return {
         "done": done.workflow_id,
         "failed": failed.workflow_id,
@@ -168,6 +177,8 @@ async def snapshot(db: loom.Database) -> dict[str, dict[str, Any]]:
             "signals": [
                 (s.name, s.payload) for s in await db.store.read_signals(summary.workflow_id)
             ],
+            "tags": await handle.tags() if record.name == "transfer_Order" else {},
+            "heartbeats": await handle.heartbeats(),
         }
     return out
 
@@ -190,6 +201,10 @@ async def test_copy_is_identical_verified_and_usable_on_the_target(
         ids = await fill(source)
         before = await snapshot(source)
     assert before[ids["waiting"]]["signals"] == [("note", {"text": "gift wrap"})]
+    assert before[ids["done"]]["tags"] == {"customer": "c-42", "region": "eu"}
+    assert [(b.activity, b.details) for b in before[ids["held"]]["heartbeats"]] == [
+        ("transfer_charge", {"at": 5})
+    ]
 
     seen: list[tuple[int, int]] = []
     report = await copy_database(

@@ -737,3 +737,37 @@ async def test_the_list_filters_by_tag_and_creation_time(
         await page.click("#filters button[type=submit]")
         await expect(rows).to_have_count(0, timeout=TIMEOUT_MS)
         await page.close()
+
+
+async def test_encrypted_payloads_show_as_encrypted_without_the_key_and_in_full_with_it(
+    tmp_path: Path, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    url = f"sqlite:///{tmp_path / 'vault.db'}"
+    secret = "card-4111-1111-e2e"
+    codec = loom.AesGcmCodec({"k1": loom.AesGcmCodec.generate_key()})
+    async with loom.Database(url, codec=codec, placeholders=True) as coded:
+        await coded.migrate_up()
+        handle = await coded.start_workflow(
+            e2e_workflows.Echo, workflow_input={"card": secret}, workflow_id="vault-1"
+        )
+        async with worker(coded):
+            await handle.result(timeout=10)
+        async with loom.Database(url, codec="none", placeholders=True) as keyless:
+            for database, shown, hidden in (
+                (keyless, '"<encrypted>"', secret),
+                (coded, secret, "<encrypted>"),
+            ):
+                app = create_app(database=database, poll_interval=0.05)
+                async with serve(app) as base:
+                    page = await browser.new_page()
+                    await page.goto(base + "/workflows/vault-1")
+                    summary = page.locator("#summary")
+                    await expect(summary).to_contain_text("COMPLETED", timeout=TIMEOUT_MS)
+                    await expect(page.locator("#input")).to_contain_text(shown)
+                    await expect(page.locator("#state")).to_contain_text(shown)
+                    await expect(page.locator("#events tbody")).to_contain_text("STATE_SET")
+                    assert hidden not in await page.locator("main").inner_text()
+                    await shot(page, f"encrypted-{'keyless' if database is keyless else 'key'}")
+                    await page.close()

@@ -45,6 +45,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     LoomError,
     NonDeterminismError,
     NotInActivityError,
+    PayloadDecodeError,
     PayloadError,
     QueryArgumentsError,
     QueryFailedError,
@@ -61,6 +62,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowNotRunningError,
     WorkflowSandboxError,
 )
+from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec, PayloadCodec
 from loom.schemas.state import Input, State
 from loom.signal_handlers import signal
 from loom.status import WorkflowStatus
@@ -78,7 +80,10 @@ __all__ = [
     "ActivityHeartbeat",
     "ActivityHeartbeatTimeoutError",
     "ActivityInfo",
+    "AesGcmCodec",
     "ChildWorkflowFailedError",
+    "CodecChain",
+    "CompressionCodec",
     "ConfigurationError",
     "Database",
     "DatabaseUnavailableError",
@@ -89,6 +94,8 @@ __all__ = [
     "LoomError",
     "NonDeterminismError",
     "NotInActivityError",
+    "PayloadCodec",
+    "PayloadDecodeError",
     "PayloadError",
     "QueryArgumentsError",
     "QueryContext",

@@ -37,6 +37,7 @@ from loom.errors import (
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
+from loom.payload_codecs import CodecChain, PayloadCodec, as_chain, codec_from_env, codec_from_spec
 from loom.status import WorkflowStatus
 from loom.store import open_store, resolve_url
 from loom.store.base import ActivityHeartbeat as ActivityHeartbeat
@@ -45,6 +46,8 @@ from loom.store.base import NewWorkflow, Store
 from loom.store.base import StoreStats as StoreStats
 from loom.store.base import WorkflowRecord as WorkflowRecord
 from loom.store.common import migrations
+from loom.store.encoded import EncodedStore
+from loom.store.payloads import Payloads
 
 if TYPE_CHECKING:
     from loom.core.workflow import Workflow
@@ -144,6 +147,15 @@ class Database:
     Workflow ids and names follow one rule (:mod:`loom.limits`; ``InvalidIdError``), and a
     workflow's input, its initial state and a signal's payload are each at most
     ``max_payload_bytes`` as JSON (``PayloadTooLargeError``, raised before anything is stored).
+
+    ``codec`` encodes every payload before it is stored and decodes it when read (see
+    :mod:`loom.payload_codecs`): a ``PayloadCodec``, a ``CodecChain``, a list of codecs applied
+    in order, or a spec string (``"compress+aesgcm:keyfile=/path"``); default ``$LOOM_CODEC``,
+    else none (``"none"`` for none whatever the environment says). A stored payload this
+    process cannot decode raises ``PayloadDecodeError`` when read; with ``placeholders``, the
+    records and histories read show :data:`~loom.payload_codecs.PLACEHOLDER` in its place
+    instead (for displays: the CLI and the dashboard). What decides or writes (queries,
+    retries, workers) always reads strictly.
     """
 
     def __init__(
@@ -153,6 +165,8 @@ class Database:
         registry: Registry | None = None,
         create: bool = True,
         max_payload_bytes: int = limits.DEFAULT_MAX_PAYLOAD_BYTES,
+        codec: PayloadCodec | CodecChain | Sequence[PayloadCodec] | str | None = None,
+        placeholders: bool = False,
     ) -> None:
         if (
             not isinstance(max_payload_bytes, int)
@@ -165,7 +179,24 @@ class Database:
         self.max_payload_bytes = max_payload_bytes
         self.url = resolve_url(url)
         self.registry = registry or default_registry
-        self.store: Store = open_store(self.url, create=create)
+        chain = (
+            codec_from_env()
+            if codec is None
+            else codec_from_spec(codec)
+            if isinstance(codec, str)
+            else as_chain(codec)
+        )
+        self.codec: CodecChain | None = chain
+        """The codecs every payload passes through (None: payloads are stored as they are)."""
+        self.placeholders = bool(placeholders)
+        backend = open_store(self.url, create=create)
+        encoded = EncodedStore(backend, Payloads(chain))
+        self.store: Store = encoded
+        """The store, its payloads encoded and decoded (strictly): what workers write with."""
+        self._shown: Store = encoded.reading(placeholders=True) if placeholders else encoded
+        """What records and histories are read from for display."""
+        self._plain_parts: Store = backend
+        """For reads that use no payload (status, summaries, runs): nothing is decoded."""
         self.work_available = Notifier()
         self.workflow_changed = Notifier()
         self._opened = 0
@@ -360,7 +391,8 @@ class Database:
                     f"unknown status {status!r}; use one of "
                     f"{', '.join(s.value for s in WorkflowStatus)}"
                 ) from None
-        records = await self.list_records(
+        records = await self._list(
+            self._plain_parts,  # a summary shows no payload: nothing to decode
             wanted,
             limit,
             name=name,
@@ -386,7 +418,34 @@ class Database:
         created_before: datetime | float | None = None,
     ) -> list[WorkflowRecord]:
         """Like :meth:`list_workflows`, with whole records and a search by part of the id."""
-        return await self.store.list_workflows(
+        return await self._list(
+            self._shown,
+            status,
+            limit,
+            name=name,
+            id_contains=id_contains,
+            offset=offset,
+            parent_id=parent_id,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
+        )
+
+    @staticmethod
+    async def _list(
+        store: Store,
+        status: WorkflowStatus | None,
+        limit: int,
+        *,
+        name: str | None = None,
+        id_contains: str | None = None,
+        offset: int = 0,
+        parent_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
+    ) -> list[WorkflowRecord]:
+        return await store.list_workflows(
             status=status,
             name=name,
             id_contains=id_contains,
@@ -400,14 +459,14 @@ class Database:
 
     async def find_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         """The stored record of ``workflow_id``, or None if there is no such workflow."""
-        return await self.store.get_workflow(workflow_id)
+        return await self._shown.get_workflow(workflow_id)
 
     async def history(
         self, workflow_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[Event]:
         """The events of ``workflow_id`` after ``after_seq``, oldest first (none if unknown):
         all of them, or the first ``limit``."""
-        return await self.store.load_history(workflow_id, after_seq=after_seq, limit=limit)
+        return await self._shown.load_history(workflow_id, after_seq=after_seq, limit=limit)
 
     async def changed_since(
         self, after: float, limit: int, after_id: str = ""
@@ -415,7 +474,7 @@ class Database:
         """Up to ``limit`` workflows changed after the cursor ``(after, after_id)``, in the order
         of ``(updated, workflow_id)``: one page of a stream of changes; page on with the last
         record's ``updated`` and ``workflow_id``."""
-        return await self.store.changed_since(after, limit, after_id)
+        return await self._shown.changed_since(after, limit, after_id)
 
     async def stats(self) -> StoreStats:
         return await self.store.stats(time.time())
@@ -486,7 +545,7 @@ class Database:
         current code reproduces its history: a determinism check to run before deploying.
         """
         if workflow_ids is None:
-            records = await self.store.list_workflows(limit=limit or 1_000_000)
+            records = await self._plain_parts.list_workflows(limit=limit or 1_000_000)
             workflow_ids = [r.workflow_id for r in records]
         reports = []
         for wid in workflow_ids:
@@ -557,13 +616,18 @@ class WorkflowHandle(Generic[StateT]):
         return f"WorkflowHandle({self.workflow_id!r})"
 
     async def describe(self) -> WorkflowRecord:
-        record = await self.database.store.get_workflow(self.workflow_id)
+        """The workflow's record. A payload in it that cannot be decoded raises
+        ``PayloadDecodeError`` (or reads as the placeholder: ``Database(placeholders=True)``)."""
+        return await self._record(self.database._shown)
+
+    async def _record(self, store: Store) -> WorkflowRecord:
+        record = await store.get_workflow(self.workflow_id)
         if record is None:
             raise WorkflowNotFoundError(self.workflow_id)
         return record
 
     async def status(self) -> WorkflowStatus:
-        return (await self.describe()).status
+        return (await self._record(self.database._plain_parts)).status
 
     async def state(self) -> StateT:
         """The current state, including changes made by a step that is still running."""
@@ -572,9 +636,9 @@ class WorkflowHandle(Generic[StateT]):
     async def events(self, run_id: str | None = None) -> list[Event]:
         """The current run's whole history, oldest first; with ``run_id``, that of an earlier
         run (see :meth:`runs`)."""
-        store = self.database.store
+        store = self.database._shown
         if run_id is not None:
-            record = await self.describe()
+            record = await self._record(self.database._plain_parts)
             if run_id != record.run_id:
                 found = await store.load_run_history(self.workflow_id, run_id)
                 if not found:
@@ -585,20 +649,20 @@ class WorkflowHandle(Generic[StateT]):
                 return found
         events = await store.load_history(self.workflow_id)
         if not events:
-            await self.describe()  # raises WorkflowNotFoundError
+            await self._record(self.database._plain_parts)  # raises WorkflowNotFoundError
         return events
 
     async def tags(self) -> dict[str, str]:
         """The tags the workflow was started with."""
-        found = await self.database.store.tags(self.workflow_id)
+        found = await self.database._plain_parts.tags(self.workflow_id)  # tags stay plain
         if not found:
-            await self.describe()  # raises WorkflowNotFoundError
+            await self._record(self.database._plain_parts)  # raises WorkflowNotFoundError
         return found
 
     async def runs(self) -> list[WorkflowRun]:
         """Every run of this workflow id, oldest first: those ended by
         ``ctx.continue_as_new``, then the current one."""
-        record = await self.describe()
+        record = await self._record(self.database._plain_parts)
         earlier = await self.database.store.list_runs(self.workflow_id)
         runs = [
             WorkflowRun(r.run_id, n, "CONTINUED_AS_NEW", r.started, r.ended, r.events)
@@ -617,10 +681,11 @@ class WorkflowHandle(Generic[StateT]):
     async def heartbeats(self) -> list[ActivityHeartbeat]:
         """The last heartbeat of each of its activities that sent one (``loom.heartbeat``), by
         seq: which attempt sent it, when, and the last details sent. Kept while the workflow
-        runs; a workflow that ended has none."""
-        beats = await self.database.store.read_heartbeats(self.workflow_id)
+        runs; a workflow that ended has none. Their details are decoded like every payload
+        (``PayloadDecodeError``, or the placeholder: ``Database(placeholders=True)``)."""
+        beats = await self.database._shown.read_heartbeats(self.workflow_id)
         if not beats:
-            await self.describe()  # raises WorkflowNotFoundError
+            await self._record(self.database._plain_parts)  # raises WorkflowNotFoundError
         return beats
 
     async def result(self, timeout: float | None = None) -> StateT:
@@ -635,7 +700,9 @@ class WorkflowHandle(Generic[StateT]):
         await self.database.follow_changes()
         while True:
             seen = changed.version
-            record = await self.describe()
+            record = await self._record(self.database._plain_parts)
+            if record.status is not WorkflowStatus.RUNNING:
+                record = await self.describe()  # the payloads, decoded, once it ended
             if record.status is WorkflowStatus.COMPLETED:
                 return record.state  # type: ignore[return-value]
             if record.status is WorkflowStatus.FAILED:

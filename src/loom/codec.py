@@ -10,6 +10,10 @@ the problem is (``input['items'][2] is nan``). orjson writes NaN and Infinity as
 would silently change the value, so they are refused too; the check walks the value only when
 the encoded bytes contain ``null`` at all, which keeps the common case a single ``memmem``.
 
+The key ``_loom_codec`` is reserved: it marks a payload a codec encoded (an *envelope*, see
+:mod:`loom.payload_codecs`), so a value holding it could be mistaken for one; it is refused like
+NaN, found by the same kind of ``memmem`` first.
+
 Sets are stored as sorted lists: their iteration order depends on the process's hash seed, and a
 stored value must not depend on which process stored it.
 """
@@ -27,12 +31,14 @@ import orjson
 
 from loom.errors import PayloadError
 from loom.frozen import FrozenDict, FrozenList
+from loom.payload_codecs.base import ENVELOPE_MARK
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson can encode
+_RESERVED = orjson.dumps(ENVELOPE_MARK)
 
 
 def _default(value: Any) -> Any:
@@ -63,11 +69,14 @@ def _sorted(items: set[Any] | frozenset[Any]) -> list[Any]:
         return sorted(items, key=lambda item: orjson.dumps(item, default=_default, option=_OPTIONS))
 
 
-def dumps(value: Any, *, what: str = "value", root: str = "value") -> bytes:
+def dumps(
+    value: Any, *, what: str = "value", root: str = "value", envelopes: bool = False
+) -> bytes:
     """Encode ``value`` as JSON bytes, or raise PayloadError naming ``what`` could not be stored.
 
     ``root`` names ``value`` in the message, which points at the offending part of it
-    (``root['key'][2]``).
+    (``root['key'][2]``). ``envelopes``: the value may hold encoded payloads (the store
+    writing what a codec encoded); otherwise the key ``_loom_codec`` is refused.
     """
     try:
         data = orjson.dumps(value, default=_default, option=_OPTIONS)
@@ -85,6 +94,13 @@ def dumps(value: Any, *, what: str = "value", root: str = "value") -> bytes:
     if data.find(b"null") != -1 and not _all_finite(value):
         non_finite = _find_problem(value, root, floats_only=True)
         raise PayloadError(f"{what} cannot be stored: {non_finite}")
+    if not envelopes and _RESERVED in data:
+        reserved = _find_reserved(orjson.loads(data), root)
+        if reserved is not None:
+            raise PayloadError(
+                f"{what} cannot be stored: {reserved} has the key {ENVELOPE_MARK!r}, which Loom "
+                "reserves for encoded payloads; rename that key"
+            )
     return data
 
 
@@ -98,6 +114,20 @@ def to_json(value: Any, *, what: str = "value", root: str = "value") -> Any:
 
 
 _PLAIN = (str, int, bool, type(None))
+
+
+def _find_reserved(value: Any, path: str) -> str | None:
+    """The path of the first dict of ``value`` (plain JSON) holding the reserved key."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if type(item) is dict:
+            if ENVELOPE_MARK in item:
+                return where
+            stack.extend((v, f"{where}[{k!r}]") for k, v in reversed(item.items()))
+        elif type(item) is list:
+            stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
+    return None
 
 
 def _all_finite(value: Any) -> bool:

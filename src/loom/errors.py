@@ -6,6 +6,8 @@
     ├── DefinitionError          a @workflow/@step/@activity is malformed (raised at import)
     ├── PayloadError             a value cannot be stored as JSON (raised at the call site)
     │   └── PayloadTooLargeError a value is above the database's max_payload_bytes
+    ├── PayloadDecodeError       a stored payload cannot be decoded here (its key is not held,
+    │                            it was altered, no codec is configured): loom.payload_codecs
     ├── InvalidIdError           a workflow id or name breaks the id rule (loom.limits)
     ├── ConfigurationError       a bad database URL, an unknown backend, a naive datetime ...
     ├── StoreError               the database refused or failed an operation
@@ -50,6 +52,30 @@ class DefinitionError(LoomError, TypeError):
 
 class PayloadError(LoomError, TypeError):
     """A value cannot be stored: only JSON, dataclasses and pydantic models are durable."""
+
+
+class PayloadDecodeError(LoomError):
+    """A stored payload was encoded by a codec (``Database(codec=...)``) and this process cannot
+    decode it: the key it names is not among those held, the data fails authentication (a
+    wrong key, or it was altered), its codec is not configured here, or a package it needs is
+    not installed. The message says which, and names the workflow and the place of the value.
+
+    ``codec`` is the envelope's codec (``"zstd+aesgcm"``), ``key`` the key id it names (or
+    None), ``workflow_id`` the workflow whose payload it is (None when not known).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        codec: str = "",
+        key: str | None = None,
+        workflow_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.codec = codec
+        self.key = key
+        self.workflow_id = workflow_id
 
 
 class ConfigurationError(LoomError, ValueError):

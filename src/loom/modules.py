@@ -6,6 +6,8 @@ import path first, so a project's own modules import as they do in its scripts.
 
 Both the command line and the dashboard (``loom web --reload``) load modules this way, so it
 lives beside them, not inside either; a failure is a :class:`~loom.errors.ConfigurationError`.
+The payload codec they are given (``--codec``, ``$LOOM_CODEC``) is loaded here too, as it may
+name an object of one of those modules.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from loom.definitions import Registry
 from loom.errors import ConfigurationError
+from loom.payload_codecs import CodecChain, codec_from_spec
 
 
 def module_names(given: list[str] | None) -> list[str]:
@@ -42,12 +45,25 @@ def _from_pyproject(path: Path) -> list[str]:
     return modules
 
 
-def import_modules(given: list[str] | None) -> list[str]:
-    """Import the workflow modules (see the module docstring); return their names."""
-    names = module_names(given)
+def _importable_cwd() -> None:
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def load_codec(spec: str | None) -> CodecChain | None:
+    """The payload codec ``spec`` names (``--codec``), else ``$LOOM_CODEC``'s, else None; a
+    ``MODULE:ATTRIBUTE`` spec imports like the workflow modules do."""
+    if spec is None:
+        spec = os.environ.get("LOOM_CODEC")
+    _importable_cwd()
+    return codec_from_spec(spec)
+
+
+def import_modules(given: list[str] | None) -> list[str]:
+    """Import the workflow modules (see the module docstring); return their names."""
+    names = module_names(given)
+    _importable_cwd()
     for name in names:
         try:
             importlib.import_module(name)

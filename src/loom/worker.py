@@ -39,7 +39,7 @@ from loom.core.history import Event, EventType
 from loom.core.replay import WorkflowExecution
 from loom.definitions import Registry
 from loom.driver import Abort, WorkflowDriver, WriteHealth
-from loom.errors import DatabaseCorruptError, LoomError
+from loom.errors import DatabaseCorruptError, LoomError, PayloadDecodeError
 from loom.lease import LeaseKeeper
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.status import WorkflowStatus
@@ -104,7 +104,11 @@ class Worker:
     max_handling_failures = 5
     """Consecutive errors in this worker's own handling of one workflow (describing an error,
     encoding a value, a write the database refuses for that workflow) before the workflow is
-    marked FAILED; each one backs the workflow off first. ``loom retry`` resumes it."""
+    marked FAILED; each one backs the workflow off first. ``loom retry`` resumes it. A payload
+    this worker cannot decode (``PayloadDecodeError``: no codec, a key it does not hold, a wrong
+    key, altered data) never counts: the fault is this worker's configuration or the stored
+    bytes, not the workflow, so it is only backed off, with nothing written, and left for a
+    worker that holds the key."""
 
     handling_backoff = 0.5
     """The first back-off after such an error, in seconds; it doubles with each one after."""
@@ -388,7 +392,8 @@ class Worker:
         self.stats.handling_errors += 1
         count = self._failures.get(wid, 0) + 1
         self._failures[wid] = count
-        if count >= self.max_handling_failures:
+        undecodable = isinstance(exc, PayloadDecodeError)
+        if count >= self.max_handling_failures and not undecodable:
             self._failures.pop(wid, None)
             try:
                 await self._give_up(claim, exc, count)
@@ -396,16 +401,27 @@ class Worker:
             except Exception as again:
                 log.error("workflow %s: could not record its failure either: %s", wid, _text(again))
         delay = min(self.handling_backoff * 2 ** (count - 1), 30.0)
-        log.error(
-            "workflow %s: worker error %d/%d, retried in %.1f s: %s: %s",
-            wid,
-            count,
-            self.max_handling_failures,
-            delay,
-            _text(type(exc).__name__),
-            _text(exc),
-            exc_info=exc if count == 1 else None,
-        )
+        if undecodable:
+            log.error(
+                "workflow %s: cannot read its payloads (%d), nothing written, retried in %.1f s: "
+                "%s: %s",
+                wid,
+                count,
+                delay,
+                type(exc).__name__,
+                _text(exc),
+            )
+        else:
+            log.error(
+                "workflow %s: worker error %d/%d, retried in %.1f s: %s: %s",
+                wid,
+                count,
+                self.max_handling_failures,
+                delay,
+                _text(type(exc).__name__),
+                _text(exc),
+                exc_info=exc if count == 1 else None,
+            )
         with contextlib.suppress(Exception):
             await self.store.release(self.worker_id, [wid], time.time() + delay)
 

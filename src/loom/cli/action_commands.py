@@ -9,6 +9,7 @@ import typer
 from loom import limits
 from loom.cli import render
 from loom.cli.common import (
+    CodecOption,
     DatabaseOption,
     JsonOption,
     ModulesOption,
@@ -40,6 +41,7 @@ def start_command(
         typer.Option("--tag", "-t", metavar="KEY=VALUE", help="A tag to store with it."),
     ] = None,
     modules: ModulesOption = None,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -54,7 +56,7 @@ def start_command(
     import_modules(modules)
 
     async def start() -> tuple[str, bool]:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             existed = False
             if workflow_id is not None:
                 try:
@@ -88,6 +90,7 @@ def signal_command(
     payload_json: Annotated[
         str | None, typer.Option("--payload", "-p", metavar="JSON", help="The signal payload.")
     ] = None,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
 ) -> None:
     """Send a signal; it waits in the workflow's inbox until the workflow asks for it."""
@@ -96,7 +99,7 @@ def signal_command(
     payload = parse_json(payload_json, "--payload")
 
     async def send() -> None:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             await db.get_workflow(workflow_id).signal(name, payload)
 
     run(send())
@@ -108,6 +111,7 @@ def cancel_command(
     reason: Annotated[
         str | None, typer.Option("--reason", "-r", metavar="TEXT", help="Why (recorded).")
     ] = None,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
 ) -> None:
     """Cancel a running workflow: no further steps run."""
@@ -116,7 +120,7 @@ def cancel_command(
         limits.check_text(reason, "--reason")
 
     async def cancel() -> CancelOutcome:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             return await db.get_workflow(workflow_id).cancel(reason)
 
     outcome = run(cancel())
@@ -130,12 +134,14 @@ def cancel_command(
     render.console().print(render.text(message))
 
 
-def retry_command(workflow_id: WorkflowId, database: DatabaseOption = None) -> None:
+def retry_command(
+    workflow_id: WorkflowId, database: DatabaseOption = None, codec: CodecOption = None
+) -> None:
     """Resume a FAILED workflow from the step that failed, keeping its history."""
     limits.check_id(workflow_id)
 
     async def retry() -> str | None:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             handle = db.get_workflow(workflow_id)
             step = (await handle.describe()).current_step
             await handle.retry()

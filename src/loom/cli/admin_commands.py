@@ -10,6 +10,7 @@ from rich.text import Text
 from loom import limits
 from loom.cli import render
 from loom.cli.common import (
+    CodecOption,
     DatabaseOption,
     JsonOption,
     ModulesOption,
@@ -20,7 +21,7 @@ from loom.cli.common import (
 from loom.cli.errors import CliError
 from loom.client import ReplayReport
 from loom.masking import mask_credentials
-from loom.modules import import_modules, require_workflows
+from loom.modules import import_modules, load_codec, require_workflows
 
 
 def init_command(database: DatabaseOption = None) -> None:
@@ -52,6 +53,7 @@ def replay_command(
         typer.Option("--workflow", "-w", metavar="ID", help="Check this workflow (repeatable)."),
     ] = None,
     check_all: Annotated[bool, typer.Option("--all", help="Check every stored workflow.")] = False,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -67,7 +69,7 @@ def replay_command(
     names = import_modules(modules)
 
     async def check() -> list[ReplayReport]:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             require_workflows(db.registry, names)
             return await db.check_replay(list(workflow_ids) if workflow_ids else None)
 
@@ -121,6 +123,7 @@ def web_command(
         ),
     ] = limits.DEFAULT_MAX_PAYLOAD_BYTES,
     modules: ModulesOption = None,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
 ) -> None:
     """Serve the JSON API (documented at /docs) and the dashboard pages."""
@@ -141,7 +144,7 @@ def web_command(
     names = import_modules(modules)
 
     async def check() -> str:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             return db.url
 
     url = run(check())
@@ -153,6 +156,7 @@ def web_command(
         if token:
             os.environ["LOOM_WEB_TOKEN"] = token
         os.environ["LOOM_MAX_PAYLOAD"] = str(max_payload)
+        os.environ["LOOM_CODEC"] = codec or os.environ.get("LOOM_CODEC") or "none"
         uvicorn.run(
             "loom.web.app:app_from_env",
             factory=True,
@@ -171,5 +175,5 @@ def web_command(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, exit_cleanly)
-    app = create_app(url, token=token, max_payload_bytes=max_payload)
+    app = create_app(url, token=token, max_payload_bytes=max_payload, codec=load_codec(codec))
     uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=3)

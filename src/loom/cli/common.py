@@ -14,6 +14,7 @@ import typer
 import loom
 from loom.cli.errors import CliError, describe
 from loom.errors import LoomError
+from loom.modules import load_codec
 
 T = TypeVar("T")
 
@@ -26,6 +27,18 @@ DatabaseOption = Annotated[
         envvar="LOOM_DATABASE_URL",
         show_envvar=True,
         help="Database URL (sqlite:///path.db) or a SQLite file path. Default: loom.db.",
+    ),
+]
+CodecOption = Annotated[
+    str | None,
+    typer.Option(
+        "--codec",
+        metavar="SPEC",
+        envvar="LOOM_CODEC",
+        show_envvar=True,
+        help="How payloads are encoded: codecs joined by '+' (compress, zstd, zlib, "
+        "aesgcm:keyfile=PATH, MODULE:ATTRIBUTE) or none. A payload it cannot decode shows as "
+        "<encrypted>.",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -55,11 +68,17 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 @contextlib.asynccontextmanager
 async def open_database(
-    url: str | None, *, initialized: bool = True
+    url: str | None, *, initialized: bool = True, codec: str | None = None
 ) -> AsyncIterator[loom.Database]:
     """Open the database; unless ``initialized`` is False, refuse one ``loom init`` never set up,
-    or whose schema is older than this Loom's (``loom init`` upgrades it)."""
-    db = loom.Database(database_url(url), create=not initialized)
+    or whose schema is older than this Loom's (``loom init`` upgrades it).
+
+    Payloads are encoded with ``codec`` (else ``$LOOM_CODEC``'s); what it cannot decode is
+    shown as the placeholder (queries and retries, which use payloads, fail instead)."""
+    chain = load_codec(codec)
+    db = loom.Database(
+        database_url(url), create=not initialized, codec=chain or "none", placeholders=True
+    )
     try:
         await db.open()
     except LoomError:

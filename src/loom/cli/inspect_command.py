@@ -14,7 +14,14 @@ from rich.text import Text
 
 from loom import limits
 from loom.cli import render
-from loom.cli.common import DatabaseOption, JsonOption, ModulesOption, open_database, run
+from loom.cli.common import (
+    CodecOption,
+    DatabaseOption,
+    JsonOption,
+    ModulesOption,
+    open_database,
+    run,
+)
 from loom.cli.timeline import StepRun, failure_cause, place_heartbeats, step_runs
 from loom.client import (
     ActivityHeartbeat,
@@ -43,6 +50,7 @@ def inspect_command(
         ),
     ] = False,
     modules: ModulesOption = None,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -61,7 +69,7 @@ def inspect_command(
         dict[str, str],
         list[ActivityHeartbeat],
     ]:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             handle = db.get_workflow(workflow_id)
             record = await handle.describe()
             queries = unimportable or _queries(db, record)

@@ -13,7 +13,14 @@ import typer
 
 from loom import limits
 from loom.cli import render
-from loom.cli.common import DatabaseOption, ModulesOption, open_database, parse_json, run
+from loom.cli.common import (
+    CodecOption,
+    DatabaseOption,
+    ModulesOption,
+    open_database,
+    parse_json,
+    run,
+)
 from loom.cli.errors import CliError
 from loom.modules import import_modules
 
@@ -30,6 +37,7 @@ def query_command(
         ),
     ] = None,
     modules: ModulesOption = None,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
 ) -> None:
     """Ask a workflow a @loom.query question; print the answer as JSON. Changes nothing."""
@@ -39,7 +47,7 @@ def query_command(
     import_modules(modules)
 
     async def ask() -> Any:
-        async with open_database(database) as db:
+        async with open_database(database, codec=codec) as db:
             return await db.get_workflow(workflow_id).query(name, *args)
 
     answer = run(ask())

@@ -24,11 +24,18 @@ from rich.logging import RichHandler
 
 import loom
 from loom.cli import render
-from loom.cli.common import DatabaseOption, ModulesOption, bounded, open_database, run
+from loom.cli.common import (
+    CodecOption,
+    DatabaseOption,
+    ModulesOption,
+    bounded,
+    open_database,
+    run,
+)
 from loom.cli.errors import CliError
 from loom.cli.status_line import StatusLine
 from loom.masking import MaskingFormatter
-from loom.modules import import_modules, require_workflows
+from loom.modules import import_modules, load_codec, require_workflows
 from loom.outage import OUTAGE_ERRORS, Backoff
 
 PLAIN_STATUS_SECONDS = 10.0
@@ -75,6 +82,7 @@ def worker_command(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No status line; warnings and errors only.")
     ] = False,
+    codec: CodecOption = None,
     database: DatabaseOption = None,
 ) -> None:
     """Run workflows until SIGINT/SIGTERM (a second signal exits at once)."""
@@ -84,6 +92,7 @@ def worker_command(
     out = render.console(stderr=True)
     _configure_logging(out, quiet)
     names = import_modules(modules)
+    load_codec(codec)  # a bad spec or keyfile fails now, not after waiting for the database
     run(
         _serve(
             database,
@@ -95,6 +104,7 @@ def worker_command(
             quiet,
             activity_threads,
             give_up_after,
+            codec,
         )
     )
 
@@ -130,8 +140,9 @@ async def _serve(
     quiet: bool,
     activity_threads: int | None = None,
     give_up_after: float | None = None,
+    codec: str | None = None,
 ) -> None:
-    async with _reachable_database(database, give_up_after) as db:
+    async with _reachable_database(database, give_up_after, codec) as db:
         require_workflows(db.registry, names)
         worker = loom.Worker(
             db,
@@ -187,7 +198,7 @@ async def _serve(
 
 @contextlib.asynccontextmanager
 async def _reachable_database(
-    url: str | None, give_up_after: float | None
+    url: str | None, give_up_after: float | None, codec: str | None = None
 ) -> AsyncIterator[loom.Database]:
     """The database, once it can be reached: a worker started during an outage (the server is
     restarting, the network is not up yet) waits for it with backoff, as a running worker
@@ -198,7 +209,7 @@ async def _reachable_database(
     while True:
         stack = contextlib.AsyncExitStack()
         try:
-            db = await stack.enter_async_context(open_database(url))
+            db = await stack.enter_async_context(open_database(url, codec=codec))
         except OUTAGE_ERRORS as exc:
             waited = time.monotonic() - started
             if give_up_after is not None and waited >= give_up_after:

@@ -207,6 +207,16 @@ class DumpedRunEvent(NamedTuple):
     created_at: float
 
 
+class DumpedHeartbeat(NamedTuple):
+    """The last heartbeat of a running activity (``activity_heartbeats``), details as stored."""
+
+    seq: int
+    activity: str
+    attempt: int
+    details: str | None
+    beat_at: float
+
+
 class DumpedSignal(NamedTuple):
     """One buffered signal as stored, without its id: a target numbers signals anew, in order."""
 
@@ -247,6 +257,10 @@ class WorkflowDump:
     run_id: str | None = None
     run_events: tuple[DumpedRunEvent, ...] = ()
     """The histories of its earlier runs (continued as new), by run id and seq."""
+    tags: tuple[tuple[str, str], ...] = ()
+    """Its tags as (key, value) pairs, sorted."""
+    heartbeats: tuple[DumpedHeartbeat, ...] = ()
+    """The last heartbeats of its running activities, by seq."""
 
     COPIED_FIELDS = (
         "workflow_id",
@@ -288,6 +302,10 @@ class WorkflowDump:
             found.append(f"signals ({len(self.signals)} vs {len(other.signals)})")
         if self.run_events != other.run_events:
             found.append(f"earlier runs ({len(self.run_events)} vs {len(other.run_events)} events)")
+        if self.tags != other.tags:
+            found.append("tags")
+        if self.heartbeats != other.heartbeats:
+            found.append("heartbeats")
         return found
 
 

@@ -14,6 +14,7 @@ from loom.core.history import Event, EventType, apply_state
 from loom.status import WorkflowStatus
 from loom.store.base import (
     DumpedEvent,
+    DumpedHeartbeat,
     DumpedRunEvent,
     DumpedSignal,
     WorkflowDump,
@@ -45,8 +46,8 @@ STATS_MINUTES = 30
 
 
 def dump(value: Any) -> str:
-    """A payload as stored: JSON text."""
-    return codec.dumps(value).decode()
+    """A payload as stored: JSON text (which may hold a codec's envelopes)."""
+    return codec.dumps(value, envelopes=True).decode()
 
 
 def _json(text: str | None) -> Any:
@@ -104,7 +105,12 @@ def event(row: Row) -> Event:
 
 
 def workflow_dump(
-    row: Row, events: Sequence[Row], signals: Sequence[Row], run_events: Sequence[Row] = ()
+    row: Row,
+    events: Sequence[Row],
+    signals: Sequence[Row],
+    run_events: Sequence[Row] = (),
+    tags: Sequence[Row] = (),
+    heartbeats: Sequence[Row] = (),
 ) -> WorkflowDump:
     """A dump from a ``workflows`` row (:data:`WORKFLOW_COLUMNS`), its events in seq order and
     its buffered signals in id order, payloads kept as the stored text."""
@@ -141,6 +147,13 @@ def workflow_dump(
                 e["run_id"], int(e["seq"]), e["type"], e["payload"], float(e["created_at"])
             )
             for e in run_events
+        ),
+        tags=tuple(sorted((t["key"], t["value"]) for t in tags)),
+        heartbeats=tuple(
+            DumpedHeartbeat(
+                int(h["seq"]), h["activity"], int(h["attempt"]), h["details"], float(h["beat_at"])
+            )
+            for h in heartbeats
         ),
     )
 

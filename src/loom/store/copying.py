@@ -44,9 +44,28 @@ def read_dumps(d: Dialect, found: Sequence[Row]) -> Rule[list[WorkflowDump]]:
         )
     ):
         earlier.setdefault(r["workflow_id"], []).append(r)
+    tags: dict[str, list[Row]] = {}
+    for r in (
+        yield rows(f"SELECT workflow_id, key, value FROM workflow_tags WHERE {where}", *args)
+    ):
+        tags.setdefault(r["workflow_id"], []).append(r)
+    beats: dict[str, list[Row]] = {}
+    for r in (
+        yield rows(
+            "SELECT workflow_id, seq, activity, attempt, details, beat_at "
+            f"FROM activity_heartbeats WHERE {where} ORDER BY workflow_id, seq",
+            *args,
+        )
+    ):
+        beats.setdefault(r["workflow_id"], []).append(r)
     return [
         workflow_dump(
-            r, events.get(r["id"], []), signals.get(r["id"], []), earlier.get(r["id"], [])
+            r,
+            events.get(r["id"], []),
+            signals.get(r["id"], []),
+            earlier.get(r["id"], []),
+            tags.get(r["id"], []),
+            beats.get(r["id"], []),
         )
         for r in found
     ]
@@ -99,5 +118,15 @@ def import_batch(d: Dialect, dumps: Sequence[WorkflowDump], where: str) -> Rule[
             "INSERT INTO run_events (workflow_id, run_id, seq, type, payload, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             earlier,
+        )
+    tags = [(x.workflow_id, k, v) for x in new for k, v in x.tags]
+    if tags:
+        yield many("INSERT INTO workflow_tags (workflow_id, key, value) VALUES (?, ?, ?)", tags)
+    beats = [(x.workflow_id, *h) for x in new for h in x.heartbeats]
+    if beats:
+        yield many(
+            "INSERT INTO activity_heartbeats (workflow_id, seq, activity, attempt, details, "
+            "beat_at) VALUES (?, ?, ?, ?, ?, ?)",
+            beats,
         )
     return new

@@ -26,6 +26,7 @@ from loom.errors import (
     ConfigurationError,
     InvalidIdError,
     LoomError,
+    PayloadDecodeError,
     PayloadError,
     PayloadTooLargeError,
     QueryArgumentsError,
@@ -38,7 +39,8 @@ from loom.errors import (
     WorkflowNotRunningError,
 )
 from loom.masking import mask_credentials
-from loom.modules import import_modules
+from loom.modules import import_modules, load_codec
+from loom.payload_codecs import CodecChain
 from loom.web import streams
 from loom.web.api import router
 from loom.web.paths import EncodedIds
@@ -69,6 +71,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (UnknownWorkflowTypeError, 422),
     (InvalidIdError, 422),
     (PayloadTooLargeError, 413),
+    (PayloadDecodeError, 422),
     (PayloadError, 422),
     (ConfigurationError, 422),
     (StoreError, 503),
@@ -89,6 +92,7 @@ def create_app(
     max_payload_bytes: int | None = None,
     stream_lifetime: float | None = 3600.0,
     stream_event_bytes: int = streams.STREAM_EVENT_BYTES,
+    codec: CodecChain | None = None,
 ) -> FastAPI:
     """The dashboard application over one database.
 
@@ -100,7 +104,9 @@ def create_app(
     ``stream_lifetime`` seconds (the browser reconnects and resumes) and sends payloads above
     ``stream_event_bytes`` as a link. ``max_payload_bytes`` (default: the database's, else
     4 MiB) bounds each value a request stores, and becomes the limit of a ``database`` given
-    open; a request body may be that plus 64 KiB (413).
+    open; a request body may be that plus 64 KiB (413). ``codec`` encodes and decodes the
+    payloads of a database opened from ``database_url`` (default: none, whatever
+    ``$LOOM_CODEC`` says); a payload it cannot decode is shown as ``"<encrypted>"``.
     """
     if database is not None and database_url is not None:
         raise ConfigurationError("give create_app() a database_url or a database, not both")
@@ -119,7 +125,14 @@ def create_app(
         if database is not None:
             yield
             return
-        db = Database(database_url, registry=registry, create=False, max_payload_bytes=payload)
+        db = Database(
+            database_url,
+            registry=registry,
+            create=False,
+            max_payload_bytes=payload,
+            codec=codec or "none",
+            placeholders=True,
+        )
         await db.open()
         app.state.database = db
         try:
@@ -156,13 +169,14 @@ def create_app(
 
 def app_from_env() -> FastAPI:
     """The factory ``loom web --reload`` gives uvicorn: settings come from the environment
-    (``LOOM_DATABASE_URL``, ``LOOM_WEB_TOKEN``, ``LOOM_MODULES``)."""
+    (``LOOM_DATABASE_URL``, ``LOOM_WEB_TOKEN``, ``LOOM_MODULES``, ``LOOM_CODEC``)."""
     import_modules(None)
     payload = os.environ.get("LOOM_MAX_PAYLOAD")
     return create_app(
         os.environ.get("LOOM_DATABASE_URL") or None,
         token=os.environ.get("LOOM_WEB_TOKEN") or None,
         max_payload_bytes=int(payload) if payload else None,
+        codec=load_codec(None),
     )
 
 

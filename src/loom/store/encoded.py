@@ -1,0 +1,272 @@
+"""``EncodedStore``: a store that encodes every payload on its way in and decodes it on its way out.
+
+It wraps the backend's store and implements the same contract by delegating, so neither the
+engine nor the backends know of codecs: the client, the worker and the driver see plain values,
+the backend sees envelopes where payloads are (:mod:`loom.store.payloads` says where). Every
+path into the store passes here: a start (row and first event), a commit (events, state,
+result, error, the next run of a continue-as-new), an activity's heartbeat details, a signal,
+a cancel's reason, a retry's re-sent signals; and every path out: records, histories (current
+and earlier runs), claims, heartbeats and buffered signals. Tags are lookup keys (the store
+filters on them): they stay plain, like ids and names. What ``loom migrate`` copies
+(``export_rows``/``import_rows``) passes through as stored: encoded data is copied verbatim,
+and reads need the same keys there.
+
+Without a codec nothing is encoded and writes go straight through; reads still look for
+envelopes, so a database encoded elsewhere gives a clear ``PayloadDecodeError`` (or the
+placeholder) instead of envelopes posing as values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from loom.core.history import Event
+from loom.status import WorkflowStatus
+from loom.store.base import (
+    ActivityHeartbeat,
+    CancelOutcome,
+    Claim,
+    Commit,
+    CommitOutcome,
+    HeartbeatRow,
+    NewWorkflow,
+    RunSummary,
+    Signal,
+    Store,
+    StoreStats,
+    WorkflowDump,
+    WorkflowRecord,
+)
+from loom.store.payloads import RECORD_FIELDS, Payloads, Unreadable, unreadable
+
+
+class EncodedStore(Store):
+    """``inner`` with its payloads encoded and decoded by ``payloads``."""
+
+    def __init__(self, inner: Store, payloads: Payloads) -> None:
+        self.inner = inner
+        self.payloads = payloads
+        self.url = inner.url
+        self.dialect = inner.dialect
+
+    def __getattr__(self, name: str) -> Any:
+        # A backend's own attributes (its path, its dialect's statements) stay reachable.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def reading(self, *, placeholders: bool) -> EncodedStore:
+        """The same store, reading with (or without) placeholders for what cannot be decoded.
+        It shares the backend: open and close this one only."""
+        return EncodedStore(self.inner, self.payloads.reading(placeholders=placeholders))
+
+    # -- decoding ---------------------------------------------------------------------------
+    def _event(self, workflow_id: str, event: Event) -> Event:
+        try:
+            return self.payloads.read_event(event)
+        except Unreadable as exc:
+            raise unreadable(exc, workflow_id) from None
+
+    def _events(self, workflow_id: str, events: Sequence[Event]) -> list[Event]:
+        read = self.payloads.read_event
+        try:
+            return [read(e) for e in events]
+        except Unreadable as exc:
+            raise unreadable(exc, workflow_id) from None
+
+    def _record(self, record: WorkflowRecord) -> WorkflowRecord:
+        try:
+            fields = self.payloads.read_fields(
+                {name: getattr(record, name) for name, _ in RECORD_FIELDS}, RECORD_FIELDS
+            )
+        except Unreadable as exc:
+            exc.where = f"the {exc.where}"
+            raise unreadable(exc, record.workflow_id) from None
+        if all(fields[name] is getattr(record, name) for name, _ in RECORD_FIELDS):
+            return record
+        return replace(record, **fields)
+
+    # -- encoding ---------------------------------------------------------------------------
+    def _commit(self, commit: Commit) -> Commit:
+        p = self.payloads
+        following = commit.continue_as_new
+        if following is not None:
+            following = {
+                **following,
+                "input": p.value(following.get("input")),
+                "state": p.state(following.get("state") or {}),
+            }
+        return replace(
+            commit,
+            events=[p.event(e) for e in commit.events],
+            state=p.state(commit.state),
+            result=None if commit.result is None else p.value(commit.result),
+            error=p.error(commit.error),
+            continue_as_new=following,
+        )
+
+    # -- the contract -----------------------------------------------------------------------
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def migrate(self) -> list[str]:
+        return await self.inner.migrate()
+
+    async def schema_version(self) -> int:
+        return await self.inner.schema_version()
+
+    async def create_workflow(self, new: NewWorkflow, first: Event) -> WorkflowRecord | None:
+        if self.payloads.chain is not None:
+            p = self.payloads
+            new = replace(new, input=p.value(new.input), state=p.state(new.state))
+            first = p.event(first)
+        existing = await self.inner.create_workflow(new, first)
+        return None if existing is None else self._record(existing)
+
+    async def claim(
+        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+    ) -> list[Claim]:
+        claims = await self.inner.claim(owner, names, limit, lease_seconds, now)
+        return [self._claim(c) if c.history else c for c in claims]
+
+    def _claim(self, claim: Claim) -> Claim:
+        """The claim with its history decoded; without it when that fails, so the worker reads
+        the history itself, and fails on that one workflow instead of on the whole claim."""
+        read = self.payloads.read_event
+        try:
+            return replace(claim, history=tuple(read(e) for e in claim.history))
+        except Unreadable:
+            return replace(claim, history=())
+
+    async def load_history(
+        self, workflow_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        events = await self.inner.load_history(workflow_id, after_seq, limit)
+        return self._events(workflow_id, events)
+
+    async def list_runs(self, workflow_id: str) -> list[RunSummary]:
+        return await self.inner.list_runs(workflow_id)
+
+    async def load_run_history(self, workflow_id: str, run_id: str) -> list[Event]:
+        events = await self.inner.load_run_history(workflow_id, run_id)
+        return self._events(workflow_id, events)
+
+    async def commit(self, commit: Commit, now: float) -> CommitOutcome:
+        if self.payloads.chain is not None:
+            commit = self._commit(commit)
+        return await self.inner.commit(commit, now)
+
+    async def record_heartbeat(
+        self, workflow_id: str, lease_epoch: int, beat: HeartbeatRow
+    ) -> CommitOutcome:
+        if self.payloads.chain is not None and beat.details is not None:
+            beat = beat._replace(details=self.payloads.json_text(beat.details))
+        return await self.inner.record_heartbeat(workflow_id, lease_epoch, beat)
+
+    async def read_heartbeats(self, workflow_id: str) -> list[ActivityHeartbeat]:
+        beats = await self.inner.read_heartbeats(workflow_id)
+        read = self.payloads.read_value
+        decoded = []
+        for beat in beats:
+            try:
+                details = read(beat.details)
+            except Unreadable as exc:
+                exc.where = f"the heartbeat details of activity {beat.activity!r} (seq {beat.seq})"
+                raise unreadable(exc, workflow_id) from None
+            decoded.append(beat if details is beat.details else replace(beat, details=details))
+        return decoded
+
+    async def renew(
+        self, owner: str, workflow_ids: list[str], lease_until: float
+    ) -> tuple[set[str], set[str]]:
+        return await self.inner.renew(owner, workflow_ids, lease_until)
+
+    async def release(self, owner: str, workflow_ids: list[str], now: float) -> None:
+        await self.inner.release(owner, workflow_ids, now)
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        record = await self.inner.get_workflow(workflow_id)
+        return None if record is None else self._record(record)
+
+    async def list_workflows(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        id_contains: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        parent_id: str | None = None,
+        tags: Sequence[tuple[str, str]] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+    ) -> list[WorkflowRecord]:
+        records = await self.inner.list_workflows(
+            status=status,
+            name=name,
+            id_contains=id_contains,
+            limit=limit,
+            offset=offset,
+            parent_id=parent_id,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        return [self._record(r) for r in records]
+
+    async def tags(self, workflow_id: str) -> dict[str, str]:
+        return await self.inner.tags(workflow_id)  # lookup keys: stored plain, never encoded
+
+    async def changed_since(
+        self, after: float, limit: int, after_id: str = ""
+    ) -> list[WorkflowRecord]:
+        records = await self.inner.changed_since(after, limit, after_id)
+        return [self._record(r) for r in records]
+
+    async def read_signals(self, workflow_id: str) -> list[Signal]:
+        signals = await self.inner.read_signals(workflow_id)
+        read = self.payloads.read_signal
+        try:
+            return [replace(s, payload=read(s.name, s.payload)) for s in signals]
+        except Unreadable as exc:
+            raise unreadable(exc, workflow_id) from None
+
+    async def send_signal(self, workflow_id: str, name: str, payload: Any, now: float) -> None:
+        if self.payloads.chain is not None:
+            payload = self.payloads.value(payload)
+        await self.inner.send_signal(workflow_id, name, payload, now)
+
+    async def cancel(self, workflow_id: str, reason: Any, now: float) -> CancelOutcome:
+        if self.payloads.chain is not None:
+            reason = self.payloads.text(reason)
+        return await self.inner.cancel(workflow_id, reason, now)
+
+    async def retry(
+        self, workflow_id: str, now: float, resend: Sequence[tuple[str, Any]] = ()
+    ) -> None:
+        if self.payloads.chain is not None:
+            resend = [(name, self.payloads.value(payload)) for name, payload in resend]
+        await self.inner.retry(workflow_id, now, resend)
+
+    async def next_due(self, names: list[str]) -> float | None:
+        return await self.inner.next_due(names)
+
+    async def stats(self, now: float) -> StoreStats:
+        return await self.inner.stats(now)
+
+    async def listen(self, callback: Callable[[], None], topic: str = "work") -> None:
+        await self.inner.listen(callback, topic)
+
+    async def unlisten(self, callback: Callable[[], None], topic: str = "work") -> None:
+        await self.inner.unlisten(callback, topic)
+
+    async def export_rows(self, after_id: str | None, limit: int) -> list[WorkflowDump]:
+        return await self.inner.export_rows(after_id, limit)
+
+    async def import_rows(self, dumps: Sequence[WorkflowDump]) -> int:
+        return await self.inner.import_rows(dumps)
