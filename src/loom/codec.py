@@ -94,7 +94,7 @@ def dumps(
     if data.find(b"null") != -1 and not _all_finite(value):
         non_finite = _find_problem(value, root, floats_only=True)
         raise PayloadError(f"{what} cannot be stored: {non_finite}")
-    if not envelopes and _RESERVED in data:
+    if not envelopes and data.find(_RESERVED) != -1:  # find, not ``in``: see above
         reserved = _find_reserved(orjson.loads(data), root)
         if reserved is not None:
             raise PayloadError(

@@ -139,9 +139,12 @@ class EncodedStore(Store):
         the history itself, and fails on that one workflow instead of on the whole claim."""
         read = self.payloads.read_event
         try:
-            return replace(claim, history=tuple(read(e) for e in claim.history))
+            history = tuple(read(e) for e in claim.history)
         except Unreadable:
             return replace(claim, history=())
+        if all(a is b for a, b in zip(history, claim.history, strict=True)):
+            return claim  # nothing was encoded (every claim passes here: no copy made)
+        return replace(claim, history=history)
 
     async def load_history(
         self, workflow_id: str, after_seq: int = 0, limit: int | None = None
