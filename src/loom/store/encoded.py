@@ -76,6 +76,11 @@ class EncodedStore(Store):
         except Unreadable as exc:
             raise unreadable(exc, workflow_id) from None
 
+    def decoded(self, record: WorkflowRecord) -> WorkflowRecord:
+        """``record`` as read from the backend (``inner``), with its payloads decoded: what
+        :meth:`get_workflow` returns for that row, without reading it again."""
+        return self._record(record)
+
     def _record(self, record: WorkflowRecord) -> WorkflowRecord:
         try:
             fields = self.payloads.read_fields(
