@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import re
 import sys
@@ -189,3 +190,28 @@ async def test_the_heartbeat_example_is_the_readmes_and_resumes_where_it_was(
         "{'rows': 1000}",
     ]
     assert "It prints `attempt 1 starts at row 0`, `attempt 2 starts at row 600`" in readme
+
+
+async def test_observability_example_traces_counts_and_logs_one_checkout(tmp_path: Path) -> None:
+    code, out, err = await run_script("readme_observe.py", tmp_path, script_env(None))
+    assert code == 0, err
+    assert out == (
+        "{'charge': 'ch_1'}\nloom_workflows_completed_total{workflow=\"Checkout\"} 1.0\n"
+    )
+    text, spans, decoder = (tmp_path / "spans.json").read_text(), [], json.JSONDecoder()
+    while text.strip():
+        span, end = decoder.raw_decode(text.strip())
+        spans.append(span)
+        text = text.strip()[end:]
+    names = {s["name"] for s in spans}
+    assert {"POST /checkout", "StartWorkflow:Checkout", "Step:pay", "RunActivity:charge"} <= names
+    assert len({s["context"]["trace_id"] for s in spans}) == 1
+    logs = [json.loads(line) for line in err.splitlines()]
+    [paying] = [r for r in logs if r["message"] == "paying"]
+    [charging] = [r for r in logs if r["message"] == "charging A-1"]
+    assert (charging["activity"], charging["attempt"], charging["step"]) == ("charge", 1, "pay")
+    assert paying["workflow_id"] == charging["workflow_id"]
+    assert f"0x{charging['trace_id']}" == spans[0]["context"]["trace_id"]
+    readme = (TESTS.parent / "README.md").read_text()
+    example = (TESTS / "readme_observe.py").read_text().split("import asyncio", 1)[1]
+    assert "import asyncio" + example in readme  # the README prints this code exactly

@@ -424,7 +424,7 @@ async def test_definitions_graph_is_coloured_by_a_run_and_metrics_are_charted(
         await expect(page.locator("#defs-error")).to_contain_text("no-such-run")
 
         await page.get_by_role("link", name="Queue & metrics").click()
-        await expect(page).to_have_url(base + "/metrics")
+        await expect(page).to_have_url(base + "/charts")
         status_chart = page.locator("#chart-status")
         await expect(status_chart.locator('g[data-label="COMPLETED"]')).to_contain_text(
             "3", timeout=TIMEOUT_MS

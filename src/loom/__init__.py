@@ -43,6 +43,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     DefinitionError,
     LeaseLostError,  # noqa: F401
     LoomError,
+    MissingExtraError,
     NonDeterminismError,
     NotInActivityError,
     PayloadDecodeError,
@@ -62,6 +63,8 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     WorkflowNotRunningError,
     WorkflowSandboxError,
 )
+from loom.logs import JsonFormatter, activity_logger
+from loom.metrics import Metrics, MetricsServer
 from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec, PayloadCodec
 from loom.schemas.state import Input, State
 from loom.signal_handlers import signal
@@ -91,7 +94,11 @@ __all__ = [
     "Event",
     "EventType",
     "Input",
+    "JsonFormatter",
     "LoomError",
+    "Metrics",
+    "MetricsServer",
+    "MissingExtraError",
     "NonDeterminismError",
     "NotInActivityError",
     "PayloadCodec",
@@ -130,6 +137,7 @@ __all__ = [
     "__version__",
     "activity",
     "activity_info",
+    "activity_logger",
     "default_registry",
     "heartbeat",
     "query",

@@ -61,6 +61,7 @@ class ActivityInfo:
         "deadline",
         "heartbeat_details",
         "heartbeat_timeout",
+        "run_id",
         "seq",
         "step",
         "workflow_id",
@@ -69,6 +70,8 @@ class ActivityInfo:
     def __init__(self, control: AttemptControl, deadline: float | None, details: Any) -> None:
         self._control = control
         self.workflow_id: str = control.workflow_id
+        self.run_id: str | None = control.run_id
+        """The run of the workflow (a run that continued as new has a new one)."""
         self.activity_name: str = control.activity_name
         self.seq: int = control.seq
         """The sequence number of the activity's ``ACTIVITY_SCHEDULED`` event."""
@@ -87,7 +90,7 @@ class ActivityInfo:
 
     def __repr__(self) -> str:
         return (
-            f"ActivityInfo(workflow_id={self.workflow_id!r}, activity_name="
+            f"ActivityInfo(workflow_id={self.workflow_id!r}, run_id={self.run_id!r}, activity_name="
             f"{self.activity_name!r}, seq={self.seq}, attempt={self.attempt}, deadline="
             f"{self.deadline!r}, heartbeat_details={self.heartbeat_details!r})"
         )
@@ -119,6 +122,7 @@ class AttemptControl:
         "heartbeat_timeout",
         "last_beat",
         "previous_details",
+        "run_id",
         "seq",
         "started",
         "step",
@@ -132,6 +136,7 @@ class AttemptControl:
         workflow_id: str,
         activity_name: str,
         seq: int,
+        run_id: str | None = None,
         step: str | None,
         attempt: int,
         timeout: float | None,
@@ -142,6 +147,7 @@ class AttemptControl:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.workflow_id = workflow_id
+        self.run_id = run_id
         self.activity_name = activity_name
         self.seq = seq
         self.step = step
@@ -266,6 +272,11 @@ class Running:
 
     def __exit__(self, *exc: object) -> None:
         _current.reset(self._token)
+
+
+def current_attempt() -> AttemptControl | None:
+    """The attempt whose context this is, if any (for log records: :mod:`loom.logs`)."""
+    return _current.get()
 
 
 def _running() -> AttemptControl:

@@ -24,19 +24,21 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
-from loom import codec, limits
+from loom import codec, limits, telemetry
 from loom.core import workflow as workflow_module
 from loom.core.history import Event, EventType
 from loom.core.query import run_query
 from loom.definitions import Registry, WorkflowDefinition, default_registry, workflow_definition
 from loom.errors import (
     ConfigurationError,
+    StoreError,
     UnknownWorkflowTypeError,
     WorkflowAlreadyExistsError,
     WorkflowCanceledError,
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
+from loom.metrics import DEFAULT_QUEUE, Metrics, MetricsServer
 from loom.payload_codecs import CodecChain, PayloadCodec, as_chain, codec_from_env, codec_from_spec
 from loom.status import WorkflowStatus
 from loom.store import open_store, resolve_url
@@ -148,6 +150,10 @@ class Database:
     workflow's input, its initial state and a signal's payload are each at most
     ``max_payload_bytes`` as JSON (``PayloadTooLargeError``, raised before anything is stored).
 
+    ``metrics=True`` records Prometheus metrics (:attr:`metrics`; the ``metrics`` extra).
+    Workflows are traced with OpenTelemetry when a tracer provider is configured globally, or
+    with ``tracer_provider`` (the ``otel`` extra); see :mod:`loom.telemetry`.
+
     ``codec`` encodes every payload before it is stored and decodes it when read (see
     :mod:`loom.payload_codecs`): a ``PayloadCodec``, a ``CodecChain``, a list of codecs applied
     in order, or a spec string (``"compress+aesgcm:keyfile=/path"``); default ``$LOOM_CODEC``,
@@ -165,6 +171,8 @@ class Database:
         registry: Registry | None = None,
         create: bool = True,
         max_payload_bytes: int = limits.DEFAULT_MAX_PAYLOAD_BYTES,
+        metrics: bool = False,
+        tracer_provider: Any = None,
         codec: PayloadCodec | CodecChain | Sequence[PayloadCodec] | str | None = None,
         placeholders: bool = False,
     ) -> None:
@@ -177,6 +185,9 @@ class Database:
                 f"max_payload_bytes must be a positive number of bytes, got {max_payload_bytes!r}"
             )
         self.max_payload_bytes = max_payload_bytes
+        self.tracing = telemetry.Tracing(tracer_provider)
+        self.metrics: Metrics | None = Metrics() if metrics else None
+        """What this process records about this database for Prometheus (None: nothing)."""
         self.url = resolve_url(url)
         self.registry = registry or default_registry
         chain = (
@@ -197,6 +208,8 @@ class Database:
         """What records and histories are read from for display."""
         self._plain_parts: Store = backend
         """For reads that use no payload (status, summaries, runs): nothing is decoded."""
+        if self.metrics is not None:
+            backend.claim_canceled = self.metrics.canceled_at_claim
         self.work_available = Notifier()
         self.workflow_changed = Notifier()
         self._opened = 0
@@ -258,6 +271,35 @@ class Database:
         """Let ``worker`` (of this process) hear at once of signals and cancels sent through
         this database; it is forgotten when garbage collected."""
         self.workers.add(worker)
+
+    # -- observability -----------------------------------------------------------------------
+    def enable_metrics(self) -> Metrics:
+        """Start recording Prometheus metrics (if not already): :attr:`metrics`.
+        ``MissingExtraError`` without the ``metrics`` extra."""
+        if self.metrics is None:
+            self.metrics = Metrics()
+            self._plain_parts.claim_canceled = self.metrics.canceled_at_claim
+        return self.metrics
+
+    async def scrape_metrics(self) -> bytes:
+        """Every metric in Prometheus's text format, the queue gauges read from the database
+        now (enabling metrics if they were not)."""
+        metrics = self.enable_metrics()
+        try:
+            stats: StoreStats | None = await self.stats()
+        except StoreError as exc:
+            log.warning("metrics: cannot read the queue from the database: %s", exc)
+            stats = None
+        # One queue today; per-queue figures from the store will fill this mapping.
+        metrics.queues(None if stats is None else {DEFAULT_QUEUE: stats})
+        return metrics.render()
+
+    def serve_metrics(self, port: int = 9464, host: str = "127.0.0.1") -> MetricsServer:
+        """An HTTP endpoint serving :meth:`scrape_metrics` at ``/metrics``: ``async with
+        db.serve_metrics(9464):`` beside a worker (``port`` 0 picks a free one, then
+        ``server.port``). Enables metrics (``MissingExtraError`` without the extra)."""
+        metrics = self.enable_metrics()
+        return MetricsServer(self.scrape_metrics, metrics.content_type, host=host, port=port)
 
     async def schema_version(self) -> int:
         """The newest migration applied; 0 for a database never initialized."""
@@ -332,16 +374,15 @@ class Database:
             raise ConfigurationError(
                 f"initial_state of workflow {wid!r} must be a mapping, got {type(state).__name__}"
             )
-        now = time.time()
-        first = Event(
-            1,
-            EventType.WORKFLOW_STARTED,
-            {"name": name, "version": version, "input": stored_input, "state": state},
-            now,
-        )
-        existing = await self.store.create_workflow(
-            NewWorkflow(wid, name, version, stored_input, state, now, tag_pairs), first
-        )
+        payload = {"name": name, "version": version, "input": stored_input, "state": state}
+        tracer = self.tracing.tracer()
+        if tracer is None:
+            existing = await self._create(wid, payload, tag_pairs)
+        else:
+            with telemetry.starting(tracer, name, wid) as span:
+                payload[telemetry.TRACE_KEY] = telemetry.carrier(span)
+                existing = await self._create(wid, payload, tag_pairs)
+                span.set_attribute("loom.workflow.existing", existing is not None)
         if existing is not None:
             if existing.name != name:
                 raise WorkflowAlreadyExistsError(wid, f"as a {existing.name!r} workflow")
@@ -349,7 +390,27 @@ class Database:
                 raise WorkflowAlreadyExistsError(wid, "with a different input")
         else:
             self.work_available.notify()
+            if self.metrics is not None:
+                self.metrics.started.labels(name).inc()
         return WorkflowHandle(self, wid, definition.cls)
+
+    async def _create(
+        self, wid: str, payload: dict[str, Any], tag_pairs: tuple[tuple[str, str], ...]
+    ) -> WorkflowRecord | None:
+        """Insert the workflow, its tags and its ``WORKFLOW_STARTED`` event (``payload``); the
+        existing workflow if the id is taken."""
+        now = time.time()
+        first = Event(1, EventType.WORKFLOW_STARTED, payload, now)
+        new = NewWorkflow(
+            wid,
+            payload["name"],
+            payload["version"],
+            payload["input"],
+            payload["state"],
+            now,
+            tag_pairs,
+        )
+        return await self.store.create_workflow(new, first)
 
     def encode(self, value: Any, what: str, root: str = "value") -> Any:
         """``value`` as stored (round-tripped through JSON), within ``max_payload_bytes``;
@@ -768,7 +829,12 @@ class WorkflowHandle(Generic[StateT]):
         activity is interrupted within one lease renewal)."""
         if reason is not None:
             limits.check_text(reason, "the cancel reason")
-        outcome = await self.database.store.cancel(self.workflow_id, reason, time.time())
+        database = self.database
+        outcome = await database.store.cancel(self.workflow_id, reason, time.time())
+        if outcome is CancelOutcome.CANCELED and database.metrics is not None:
+            record = await database.store.get_workflow(self.workflow_id)
+            if record is not None:
+                database.metrics.canceled.labels(record.name).inc()
         if outcome is CancelOutcome.REQUESTED:
             for worker in list(self.database.workers):
                 worker.interrupt(self.workflow_id)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from loom.activities import AttemptOutcome, run_attempt
 from loom.activity_context import AttemptControl
@@ -46,6 +46,7 @@ from loom.heartbeats import HeartbeatKeeper
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome, Signal
+from loom.telemetry import TRACE_KEY, RunTrace, current_span
 
 if TYPE_CHECKING:
     from loom.core.history import Event
@@ -109,6 +110,7 @@ class WorkflowDriver:
     __slots__ = (
         "awaits_signal",
         "beats",
+        "began",
         "cancel_requested",
         "claim",
         "consumed",
@@ -116,6 +118,7 @@ class WorkflowDriver:
         "lease_lost",
         "nudge",
         "running",
+        "trace",
         "waits_seen",
         "withdrawn",
         "worker",
@@ -138,6 +141,9 @@ class WorkflowDriver:
         """It waits for a signal while its activities run: another process's changes wake it."""
         self.consumed: list[int] = []
         """Ids of the signals delivered since the last write (the next write consumes them)."""
+        self.began = time.time()
+        self.trace: RunTrace | None = None
+        """The spans of this run-through, when the database traces workflows."""
         self.withdrawn: set[int] = set()
         """Activities (by seq) canceled by :meth:`cancel_activity`, whose cancel the workflow
         has not been handed yet."""
@@ -148,6 +154,7 @@ class WorkflowDriver:
             first_claim=claim.lease_epoch == 1,  # nothing ran before: no details to read
             max_bytes=worker.database.max_payload_bytes,
             interrupt=worker.interrupt,
+            run_id=claim.run_id,
         )
 
     # -- news from outside ----------------------------------------------------------------
@@ -198,21 +205,68 @@ class WorkflowDriver:
         claim, worker = self.claim, self.worker
         cached = worker.cache.take(claim.workflow_id, claim.last_seq, claim.run_id)
         if cached is not None:
+            self._begin_trace(cached.trace)
             return cached
         if len(claim.history) == claim.last_seq:
             history: list[Event] | tuple[Event, ...] = claim.history
         else:
             history = await worker.store.load_history(claim.workflow_id)
         definition = worker.registry.workflow(claim.name, claim.workflow_id, claim.version)
-        ex = WorkflowExecution(definition, claim.workflow_id, history, now=time.time())
-        ex.run_id = claim.run_id
-        return ex
+        trace = self._begin_trace(history[0].payload.get(TRACE_KEY))
+        if trace is None:
+            return WorkflowExecution(
+                definition, claim.workflow_id, history, now=time.time(), run_id=claim.run_id
+            )
+        try:
+            # The code's first run happens here: its logs name the run-through's span.
+            with current_span(trace.run):
+                return WorkflowExecution(
+                    definition, claim.workflow_id, history, now=time.time(), run_id=claim.run_id
+                )
+        except BaseException as exc:
+            trace.end(exc)
+            raise
+
+    def _begin_trace(self, started: Any) -> RunTrace | None:
+        """The span of this run-through (a child of the context its start recorded), when the
+        database traces workflows."""
+        tracer = self.worker.database.tracing.tracer()
+        if tracer is None:
+            return None
+        claim = self.claim
+        self.trace = RunTrace(
+            tracer,
+            workflow_id=claim.workflow_id,
+            name=claim.name,
+            run_id=claim.run_id,
+            worker_id=self.worker.worker_id,
+            started=started,
+            began=self.began,
+            last_seq=claim.last_seq,
+        )
+        return self.trace
 
     # -- driving --------------------------------------------------------------------------
     async def drive(self, ex: WorkflowExecution) -> None:
-        """Run the workflow until it has nothing to do now, then park it (or record its end).
+        """Run the workflow until it has nothing to do now, then park it (or record its end),
+        within a span of its run-through when the database traces workflows."""
+        trace = self.trace
+        if trace is None:
+            if ex.log_fields:
+                ex.log_fields = {}
+            await self._drive(ex)
+            return
+        trace.resume(ex.current_step, ex.new_events)
+        ex.log_fields = trace.log_fields()
+        try:
+            await self._drive(ex)
+        except BaseException as exc:
+            trace.end(None if isinstance(exc, Abort) else exc)
+            raise
+        trace.end(parked=not ex.finished)
 
-        Each turn: deliver what happened (timers and signals, in the order they happened),
+    async def _drive(self, ex: WorkflowExecution) -> None:
+        """Each turn: deliver what happened (timers and signals, in the order they happened),
         start the activities that are due, and wait for one of them, a signal or a cancel."""
         worker = self.worker
         running = self.running
@@ -231,6 +285,8 @@ class WorkflowDriver:
                 # The inline window is used up: what the workflow decided so far, these
                 # activities' scheduling included, becomes durable before they begin.
                 last_write = await self._checkpoint(ex)
+            if self.trace is not None:
+                self.trace.observe(ex.new_events)  # the step span the activities run in
             if due:
                 await self._start(due)
             left = last_write + window - time.monotonic()
@@ -278,6 +334,30 @@ class WorkflowDriver:
             self.running[run.seq] = loop.create_task(self._attempt(run, control))
 
     async def _attempt(self, run: ActivityRun, control: AttemptControl) -> AttemptOutcome:
+        """One attempt, in its own task: timed for the metrics and spanned for the trace when
+        those are on (its logs carry its ids through ``control``: ``loom.logs``)."""
+        metrics = self.worker.database.metrics
+        trace = self.trace
+        if trace is None and metrics is None:
+            return await self._outcome(run, control)
+        name = run.definition.name
+        began = time.monotonic()
+        if trace is None:
+            outcome = await self._outcome(run, control)
+        else:
+            span = trace.attempt(name, run.attempt, run.step)
+            try:
+                with current_span(span):
+                    outcome = await self._outcome(run, control)
+            except BaseException:
+                trace.attempt_ended(span, None, None, interrupted=True)
+                raise
+            trace.attempt_ended(span, outcome.error, outcome.retry_at)
+        if metrics is not None:
+            metrics.activity_attempt(name, time.monotonic() - began, failed=not outcome.ok)
+        return outcome
+
+    async def _outcome(self, run: ActivityRun, control: AttemptControl) -> AttemptOutcome:
         try:
             outcome = await run_attempt(run, time.time, self.worker.activity_pool, control)
         except asyncio.CancelledError:
@@ -382,6 +462,10 @@ class WorkflowDriver:
         if not found:
             return False
         _, _, seq, signal = min(found, key=lambda f: (f[0], f[1], f[2]))
+        if self.trace is not None and (signal is None or signal.name != CHILD_OUTCOME):
+            waiting = ex.waiting(seq)
+            if waiting is not None:
+                self.trace.waited(*waiting, timed_out=signal is None)
         if signal is None:
             ex.fire_timer(seq, now)
         else:
@@ -441,6 +525,8 @@ class WorkflowDriver:
         events = ex.take_new_events()
         if not events and not self.consumed and not release:
             return
+        if self.trace is not None:
+            self.trace.observe(events)  # before the write: a child's start records its context
         worker = self.worker
         now = time.time()
         commit = self._commit_of(ex, events, release, now)
@@ -460,9 +546,15 @@ class WorkflowDriver:
         if outcome is CommitOutcome.CANCELED:
             worker.stats.canceled += 1
             self.beats.cancel_all(CANCELED)
+            if worker.database.metrics is not None:
+                worker.database.metrics.canceled.labels(ex.definition.name).inc()
             raise Abort
         if events:
             self._tell_relatives(ex, events)
+            if worker.database.metrics is not None:
+                for e in events:
+                    if e.type is EventType.CHILD_WORKFLOW_STARTED:
+                        worker.database.metrics.started.labels(str(e.payload.get("name"))).inc()
         if release:
             self._released(ex, commit)
         else:
@@ -517,15 +609,22 @@ class WorkflowDriver:
         """The workflow left this worker by a write: it ended (its execution is closed) or it
         is parked (its execution is kept, so claiming it again skips replay)."""
         worker = self.worker
+        metrics = worker.database.metrics
         if ex.continued_as_new is not None:  # its next run is ready at once
             worker.stats.parked += 1
             worker.cache.evict(ex.workflow_id, ex)
             worker.database.work_available.notify()
+            if metrics is not None:
+                metrics.continued.labels(ex.definition.name).inc()
         elif ex.finished:
             if ex.status is WorkflowStatus.COMPLETED:
                 worker.stats.completed += 1
+                if metrics is not None:
+                    metrics.completed.labels(ex.definition.name).inc()
             else:
                 worker.stats.failed += 1
+                if metrics is not None:
+                    metrics.failed.labels(ex.definition.name).inc()
             worker.cache.evict(ex.workflow_id, ex)
         else:
             worker.stats.parked += 1

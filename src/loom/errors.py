@@ -10,6 +10,7 @@
     │                            it was altered, no codec is configured): loom.payload_codecs
     ├── InvalidIdError           a workflow id or name breaks the id rule (loom.limits)
     ├── ConfigurationError       a bad database URL, an unknown backend, a naive datetime ...
+    │   └── MissingExtraError    a feature whose optional packages are not installed
     ├── StoreError               the database refused or failed an operation
     │   ├── DatabaseUnavailableError  it cannot be reached or written now (connection lost,
     │   │                             disk full, locked): the operation may work when retried
@@ -80,6 +81,20 @@ class PayloadDecodeError(LoomError):
 
 class ConfigurationError(LoomError, ValueError):
     """Loom was configured with something it cannot use (URL, option, naive datetime ...)."""
+
+
+class MissingExtraError(ConfigurationError, ImportError):
+    """A feature needs optional packages that are not installed; the message names the
+    ``loom-core`` extra that brings them (``pip install 'loom-core[metrics]'``)."""
+
+    def __init__(self, feature: str, extra: str, package: str) -> None:
+        super().__init__(
+            f"{feature} needs the {package!r} module, which is not installed: "
+            f"pip install 'loom-core[{extra}]'"
+        )
+        self.feature = feature
+        self.extra = extra
+        self.package = package
 
 
 class StoreError(LoomError):

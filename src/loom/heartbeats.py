@@ -77,9 +77,11 @@ class HeartbeatKeeper:
         first_claim: bool,
         max_bytes: int,
         interrupt: Interrupt,
+        run_id: str | None = None,
     ) -> None:
         self.store = store
         self.workflow_id = workflow_id
+        self.run_id = run_id
         self.lease_epoch = lease_epoch
         self.max_bytes = max_bytes
         self._interrupt = interrupt
@@ -113,6 +115,7 @@ class HeartbeatKeeper:
         name, details = self.known.get(run.seq, (definition.name, None))
         control = AttemptControl(
             workflow_id=self.workflow_id,
+            run_id=self.run_id,
             activity_name=definition.name,
             seq=run.seq,
             step=run.step,

@@ -251,10 +251,15 @@ class Worker:
         return [kind_key(d.name, d.version) for d in self.registry.workflows()]
 
     async def _claim(self, limit: int) -> list[Claim]:
+        now = time.time()
         claims = await self.store.claim(
-            self.worker_id, self._names(), limit, self.lease_seconds, time.time()
+            self.worker_id, self._names(), limit, self.lease_seconds, now
         )
         self.stats.claimed += len(claims)
+        metrics = self.database.metrics
+        if metrics is not None:
+            for claim in claims:
+                metrics.claimed(claim.name, claim.ready_since, now)  # the default queue
         return claims
 
     def _spawn(self, claim: Claim) -> None:
@@ -459,6 +464,8 @@ class Worker:
         outcome = await self.store.commit(commit, now)
         if outcome is CommitOutcome.OK:
             self.stats.failed += 1
+            if self.database.metrics is not None:
+                self.database.metrics.failed.labels(claim.name).inc()
             log.error("workflow %s: marked FAILED: %s", wid, error["message"])
 
 

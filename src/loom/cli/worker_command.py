@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import signal
@@ -34,12 +35,19 @@ from loom.cli.common import (
 )
 from loom.cli.errors import CliError
 from loom.cli.status_line import StatusLine
+from loom.extras import require
+from loom.logs import JsonFormatter
 from loom.masking import MaskingFormatter
 from loom.modules import import_modules, load_codec, require_workflows
 from loom.outage import OUTAGE_ERRORS, Backoff
 
 PLAIN_STATUS_SECONDS = 10.0
 log = logging.getLogger("loom.cli")
+
+
+class LogFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
 
 
 def worker_command(
@@ -78,6 +86,27 @@ def worker_command(
             "[default: wait for it as long as it takes].",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: a free port, logged) "
+            "[needs loom-core[metrics]].",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="The address --metrics-port listens on.")
+    ] = "127.0.0.1",
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            help="text (a live status line on a terminal), or json: one object per line, "
+            "with the workflow, run, step, activity and attempt of each record.",
+        ),
+    ] = LogFormat.text,
     modules: ModulesOption = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No status line; warnings and errors only.")
@@ -89,8 +118,10 @@ def worker_command(
     bounded(workers, "--workers", 1, 10_000)
     bounded(poll_interval, "--poll-interval", 0.001, 3600)
     bounded(lease_seconds, "--lease-seconds", 0.1, 86_400)
+    if metrics_port is not None:
+        require("prometheus_client", "metrics", "--metrics-port")
     out = render.console(stderr=True)
-    _configure_logging(out, quiet)
+    _configure_logging(out, quiet, log_format)
     names = import_modules(modules)
     load_codec(codec)  # a bad spec or keyfile fails now, not after waiting for the database
     run(
@@ -105,6 +136,8 @@ def worker_command(
             activity_threads,
             give_up_after,
             codec,
+            None if metrics_port is None else (metrics_host, metrics_port),
+            live=log_format is LogFormat.text,
         )
     )
 
@@ -117,9 +150,12 @@ class SafeFormatter(MaskingFormatter):
         return render.safe(super().format(record), newlines=True)
 
 
-def _configure_logging(out: Console, quiet: bool) -> None:
+def _configure_logging(out: Console, quiet: bool, log_format: LogFormat) -> None:
     handler: logging.Handler
-    if out.is_terminal:
+    if log_format is LogFormat.json:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    elif out.is_terminal:
         handler = RichHandler(console=out, show_path=False, markup=False)
         handler.setFormatter(SafeFormatter("%(message)s"))
     else:
@@ -141,8 +177,14 @@ async def _serve(
     activity_threads: int | None = None,
     give_up_after: float | None = None,
     codec: str | None = None,
+    metrics: tuple[str, int] | None = None,
+    *,
+    live: bool = True,
 ) -> None:
-    async with _reachable_database(database, give_up_after, codec) as db:
+    async with (
+        _reachable_database(database, give_up_after, codec) as db,
+        _metrics_endpoint(db, metrics),
+    ):
         require_workflows(db.registry, names)
         worker = loom.Worker(
             db,
@@ -188,12 +230,34 @@ async def _serve(
                 workflows,
             )
             running = loop.create_task(worker.run())
-            await _show_status(running, status, out, quiet)
+            await _show_status(running, status, out, quiet, live=live)
             await worker.stop_and_wait()
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
         log.info("worker %s stopped: %s", worker.worker_id, status.summary())
+
+
+@contextlib.asynccontextmanager
+async def _metrics_endpoint(
+    db: loom.Database, where: tuple[str, int] | None
+) -> AsyncIterator[None]:
+    """Serve ``db``'s metrics at http://HOST:PORT/metrics while the worker runs (``where``)."""
+    if where is None:
+        yield
+        return
+    host, port = where
+    server = db.serve_metrics(port, host)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise CliError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    bound = f"[{host}]" if ":" in host else host
+    log.info("metrics at http://%s:%d/metrics", bound, server.port)
+    try:
+        yield
+    finally:
+        await server.close()
 
 
 @contextlib.asynccontextmanager
@@ -233,12 +297,13 @@ async def _reachable_database(
 
 
 async def _show_status(
-    running: asyncio.Task[None], status: StatusLine, out: Console, quiet: bool
+    running: asyncio.Task[None], status: StatusLine, out: Console, quiet: bool, *, live: bool
 ) -> None:
-    """Wait for the worker to stop, showing its status (live on a terminal, else periodic)."""
+    """Wait for the worker to stop, showing its status (live on a terminal, unless the logs
+    are JSON; else periodic log lines)."""
     if quiet:
         await running
-    elif out.is_terminal:
+    elif out.is_terminal and live:
         with Live(get_renderable=status.rich, console=out, refresh_per_second=4):
             await running
     else:

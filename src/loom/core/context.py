@@ -43,7 +43,10 @@ MAX_DURATION = _MAX_YEARS * 365.25 * 86400.0
 
 
 class WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
-    """Silent while the workflow replays; stamps ``workflow_id`` (and step) on every record."""
+    """Silent while the workflow replays; stamps ``workflow_id``, ``run_id`` and ``step`` on
+    every record (and, when the worker traces the run, its ``trace_id`` and ``span_id``), the
+    fields ``loom worker --log-format json`` writes, so its lines join traces and the
+    dashboard's ids."""
 
     def __init__(self, execution: WorkflowExecution) -> None:
         # The execution, not the context: a context holding a logger that holds it would be a
@@ -61,8 +64,12 @@ class WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = dict(kwargs.get("extra") or {})
-        extra.setdefault("workflow_id", self._execution.workflow_id)
-        extra.setdefault("step", self._execution.current_step)
+        execution = self._execution
+        extra.setdefault("workflow_id", execution.workflow_id)
+        extra.setdefault("run_id", execution.run_id)
+        extra.setdefault("step", execution.current_step)
+        for key, value in execution.log_fields.items():
+            extra.setdefault(key, value)
         kwargs["extra"] = extra
         return f"[{self._execution.workflow_id}] {msg}", kwargs
 

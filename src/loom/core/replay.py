@@ -79,6 +79,7 @@ class _Pending:
     child_id: str | None = None
     abandon: bool = False
     task: asyncio.Future[Any] | None = None
+    since: float = 0.0
 
 
 def plan_replay(
@@ -168,6 +169,7 @@ class WorkflowExecution:
         *,
         now: float,
         full: bool = False,
+        run_id: str | None = None,
     ) -> None:
         self.definition = definition
         self.workflow_id = workflow_id
@@ -193,13 +195,17 @@ class WorkflowExecution:
         self._conditions: list[tuple[Callable[[], object], asyncio.Future[None]]] = []
         self._instance: Any = None  # the running step's instance (signal handlers run on it)
         self._detached: set[int] = set()  # abandoned children the step left unawaited
-        self.run_id: str | None = None
-        """The run this execution is of, as the worker claimed it (for its cache)."""
+        self.run_id = run_id
+        """The run this execution is of, as the worker claimed it (for its cache and logs)."""
         self.continued_as_new: dict[str, Any] | None = None
         """The next run's input and state, once the code called ``ctx.continue_as_new``."""
         parent = started.payload.get("parent")
         self.parent_id: str | None = parent.get("workflow_id") if isinstance(parent, dict) else None
         """The workflow that started this one as its child, if one did."""
+        self.trace: Any = started.payload.get("trace")
+        """The trace context its start recorded (W3C ``traceparent``), if it was traced."""
+        self.log_fields: dict[str, Any] = {}
+        """Fields the worker adds to every ``ctx.logger`` record (its run's trace ids)."""
         try:
             self._first_step, self.state, stream = plan_replay(
                 definition, workflow_id, history, full=full
@@ -244,6 +250,18 @@ class WorkflowExecution:
     @property
     def finished(self) -> bool:
         return self.status is not WorkflowStatus.RUNNING
+
+    @property
+    def new_events(self) -> Sequence[Event]:
+        """The events produced since the last :meth:`take_new_events`, not yet taken."""
+        return self._new
+
+    def waiting(self, seq: int) -> tuple[EventType, str | None, float] | None:
+        """The kind, name and start time of the durable wait (timer, signal wait) of ``seq``."""
+        pending = self._pending.get(seq)
+        if pending is None:
+            return None
+        return pending.kind, pending.name, pending.since
 
     def take_new_events(self) -> list[Event]:
         """The events produced since the last call, in order, for the worker to store."""
@@ -504,7 +522,9 @@ class WorkflowExecution:
     # -- internals ------------------------------------------------------------------------
     def _register(self, event: Event, **fields: Any) -> asyncio.Future[Any]:
         future = self._loop.create_future()
-        self._pending[event.seq] = _Pending(event.type, future, step=self.current_step, **fields)
+        self._pending[event.seq] = _Pending(
+            event.type, future, step=self.current_step, since=event.timestamp, **fields
+        )
         return future
 
     async def _run(self) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from loom import extras
 from loom.errors import ConfigurationError, PayloadDecodeError, PayloadError
 
 ENVELOPE_MARK = "_loom_codec"
@@ -232,12 +233,6 @@ def _key_id(key: str) -> bool:
 
 
 def require(module: str, feature: str) -> Any:
-    """Import ``module`` (of the ``crypto`` extra), or say which extra to install."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConfigurationError(
-            f"{feature} needs the {module.split('.')[0]!r} package: pip install 'loom-core[crypto]'"
-        ) from None
+    """Import ``module`` (of the ``crypto`` extra), or raise ``MissingExtraError`` (a
+    ``ConfigurationError``) saying which extra to install."""
+    return extras.require(module, "crypto", feature)

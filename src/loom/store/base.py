@@ -95,6 +95,8 @@ class Claim:
     """The run claimed: a cached execution of an earlier run of the same id is not it."""
     version: str | None = None
     """The workflow's version: its run stays on the code of the version it started with."""
+    ready_since: float | None = None
+    """When it became due (its ``ready_at`` before the claim): the start of its task latency."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +316,10 @@ class Store(abc.ABC):
 
     url: str
     dialect: str
+    claim_canceled: Callable[[str], None] | None = None
+    """Told the name of each workflow a claim ended as CANCELED instead of leasing it (its
+    cancel was requested while a worker that then died held it), so that ``Database.metrics``
+    counts every cancel; None: nobody asks."""
     """The migrations folder and test name of the backend: ``sqlite``, ``postgres``."""
 
     @abc.abstractmethod

@@ -295,19 +295,23 @@ class PostgresStore(SqlStore):
             raise StoreError(f"workflow {new.workflow_id!r} was neither created nor found")
         return record(found[0])
 
-    async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
+    async def _lease(
+        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+    ) -> tuple[list[Row], dict[str, Event], list[str]]:
+        claim = rules.claim_statement(DIALECT, owner, names, limit, lease_seconds, now)
         claimed = await self._rows(  # one statement, with the first event of a fresh one
             f"WITH c AS ({claim[1]}) SELECT c.*, e.seq, e.type, e.payload, e.created_at "
             "FROM c LEFT JOIN events e ON c.last_seq = 1 AND e.workflow_id = c.id AND e.seq = 1",
             *claim[2],
         )
         canceled = [r for r in claimed if r["cancel_requested"] is not None]
+        ended: list[str] = []
         if canceled:
             # Leased to this claim, so nobody else runs them: finalised under that lease's
             # fence right after (should this process die first, the next claim does it).
-            await self._transact(rules.cancel_claimed(DIALECT, canceled, now))
+            ended = await self._transact(rules.cancel_claimed(DIALECT, canceled, now))
             self._changed()
-        return claimed, {r["id"]: event(r) for r in claimed if r["type"] is not None}
+        return claimed, {r["id"]: event(r) for r in claimed if r["type"] is not None}, ended
 
     async def commit(self, commit: Commit, now: float) -> CommitOutcome:
         loop = asyncio.get_running_loop()

@@ -290,9 +290,10 @@ def continue_as_new(
         "state": c.continue_as_new.get("state") or {},
         "continued_from": old_run,
     }
-    parent = orjson.loads(started["payload"]).get("parent")
-    if parent is not None:
-        first["parent"] = parent
+    begun = orjson.loads(started["payload"])
+    for inherited in ("parent", "trace"):  # a child's next run keeps its parent; the trace goes on
+        if begun.get(inherited) is not None:
+            first[inherited] = begun[inherited]
     written.extend(event_rows(wid, [Event(1, EventType.WORKFLOW_STARTED, first, now)]))
     yield run(
         "UPDATE workflows SET run_id = ?, input = ?, state = ?, status = 'RUNNING', result = NULL, "
@@ -354,6 +355,8 @@ def start_child(
         },
         now,
     )
+    if p.get("trace") is not None:  # the context of the parent's step that started it
+        first.payload["trace"] = p["trace"]
     inserted = yield rows(
         f"INSERT INTO workflows ({CHILD_COLUMNS}) VALUES ({CHILD_MARKS}) "
         "ON CONFLICT (id) DO NOTHING RETURNING id",
@@ -472,18 +475,25 @@ def kinds(d: Dialect, names: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
     return (parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"), tuple(args)
 
 
+CLAIMED = "id, name, version, lease_epoch, last_seq, cancel_requested, run_id"
+"""The columns of a claimed row; ``ready_since`` (when it became due) comes with them."""
+
+
 def claim_statement(
     d: Dialect, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
 ) -> Op:
     """Lease up to ``limit`` due workflows of ``names`` (see :func:`kinds`), oldest due first:
     a new epoch each, and ``ready_at`` at the lease's end, so a dead worker's workflow is
-    claimable again then."""
+    claimable again then. One statement, returning also when each became due
+    (``ready_since``, the task latency's start): for a dialect whose UPDATE can return the
+    columns of a locked subquery (PostgreSQL)."""
     where, args = kinds(d, names)
+    claimed = ", ".join(f"w.{c}" for c in CLAIMED.split(", "))
     return rows(
-        "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, ready_at = ? "
-        f"WHERE id IN (SELECT id FROM workflows WHERE ready_at <= ? AND {where} "
-        f"ORDER BY ready_at LIMIT ?{d.skip_locked}) "
-        "RETURNING id, name, version, lease_epoch, last_seq, cancel_requested, run_id",
+        "UPDATE workflows AS w SET lease_owner = ?, lease_epoch = w.lease_epoch + 1, "
+        "ready_at = ? FROM (SELECT id, ready_at FROM workflows WHERE ready_at <= ? AND "
+        f"{where} ORDER BY ready_at LIMIT ?{d.skip_locked}) AS due WHERE w.id = due.id "
+        f"RETURNING {claimed}, due.ready_at AS ready_since",
         owner,
         now + lease_seconds,
         now,
@@ -492,11 +502,41 @@ def claim_statement(
     )
 
 
-def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[None]:
+def due_statement(d: Dialect, names: list[str], limit: int, now: float) -> Op:
+    """The first half of a claim where an UPDATE returns only its own table (SQLite): the due
+    workflows of ``names``, oldest first, with when each became due. The same transaction then
+    leases them (:func:`lease_statement`)."""
+    where, args = kinds(d, names)
+    return rows(
+        f"SELECT id, ready_at FROM workflows WHERE ready_at <= ? AND {where} "
+        "ORDER BY ready_at LIMIT ?",
+        now,
+        *args,
+        limit,
+    )
+
+
+def lease_statement(
+    d: Dialect, owner: str, workflow_ids: list[str], lease_seconds: float, now: float
+) -> Op:
+    """Lease the workflows :func:`due_statement` found (see :func:`claim_statement`)."""
+    where, args = d.among("id", workflow_ids)
+    return rows(
+        "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, ready_at = ? "
+        f"WHERE {where} RETURNING {CLAIMED}",
+        owner,
+        now + lease_seconds,
+        *args,
+    )
+
+
+def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[list[str]]:
     """A claimed workflow whose cancel was requested is never run again: end it as CANCELED,
-    unless the claim's lease ``claimed`` (rows of :func:`claim_statement`) moved on meanwhile."""
+    unless the claim's lease ``claimed`` (rows of :func:`claim_statement`) moved on meanwhile.
+    Returns the names of the workflows it ended."""
     fenced = fences((yield lock_fences(d, [r["id"] for r in claimed])))
     written: list[EventRow] = []
+    ended: list[str] = []
     for r in claimed:
         fence = fenced.get(r["id"])
         if (
@@ -507,8 +547,10 @@ def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[None]
         ):
             reason = orjson.loads(fence.cancel_requested)
             yield from cancel_now(d, r["id"], reason, fence.last_seq, now, written)
+            ended.append(str(r["name"]))
     if written:
         yield events(written)
+    return ended
 
 
 # -- leases ---------------------------------------------------------------------------------

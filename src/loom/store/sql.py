@@ -30,7 +30,7 @@ from loom.store.base import (
     WorkflowRecord,
 )
 from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, dump, event, record
-from loom.store.statements import Dialect, Op, Rule, one, rows
+from loom.store.statements import Dialect, Rule, one, rows
 
 T = TypeVar("T")
 
@@ -52,9 +52,13 @@ class SqlStore(Store):
         """Run the reads of ``rule``; with ``snapshot``, all from one consistent snapshot."""
 
     @abc.abstractmethod
-    async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
-        """Run ``claim`` (``rules.claim_statement``) and ``rules.cancel_claimed`` on its rows with
-        a cancel requested; return the rows leased and the first event of those with no other."""
+    async def _lease(
+        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+    ) -> tuple[list[Row], dict[str, Event], list[str]]:
+        """Lease due workflows (``rules.claim_statement``, or ``rules.due_statement`` then
+        ``rules.lease_statement``) and run ``rules.cancel_claimed`` on the rows with a cancel
+        requested; return the rows leased (with ``ready_since``), the first event of those
+        with no other, and the names of the workflows ended as CANCELED instead."""
 
     def _changed(self, work: bool = False) -> None:
         """A transaction changed some workflow (``work``: made one ready): tell who listens."""
@@ -83,8 +87,10 @@ class SqlStore(Store):
     ) -> list[Claim]:
         if not names or limit <= 0:
             return []
-        statement = rules.claim_statement(self.sql, owner, names, limit, lease_seconds, now)
-        claimed, started = await self._lease(statement, now)
+        claimed, started, canceled = await self._lease(owner, names, limit, lease_seconds, now)
+        if canceled and self.claim_canceled is not None:
+            for name in canceled:
+                self.claim_canceled(name)
         # A workflow with a cancel requested was ended instead: it is never run again.
         return [
             Claim(
@@ -95,6 +101,7 @@ class SqlStore(Store):
                 (started[r["id"]],) if r["id"] in started else (),
                 r["run_id"],
                 r["version"],
+                r["ready_since"],
             )
             for r in claimed
             if r["cancel_requested"] is None

@@ -309,12 +309,24 @@ class SqliteStore(SqlStore):
     async def create_workflow(self, new: NewWorkflow, first: Event) -> WorkflowRecord | None:
         return await self._transact(_create(new, first))
 
-    async def _lease(self, claim: Op, now: float) -> tuple[list[Row], dict[str, Event]]:
-        def write(conn: sqlite3.Connection) -> tuple[list[Row], dict[str, Event]]:
-            claimed: list[Row] = _execute(conn, claim)
+    async def _lease(
+        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+    ) -> tuple[list[Row], dict[str, Event], list[str]]:
+        def write(conn: sqlite3.Connection) -> tuple[list[Row], dict[str, Event], list[str]]:
+            due = {
+                r["id"]: r["ready_at"]
+                for r in _execute(conn, rules.due_statement(DIALECT, names, limit, now))
+            }
+            if not due:
+                return [], {}, []
+            leased = rules.lease_statement(DIALECT, owner, list(due), lease_seconds, now)
+            claimed: list[Row] = [
+                {**r, "ready_since": due[r["id"]]} for r in _execute(conn, leased)
+            ]
             canceled = [r for r in claimed if r["cancel_requested"] is not None]
+            ended: list[str] = []
             if canceled:  # finalised in this same transaction
-                self._drive(conn, rules.cancel_claimed(DIALECT, canceled, now))
+                ended = self._drive(conn, rules.cancel_claimed(DIALECT, canceled, now))
             fresh = [r["id"] for r in claimed if r["last_seq"] == 1]
             started: dict[str, Event] = {}
             if fresh:
@@ -324,7 +336,7 @@ class SqliteStore(SqlStore):
                     args,
                 ):
                     started[r["workflow_id"]] = event(r)
-            return claimed, started
+            return claimed, started, ended
 
         return await self._batched(write)
 

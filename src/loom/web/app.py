@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from loom.errors import (
     ConfigurationError,
     InvalidIdError,
     LoomError,
+    MissingExtraError,
     PayloadDecodeError,
     PayloadError,
     PayloadTooLargeError,
@@ -133,6 +134,7 @@ def create_app(
             codec=codec or "none",
             placeholders=True,
         )
+        _count_from_the_start(db)
         await db.open()
         app.state.database = db
         try:
@@ -150,6 +152,8 @@ def create_app(
         openapi_url="/openapi.json",
     )
     app.state.database = database
+    if database is not None:
+        _count_from_the_start(database)
     app.state.registry = registry or (database.registry if database else loom.default_registry)
     app.state.poll_interval = poll_interval
     app.state.heartbeat = heartbeat
@@ -165,6 +169,14 @@ def create_app(
     _add_pages(app)
     hide_tokens_in_logs()
     return app
+
+
+def _count_from_the_start(database: Database) -> None:
+    """Record metrics from now on (the starts made through the API), so ``/metrics`` counts
+    everything this process did; without the ``metrics`` extra, ``/metrics`` says how to get
+    it and the rest of the dashboard works as ever."""
+    with suppress(MissingExtraError):
+        database.enable_metrics()
 
 
 def app_from_env() -> FastAPI:
@@ -232,10 +244,23 @@ def _add_pages(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     @app.get("/definitions", include_in_schema=False)
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/charts", include_in_schema=False)
     @app.get("/queue", include_in_schema=False)
     async def index() -> Response:
         return page("index.html")  # the script shows the view its path names
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        # Prometheus's conventional path: the text format, the queue read from the database now.
+        db: Database = request.app.state.database
+        try:
+            body = await db.scrape_metrics()
+        except MissingExtraError as exc:
+            return _error(501, str(exc))
+        assert db.metrics is not None
+        return Response(
+            body, media_type=db.metrics.content_type, headers={"Cache-Control": "no-store"}
+        )
 
     @app.get("/workflows/{workflow_id:path}", include_in_schema=False)
     async def workflow_page(workflow_id: str) -> Response:

@@ -8,9 +8,10 @@ import { workflowPage } from "./detail.js";
 import { listPage } from "./list.js";
 import { metricsView } from "./metrics.js";
 
-// Each view has a path of its own (/definitions, /metrics or /queue); ?view= works too.
-const PATHS = { "/definitions": "definitions", "/metrics": "metrics", "/queue": "metrics" };
-const VIEWS = { list: listPage, definitions: definitionsView, metrics: metricsView };
+// Each view has a path of its own (/definitions, /charts or /queue); ?view= works too. (/metrics
+// is Prometheus's: the server answers it with the metrics, not with this page.)
+const PATHS = { "/definitions": "definitions", "/charts": "charts", "/queue": "charts" };
+const VIEWS = { list: listPage, definitions: definitionsView, charts: metricsView };
 
 function start() {
   const page = document.body.dataset.page;
