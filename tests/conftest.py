@@ -34,6 +34,13 @@ def _runs_on_postgres(item: pytest.Item) -> bool:
     return "pg_db_url" in getattr(item, "fixturenames", ())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Loom's pytest plugin (the loom_env fixture) comes with an installed Loom through its
+    # entry point; a source tree run with an install that predates it registers it here.
+    if not config.pluginmanager.has_plugin("loom"):
+        config.pluginmanager.import_plugin("loom.testing.pytest_plugin")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _runs_on_postgres(item):

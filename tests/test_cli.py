@@ -618,6 +618,41 @@ def test_inspect_shows_input_state_steps_error_cause_and_events(populated: dict[
     assert_one_line_error(loom_cli("inspect", "nope", env=env, cwd=cwd), "'nope'")
 
 
+def test_inspect_export_writes_histories_the_replayer_replays(populated: dict[str, Any]) -> None:
+    from loom.testing import Replayer
+
+    env, cwd = populated["env"], populated["cwd"]
+    done = ok(loom_cli("inspect", "p1", "--export", "p1.json", env=env, cwd=cwd))
+    assert "wrote the history of workflow p1 (COMPLETED" in done and "p1.json" in done
+    document = json.loads((cwd / "p1.json").read_text())
+    record = with_db(populated["url"], lambda db: db.get_workflow("p1").describe())
+    assert (document["format"], document["workflow"], document["workflow_id"]) == (
+        "loom-history",
+        "cli_Pipeline",
+        "p1",
+    )
+    assert (document["version"], document["run_id"]) == (record.version, record.run_id)
+    replayed = Replayer([cli_workflows.Pipeline]).replay(cwd / "p1.json")
+    assert replayed.status is loom.WorkflowStatus.COMPLETED and replayed.state == record.state
+
+    # '-' writes to stdout; a running workflow's history is exported as it stands.
+    waiting = json.loads(ok(loom_cli("inspect", "a1", "--export", "-", env=env, cwd=cwd)))
+    assert waiting["status"] == "RUNNING"
+    assert Replayer(cli_workflows.Approval).replay(waiting).status is loom.WorkflowStatus.RUNNING
+
+    assert_one_line_error(
+        loom_cli("inspect", "p1", "--run", "r-1", env=env, cwd=cwd), "--run goes with --export"
+    )
+    assert_one_line_error(
+        loom_cli("inspect", "p1", "--export", "p1.json", "--run", "r-9", env=env, cwd=cwd),
+        "no run 'r-9'",
+    )
+    assert_one_line_error(
+        loom_cli("inspect", "p1", "--export", "missing/p1.json", env=env, cwd=cwd),
+        "cannot write the history to missing/p1.json",
+    )
+
+
 def test_stats_counts_workflows_and_tasks(populated: dict[str, Any]) -> None:
     env, cwd = populated["env"], populated["cwd"]
     shown = ok_json(loom_cli("stats", "--json", env=env, cwd=cwd))

@@ -26,6 +26,7 @@ EXPORTED = [
     "DefinitionError",
     "Event",
     "EventType",
+    "HistoryFormatError",
     "Input",
     "JsonFormatter",
     "LoomError",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.metadata
 import json
 import os
 import re
@@ -190,6 +191,48 @@ async def test_the_heartbeat_example_is_the_readmes_and_resumes_where_it_was(
         "{'rows': 1000}",
     ]
     assert "It prints `attempt 1 starts at row 0`, `attempt 2 starts at row 600`" in readme
+
+
+async def test_the_testing_examples_are_the_readmes_and_pass(tmp_path: Path) -> None:
+    readme = (TESTS.parent / "README.md").read_text()
+    for name in ("readme_testing.py", "readme_testing_pytest.py"):
+        source = (TESTS / name).read_text()
+        assert f"```python\n{source}```" in readme  # the files are the README's examples
+        (tmp_path / name).write_text(source)
+
+    env = script_env(None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    code, out, err = await run_script_in(tmp_path, env, "readme_testing.py")
+    assert code == 0, err
+    assert out.splitlines() == [
+        "{'receipt': 'r-ann-999', 'billed_on': '2030-04-16'}",
+        "3 2030-04-16T17:48:40+00:00",
+        "COMPLETED",
+    ]
+    (tmp_path / "histories").mkdir()
+    (tmp_path / "trial.json").rename(tmp_path / "histories" / "trial.json")
+
+    # The loom_env fixture comes with an installed Loom (entry point pytest11 "loom"); an
+    # install older than this source tree is given the plugin by hand.
+    installed = {e.name for e in importlib.metadata.entry_points(group="pytest11")}
+    plugin = [] if "loom" in installed else ["-p", "loom.testing.pytest_plugin"]
+    args = ["-m", "pytest", *plugin, "-q", "-p", "no:cacheprovider", "readme_testing_pytest.py"]
+    code, out, err = await run_script_in(tmp_path, env, *args)
+    assert code == 0, out + err
+    assert "2 passed" in out
+
+
+async def run_script_in(cwd: Path, env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    return process.returncode or 0, out.decode(), err.decode()
 
 
 async def test_observability_example_traces_counts_and_logs_one_checkout(tmp_path: Path) -> None:

@@ -1,9 +1,8 @@
-"""Signals and durable timers, driven by real workers on a SQLite file."""
+"""Signals and durable timers, driven by real workers on each backend; the waits of hours run on
+a virtual clock (``loom.testing``), the same code paths as the wall clock's seconds."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 
 import loom
 from loom import EventType
+from loom.testing import VirtualClock, WorkflowEnvironment
 from support import eventually, of_type, worker
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
@@ -44,7 +44,7 @@ class SigDeadline(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step
     async def wait(self, ctx: Ctx) -> None:
         try:
-            await ctx.wait_for_signal("approve", timeout=0.2)
+            await ctx.wait_for_signal("approve", timeout=timedelta(hours=48))
         except TimeoutError as exc:
             await ctx.state.set("timed_out", str(exc))
         else:
@@ -90,21 +90,19 @@ async def test_signals_of_one_name_are_delivered_in_the_order_sent(db: loom.Data
     assert state["decision"] == "first"
 
 
-async def test_wait_for_signal_timeout_raises_timeout_error_in_the_step(
-    db: loom.Database,
-) -> None:
-    handle = await db.start_workflow(SigDeadline)
-    async with worker(db):
+async def test_wait_for_signal_timeout_raises_timeout_error_in_the_step(db_url: str) -> None:
+    async with WorkflowEnvironment(db_url) as env:  # 48 hours, skipped
+        handle = await env.start_workflow(SigDeadline)
         state = await handle.result(timeout=10)
+        events = await handle.events()
 
     assert state["timed_out"] is not None
     assert "approve" in state["timed_out"]
-    events = await handle.events()
     [wait] = of_type(events, EventType.SIGNAL_WAIT_STARTED)
-    assert wait.payload["deadline"] == pytest.approx(wait.timestamp + 0.2)
+    assert wait.payload["deadline"] == wait.timestamp + 48 * 3600
     [fired] = of_type(events, EventType.TIMER_FIRED)
     assert fired.payload["scheduled"] == wait.seq
-    assert fired.timestamp >= wait.payload["deadline"]
+    assert fired.timestamp == wait.payload["deadline"]
     assert not of_type(events, EventType.SIGNAL_RECEIVED)
 
 
@@ -157,32 +155,33 @@ async def test_a_timer_fires_through_a_running_worker(db: loom.Database) -> None
     assert fired.timestamp >= scheduled.payload["fire_at"]
 
 
-async def test_a_timer_due_while_no_worker_runs_fires_when_one_starts(
-    db: loom.Database,
-) -> None:
-    handle = await db.start_workflow(SigNap, workflow_input={"seconds": 1.0})
+async def test_a_timer_due_while_no_worker_runs_fires_when_one_starts(db_url: str) -> None:
+    clock = VirtualClock(auto_skip=False)  # time passes only when the test says
+    async with loom.Database(db_url, clock=clock) as db:
+        await db.migrate_up()
+        handle = await db.start_workflow(SigNap, workflow_input={"seconds": 3600})
 
-    first = worker(db)
-    async with first:
-        await eventually(lambda: parked_waiting_for(handle, EventType.TIMER_SCHEDULED))
-        # Parked: the worker holds neither a lease nor a slot for the sleeping workflow.
-        assert first.in_flight == 0
-    [scheduled] = of_type(await handle.events(), EventType.TIMER_SCHEDULED)
-    fire_at = scheduled.payload["fire_at"]
-    assert fire_at == pytest.approx(scheduled.timestamp + 1.0)
+        first = worker(db)
+        async with first:
+            await eventually(lambda: parked_waiting_for(handle, EventType.TIMER_SCHEDULED))
+            # Parked: the worker holds neither a lease nor a slot for the sleeping workflow.
+            assert first.in_flight == 0
+        [scheduled] = of_type(await handle.events(), EventType.TIMER_SCHEDULED)
+        fire_at = scheduled.payload["fire_at"]
+        assert fire_at == scheduled.timestamp + 3600
 
-    # Let the timer fall due with no worker at all: the passing of time is the scenario here.
-    await asyncio.sleep(max(0.0, fire_at - time.time() + 0.05))
-    assert time.time() > fire_at
-    assert await handle.status() == loom.WorkflowStatus.RUNNING
-    assert not of_type(await handle.events(), EventType.TIMER_FIRED)
+        # The timer falls due with no worker at all: the passing of time is the scenario here.
+        await clock.advance(timedelta(hours=2))
+        assert clock.now() > fire_at
+        assert await handle.status() == loom.WorkflowStatus.RUNNING
+        assert not of_type(await handle.events(), EventType.TIMER_FIRED)
 
-    async with worker(db):
-        state = await handle.result(timeout=10)
-    assert "after" in state
-    [fired] = of_type(await handle.events(), EventType.TIMER_FIRED)
-    assert fired.payload["scheduled"] == scheduled.seq
-    assert fired.timestamp >= fire_at
+        async with worker(db):
+            state = await handle.result(timeout=10)
+        assert state["after"] - state["before"] >= 3600
+        [fired] = of_type(await handle.events(), EventType.TIMER_FIRED)
+        assert fired.payload["scheduled"] == scheduled.seq
+        assert fired.timestamp == clock.now() > fire_at  # it fires when a worker sees it due
 
 
 async def test_sleep_until_a_naive_datetime_fails_the_workflow(db: loom.Database) -> None:

@@ -25,6 +25,7 @@ import pytest
 import e2e_workflows
 import loom
 import web_workflows  # its heartbeating workflow
+from loom.testing import Replayer
 from loom.web import create_app
 from support import eventually, worker
 from support.pg import in_ci
@@ -507,6 +508,15 @@ async def test_a_workflow_whose_id_has_slashes_and_spaces_opens_from_the_list(
         assert f"/api/workflows/{encoded}" in paths
         assert f"/api/workflows/{encoded}/events/stream" in paths
         assert f"/api/workflows/{encoded}/signal" in paths
+
+        # "Download history" saves the file loom.testing.Replayer replays.
+        async with page.expect_download() as downloading:
+            await page.click("#download-history")
+        download = await downloading.value
+        assert download.suggested_filename.endswith(".history.json")
+        replayed = Replayer(e2e_workflows.Approval).replay(await download.path())
+        assert replayed.workflow_id == odd
+        assert replayed.status is loom.WorkflowStatus.COMPLETED
         await page.close()
     assert (await sqlite_db.get_workflow(odd).state())["decision"] is None
 

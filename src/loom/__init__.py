@@ -41,6 +41,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
     ConfigurationError,
     DatabaseUnavailableError,
     DefinitionError,
+    HistoryFormatError,
     LeaseLostError,  # noqa: F401
     LoomError,
     MissingExtraError,
@@ -93,6 +94,7 @@ __all__ = [
     "DefinitionError",
     "Event",
     "EventType",
+    "HistoryFormatError",
     "Input",
     "JsonFormatter",
     "LoomError",

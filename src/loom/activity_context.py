@@ -145,9 +145,13 @@ class AttemptControl:
         max_bytes: int = limits.DEFAULT_MAX_PAYLOAD_BYTES,
         on_beat: Callable[[AttemptControl], None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.workflow_id = workflow_id
         self.run_id = run_id
+        self._now = now
+        """The time of day of the worker's clock (a test's virtual one): for the deadline shown
+        and the heartbeat times; the timeouts themselves count real seconds of running."""
         self.activity_name = activity_name
         self.seq = seq
         self.step = step
@@ -178,7 +182,7 @@ class AttemptControl:
         """The attempt starts running now: its clocks start."""
         self.started = True
         self.last_beat = time.monotonic()
-        self.deadline = None if self.timeout is None else time.time() + self.timeout
+        self.deadline = None if self.timeout is None else self._now() + self.timeout
 
     @property
     def info(self) -> ActivityInfo:
@@ -200,7 +204,7 @@ class AttemptControl:
             data = codec.dumps(details, what=what, root="details")
             limits.check_size(data, self._max_bytes, what)
             text = data.decode()
-        beat = Beat(text, time.time())
+        beat = Beat(text, self._now())
         with self._lock:
             self.last_beat = time.monotonic()
             self.beats += 1

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import orjson
 
 from loom import codec, limits, telemetry
+from loom.clock import WALL_CLOCK, Clock
+from loom.core import history_file
 from loom.core import workflow as workflow_module
 from loom.core.history import Event, EventType
 from loom.core.query import run_query
@@ -150,6 +152,8 @@ class Database:
     workflow's input, its initial state and a signal's payload are each at most
     ``max_payload_bytes`` as JSON (``PayloadTooLargeError``, raised before anything is stored).
 
+    ``clock`` is where it and its workers read the time of day (default: the wall clock;
+    ``loom.testing`` gives a virtual one that skips waits).
     ``metrics=True`` records Prometheus metrics (:attr:`metrics`; the ``metrics`` extra).
     Workflows are traced with OpenTelemetry when a tracer provider is configured globally, or
     with ``tracer_provider`` (the ``otel`` extra); see :mod:`loom.telemetry`.
@@ -171,6 +175,7 @@ class Database:
         registry: Registry | None = None,
         create: bool = True,
         max_payload_bytes: int = limits.DEFAULT_MAX_PAYLOAD_BYTES,
+        clock: Clock | None = None,
         metrics: bool = False,
         tracer_provider: Any = None,
         codec: PayloadCodec | CodecChain | Sequence[PayloadCodec] | str | None = None,
@@ -185,6 +190,7 @@ class Database:
                 f"max_payload_bytes must be a positive number of bytes, got {max_payload_bytes!r}"
             )
         self.max_payload_bytes = max_payload_bytes
+        self.clock: Clock = clock or WALL_CLOCK
         self.tracing = telemetry.Tracing(tracer_provider)
         self.metrics: Metrics | None = Metrics() if metrics else None
         """What this process records about this database for Prometheus (None: nothing)."""
@@ -399,7 +405,7 @@ class Database:
     ) -> WorkflowRecord | None:
         """Insert the workflow, its tags and its ``WORKFLOW_STARTED`` event (``payload``); the
         existing workflow if the id is taken."""
-        now = time.time()
+        now = self.clock.now()
         first = Event(1, EventType.WORKFLOW_STARTED, payload, now)
         new = NewWorkflow(
             wid,
@@ -538,7 +544,7 @@ class Database:
         return await self._shown.changed_since(after, limit, after_id)
 
     async def stats(self) -> StoreStats:
-        return await self.store.stats(time.time())
+        return await self.store.stats(self.clock.now())
 
     # -- queries ------------------------------------------------------------------------------
     def definition_for(
@@ -614,7 +620,7 @@ class Database:
         return reports
 
     async def _check_one(self, workflow_id: str) -> ReplayReport:
-        from loom.core.replay import WorkflowExecution
+        from loom.core.verify import verify
 
         record = await self.store.get_workflow(workflow_id)
         if record is None:
@@ -624,24 +630,8 @@ class Database:
             definition = self.registry.workflow(record.name, workflow_id, record.version)
         except UnknownWorkflowTypeError as exc:
             return ReplayReport(workflow_id, record.name, False, str(exc))
-        execution = WorkflowExecution(
-            definition, workflow_id, history, now=history[-1].timestamp, full=True
-        )
-        try:
-            new = execution.take_new_events()
-            if execution.nondeterminism is not None:
-                return ReplayReport(workflow_id, record.name, False, str(execution.nondeterminism))
-            if new and record.status is not WorkflowStatus.RUNNING:
-                kinds = ", ".join(e.type.value for e in new)
-                return ReplayReport(
-                    workflow_id,
-                    record.name,
-                    False,
-                    f"the code goes on past the recorded end ({record.status.value}): {kinds}",
-                )
-            return ReplayReport(workflow_id, record.name, True, None)
-        finally:
-            execution.close()
+        problem = verify(definition, workflow_id, history, record.status).problem
+        return ReplayReport(workflow_id, record.name, problem is None, problem)
 
     # -- the in-process worker behind loom.run_once() --------------------------------------
     def default_worker(self) -> Worker:
@@ -720,6 +710,36 @@ class WorkflowHandle(Generic[StateT]):
         if not events:
             await self._record(self.database._plain_parts)  # raises WorkflowNotFoundError
         return events
+
+    async def export_history(self, run_id: str | None = None) -> dict[str, Any]:
+        """A run's history as an exported document (JSON values): what ``loom inspect ID
+        --export FILE`` writes and ``loom.testing.Replayer`` replays. The current run, or the
+        earlier run ``run_id`` (one that continued as new; see :meth:`runs`)."""
+        record = await self.describe()
+        # Read strictly (not as the displays read): a payload this process cannot decode
+        # raises PayloadDecodeError rather than writing a placeholder into a history to replay.
+        strict = self.database.store
+        if run_id is not None and run_id != record.run_id:
+            events = await strict.load_run_history(self.workflow_id, run_id)
+            if not events:
+                raise ConfigurationError(
+                    f"workflow {self.workflow_id!r} has no run {run_id!r}; its runs are "
+                    f"listed by handle.runs() and `loom inspect`"
+                )
+        else:
+            events = await strict.load_history(self.workflow_id)
+            run_id = record.run_id
+        # Read after the record: the events may have moved on since, and they say it last.
+        ending = history_file.ENDINGS.get(events[-1].type, WorkflowStatus.RUNNING)
+        version = events[0].payload.get("version")
+        return history_file.to_document(
+            name=record.name,
+            version=version if isinstance(version, str) else record.version,
+            workflow_id=record.workflow_id,
+            run_id=run_id,
+            status=ending.value,
+            events=events,
+        )
 
     async def tags(self) -> dict[str, str]:
         """The tags the workflow was started with."""
@@ -816,7 +836,9 @@ class WorkflowHandle(Generic[StateT]):
                 "workflow's end is delivered to its parent under one); choose another name"
             )
         data = self.database.encode(payload, f"the payload of signal {name!r}", root="payload")
-        await self.database.store.send_signal(self.workflow_id, name, data, time.time())
+        await self.database.store.send_signal(
+            self.workflow_id, name, data, self.database.clock.now()
+        )
         for worker in list(self.database.workers):
             worker.signal_arrived(self.workflow_id)
         self.database.work_available.notify()
@@ -830,7 +852,7 @@ class WorkflowHandle(Generic[StateT]):
         if reason is not None:
             limits.check_text(reason, "the cancel reason")
         database = self.database
-        outcome = await database.store.cancel(self.workflow_id, reason, time.time())
+        outcome = await database.store.cancel(self.workflow_id, reason, database.clock.now())
         if outcome is CancelOutcome.CANCELED and database.metrics is not None:
             record = await database.store.get_workflow(self.workflow_id)
             if record is not None:
@@ -849,7 +871,9 @@ class WorkflowHandle(Generic[StateT]):
         from loom.core.replay import discarded_signals
 
         history = await self.database.store.load_history(self.workflow_id)
-        await self.database.store.retry(self.workflow_id, time.time(), discarded_signals(history))
+        await self.database.store.retry(
+            self.workflow_id, self.database.clock.now(), discarded_signals(history)
+        )
         self.database.work_available.notify()
 
 

@@ -132,21 +132,27 @@ class Registry:
     class under a taken (name, version), or a second activity under a taken name, raises
     :class:`~loom.errors.DefinitionError`; the same class again (its module reloaded) is
     accepted and replaces the first, whatever its version now.
+
+    A registry made with ``parent`` is an overlay: it finds everything its parent has (now and
+    later) besides its own, and may run some activities differently (:meth:`override_activity`)
+    without touching the parent, as a test environment replaces an activity by a fake.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Registry | None = None) -> None:
         self._workflows: dict[str, dict[str, WorkflowDefinition]] = {}
         self._activities: dict[str, ActivityDefinition] = {}
+        self._overrides: dict[str, ActivityDefinition] = {}
+        self.parent = parent
 
     def add_workflow(self, definition: WorkflowDefinition) -> None:
-        versions = self._workflows.setdefault(definition.name, {})
-        existing = versions.get(definition.version)
+        existing = self._versions(definition.name).get(definition.version)
         if existing is not None and _qualname(existing.cls) != _qualname(definition.cls):
             raise DefinitionError(
                 f"two workflow classes are named {definition.name!r} with version "
                 f"{definition.version!r}: {_qualname(existing.cls)} and "
                 f"{_qualname(definition.cls)}; give one of them another name=... or version=..."
             )
+        versions = self._workflows.setdefault(definition.name, {})
         for version, other in list(versions.items()):  # the same class, edited and reloaded
             if _qualname(other.cls) == _qualname(definition.cls):
                 del versions[version]
@@ -157,7 +163,7 @@ class Registry:
 
         The same function defined again (its module reloaded) replaces the first.
         """
-        existing = self._activities.get(definition.name)
+        existing = self._all_activities().get(definition.name)
         if existing is not None and _qualname(existing.fn) != _qualname(definition.fn):
             raise DefinitionError(
                 f"two activities are named {definition.name!r}: "
@@ -166,11 +172,40 @@ class Registry:
             )
         self._activities[definition.name] = definition
 
+    def override_activity(self, name: str, definition: ActivityDefinition | None) -> None:
+        """Run ``definition`` wherever activity ``name`` is called, for the workers of this
+        registry only (None: the activity's own code again)."""
+        if definition is None:
+            self._overrides.pop(name, None)
+        else:
+            self._overrides[name] = definition
+
+    def runnable(self, definition: ActivityDefinition) -> ActivityDefinition:
+        """What a worker of this registry runs for ``definition``: its override, if any."""
+        registry: Registry | None = self
+        while registry is not None:
+            found = registry._overrides.get(definition.name)
+            if found is not None:
+                return found
+            registry = registry.parent
+        return definition
+
+    def _versions(self, name: str) -> dict[str, WorkflowDefinition]:
+        own = self._workflows.get(name, {})
+        if self.parent is None:
+            return own
+        return {**self.parent._versions(name), **own}
+
+    def _all_activities(self) -> dict[str, ActivityDefinition]:
+        if self.parent is None:
+            return self._activities
+        return {**self.parent._all_activities(), **self._activities}
+
     def workflow(
         self, name: str, workflow_id: str | None = None, version: str | None = None
     ) -> WorkflowDefinition:
         """The definition of ``name`` at ``version``, or its newest version when None."""
-        versions = self._workflows.get(name)
+        versions = self._versions(name)
         if not versions:
             raise UnknownWorkflowTypeError(name, workflow_id)
         if version is None:
@@ -182,10 +217,17 @@ class Registry:
 
     def workflows(self) -> list[WorkflowDefinition]:
         """Every registered workflow definition, each version of a name its own."""
-        return [d for versions in self._workflows.values() for d in versions.values()]
+        if self.parent is None:  # the worker asks before every claim: keep it cheap
+            return [d for versions in self._workflows.values() for d in versions.values()]
+        names = dict.fromkeys(self._names())
+        return [d for name in names for d in self._versions(name).values()]
+
+    def _names(self) -> list[str]:
+        parents = self.parent._names() if self.parent is not None else []
+        return [*parents, *self._workflows]
 
     def activities(self) -> list[ActivityDefinition]:
-        return list(self._activities.values())
+        return list(self._all_activities().values())
 
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
@@ -318,7 +360,7 @@ def _make_query(fn: Any, name: str | None, description: str | None) -> Any:
         description=description or fn.__doc__,
         is_async=inspect.iscoroutinefunction(fn),
         parameters=parameters,
-        arg_types={k: v for k, v in _annotations(fn).items() if k in taken},
+        arg_types={k: v for k, v in parameter_annotations(fn).items() if k in taken},
     )
     setattr(fn, _QUERY_ATTR, definition)
     return fn
@@ -346,7 +388,7 @@ def query_definition(obj: Any) -> QueryDefinition | None:
     return getattr(obj, _QUERY_ATTR, None)
 
 
-def _annotations(fn: Any) -> dict[str, Any]:
+def parameter_annotations(fn: Any) -> dict[str, Any]:
     """``fn``'s parameter annotations, evaluated; none when they cannot be."""
     try:
         hints = inspect.get_annotations(fn, eval_str=True)
@@ -438,7 +480,7 @@ def _make_activity(
         is_async=inspect.iscoroutinefunction(fn),
         return_annotation=hints.get("return"),
         description=description or fn.__doc__,
-        arg_types=_annotations(fn),
+        arg_types=parameter_annotations(fn),
         heartbeat_timeout=heartbeat_timeout,
     )
     setattr(fn, _ACTIVITY_ATTR, definition)

@@ -33,6 +33,7 @@ epoch, so a driver whose worker lost the lease can never record anything (fencin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -118,6 +119,7 @@ class WorkflowDriver:
         "lease_lost",
         "nudge",
         "running",
+        "settled",
         "trace",
         "waits_seen",
         "withdrawn",
@@ -141,6 +143,9 @@ class WorkflowDriver:
         """It waits for a signal while its activities run: another process's changes wake it."""
         self.consumed: list[int] = []
         """Ids of the signals delivered since the last write (the next write consumes them)."""
+        self.settled = False
+        """It waits on its running activities: nothing of it moves until one ends, something
+        arrives or the clock moves."""
         self.began = time.time()
         self.trace: RunTrace | None = None
         """The spans of this run-through, when the database traces workflows."""
@@ -154,6 +159,7 @@ class WorkflowDriver:
             first_claim=claim.lease_epoch == 1,  # nothing ran before: no details to read
             max_bytes=worker.database.max_payload_bytes,
             interrupt=worker.interrupt,
+            now=worker.clock.now,
             run_id=claim.run_id,
         )
 
@@ -215,13 +221,21 @@ class WorkflowDriver:
         trace = self._begin_trace(history[0].payload.get(TRACE_KEY))
         if trace is None:
             return WorkflowExecution(
-                definition, claim.workflow_id, history, now=time.time(), run_id=claim.run_id
+                definition,
+                claim.workflow_id,
+                history,
+                now=self.worker.clock.now(),
+                run_id=claim.run_id,
             )
         try:
             # The code's first run happens here: its logs name the run-through's span.
             with current_span(trace.run):
                 return WorkflowExecution(
-                    definition, claim.workflow_id, history, now=time.time(), run_id=claim.run_id
+                    definition,
+                    claim.workflow_id,
+                    history,
+                    now=self.worker.clock.now(),
+                    run_id=claim.run_id,
                 )
         except BaseException as exc:
             trace.end(exc)
@@ -310,7 +324,7 @@ class WorkflowDriver:
         while the worker stops: the workflow parks and another worker runs them."""
         if self.worker.stopping:
             return []
-        now = time.time()
+        now = self.worker.clock.now()
         running, withdrawn = self.running, self.withdrawn
         return [
             run
@@ -358,11 +372,20 @@ class WorkflowDriver:
         return outcome
 
     async def _outcome(self, run: ActivityRun, control: AttemptControl) -> AttemptOutcome:
+        worker = self.worker
+        runnable = worker.registry.runnable(run.definition)
+        if runnable is not run.definition:  # replaced (loom.testing's mock_activity)
+            run = dataclasses.replace(run, definition=runnable)
         try:
-            outcome = await run_attempt(run, time.time, self.worker.activity_pool, control)
-        except asyncio.CancelledError:
-            self.beats.drop(run.seq)
-            raise
+            outcome = await run_attempt(run, worker.clock.now, worker.activity_pool, control)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                self.beats.drop(run.seq)
+                raise  # interrupted (a cancel, the workflow left): it runs again later
+            # Raised by the activity itself, nobody cancelled it: a failure of the attempt,
+            # else it would be started again at once, forever.
+            outcome = base_exception_outcome(exc)
         except BaseException as exc:  # sys.exit() in an activity fails the attempt
             outcome = base_exception_outcome(exc)
         if outcome.ok:
@@ -376,8 +399,9 @@ class WorkflowDriver:
         """Wait until an activity ends, a timer is due, or (when the workflow waits for one) a
         signal may have arrived: at once when sent in this process, else within
         ``signal_check_interval``."""
+        clock = self.worker.clock
         wake = ex.next_wakeup()
-        timeout = None if wake is None else max(0.0, wake - time.time())
+        timeout = None if wake is None else clock.seconds_until(wake)
         waits_for_signal = bool(ex.signal_waits() or ex.child_waits())
         if waits_for_signal:
             check = self.worker.signal_check_interval
@@ -385,6 +409,8 @@ class WorkflowDriver:
         self.nudge.clear()
         self.awaits_signal = waits_for_signal
         nudged = asyncio.get_running_loop().create_task(self.nudge.wait())
+        self.settled = True
+        clock.settling()
         try:
             await asyncio.wait(
                 [*self.running.values(), nudged],
@@ -392,6 +418,7 @@ class WorkflowDriver:
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
+            self.settled = False
             nudged.cancel()
             self.awaits_signal = False
         if waits_for_signal:
@@ -401,6 +428,7 @@ class WorkflowDriver:
         """Hand the workflow the outcome of every activity that finished (interrupted ones have
         none: they run again later)."""
         stats = self.worker.stats
+        now = self.worker.clock.now
         for seq, task in list(self.running.items()):
             if not task.done():
                 continue
@@ -412,10 +440,10 @@ class WorkflowDriver:
             outcome = task.result()
             stats.activities += 1
             if outcome.ok:
-                ex.activity_completed(seq, outcome.result, time.time())
+                ex.activity_completed(seq, outcome.result, now())
             else:
                 assert outcome.error is not None
-                ex.activity_failed(seq, outcome.error, outcome.retry_at, time.time())
+                ex.activity_failed(seq, outcome.error, outcome.retry_at, now())
 
     def _deliver_withdrawn(self, ex: WorkflowExecution) -> bool:
         """Hand the workflow the cancel of each activity :meth:`cancel_activity` withdrew and
@@ -436,7 +464,7 @@ class WorkflowDriver:
                     "traceback": None,
                     "cause": None,
                 }
-                ex.activity_failed(seq, error, None, time.time())
+                ex.activity_failed(seq, error, None, self.worker.clock.now())
         return any(seq in pending for seq in gone)
 
     # -- inputs: timers and signals ---------------------------------------------------------
@@ -445,7 +473,7 @@ class WorkflowDriver:
         timer (at its time) or a buffered signal (at the time it was sent). A signal sent
         before a wait's deadline is delivered even when the worker only runs after it; one sent
         after the deadline stays buffered for a later wait. True if something was delivered."""
-        now = time.time()
+        now = self.worker.clock.now()
         waits = ex.signal_waits()
         children = ex.child_waits()
         found: list[tuple[float, int, int, Signal | None]] = []  # (when, timer last, seq, signal)
@@ -528,7 +556,7 @@ class WorkflowDriver:
         if self.trace is not None:
             self.trace.observe(events)  # before the write: a child's start records its context
         worker = self.worker
-        now = time.time()
+        now = worker.clock.now()
         commit = self._commit_of(ex, events, release, now)
         writes = worker.writes
         try:

@@ -10,6 +10,7 @@
     │                            it was altered, no codec is configured): loom.payload_codecs
     ├── InvalidIdError           a workflow id or name breaks the id rule (loom.limits)
     ├── ConfigurationError       a bad database URL, an unknown backend, a naive datetime ...
+    │   ├── HistoryFormatError   an exported history file that is not one (loom.testing.Replayer)
     │   └── MissingExtraError    a feature whose optional packages are not installed
     ├── StoreError               the database refused or failed an operation
     │   ├── DatabaseUnavailableError  it cannot be reached or written now (connection lost,
@@ -81,6 +82,12 @@ class PayloadDecodeError(LoomError):
 
 class ConfigurationError(LoomError, ValueError):
     """Loom was configured with something it cannot use (URL, option, naive datetime ...)."""
+
+
+class HistoryFormatError(ConfigurationError):
+    """A document given as an exported workflow history (``loom inspect ID --export``) is not
+    one: not JSON, a field missing or of the wrong kind, events out of order. Names the file
+    and the field."""
 
 
 class MissingExtraError(ConfigurationError, ImportError):

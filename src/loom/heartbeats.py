@@ -32,6 +32,8 @@ from loom.outage import OUTAGE_ERRORS
 from loom.store.base import CommitOutcome, HeartbeatRow, Store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from loom.lease import Interrupt
 
 log = logging.getLogger("loom.worker")
@@ -77,9 +79,11 @@ class HeartbeatKeeper:
         first_claim: bool,
         max_bytes: int,
         interrupt: Interrupt,
+        now: Callable[[], float] = time.time,
         run_id: str | None = None,
     ) -> None:
         self.store = store
+        self._now = now
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.lease_epoch = lease_epoch
@@ -126,6 +130,7 @@ class HeartbeatKeeper:
             max_bytes=self.max_bytes,
             on_beat=functools.partial(self._beaten, run.seq),
             loop=asyncio.get_running_loop(),
+            now=self._now,
         )
         self._writers[run.seq] = _Writer(control, write_interval(definition.heartbeat_timeout))
         return control

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol
 
+from loom.clock import WALL_CLOCK, Clock
 from loom.outage import Backoff, OutageLog
 
 if TYPE_CHECKING:
@@ -43,8 +43,10 @@ class LeaseKeeper:
         held: Collection[str],
         interrupt: Interrupt,
         outages: OutageLog,
+        clock: Clock = WALL_CLOCK,
     ) -> None:
         self.store = store
+        self.clock = clock
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self._held = held
@@ -79,12 +81,17 @@ class LeaseKeeper:
             if not self._held:
                 continue
             try:
-                lost, cancel = await self.store.renew(
-                    self.worker_id, list(self._held), time.time() + self.lease_seconds
-                )
+                await self.renew(self.clock.now() + self.lease_seconds)
             except Exception as exc:
                 outage.failed(exc)
                 continue
             outage.succeeded()
-            for wid in lost | cancel:
-                self._interrupt(wid, lease_lost=wid in lost)
+
+    async def renew(self, until: float) -> None:
+        """Extend the held leases to ``until`` now (before a test clock jumps past them, too);
+        interrupt the workflows whose lease was lost or whose cancel was requested."""
+        if not self._held:
+            return
+        lost, cancel = await self.store.renew(self.worker_id, list(self._held), until)
+        for wid in lost | cancel:
+            self._interrupt(wid, lease_lost=wid in lost)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from loom.activities import ActivityPool
 from loom.cache import ExecutionCache
+from loom.clock import Clock
 from loom.core.history import Event, EventType
 from loom.core.replay import WorkflowExecution
 from loom.definitions import Registry
@@ -99,6 +100,7 @@ class Worker:
     ``activity_threads`` is how many sync activities run at once, on the worker's own threads
     (default ``max(8, 4 * concurrency)``); a timed-out sync activity holds its thread until the
     function returns, since a thread cannot be stopped.
+    ``clock`` is where it reads the time of day (default: its database's).
     """
 
     max_handling_failures = 5
@@ -126,6 +128,7 @@ class Worker:
         inline_window: float = 0.05,
         signal_check_interval: float = 0.2,
         activity_threads: int | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if concurrency < 1:
             raise LoomError("concurrency must be >= 1")
@@ -136,6 +139,7 @@ class Worker:
         if activity_threads is not None and activity_threads < 1:
             raise LoomError("activity_threads must be >= 1")
         self.database = database
+        self.clock: Clock = clock or database.clock
         self.store = database.store
         self.registry = registry or database.registry
         self.concurrency = concurrency
@@ -165,7 +169,13 @@ class Worker:
         self.writes = WriteHealth(self._outages)
         """Whether the database takes this worker's writes (shared by its drivers)."""
         self._leases = LeaseKeeper(
-            self.store, self.worker_id, lease_seconds, self._held, self.interrupt, self._outages
+            self.store,
+            self.worker_id,
+            lease_seconds,
+            self._held,
+            self.interrupt,
+            self._outages,
+            self.clock,
         )
 
     @property
@@ -251,7 +261,7 @@ class Worker:
         return [kind_key(d.name, d.version) for d in self.registry.workflows()]
 
     async def _claim(self, limit: int) -> list[Claim]:
-        now = time.time()
+        now = self.clock.now()
         claims = await self.store.claim(
             self.worker_id, self._names(), limit, self.lease_seconds, now
         )
@@ -305,15 +315,39 @@ class Worker:
         # Read the wake-up counter before looking, so that work announced (or stop() called)
         # while next_due() is in flight ends the wait at once instead of being missed.
         seen = self.database.work_available.version
-        if full:
-            timeout = self.poll_interval
-        else:
+        due = None
+        timeout = self.poll_interval
+        if not full:
             due = await self.store.next_due(self._names())
-            timeout = (
-                self.poll_interval if due is None else min(self.poll_interval, due - time.time())
-            )
-        if timeout > 0 and not self.stopping:
+            wait = None if due is None else self.clock.seconds_until(due)
+            if wait is not None:
+                timeout = min(timeout, wait)
+        if self.stopping:
+            return
+        if seen == self.database.work_available.version:
+            # Nothing more to claim and no news: a test clock may jump to what is due next.
+            held = bool(self._tasks)
+            to = self.clock.skip_target(due, held=held, settled=self._settled())
+            if to is not None:
+                await self._skip_time(to)
+                return
+        if timeout > 0:
             await self.database.work_available.wait(timeout, since=seen)
+
+    def _settled(self) -> bool:
+        """Every workflow this worker drives waits on its running activities."""
+        held = self._held
+        return len(held) == len(self._tasks) and all(d.settled for d in held.values())
+
+    async def _skip_time(self, to: float) -> None:
+        """Jump the (test) clock to ``to``: the leases held are kept past it first, then what
+        waits on time wakes (the workflows driven here and this worker's next look)."""
+        if self._held:
+            await self._leases.renew(to + self.lease_seconds)
+        self.clock.skip_to(to)
+        for driver in self._held.values():
+            driver.nudge.set()
+        self.database.work_available.notify()
 
     def interrupt(self, workflow_id: str, *, lease_lost: bool = False) -> None:
         """Stop driving ``workflow_id`` if this worker holds it: a cancel was requested (or its
@@ -378,7 +412,7 @@ class Worker:
             log.debug("workflow %s: database unavailable, retried later: %s", wid, exc)
             self.cache.evict(wid, execution)
             with contextlib.suppress(Exception):
-                await self.store.release(self.worker_id, [wid], time.time())
+                await self.store.release(self.worker_id, [wid], self.clock.now())
         except BaseException as exc:  # a workflow must never take the worker down
             self.cache.evict(wid, execution)
             await self._handling_failed(claim, exc)
@@ -428,7 +462,7 @@ class Worker:
                 exc_info=exc if count == 1 else None,
             )
         with contextlib.suppress(Exception):
-            await self.store.release(self.worker_id, [wid], time.time() + delay)
+            await self.store.release(self.worker_id, [wid], self.clock.now() + delay)
 
     async def _give_up(self, claim: Claim, exc: BaseException, count: int) -> None:
         """Mark the workflow FAILED after the worker failed to handle it ``count`` times: only a
@@ -449,7 +483,7 @@ class Worker:
             "step": record.current_step,
             "traceback": _text(tb[-8000:]),
         }
-        now = time.time()
+        now = self.clock.now()
         commit = Commit(
             workflow_id=wid,
             lease_epoch=claim.lease_epoch,

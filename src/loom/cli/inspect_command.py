@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -22,6 +24,7 @@ from loom.cli.common import (
     open_database,
     run,
 )
+from loom.cli.errors import CliError, describe
 from loom.cli.timeline import StepRun, failure_cause, place_heartbeats, step_runs
 from loom.client import (
     ActivityHeartbeat,
@@ -49,6 +52,25 @@ def inspect_command(
             "activity attempt.",
         ),
     ] = False,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            metavar="FILE",
+            help="Write the workflow's history (its current run, or --run's) to FILE as JSON "
+            "('-': to stdout) instead of showing it: for loom.testing.Replayer and golden tests.",
+            dir_okay=False,
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            metavar="RUN_ID",
+            help="With --export: write that earlier run (one that continued as new; the "
+            "runs are listed by loom inspect) instead of the current one.",
+        ),
+    ] = None,
     modules: ModulesOption = None,
     codec: CodecOption = None,
     database: DatabaseOption = None,
@@ -58,6 +80,11 @@ def inspect_command(
     and runs, error and its cause, and the queries it answers (with its module: -m,
     $LOOM_MODULES or [tool.loom])."""
     limits.check_id(workflow_id)
+    if export is not None:
+        _export(workflow_id, export, run_id, database, codec)
+        return
+    if run_id is not None:
+        raise CliError("--run goes with --export (the run whose history to write)")
     unimportable = _import_quietly(modules)
 
     async def fetch() -> tuple[
@@ -133,6 +160,39 @@ def inspect_command(
         _section(out, f"Failed activity attempts ({len(attempts)})", _attempts_block(attempts))
     if events:
         _section(out, f"Events ({len(history)})", _events_table(history))
+
+
+def _export(
+    workflow_id: str,
+    target: Path,
+    run_id: str | None,
+    database: str | None,
+    codec: str | None,
+) -> None:
+    """Write the workflow's exported history to ``target`` (or stdout for ``-``), its payloads
+    decoded (with the codec's key: a history to replay cannot hold placeholders)."""
+
+    async def fetch() -> dict[str, Any]:
+        async with open_database(database, codec=codec) as db:
+            return await db.get_workflow(workflow_id).export_history(run_id)
+
+    document = run(fetch())
+    text = render.json_text(json.dumps(document, indent=2, ensure_ascii=False)) + "\n"
+    if str(target) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write the history to {target}: {describe(exc)}") from None
+    count = len(document["events"])
+    render.console().print(
+        render.text(
+            f"wrote the history of workflow {workflow_id} ({document['status']}, {count} "
+            f"event{'s' if count != 1 else ''}) to {target}"
+        )
+    )
 
 
 def _as_json(

@@ -270,7 +270,7 @@ class WorkflowContext(Generic[InputT, StateT]):
         given = [x for x in (delta, seconds, until) if x is not None]
         if len(given) != 1:
             raise ConfigurationError("ctx.sleep() takes exactly one of delta=, seconds= or until=")
-        fire_at = _deadline(self._execution.now, delta, seconds, until)
+        fire_at = deadline_after(self._execution.now, delta, seconds, until)
         event = self._execution.decide(EventType.TIMER_SCHEDULED, {"fire_at": fire_at})
         await self._withdrawable(event, self._execution.schedule_timer(event))
 
@@ -289,7 +289,9 @@ class WorkflowContext(Generic[InputT, StateT]):
                 f"signal {name!r} is taken by the @loom.signal handler {handler}(); wait for "
                 "the change it makes with `await ctx.wait_until(lambda: ...)` instead"
             )
-        deadline = None if timeout is None else _deadline(self._execution.now, timeout, None, None)
+        deadline = (
+            None if timeout is None else deadline_after(self._execution.now, timeout, None, None)
+        )
         event = self._execution.decide(
             EventType.SIGNAL_WAIT_STARTED, {"name": name, "deadline": deadline}
         )
@@ -455,9 +457,12 @@ class ChildHandle:
         self.task.cancel()
 
 
-def _deadline(
+def deadline_after(
     now: float, delta: timedelta | float | None, seconds: float | None, until: datetime | None
 ) -> float:
+    """When a durable wait that starts at ``now`` ends: after ``delta`` or ``seconds``, or at
+    ``until``. The one rule for durations (finite, not negative, under 100 years), also applied
+    to a test clock's moves."""
     if until is not None:
         if not isinstance(until, datetime):
             raise ConfigurationError(f"until= takes a datetime, got {until!r}")

@@ -18,6 +18,7 @@ unambiguously (an id that ends in ``/events``, say), with each ``/`` encoded as 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Annotated, Any
 
@@ -313,6 +314,31 @@ async def get_run_events(workflow_id: WorkflowId, run_id: str, db: DB) -> dict[s
         raise WorkflowNotFoundError(f"{workflow_id} (run {run_id})")
     events = await handle.events(run_id=run_id)
     return {"run_id": run_id, "events": [serialize.event(e) for e in events]}
+
+
+@router.get(
+    "/workflows/{workflow_id:path}/history.json",
+    tags=["workflows"],
+    summary="A run's whole history (the current one by default) as a file to replay in tests",
+    description="What `loom inspect ID --export FILE` writes, served as an attachment: "
+    "`loom.testing.Replayer([...]).replay(path)` replays it against the current code.",
+    response_model=models.ExportedHistory,
+    responses=ONE_WORKFLOW,
+)
+async def export_history(
+    workflow_id: WorkflowId,
+    db: DB,
+    run_id: Annotated[
+        str | None,
+        Query(max_length=200, description="An earlier run (one that continued as new)"),
+    ] = None,
+) -> JSONResponse:
+    document = await db.get_workflow(workflow_id).export_history(run_id)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", workflow_id)[:100].strip("._") or "workflow"
+    return JSONResponse(
+        document,
+        headers={"Content-Disposition": f'attachment; filename="{name}.history.json"'},
+    )
 
 
 @router.get(

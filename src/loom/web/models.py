@@ -83,6 +83,26 @@ class HistoryEvent(_Open):
     timestamp: float
 
 
+class ExportedEvent(_Open):
+    seq: int
+    type: str
+    payload: dict[str, Any]
+    created_at: float = Field(description="Seconds since the epoch")
+
+
+class ExportedHistory(_Open):
+    """The format ``loom inspect ID --export`` writes and ``loom.testing.Replayer`` reads."""
+
+    format: str = Field(description='Always "loom-history"')
+    format_version: int
+    workflow: str = Field(description="The workflow's name")
+    version: str
+    workflow_id: str
+    run_id: str | None
+    status: str = Field(description="RUNNING, or how the run ended")
+    events: list[ExportedEvent]
+
+
 class EventPage(_Open):
     workflow_id: str
     events: list[HistoryEvent]

@@ -403,6 +403,8 @@ export function workflowPage() {
     });
   });
 
+  byId("download-history").href = workflowApi(workflowId, "/history.json");
+
   Promise.all([api("/api/definitions"), api(workflowApi(workflowId))])
     .then(async function ([defs, wf]) {
       definition =
