@@ -111,6 +111,7 @@ class AttemptControl:
         "_loop",
         "_max_bytes",
         "_notified",
+        "_now",
         "_on_beat",
         "_reason",
         "_unwritten",
