@@ -5,6 +5,9 @@
 ``asyncio.gather``, and a last one that races an hour-long durable timer (the activity wins; the
 timer is withdrawn, a recorded decision); then it runs a child workflow (``crash_Child``: one
 activity, then it continues as new and its second run keeps the result) and keeps its result.
+The children run on task queue ``crash-children``, limited to 2 at once (``loom.queue``,
+written by every worker that starts): a slot held by a killed worker must come back when its
+lease runs out, or the children wait forever.
 Every activity appends a line to an execution log outside Loom when it begins and when it has
 done its work, so a test can count how often each activity really ran, whatever the history
 says. ``crash_scan`` also logs where each run resumed (``resume``, from its last heartbeat's
@@ -125,7 +128,11 @@ class CrashMulti(loom.Workflow[dict[str, Any], dict[str, Any]]):
         await ctx.state.update(steps_done=lambda done: (done or 0) + 3)
 
 
-@loom.workflow(name="crash_Child")
+CHILD_QUEUE = "crash-children"
+loom.queue(CHILD_QUEUE, concurrency=2)
+
+
+@loom.workflow(name="crash_Child", queue=CHILD_QUEUE)
 class CrashChild(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step
     async def work(self, ctx: Ctx) -> None:

@@ -6,7 +6,8 @@ short lease runs out. At the end every workflow must be COMPLETED with the state
 crash-free run produces, every activity result recorded exactly once, and every activity executed
 at least once (the execution log kept outside Loom shows re-executions after kills). The
 heartbeating activity resumes from its last recorded details after a kill, never from further
-than it got.
+than it got. The children run on a queue limited to 2 at once: the slots the dead workers held
+come back when their leases run out, and the queue ends with nothing running or waiting.
 
 The random kill times come from ``LOOM_KILL_SEED`` (default below), so a failure can be replayed.
 """
@@ -166,6 +167,9 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
     # A last worker (this process) takes over what the dead ones held and finishes everything.
     statuses = await run_until_all_completed(db, ids, timeout=60)
     assert statuses == {wid: WorkflowStatus.COMPLETED for wid in ids}
+    # The children's queue kept its limit through the kills, and no slot stayed taken.
+    [children] = [q for q in await db.queues() if q.name == crashload.CHILD_QUEUE]
+    assert (children.concurrency, children.running, children.depth) == (2, 0, 0)
 
     # The same workflows, run once without any crash, in another database.
     reference_log = tmp_path / "reference.log"
@@ -220,6 +224,7 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
         [ended] = [e for e in events if e.type is EventType.CHILD_WORKFLOW_COMPLETED]
         child_id = started.payload["workflow_id"]
         assert (child_id, ended.payload["scheduled"]) == (f"{wid}/{started.seq}", started.seq)
+        assert (await db.get_workflow(child_id).describe()).queue == crashload.CHILD_QUEUE
         assert [c.workflow_id for c in await db.list_workflows(parent_id=wid)] == [child_id]
         child = db.get_workflow(child_id)
         first_run, last_run = await child.runs()  # it continued as new once

@@ -258,3 +258,22 @@ async def test_observability_example_traces_counts_and_logs_one_checkout(tmp_pat
     readme = (TESTS.parent / "README.md").read_text()
     example = (TESTS / "readme_observe.py").read_text().split("import asyncio", 1)[1]
     assert "import asyncio" + example in readme  # the README prints this code exactly
+
+
+async def test_the_queue_example_is_the_readmes_and_keeps_its_limits(tmp_path: Path) -> None:
+    readme = (TESTS.parent / "README.md").read_text()
+    source = (TESTS / "readme_queues.py").read_text()
+    assert f"```python\n{source}```" in readme  # the file is the README's example, as printed
+
+    code, out, err = await run_script("readme_queues.py", tmp_path, script_env(None))
+    assert code == 0, err
+    assert out.splitlines() == [
+        "sent to vip",
+        *(f"sent to user{i}" for i in range(4)),
+        "emails 0 0 2 100/m",
+    ]
+    assert "then `emails 0 0 2 100/m`" in readme
+    async with loom.Database(f"sqlite:///{tmp_path / 'loom.db'}") as db:
+        assert [(q.name, q.concurrency, str(q.rate)) for q in await db.queue_limits()] == [
+            ("emails", 2, "100/m")
+        ]

@@ -572,3 +572,135 @@ async def test_heartbeats_are_deleted_when_the_workflow_ends(store: Store, end: 
     assert record is not None and record.status.value == end.split("_")[0]
     assert await store.read_heartbeats("wf-1") == []
     assert [b.workflow_id for b in await store.read_heartbeats("bystander")] == ["bystander"]
+
+
+# -- task queues ----------------------------------------------------------------------------
+async def start_on(
+    store: Store, wid: str, queue: str = "default", priority: int = 0, now: float = T0
+) -> None:
+    first = Event(1, EventType.WORKFLOW_STARTED, {"input": None, "state": {}}, now)
+    new = NewWorkflow(wid, "W", "1", None, {}, now, (), queue, priority)
+    assert await store.create_workflow(new, first) is None
+
+
+async def test_a_worker_claims_only_from_the_queues_it_serves(store: Store) -> None:
+    await start_on(store, "e1", "emails")
+    await start_on(store, "d1")
+    await start_on(store, "r1", "reports")
+    assert await store.claim("w", ["W"], 10, LEASE, T0, queues=[]) == []
+    emails = await store.claim("w", ["W"], 10, LEASE, T0, queues=["emails"])
+    assert [c.workflow_id for c in emails] == ["e1"]
+    rest = await store.claim("w", ["W"], 10, LEASE, T0, queues=["default", "reports"])
+    assert sorted(c.workflow_id for c in rest) == ["d1", "r1"]
+    record = await store.get_workflow("e1")
+    assert record is not None and record.queue == "emails" and record.priority == 0
+    assert await store.next_due(["W"], ["nobody"]) is None
+    assert await store.next_due(["W"], ["emails"]) == T0 + LEASE
+
+
+async def test_a_smaller_priority_is_claimed_first_then_the_oldest(store: Store) -> None:
+    due = {"late-urgent": T0 + 2, "old-normal": T0, "new-normal": T0 + 1, "low": T0 - 5}
+    priority = {"late-urgent": -5, "low": 10}
+    for wid, at in due.items():
+        await start_on(store, wid, priority=priority.get(wid, 0), now=at)
+    for n, queues in enumerate((["default"], None)):  # one queue's index, and every queue's
+        now = T0 + 3 + n
+        claims = [(await store.claim(f"w{i}", ["W"], 1, LEASE, now, queues))[0] for i in range(4)]
+        assert [c.workflow_id for c in claims] == ["late-urgent", "old-normal", "new-normal", "low"]
+        for c in claims:  # given back, due as before, for the second round
+            back = commit_of(
+                c.workflow_id, c.lease_epoch, [], release=True, ready_at=due[c.workflow_id]
+            )
+            assert await store.commit(back, now) is CommitOutcome.OK
+
+
+async def test_a_concurrency_limit_counts_live_leases_across_claimers(store: Store) -> None:
+    from loom.queues import QueueLimits
+
+    for i in range(5):
+        await start_on(store, f"e{i}", "emails")
+        await start_on(store, f"d{i}")
+    await store.set_queue(QueueLimits.of("emails", concurrency=2), T0)
+    first = await store.claim("w1", ["W"], 10, LEASE, T0, queues=["emails"])
+    assert len(first) == 2
+    assert await store.claim("w2", ["W"], 10, LEASE, T0 + 1, queues=["emails"]) == []
+    # A worker serving every queue is held to the same limit, and takes the unlimited rest.
+    anything = await store.claim("w3", ["W"], 10, LEASE, T0 + 1)
+    assert sorted(c.workflow_id for c in anything) == [f"d{i}" for i in range(5)]
+    # A slot comes back when its workflow parks ...
+    done = first[0]
+    assert (
+        await store.commit(
+            commit_of(done.workflow_id, done.lease_epoch, [], release=True, ready_at=None), T0 + 1
+        )
+        is CommitOutcome.OK
+    )
+    assert len(await store.claim("w2", ["W"], 10, LEASE, T0 + 2, queues=["emails"])) == 1
+    assert await store.claim("w2", ["W"], 10, LEASE, T0 + 2, queues=["emails"]) == []
+    # ... and when a dead worker's lease runs out, with no one giving it back.
+    again = await store.claim("w4", ["W"], 10, LEASE, T0 + LEASE + 0.5, queues=["emails"])
+    assert len(again) == 1  # w1's other lease ran out; w2's (claimed at T0 + 2) still holds
+    [stats] = [q for q in await store.queue_stats(T0 + LEASE + 0.5) if q.name == "emails"]
+    assert (stats.running, stats.concurrency) == (2, 2)
+    assert stats.depth == 2 and stats.oldest_waiting_age == pytest.approx(LEASE + 0.5)
+
+
+async def test_a_rate_limit_counts_starts_per_window(store: Store) -> None:
+    from loom.queues import QueueLimits
+
+    for i in range(6):
+        await start_on(store, f"r{i}", "reports")
+    await store.set_queue(QueueLimits.of("reports", rate="2/10s"), T0)
+    assert len(await store.claim("w", ["W"], 10, LEASE, T0, queues=["reports"])) == 2
+    assert await store.claim("w", ["W"], 10, LEASE, T0 + 9, queues=["reports"]) == []
+    [stats] = await store.queue_stats(T0 + 9)
+    assert stats.started_in_window == 2 and str(stats.rate) == "2/10s"
+    assert len(await store.claim("w", ["W"], 10, LEASE, T0 + 10, queues=["reports"])) == 2
+    assert len(await store.claim("w", ["W"], 1, LEASE, T0 + 20)) == 1
+    assert len(await store.claim("w", ["W"], 10, LEASE, T0 + 20)) == 1
+
+
+async def test_queue_limits_are_stored_replaced_and_cleared(store: Store) -> None:
+    from loom.queues import QueueLimits, Rate
+
+    assert await store.queue_limits() == []
+    await store.set_queue(QueueLimits.of("emails", concurrency=5, rate="100/m"), T0)
+    await store.set_queue(QueueLimits.of("bulk", rate="1/h"), T0)
+    assert await store.queue_limits() == [
+        QueueLimits("bulk", None, Rate(1, 3600.0)),
+        QueueLimits("emails", 5, Rate(100, 60.0)),
+    ]
+    await store.set_queue(QueueLimits.of("emails", concurrency=1), T0)
+    await store.set_queue(QueueLimits.of("bulk"), T0)
+    assert await store.queue_limits() == [QueueLimits("bulk"), QueueLimits("emails", 1)]
+    # A queue without limits claims as if it had no row.
+    await start_on(store, "b1", "bulk")
+    assert len(await store.claim("w", ["W"], 5, LEASE, T0, queues=["bulk"])) == 1
+    names = [q.name for q in await store.queue_stats(T0)]
+    assert names == ["bulk", "emails"]
+
+
+async def test_an_activity_slot_counts_against_its_queue_until_released_or_expired(
+    store: Store,
+) -> None:
+    from loom.queues import QueueLimits
+
+    await start_on(store, "wf", "default")
+    await start_on(store, "e1", "emails")
+    [claim] = await store.claim("w", ["W"], 1, LEASE, T0, queues=["default"])
+    # No limits: an activity starts at once and takes no slot.
+    assert await store.acquire_slot("emails", "wf", 2, "w", T0 + LEASE, T0)
+    assert [q.running for q in await store.queue_stats(T0) if q.name == "emails"] == [0]
+    await store.set_queue(QueueLimits.of("emails", concurrency=1), T0)
+    assert await store.acquire_slot("emails", "wf", 3, "w", T0 + LEASE, T0)
+    assert not await store.acquire_slot("emails", "wf", 4, "w", T0 + LEASE, T0)
+    # The slot is what is in progress: no workflow of the queue can be claimed meanwhile.
+    assert await store.claim("w2", ["W"], 1, LEASE, T0, queues=["emails"]) == []
+    [emails] = [q for q in await store.queue_stats(T0) if q.name == "emails"]
+    assert emails.running == 1
+    await store.release_slot("wf", 3)
+    assert await store.acquire_slot("emails", "wf", 4, "w", T0 + LEASE, T0 + 1)
+    # A renewal of the workflow's lease renews its slots; a dead worker's slot runs out.
+    assert await store.renew("w", [claim.workflow_id], T0 + 2 * LEASE) == (set(), set())
+    assert not await store.acquire_slot("emails", "other", 9, "x", T0 + 3 * LEASE, T0 + LEASE + 1)
+    assert await store.acquire_slot("emails", "other", 9, "x", T0 + 3 * LEASE, T0 + 2 * LEASE + 1)

@@ -4,7 +4,9 @@ still readable, and nothing of a PostgreSQL server's address or credentials in a
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -72,6 +74,9 @@ async def test_a_file_that_is_not_a_database_is_reported_as_damaged(tmp_path: Pa
     assert str(path) in str(caught.value) and "backup" in str(caught.value)
 
 
+SCHEMA_PAGES = "SELECT pageno FROM dbstat WHERE name = 'sqlite_schema'"
+
+
 async def test_a_damaged_database_is_reported_as_damaged(tmp_path: Path) -> None:
     path = tmp_path / "loom.db"
     store = await opened(f"sqlite:///{path}")
@@ -79,10 +84,13 @@ async def test_a_damaged_database_is_reported_as_damaged(tmp_path: Path) -> None
     for i in range(200):
         await create(store, f"wf-{i:03}", {"filler": "y" * 500})
     await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # the pages the schema is on
+        schema = {1, *(n for (n,) in conn.execute(SCHEMA_PAGES))}
     data = bytearray(path.read_bytes())
     page = 4096
-    for start in range(2 * page, len(data), page):  # keep the header page, scramble the rest
-        data[start + 8 : start + 100] = b"\xa5" * 92
+    for start in range(2 * page, len(data), page):  # keep the schema's pages, scramble the rest
+        if start // page + 1 not in schema:
+            data[start + 8 : start + 100] = b"\xa5" * 92
     path.write_bytes(bytes(data))
 
     store = await opened(f"sqlite:///{path}")

@@ -781,3 +781,42 @@ async def test_encrypted_payloads_show_as_encrypted_without_the_key_and_in_full_
                     assert hidden not in await page.locator("main").inner_text()
                     await shot(page, f"encrypted-{'keyless' if database is keyless else 'key'}")
                     await page.close()
+
+
+async def test_the_queues_page_shows_each_queue_and_sets_its_limits(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    import queue_workload
+
+    for i in range(3):
+        await sqlite_db.start_workflow(
+            queue_workload.Send, workflow_id=f"mail-{i}", workflow_input={"seconds": 0}
+        )
+    await sqlite_db.set_queue("emails", concurrency=5)
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base:
+        page = await browser.new_page()
+        await page.goto(base + "/queues")
+        row = page.locator('#queues tbody tr[data-queue="emails"]')
+        await expect(row).to_contain_text("emails", timeout=TIMEOUT_MS)
+        cells = row.locator("td")
+        await expect(cells.nth(1)).to_have_text("3")  # waiting
+        await expect(cells.nth(2)).to_have_text("0")  # running
+        await expect(cells.nth(3)).to_have_text("5")  # concurrency
+        await shot(page, "queues")
+        await row.get_by_role("button", name="emails").click()  # fills the form to edit
+        await expect(page.locator("#queue-concurrency")).to_have_value("5")
+        await page.fill("#queue-concurrency", "2")
+        await page.fill("#queue-rate", "100/m")
+        await page.get_by_role("button", name="Save").click()
+        await expect(page.locator("#queue-result")).to_contain_text("Saved emails")
+        await expect(cells.nth(4)).to_have_text("0 of 100/m", timeout=TIMEOUT_MS)
+        assert [(q.concurrency, str(q.rate)) for q in await sqlite_db.queue_limits()] == [
+            (2, "100/m")
+        ]
+        await page.fill("#queue-rate", "lots")
+        await page.get_by_role("button", name="Save").click()
+        await expect(page.locator("#queue-result")).to_contain_text("not a rate")
+        await page.close()

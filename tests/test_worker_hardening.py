@@ -355,10 +355,10 @@ async def test_stop_during_the_idle_read_does_not_wait_for_the_poll_interval(
     next_due = db.store.next_due
     reads = 0
 
-    async def stop_meanwhile(names: list[str]) -> float | None:
+    async def stop_meanwhile(names: list[str], queues: list[str] | None = None) -> float | None:
         nonlocal reads
         reads += 1
-        due = await next_due(names)
+        due = await next_due(names, queues)
         w.stop()  # arrives while the idle worker reads its next due time
         return due
 
@@ -375,8 +375,8 @@ async def test_work_started_during_the_idle_read_is_claimed_at_once(
     next_due = db.store.next_due
     started: list[loom.WorkflowHandle[Any]] = []
 
-    async def start_meanwhile(names: list[str]) -> float | None:
-        due = await next_due(names)
+    async def start_meanwhile(names: list[str], queues: list[str] | None = None) -> float | None:
+        due = await next_due(names, queues)
         if not started:
             started.append(
                 await db.start_workflow(HardCounted, workflow_input={"key": f"meanwhile-{tag(db)}"})

@@ -30,6 +30,7 @@ from loom.definitions import (
     activity,
     default_registry,
     query,
+    queue,
     step,
     workflow,
 )
@@ -67,6 +68,7 @@ from loom.errors import (  # LeaseLostError: never raised, importable for old co
 from loom.logs import JsonFormatter, activity_logger
 from loom.metrics import Metrics, MetricsServer
 from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec, PayloadCodec
+from loom.queues import QueueLimits, QueueStats
 from loom.schemas.state import Input, State
 from loom.signal_handlers import signal
 from loom.status import WorkflowStatus
@@ -111,6 +113,8 @@ __all__ = [
     "QueryDefinition",
     "QueryFailedError",
     "QueryNotFoundError",
+    "QueueLimits",
+    "QueueStats",
     "ReadOnlyError",
     "Registry",
     "ReplayReport",
@@ -143,6 +147,7 @@ __all__ = [
     "default_registry",
     "heartbeat",
     "query",
+    "queue",
     "run_once",
     "signal",
     "step",

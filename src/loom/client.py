@@ -42,6 +42,7 @@ from loom.errors import (
 )
 from loom.metrics import DEFAULT_QUEUE, Metrics, MetricsServer
 from loom.payload_codecs import CodecChain, PayloadCodec, as_chain, codec_from_env, codec_from_spec
+from loom.queues import QueueLimits, QueueStats, Rate, check_priority, check_queue
 from loom.status import WorkflowStatus
 from loom.store import open_store, resolve_url
 from loom.store.base import ActivityHeartbeat as ActivityHeartbeat
@@ -330,6 +331,8 @@ class Database:
         workflow_id: str | None = None,
         version: str | None = None,
         tags: Mapping[str, str] | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> WorkflowHandle[StateT]:
         """Record a new workflow and make it ready for a worker; return its handle.
 
@@ -337,11 +340,16 @@ class Database:
         raises ``WorkflowAlreadyExistsError`` otherwise. The run stays on the version of
         ``workflow`` (or, with ``version``, that registered version of its name). ``tags``
         (string keys and values) are stored with it, indexed: ``list_workflows(tags=...)``.
+        ``queue`` (default: the workflow's own, ``@loom.workflow(queue=...)``) is the task
+        queue it runs on; ``priority`` (an int, smaller first, default 0) orders it among the
+        ready work of that queue.
         """
         definition = workflow_definition(workflow)
         if version is not None and version != definition.version:
             definition = self.registry.workflow(definition.name, workflow_id, version)
-        return await self._start(definition, workflow_input, initial_state, workflow_id, tags)
+        return await self._start(
+            definition, workflow_input, initial_state, workflow_id, tags, queue, priority
+        )
 
     async def start_workflow_by_name(
         self,
@@ -352,13 +360,17 @@ class Database:
         workflow_id: str | None = None,
         version: str | None = None,
         tags: Mapping[str, str] | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> WorkflowHandle[Any]:
         """Start a registered workflow by its name (as the CLI and dashboard do): its newest
         version, or ``version``."""
         definition = self.registry.workflow(
             limits.check_id(name, "workflow name"), workflow_id, version
         )
-        return await self._start(definition, workflow_input, initial_state, workflow_id, tags)
+        return await self._start(
+            definition, workflow_input, initial_state, workflow_id, tags, queue, priority
+        )
 
     async def _start(
         self,
@@ -367,11 +379,15 @@ class Database:
         initial_state: Any,
         workflow_id: str | None,
         tags: Mapping[str, str] | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> WorkflowHandle[Any]:
         name, version = definition.name, definition.version
         limits.check_id(name, "workflow name")
         wid = str(uuid.uuid4()) if workflow_id is None else limits.check_id(workflow_id)
         tag_pairs = check_tags(tags)
+        queue = definition.queue if queue is None else check_queue(queue)
+        priority = check_priority(priority)
         stored_input = self.encode(workflow_input, f"the input of workflow {wid!r}", root="input")
         state = self.encode(
             initial_state or {}, f"the initial state of workflow {wid!r}", root="initial_state"
@@ -383,11 +399,11 @@ class Database:
         payload = {"name": name, "version": version, "input": stored_input, "state": state}
         tracer = self.tracing.tracer()
         if tracer is None:
-            existing = await self._create(wid, payload, tag_pairs)
+            existing = await self._create(wid, payload, tag_pairs, queue, priority)
         else:
             with telemetry.starting(tracer, name, wid) as span:
                 payload[telemetry.TRACE_KEY] = telemetry.carrier(span)
-                existing = await self._create(wid, payload, tag_pairs)
+                existing = await self._create(wid, payload, tag_pairs, queue, priority)
                 span.set_attribute("loom.workflow.existing", existing is not None)
         if existing is not None:
             if existing.name != name:
@@ -401,7 +417,12 @@ class Database:
         return WorkflowHandle(self, wid, definition.cls)
 
     async def _create(
-        self, wid: str, payload: dict[str, Any], tag_pairs: tuple[tuple[str, str], ...]
+        self,
+        wid: str,
+        payload: dict[str, Any],
+        tag_pairs: tuple[tuple[str, str], ...],
+        queue: str,
+        priority: int,
     ) -> WorkflowRecord | None:
         """Insert the workflow, its tags and its ``WORKFLOW_STARTED`` event (``payload``); the
         existing workflow if the id is taken."""
@@ -415,6 +436,8 @@ class Database:
             payload["state"],
             now,
             tag_pairs,
+            queue,
+            priority,
         )
         return await self.store.create_workflow(new, first)
 
@@ -545,6 +568,28 @@ class Database:
 
     async def stats(self) -> StoreStats:
         return await self.store.stats(self.clock.now())
+
+    # -- task queues ----------------------------------------------------------------------------
+    async def set_queue(
+        self, name: str, *, concurrency: int | None = None, rate: str | Rate | None = None
+    ) -> QueueLimits:
+        """Store the limits of queue ``name`` (None: no limit), for every worker of this
+        database from its next claim on: at most ``concurrency`` of its items in progress at
+        once, at most ``rate`` (``"100/m"``) starts per period. Bad values raise a typed error
+        and store nothing."""
+        limits = QueueLimits.of(name, concurrency, rate)
+        await self.store.set_queue(limits, time.time())
+        self.work_available.notify()
+        return limits
+
+    async def queue_limits(self) -> list[QueueLimits]:
+        """The limits stored for each queue."""
+        return await self.store.queue_limits()
+
+    async def queues(self) -> list[QueueStats]:
+        """Each queue holding work or limits: depth (ready, waiting for a worker), running,
+        limits and the age of the oldest waiting item."""
+        return await self.store.queue_stats(time.time())
 
     # -- queries ------------------------------------------------------------------------------
     def definition_for(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from loom import limits
 from loom.errors import DefinitionError, InvalidIdError, UnknownWorkflowTypeError
+from loom.queues import DEFAULT_QUEUE, QueueLimits, Rate, check_queue
 from loom.signal_handlers import collect_signal_handlers
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ class ActivityDefinition:
     :func:`loom.codec.convert`); for ``*args``/``**kwargs`` the annotation is each item's."""
     heartbeat_timeout: float | None = None
     """The longest an attempt may go without a heartbeat (None: no limit)."""
+    queue: str = DEFAULT_QUEUE
+    """The task queue whose concurrency and rate limits its attempts count against."""
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 = first retry)."""
@@ -109,6 +112,8 @@ class WorkflowDefinition:
     signal_handlers: Mapping[str, str] = field(default_factory=dict)
     """Signal name -> the ``@loom.signal`` method that handles it."""
     queries: tuple[QueryDefinition, ...] = ()
+    queue: str = DEFAULT_QUEUE
+    """The task queue its runs go to unless a start names another."""
 
     def query(self, name: str) -> QueryDefinition | None:
         """The query named ``name``, or None."""
@@ -141,6 +146,7 @@ class Registry:
     def __init__(self, parent: Registry | None = None) -> None:
         self._workflows: dict[str, dict[str, WorkflowDefinition]] = {}
         self._activities: dict[str, ActivityDefinition] = {}
+        self._queues: dict[str, QueueLimits] = {}
         self._overrides: dict[str, ActivityDefinition] = {}
         self.parent = parent
 
@@ -228,6 +234,18 @@ class Registry:
 
     def activities(self) -> list[ActivityDefinition]:
         return list(self._all_activities().values())
+
+    def add_queue(self, limits: QueueLimits) -> None:
+        """Declare a queue's limits (the last declaration of a name wins); a worker writes them
+        to the database when it starts."""
+        self._queues[limits.name] = limits
+
+    def queues(self) -> list[QueueLimits]:
+        """The queue limits declared in code (``loom.queue``), a parent's included (this
+        registry's own win)."""
+        if self.parent is None:
+            return list(self._queues.values())
+        return list({**{q.name: q for q in self.parent.queues()}, **self._queues}.values())
 
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
@@ -423,6 +441,7 @@ def _make_activity(
     description: str | None,
     registry: Registry,
     heartbeat_timeout: float | None = None,
+    queue: str = DEFAULT_QUEUE,
 ) -> Any:
     if not inspect.isfunction(fn):
         raise DefinitionError(
@@ -455,6 +474,7 @@ def _make_activity(
                 f"activity {where}: heartbeat_timeout ({heartbeat_timeout} s) must be shorter "
                 f"than timeout_seconds ({timeout_seconds} s), or it never fires first"
             )
+    _check_queue(queue, f"activity {where}")
     if retry_delay < 0 or retry_backoff < 1 or retry_max_delay < 0:
         raise DefinitionError(
             f"activity {where}: need retry_delay >= 0, retry_backoff >= 1, retry_max_delay >= 0"
@@ -482,6 +502,7 @@ def _make_activity(
         description=description or fn.__doc__,
         arg_types=parameter_annotations(fn),
         heartbeat_timeout=heartbeat_timeout,
+        queue=queue,
     )
     setattr(fn, _ACTIVITY_ATTR, definition)
     registry.add_activity(definition)
@@ -503,6 +524,7 @@ def activity(
     description: str | None = None,
     registry: Registry | None = None,
     heartbeat_timeout: float | None = None,
+    queue: str = DEFAULT_QUEUE,
 ) -> Callable[[F], F]: ...
 
 
@@ -520,6 +542,7 @@ def activity(
     description: str | None = None,
     registry: Registry | None = None,
     heartbeat_timeout: float | None = None,
+    queue: str = DEFAULT_QUEUE,
 ) -> F | Callable[[F], F]:
     """Declare a side-effecting function that workflows call with ``await ctx.activity(fn, ...)``.
 
@@ -530,7 +553,8 @@ def activity(
 
     ``heartbeat_timeout`` (seconds, shorter than ``timeout_seconds``) fails an attempt that goes
     that long without calling ``loom.heartbeat()``, so a stuck attempt is retried long before
-    its full timeout.
+    its full timeout. ``queue`` names the task queue whose concurrency and rate limits its
+    attempts count against.
     """
     options: dict[str, Any] = dict(
         name=name,
@@ -543,6 +567,7 @@ def activity(
         description=description,
         registry=registry or default_registry,
         heartbeat_timeout=heartbeat_timeout,
+        queue=queue,
     )
     if fn is not None:
         return _make_activity(fn, **options)  # type: ignore[no-any-return]
@@ -607,7 +632,12 @@ def _unique(
 
 
 def _make_workflow(
-    cls: Any, name: str | None, version: str, description: str | None, registry: Registry
+    cls: Any,
+    name: str | None,
+    version: str,
+    description: str | None,
+    registry: Registry,
+    queue: str = DEFAULT_QUEUE,
 ) -> Any:
     if not (isinstance(cls, type) and issubclass(cls, WorkflowBase)):
         raise DefinitionError(
@@ -625,6 +655,7 @@ def _make_workflow(
     _unique(where, ("query", "queries"), queries)
     if not isinstance(version, str) or not version:
         raise DefinitionError(f"workflow {where}: version must be a non-empty string")
+    _check_queue(queue, f"workflow {where}")
     definition = WorkflowDefinition(
         name=name or cls.__name__,
         version=version,
@@ -633,6 +664,7 @@ def _make_workflow(
         description=description or cls.__doc__,
         signal_handlers=collect_signal_handlers(cls, where),
         queries=queries,
+        queue=queue,
     )
     setattr(cls, _WORKFLOW_ATTR, definition)
     registry.add_workflow(definition)
@@ -648,6 +680,7 @@ def workflow(
     version: str = "1.0.0",
     description: str | None = None,
     registry: Registry | None = None,
+    queue: str = DEFAULT_QUEUE,
 ) -> Callable[[W], W]: ...
 
 
@@ -659,16 +692,45 @@ def workflow(
     version: str = "1.0.0",
     description: str | None = None,
     registry: Registry | None = None,
+    queue: str = DEFAULT_QUEUE,
 ) -> W | Callable[[W], W]:
-    """Register a :class:`loom.Workflow` subclass under ``name`` (default: the class name)."""
+    """Register a :class:`loom.Workflow` subclass under ``name`` (default: the class name).
+
+    ``queue`` is the task queue its runs go to (a start may name another): only workers serving
+    that queue take them up, under the queue's limits (:func:`queue`)."""
     reg = registry or default_registry
     if cls is not None:
         return _make_workflow(cls, None, version, description, reg)  # type: ignore[no-any-return]
 
     def decorate(c: W) -> W:
-        return _make_workflow(c, name, version, description, reg)  # type: ignore[no-any-return]
+        return _make_workflow(  # type: ignore[no-any-return]
+            c, name, version, description, reg, queue
+        )
 
     return decorate
+
+
+def _check_queue(queue: Any, where: str) -> None:
+    try:
+        check_queue(queue)
+    except InvalidIdError as exc:
+        raise DefinitionError(f"{where}: {exc}") from None
+
+
+def queue(
+    name: str,
+    *,
+    concurrency: int | None = None,
+    rate: str | Rate | None = None,
+    registry: Registry | None = None,
+) -> QueueLimits:
+    """Declare the limits of task queue ``name``, in code: at most ``concurrency`` of its items
+    (workflow tasks and activities) in progress at once, and at most ``rate`` starts per period
+    (``"100/m"``), across every worker and process. A worker writes the declared limits to the
+    database when it starts (``loom queue set`` changes them from the command line)."""
+    limits = QueueLimits.of(name, concurrency, rate)
+    (registry or default_registry).add_queue(limits)
+    return limits
 
 
 def workflow_definition(cls: Any) -> WorkflowDefinition:

@@ -33,6 +33,7 @@ epoch, so a driver whose worker lost the lease can never record anything (fencin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -109,6 +110,7 @@ class WorkflowDriver:
     activities: :meth:`interrupt` (a cancel, a lost lease) and :meth:`recheck_signals`."""
 
     __slots__ = (
+        "_releases",
         "awaits_signal",
         "beats",
         "began",
@@ -143,6 +145,8 @@ class WorkflowDriver:
         """It waits for a signal while its activities run: another process's changes wake it."""
         self.consumed: list[int] = []
         """Ids of the signals delivered since the last write (the next write consumes them)."""
+        self._releases: set[asyncio.Task[None]] = set()
+        """Slot releases in flight (kept referenced until done)."""
         self.settled = False
         """It waits on its running activities: nothing of it moves until one ends, something
         arrives or the clock moves."""
@@ -376,24 +380,63 @@ class WorkflowDriver:
         runnable = worker.registry.runnable(run.definition)
         if runnable is not run.definition:  # replaced (loom.testing's mock_activity)
             run = dataclasses.replace(run, definition=runnable)
+        queue = run.definition.queue
+        slot = queue != self.claim.queue  # on its workflow's queue, the workflow's slot covers it
         try:
+            if slot:
+                await self._slot(queue, run.seq)
             outcome = await run_attempt(run, worker.clock.now, worker.activity_pool, control)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is None or task.cancelling():
                 self.beats.drop(run.seq)
+                if slot:
+                    self._give_back(run.seq)
                 raise  # interrupted (a cancel, the workflow left): it runs again later
             # Raised by the activity itself, nobody cancelled it: a failure of the attempt,
             # else it would be started again at once, forever.
             outcome = base_exception_outcome(exc)
         except BaseException as exc:  # sys.exit() in an activity fails the attempt
             outcome = base_exception_outcome(exc)
+        if slot:
+            self._give_back(run.seq)
         if outcome.ok:
             self.beats.succeeded(run.seq)
         else:
             # Its last heartbeat is written before the workflow hears of the failure.
             await self.beats.finish(run.seq, failed=True)
         return outcome
+
+    async def _slot(self, queue: str, seq: int) -> None:
+        """Wait until ``queue``'s limits let activity ``seq`` start (it runs on another queue
+        than its workflow's): a slot counted against the queue's concurrency, and a start
+        against its rate. Asked again after a growing pause, up to the worker's poll
+        interval, while the workflow's lease is renewed as usual."""
+        worker = self.worker
+        pause = 0.01
+        while not await worker.store.acquire_slot(
+            queue,
+            self.claim.workflow_id,
+            seq,
+            worker.worker_id,
+            worker.clock.now() + worker.lease_seconds,
+            worker.clock.now(),
+        ):
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, worker.poll_interval)
+
+    def _give_back(self, seq: int) -> None:
+        """Release the slot of activity ``seq`` without holding up its outcome; should that
+        fail (an outage), the slot frees itself when the lease it follows runs out."""
+        store, wid = self.worker.store, self.claim.workflow_id
+
+        async def release() -> None:
+            with contextlib.suppress(Exception):
+                await store.release_slot(wid, seq)
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     async def _wait_for_progress(self, ex: WorkflowExecution) -> None:
         """Wait until an activity ends, a timer is due, or (when the workflow waits for one) a

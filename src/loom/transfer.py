@@ -22,6 +22,7 @@ Semantics worth knowing:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,9 +168,18 @@ async def copy_database(
             if len(page) < batch:
                 break
 
+        # Queue limits: the target's are replaced by the source's (a rate window starts anew).
+        limits = await source.queue_limits()
+        for queue in limits:
+            await target.set_queue(queue, time.time())
         workflows, events, signals, leased, by_status = await _verify(
             source, target, batch, source_name, target_name
         )
+        if {q.name: q for q in await target.queue_limits()} != {q.name: q for q in limits}:
+            raise StoreError(
+                f"verification failed: the queue limits of {target_name} differ from those of "
+                f"{source_name}; run the same command again"
+            )
     return TransferReport(
         source=source_name,
         target=target_name,

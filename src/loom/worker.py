@@ -30,6 +30,7 @@ import logging
 import time
 import traceback
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,7 @@ from loom.driver import Abort, WorkflowDriver, WriteHealth
 from loom.errors import DatabaseCorruptError, LoomError, PayloadDecodeError
 from loom.lease import LeaseKeeper
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
+from loom.queues import check_queue
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome
 from loom.store.rules import kind_key
@@ -100,6 +102,9 @@ class Worker:
     ``activity_threads`` is how many sync activities run at once, on the worker's own threads
     (default ``max(8, 4 * concurrency)``); a timed-out sync activity holds its thread until the
     function returns, since a thread cannot be stopped.
+    ``queues`` names the task queues this worker serves (None, the default: every queue); it
+    takes work from them within each queue's limits, which live in the database. The limits
+    declared in code (``loom.queue``) are written there when the worker starts.
     ``clock`` is where it reads the time of day (default: its database's).
     """
 
@@ -128,6 +133,7 @@ class Worker:
         inline_window: float = 0.05,
         signal_check_interval: float = 0.2,
         activity_threads: int | None = None,
+        queues: Sequence[str] | None = None,
         clock: Clock | None = None,
     ) -> None:
         if concurrency < 1:
@@ -138,6 +144,15 @@ class Worker:
             raise LoomError("inline_window must be >= 0")
         if activity_threads is not None and activity_threads < 1:
             raise LoomError("activity_threads must be >= 1")
+        self.queues: list[str] | None = (
+            None if queues is None else sorted({check_queue(q) for q in queues})
+        )
+        if self.queues == []:
+            raise LoomError("queues must name at least one queue (None: every queue)")
+        self._declared = False
+        self._starved = 0.0
+        """How long the last idle wait was while due work could not be claimed (a queue at its
+        limit): it grows, so a worker held back by a limit polls gently."""
         self.database = database
         self.clock: Clock = clock or database.clock
         self.store = database.store
@@ -243,6 +258,7 @@ class Worker:
     async def run_once(self) -> bool:
         """Claim one ready workflow and drive it until it parks or ends. False if none."""
         self._leases.ensure_running()
+        await self._declare_queues()
         claims = await self._claim(1)
         if not claims:
             return False
@@ -260,10 +276,24 @@ class Worker:
         """What this worker claims: each workflow name at each version it has."""
         return [kind_key(d.name, d.version) for d in self.registry.workflows()]
 
+    async def _declare_queues(self) -> None:
+        """Write the queue limits declared in code (``loom.queue``) to the database, once,
+        before the first claim; only those that differ from what is stored are written. (A
+        failure is an outage like any other: the next poll tries again.)"""
+        if self._declared:
+            return
+        declared = self.registry.queues()
+        if declared:
+            stored = {q.name: q for q in await self.store.queue_limits()}
+            for limits in declared:
+                if stored.get(limits.name) != limits:
+                    await self.store.set_queue(limits, self.clock.now())
+        self._declared = True
+
     async def _claim(self, limit: int) -> list[Claim]:
         now = self.clock.now()
         claims = await self.store.claim(
-            self.worker_id, self._names(), limit, self.lease_seconds, now
+            self.worker_id, self._names(), limit, self.lease_seconds, now, self.queues
         )
         self.stats.claimed += len(claims)
         metrics = self.database.metrics
@@ -297,7 +327,10 @@ class Worker:
         else:
             free = self.concurrency - len(self._tasks)
         if free > 0:
+            await self._declare_queues()
             claims = await self._claim(free)
+            if claims:
+                self._starved = 0.0
             for claim in claims:
                 self._spawn(claim)
             if len(claims) == free:
@@ -318,10 +351,17 @@ class Worker:
         due = None
         timeout = self.poll_interval
         if not full:
-            due = await self.store.next_due(self._names())
+            due = await self.store.next_due(self._names(), self.queues)
             wait = None if due is None else self.clock.seconds_until(due)
-            if wait is not None:
-                timeout = min(timeout, wait)
+            if wait is not None and wait <= 0:
+                # Due work this worker could not take: a queue at its limit (or another worker
+                # took it first). Wait a little, longer each time in a row, up to a poll.
+                self._starved = min(self.poll_interval, max(0.01, self._starved * 2))
+                timeout = self._starved
+            else:
+                self._starved = 0.0
+                if wait is not None:
+                    timeout = min(timeout, wait)
         if self.stopping:
             return
         if seen == self.database.work_available.version:

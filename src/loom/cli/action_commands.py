@@ -20,6 +20,7 @@ from loom.cli.common import (
 from loom.client import CancelOutcome, parse_tags
 from loom.errors import WorkflowNotFoundError
 from loom.modules import import_modules
+from loom.queues import check_priority, check_queue
 
 WorkflowId = Annotated[str, typer.Argument(metavar="WORKFLOW_ID", help="The workflow's id.")]
 
@@ -40,6 +41,14 @@ def start_command(
         list[str] | None,
         typer.Option("--tag", "-t", metavar="KEY=VALUE", help="A tag to store with it."),
     ] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option("--queue", metavar="QUEUE", help="Its task queue (default: the workflow's)."),
+    ] = None,
+    priority: Annotated[
+        int,
+        typer.Option("--priority", help="Smaller runs first among its queue's ready work."),
+    ] = 0,
     modules: ModulesOption = None,
     codec: CodecOption = None,
     database: DatabaseOption = None,
@@ -47,6 +56,9 @@ def start_command(
 ) -> None:
     """Start a workflow by name; a worker with its module runs it."""
     limits.check_id(name, "workflow name")
+    if queue is not None:
+        check_queue(queue)
+    check_priority(priority)
     if version is not None:
         limits.check_id(version, "workflow version")
     tags = parse_tags(tag or [])
@@ -70,6 +82,8 @@ def start_command(
                 workflow_id=workflow_id,
                 version=version,
                 tags=tags,
+                queue=queue,
+                priority=priority,
             )
             return handle.workflow_id, existed
 

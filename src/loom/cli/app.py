@@ -14,6 +14,7 @@ from loom.cli.errors import report
 from loom.cli.inspect_command import inspect_command
 from loom.cli.migrate_command import migrate_command
 from loom.cli.query_command import query_command
+from loom.cli.queue_commands import queue_app
 from loom.cli.read_commands import list_command, stats_command
 from loom.cli.worker_command import worker_command
 
@@ -55,6 +56,7 @@ app.command("query")(query_command)
 app.command("replay")(replay_command)
 app.command("web")(web_command)
 app.command("migrate")(migrate_command)
+app.add_typer(queue_app, name="queue")
 
 
 def main() -> None:

@@ -202,6 +202,8 @@ def _as_json(
         "workflow_id": record.workflow_id,
         "name": record.name,
         "version": record.version,
+        "queue": record.queue,
+        "priority": record.priority,
         "status": record.status.value,
         "current_step": record.current_step,
         "input": record.input,
@@ -272,6 +274,7 @@ def _print_header(
         grid.add_row("parent", render.text(record.parent_id))
     if tags:
         grid.add_row("tags", render.text(", ".join(f"{k}={v}" for k, v in tags.items())))
+    grid.add_row("queue", render.text(f"{record.queue} (priority {record.priority})"))
     grid.add_row("current step", render.text(record.current_step or "-"))
     if record.status is WorkflowStatus.RUNNING:
         grid.add_row("scheduling", _scheduling(record))

@@ -11,7 +11,9 @@ from rich.table import Table
 from loom import limits
 from loom.cli import render
 from loom.cli.common import DatabaseOption, JsonOption, bounded, open_database, run
+from loom.cli.queue_commands import queues_table, stats_json
 from loom.client import StoreStats, WorkflowSummary, parse_tags
+from loom.queues import QueueStats
 from loom.status import WorkflowStatus
 
 MAX_ROWS = 1_000_000
@@ -98,14 +100,20 @@ def summary_json(row: WorkflowSummary) -> dict[str, Any]:
 def stats_command(database: DatabaseOption = None, as_json: JsonOption = False) -> None:
     """Workflows by status, tasks by state, throughput and the oldest pending task."""
 
-    async def fetch() -> StoreStats:
+    async def fetch() -> tuple[StoreStats, list[QueueStats]]:
         async with open_database(database) as db:
-            return await db.stats()
+            return await db.stats(), await db.queues()
 
-    stats = run(fetch())
+    stats, queues = run(fetch())
     by_status = {s.value: stats.by_status.get(s.value, 0) for s in WorkflowStatus}
     if as_json:
-        render.emit_json({**dataclasses.asdict(stats), "by_status": by_status})
+        render.emit_json(
+            {
+                **dataclasses.asdict(stats),
+                "by_status": by_status,
+                "queues": [stats_json(q) for q in queues],
+            }
+        )
         return
     out = render.console()
     workflows = Table(title="Workflows", title_justify="left", box=None, pad_edge=False)
@@ -134,7 +142,7 @@ def stats_command(database: DatabaseOption = None, as_json: JsonOption = False) 
     failed = " ".join(str(n) for n in stats.failed_per_minute[:5]) or "-"
     throughput.add_row("failed", failed, "per minute, the last 5 minutes, newest first")
     throughput.add_row("events", str(stats.events), "stored in all histories")
-    for index, table in enumerate((workflows, tasks, throughput)):
+    for index, table in enumerate((workflows, tasks, throughput, queues_table(queues))):
         if index:
             out.print()
         out.print(table)

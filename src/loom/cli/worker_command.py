@@ -40,6 +40,7 @@ from loom.logs import JsonFormatter
 from loom.masking import MaskingFormatter
 from loom.modules import import_modules, load_codec, require_workflows
 from loom.outage import OUTAGE_ERRORS, Backoff
+from loom.queues import check_queue
 
 PLAIN_STATUS_SECONDS = 10.0
 log = logging.getLogger("loom.cli")
@@ -84,6 +85,13 @@ def worker_command(
             min=0,
             help="Exit 1 if the database cannot be reached for this many seconds at start "
             "[default: wait for it as long as it takes].",
+        ),
+    ] = None,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            help="A task queue to serve (repeat for several) [default: every queue].",
         ),
     ] = None,
     metrics_port: Annotated[
@@ -138,8 +146,18 @@ def worker_command(
             codec,
             None if metrics_port is None else (metrics_host, metrics_port),
             live=log_format is LogFormat.text,
+            queues=_queues(queue),
         )
     )
+
+
+def _queues(given: list[str] | None) -> list[str] | None:
+    if not given:
+        return None
+    try:
+        return [check_queue(q) for q in given]
+    except loom.LoomError as exc:
+        raise CliError(f"--queue: {exc}") from None
 
 
 class SafeFormatter(MaskingFormatter):
@@ -180,6 +198,7 @@ async def _serve(
     metrics: tuple[str, int] | None = None,
     *,
     live: bool = True,
+    queues: list[str] | None = None,
 ) -> None:
     async with (
         _reachable_database(database, give_up_after, codec) as db,
@@ -192,6 +211,7 @@ async def _serve(
             poll_interval=poll_interval,
             lease_seconds=lease_seconds,
             activity_threads=activity_threads,
+            queues=queues,
         )
         status = StatusLine(worker)
         loop = asyncio.get_running_loop()
@@ -221,13 +241,14 @@ async def _serve(
             workflows = ", ".join(sorted(d.name for d in db.registry.workflows()))
             log.info(
                 "worker %s ready on %s: %d at once (%d activity threads), polling every %s s; "
-                "workflows: %s",
+                "workflows: %s; queues: %s",
                 worker.worker_id,
                 db.url,
                 concurrency,
                 worker.activity_pool.size,
                 poll_interval,
                 workflows,
+                "every queue" if worker.queues is None else ", ".join(worker.queues),
             )
             running = loop.create_task(worker.run())
             await _show_status(running, status, out, quiet, live=live)

@@ -25,6 +25,7 @@ from loom.core.history import EventType
 from loom.definitions import activity_definition, workflow_definition
 from loom.errors import ConfigurationError, ReadOnlyError
 from loom.frozen import freeze, thaw
+from loom.queues import DEFAULT_QUEUE
 
 if TYPE_CHECKING:
     from loom.core.replay import WorkflowExecution
@@ -357,6 +358,8 @@ class WorkflowContext(Generic[InputT, StateT]):
             "state": state,
             "parent_close_policy": parent_close_policy,
         }
+        if definition.queue != DEFAULT_QUEUE:  # the child runs on its class's queue
+            payload["queue"] = definition.queue
         event = self._execution.decide(EventType.CHILD_WORKFLOW_STARTED, payload)
         future = self._execution.start_child(event)
         task = asyncio.ensure_future(self._withdrawable(event, future))

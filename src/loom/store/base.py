@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from loom.core.history import Event
+from loom.queues import DEFAULT_QUEUE, QueueLimits, QueueStats
 from loom.status import WorkflowStatus
 
 
@@ -35,6 +36,9 @@ class NewWorkflow:
     now: float
     tags: tuple[tuple[str, str], ...] = ()
     """(key, value) pairs, stored with the row in the same transaction."""
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    """Smaller runs first among the ready work of its queue."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,10 @@ class WorkflowRecord:
     """The workflow that started this one as its child (``ctx.child``), if one did."""
     run_id: str | None = None
     """The current run's id (a new one after each ``ctx.continue_as_new``)."""
+    queue: str = DEFAULT_QUEUE
+    """The task queue it runs on."""
+    priority: int = 0
+    """Smaller runs first among the ready work of its queue."""
 
     @property
     def created_at(self) -> datetime:
@@ -97,6 +105,8 @@ class Claim:
     """The workflow's version: its run stays on the code of the version it started with."""
     ready_since: float | None = None
     """When it became due (its ``ready_at`` before the claim): the start of its task latency."""
+    queue: str = DEFAULT_QUEUE
+    """Its task queue: an activity of another queue takes a slot of that queue to run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +268,8 @@ class WorkflowDump:
     parent_close_policy: str | None = None
     run_id: str | None = None
     run_events: tuple[DumpedRunEvent, ...] = ()
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
     """The histories of its earlier runs (continued as new), by run id and seq."""
     tags: tuple[tuple[str, str], ...] = ()
     """Its tags as (key, value) pairs, sorted."""
@@ -283,6 +295,8 @@ class WorkflowDump:
         "parent_id",
         "parent_close_policy",
         "run_id",
+        "queue",
+        "priority",
     )
     """What a copy carries over and :meth:`differences` compares: every field of the row but
     the lease owner."""
@@ -344,9 +358,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+        self,
+        owner: str,
+        names: list[str],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        queues: Sequence[str] | None = None,
     ) -> list[Claim]:
-        """Lease up to ``limit`` ready workflows whose type is in ``names``, oldest due first.
+        """Lease up to ``limit`` ready workflows whose type is in ``names`` and whose queue is in
+        ``queues`` (None: any queue), smallest priority first, then oldest due first, within
+        the limits of their queues (concurrency: live leases on the queue; rate: claims in the
+        queue's current window).
 
         An entry is a workflow name (any version) or ``name + "\x1f" + version`` (that version
         only: ``rules.kind_key``), as a worker that serves exactly the versions it has asks."""
@@ -447,8 +470,34 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def next_due(self, names: list[str]) -> float | None:
-        """The earliest ``ready_at`` of any workflow, for an idle worker's sleep."""
+    async def set_queue(self, limits: QueueLimits, now: float) -> None:
+        """Store the limits of a queue (replacing those it had; None: no limit). Every worker
+        reads them in its next claim."""
+
+    @abc.abstractmethod
+    async def acquire_slot(
+        self, queue: str, workflow_id: str, seq: int, owner: str, lease_until: float, now: float
+    ) -> bool:
+        """Let activity ``seq`` of ``workflow_id`` (leased to ``owner``) start on ``queue``
+        if its limits allow: True, holding a slot until :meth:`release_slot` or
+        ``lease_until`` (renewed by :meth:`renew` with the workflow's lease); False: not now."""
+
+    @abc.abstractmethod
+    async def release_slot(self, workflow_id: str, seq: int) -> None:
+        """Give back the slot of activity ``seq`` of ``workflow_id`` (none held: nothing)."""
+
+    @abc.abstractmethod
+    async def queue_limits(self) -> list[QueueLimits]:
+        """The limits stored for each queue, by name."""
+
+    @abc.abstractmethod
+    async def queue_stats(self, now: float) -> list[QueueStats]:
+        """Each queue that holds work or has limits: depth, running, limits, oldest waiting."""
+
+    @abc.abstractmethod
+    async def next_due(self, names: list[str], queues: Sequence[str] | None = None) -> float | None:
+        """The earliest ``ready_at`` of any workflow (of ``queues``), for an idle worker's
+        sleep."""
 
     @abc.abstractmethod
     async def stats(self, now: float) -> StoreStats: ...

@@ -27,7 +27,7 @@ Row = Mapping[str, Any]
 WORKFLOW_COLUMNS = (
     "id, name, version, status, input, state, result, error, current_step, created_at, "
     "updated_at, last_seq, ready_at, lease_owner, lease_epoch, cancel_requested, parent_id, "
-    "parent_close_policy, run_id"
+    "parent_close_policy, run_id, queue, priority"
 )
 """Every column of ``workflows``: what :func:`record` and :func:`workflow_dump` read."""
 
@@ -94,6 +94,8 @@ def record(row: Row) -> WorkflowRecord:
         cancel_requested=row["cancel_requested"] is not None,
         parent_id=row["parent_id"],
         run_id=row["run_id"],
+        queue=row["queue"],
+        priority=int(row["priority"]),
     )
 
 
@@ -142,6 +144,8 @@ def workflow_dump(
         parent_id=row["parent_id"],
         parent_close_policy=row["parent_close_policy"],
         run_id=row["run_id"],
+        queue=row["queue"],
+        priority=int(row["priority"]),
         run_events=tuple(
             DumpedRunEvent(
                 e["run_id"], int(e["seq"]), e["type"], e["payload"], float(e["created_at"])

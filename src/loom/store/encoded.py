@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from loom.core.history import Event
+from loom.queues import QueueLimits, QueueStats
 from loom.status import WorkflowStatus
 from loom.store.base import (
     ActivityHeartbeat,
@@ -134,9 +135,15 @@ class EncodedStore(Store):
         return None if existing is None else self._record(existing)
 
     async def claim(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+        self,
+        owner: str,
+        names: list[str],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        queues: Sequence[str] | None = None,
     ) -> list[Claim]:
-        claims = await self.inner.claim(owner, names, limit, lease_seconds, now)
+        claims = await self.inner.claim(owner, names, limit, lease_seconds, now, queues)
         return [self._claim(c) if c.history else c for c in claims]
 
     def _claim(self, claim: Claim) -> Claim:
@@ -261,8 +268,26 @@ class EncodedStore(Store):
             resend = [(name, self.payloads.value(payload)) for name, payload in resend]
         await self.inner.retry(workflow_id, now, resend)
 
-    async def next_due(self, names: list[str]) -> float | None:
-        return await self.inner.next_due(names)
+    async def next_due(self, names: list[str], queues: Sequence[str] | None = None) -> float | None:
+        return await self.inner.next_due(names, queues)
+
+    # Queue names and limits are plain lookup keys, never payloads: passed through as they are.
+    async def set_queue(self, limits: QueueLimits, now: float) -> None:
+        await self.inner.set_queue(limits, now)
+
+    async def queue_limits(self) -> list[QueueLimits]:
+        return await self.inner.queue_limits()
+
+    async def queue_stats(self, now: float) -> list[QueueStats]:
+        return await self.inner.queue_stats(now)
+
+    async def acquire_slot(
+        self, queue: str, workflow_id: str, seq: int, owner: str, lease_until: float, now: float
+    ) -> bool:
+        return await self.inner.acquire_slot(queue, workflow_id, seq, owner, lease_until, now)
+
+    async def release_slot(self, workflow_id: str, seq: int) -> None:
+        await self.inner.release_slot(workflow_id, seq)
 
     async def stats(self, now: float) -> StoreStats:
         return await self.inner.stats(now)

@@ -29,7 +29,7 @@ from loom.core.history import Event
 from loom.errors import ConfigurationError, DatabaseUnavailableError, StoreError
 from loom.store import rules
 from loom.store.base import Commit, CommitOutcome, NewWorkflow, WorkflowRecord
-from loom.store.common import WORKFLOW_COLUMNS, Row, dump, event, record
+from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, dump, event, record
 from loom.store.pg_wakeups import CHANGES, WORK, Wakeups
 from loom.store.rules import Prepared
 from loom.store.sql import SqlStore
@@ -296,14 +296,10 @@ class PostgresStore(SqlStore):
         return record(found[0])
 
     async def _lease(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+        self, claim: Rule[list[Row]], now: float
     ) -> tuple[list[Row], dict[str, Event], list[str]]:
-        claim = rules.claim_statement(DIALECT, owner, names, limit, lease_seconds, now)
-        claimed = await self._rows(  # one statement, with the first event of a fresh one
-            f"WITH c AS ({claim[1]}) SELECT c.*, e.seq, e.type, e.payload, e.created_at "
-            "FROM c LEFT JOIN events e ON c.last_seq = 1 AND e.workflow_id = c.id AND e.seq = 1",
-            *claim[2],
-        )
+        async with self._transaction() as conn:  # a limited queue's row stays locked till done
+            claimed: list[Row] = await self._drive(conn, claim)
         canceled = [r for r in claimed if r["cancel_requested"] is not None]
         ended: list[str] = []
         if canceled:
@@ -311,7 +307,16 @@ class PostgresStore(SqlStore):
             # fence right after (should this process die first, the next claim does it).
             ended = await self._transact(rules.cancel_claimed(DIALECT, canceled, now))
             self._changed()
-        return claimed, {r["id"]: event(r) for r in claimed if r["type"] is not None}, ended
+        fresh = [r["id"] for r in claimed if r["last_seq"] == 1]
+        started: dict[str, Event] = {}
+        if fresh:
+            where, args = DIALECT.among("workflow_id", fresh)
+            for r in await self._rows(
+                f"SELECT workflow_id, {EVENT_COLUMNS} FROM events WHERE seq = 1 AND {where}",
+                *args,
+            ):
+                started[r["workflow_id"]] = event(r)
+        return claimed, started, ended
 
     async def commit(self, commit: Commit, now: float) -> CommitOutcome:
         loop = asyncio.get_running_loop()

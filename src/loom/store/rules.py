@@ -3,7 +3,7 @@
 Where each rule lives: fencing, cancel-on-commit and a park's ``ready_at`` (a buffered signal it
 waits for makes it ready at once) in :func:`commit_batch` and :func:`commit_one`; ending a
 workflow as CANCELED in :func:`cancel_now` (a commit, a cancel, a claim); a new workflow's row
-in :func:`new_values`; a claim's lease in :func:`claim_statement` and its finalising of a
+in :func:`new_values`; a claim's lease in ``queue_rules.claim`` and its finalising of a
 requested cancel in :func:`cancel_claimed`; renewing and releasing leases in :func:`held`;
 signal delivery in :func:`send_signal`; cancel and retry in :func:`cancel` and :func:`retry`;
 the schema in :func:`migrate`; the figures of :func:`stats`; activity heartbeats, fenced like
@@ -23,6 +23,7 @@ import orjson
 
 from loom.core.history import CHILD_OUTCOME, Event, EventType, decided_before_cancel
 from loom.errors import WorkflowNotFoundError, WorkflowNotRunningError
+from loom.queues import DEFAULT_QUEUE
 from loom.status import WorkflowStatus
 from loom.store.base import (
     CancelOutcome,
@@ -56,7 +57,7 @@ from loom.store.statements import (
 NEW_COLUMNS_BASE = (
     "id, name, version, status, input, state, created_at, updated_at, last_seq, ready_at, run_id"
 )
-CHILD_MARKS = ", ".join("?" * (len(NEW_COLUMNS_BASE.split(",")) + 2))
+CHILD_MARKS = ", ".join("?" * (len(NEW_COLUMNS_BASE.split(",")) + 3))
 
 
 # -- commits --------------------------------------------------------------------------------
@@ -333,7 +334,7 @@ def children_of(
     return acted
 
 
-CHILD_COLUMNS = f"{NEW_COLUMNS_BASE}, parent_id, parent_close_policy"
+CHILD_COLUMNS = f"{NEW_COLUMNS_BASE}, parent_id, parent_close_policy, queue"
 
 
 def start_child(
@@ -373,6 +374,7 @@ def start_child(
         new_run_id(),
         parent_id,
         p.get("parent_close_policy") or "cancel",
+        p.get("queue") or DEFAULT_QUEUE,
     )
     if inserted:
         written.extend(event_rows(child, [first]))
@@ -418,7 +420,7 @@ def parent_close(d: Dialect, parent_id: str, now: float, written: list[EventRow]
 
 
 # -- starts ---------------------------------------------------------------------------------
-NEW_COLUMNS = NEW_COLUMNS_BASE
+NEW_COLUMNS = f"{NEW_COLUMNS_BASE}, queue, priority"
 NEW_MARKS = ", ".join("?" * len(NEW_COLUMNS.split(",")))
 
 
@@ -437,6 +439,8 @@ def new_values(new: NewWorkflow, first: Event) -> tuple[Any, ...]:
         first.seq,
         now,
         new_run_id(),
+        new.queue,
+        new.priority,
     )
 
 
@@ -475,64 +479,9 @@ def kinds(d: Dialect, names: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
     return (parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"), tuple(args)
 
 
-CLAIMED = "id, name, version, lease_epoch, last_seq, cancel_requested, run_id"
-"""The columns of a claimed row; ``ready_since`` (when it became due) comes with them."""
-
-
-def claim_statement(
-    d: Dialect, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
-) -> Op:
-    """Lease up to ``limit`` due workflows of ``names`` (see :func:`kinds`), oldest due first:
-    a new epoch each, and ``ready_at`` at the lease's end, so a dead worker's workflow is
-    claimable again then. One statement, returning also when each became due
-    (``ready_since``, the task latency's start): for a dialect whose UPDATE can return the
-    columns of a locked subquery (PostgreSQL)."""
-    where, args = kinds(d, names)
-    claimed = ", ".join(f"w.{c}" for c in CLAIMED.split(", "))
-    return rows(
-        "UPDATE workflows AS w SET lease_owner = ?, lease_epoch = w.lease_epoch + 1, "
-        "ready_at = ? FROM (SELECT id, ready_at FROM workflows WHERE ready_at <= ? AND "
-        f"{where} ORDER BY ready_at LIMIT ?{d.skip_locked}) AS due WHERE w.id = due.id "
-        f"RETURNING {claimed}, due.ready_at AS ready_since",
-        owner,
-        now + lease_seconds,
-        now,
-        *args,
-        limit,
-    )
-
-
-def due_statement(d: Dialect, names: list[str], limit: int, now: float) -> Op:
-    """The first half of a claim where an UPDATE returns only its own table (SQLite): the due
-    workflows of ``names``, oldest first, with when each became due. The same transaction then
-    leases them (:func:`lease_statement`)."""
-    where, args = kinds(d, names)
-    return rows(
-        f"SELECT id, ready_at FROM workflows WHERE ready_at <= ? AND {where} "
-        "ORDER BY ready_at LIMIT ?",
-        now,
-        *args,
-        limit,
-    )
-
-
-def lease_statement(
-    d: Dialect, owner: str, workflow_ids: list[str], lease_seconds: float, now: float
-) -> Op:
-    """Lease the workflows :func:`due_statement` found (see :func:`claim_statement`)."""
-    where, args = d.among("id", workflow_ids)
-    return rows(
-        "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, ready_at = ? "
-        f"WHERE {where} RETURNING {CLAIMED}",
-        owner,
-        now + lease_seconds,
-        *args,
-    )
-
-
 def cancel_claimed(d: Dialect, claimed: Sequence[Row], now: float) -> Rule[list[str]]:
     """A claimed workflow whose cancel was requested is never run again: end it as CANCELED,
-    unless the claim's lease ``claimed`` (rows of :func:`claim_statement`) moved on meanwhile.
+    unless the claim's lease ``claimed`` (rows of ``queue_rules.claim``) moved on meanwhile.
     Returns the names of the workflows it ended."""
     fenced = fences((yield lock_fences(d, [r["id"] for r in claimed])))
     written: list[EventRow] = []

@@ -14,8 +14,9 @@ import orjson
 
 from loom.core.history import Event
 from loom.errors import DatabaseCorruptError, StoreError
+from loom.queues import QueueLimits, QueueStats
 from loom.status import WorkflowStatus
-from loom.store import copying, rules
+from loom.store import copying, queue_rules, rules
 from loom.store.base import (
     ActivityHeartbeat,
     CancelOutcome,
@@ -30,7 +31,7 @@ from loom.store.base import (
     WorkflowRecord,
 )
 from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, dump, event, record
-from loom.store.statements import Dialect, Rule, one, rows
+from loom.store.statements import Dialect, Rule, one, rows, run
 
 T = TypeVar("T")
 
@@ -39,6 +40,8 @@ class SqlStore(Store):
     """Every operation of the contract, as rules; a backend supplies the plumbing below."""
 
     sql: Dialect
+    _slots_held = False
+    """An activity of this process took a queue slot once: renewals extend slots too."""
     nul_in_ids = True
     """Whether the database can store a workflow id holding a NUL character."""
 
@@ -53,12 +56,12 @@ class SqlStore(Store):
 
     @abc.abstractmethod
     async def _lease(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+        self, claim: Rule[list[Row]], now: float
     ) -> tuple[list[Row], dict[str, Event], list[str]]:
-        """Lease due workflows (``rules.claim_statement``, or ``rules.due_statement`` then
-        ``rules.lease_statement``) and run ``rules.cancel_claimed`` on the rows with a cancel
-        requested; return the rows leased (with ``ready_since``), the first event of those
-        with no other, and the names of the workflows ended as CANCELED instead."""
+        """Run ``claim`` (``queue_rules.claim``) in one write transaction, and
+        ``rules.cancel_claimed`` on its rows with a cancel requested; return the rows leased
+        (with ``ready_since``), the first event of those with no other, and the names of the
+        workflows ended as CANCELED instead."""
 
     def _changed(self, work: bool = False) -> None:
         """A transaction changed some workflow (``work``: made one ready): tell who listens."""
@@ -83,11 +86,18 @@ class SqlStore(Store):
         return await self._transact(rules.migrate(self.sql))
 
     async def claim(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+        self,
+        owner: str,
+        names: list[str],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        queues: Sequence[str] | None = None,
     ) -> list[Claim]:
-        if not names or limit <= 0:
+        if not names or limit <= 0 or (queues is not None and not queues):
             return []
-        claimed, started, canceled = await self._lease(owner, names, limit, lease_seconds, now)
+        rule = queue_rules.claim(self.sql, owner, names, limit, lease_seconds, now, queues)
+        claimed, started, canceled = await self._lease(rule, now)
         if canceled and self.claim_canceled is not None:
             for name in canceled:
                 self.claim_canceled(name)
@@ -102,6 +112,7 @@ class SqlStore(Store):
                 r["run_id"],
                 r["version"],
                 r["ready_since"],
+                r["queue"],
             )
             for r in claimed
             if r["cancel_requested"] is None
@@ -176,11 +187,44 @@ class SqlStore(Store):
     ) -> tuple[set[str], set[str]]:
         if not workflow_ids:
             return set(), set()
-        held = await self._transact(
-            one(rules.held(self.sql, "ready_at = ?", lease_until, owner, workflow_ids))
-        )
+        held = await self._transact(self._renewal(owner, workflow_ids, lease_until))
         kept = {r["id"] for r in held}
         return set(workflow_ids) - kept, {r["id"] for r in held if r["cancel_requested"]}
+
+    def _renewal(self, owner: str, workflow_ids: list[str], lease_until: float) -> Rule[list[Row]]:
+        """Renew the leases, and the activity slots held under them (``queue_rules``)."""
+        held: list[Row] = yield rules.held(
+            self.sql, "ready_at = ?", lease_until, owner, workflow_ids
+        )
+        if held and self._slots_held:
+            where, args = self.sql.among("workflow_id", [r["id"] for r in held])
+            yield run(
+                f"UPDATE activity_slots SET lease_until = ? WHERE owner = ? AND {where}",
+                lease_until,
+                owner,
+                *args,
+            )
+        return held
+
+    async def acquire_slot(
+        self, queue: str, workflow_id: str, seq: int, owner: str, lease_until: float, now: float
+    ) -> bool:
+        self._slots_held = True
+        return await self._transact(
+            queue_rules.acquire_slot(self.sql, queue, workflow_id, seq, owner, lease_until, now)
+        )
+
+    async def release_slot(self, workflow_id: str, seq: int) -> None:
+        await self._transact(
+            one(
+                run(
+                    "DELETE FROM activity_slots WHERE workflow_id = ? AND seq = ?",
+                    workflow_id,
+                    seq,
+                )
+            )
+        )
+        self._changed(work=True)  # a slot came back: work waiting for it may start
 
     async def release(self, owner: str, workflow_ids: list[str], now: float) -> None:
         if not workflow_ids:
@@ -287,15 +331,29 @@ class SqlStore(Store):
         await self._transact(rules.retry(self.sql, workflow_id, now, resent))
         self._changed(work=True)
 
-    async def next_due(self, names: list[str]) -> float | None:
-        if not names:
+    async def next_due(self, names: list[str], queues: Sequence[str] | None = None) -> float | None:
+        if not names or (queues is not None and not queues):
             return None
         where, args = rules.kinds(self.sql, names)
+        if queues is not None:
+            among, served = self.sql.among("queue", queues)
+            where, args = f"{among} AND {where}", (*served, *args)
         found = await self._rows(
             f"SELECT MIN(ready_at) AS due FROM workflows WHERE ready_at IS NOT NULL AND {where}",
             *args,
         )
         return found[0]["due"] if found else None
+
+    async def set_queue(self, limits: QueueLimits, now: float) -> None:
+        await self._transact(queue_rules.set_queue(limits, now))
+        self._changed(work=True)  # a raised limit may let waiting work start
+
+    async def queue_limits(self) -> list[QueueLimits]:
+        found = await self._rows(f"SELECT {queue_rules.LIMIT_COLUMNS} FROM queues ORDER BY name")
+        return [queue_rules.limits_of(r) for r in found]
+
+    async def queue_stats(self, now: float) -> list[QueueStats]:
+        return await self._read(queue_rules.queue_stats(self.sql, now), snapshot=True)
 
     async def stats(self, now: float) -> StoreStats:
         return await self._read(rules.stats(self.sql, now), snapshot=True)

@@ -310,19 +310,10 @@ class SqliteStore(SqlStore):
         return await self._transact(_create(new, first))
 
     async def _lease(
-        self, owner: str, names: list[str], limit: int, lease_seconds: float, now: float
+        self, claim: Rule[list[Row]], now: float
     ) -> tuple[list[Row], dict[str, Event], list[str]]:
         def write(conn: sqlite3.Connection) -> tuple[list[Row], dict[str, Event], list[str]]:
-            due = {
-                r["id"]: r["ready_at"]
-                for r in _execute(conn, rules.due_statement(DIALECT, names, limit, now))
-            }
-            if not due:
-                return [], {}, []
-            leased = rules.lease_statement(DIALECT, owner, list(due), lease_seconds, now)
-            claimed: list[Row] = [
-                {**r, "ready_since": due[r["id"]]} for r in _execute(conn, leased)
-            ]
+            claimed: list[Row] = self._drive(conn, claim)
             canceled = [r for r in claimed if r["cancel_requested"] is not None]
             ended: list[str] = []
             if canceled:  # finalised in this same transaction

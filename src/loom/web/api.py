@@ -30,6 +30,7 @@ from loom import limits
 from loom.client import Database, WorkflowRecord, parse_tags
 from loom.definitions import Registry
 from loom.errors import ConfigurationError, QueryArgumentsError, WorkflowNotFoundError
+from loom.queues import PRIORITY_RANGE
 from loom.status import WorkflowStatus
 from loom.web import models, paths, serialize, streams
 from loom.web.graph import definition_graph
@@ -109,6 +110,23 @@ class StartRequest(BaseModel):
         max_length=200,
         description="The registered version to start; default: the newest.",
     )
+    queue: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The task queue it runs on; default: the workflow's own.",
+    )
+    priority: int = Field(
+        default=0,
+        ge=PRIORITY_RANGE[0],
+        le=PRIORITY_RANGE[1],
+        description="Smaller runs first among the ready work of its queue.",
+    )
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str | None) -> str | None:
+        return _checked(value, "queue name")
 
     @field_validator("name")
     @classmethod
@@ -119,6 +137,19 @@ class StartRequest(BaseModel):
     @classmethod
     def _id(cls, value: str | None) -> str | None:
         return _checked(value, "workflow id")
+
+
+class QueueRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int | None = Field(
+        default=None, ge=1, description="At most this many in progress at once; null: no limit."
+    )
+    rate: str | None = Field(
+        default=None,
+        max_length=50,
+        description="At most this many starts per period: 100/m, 5/s, 1000/h; null: no limit.",
+    )
 
 
 class SignalRequest(BaseModel):
@@ -243,7 +274,12 @@ async def start_workflow(
     definition = reg.workflow(body.name, body.id, body.version)  # UnknownWorkflowTypeError: 422
     existed = body.id is not None and await db.find_workflow(body.id) is not None
     handle = await db.start_workflow(
-        definition.cls, workflow_input=body.input, initial_state=body.state, workflow_id=body.id
+        definition.cls,
+        workflow_input=body.input,
+        initial_state=body.state,
+        workflow_id=body.id,
+        queue=body.queue,
+        priority=body.priority,
     )
     data = serialize.detail(await _record(db, handle.workflow_id))
     return JSONResponse(data, status_code=200 if existed else 201)
@@ -459,6 +495,28 @@ async def definitions(reg: Annotated[Registry, Depends(registry)]) -> dict[str, 
 )
 async def queue(db: DB) -> dict[str, Any]:
     return serialize.queue(await db.stats())
+
+
+@router.get(
+    "/queues",
+    tags=["queues"],
+    summary="Each task queue: depth, running, limits and its oldest waiting item",
+    response_model=models.TaskQueues,
+)
+async def task_queues(db: DB) -> dict[str, Any]:
+    return {"queues": [serialize.task_queue(q) for q in await db.queues()]}
+
+
+@router.put(
+    "/queues/{name}",
+    tags=["queues"],
+    summary="Set a task queue's limits (null: no limit), obeyed from every worker's next claim",
+    response_model=models.TaskQueue,
+)
+async def set_task_queue(name: str, body: QueueRequest, db: DB) -> dict[str, Any]:
+    limits = await db.set_queue(name, concurrency=body.concurrency, rate=body.rate)
+    [found] = [q for q in await db.queues() if q.name == limits.name]
+    return serialize.task_queue(found)
 
 
 @router.get(

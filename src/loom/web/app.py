@@ -246,6 +246,7 @@ def _add_pages(app: FastAPI) -> None:
     @app.get("/definitions", include_in_schema=False)
     @app.get("/charts", include_in_schema=False)
     @app.get("/queue", include_in_schema=False)
+    @app.get("/queues", include_in_schema=False)
     async def index() -> Response:
         return page("index.html")  # the script shows the view its path names
 

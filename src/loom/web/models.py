@@ -148,6 +148,20 @@ class Queue(_Open):
     oldest_ready_age_seconds: float | None
 
 
+class TaskQueue(_Open):
+    name: str
+    depth: int = Field(description="Ready items waiting for a worker.")
+    running: int = Field(description="Items in progress now (held under a live lease).")
+    concurrency: int | None = Field(description="At most this many in progress; null: no limit.")
+    rate: str | None = Field(description="At most this many starts per period (100/m); null: none.")
+    started_in_window: int
+    oldest_waiting_age_seconds: float | None
+
+
+class TaskQueues(_Open):
+    queues: list[TaskQueue]
+
+
 class Stats(_Open):
     by_status: dict[str, int]
     total: int

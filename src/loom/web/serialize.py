@@ -8,6 +8,7 @@ from typing import Any
 
 from loom.client import ActivityHeartbeat, StoreStats, WorkflowRecord, WorkflowRun
 from loom.core.history import Event
+from loom.queues import QueueStats
 from loom.status import WorkflowStatus
 
 
@@ -51,6 +52,8 @@ def detail(record: WorkflowRecord) -> dict[str, Any]:
         "leased": record.leased,
         "cancel_requested": record.cancel_requested,
         "run_id": record.run_id,
+        "queue": record.queue,
+        "priority": record.priority,
     }
 
 
@@ -91,6 +94,19 @@ def stats(value: StoreStats) -> dict[str, Any]:
     data["by_status"] = {s.value: value.by_status.get(s.value, 0) for s in WorkflowStatus}
     data["total"] = sum(data["by_status"].values())
     return data
+
+
+def task_queue(q: QueueStats) -> dict[str, Any]:
+    """One task queue: its work, its limits and its oldest waiting item."""
+    return {
+        "name": q.name,
+        "depth": q.depth,
+        "running": q.running,
+        "concurrency": q.concurrency,
+        "rate": None if q.rate is None else str(q.rate),
+        "started_in_window": q.started_in_window,
+        "oldest_waiting_age_seconds": q.oldest_waiting_age,
+    }
 
 
 def queue(value: StoreStats) -> dict[str, Any]:

@@ -7,11 +7,22 @@ import { definitionsView } from "./definitions.js";
 import { workflowPage } from "./detail.js";
 import { listPage } from "./list.js";
 import { metricsView } from "./metrics.js";
+import { queuesView } from "./queues.js";
 
-// Each view has a path of its own (/definitions, /charts or /queue); ?view= works too. (/metrics
-// is Prometheus's: the server answers it with the metrics, not with this page.)
-const PATHS = { "/definitions": "definitions", "/charts": "charts", "/queue": "charts" };
-const VIEWS = { list: listPage, definitions: definitionsView, charts: metricsView };
+// Each view has a path of its own (/definitions, /charts, /queue, /queues); ?view= works too.
+// (/metrics is Prometheus's: the server answers it with the metrics, not with this page.)
+const PATHS = {
+  "/definitions": "definitions",
+  "/charts": "charts",
+  "/queue": "charts",
+  "/queues": "queues",
+};
+const VIEWS = {
+  list: listPage,
+  definitions: definitionsView,
+  charts: metricsView,
+  queues: queuesView,
+};
 
 function start() {
   const page = document.body.dataset.page;

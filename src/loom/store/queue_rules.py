@@ -1,0 +1,299 @@
+"""The store's rules for task queues: the claim within a queue's limits, setting limits, and
+each queue's figures. Shared by both dialects, like ``rules``.
+
+A claim reads the limited queues it may take from (``queues`` rows, locked, so two claimers of
+one limited queue take turns and each sees the other's leases); with none, it is the one
+statement it always was, filtered by queue and ordered by priority. For each limited queue it
+counts what is in progress: the rows leased on it whose lease is alive (``lease_owner`` set and
+``ready_at`` in the future). A worker that dies stops renewing, its leases run out, and the
+slots come back by themselves: no counter a crash could leak. The rate is counted in fixed
+windows in the queue's row (``window_start``, ``window_count``): every claim of a workflow task
+on the queue is a start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from loom.queues import QueueLimits, QueueStats, Rate
+from loom.store.common import Row
+from loom.store.rules import kinds
+from loom.store.statements import Dialect, Op, Rule, rows, run
+
+CLAIMED_COLUMNS = "id, name, version, lease_epoch, last_seq, cancel_requested, run_id, queue"
+
+
+def due_statement(
+    d: Dialect,
+    names: Sequence[str],
+    limit: int,
+    now: float,
+    queues: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+) -> Op:
+    """Up to ``limit`` due workflows of ``names`` (see :func:`~loom.store.rules.kinds`) on
+    ``queues`` (None: any but ``exclude``), smallest priority first, then oldest due first,
+    with when each became due; row-locked, skipping rows another claimer holds (PostgreSQL).
+    One queue reads index ``workflows_queue_ready`` in order; any queue,
+    ``workflows_priority_ready``."""
+    where, args = kinds(d, names)
+    if queues is not None:
+        among, found = d.among("queue", queues)
+        where, args = f"{among} AND {where}", (*found, *args)
+    elif exclude:
+        among, found = d.among("queue", exclude)
+        where, args = f"NOT ({among}) AND {where}", (*found, *args)
+    return rows(
+        f"SELECT id, ready_at FROM workflows WHERE ready_at <= ? AND {where} "
+        f"ORDER BY priority, ready_at LIMIT ?{d.skip_locked}",
+        now,
+        *args,
+        limit,
+    )
+
+
+def take(
+    d: Dialect,
+    owner: str,
+    names: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    now: float,
+    queues: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+) -> Rule[list[Row]]:
+    """Lease the workflows :func:`due_statement` finds, in the same transaction: a new epoch
+    each, and ``ready_at`` at the lease's end, so a dead worker's workflow is claimable again
+    then. Each row comes with ``ready_since``, when it became due (the task latency's start)."""
+    due = {
+        r["id"]: r["ready_at"] for r in (yield due_statement(d, names, limit, now, queues, exclude))
+    }
+    if not due:
+        return []
+    where, args = d.among("id", list(due))
+    leased = yield rows(
+        "UPDATE workflows SET lease_owner = ?, lease_epoch = lease_epoch + 1, ready_at = ? "
+        f"WHERE {where} RETURNING {CLAIMED_COLUMNS}",
+        owner,
+        now + lease_seconds,
+        *args,
+    )
+    # r.keys(): a SQLite row iterates its values, not its keys.
+    return [{**{k: r[k] for k in r.keys()}, "ready_since": due[r["id"]]} for r in leased]  # noqa: SIM118
+
+
+LIMIT_COLUMNS = "name, concurrency, rate_count, rate_period, window_start, window_count"
+
+
+def claim(
+    d: Dialect,
+    owner: str,
+    names: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    now: float,
+    queues: Sequence[str] | None = None,
+) -> Rule[list[Row]]:
+    """Lease up to ``limit`` due workflows (see :func:`take`) within the limits of
+    their queues. Several named queues are taken from in turn, each from its own index, the
+    queue that comes first moving with each claim (so none starves the others)."""
+    sql = f"SELECT {LIMIT_COLUMNS} FROM queues WHERE "
+    sql += "(concurrency IS NOT NULL OR rate_count IS NOT NULL)"
+    args: tuple[Any, ...] = ()
+    if queues is not None:
+        among, args = d.among("name", queues)
+        sql += f" AND {among}"
+    limited = yield rows(f"{sql} ORDER BY name{d.lock}", *args)
+    by_name = {r["name"]: r for r in limited}
+    claimed: list[Row] = []
+    order = _rotated(queues, now) if queues is not None else None
+    if order is not None and len(order) == 1 and not by_name:
+        only: list[Row] = yield from take(d, owner, names, limit, lease_seconds, now, order)
+        return only
+    for row in limited if order is None else [by_name[q] for q in order if q in by_name]:
+        room = limit - len(claimed)
+        if room <= 0:
+            break
+        allowed, window = yield from _allowance(row, room, now)
+        if allowed <= 0:
+            continue
+        got = yield from take(d, owner, names, allowed, lease_seconds, now, [row["name"]])
+        claimed.extend(got)
+        if got and window is not None:
+            yield run(
+                "UPDATE queues SET window_start = ?, window_count = ? WHERE name = ?",
+                window[0],
+                window[1] + len(got),
+                row["name"],
+            )
+    if order is None:  # every queue: the unlimited ones in one statement
+        room = limit - len(claimed)
+        if room > 0:
+            claimed.extend(
+                (yield from take(d, owner, names, room, lease_seconds, now, None, list(by_name)))
+            )
+        return claimed
+    for q in order:
+        room = limit - len(claimed)
+        if room <= 0:
+            break
+        if q not in by_name:
+            claimed.extend((yield from take(d, owner, names, room, lease_seconds, now, [q])))
+    return claimed
+
+
+def _rotated(queues: Sequence[str], now: float) -> list[str]:
+    unique = sorted(set(queues))
+    if len(unique) < 2:
+        return unique
+    start = int(now * 1000) % len(unique)
+    return unique[start:] + unique[:start]
+
+
+def _allowance(row: Row, room: int, now: float) -> Rule[tuple[int, tuple[float, int] | None]]:
+    """How many the limited queue ``row`` may start now (at most ``room``), and its rate window
+    (start, count so far) if it has a rate."""
+    allowed = room
+    if row["concurrency"] is not None:
+        busy = yield from in_progress(row["name"], now)
+        allowed = min(allowed, int(row["concurrency"]) - busy)
+    window = None
+    if row["rate_count"] is not None:
+        start, count = float(row["window_start"]), int(row["window_count"])
+        if now >= start + float(row["rate_period"]):  # a new window begins
+            start, count = now, 0
+        window = (start, count)
+        allowed = min(allowed, int(row["rate_count"]) - count)
+    return allowed, window
+
+
+def in_progress(queue: str, now: float) -> Rule[int]:
+    """What is in progress on ``queue``: its workflows held under a live lease, and the live
+    slots of activities running on it for workflows of other queues."""
+    [held] = yield rows(
+        "SELECT COUNT(*) AS n FROM workflows "
+        "WHERE queue = ? AND lease_owner IS NOT NULL AND ready_at > ?",
+        queue,
+        now,
+    )
+    [slots] = yield rows(
+        "SELECT COUNT(*) AS n FROM activity_slots WHERE queue = ? AND lease_until > ?",
+        queue,
+        now,
+    )
+    return int(held["n"]) + int(slots["n"])
+
+
+def acquire_slot(
+    d: Dialect,
+    queue: str,
+    workflow_id: str,
+    seq: int,
+    owner: str,
+    lease_until: float,
+    now: float,
+) -> Rule[bool]:
+    """Let activity ``seq`` of ``workflow_id`` start on ``queue`` if the queue's limits allow:
+    a slot (``activity_slots``) held until ``lease_until`` (renewed with the workflow's lease)
+    or its release, and a start in the rate window. True when it may start (always, for a
+    queue without limits: no slot is taken)."""
+    [*found] = yield rows(f"SELECT {LIMIT_COLUMNS} FROM queues WHERE name = ?{d.lock}", queue)
+    if not found or (found[0]["concurrency"] is None and found[0]["rate_count"] is None):
+        return True
+    row = found[0]
+    yield run("DELETE FROM activity_slots WHERE queue = ? AND lease_until <= ?", queue, now)
+    allowed, window = yield from _allowance(row, 1, now)
+    if allowed <= 0:
+        return False
+    if row["concurrency"] is not None:
+        yield run(
+            "INSERT INTO activity_slots (workflow_id, seq, queue, owner, lease_until) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (workflow_id, seq) DO UPDATE SET "
+            "queue = excluded.queue, owner = excluded.owner, lease_until = excluded.lease_until",
+            workflow_id,
+            seq,
+            queue,
+            owner,
+            lease_until,
+        )
+    if window is not None:
+        yield run(
+            "UPDATE queues SET window_start = ?, window_count = ? WHERE name = ?",
+            window[0],
+            window[1] + 1,
+            queue,
+        )
+    return True
+
+
+def set_queue(limits: QueueLimits, now: float) -> Rule[None]:
+    """Store ``limits`` (a queue with none keeps its row: the dashboard lists it)."""
+    rate = limits.rate
+    yield run(
+        "INSERT INTO queues (name, concurrency, rate_count, rate_period, updated_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+        "concurrency = excluded.concurrency, rate_count = excluded.rate_count, "
+        "rate_period = excluded.rate_period, updated_at = excluded.updated_at",
+        limits.name,
+        limits.concurrency,
+        None if rate is None else rate.count,
+        None if rate is None else rate.period,
+        now,
+    )
+
+
+def limits_of(row: Row) -> QueueLimits:
+    rate = None
+    if row["rate_count"] is not None:
+        rate = Rate(int(row["rate_count"]), float(row["rate_period"]))
+    concurrency = None if row["concurrency"] is None else int(row["concurrency"])
+    return QueueLimits(row["name"], concurrency, rate)
+
+
+def queue_stats(d: Dialect, now: float) -> Rule[list[QueueStats]]:
+    """Each queue that holds live work (ready, leased or sleeping) or has a ``queues`` row."""
+    work = yield rows(
+        "SELECT queue, "
+        "COUNT(CASE WHEN ready_at <= ? THEN 1 END) AS depth, "
+        "MIN(CASE WHEN ready_at <= ? THEN ready_at END) AS oldest, "
+        "COUNT(CASE WHEN lease_owner IS NOT NULL AND ready_at > ? THEN 1 END) AS running "
+        "FROM workflows WHERE ready_at IS NOT NULL GROUP BY queue",
+        now,
+        now,
+        now,
+    )
+    configured = yield rows(f"SELECT {LIMIT_COLUMNS} FROM queues")
+    slots = yield rows(
+        "SELECT queue, COUNT(*) AS n FROM activity_slots WHERE lease_until > ? GROUP BY queue",
+        now,
+    )
+    slot_count = {r["queue"]: int(r["n"]) for r in slots}
+    by_name: dict[str, tuple[Row | None, Row | None]] = {}
+    for r in work:
+        by_name[r["queue"]] = (r, None)
+    for q in slot_count:
+        by_name.setdefault(q, (None, None))
+    for r in configured:
+        by_name[r["name"]] = (by_name.get(r["name"], (None, None))[0], r)
+    found = []
+    for name in sorted(by_name):
+        w, c = by_name[name]
+        limits = limits_of(c) if c is not None else QueueLimits(name)
+        oldest = None if w is None else w["oldest"]
+        in_window = 0
+        rated = c is not None and c["rate_count"] is not None
+        if rated and c is not None and now < float(c["window_start"]) + float(c["rate_period"]):
+            in_window = int(c["window_count"])
+        found.append(
+            QueueStats(
+                name=name,
+                depth=0 if w is None else int(w["depth"]),
+                running=(0 if w is None else int(w["running"])) + slot_count.get(name, 0),
+                concurrency=limits.concurrency,
+                rate=limits.rate,
+                oldest_waiting_age=None if oldest is None else max(0.0, now - float(oldest)),
+                started_in_window=in_window,
+            )
+        )
+    return found
