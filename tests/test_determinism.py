@@ -601,7 +601,18 @@ async def _spin_stubbornly(ctx: Ctx) -> None:
             await asyncio.sleep(0)
 
 
-SPINNING = {"spin": _spin, "beside": _spin_beside, "stubborn": _spin_stubbornly}
+async def _spin_after_many_tasks(ctx: Ctx) -> None:
+    # Enough tasks, finished by now, that the loop has dropped its references to them.
+    await asyncio.gather(*(asyncio.sleep(0) for _ in range(300)))
+    await _spin_beside(ctx)
+
+
+SPINNING = {
+    "spin": _spin,
+    "beside": _spin_beside,
+    "stubborn": _spin_stubbornly,
+    "after-many-tasks": _spin_after_many_tasks,
+}
 
 
 @loom.workflow(name="det_Spinning")

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import gc
 import os
 import signal
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,9 @@ import pytest
 import crashload
 import loom
 from loom import EventType
+from loom.core.replay import ActivityRun
+from loom.definitions import activity_definition
+from loom.heartbeats import HeartbeatKeeper
 from loom.store.base import CommitOutcome
 from support import eventually, of_type, worker
 from support.workers import read_text, spawn_crashload_worker
@@ -205,6 +210,47 @@ class HbProgress(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step(name="crunch")
     async def crunch(self, ctx: Ctx) -> None:
         await ctx.state.set("outcome", await ctx.activity(hb_progress, ctx.input["key"]))
+
+
+class _RecordingStore:
+    """Just what a HeartbeatKeeper writes to."""
+
+    def __init__(self) -> None:
+        self.rows: list[Any] = []
+
+    async def record_heartbeat(self, workflow_id: str, lease_epoch: int, row: Any) -> Any:
+        self.rows.append(row)
+        return CommitOutcome.OK
+
+
+async def test_a_finished_attempt_is_freed_at_once() -> None:
+    """An attempt's control (what activity_info() and heartbeat() reach) forms no reference
+    cycle with the worker's side of its heartbeats: it is freed as soon as the attempt ends,
+    not by the garbage collector's pauses on the worker's event loop."""
+    store = _RecordingStore()
+    keeper = HeartbeatKeeper(
+        store,  # type: ignore[arg-type]
+        "wf-freed",
+        1,
+        first_claim=True,
+        max_bytes=1024,
+        interrupt=lambda workflow_id, *, lease_lost: None,
+    )
+    run = ActivityRun(3, activity_definition(hb_info_async), ["k"], {}, "look")
+    gc.collect()
+    gc.disable()
+    try:
+        control = keeper.control(run)
+        control.start()
+        control.beat({"done": 1})
+        await eventually(lambda: len(store.rows) == 1)
+        await keeper.finish(run.seq, failed=False)
+        freed = weakref.ref(control)
+        del control
+        assert freed() is None
+    finally:
+        gc.enable()
+    assert keeper.known[3] == ("hb_info_async", '{"done":1}')  # kept for a next attempt
 
 
 async def test_the_last_heartbeat_shows_while_the_workflow_runs(

@@ -304,3 +304,57 @@ async def test_a_value_that_does_not_match_its_annotation_is_a_payload_error(
     assert (cause["type"], cause["step"]) == ("PayloadError", "check")
     assert "the result of activity 'pay_wrong_result'" in cause["message"]
     assert "qty" in cause["message"] and "Field required" in cause["message"]
+
+
+@loom.activity(name="pay_bind")
+def pay_bind(item: Item, count: int = 1, *, note: Item | None = None, **extra: Item) -> list[Any]:
+    """How each argument arrives: its type and value."""
+    return [
+        [type(item).__name__, item.qty],
+        [type(count).__name__, count],
+        type(note).__name__,
+        sorted((k, type(v).__name__) for k, v in extra.items()),
+    ]
+
+
+@loom.workflow(name="pay_Bind")
+class PayBind(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def bind(self, ctx: Ctx) -> None:
+        item = Item(sku="J", qty=7)
+        seen = [
+            await ctx.activity(pay_bind, item),
+            await ctx.activity(pay_bind, item, 3),
+            await ctx.activity(pay_bind, item, True),  # lax: a bool for an int is 1
+            await ctx.activity(pay_bind, count=2, item=item),
+            await ctx.activity(pay_bind, item, note=item, gift=item),
+        ]
+        await ctx.state.set("seen", seen)
+        failures = []
+        for args in ((), (item, 1, 2), ({"sku": "K"},)):
+            try:
+                await ctx.activity(pay_bind, *args)
+            except loom.ActivityFailedError as exc:
+                failures.append([exc.error_type, exc.error_message])
+        await ctx.state.set("failures", failures)
+
+
+async def test_arguments_are_bound_and_rebuilt_however_the_activity_is_called(
+    db: loom.Database,
+) -> None:
+    handle = await db.start_workflow(PayBind)
+    async with worker(db):
+        state = await handle.result(timeout=10)
+    assert state["seen"] == [
+        [["Item", 7], ["int", 1], "NoneType", []],
+        [["Item", 7], ["int", 3], "NoneType", []],
+        [["Item", 7], ["int", 1], "NoneType", []],
+        [["Item", 7], ["int", 2], "NoneType", []],
+        [["Item", 7], ["int", 1], "Item", [["gift", "Item"]]],
+    ]
+    # A call that does not fit the signature fails as calling the function would; an argument
+    # that fits but does not validate is a PayloadError naming it.
+    [missing, extra, invalid] = state["failures"]
+    assert missing[0] == "TypeError" and "item" in missing[1]
+    assert extra[0] == "TypeError" and "positional" in extra[1]
+    assert invalid[0] == "PayloadError" and "argument 'item'" in invalid[1]

@@ -7,7 +7,9 @@ record one, constructs a ``WorkflowExecution`` from it and checks what the workf
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from datetime import UTC, datetime
 
 import pytest
@@ -99,3 +101,24 @@ def test_logger_is_silent_while_replaying(wid: str, caplog: pytest.LogCaptureFix
     replayed = execute(ReplayChatty, wid, history, full=True)
     assert replayed.status is WorkflowStatus.COMPLETED
     assert messages() == []
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["finished", "closed-while-waiting"])
+def test_a_closed_execution_is_freed_at_once(wid: str, finished: bool) -> None:
+    """Nothing an execution makes (its context, the context's logger) holds it in a reference
+    cycle: a worker's closed executions are freed as soon as it drops them, not by the garbage
+    collector's pauses on the worker's event loop."""
+    h = History({"amount": 30}, workflow="replay_Chatty")
+    gc.collect()
+    gc.disable()
+    try:
+        ex = execute(ReplayChatty, wid, h.events, now=T0 + 1)
+        if finished:
+            ex.activity_completed(only_run(ex).seq, RECEIPT, T0 + 2)
+            assert ex.status is WorkflowStatus.COMPLETED
+        ex.close()
+        freed = weakref.ref(ex)
+        del ex
+        assert freed() is None
+    finally:
+        gc.enable()

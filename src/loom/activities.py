@@ -153,6 +153,8 @@ class _Clocks:
     """The two clocks of an attempt that started running at ``began`` (monotonic): its timeout,
     and its heartbeat timeout since its last heartbeat (or its start)."""
 
+    __slots__ = ("began", "control", "heartbeat_timeout", "timeout")
+
     def __init__(self, control: AttemptControl, timeout: float | None, began: float) -> None:
         self.control = control
         self.timeout = timeout
@@ -164,12 +166,12 @@ class _Clocks:
 
     def next(self) -> float | None:
         """When (monotonic) the next clock runs out, or None when neither can."""
-        ends = []
-        if self.timeout is not None:
-            ends.append(self.began + self.timeout)
+        at = None if self.timeout is None else self.began + self.timeout
         if self.heartbeat_timeout is not None:
-            ends.append(self._silent_since() + self.heartbeat_timeout)
-        return min(ends, default=None)
+            silent = self._silent_since() + self.heartbeat_timeout
+            if at is None or silent < at:
+                at = silent
+        return at
 
     def expired(self) -> _AttemptTimeout | None:
         """The timeout to fail the attempt with if a clock ran out (it is cancelled first, so
@@ -195,31 +197,77 @@ class _Clocks:
 # ------------------------------------------------------------------------------ running
 
 
+@dataclass(frozen=True, slots=True)
+class _Parameters:
+    """What binding needs of an activity's signature, worked out once per function."""
+
+    signature: inspect.Signature
+    positional: tuple[str, ...] | None
+    """The positional parameters' names, in order, when a call with positional arguments only
+    binds them one to one (no ``*args``, no required keyword-only parameter); else None."""
+    required: int
+    """How many of ``positional`` have no default."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _parameters(fn: Callable[..., Any]) -> _Parameters:
+    """``inspect.signature`` costs more than running a no-op activity: once per function."""
+    signature = inspect.signature(fn)
+    params = signature.parameters.values()
+    named = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    simple = not any(
+        p.kind is p.VAR_POSITIONAL or (p.kind is p.KEYWORD_ONLY and p.default is p.empty)
+        for p in params
+    )
+    return _Parameters(
+        signature,
+        tuple(p.name for p in named) if simple else None,
+        sum(p.default is p.empty for p in named),
+    )
+
+
 def _bind_args(run: ActivityRun) -> tuple[list[Any], dict[str, Any]]:
     """Rebuild arguments from their stored JSON as the parameters' annotations say."""
     types = run.definition.arg_types
     if not types:
         return run.args, run.kwargs
-    fn = run.definition.fn
-    signature = inspect.signature(fn)
+    parameters = _parameters(run.definition.fn)
+    positional, args = parameters.positional, run.args
+    if (
+        positional is not None
+        and not run.kwargs
+        and parameters.required <= len(args) <= len(positional)
+    ):  # Signature.bind would bind them one to one: no need to ask it
+        return [
+            value
+            # No annotation, or an exact scalar of its type (codec.convert would return it):
+            # kept as it is, without building the error text a conversion needs.
+            if (annotation := types.get(name)) is None
+            or (type(value) is annotation and annotation in codec.SCALARS)
+            else _convert(run, name, value)
+            for name, value in zip(positional, args, strict=False)
+        ], {}
+    signature = parameters.signature
     try:
-        bound = signature.bind(*run.args, **run.kwargs)
+        bound = signature.bind(*args, **run.kwargs)
     except TypeError:
-        return run.args, run.kwargs  # the call itself will raise the clear TypeError
+        return args, run.kwargs  # the call itself will raise the clear TypeError
     for name, value in bound.arguments.items():
         if name not in types:
             continue
-        what = f"argument {name!r} of activity {run.definition.name!r}"
         kind = signature.parameters[name].kind
         if kind is inspect.Parameter.VAR_POSITIONAL:
-            bound.arguments[name] = tuple(codec.convert(v, types[name], what=what) for v in value)
+            bound.arguments[name] = tuple(_convert(run, name, v) for v in value)
         elif kind is inspect.Parameter.VAR_KEYWORD:
-            bound.arguments[name] = {
-                k: codec.convert(v, types[name], what=what) for k, v in value.items()
-            }
+            bound.arguments[name] = {k: _convert(run, name, v) for k, v in value.items()}
         else:
-            bound.arguments[name] = codec.convert(value, types[name], what=what)
+            bound.arguments[name] = _convert(run, name, value)
     return list(bound.args), dict(bound.kwargs)
+
+
+def _convert(run: ActivityRun, name: str, value: Any) -> Any:
+    what = f"argument {name!r} of activity {run.definition.name!r}"
+    return codec.convert(value, run.definition.arg_types[name], what=what)
 
 
 async def _call(run: ActivityRun, pool: ActivityPool, control: AttemptControl) -> Any:
@@ -234,6 +282,8 @@ async def _call(run: ActivityRun, pool: ActivityPool, control: AttemptControl) -
 
         return await _in_thread(pool, call, timeout, control)
     with Running(control):
+        if timeout is None and control.heartbeat_timeout is None:
+            return await fn(*args, **kwargs)  # no clock can end it: nothing to watch
         clocks = _Clocks(control, timeout, time.monotonic())
         try:
             async with asyncio.timeout(None) as limit:
@@ -253,6 +303,8 @@ async def _call(run: ActivityRun, pool: ActivityPool, control: AttemptControl) -
 
 class _Watch:
     """Ends an async attempt through its ``asyncio.timeout`` when one of its clocks runs out."""
+
+    __slots__ = ("_clocks", "_handle", "_limit", "_loop", "expired")
 
     def __init__(self, limit: asyncio.Timeout, clocks: _Clocks) -> None:
         self._limit = limit

@@ -100,7 +100,36 @@ class AttemptControl:
     """The worker's handle on one attempt: what it is, its latest heartbeat, its cancellation.
 
     Thread-safe: a sync activity beats from its own thread while the worker reads and cancels
-    from the event loop. ``on_beat`` is called on ``loop`` after each heartbeat."""
+    from the event loop. ``on_beat(control)`` is called on ``loop`` after each heartbeat (with
+    the control: a callback closing over it would make a reference cycle, and every finished
+    attempt would wait for the garbage collector)."""
+
+    __slots__ = (  # one is made for every attempt
+        "__weakref__",
+        "_info",
+        "_lock",
+        "_loop",
+        "_max_bytes",
+        "_notified",
+        "_now",
+        "_on_beat",
+        "_reason",
+        "_unwritten",
+        "activity_name",
+        "attempt",
+        "beats",
+        "deadline",
+        "details",
+        "heartbeat_timeout",
+        "last_beat",
+        "previous_details",
+        "run_id",
+        "seq",
+        "started",
+        "step",
+        "timeout",
+        "workflow_id",
+    )
 
     def __init__(
         self,
@@ -115,7 +144,7 @@ class AttemptControl:
         heartbeat_timeout: float | None,
         previous_details: str | None = None,
         max_bytes: int = limits.DEFAULT_MAX_PAYLOAD_BYTES,
-        on_beat: Callable[[], None] | None = None,
+        on_beat: Callable[[AttemptControl], None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
@@ -192,7 +221,7 @@ class AttemptControl:
         with self._lock:
             self._notified = False
         if self._on_beat is not None:
-            self._on_beat()
+            self._on_beat(self)
 
     # -- the worker's side ----------------------------------------------------------------
     @property

@@ -935,6 +935,14 @@ class WorkflowHandle(Generic[StateT]):
             raise WorkflowNotFoundError(self.workflow_id)
         return record
 
+    async def _decoded(self, record: WorkflowRecord) -> WorkflowRecord:
+        """``record``, read from the backend, as :meth:`describe` shows it: decoded in place
+        (the row is not read a second time) when the store decodes records."""
+        shown = self.database._shown
+        if isinstance(shown, EncodedStore):
+            return shown.decoded(record)
+        return await self.describe()
+
     async def status(self) -> WorkflowStatus:
         return (await self._record(self.database._plain_parts)).status
 
@@ -1041,7 +1049,7 @@ class WorkflowHandle(Generic[StateT]):
             seen = changed.version
             record = await self._record(self.database._plain_parts)
             if record.status is not WorkflowStatus.RUNNING:
-                record = await self.describe()  # the payloads, decoded, once it ended
+                record = await self._decoded(record)  # the payloads, decoded, once it ended
             if record.status is WorkflowStatus.COMPLETED:
                 return record.state  # type: ignore[return-value]
             if record.status is WorkflowStatus.FAILED:

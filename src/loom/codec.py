@@ -89,10 +89,12 @@ def dumps(
             f"{what} cannot be stored: {problem}. Durable values must be JSON (dict with str keys, "
             "list, str, int, float, bool, None), a dataclass or a pydantic model"
         ) from None
-    if b"null" in data and not _all_finite(value):  # NaN and Infinity are written as null
+    # NaN and Infinity are written as null. (find, not ``in``: ``bytes in bytes`` first tries
+    # the operand as an int and clears the TypeError, which costs more than the search.)
+    if data.find(b"null") != -1 and not _all_finite(value):
         non_finite = _find_problem(value, root, floats_only=True)
         raise PayloadError(f"{what} cannot be stored: {non_finite}")
-    if not envelopes and _RESERVED in data:
+    if not envelopes and data.find(_RESERVED) != -1:  # find, not ``in``: see above
         reserved = _find_reserved(orjson.loads(data), root)
         if reserved is not None:
             raise PayloadError(
@@ -218,19 +220,26 @@ def convert(value: Any, annotation: Any, *, what: str = "value") -> Any:
     """
     if annotation is None or annotation is Any or annotation is inspect.Parameter.empty:
         return value
+    if type(value) is annotation and annotation in SCALARS:
+        return value  # what pydantic returns too (the very object), for a fraction of the cost
     adapter = _adapter(annotation)
     if adapter is None:
         return value
-    from pydantic import ValidationError
-
     try:
         return adapter.validate_python(value)
-    except ValidationError as exc:
+    except Exception as exc:
+        from pydantic import ValidationError  # imported here: pydantic's lazy import is slow
+
+        if not isinstance(exc, ValidationError):
+            raise
         raise PayloadError(
             f"{what} does not match its annotation {_type_name(annotation)}: "
             f"{_validation_summary(exc)}"
         ) from None
 
+
+SCALARS = frozenset({int, float, str, bool})
+"""Types whose exact instances :func:`convert` (pydantic's lax validation) returns unchanged."""
 
 _NO_ADAPTER: Any = object()
 _adapters: dict[Any, Any] = {}

@@ -305,7 +305,8 @@ class WorkflowDriver:
                 last_write = await self._checkpoint(ex)
             if self.trace is not None:
                 self.trace.observe(ex.new_events)  # the step span the activities run in
-            await self._start(due)
+            if due:
+                await self._start(due)
             left = last_write + window - time.monotonic()
             if due and left > 0:
                 # Short activities run inline: their scheduling is written with their outcome.
@@ -343,9 +344,8 @@ class WorkflowDriver:
             self.running.pop(seq).cancel()
 
     async def _start(self, due: list[ActivityRun]) -> None:
-        if not due:
-            return
-        await self.beats.load()  # what earlier runs recorded, for their next attempt
+        if not self.beats.loaded:
+            await self.beats.load()  # what earlier runs recorded, for their next attempt
         loop = asyncio.get_running_loop()
         for run in due:
             control = self.beats.control(run)
@@ -400,8 +400,11 @@ class WorkflowDriver:
             outcome = base_exception_outcome(exc)
         if slot:
             self._give_back(run.seq)
-        # A failed attempt's last heartbeat is written before the workflow hears of the failure.
-        await self.beats.finish(run.seq, failed=not outcome.ok)
+        if outcome.ok:
+            self.beats.succeeded(run.seq)
+        else:
+            # Its last heartbeat is written before the workflow hears of the failure.
+            await self.beats.finish(run.seq, failed=True)
         return outcome
 
     async def _slot(self, queue: str, seq: int) -> None:
@@ -674,8 +677,10 @@ class WorkflowDriver:
         """A write that started or withdrew a child, or ended a child, made work for others:
         wake this process's idle workers, and the parent's driver if it runs here."""
         database = self.worker.database
-        if any(e.type in CHILD_DECISIONS for e in events):
-            database.work_available.notify()
+        for e in events:  # a plain loop: this runs on every write
+            if e.type in CHILD_DECISIONS:
+                database.work_available.notify()
+                break
         if ex.finished and ex.parent_id is not None:
             database.work_available.notify()
             for worker in list(database.workers):

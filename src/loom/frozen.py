@@ -38,8 +38,16 @@ def freeze(value: Any, root: str, hint: str) -> Any:
     return value
 
 
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+
+
 def thaw(value: Any) -> Any:
     """A plain, mutable deep copy of a durable value (views included)."""
+    kind = type(value)
+    if kind is dict or kind is list:  # the usual cases first: no ABC isinstance checks
+        return orjson.loads(orjson.dumps(value)) if value else kind()
+    if kind in _IMMUTABLE:
+        return value
     if isinstance(value, FrozenDict | FrozenList):
         value = value._raw
     if isinstance(value, dict | list):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -95,6 +96,11 @@ class HeartbeatKeeper:
         self._warned: set[int] = set()
         """Activities whose heartbeats the database refused (warned about once)."""
 
+    @property
+    def loaded(self) -> bool:
+        """Whether what earlier runs recorded is known (:meth:`load` has nothing to do)."""
+        return self._loaded
+
     async def load(self) -> None:
         """Read what earlier runs recorded, once per claim (nothing to read on a first claim)."""
         if self._loaded:
@@ -122,7 +128,7 @@ class HeartbeatKeeper:
             heartbeat_timeout=definition.heartbeat_timeout,
             previous_details=details if name == definition.name else None,
             max_bytes=self.max_bytes,
-            on_beat=lambda: self._beaten(run.seq, control),
+            on_beat=functools.partial(self._beaten, run.seq),
             loop=asyncio.get_running_loop(),
             now=self._now,
         )
@@ -211,6 +217,11 @@ class HeartbeatKeeper:
         beat = writer.control.take_unwritten()
         if beat is not None:
             await self._write(writer.control, beat)
+
+    def succeeded(self, seq: int) -> None:
+        """The attempt of ``seq`` succeeded: :meth:`finish` without a failure, which writes
+        nothing more, so it needs no await."""
+        self._close(seq)
 
     def drop(self, seq: int) -> None:
         """The attempt of ``seq`` was interrupted: nothing more of it is written."""

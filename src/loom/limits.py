@@ -14,6 +14,7 @@ entry point accepts, every other can read, print and address:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from loom.errors import InvalidIdError, PayloadTooLargeError
@@ -29,6 +30,10 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 40 else value[:40] + "...")
 
 
+_NOT_PRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""A control character (C0, DEL, C1) or a lone surrogate."""
+
+
 def problem(value: Any, what: str = "workflow id") -> str | None:
     """Why ``value`` is not a valid id or name, or None when it is."""
     if not isinstance(value, str):
@@ -39,19 +44,19 @@ def problem(value: Any, what: str = "workflow id") -> str | None:
         return (
             f"{what} {_shown(value)} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
         )
-    for index, char in enumerate(value):
-        code = ord(char)
-        if code < 0x20 or 0x7F <= code <= 0x9F:
-            return (
-                f"{what} {_shown(value)} contains the control character U+{code:04X} "
-                f"at position {index}; use printable characters only"
-            )
-        if 0xD800 <= code <= 0xDFFF:
-            return (
-                f"{what} {_shown(value)} contains a lone surrogate U+{code:04X} at position "
-                f"{index}; it is not valid Unicode text"
-            )
-    return None
+    bad = _NOT_PRINTABLE.search(value)  # one scan in C: ids are checked on every start
+    if bad is None:
+        return None
+    index, code = bad.start(), ord(bad.group())
+    if code < 0xD800:
+        return (
+            f"{what} {_shown(value)} contains the control character U+{code:04X} "
+            f"at position {index}; use printable characters only"
+        )
+    return (
+        f"{what} {_shown(value)} contains a lone surrogate U+{code:04X} at position "
+        f"{index}; it is not valid Unicode text"
+    )
 
 
 def check_id(value: Any, what: str = "workflow id") -> str:

@@ -49,12 +49,14 @@ class WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
     fields ``loom worker --log-format json`` writes, so its lines join traces and the
     dashboard's ids."""
 
-    def __init__(self, ctx: WorkflowContext[Any, Any]) -> None:
+    def __init__(self, execution: WorkflowExecution) -> None:
+        # The execution, not the context: a context holding a logger that holds it would be a
+        # reference cycle, and every finished execution would wait for the garbage collector.
         super().__init__(_log, {})
-        self._ctx = ctx
+        self._execution = execution
 
     def isEnabledFor(self, level: int) -> bool:
-        return not self._ctx.is_replaying and self.logger.isEnabledFor(level)
+        return not self._execution.is_replaying and self.logger.isEnabledFor(level)
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         if self.isEnabledFor(level):
@@ -63,14 +65,14 @@ class WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = dict(kwargs.get("extra") or {})
-        execution = self._ctx._execution
+        execution = self._execution
         extra.setdefault("workflow_id", execution.workflow_id)
         extra.setdefault("run_id", execution.run_id)
         extra.setdefault("step", execution.current_step)
         for key, value in execution.log_fields.items():
             extra.setdefault(key, value)
         kwargs["extra"] = extra
-        return f"[{self._ctx.workflow_id}] {msg}", kwargs
+        return f"[{self._execution.workflow_id}] {msg}", kwargs
 
 
 _STATE_HINT = (
@@ -161,7 +163,7 @@ class WorkflowContext(Generic[InputT, StateT]):
     def __init__(self, execution: WorkflowExecution) -> None:
         self._execution = execution
         self._state: StateProxy[StateT] = StateProxy(execution)
-        self._logger = WorkflowLogger(self)
+        self._logger = WorkflowLogger(execution)
 
     # -- read-only facts -------------------------------------------------------------------
     @property

@@ -18,7 +18,6 @@ import asyncio
 import asyncio.events
 import collections
 import contextvars
-import itertools
 import os
 import weakref
 from collections.abc import Callable, Coroutine, Generator
@@ -45,10 +44,11 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._closed = False
         self._errors: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
-        self._every_task: weakref.WeakValueDictionary[int, asyncio.Task[Any]] = (
-            weakref.WeakValueDictionary()
-        )
-        self._created = itertools.count()
+        # Weak references in creation order (cheaper than a WeakValueDictionary, which costs
+        # more than the rest of the loop for a short workflow); dead ones are dropped as the
+        # list grows, so it stays within twice the tasks alive.
+        self._every_task: list[weakref.ref[asyncio.Task[Any]]] = []
+        self._prune_at = 64
 
     # -- what asyncio.Task / Future / gather need -----------------------------------------
     def call_soon(  # type: ignore[override]
@@ -73,12 +73,16 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     ) -> asyncio.Task[T]:
         task = asyncio.Task(coro, loop=self, name=name, context=context)
         self._tasks.append(task)
-        self._every_task[next(self._created)] = task
+        every = self._every_task
+        every.append(weakref.ref(task))
+        if len(every) >= self._prune_at:
+            every[:] = [ref for ref in every if (t := ref()) is not None and not t.done()]
+            self._prune_at = max(64, 2 * len(every))
         return task
 
     def pending_tasks(self) -> list[asyncio.Task[Any]]:
         """Every task of this loop not done, oldest first (a stable order, unlike a set's)."""
-        return [t for _, t in sorted(self._every_task.items()) if not t.done()]
+        return [t for ref in self._every_task if (t := ref()) is not None and not t.done()]
 
     def take_tasks(self) -> list[asyncio.Task[Any]]:
         """The tasks created since the last call, oldest first."""

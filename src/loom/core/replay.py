@@ -313,9 +313,17 @@ class WorkflowExecution:
         """The activities to run; each with its own copy of the arguments, so an attempt that
         changes them in place changes neither the recorded call nor the next attempt."""
         return [
-            replace(p.run, args=thaw(p.run.args), kwargs=thaw(p.run.kwargs))
+            ActivityRun(  # not dataclasses.replace: it reads every field's metadata
+                seq=r.seq,
+                definition=r.definition,
+                args=thaw(r.args),
+                kwargs=thaw(r.kwargs),
+                step=r.step,
+                attempt=r.attempt,
+                not_before=r.not_before,
+            )
             for p in self._pending.values()
-            if p.run is not None
+            if (r := p.run) is not None
         ]
 
     def deadlines(self) -> list[tuple[int, float]]:

@@ -83,6 +83,11 @@ class EncodedStore(Store):
         except Unreadable as exc:
             raise unreadable(exc, workflow_id) from None
 
+    def decoded(self, record: WorkflowRecord) -> WorkflowRecord:
+        """``record`` as read from the backend (``inner``), with its payloads decoded: what
+        :meth:`get_workflow` returns for that row, without reading it again."""
+        return self._record(record)
+
     def _record(self, record: WorkflowRecord) -> WorkflowRecord:
         try:
             fields = self.payloads.read_fields(
@@ -212,9 +217,12 @@ class EncodedStore(Store):
         the history itself, and fails on that one workflow instead of on the whole claim."""
         read = self.payloads.read_event
         try:
-            return replace(claim, history=tuple(read(e) for e in claim.history))
+            history = tuple(read(e) for e in claim.history)
         except Unreadable:
             return replace(claim, history=())
+        if all(a is b for a, b in zip(history, claim.history, strict=True)):
+            return claim  # nothing was encoded (every claim passes here: no copy made)
+        return replace(claim, history=history)
 
     async def load_history(
         self, workflow_id: str, after_seq: int = 0, limit: int | None = None
