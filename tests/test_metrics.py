@@ -268,3 +268,30 @@ async def test_a_cancel_a_claim_carries_out_for_a_dead_worker_is_counted(db: loo
     found = samples(metrics.render().decode())
     assert value(found, "loom_workflows_canceled_total", workflow="met_Order") == 1
     assert value(found, "loom_activity_attempts_total", activity="met_charge") is None  # never ran
+
+
+@loom.workflow(name="met_Mail", queue="met-emails")
+class Mail(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def send(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
+        await ctx.state.set("sent", True)
+
+
+async def test_the_task_gauges_and_latency_are_per_queue(db: loom.Database) -> None:
+    """Ready work of two queues, scraped before a worker runs; then the claims' latency is
+    labelled by the queue each came from."""
+    db.enable_metrics()
+    mails = [await db.start_workflow(Mail, workflow_input={}) for _ in range(2)]
+    urgent = await db.start_workflow(Mail, workflow_input={}, queue="met-urgent")
+    found = samples((await db.scrape_metrics()).decode())
+    assert value(found, "loom_tasks", queue="met-emails", state="ready") == 2
+    assert value(found, "loom_tasks", queue="met-urgent", state="ready") == 1
+    assert value(found, "loom_tasks", queue="default", state="ready") is None  # holds nothing
+    async with worker(db):
+        for handle in [*mails, urgent]:
+            await handle.result(timeout=10)
+    found = samples((await db.scrape_metrics()).decode())
+    assert value(found, "loom_tasks", queue="met-emails", state="ready") == 0
+    count = "loom_task_latency_seconds_count"
+    assert value(found, count, queue="met-emails", workflow="met_Mail") == 2
+    assert value(found, count, queue="met-urgent", workflow="met_Mail") == 1

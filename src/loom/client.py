@@ -323,8 +323,10 @@ class Database(ScheduleMethods):
         except StoreError as exc:
             log.warning("metrics: cannot read the queue from the database: %s", exc)
             stats = None
-        # One queue today; per-queue figures from the store will fill this mapping.
-        metrics.queues(None if stats is None else {DEFAULT_QUEUE: stats})
+        if stats is None:
+            metrics.queues(None)
+        else:  # an empty database still reports its default queue, at zero
+            metrics.queues(stats.by_queue or {DEFAULT_QUEUE: stats})
         return metrics.render()
 
     def serve_metrics(self, port: int = 9464, host: str = "127.0.0.1") -> MetricsServer:

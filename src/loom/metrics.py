@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from loom.extras import require
 
 if TYPE_CHECKING:
-    from loom.store.base import StoreStats
+    from loom.store.base import QueueTasks, StoreStats
 
 log = logging.getLogger("loom.metrics")
 
@@ -127,9 +127,9 @@ class Metrics:
         if ready_since is not None:
             self.task_latency.labels(queue, workflow).observe(max(0.0, now - ready_since))
 
-    def queues(self, by_queue: Mapping[str, StoreStats] | None) -> None:
-        """Set the gauges from the database's figures, one ``StoreStats`` per queue (today the
-        one queue, :data:`DEFAULT_QUEUE`); None: the database could not be read, and the task
+    def queues(self, by_queue: Mapping[str, QueueTasks | StoreStats] | None) -> None:
+        """Set the gauges from the database's figures, one set per queue
+        (``StoreStats.by_queue``); None: the database could not be read, and the task
         gauges are withdrawn rather than left stale. A queue no longer reported is dropped."""
         self.tasks.clear()
         self.oldest_ready.clear()

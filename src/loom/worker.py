@@ -345,7 +345,7 @@ class Worker:
         metrics = self.database.metrics
         if metrics is not None:
             for claim in claims:
-                metrics.claimed(claim.name, claim.ready_since, now)  # the default queue
+                metrics.claimed(claim.name, claim.ready_since, now, claim.queue)
         return claims
 
     def _spawn(self, claim: Claim) -> None:

@@ -229,6 +229,17 @@ class CancelOutcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class QueueTasks:
+    """The workflow tasks of one queue by state (see :class:`StoreStats`)."""
+
+    ready: int
+    leased: int
+    sleeping: int
+    waiting: int
+    oldest_ready_age: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     by_status: dict[str, int]
     ready: int
@@ -242,6 +253,8 @@ class StoreStats:
     completed_per_minute: list[int] = field(default_factory=list)  # newest minute first
     failed_per_minute: list[int] = field(default_factory=list)  # newest minute first
     extra: dict[str, Any] = field(default_factory=dict)
+    by_queue: dict[str, QueueTasks] = field(default_factory=dict)
+    """The same task counts per queue (the queues that hold a workflow)."""
 
 
 class DumpedEvent(NamedTuple):

@@ -35,6 +35,7 @@ from loom.store.base import (
     HeartbeatRow,
     HistoryMoved,
     NewWorkflow,
+    QueueTasks,
     ResetOutcome,
     ResetRequest,
     StoreStats,
@@ -797,18 +798,29 @@ def stats(d: Dialect, now: float) -> Rule[StoreStats]:
     by_status = yield rows("SELECT status, COUNT(*) AS n FROM workflows GROUP BY status")
     # The number of events is the sum of every workflow's last sequence number: no scan of the
     # (much larger) events table.
-    [totals] = yield rows(
-        "SELECT COUNT(CASE WHEN ready_at <= ? AND lease_owner IS NULL THEN 1 END) AS ready, "
+    per_queue = yield rows(
+        "SELECT queue, COUNT(CASE WHEN ready_at <= ? AND lease_owner IS NULL THEN 1 END) AS ready, "
         "MIN(CASE WHEN ready_at <= ? AND lease_owner IS NULL THEN ready_at END) AS oldest, "
         "COUNT(CASE WHEN lease_owner IS NOT NULL AND ready_at > ? THEN 1 END) AS leased, "
         "COUNT(CASE WHEN lease_owner IS NULL AND ready_at > ? THEN 1 END) AS sleeping, "
         "COUNT(CASE WHEN status = 'RUNNING' AND ready_at IS NULL THEN 1 END) AS waiting, "
-        "COALESCE(SUM(last_seq), 0) AS events FROM workflows",
+        "COALESCE(SUM(last_seq), 0) AS events FROM workflows GROUP BY queue ORDER BY queue",
         now,
         now,
         now,
         now,
     )
+    by_queue = {
+        str(r["queue"]): QueueTasks(
+            ready=int(r["ready"]),
+            leased=int(r["leased"]),
+            sleeping=int(r["sleeping"]),
+            waiting=int(r["waiting"]),
+            oldest_ready_age=None if r["oldest"] is None else max(0.0, now - r["oldest"]),
+        )
+        for r in per_queue
+    }
+    ages = [q.oldest_ready_age for q in by_queue.values() if q.oldest_ready_age is not None]
     [signals] = yield rows("SELECT COUNT(*) AS n FROM signals")
     ended = minute_buckets(
         (
@@ -821,17 +833,17 @@ def stats(d: Dialect, now: float) -> Rule[StoreStats]:
         )
     )
     per_minute = ended[WorkflowStatus.COMPLETED]
-    oldest = totals["oldest"]
     return StoreStats(
         by_status={str(r["status"]): int(r["n"]) for r in by_status},
-        ready=int(totals["ready"]),
-        leased=int(totals["leased"]),
-        sleeping=int(totals["sleeping"]),
-        waiting=int(totals["waiting"]),
-        oldest_ready_age=None if oldest is None else max(0.0, now - oldest),
-        events=int(totals["events"]),
+        ready=sum(q.ready for q in by_queue.values()),
+        leased=sum(q.leased for q in by_queue.values()),
+        sleeping=sum(q.sleeping for q in by_queue.values()),
+        waiting=sum(q.waiting for q in by_queue.values()),
+        oldest_ready_age=max(ages) if ages else None,
+        events=sum(int(r["events"]) for r in per_queue),
         signals_pending=int(signals["n"]),
         completed_last_minute=per_minute[0],
         completed_per_minute=per_minute,
         failed_per_minute=ended[WorkflowStatus.FAILED],
+        by_queue=by_queue,
     )
