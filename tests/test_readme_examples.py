@@ -246,6 +246,8 @@ async def test_the_testing_examples_are_the_readmes_and_pass(tmp_path: Path) -> 
     # The loom_env fixture comes with an installed Loom (entry point pytest11 "loom"); an
     # install older than this source tree is given the plugin by hand.
     installed = {e.name for e in importlib.metadata.entry_points(group="pytest11")}
+    if os.environ.get("CI") == "true":  # CI installs Loom afresh: the entry point must be there
+        assert "loom" in installed, "the pytest11 entry point 'loom' is not installed"
     plugin = [] if "loom" in installed else ["-p", "loom.testing.pytest_plugin"]
     args = ["-m", "pytest", *plugin, "-q", "-p", "no:cacheprovider", "readme_testing_pytest.py"]
     code, out, err = await run_script_in(tmp_path, env, *args)
