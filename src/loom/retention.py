@@ -80,14 +80,18 @@ async def sweep(
     batch: int = BATCH,
     pause: float = PAUSE,
     stopping: Callable[[], bool] = lambda: False,
+    deleted_batch: Callable[[int], None] | None = None,
 ) -> int:
     """Delete the finished workflows of ``statuses`` last updated before ``before``, ``batch``
     at a time with ``pause`` seconds between batches, until none is left (or ``stopping()``);
-    return how many were deleted."""
+    return how many were deleted. ``deleted_batch`` hears of each batch that deleted any as it
+    is committed (a sweep stopped in its pause has reported what it did)."""
     total = 0
     while True:
         deleted = await store.delete_finished(before, statuses, batch)
         total += deleted
+        if deleted and deleted_batch is not None:
+            deleted_batch(deleted)
         if deleted < batch or stopping():
             return total
         await asyncio.sleep(pause)
@@ -125,28 +129,29 @@ class Retention:
         database is away) is logged and tried again at the next one."""
         while not self.stopping:
             try:
-                deleted = await sweep(
+                await sweep(
                     self.store,
                     self.now() - self.period,
                     list(FINISHED),
                     batch=self.batch,
                     pause=self.pause,
                     stopping=lambda: self.stopping,
+                    deleted_batch=self._deleted,
                 )
             except DatabaseCorruptError:
                 raise
             except Exception as exc:
                 log.warning("%s: retention sweep failed, tried again later: %s", self.owner, exc)
-            else:
-                self.deleted += deleted
-                if deleted:
-                    log.info(
-                        "%s: retention deleted %d finished workflow(s) that ended more than %s ago",
-                        self.owner,
-                        deleted,
-                        describe_period(self.period),
-                    )
             await asyncio.sleep(self.interval)
+
+    def _deleted(self, n: int) -> None:
+        self.deleted += n
+        log.info(
+            "%s: retention deleted %d finished workflow(s) that ended more than %s ago",
+            self.owner,
+            n,
+            describe_period(self.period),
+        )
 
 
 def describe_period(seconds: float) -> str:
