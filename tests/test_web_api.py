@@ -814,3 +814,22 @@ def test_loom_web_refuses_a_public_host_without_a_token(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: ")
     assert "--token" in result.stderr
+
+
+async def test_too_deep_query_arguments_are_refused_whatever_the_recursion_limit(
+    db: loom.Database, client: httpx.AsyncClient
+) -> None:
+    """A process whose recursion limit was raised (by a library, say) still refuses them."""
+    import sys
+
+    await db.start_workflow(web_workflows.Approval, workflow_input={"n": 1}, workflow_id="q2")
+    assert await loom.run_once(db)
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)
+    try:
+        answer = await client.get(
+            "/api/workflows/q2/query/scaled", params={"args": "[" * 3000 + "]" * 3000}
+        )
+    finally:
+        sys.setrecursionlimit(before)
+    assert_error(answer, 400, "args is not valid JSON: nested more than 500 deep")

@@ -403,11 +403,33 @@ def _query_arguments(text: str | None, workflow_id: str, name: str) -> list[Any]
     except (ValueError, RecursionError) as exc:
         detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "too deep"
         raise QueryArgumentsError(workflow_id, name, f"args is not valid JSON: {detail}") from None
+    if _depth(value) > MAX_ARGS_DEPTH:  # whatever this process's recursion limit lets json read
+        raise QueryArgumentsError(
+            workflow_id, name, f"args is not valid JSON: nested more than {MAX_ARGS_DEPTH} deep"
+        )
     if not isinstance(value, list):
         raise QueryArgumentsError(
             workflow_id, name, f"args must be a JSON array of the arguments, got {text[:40]!r}"
         )
     return value
+
+
+MAX_ARGS_DEPTH = 500
+"""The deepest nesting of ``?args=`` read (a stored value may nest no deeper anyway)."""
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` (parsed JSON) nests lists and objects, found without recursion."""
+    deepest, level = 0, [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, list | dict):
+            deepest = max(deepest, depth)
+            if depth > MAX_ARGS_DEPTH:
+                return depth
+            children = item.values() if isinstance(item, dict) else item
+            level.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _not_json(word: str) -> Any:
