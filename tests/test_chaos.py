@@ -178,6 +178,6 @@ def test_chaos_short_form(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         covered = r.verdict.coverage
         assert covered["signal during a wait"] and covered["signal wait timed out"], covered
     assert not any(r.verdict.anomalies for r in results), f"{summary}\n{runner.details(results)}"
-    if skipped:
+    if skipped and not pg.in_ci():  # under CI=true postgres_unavailable failed already
         pytest.skip(skipped)
     assert results[1].chaos.pg_restarts == 1

@@ -79,9 +79,9 @@ def pg_available() -> bool:
 def unavailable(needed: str) -> NoReturn:
     """A test cannot have what it needs: under CI=true it fails (CI provides everything a test
     needs); elsewhere it is skipped, loudly."""
-    if in_ci():
-        pytest.fail(f"required in CI: {needed}", pytrace=False)
-    pytest.skip(f"SKIPPING, no {needed}")
+    if not in_ci():
+        pytest.skip(f"SKIPPING, no {needed}")
+    pytest.fail(f"required in CI: {needed}", pytrace=False)
 
 
 def require_pg() -> None:
