@@ -450,28 +450,24 @@ class Database(ScheduleMethods):
         queue: str | None = None,
         priority: int = 0,
     ) -> WorkflowHandle[Any]:
-        name, version = definition.name, definition.version
-        limits.check_id(name, "workflow name")
-        wid = str(uuid.uuid4()) if workflow_id is None else limits.check_id(workflow_id)
-        tag_pairs = check_tags(tags)
-        queue = definition.queue if queue is None else check_queue(queue)
-        priority = check_priority(priority)
-        stored_input = self.encode(workflow_input, f"the input of workflow {wid!r}", root="input")
-        state = self.encode(
-            initial_state or {}, f"the initial state of workflow {wid!r}", root="initial_state"
+        new, first = self._prepare(
+            definition,
+            workflow_input,
+            initial_state,
+            workflow_id,
+            self.clock.now(),
+            tags,
+            queue,
+            priority,
         )
-        if not isinstance(state, dict):
-            raise ConfigurationError(
-                f"initial_state of workflow {wid!r} must be a mapping, got {type(state).__name__}"
-            )
-        payload = {"name": name, "version": version, "input": stored_input, "state": state}
+        wid, name, stored_input = new.workflow_id, new.name, new.input
         tracer = self.tracing.tracer()
         if tracer is None:
-            existing = await self._create(wid, payload, tag_pairs, queue, priority)
+            existing = await self.store.create_workflow(new, first)
         else:
             with telemetry.starting(tracer, name, wid) as span:
-                payload[telemetry.TRACE_KEY] = telemetry.carrier(span)
-                existing = await self._create(wid, payload, tag_pairs, queue, priority)
+                first.payload[telemetry.TRACE_KEY] = telemetry.carrier(span)
+                existing = await self.store.create_workflow(new, first)
                 span.set_attribute("loom.workflow.existing", existing is not None)
         if existing is not None:
             if existing.name != name:
@@ -519,31 +515,6 @@ class Database(ScheduleMethods):
         )
         new = NewWorkflow(wid, name, version, stored_input, state, now, tag_pairs, queue, priority)
         return new, first
-
-    async def _create(
-        self,
-        wid: str,
-        payload: dict[str, Any],
-        tag_pairs: tuple[tuple[str, str], ...],
-        queue: str,
-        priority: int,
-    ) -> WorkflowRecord | None:
-        """Insert the workflow, its tags and its ``WORKFLOW_STARTED`` event (``payload``); the
-        existing workflow if the id is taken."""
-        now = self.clock.now()
-        first = Event(1, EventType.WORKFLOW_STARTED, payload, now)
-        new = NewWorkflow(
-            wid,
-            payload["name"],
-            payload["version"],
-            payload["input"],
-            payload["state"],
-            now,
-            tag_pairs,
-            queue,
-            priority,
-        )
-        return await self.store.create_workflow(new, first)
 
     def encode(self, value: Any, what: str, root: str = "value") -> Any:
         """``value`` as stored (round-tripped through JSON), within ``max_payload_bytes``;
