@@ -232,7 +232,7 @@ async def test_sigkilled_workers_lose_nothing_and_record_each_result_once(
     all_statuses = await run_until_all_completed(db, ids + ticks, timeout=90)
     assert all_statuses == {wid: WorkflowStatus.COMPLETED for wid in ids + ticks}
     statuses = {wid: all_statuses[wid] for wid in ids}
-    assert len(ticks) >= 10, ticks
+    assert len(ticks) >= 5, ticks  # a 2 s schedule over the rounds; check_ticks checks each slot
     late_ticks = await check_ticks(db, ticks)
     assert late_ticks > 0, "no slot fell while no worker ran"
     # The children's queue kept its limit through the kills, and no slot stayed taken.
