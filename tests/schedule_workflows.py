@@ -27,3 +27,12 @@ class Hold(loom.Workflow[Any, dict[str, Any]]):
     @loom.step
     async def hold(self, ctx: Ctx) -> None:
         await ctx.state.set("released_by", await ctx.wait_for_signal("release"))
+
+
+@loom.workflow(name="sched_Mail", queue="sched-mail")
+class Mail(loom.Workflow[Any, dict[str, Any]]):
+    """Declared on a queue of its own: its scheduled runs must go there."""
+
+    @loom.step
+    async def send(self, ctx: Ctx) -> None:
+        await ctx.state.set("id", ctx.workflow_id)

@@ -42,10 +42,11 @@ from loom.schedule_spec import (
     run_id,
     zone,
 )
+from loom.store.base import RunTarget
 from loom.store.statements import one, run
 from support import eventually, worker
 
-Tick, Hold = schedule_workflows.Tick, schedule_workflows.Hold
+Tick, Hold, Mail = schedule_workflows.Tick, schedule_workflows.Hold, schedule_workflows.Mail
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -516,6 +517,29 @@ async def test_a_worker_fires_only_the_schedules_of_workflows_it_has(db: loom.Da
         await eventually(lambda: _count(db, "ticks", 1), timeout=10, what="a worker with Tick")
 
 
+async def test_runs_go_to_their_workflows_queue_and_are_tagged_with_their_schedule(
+    db: loom.Database,
+) -> None:
+    """A run starts as a start of its workflow would: on the queue the workflow declares, so a
+    worker serving only that queue runs it; and it carries the tag ``loom.schedule``."""
+    mail_only = loom.Registry()
+    mail_only.add_workflow(workflow_definition(Mail))
+    await db.create_schedule("mail", Mail, every="1s")
+    async with worker(db, registry=mail_only, queues=["sched-mail"]):
+
+        async def one_done() -> bool:
+            runs = await runs_of(db, "mail")
+            return any(r.status is loom.WorkflowStatus.COMPLETED for r in runs)
+
+        await eventually(one_done, timeout=10, what="a run on the workflow's queue")
+    triggered = await db.trigger_schedule("mail")
+    for record in [*await runs_of(db, "mail"), await triggered.describe()]:
+        assert record.queue == "sched-mail"
+        assert await db.store.tags(record.workflow_id) == {"loom.schedule": "mail"}
+    tagged = await db.list_workflows(tags={"loom.schedule": "mail"}, limit=1000)
+    assert {r.workflow_id for r in tagged} == {r.workflow_id for r in await runs_of(db, "mail")}
+
+
 async def test_declared_schedules_are_written_by_workers_and_sync(
     db: loom.Database, registry: loom.Registry
 ) -> None:
@@ -558,7 +582,7 @@ async def test_a_scheduler_pass_and_its_runs_are_one_transaction(db: loom.Databa
     await db.create_schedule("race", Tick, every="1s", overlap="allow_all", catch_up="all")
     await set_next_slot(db, "race", math.floor(time.time()) - 5)
     now = time.time()
-    versions = {"sched_Tick": "1.0.0"}
+    versions = {"sched_Tick": RunTarget("1.0.0")}
     passes = await asyncio.gather(*(db.store.fire_schedules(versions, now, 10) for _ in range(4)))
     started = [wid for found in passes for wid in found]
     assert len(started) == len(set(started)) == 6
@@ -630,7 +654,7 @@ async def test_a_clock_that_jumps_back_or_forward_never_fires_a_slot_twice(
     )
     base = math.floor(time.time() / 10) * 10 + 10.0
     await set_next_slot(db, "jumpy", base)
-    versions = {"sched_Tick": "1.0.0"}
+    versions = {"sched_Tick": RunTarget("1.0.0")}
 
     async def fire(at: float) -> list[float]:
         return [slot_of(w) for w in await db.store.fire_schedules(versions, at, 10)]

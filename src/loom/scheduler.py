@@ -23,7 +23,7 @@ from collections.abc import Callable
 from loom.clock import WALL_CLOCK, Clock
 from loom.definitions import Registry
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
-from loom.store.base import Store
+from loom.store.base import RunTarget, Store
 
 log = logging.getLogger("loom.scheduler")
 
@@ -117,13 +117,15 @@ class Scheduler:
 
     async def run_pass(self) -> float:
         """Fire what is due now; return how long to wait before the next look."""
-        # A new run takes the newest registered version of its workflow, as a start does.
-        versions = {
-            d.name: self.registry.workflow(d.name).version for d in self.registry.workflows()
-        }
-        if not versions:
+        # A new run takes the newest registered version of its workflow and the queue it
+        # declares, as a start does.
+        targets = {}
+        for d in self.registry.workflows():
+            newest = self.registry.workflow(d.name)
+            targets[d.name] = RunTarget(newest.version, newest.queue)
+        if not targets:
             return self.check_interval
-        names = list(versions)
+        names = list(targets)
         due, held = await self.store.next_schedule_due(names)
         self.next_due = due
         now = self.clock.now()
@@ -133,7 +135,7 @@ class Scheduler:
         if fire or (held and time.monotonic() >= self._held_check):
             if held:
                 self._held_check = time.monotonic() + self.check_interval
-            started = await self.store.fire_schedules(versions, now, PASS_LIMIT)
+            started = await self.store.fire_schedules(targets, now, PASS_LIMIT)
             if started:
                 log.info("%s: schedules started %s", self.worker_id, ", ".join(started))
                 self._started(started)

@@ -18,7 +18,7 @@ from loom.definitions import Registry
 from loom.errors import ScheduleNotFoundError
 from loom.schedule_spec import every_text
 from loom.scheduling import check_name, make_spec
-from loom.store.base import ScheduleRecord, Store, WorkflowRecord
+from loom.store.base import RunTarget, ScheduleRecord, Store, WorkflowRecord
 
 if TYPE_CHECKING:
     from loom.client import Notifier, WorkflowHandle
@@ -219,7 +219,7 @@ class ScheduleMethods:
         record = await self._schedule(name)
         definition = (registry or self.registry).workflow(record.spec.workflow)
         workflow_id = await self.store.trigger_schedule(
-            record.spec.name, definition.version, self.clock.now()
+            record.spec.name, RunTarget(definition.version, definition.queue), self.clock.now()
         )
         self._schedules_changed(started=True)
         return self.get_workflow(workflow_id)

@@ -43,6 +43,15 @@ class NewWorkflow:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTarget:
+    """What a schedule's run of a workflow starts as: the version a start would take (the
+    newest registered) and the queue its workflow declares."""
+
+    version: str
+    queue: str = DEFAULT_QUEUE
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowRecord:
     """A workflow's row: what ``list`` and ``inspect`` show without reading the history."""
 
@@ -635,15 +644,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def fire_schedules(
-        self, versions: Mapping[str, str], now: float, limit: int
+        self, targets: Mapping[str, RunTarget], now: float, limit: int
     ) -> list[str]:
         """One scheduler pass over up to ``limit`` due schedules of the workflows in
-        ``versions`` (name: version): start the runs of their due slots, by their catch-up and
-        overlap policies, and advance them, in one transaction; schedules another pass holds
-        are passed by. Returns the ids of the workflows started."""
+        ``targets`` (name: what its runs start as): start the runs of their due slots, by
+        their catch-up and overlap policies, and advance them, in one transaction; schedules
+        another pass holds are passed by. Returns the ids of the workflows started."""
 
     @abc.abstractmethod
-    async def trigger_schedule(self, name: str, version: str, now: float) -> str:
+    async def trigger_schedule(self, name: str, target: RunTarget, now: float) -> str:
         """Start a run of the schedule now, whatever its slots, pause and overlap policy; its
         id is ``schedule:<name>:<now to the millisecond>``. Returns that id."""
 

@@ -38,6 +38,7 @@ from loom.store.base import (
     ResetOutcome,
     ResetRequest,
     RunSummary,
+    RunTarget,
     ScheduleRecord,
     Signal,
     Store,
@@ -414,12 +415,12 @@ class EncodedStore(Store):
         await self.inner.delete_schedule(name)
 
     async def fire_schedules(
-        self, versions: Mapping[str, str], now: float, limit: int
+        self, targets: Mapping[str, RunTarget], now: float, limit: int
     ) -> list[str]:
-        return await self.inner.fire_schedules(versions, now, limit)
+        return await self.inner.fire_schedules(targets, now, limit)
 
-    async def trigger_schedule(self, name: str, version: str, now: float) -> str:
-        return await self.inner.trigger_schedule(name, version, now)
+    async def trigger_schedule(self, name: str, target: RunTarget, now: float) -> str:
+        return await self.inner.trigger_schedule(name, target, now)
 
     async def schedule_runs(self, name: str, limit: int) -> list[WorkflowRecord]:
         return [self._record(r) for r in await self.inner.schedule_runs(name, limit)]

@@ -33,7 +33,7 @@ from loom.schedule_spec import (
 )
 from loom.status import WorkflowStatus
 from loom.store import rules
-from loom.store.base import NewWorkflow, ScheduleRecord
+from loom.store.base import NewWorkflow, RunTarget, ScheduleRecord
 from loom.store.common import Row, dump
 from loom.store.statements import Dialect, EventRow, Rule, event_rows, events, rows, run
 
@@ -154,17 +154,23 @@ def delete(d: Dialect, name: str) -> Rule[None]:
 
 
 # -- runs -------------------------------------------------------------------------------------
+SCHEDULE_TAG = "loom.schedule"
+"""The tag every run carries, naming its schedule (``loom list --tag loom.schedule=NAME``)."""
+
+
 def start_run(
     spec: ScheduleSpec,
-    version: str,
+    target: RunTarget,
     workflow_id: str,
     label: str,
     now: float,
     written: list[EventRow],
 ) -> Rule[bool]:
-    """Insert the run ``workflow_id`` of ``spec`` (ready at once, its first event added to
-    ``written``) unless that id exists; True when it was inserted. Its ``WORKFLOW_STARTED``
-    names the schedule and the slot (``label``)."""
+    """Insert the run ``workflow_id`` of ``spec`` (ready at once on its workflow's queue, its
+    first event added to ``written``, tagged :data:`SCHEDULE_TAG`) unless that id exists; True
+    when it was inserted. Its ``WORKFLOW_STARTED`` names the schedule and the slot
+    (``label``)."""
+    version = target.version
     first = Event(
         1,
         EventType.WORKFLOW_STARTED,
@@ -177,7 +183,7 @@ def start_run(
         },
         now,
     )
-    new = NewWorkflow(workflow_id, spec.workflow, version, spec.input, {}, now)
+    new = NewWorkflow(workflow_id, spec.workflow, version, spec.input, {}, now, queue=target.queue)
     inserted = yield rows(
         f"INSERT INTO workflows ({rules.NEW_COLUMNS}) VALUES ({rules.NEW_MARKS}) "
         "ON CONFLICT (id) DO NOTHING RETURNING id",
@@ -185,6 +191,7 @@ def start_run(
     )
     if inserted:
         written.extend(event_rows(workflow_id, [first]))
+        yield run(rules.INSERT_TAG, workflow_id, SCHEDULE_TAG, spec.name)
     return bool(inserted)
 
 
@@ -195,9 +202,11 @@ def _running(workflow_id: str | None) -> Rule[bool]:
     return bool(found) and found[0]["status"] == WorkflowStatus.RUNNING
 
 
-def fire_due(d: Dialect, versions: Mapping[str, str], now: float, limit: int) -> Rule[list[str]]:
+def fire_due(
+    d: Dialect, targets: Mapping[str, RunTarget], now: float, limit: int
+) -> Rule[list[str]]:
     """One scheduler pass (see the module docstring); the ids of the workflows started."""
-    where, args = d.among("workflow_name", list(versions))
+    where, args = d.among("workflow_name", list(targets))
     due = yield rows(
         f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE paused = 0 "
         f"AND (next_at <= ? OR buffered_at IS NOT NULL) AND {where} "
@@ -226,8 +235,8 @@ def fire_due(d: Dialect, versions: Mapping[str, str], now: float, limit: int) ->
         last_run, last_slot = s.last_run_id, s.last_slot_at
         for slot in decided.starts:
             last_run, last_slot = run_id(spec.name, slot), slot
-            version = versions[spec.workflow]
-            if (yield from start_run(spec, version, last_run, slot_iso(slot), now, written)):
+            target = targets[spec.workflow]
+            if (yield from start_run(spec, target, last_run, slot_iso(slot), now, written)):
                 started.append(last_run)
         yield run(
             "UPDATE schedules SET next_at = ?, buffered_at = ?, last_slot_at = ?, "
@@ -244,13 +253,13 @@ def fire_due(d: Dialect, versions: Mapping[str, str], now: float, limit: int) ->
     return started
 
 
-def trigger(d: Dialect, name: str, version: str, now: float) -> Rule[str]:
+def trigger(d: Dialect, name: str, target: RunTarget, now: float) -> Rule[str]:
     """Start a run now (see ``Store.trigger_schedule``); it becomes the schedule's last run."""
     s = yield from _locked(d, name)
     label = trigger_iso(now)
     workflow_id = run_prefix(name) + label
     written: list[EventRow] = []
-    yield from start_run(s.spec, version, workflow_id, label, now, written)
+    yield from start_run(s.spec, target, workflow_id, label, now, written)
     yield run(
         "UPDATE schedules SET last_run_id = ?, updated_at = ? WHERE name = ?",
         workflow_id,

@@ -28,6 +28,7 @@ from loom.store.base import (
     ResetOutcome,
     ResetRequest,
     RunSummary,
+    RunTarget,
     ScheduleRecord,
     Signal,
     Store,
@@ -451,17 +452,17 @@ class SqlStore(Store):
         await self._transact(schedule_rules.delete(self.sql, name))
 
     async def fire_schedules(
-        self, versions: Mapping[str, str], now: float, limit: int
+        self, targets: Mapping[str, RunTarget], now: float, limit: int
     ) -> list[str]:
-        if not versions or limit <= 0:
+        if not targets or limit <= 0:
             return []
-        started = await self._transact(schedule_rules.fire_due(self.sql, versions, now, limit))
+        started = await self._transact(schedule_rules.fire_due(self.sql, targets, now, limit))
         if started:
             self._changed(work=True)
         return started
 
-    async def trigger_schedule(self, name: str, version: str, now: float) -> str:
-        workflow_id = await self._transact(schedule_rules.trigger(self.sql, name, version, now))
+    async def trigger_schedule(self, name: str, target: RunTarget, now: float) -> str:
+        workflow_id = await self._transact(schedule_rules.trigger(self.sql, name, target, now))
         self._changed(work=True)
         return workflow_id
 
