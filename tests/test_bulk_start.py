@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 import loom
+from codec_workflows import KEY_1, KEY_OTHER, chain
 from loom import StartRequest, WorkflowAlreadyExistsError, WorkflowStatus
+from loom.errors import PayloadDecodeError
 from support import worker
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
@@ -182,3 +184,39 @@ async def test_a_bulk_start_takes_each_items_queue_and_priority(db: loom.Databas
     with pytest.raises(loom.LoomError, match="queue name"):
         await db.start_workflows([StartRequest(Item, input={"n": 3}, queue="bad queue\n")])
     assert await stored_ids(db) == ["q-default", "q-urgent"]
+
+
+async def test_under_a_codec_ids_are_compared_decoded_in_the_batchs_transaction(
+    db: loom.Database,
+) -> None:
+    """An encoded input differs each time it is encoded: a repeat of a stored id is still
+    recognised (same input: kept; another: refused, nothing written), also when two batches
+    race for the same ids; a database without the key cannot compare and says so."""
+    async with loom.Database(db.url, codec=chain({"k1": KEY_1})) as coded:
+        await coded.start_workflow(Item, workflow_input={"n": 1}, workflow_id="kept")
+        again = await coded.start_workflows(
+            [StartRequest(Item, {"n": 1}, "kept"), StartRequest(Item, {"n": 2}, "new")]
+        )
+        assert [h.workflow_id for h in again] == ["kept", "new"]
+        with pytest.raises(WorkflowAlreadyExistsError, match="with a different input"):
+            await coded.start_workflows(
+                [StartRequest(Item, {"n": 3}, "would-be-3"), StartRequest(Item, {"n": 9}, "kept")]
+            )
+        assert await stored_ids(db) == ["kept", "new"]
+
+        batch = [StartRequest(Item, {"n": n}, f"coded-{n}") for n in range(300)]
+        async with loom.Database(db.url, codec=chain({"k1": KEY_1})) as other:
+            first, second = await asyncio.gather(
+                coded.start_workflows(batch), other.start_workflows(list(reversed(batch)))
+            )
+        assert len(first) == len(second) == 300
+        assert len(await stored_ids(db)) == 302
+        assert (await coded.get_workflow("coded-7").describe()).input == {"n": 7}
+
+    async with loom.Database(db.url, codec=chain({"k2": KEY_OTHER})) as wrong:
+        with pytest.raises(PayloadDecodeError, match="'kept'") as refused:
+            await wrong.start_workflows(
+                [StartRequest(Item, {"n": 4}, "would-be-4"), StartRequest(Item, {"n": 1}, "kept")]
+            )
+        assert refused.value.workflow_id == "kept"
+    assert len(await stored_ids(db)) == 302

@@ -42,6 +42,12 @@ class NewWorkflow:
     """Smaller runs first among the ready work of its queue."""
 
 
+SameInput = Callable[[NewWorkflow, Any], bool]
+"""Whether a workflow to create (as it would be written) and the input stored under its id (as
+read from the row) are the same input: how a bulk start tells a repeat from a clash, inside its
+transaction. A codec's store decodes the stored input first (an encoding differs each time)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RunTarget:
     """What a schedule's run of a workflow starts as: the version a start would take (the
@@ -525,11 +531,14 @@ class Store(abc.ABC):
         its order (the selection of a bulk action)."""
 
     @abc.abstractmethod
-    async def create_workflows(self, new: Sequence[tuple[NewWorkflow, Event]]) -> int:
+    async def create_workflows(
+        self, new: Sequence[tuple[NewWorkflow, Event]], same_input: SameInput | None = None
+    ) -> int:
         """Insert every workflow of ``new`` (each with its first event, made ready) in one
         transaction, all or nothing; return how many were created. An id that exists already
-        is kept when it holds the same workflow (name and input); otherwise
-        ``WorkflowAlreadyExistsError`` names it and nothing is written."""
+        is kept when it holds the same workflow (name and input: ``same_input``, by default
+        equal JSON values); otherwise ``WorkflowAlreadyExistsError`` names it and nothing is
+        written."""
 
     @abc.abstractmethod
     async def count_finished(self, before: float, statuses: Sequence[WorkflowStatus]) -> int:

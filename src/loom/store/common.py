@@ -17,6 +17,7 @@ from loom.store.base import (
     DumpedHeartbeat,
     DumpedRunEvent,
     DumpedSignal,
+    NewWorkflow,
     WorkflowDump,
     WorkflowRecord,
 )
@@ -53,6 +54,11 @@ def dump(value: Any) -> str:
 def canonical(value: Any) -> bytes:
     """``value`` as JSON with sorted keys: equal for equal values, whatever their key order."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def equal_input(new: NewWorkflow, stored: Any) -> bool:
+    """The same input, as a workflow is written without a codec: equal JSON values."""
+    return canonical(stored) == canonical(new.input)
 
 
 def _json(text: str | None) -> Any:

@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from loom.core.history import Event
-from loom.errors import PayloadDecodeError, WorkflowAlreadyExistsError
+from loom.errors import PayloadDecodeError
 from loom.queues import QueueLimits, QueueStats
 from loom.schedule_spec import ScheduleSpec
 from loom.status import WorkflowStatus
@@ -39,6 +39,7 @@ from loom.store.base import (
     ResetRequest,
     RunSummary,
     RunTarget,
+    SameInput,
     ScheduleRecord,
     Signal,
     Store,
@@ -46,7 +47,7 @@ from loom.store.base import (
     WorkflowDump,
     WorkflowRecord,
 )
-from loom.store.common import canonical
+from loom.store.common import equal_input
 from loom.store.payloads import RECORD_FIELDS, Payloads, Unreadable, unreadable
 
 
@@ -141,27 +142,30 @@ class EncodedStore(Store):
         existing = await self.inner.create_workflow(new, first)
         return None if existing is None else self._record(existing)
 
-    async def create_workflows(self, new: Sequence[tuple[NewWorkflow, Event]]) -> int:
+    async def create_workflows(
+        self, new: Sequence[tuple[NewWorkflow, Event]], same_input: SameInput | None = None
+    ) -> int:
         if self.payloads.chain is None:
-            return await self.inner.create_workflows(new)
-        # An encoded input differs from one encoding to the next: the ids already stored are
-        # compared here, decoded, and only the others are written encoded.
+            return await self.inner.create_workflows(new, same_input)
+        # An encoded input differs from one encoding to the next: an id already stored is
+        # compared, in the bulk start's transaction, as given with its stored input decoded.
         p = self.payloads
-        fresh: list[tuple[NewWorkflow, Event]] = []
-        for item, first in new:
-            stored = await self.inner.get_workflow(item.workflow_id)
-            if stored is None:
-                fresh.append((replace(item, input=p.value(item.input), state=p.state(item.state)),
-                              p.event(first)))  # fmt: skip
-                continue
-            existing = self._record(stored)
-            if existing.name != item.name:
-                raise WorkflowAlreadyExistsError(
-                    item.workflow_id, f"as a {existing.name!r} workflow"
-                )
-            if canonical(existing.input) != canonical(item.input):
-                raise WorkflowAlreadyExistsError(item.workflow_id, "with a different input")
-        return await self.inner.create_workflows(fresh) if fresh else 0
+        same = same_input or equal_input
+        given = {item.workflow_id: item for item, _ in new}
+
+        def same_decoded(item: NewWorkflow, stored: Any) -> bool:
+            try:
+                decoded = p.read_value(stored)
+            except Unreadable as exc:
+                exc.where = "the input"
+                raise unreadable(exc, item.workflow_id) from None
+            return same(given[item.workflow_id], decoded)
+
+        encoded = [
+            (replace(item, input=p.value(item.input), state=p.state(item.state)), p.event(first))
+            for item, first in new
+        ]
+        return await self.inner.create_workflows(encoded, same_decoded)
 
     async def workflow_ids(
         self,

@@ -38,13 +38,14 @@ from loom.store.base import (
     QueueTasks,
     ResetOutcome,
     ResetRequest,
+    SameInput,
     StoreStats,
 )
 from loom.store.common import (
     STATS_MINUTES,
     Row,
-    canonical,
     dump,
+    equal_input,
     migrations,
     minute_buckets,
     split_sql,
@@ -477,10 +478,23 @@ PAGE_OF_IDS = 500
 """Ids looked up per statement (SQLite binds one parameter per id)."""
 
 
-def create_many(d: Dialect, new: Sequence[tuple[NewWorkflow, Event]]) -> Rule[int]:
+def create_many(
+    d: Dialect, new: Sequence[tuple[NewWorkflow, Event]], same_input: SameInput | None = None
+) -> Rule[int]:
     """Insert every new workflow of ``new`` with its first event, all or nothing (a bulk
-    start). An id taken by the same workflow (name and input) is kept as it is; one taken by
-    another raises ``WorkflowAlreadyExistsError``, which rolls the whole transaction back."""
+    start). An id taken by the same workflow (name, and input by ``same_input``) is kept as it
+    is; one taken by another raises ``WorkflowAlreadyExistsError``, which rolls the whole
+    transaction back."""
+    same = same_input or equal_input
+
+    def check_same(item: NewWorkflow, existing: Row) -> None:
+        if existing["name"] != item.name:
+            raise WorkflowAlreadyExistsError(
+                item.workflow_id, f"as a {existing['name']!r} workflow"
+            )
+        if not same(item, orjson.loads(existing["input"])):
+            raise WorkflowAlreadyExistsError(item.workflow_id, "with a different input")
+
     by_id = {item.workflow_id: (item, first) for item, first in new}
     ids = list(by_id)
     for at in range(0, len(ids), PAGE_OF_IDS):
@@ -516,14 +530,6 @@ def create_many(d: Dialect, new: Sequence[tuple[NewWorkflow, Event]]) -> Rule[in
     if tags:
         yield many(INSERT_TAG, tags)
     return len(by_id)
-
-
-def check_same(new: NewWorkflow, existing: Row) -> None:
-    """A start of an id that exists: fine when it is the same workflow (name and input)."""
-    if existing["name"] != new.name:
-        raise WorkflowAlreadyExistsError(new.workflow_id, f"as a {existing['name']!r} workflow")
-    if canonical(orjson.loads(existing["input"])) != canonical(new.input):
-        raise WorkflowAlreadyExistsError(new.workflow_id, "with a different input")
 
 
 # -- claims ---------------------------------------------------------------------------------

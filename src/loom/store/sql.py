@@ -29,6 +29,7 @@ from loom.store.base import (
     ResetRequest,
     RunSummary,
     RunTarget,
+    SameInput,
     ScheduleRecord,
     Signal,
     Store,
@@ -328,12 +329,14 @@ class SqlStore(Store):
             params.append(id_contains.casefold())
         return (f"WHERE {' AND '.join(where)}" if where else ""), params
 
-    async def create_workflows(self, new: Sequence[tuple[NewWorkflow, Event]]) -> int:
+    async def create_workflows(
+        self, new: Sequence[tuple[NewWorkflow, Event]], same_input: SameInput | None = None
+    ) -> int:
         for item, _ in new:
             self._check_id(item.workflow_id)
         if not new:
             return 0
-        created = await self._transact(rules.create_many(self.sql, new))
+        created = await self._transact(rules.create_many(self.sql, new, same_input))
         if created:
             self._changed(work=True)
         return created
