@@ -169,16 +169,18 @@ class HbResume(loom.Workflow[dict[str, Any], dict[str, Any]]):
         await ctx.state.set("last_start", started)
 
 
+@pytest.mark.parametrize("cache_size", [0, 1000], ids=["replayed", "cached"])
 @pytest.mark.parametrize("kind", sorted(RESUMERS))
 async def test_a_retried_attempt_resumes_from_the_last_heartbeat_details(
-    db: loom.Database, key: str, kind: str
+    db: loom.Database, key: str, kind: str, cache_size: int
 ) -> None:
     """``later`` waits out a retry delay: the workflow parks between attempts, so the next
-    attempt runs in a new claim and reads the details back from the database."""
+    attempt runs in a new claim and reads the details back from the database, whether the
+    worker kept the parked execution (cached) or replays it."""
     handle = await db.start_workflow(
         HbResume, workflow_input={"key": key, "kind": kind}, workflow_id=key
     )
-    async with worker(db):
+    async with worker(db, cache_size=cache_size):
         state = await handle.result(timeout=15)
 
     assert state == {"last_start": 5}
