@@ -250,9 +250,12 @@ class Worker:
         await self.stop_and_wait()
 
     def stop(self) -> None:
-        """Stop claiming; workflows in flight park after their current activity. A run that has
-        not begun yet ends as soon as it begins."""
+        """Stop claiming; workflows in flight park after the activities that began (one still
+        waiting for its queue's slot or rate is withdrawn, and runs wherever its workflow is
+        claimed next). A run that has not begun yet ends as soon as it begins."""
         self.stopping = True
+        for driver in self._held.values():
+            driver.worker_stopping()
         self.database.work_available.notify()
 
     async def stop_and_wait(self) -> None:
