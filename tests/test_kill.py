@@ -342,12 +342,6 @@ async def _reserve_done(handle: loom.WorkflowHandle[Any]) -> bool:
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(
-    reason="known hang: with task queues, schedules and resets together, a worker of this "
-    "workload can stop making progress after the SIGKILL rounds (every workflow COMPLETED, the "
-    "test still waiting); open in the issue tracker's note until its mechanism is found",
-    strict=False,
-)
 async def test_resets_bulk_starts_and_retention_survive_sigkilled_workers(
     db: loom.Database, db_url: str, tmp_path: Path
 ) -> None:

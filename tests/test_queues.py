@@ -201,6 +201,40 @@ async def test_an_activity_counts_against_its_own_queue(db: loom.Database) -> No
     assert api.running == 0 and api.started_in_window == 4
 
 
+async def test_a_stopping_worker_does_not_wait_for_a_queue_to_let_an_activity_start(
+    db: loom.Database,
+) -> None:
+    """Stopping waits for the activities that began, never for a queue's rate window (here a
+    day) or slot: an activity still waiting for its queue is withdrawn, its workflow parked
+    ready at once, and it runs later, once."""
+    await db.set_queue("api", rate="1/d")
+    first = await db.start_workflow(Fetch, workflow_id="first", workflow_input={"seconds": 0})
+    w = worker(db, concurrency=2, poll_interval=0.05)
+    async with w:
+        assert (await first.result(timeout=10))["held"]  # the day's one start
+        second = await db.start_workflow(Fetch, workflow_id="second", workflow_input={"seconds": 0})
+
+        async def scheduled() -> bool:  # written before it waits: it waits for the queue now
+            return any(e.type is loom.EventType.ACTIVITY_SCHEDULED for e in await second.events())
+
+        await eventually(scheduled, 10, what="the second activity to wait for its queue")
+        stopping = asyncio.get_running_loop().create_task(w.stop_and_wait())
+        done, _ = await asyncio.wait({stopping}, timeout=5)
+        if not done:
+            await db.set_queue("api")  # let it end, then fail
+            await stopping
+            pytest.fail("the stop waited for the queue's rate window")
+    record = await db.store.get_workflow("second")
+    assert record is not None and record.status is loom.WorkflowStatus.RUNNING
+    assert not record.leased and "held" not in record.state
+    assert record.ready_at is not None and record.ready_at <= time.time()
+    await db.set_queue("api")  # no limit: it runs now
+    async with worker(db):
+        assert (await second.result(timeout=10))["held"]
+    [api] = [q for q in await db.queues() if q.name == "api"]
+    assert api.running == 0
+
+
 # -- the claim reads an index ---------------------------------------------------------------
 
 

@@ -4,20 +4,27 @@ still readable, and nothing of a PostgreSQL server's address or credentials in a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sqlite3
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 from loom.core.history import Event, EventType
 from loom.errors import DatabaseCorruptError, DatabaseUnavailableError, StoreError
+from loom.status import WorkflowStatus
 from loom.store import open_store
-from loom.store.base import NewWorkflow, Store
+from loom.store.base import Commit, CommitOutcome, NewWorkflow, Store
+from loom.store.sqlite import SqliteStore
 from loom.transfer import copy_database
+from support import eventually
 from support.pg import pg_url
 
 T0 = 1_700_000_000.0
@@ -190,3 +197,59 @@ async def test_the_pool_does_not_log_its_floor_tracebacks(
         assert [r.getMessage() for r in caplog.records] == ["something else"]
     finally:
         await store.close()
+
+
+# ------------------------------------------------------------------ a canceled close
+
+
+@contextlib.asynccontextmanager
+async def writes_held(store: Any, workflow_id: str) -> AsyncIterator[None]:
+    """While inside, the store's writes to ``workflow_id`` wait: another connection holds the
+    SQLite write lock, or the workflow's row on PostgreSQL."""
+    if isinstance(store, SqliteStore):
+        other = sqlite3.connect(store.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        return
+    other = await asyncpg.connect(store._dsn)
+    try:
+        tx = other.transaction()
+        await tx.start()
+        await other.execute("SELECT 1 FROM workflows WHERE id = $1 FOR UPDATE", workflow_id)
+        try:
+            yield
+        finally:
+            await tx.rollback()
+    finally:
+        await other.close()
+
+
+async def test_a_canceled_close_still_answers_every_commit_queued(db_url: str) -> None:
+    """A close waits for the commits in flight; canceled meanwhile (a shutdown cut short), it
+    must not cancel them, or the commits queued behind them would wait for an answer forever.
+    Each gets one: its outcome, or an error saying the database is closed."""
+    store: Any = await opened(db_url)
+    await store.migrate()
+    await create(store, "w")
+    commit = Commit("w", 1, [], WorkflowStatus.RUNNING, {}, None, T0 + 10)
+    loop = asyncio.get_running_loop()
+    async with writes_held(store, "w"):
+        first = loop.create_task(store.commit(commit, T0))
+        await eventually(lambda: store._flushing is not None and not store._queue)
+        second = loop.create_task(store.commit(commit, T0))  # queued behind the one in flight
+        await eventually(lambda: len(store._queue) == 1)
+        closing = loop.create_task(store.close())
+        await asyncio.sleep(0)  # one turn: the close runs up to its wait for the writes
+        closing.cancel()
+    _, pending = await asyncio.wait({first, second, closing}, timeout=15)
+    for task in pending:
+        task.cancel()
+    assert not pending, "a commit was never answered"
+    assert closing.cancelled()
+    assert first.result() in set(CommitOutcome)
+    error = second.exception()  # written, or refused: the database closed under it
+    assert error is None or isinstance(error, StoreError), error

@@ -368,6 +368,55 @@ async def test_stop_during_the_idle_read_does_not_wait_for_the_poll_interval(
     assert reads >= 1
 
 
+async def test_a_worker_left_before_its_run_began_stops_and_runs_again_later(
+    db: loom.Database,
+) -> None:
+    """``async with`` a worker around a body that never awaits: the exit's stop comes before
+    the run's task has begun, and that run must end as soon as it begins, not claim forever."""
+    w = worker(db, poll_interval=30)
+
+    async def enter_and_leave() -> None:
+        async with w:
+            pass
+
+    leaving = asyncio.get_running_loop().create_task(enter_and_leave())
+    done, _ = await asyncio.wait({leaving}, timeout=5)
+    if not done:
+        leaving.cancel()
+        pytest.fail("the worker's exit never returned: its run did not see the stop")
+    leaving.result()
+    # Stopped is not spent: the same worker runs again, and does the work.
+    handle = await db.start_workflow(HardCounted, workflow_input={"key": f"again-{tag(db)}"})
+    async with w:
+        assert await handle.result(timeout=5) == {"got": f"again-{tag(db)}"}
+
+
+async def test_a_stop_made_before_run_is_called_ends_that_run(db: loom.Database) -> None:
+    """A stop that arrives while the worker starts (a SIGTERM before ``run()`` begins) ends the
+    run it was meant for."""
+    w = worker(db, poll_interval=30)
+    w.stop()
+    await asyncio.wait_for(w.run(), timeout=5)
+    assert not w.stopping  # stopped: a later run runs
+
+
+async def test_a_cancel_of_whoever_waits_for_the_worker_to_stop_is_not_lost(
+    db: loom.Database,
+) -> None:
+    """A shutdown bounded by a timeout, or interrupted by Ctrl-C, cancels the task waiting in
+    ``stop_and_wait``: that task must end canceled, not carry on as if it had stopped cleanly."""
+    w = worker(db, poll_interval=30)
+    runner = asyncio.get_running_loop().create_task(w.run())
+    await eventually(lambda: w._leases.running, timeout=5)
+    stopper = asyncio.get_running_loop().create_task(w.stop_and_wait())
+    await asyncio.sleep(0)  # the stopper now waits for the run to end
+    stopper.cancel()
+    await asyncio.wait({stopper, runner}, timeout=5)
+    assert runner.done()
+    assert stopper.cancelled()
+    assert not w.stopping
+
+
 async def test_work_started_during_the_idle_read_is_claimed_at_once(
     db: loom.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,10 +1,12 @@
-"""The worker's parts on their own: the execution cache and lease renewal.
+"""The worker's parts on their own: the execution cache, lease renewal and stopping its
+background tasks.
 
 The worker's behaviour as a whole is covered by the engine tests (test_lifecycle, test_fencing,
 test_inline, ...); these pin down what each part promises, so that it can be changed alone."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, cast
 
@@ -17,6 +19,7 @@ from loom.core.replay import WorkflowExecution
 from loom.lease import LeaseKeeper
 from loom.outage import OutageLog
 from loom.store.base import Store
+from loom.tasks import cancel_and_wait
 from loom.worker import Worker, WorkerStats
 from support import eventually
 
@@ -144,6 +147,33 @@ async def test_lease_keeper_renews_what_is_held_and_reports_lost_and_canceled() 
     finally:
         await keeper.stop()
     assert not keeper.running
+
+
+async def test_stopping_a_background_task_keeps_a_cancel_of_the_one_stopping_it() -> None:
+    """The stopped task's own cancellation ends the wait quietly; a cancel of the task that
+    waits (a shutdown bounded by a timeout, Ctrl-C) is raised, even while the stopped task
+    takes its time to end."""
+    ending = asyncio.Event()
+
+    async def slow_to_end() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await ending.wait()  # cleanup that takes a while
+
+    quiet = asyncio.get_running_loop().create_task(asyncio.sleep(3600))
+    await cancel_and_wait(quiet)  # no error: it ended as asked
+    assert quiet.cancelled()
+
+    background = asyncio.get_running_loop().create_task(slow_to_end())
+    await asyncio.sleep(0)
+    stopper = asyncio.get_running_loop().create_task(cancel_and_wait(background))
+    await asyncio.sleep(0)
+    stopper.cancel()
+    ending.set()
+    await asyncio.wait({stopper}, timeout=5)
+    assert stopper.cancelled()
+    assert background.cancelled()
 
 
 def test_cache_never_gives_an_earlier_run_for_a_run_that_continued_as_new() -> None:

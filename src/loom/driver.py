@@ -120,6 +120,7 @@ class WorkflowDriver:
         "inbox",
         "lease_lost",
         "nudge",
+        "queued",
         "running",
         "settled",
         "trace",
@@ -133,6 +134,8 @@ class WorkflowDriver:
         self.claim = claim
         self.running: dict[int, asyncio.Task[AttemptOutcome]] = {}
         """Its activities running now, by seq."""
+        self.queued: set[int] = set()
+        """Those of ``running`` (by seq) that wait for their queue to let them start."""
         self.cancel_requested = False
         self.lease_lost = False
         self.inbox: list[Signal] | None = None
@@ -196,6 +199,15 @@ class WorkflowDriver:
             task.cancel()
         self.nudge.set()
         return task is not None
+
+    def worker_stopping(self) -> None:
+        """The worker stops: the activities still waiting for their queue to let them start
+        are withdrawn (they run again wherever the workflow is claimed next), so the stop
+        waits only for those that began, never for a queue's slot or rate window."""
+        for seq in self.queued:
+            task = self.running.get(seq)
+            if task is not None:
+                task.cancel()
 
     def recheck_signals(self) -> None:
         """A signal may have been buffered for it: read its signals again at once."""
@@ -382,17 +394,21 @@ class WorkflowDriver:
             run = dataclasses.replace(run, definition=runnable)
         queue = run.definition.queue
         slot = queue != self.claim.queue  # on its workflow's queue, the workflow's slot covers it
+        began = False
         try:
-            if slot:
-                await self._slot(queue, run.seq)
+            if slot and not await self._slot(queue, run.seq):
+                raise asyncio.CancelledError  # the worker stops first: it never began
+            began = True
             outcome = await run_attempt(run, worker.clock.now, worker.activity_pool, control)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
-            if task is None or task.cancelling():
+            if not began or task is None or task.cancelling():
                 self.beats.drop(run.seq)
                 if slot:
                     self._give_back(run.seq)
-                raise  # interrupted (a cancel, the workflow left): it runs again later
+                # Interrupted (a cancel, the workflow left, the worker stops before it began):
+                # it runs again later.
+                raise
             # Raised by the activity itself, nobody cancelled it: a failure of the attempt,
             # else it would be started again at once, forever.
             outcome = base_exception_outcome(exc)
@@ -407,23 +423,31 @@ class WorkflowDriver:
             await self.beats.finish(run.seq, failed=True)
         return outcome
 
-    async def _slot(self, queue: str, seq: int) -> None:
+    async def _slot(self, queue: str, seq: int) -> bool:
         """Wait until ``queue``'s limits let activity ``seq`` start (it runs on another queue
         than its workflow's): a slot counted against the queue's concurrency, and a start
         against its rate. Asked again after a growing pause, up to the worker's poll
-        interval, while the workflow's lease is renewed as usual."""
+        interval, while the workflow's lease is renewed as usual. False when the worker stops
+        first (:meth:`worker_stopping` cuts the wait short)."""
         worker = self.worker
         pause = 0.01
-        while not await worker.store.acquire_slot(
-            queue,
-            self.claim.workflow_id,
-            seq,
-            worker.worker_id,
-            worker.clock.now() + worker.lease_seconds,
-            worker.clock.now(),
-        ):
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, worker.poll_interval)
+        self.queued.add(seq)
+        try:
+            while not worker.stopping:
+                if await worker.store.acquire_slot(
+                    queue,
+                    self.claim.workflow_id,
+                    seq,
+                    worker.worker_id,
+                    worker.clock.now() + worker.lease_seconds,
+                    worker.clock.now(),
+                ):
+                    return True
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, worker.poll_interval)
+            return False
+        finally:
+            self.queued.discard(seq)
 
     def _give_back(self, seq: int) -> None:
         """Release the slot of activity ``seq`` without holding up its outcome; should that

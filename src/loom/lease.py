@@ -11,12 +11,12 @@ requested from another process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol
 
 from loom.clock import WALL_CLOCK, Clock
 from loom.outage import Backoff, OutageLog
+from loom.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from loom.store.base import Store
@@ -67,9 +67,7 @@ class LeaseKeeper:
         """Stop renewing; the leases still held run out on their own."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _renew_loop(self) -> None:
         """Extend held leases every third of a lease. A renewal that fails is simply tried again

@@ -24,6 +24,7 @@ from loom.clock import WALL_CLOCK, Clock
 from loom.definitions import Registry
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.store.base import RunTarget, Store
+from loom.tasks import cancel_and_wait
 
 log = logging.getLogger("loom.scheduler")
 
@@ -70,9 +71,7 @@ class Scheduler:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     def wake(self) -> None:
         """A schedule was created, resumed or changed in this process: look again now."""

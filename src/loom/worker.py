@@ -53,6 +53,7 @@ from loom.scheduler import Scheduler
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome
 from loom.store.rules import kind_key
+from loom.tasks import wait_ended
 
 if TYPE_CHECKING:
     from loom.client import Database
@@ -189,11 +190,17 @@ class Worker:
         """Parked executions, so a workflow claimed again carries on without replay (``_cache``
         holds them, by workflow id, least recently parked first)."""
         self.stopping = False
-        """:meth:`stop` was called: claim nothing more, park what is in flight."""
+        """:meth:`stop` was called and the worker has not stopped yet: claim nothing more, park
+        what is in flight. Cleared once it has stopped (the end of :meth:`run` and of
+        :meth:`stop_and_wait`), never when a run begins: a stop made before the run's task got
+        to run (``async with`` a body that never awaits, a signal at startup) must still end
+        that run."""
         self._held: dict[str, WorkflowDriver] = {}
         """The workflows this worker drives now (it holds their leases), by id."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: asyncio.Task[None] | None = None
+        self._in_run = False
+        """:meth:`run` is going on (in whatever task)."""
         self._failures: dict[str, int] = {}
         """Consecutive handling errors per workflow id (see ``max_handling_failures``)."""
         self._outages = OutageLog(self.worker_id)
@@ -243,18 +250,25 @@ class Worker:
         await self.stop_and_wait()
 
     def stop(self) -> None:
-        """Stop claiming; workflows in flight park after their current activity."""
+        """Stop claiming; workflows in flight park after the activities that began (one still
+        waiting for its queue's slot or rate is withdrawn, and runs wherever its workflow is
+        claimed next). A run that has not begun yet ends as soon as it begins."""
         self.stopping = True
+        for driver in self._held.values():
+            driver.worker_stopping()
         self.database.work_available.notify()
 
     async def stop_and_wait(self) -> None:
+        """Stop, and return once the run and every workflow in flight have ended; the worker
+        can then be run again."""
         self.stop()
         if self._running is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._running
+            await wait_ended(self._running)
             self._running = None
         await self._drain()
         self.activity_pool.shutdown()
+        if not self._in_run:  # stopped (a run going on clears it when it ends)
+            self.stopping = False
 
     async def run(self) -> None:
         """Claim and drive workflows until :meth:`stop` is called.
@@ -262,7 +276,14 @@ class Worker:
         Raises :class:`~loom.errors.DatabaseCorruptError` when the database file is damaged:
         no retry can help then, so the worker stops instead of spinning.
         """
-        self.stopping = False
+        self._in_run = True
+        try:
+            await self._run()
+        finally:
+            self._in_run = False
+            self.stopping = False  # stopped: a later run() runs
+
+    async def _run(self) -> None:
         self._leases.ensure_running()
         wake = self.database.work_available.notify
         try:

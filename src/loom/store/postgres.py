@@ -175,8 +175,15 @@ class PostgresStore(SqlStore):
     async def close(self) -> None:
         if self._pool is None:
             return
-        while self._flushing is not None:  # commits already queued are written first
-            await self._flushing
+        try:
+            while self._flushing is not None:  # commits already queued are written first
+                # Shielded: a cancel of the close must not cancel the writes in flight, or the
+                # commits queued behind them would wait for an answer forever.
+                await asyncio.shield(self._flushing)
+        finally:
+            await self._shut()
+
+    async def _shut(self) -> None:
         wakeups, self._wakeups = self._wakeups, None
         if wakeups is not None:
             await wakeups.finish_announcing()

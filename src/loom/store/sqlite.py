@@ -167,12 +167,16 @@ class SqliteStore(SqlStore):
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        while self._flushing is not None:
-            await self._flushing
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            executor.submit(conn.close).result()
-        executor.shutdown(wait=True)
+        try:
+            while self._flushing is not None:
+                # Shielded: a cancel of the close must not cancel the writes in flight, or the
+                # commits queued behind them would wait for an answer forever.
+                await asyncio.shield(self._flushing)
+        finally:
+            conn, self._conn = self._conn, None
+            if conn is not None:  # after the write in flight, on the store's thread
+                await asyncio.wrap_future(executor.submit(conn.close))
+            executor.shutdown(wait=True)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:

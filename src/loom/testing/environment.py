@@ -90,9 +90,6 @@ class WorkflowEnvironment:
         self.clock.attach(self.database.work_available.notify)
         self._running = asyncio.get_running_loop().create_task(self.worker.run())
         self._running.add_done_callback(lambda _: self.clock.detach())
-        # Let the worker begin (Worker.run() clears a stop() made before it started), so
-        # that an environment left at once still stops.
-        await asyncio.sleep(0)
 
     async def stop(self) -> None:
         """Stop the worker (in-flight activities finish first) and close the database. Raises
