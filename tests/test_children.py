@@ -101,6 +101,19 @@ class Impatient(loom.Workflow[dict[str, Any], dict[str, Any]]):
         await ctx.state.set("child", child.workflow_id)
 
 
+@loom.workflow(name="child_Leaver")
+class Leaver(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """Gives up on the "cancel" child it started after a park (replayed without the cache):
+    its step fails while the child runs."""
+
+    @loom.step
+    async def spawn(self, ctx: Ctx) -> None:
+        child = ctx.start_child(Waiter, {})
+        await ctx.state.set("child", child.workflow_id)
+        await ctx.sleep(0.2)
+        raise RuntimeError("gave up on the child")
+
+
 CACHE = pytest.mark.parametrize("cache_size", [0, 1000], ids=["replayed", "cached"])
 
 
@@ -165,6 +178,20 @@ async def test_a_canceled_parent_cancels_its_children_unless_abandoned(db: loom.
     [canceled] = [c for c in children if c != abandoned]
     assert statuses[canceled] is WorkflowStatus.CANCELED
     record = await db.get_workflow(canceled).describe()
+    assert "ended" in str(record.error)
+
+
+@CACHE
+async def test_a_parent_that_fails_cancels_the_child_it_left_running(
+    db: loom.Database, cache_size: int
+) -> None:
+    handle = await db.start_workflow(Leaver)
+    async with worker(db, cache_size=cache_size):
+        with pytest.raises(loom.WorkflowFailedError, match="gave up on the child"):
+            await handle.result(timeout=15)
+        child = db.get_workflow((await handle.state())["child"])
+        assert await eventually(lambda: _status_is(child, WorkflowStatus.CANCELED))
+    record = await child.describe()
     assert "ended" in str(record.error)
 
 

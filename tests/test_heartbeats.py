@@ -30,7 +30,7 @@ from loom import EventType
 from loom.core.replay import ActivityRun
 from loom.definitions import activity_definition
 from loom.heartbeats import HeartbeatKeeper
-from loom.store.base import CommitOutcome
+from loom.store.base import ActivityHeartbeat, CommitOutcome
 from support import eventually, of_type, worker
 from support.workers import read_text, spawn_crashload_worker
 
@@ -253,6 +253,51 @@ async def test_a_finished_attempt_is_freed_at_once() -> None:
     finally:
         gc.enable()
     assert keeper.known[3] == ("hb_info_async", '{"done":1}')  # kept for a next attempt
+
+
+class _StoredBeats(_RecordingStore):
+    """A store that holds ``stored`` heartbeats from earlier claims."""
+
+    def __init__(self, stored: list[Any]) -> None:
+        super().__init__()
+        self.stored = stored
+
+    async def read_heartbeats(self, workflow_id: str) -> list[Any]:
+        return self.stored
+
+
+@pytest.mark.parametrize(
+    ("first_claim", "earlier", "expected"),
+    [
+        (True, [], False),
+        (False, [], False),
+        (False, [ActivityHeartbeat("wf-stored", 2, "scan", 1, None, 0.0)], True),
+    ],
+)
+async def test_a_keeper_knows_whether_the_workflow_may_have_stored_heartbeats(
+    first_claim: bool, earlier: list[Any], expected: bool
+) -> None:
+    """What lets a workflow's end skip deleting heartbeats: none before a first claim, or
+    after a read that found none, until a beat is written; unknown (so True) before that read."""
+    store = _StoredBeats(earlier)
+    keeper = HeartbeatKeeper(
+        store,  # type: ignore[arg-type]
+        "wf-stored",
+        1 if first_claim else 2,
+        first_claim=first_claim,
+        max_bytes=1024,
+        interrupt=lambda workflow_id, *, lease_lost: None,
+    )
+    assert keeper.stored is not first_claim
+    await keeper.load()
+    assert keeper.stored is expected
+    run = ActivityRun(3, activity_definition(hb_info_async), ["k"], {}, "look")
+    control = keeper.control(run)
+    control.start()
+    control.beat({"done": 1})
+    await eventually(lambda: len(store.rows) == 1)
+    assert keeper.stored is True
+    keeper.succeeded(run.seq)
 
 
 async def test_the_last_heartbeat_shows_while_the_workflow_runs(

@@ -686,6 +686,8 @@ class WorkflowDriver:
             result=ex.state if status is WorkflowStatus.COMPLETED else None,
             error=ex.error if status is WorkflowStatus.FAILED else None,
             continue_as_new=ex.continued_as_new,
+            children=ex.started_children,
+            heartbeats=self.beats.stored,
         )
 
     @staticmethod

@@ -90,6 +90,7 @@ class HeartbeatKeeper:
         self.max_bytes = max_bytes
         self._interrupt = interrupt
         self._loaded = first_claim
+        self._stored = not first_claim
         self.known: dict[int, tuple[str, str]] = {}
         """The latest details (JSON text) of each activity, by seq, with the activity's name."""
         self._writers: dict[int, _Writer] = {}
@@ -101,11 +102,20 @@ class HeartbeatKeeper:
         """Whether what earlier runs recorded is known (:meth:`load` has nothing to do)."""
         return self._loaded
 
+    @property
+    def stored(self) -> bool:
+        """Whether the store may hold heartbeats of this workflow: False on a first claim (or
+        after :meth:`load` found none) until this keeper writes one, so a workflow's end
+        deletes them only when there can be some."""
+        return self._stored
+
     async def load(self) -> None:
         """Read what earlier runs recorded, once per claim (nothing to read on a first claim)."""
         if self._loaded:
             return
-        for beat in await self.store.read_heartbeats(self.workflow_id):
+        beats = await self.store.read_heartbeats(self.workflow_id)
+        self._stored = bool(beats)  # no attempt, so no write of this keeper, came before
+        for beat in beats:
             if beat.details is not None and beat.seq not in self.known:
                 self.known[beat.seq] = (beat.activity, orjson.dumps(beat.details).decode())
         self._loaded = True
@@ -180,6 +190,7 @@ class HeartbeatKeeper:
 
     async def _write(self, control: AttemptControl, beat: Beat) -> bool:
         """Write one beat; False when it could not be written (the database refused it)."""
+        self._stored = True  # before the write: it may be stored even if its answer is lost
         try:
             row = HeartbeatRow(
                 control.seq, control.activity_name, control.attempt, beat.details, beat.at

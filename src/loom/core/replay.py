@@ -256,6 +256,8 @@ class WorkflowExecution:
             self._finish_failed(exc, step=None)
             return
         self._stream.extend(stream)
+        self.started_children = any(e.type is EventType.CHILD_WORKFLOW_STARTED for e in history)
+        """Whether the run ever started a child (if not, its end has none to cancel)."""
         replayed = {e.seq for e in stream}
         self._patches: dict[str, bool] = {
             str(e.payload.get("patch_id")): True
@@ -464,6 +466,8 @@ class WorkflowExecution:
         event = Event(self._next_seq, kind, payload, self._clock)
         self._next_seq += 1
         self._new.append(event)
+        if kind is EventType.CHILD_WORKFLOW_STARTED:
+            self.started_children = True
         self.now = self._clock
         return event
 

@@ -176,6 +176,12 @@ class Commit:
     continue_as_new: dict[str, Any] | None = None
     """The next run's ``input`` and ``state``: the run ends (its last event is
     WORKFLOW_CONTINUED_AS_NEW) and the next begins under the same workflow id."""
+    children: bool = True
+    """False when the run never started a child: its end then skips the look for running
+    children to cancel (a statement saved on every workflow that has none)."""
+    heartbeats: bool = True
+    """False when no heartbeat of the workflow can be stored: its end then skips deleting
+    them. True whenever that is not known for sure."""
 
 
 class HeartbeatRow(NamedTuple):

@@ -144,7 +144,9 @@ def commit_batch(d: Dialect, batch: Sequence[Prepared]) -> Rule[list[tuple[Commi
     ended = [
         p.commit.workflow_id
         for p, (outcome, _) in zip(batch, outcomes, strict=True)
-        if outcome is CommitOutcome.OK and p.commit.status is not WorkflowStatus.RUNNING
+        if outcome is CommitOutcome.OK
+        and p.commit.status is not WorkflowStatus.RUNNING
+        and p.commit.heartbeats
     ]
     if ended:  # one statement for the batch (canceled ones: in cancel_now)
         where, args = d.among("workflow_id", ended)
@@ -219,7 +221,8 @@ def commit_one(
     )
     fence.status, fence.last_seq = c.status.value, new_last
     if c.status is not WorkflowStatus.RUNNING:  # it ended: its children and parent are told
-        woke |= yield from parent_close(d, c.workflow_id, now, written)
+        if c.children:
+            woke |= yield from parent_close(d, c.workflow_id, now, written)
         if fence.parent_id is not None:
             outcome: dict[str, Any] = {"workflow_id": c.workflow_id, "status": c.status.value}
             if c.status is WorkflowStatus.COMPLETED:
