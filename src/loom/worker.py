@@ -38,6 +38,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from loom.activities import ActivityPool
+from loom.activity_tasks import TaskRunner
 from loom.cache import ExecutionCache
 from loom.clock import Clock
 from loom.core.history import Event, EventType
@@ -199,6 +200,9 @@ class Worker:
         self._outages = OutageLog(self.worker_id)
         self.writes = WriteHealth(self._outages)
         """Whether the database takes this worker's writes (shared by its drivers)."""
+        self.tasks = TaskRunner(self)
+        """The activities of its queues that workers of other queues dispatched (see
+        :mod:`loom.activity_tasks`): up to ``concurrency`` run at once, beside its workflows."""
         self._leases = LeaseKeeper(
             self.store,
             self.worker_id,
@@ -314,6 +318,7 @@ class Worker:
     async def _drain(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.drain()
         if not self._held:
             await self._leases.stop()
 
@@ -372,6 +377,7 @@ class Worker:
             free = 1
         else:
             free = self.concurrency - len(self._tasks)
+            await self.tasks.poll()
         if free > 0:
             await self._declare_queues()
             claims = await self._claim(free)
@@ -412,7 +418,7 @@ class Worker:
             return
         if seen == self.database.work_available.version:
             # Nothing more to claim and no news: a test clock may jump to what is due next.
-            held = bool(self._tasks)
+            held = bool(self._tasks) or bool(self.tasks.running)
             if self.scheduler is not None and self.scheduler.next_due is not None:
                 # A schedule's next slot is a time to stop at too.
                 due = self.scheduler.next_due if due is None else min(due, self.scheduler.next_due)
@@ -426,6 +432,8 @@ class Worker:
     def _settled(self) -> bool:
         """Every workflow this worker drives waits on its running activities."""
         held = self._held
+        if self.tasks.running:
+            return False  # a routed activity runs here: time stands still for it too
         return len(held) == len(self._tasks) and all(d.settled for d in held.values())
 
     async def _skip_time(self, to: float) -> None:
@@ -461,6 +469,13 @@ class Worker:
         :meth:`~loom.driver.WorkflowDriver.cancel_activity`); True if an attempt was running."""
         driver = self._held.get(workflow_id)
         return driver is not None and driver.cancel_activity(seq)
+
+    def outcome_arrived(self, workflow_id: str) -> None:
+        """A routed activity of ``workflow_id`` ended: if this worker holds it, it reads the
+        outcomes of its activity tasks again at once."""
+        driver = self._held.get(workflow_id)
+        if driver is not None:
+            driver.outcome_arrived()
 
     def signal_arrived(self, workflow_id: str) -> None:
         """A signal was buffered for ``workflow_id``: if this worker holds it, it reads its

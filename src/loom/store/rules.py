@@ -28,6 +28,7 @@ from loom.core.history import CHILD_OUTCOME, Event, EventType, decided_before_ca
 from loom.errors import WorkflowAlreadyExistsError, WorkflowNotFoundError, WorkflowNotRunningError
 from loom.queues import DEFAULT_QUEUE
 from loom.status import WorkflowStatus
+from loom.store import task_rules
 from loom.store.base import (
     CancelOutcome,
     Commit,
@@ -60,6 +61,7 @@ from loom.store.statements import (
     many,
     rows,
     run,
+    wake_parked,
 )
 
 NEW_COLUMNS_BASE = (
@@ -146,6 +148,11 @@ def commit_batch(d: Dialect, batch: Sequence[Prepared]) -> Rule[list[tuple[Commi
         if outcome is CommitOutcome.OK and p.commit.status is not WorkflowStatus.RUNNING
     ]
     if ended:  # one statement for the batch (canceled ones: in cancel_now)
+        for p, (outcome, _) in zip(batch, outcomes, strict=True):
+            # Its tasks go before its heartbeats: the order a routed attempt's heartbeat
+            # locks them in (``task_rules.heartbeat``), so the two never deadlock.
+            if p.commit.routed and outcome is CommitOutcome.OK and p.commit.workflow_id in ended:
+                yield from task_rules.drop(d, p.commit.workflow_id)
         where, args = d.among("workflow_id", ended)
         yield run(f"DELETE FROM activity_heartbeats WHERE {where}", *args)
     return outcomes
@@ -177,6 +184,10 @@ def commit_one(
     if c.consumed_signals:
         where, args = d.among("id", c.consumed_signals, "bigint")
         yield run(f"DELETE FROM signals WHERE {where}", *args)
+    if c.settled_tasks:  # their outcomes are among the events written: recorded once
+        yield task_rules.settle(c.workflow_id, c.settled_tasks)
+    if c.withdrawn_tasks:
+        yield from task_rules.drop(d, c.workflow_id, c.withdrawn_tasks)
     # Children start before the park below looks for buffered messages: a child whose id was
     # taken leaves its failure there, for the parent to take at once.
     woke = yield from children_of(d, c.workflow_id, c.events, now, written)
@@ -192,7 +203,9 @@ def commit_one(
             yield run("DELETE FROM signals WHERE workflow_id = ?", c.workflow_id)
     elif c.release:
         ready_at = c.ready_at
-        if c.wait_signals:  # one it waits for is buffered already: ready at once
+        if c.routed and ready_at != now and (yield task_rules.any_done(c.workflow_id)):
+            ready_at = now  # a routed activity ended while it was held (task_rules.complete)
+        if c.wait_signals and ready_at != now:  # one it waits for is buffered: ready at once
             where, args = d.among("name", c.wait_signals)
             if (
                 yield rows(
@@ -204,6 +217,8 @@ def commit_one(
                 ready_at = now
     else:
         ready_at, release = c.lease_until, False  # still held: ready again when the lease ends
+    if c.dispatches and c.status is WorkflowStatus.RUNNING:
+        yield task_rules.dispatch(c.workflow_id, c.dispatches, now)
     yield run(
         _RELEASE if release else _KEEP,
         c.status.value,
@@ -226,8 +241,8 @@ def commit_one(
             else:
                 outcome["error"] = c.error
             woke |= yield from child_ended(d, fence.parent_id, outcome, now)
-    if woke:
-        return CommitOutcome.OK, now  # a child started, or a parent or child was woken
+    if woke or c.dispatches:  # a child started, a parent or child was woken, or tasks sent
+        return CommitOutcome.OK, now
     return CommitOutcome.OK, ready_at if release else None
 
 
@@ -267,6 +282,7 @@ def cancel_now(
         workflow_id,
     )
     yield run("DELETE FROM signals WHERE workflow_id = ?", workflow_id)
+    yield from task_rules.drop(d, workflow_id)  # before the heartbeats: see commit_batch
     yield run("DELETE FROM activity_heartbeats WHERE workflow_id = ?", workflow_id)
     yield from children_of(d, workflow_id, decided, now, written)
     yield from parent_close(d, workflow_id, now, written)
@@ -300,7 +316,10 @@ def continue_as_new(
         wid,
     )
     yield run("DELETE FROM events WHERE workflow_id = ?", wid)
-    # The next run numbers its activities afresh: no heartbeat of this run may reach them.
+    # The next run numbers its activities afresh: no heartbeat or task of this run may reach
+    # them.
+    if c.routed:
+        yield from task_rules.drop(d, wid)
     yield run("DELETE FROM activity_heartbeats WHERE workflow_id = ?", wid)
     yield from parent_close(d, wid, now, written)
     run_id = new_run_id()
@@ -420,11 +439,7 @@ def child_ended(d: Dialect, parent_id: str, outcome: dict[str, Any], now: float)
     if not found or found[0]["status"] != WorkflowStatus.RUNNING:
         return False
     yield run(INSERT_SIGNAL, parent_id, CHILD_OUTCOME, dump(outcome), now)
-    row = found[0]
-    if row["lease_owner"] is None and (row["ready_at"] is None or row["ready_at"] > now):
-        yield run("UPDATE workflows SET ready_at = ? WHERE id = ?", now, parent_id)
-        return True
-    return False
+    return (yield from wake_parked(found[0], parent_id, now))
 
 
 def parent_close(d: Dialect, parent_id: str, now: float, written: list[EventRow]) -> Rule[bool]:
@@ -650,10 +665,7 @@ def send_signal(d: Dialect, workflow_id: str, name: str, data: str, now: float) 
     True when it was."""
     row = yield from running_row(d, workflow_id, "signal")
     yield run(INSERT_SIGNAL, workflow_id, name, data, now)
-    if row["lease_owner"] is None and (row["ready_at"] is None or row["ready_at"] > now):
-        yield run("UPDATE workflows SET ready_at = ? WHERE id = ?", now, workflow_id)
-        return True
-    return False
+    return (yield from wake_parked(row, workflow_id, now))
 
 
 def cancel(d: Dialect, workflow_id: str, reason: str | None, now: float) -> Rule[CancelOutcome]:
@@ -771,6 +783,7 @@ def reset_now(
         workflow_id,
     )
     yield from parent_close(d, workflow_id, now, written)
+    yield from task_rules.drop(d, workflow_id)  # the steps that awaited them are discarded
     yield run("DELETE FROM signals WHERE workflow_id = ? AND name = ?", workflow_id, CHILD_OUTCOME)
     yield from rebuffer(workflow_id, [(n, dump(p)) for n, p in request.resend], now)
 
