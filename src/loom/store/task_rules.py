@@ -7,7 +7,7 @@ A task is one attempt, keyed (workflow_id, seq, attempt). Its life:
 - **dispatch** (:func:`dispatch`), in the commit that records the activity's scheduling (or the
   failure that decided its retry): inserted ``ready``, ``ON CONFLICT DO NOTHING``, so a driver
   that claims the workflow again after a crash and dispatches again changes nothing;
-- **claim** (``queue_rules.claim`` with ``queue_rules.take_tasks``): ``leased``, ``lease_epoch + 1``, ``ready_at`` at the
+- **claim** (``queue_rules.take_tasks``): ``leased``, ``lease_epoch + 1``, ``ready_at`` at the
   lease's end (a dead worker's task is claimable again then), renewed by :func:`renew`;
 - **completion** (:func:`complete`), fenced by the task's lease epoch: ``done`` with its
   outcome, and its workflow made ready if parked;
