@@ -356,7 +356,7 @@ def queue_stats(d: Dialect, now: float) -> Rule[list[QueueStats]]:
         "COUNT(CASE WHEN state = 'ready' AND ready_at <= ? THEN 1 END) AS depth, "
         "MIN(CASE WHEN state = 'ready' AND ready_at <= ? THEN ready_at END) AS oldest, "
         "COUNT(CASE WHEN state = 'leased' AND lease_expires > ? THEN 1 END) AS running "
-        "FROM activity_tasks WHERE ready_at IS NOT NULL GROUP BY queue",
+        "FROM activity_tasks WHERE state <> 'done' GROUP BY queue",
         now,
         now,
         now,

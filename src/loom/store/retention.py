@@ -18,7 +18,14 @@ from loom.errors import ConfigurationError
 from loom.status import WorkflowStatus
 from loom.store.statements import Dialect, Rule, rows, run
 
-OWNED_TABLES = ("events", "run_events", "signals", "activity_heartbeats", "workflow_tags")
+OWNED_TABLES = (
+    "events",
+    "run_events",
+    "signals",
+    "activity_heartbeats",
+    "workflow_tags",
+    "activity_tasks",
+)
 """Every table whose rows belong to one workflow (by ``workflow_id``): a deleted workflow
 leaves none behind. A child is a ``workflows`` row of its own (``parent_id``), deleted only
 when it is finished and old itself."""

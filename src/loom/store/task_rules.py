@@ -105,9 +105,11 @@ def renew(task: ActivityTask, owner: str, lease_until: float) -> Op:
     """Extend the lease of ``task`` if ``owner`` still holds it under its epoch; the row comes
     back (with whether its stop was asked) only then."""
     return rows(
-        "UPDATE activity_tasks SET ready_at = ?, lease_expires = ? "
-        f"WHERE {TASK_KEY} AND lease_owner = ? AND lease_epoch = ? AND state = 'leased' "
-        "AND ready_at IS NOT NULL RETURNING cancel_requested",
+        # One asked to stop stays out of the claim (ready_at NULL) while its holder stops it.
+        "UPDATE activity_tasks SET ready_at = CASE WHEN cancel_requested = 0 "
+        "THEN CAST(? AS DOUBLE PRECISION) END, "
+        f"lease_expires = ? WHERE {TASK_KEY} AND lease_owner = ? AND lease_epoch = ? "
+        "AND state = 'leased' RETURNING cancel_requested",
         lease_until,
         lease_until,
         *key_of(task),
