@@ -104,3 +104,18 @@ class Withdraw(loom.Workflow[dict[str, Any], dict[str, Any]]):
             await task
         except asyncio.CancelledError:
             await ctx.state.set("gave_up", True)
+
+
+@loom.activity(name="routing_echo", queue="gpu", retry_count=1, retry_delay=0.01)
+def echo(text: str) -> dict[str, Any]:
+    """Fails its first attempt with ``text`` in the message; then returns it."""
+    if loom.activity_info().attempt == 1:
+        raise ValueError(f"not yet: {text}")
+    return {"echo": text}
+
+
+@loom.workflow(name="routing_Echo")
+class Echo(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def run(self, ctx: Ctx) -> None:
+        await ctx.state.set("echo", await ctx.activity(echo, str(ctx.input["text"])))

@@ -8,9 +8,11 @@ from typing import Any
 
 import loom
 from loom.core.history import EventType
+from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec
 from queue_workload import most_at_once
-from routing_workload import Hold, Render, Stuck, Withdraw, seen
+from routing_workload import Echo, Hold, Render, Stuck, Withdraw, seen
 from support import eventually
+from support.stored import found_in, stored_bytes
 from support.workers import of_type, worker
 
 
@@ -127,3 +129,34 @@ async def test_a_queue_limit_holds_for_routed_activities_across_workers(
     assert most_at_once([(s["held"]["start"], s["held"]["end"]) for s in states]) == 1
     gpu = await queue(db, "gpu")
     assert gpu is not None and gpu.running == 0
+
+
+async def test_a_routed_outcome_is_stored_encoded_with_a_codec(db: loom.Database) -> None:
+    marker = "routed-secret-7f3a"
+    key = AesGcmCodec.generate_key()
+    chain = CodecChain(CompressionCodec(min_size=0), AesGcmCodec({"k1": key}))
+    async with loom.Database(db.url, codec=chain) as coded:
+        handle = await coded.start_workflow(Echo, workflow_id="r7", workflow_input={"text": marker})
+
+        async def outcome_waits() -> bool:
+            return bool(await coded.store.read_task_outcomes("r7"))
+
+        # The workflow's worker dispatches and parks; a gpu worker alone then runs the first
+        # attempt, whose failure waits, encoded, in its task for the workflow's worker.
+        async with worker(coded, queues=["default"]):
+            await eventually(
+                lambda: _depth(coded, "gpu", 1), 20, what="the first attempt to be dispatched"
+            )
+        async with worker(coded, queues=["gpu"]):
+            await eventually(outcome_waits, 20, what="the first attempt's outcome")
+        [failed] = await coded.store.read_task_outcomes("r7")
+        assert not failed.ok and marker in failed.error["message"]  # decoded with the key
+        assert found_in(await stored_bytes(db.url), [marker]) == []
+        async with worker(coded, queues=["default"]), worker(coded, queues=["gpu"]):
+            assert await handle.result(timeout=20) == {"echo": {"echo": marker}}
+    assert found_in(await stored_bytes(db.url), [marker]) == []
+
+
+async def _depth(db: loom.Database, name: str, depth: int) -> bool:
+    found = await queue(db, name)
+    return found is not None and found.depth == depth

@@ -10,10 +10,11 @@ and ``is_cancelled()`` work, its heartbeats recorded and handed to the next atte
 the leases of those it runs, and records each outcome under the task's lease; the workflow is
 then made ready, and its next write records the outcome and deletes the task.
 
-It looks for tasks when told (a dispatch in this process, PostgreSQL's work announcement) and
-otherwise once per poll interval, never more. A worker that dies mid-attempt stops renewing:
-the task is claimed again when its lease runs out (at-least-once, like a local attempt), and
-the dead holder's late writes are fenced out by the task's lease epoch.
+It looks for tasks when told (a dispatch in this process; PostgreSQL's work announcement, once
+it has found a task in this database) and otherwise once per poll interval. A worker that dies
+mid-attempt stops renewing: the task is claimed again when its lease runs out (at-least-once,
+like a local attempt), and the dead holder's late writes are fenced out by the task's lease
+epoch.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class TaskRunner:
         """Told of a dispatch (or a slot freed) since the last look: look at once."""
         self._looked = float("-inf")
         """When (monotonic) it last looked for tasks."""
+        self._found_any = False
+        """It has claimed a task before: this database routes activities to its queues."""
         self._jobs: set[asyncio.Task[None]] = set()
         self._keeper: asyncio.Task[None] | None = None
 
@@ -81,6 +84,13 @@ class TaskRunner:
         """Tasks may have been dispatched: look at the next poll."""
         self._wanted = True
         self.worker.database.work_available.notify()
+
+    def heard(self) -> None:
+        """Another process announced work (PostgreSQL): it may be a dispatch. Looked for at
+        the next poll once this worker has found a task before; until then, a database that
+        routes nothing costs no more than a look per poll interval."""
+        if self._found_any:
+            self._wanted = True
 
     def _activities(self) -> list[str]:
         """The activities whose tasks this worker takes: those it has that name a queue it
@@ -108,6 +118,7 @@ class TaskRunner:
             worker.worker_id, names, free, worker.lease_seconds, worker.clock.now(), worker.queues
         )
         loop = asyncio.get_running_loop()
+        self._found_any |= bool(tasks)
         for task in tasks:
             held = _Held(task)
             self.running[key_of(task)] = held

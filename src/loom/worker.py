@@ -268,7 +268,7 @@ class Worker:
         """
         self.stopping = False
         self._leases.ensure_running()
-        wake = self.database.work_available.notify
+        wake = self._work_elsewhere
         try:
             await self.store.listen(wake)
             await self.store.listen(self._changes_elsewhere, topic="changes")
@@ -493,6 +493,12 @@ class Worker:
     def _schedules_started(self, workflow_ids: list[str]) -> None:
         self.database.work_available.notify()
         self.database.workflow_changed.notify()
+
+    def _work_elsewhere(self) -> None:
+        """Another process announced ready work (PostgreSQL): look for it, and for activity
+        tasks it may have dispatched."""
+        self.tasks.heard()
+        self.database.work_available.notify()
 
     def _changes_elsewhere(self) -> None:
         """Another process changed some workflow (PostgreSQL announces it): one that waits for a
