@@ -119,3 +119,20 @@ class Echo(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step
     async def run(self, ctx: Ctx) -> None:
         await ctx.state.set("echo", await ctx.activity(echo, str(ctx.input["text"])))
+
+
+@loom.activity(name="routing_resume", queue="gpu", retry_count=1, retry_delay=0.01)
+def resume() -> dict[str, Any]:
+    """Records progress and fails; its retry starts from that progress."""
+    info = loom.activity_info()
+    if info.attempt == 1:
+        loom.heartbeat({"done": 3})
+        raise RuntimeError("failed after 3")
+    return {"from": info.heartbeat_details, "thread": threading.current_thread().name}
+
+
+@loom.workflow(name="routing_Resume")
+class Resume(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def run(self, ctx: Ctx) -> None:
+        await ctx.state.set("resumed", await ctx.activity(resume))

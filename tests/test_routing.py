@@ -10,7 +10,7 @@ import loom
 from loom.core.history import EventType
 from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec
 from queue_workload import most_at_once
-from routing_workload import Echo, Hold, Render, Stuck, Withdraw, seen
+from routing_workload import Echo, Hold, Render, Resume, Stuck, Withdraw, seen
 from support import eventually
 from support.stored import found_in, stored_bytes
 from support.workers import of_type, worker
@@ -71,6 +71,16 @@ async def test_a_routed_activity_is_retried_by_the_engine(db: loom.Database) -> 
     assert [e.payload["attempt"] for e in failed] == [1, 2]
     assert all(e.payload["retry_at"] is not None for e in failed)
     assert "flaky attempt 1" in failed[0].payload["error"]["message"]
+
+
+async def test_a_routed_retry_starts_from_the_heartbeat_of_the_attempt_before(
+    db: loom.Database,
+) -> None:
+    handle = await db.start_workflow(Resume, workflow_id="r8", workflow_input={})
+    async with worker(db, queues=["default"]), worker(db, queues=["gpu"], worker_id="gpu-8"):
+        state = await handle.result(timeout=20)
+    assert state["resumed"]["from"] == {"done": 3}
+    assert state["resumed"]["thread"].startswith("loom-activity-gpu-8")
 
 
 async def test_a_routed_activity_times_out(db: loom.Database) -> None:

@@ -24,7 +24,7 @@ import contextlib
 import functools
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from loom.activities import AttemptOutcome, run_attempt
@@ -53,7 +53,7 @@ class _Held:
     beats: HeartbeatKeeper | None = None
     stopped: str | None = None
     """LEASE_LOST (nothing more is written) or CANCELED (the task is deleted)."""
-    lost: bool = field(default=False)
+    lost: bool = False
 
     def stop(self, reason: str, *, lost: bool) -> None:
         if self.stopped is not None:
@@ -138,12 +138,6 @@ class TaskRunner:
         if keeper is not None:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
-
-    def cancel_all(self) -> None:
-        """The worker is going away at once: stop every attempt (their tasks run again
-        elsewhere once their leases run out)."""
-        for held in self.running.values():
-            held.stop(LEASE_LOST, lost=True)
 
     # -- one task -------------------------------------------------------------------------
     async def _run(self, held: _Held) -> None:

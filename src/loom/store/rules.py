@@ -709,6 +709,8 @@ def retry(d: Dialect, workflow_id: str, now: float, resent: list[tuple[str, str]
     )
     # Signals the failed attempt consumed are delivered again, before those still buffered.
     yield from rebuffer(workflow_id, resent, now)
+    # A task left by a worker that gave up on it is not this resumption's to run.
+    yield from task_rules.drop(d, workflow_id)
 
 
 def rebuffer(workflow_id: str, resent: Sequence[tuple[str, str]], now: float) -> Rule[None]:
