@@ -724,7 +724,7 @@ class WorkflowDriver:
             worker.database.work_available.notify()
             raise Abort
         if commit.dispatches or commit.withdrawn_tasks:
-            self._tasks_sent(commit)
+            self._tasks_sent()
         self.dispatches, self.settled_tasks, self.withdrawn_tasks = [], [], []
         if events:
             self._tell_relatives(ex, events)
@@ -768,7 +768,7 @@ class WorkflowDriver:
             routed=bool(self.dispatched),
         )
 
-    def _tasks_sent(self, commit: Commit) -> None:
+    def _tasks_sent(self) -> None:
         """Activity tasks were dispatched (or asked to stop): this process's workers serving
         their queues look for them at once (other processes hear PostgreSQL's announcement,
         or look within their poll interval)."""

@@ -113,7 +113,10 @@ class Worker:
     for schedules changed by other processes every ``schedule_check_interval`` seconds.
     ``queues`` names the task queues this worker serves (None, the default: every queue); it
     takes work from them within each queue's limits, which live in the database. The limits
-    declared in code (``loom.queue``) are written there when the worker starts.
+    declared in code (``loom.queue``) are written there when the worker starts. An activity of
+    a queue it does not serve is sent to the workers serving that queue (an activity task),
+    and it runs those sent to its own queues, up to ``concurrency`` at once (see
+    :mod:`loom.activity_tasks`).
     ``retention`` (seconds or a timedelta; default None: keep everything) has the running worker
     delete, every minute and a few hundred per transaction, the finished workflows that ended
     longer ago than that (see :mod:`loom.retention`).
