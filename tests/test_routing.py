@@ -4,6 +4,7 @@ its workflow's history, once. On both backends, with in-process workers."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import loom
@@ -170,3 +171,41 @@ async def test_a_routed_outcome_is_stored_encoded_with_a_codec(db: loom.Database
 async def _depth(db: loom.Database, name: str, depth: int) -> bool:
     found = await queue(db, name)
     return found is not None and found.depth == depth
+
+
+LOCAL = loom.Registry()
+
+
+@loom.activity(name="routing_local_add", registry=LOCAL)
+def local_add(i: int) -> int:
+    return i + 1
+
+
+@loom.workflow(name="routing_Local", registry=LOCAL)
+class Local(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def run(self, ctx: loom.WorkflowContext[dict[str, Any], dict[str, Any]]) -> None:
+        total = 0
+        for _ in range(3):
+            total = await ctx.activity(local_add, total)
+        await ctx.state.set("total", total)
+
+
+async def test_workflows_whose_activities_run_where_they_are_driven_pay_nothing_for_routing(
+    tmp_path: Path,
+) -> None:
+    """No statement on activity tasks: not in their commits, not in the workers' polls (their
+    registry has no activity naming a queue, so there is no task they could take)."""
+    touched: list[str] = []
+    async with loom.Database(f"sqlite:///{tmp_path / 'local.db'}") as db:
+        await db.migrate_up()
+        db.store._conn.set_trace_callback(  # type: ignore[attr-defined]
+            lambda sql: touched.append(sql) if "activity_tasks" in sql else None
+        )
+        ids = [f"l{i}" for i in range(20)]
+        for wid in ids:
+            await db.start_workflow(Local, workflow_id=wid, workflow_input={})
+        async with worker(db, registry=LOCAL), worker(db, registry=LOCAL, queues=["default"]):
+            states = await asyncio.gather(*(db.get_workflow(w).result(timeout=20) for w in ids))
+    assert [s["total"] for s in states] == [3] * 20
+    assert touched == []
