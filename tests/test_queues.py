@@ -23,7 +23,7 @@ from loom.store.queue_rules import due_statement
 from loom.store.sql import SqlStore
 from queue_workload import Fetch, Report, Send, most_at_once
 from support import eventually
-from support.workers import worker
+from support.workers import spawn_loom_worker, worker
 
 TESTS_DIR = Path(__file__).resolve().parent
 LOOM = Path(sys.executable).parent / "loom"
@@ -348,14 +348,10 @@ async def test_the_api_lists_and_sets_queues(db: loom.Database) -> None:
 
 def spawn_worker(db_url: str, log: Path, cwd: Path) -> subprocess.Popen[bytes]:
     """A `loom worker` process serving queues "emails" and "default"; its log goes to ``log``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LOOM_DATABASE_URL", "LOOM_MODULES")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
-    args = ["worker", "-d", db_url, "-m", "queue_workload", "--workers", "4"]
-    args += ["--queue", "emails", "--queue", "default", "--poll-interval", "0.05"]
-    with log.open("w") as out:
-        return subprocess.Popen(
-            [str(LOOM), *args], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=out
-        )
+    options = ["-m", "queue_workload", "--workers", "4", "--queue", "emails"]
+    return spawn_loom_worker(
+        db_url, log, cwd, *options, "--queue", "default", "--poll-interval", "0.05"
+    )
 
 
 @pytest.mark.processes

@@ -93,8 +93,9 @@ class ActivityDefinition:
     :func:`loom.codec.convert`); for ``*args``/``**kwargs`` the annotation is each item's."""
     heartbeat_timeout: float | None = None
     """The longest an attempt may go without a heartbeat (None: no limit)."""
-    queue: str = DEFAULT_QUEUE
-    """The task queue whose concurrency and rate limits its attempts count against."""
+    queue: str | None = None
+    """The task queue its attempts run on (None: its workflow's): a worker serving it runs
+    them, within its concurrency and rate limits."""
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 = first retry)."""
@@ -462,7 +463,7 @@ def _make_activity(
     description: str | None,
     registry: Registry,
     heartbeat_timeout: float | None = None,
-    queue: str = DEFAULT_QUEUE,
+    queue: str | None = None,
 ) -> Any:
     if not inspect.isfunction(fn):
         raise DefinitionError(
@@ -495,7 +496,8 @@ def _make_activity(
                 f"activity {where}: heartbeat_timeout ({heartbeat_timeout} s) must be shorter "
                 f"than timeout_seconds ({timeout_seconds} s), or it never fires first"
             )
-    _check_queue(queue, f"activity {where}")
+    if queue is not None:
+        _check_queue(queue, f"activity {where}")
     if retry_delay < 0 or retry_backoff < 1 or retry_max_delay < 0:
         raise DefinitionError(
             f"activity {where}: need retry_delay >= 0, retry_backoff >= 1, retry_max_delay >= 0"
@@ -545,7 +547,7 @@ def activity(
     description: str | None = None,
     registry: Registry | None = None,
     heartbeat_timeout: float | None = None,
-    queue: str = DEFAULT_QUEUE,
+    queue: str | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -563,7 +565,7 @@ def activity(
     description: str | None = None,
     registry: Registry | None = None,
     heartbeat_timeout: float | None = None,
-    queue: str = DEFAULT_QUEUE,
+    queue: str | None = None,
 ) -> F | Callable[[F], F]:
     """Declare a side-effecting function that workflows call with ``await ctx.activity(fn, ...)``.
 
@@ -574,8 +576,9 @@ def activity(
 
     ``heartbeat_timeout`` (seconds, shorter than ``timeout_seconds``) fails an attempt that goes
     that long without calling ``loom.heartbeat()``, so a stuck attempt is retried long before
-    its full timeout. ``queue`` names the task queue whose concurrency and rate limits its
-    attempts count against.
+    its full timeout. ``queue`` names the task queue its attempts run on (default: its
+    workflow's): a worker serving that queue runs them, within the queue's concurrency and rate
+    limits; a workflow's worker that does not serve it sends each attempt to one that does.
     """
     options: dict[str, Any] = dict(
         name=name,

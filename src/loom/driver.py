@@ -47,7 +47,7 @@ from loom.failures import describe_error
 from loom.heartbeats import HeartbeatKeeper
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog
 from loom.status import WorkflowStatus
-from loom.store.base import Claim, Commit, CommitOutcome, Signal
+from loom.store.base import Claim, Commit, CommitOutcome, Dispatch, Signal
 from loom.telemetry import TRACE_KEY, RunTrace, current_span
 
 if TYPE_CHECKING:
@@ -117,15 +117,20 @@ class WorkflowDriver:
         "cancel_requested",
         "claim",
         "consumed",
+        "dispatched",
+        "dispatches",
         "inbox",
         "lease_lost",
         "nudge",
+        "outcomes_stale",
         "queued",
         "running",
         "settled",
+        "settled_tasks",
         "trace",
         "waits_seen",
         "withdrawn",
+        "withdrawn_tasks",
         "worker",
     )
 
@@ -159,6 +164,18 @@ class WorkflowDriver:
         self.withdrawn: set[int] = set()
         """Activities (by seq) canceled by :meth:`cancel_activity`, whose cancel the workflow
         has not been handed yet."""
+        self.dispatched: dict[int, int] = {}
+        """Routed activities awaited (seq: the attempt dispatched in this claim): those of a
+        queue this worker does not serve run on a worker that does (``loom.activity_tasks``)."""
+        self.dispatches: list[Dispatch] = []
+        """Activity tasks for the next write to insert."""
+        self.settled_tasks: list[tuple[int, int]] = []
+        """(seq, attempt) of the done tasks whose outcomes were delivered since the last write:
+        the write that records them deletes them."""
+        self.withdrawn_tasks: list[int] = []
+        """Routed activities no longer awaited since the last write: their tasks are stopped."""
+        self.outcomes_stale = True
+        """Routed outcomes may have arrived since the last read (every claim reads them once)."""
         self.beats = HeartbeatKeeper(
             worker.store,
             claim.workflow_id,
@@ -208,6 +225,12 @@ class WorkflowDriver:
             task = self.running.get(seq)
             if task is not None:
                 task.cancel()
+
+    def outcome_arrived(self) -> None:
+        """A routed activity of this workflow ended (in this process): read the outcomes of its
+        activity tasks again at once."""
+        self.outcomes_stale = True
+        self.nudge.set()
 
     def recheck_signals(self) -> None:
         """A signal may have been buffered for it: read its signals again at once."""
@@ -304,7 +327,11 @@ class WorkflowDriver:
         while not ex.finished and not self.cancel_requested:
             if running:
                 self._stop_withdrawn(ex)
-            if self._deliver_withdrawn(ex) or await self._deliver_inputs(ex):
+            if (
+                self._deliver_withdrawn(ex)
+                or await self._deliver_task_outcomes(ex)
+                or await self._deliver_inputs(ex)
+            ):
                 continue
             due = self._due_activities(ex)
             if not due and not running:
@@ -336,17 +363,77 @@ class WorkflowDriver:
         await self._commit(ex, release=True)
 
     def _due_activities(self, ex: WorkflowExecution) -> list[ActivityRun]:
-        """The activities to start now: scheduled, not running, past their retry delay. None
-        while the worker stops: the workflow parks and another worker runs them."""
-        if self.worker.stopping:
+        """The activities to start now: scheduled, not running, past their retry delay, of a
+        queue this worker serves. One of a queue it does not serve is dispatched instead (see
+        :meth:`_dispatch`), whatever its retry delay. None while the worker stops: the workflow
+        parks and another worker runs them."""
+        worker = self.worker
+        if worker.stopping:
             return []
+        now = worker.clock.now()
+        running, withdrawn, served = self.running, self.withdrawn, worker.queues
+        if served is None:  # every queue: nothing is routed, and this costs nothing more
+            return [
+                run
+                for run in ex.activity_runs()
+                if run.seq not in running and run.not_before <= now and run.seq not in withdrawn
+            ]
+        due = []
+        for run in ex.activity_runs():
+            if run.seq in running or run.seq in withdrawn:
+                continue
+            if (run.definition.queue or self.claim.queue) not in served:
+                self._dispatch(run, now)
+            elif run.not_before <= now:
+                due.append(run)
+        return due
+
+    def _dispatch(self, run: ActivityRun, now: float) -> None:
+        """Send this attempt of ``run`` to the workers of its queue with the next write (the
+        park, at the latest). Every claim dispatches what it awaits once: the store ignores a
+        task that is there already, so a crash between two writes loses no task."""
+        if self.dispatched.get(run.seq, 0) >= run.attempt:
+            return
+        self.dispatched[run.seq] = run.attempt
+        name, queue = run.definition.name, run.definition.queue or self.claim.queue
+        self.dispatches.append(Dispatch(run.seq, run.attempt, name, queue, run.not_before or now))
+
+    async def _deliver_task_outcomes(self, ex: WorkflowExecution) -> bool:
+        """Hand the workflow the outcomes of its routed activities that ended, as a local
+        attempt's are handed (a failure carries its retry decision). The next write deletes
+        their tasks while recording them: each outcome is recorded once. True if one was."""
+        if not self.outcomes_stale or self.worker.queues is None:
+            return False
+        self.outcomes_stale = False
+        served = self.worker.queues
+        routed = {
+            r.seq: r
+            for r in ex.activity_runs()
+            if (r.definition.queue or self.claim.queue) not in served
+        }
+        if not routed:
+            return False
+        delivered: set[int] = set()
         now = self.worker.clock.now()
-        running, withdrawn = self.running, self.withdrawn
-        return [
-            run
-            for run in ex.activity_runs()
-            if run.seq not in running and run.not_before <= now and run.seq not in withdrawn
-        ]
+        for outcome in await self.worker.store.read_task_outcomes(ex.workflow_id):
+            self.settled_tasks.append((outcome.seq, outcome.attempt))
+            run = routed.get(outcome.seq)
+            if run is None or run.attempt != outcome.attempt or outcome.seq in self.withdrawn:
+                continue  # recorded already, or no longer awaited: the task only goes
+            self.worker.stats.activities += 1
+            if outcome.ok:
+                ex.activity_completed(outcome.seq, outcome.result, now)
+            else:
+                assert outcome.error is not None
+                ex.activity_failed(outcome.seq, outcome.error, outcome.retry_at, now)
+            delivered.add(outcome.seq)
+        for seq, run in routed.items():
+            # What it awaits is known from the claim on, so a withdrawal or an end in this
+            # claim stops the task, whatever claim dispatched it. (A retry of one just
+            # delivered is dispatched as the next attempt, by _due_activities.)
+            if seq not in delivered and seq not in self.withdrawn:
+                self._dispatch(run, now)
+        return bool(delivered)
 
     def _stop_withdrawn(self, ex: WorkflowExecution) -> None:
         """Stop the activities the workflow withdrew (it cancelled the task awaiting them):
@@ -392,7 +479,7 @@ class WorkflowDriver:
         runnable = worker.registry.runnable(run.definition)
         if runnable is not run.definition:  # replaced (loom.testing's mock_activity)
             run = dataclasses.replace(run, definition=runnable)
-        queue = run.definition.queue
+        queue = run.definition.queue or self.claim.queue
         slot = queue != self.claim.queue  # on its workflow's queue, the workflow's slot covers it
         began = False
         try:
@@ -625,7 +712,13 @@ class WorkflowDriver:
         """Write the workflow's new events and state; ``release``: park it (or record its end)
         and give back its lease. Raises :class:`Abort` when the write was fenced or canceled."""
         events = ex.take_new_events()
-        if not events and not self.consumed and not release:
+        if (
+            not events
+            and not self.consumed
+            and not release
+            and not self.dispatches
+            and not self.settled_tasks
+        ):
             return
         if self.trace is not None:
             self.trace.observe(events)  # before the write: a child's start records its context
@@ -654,6 +747,9 @@ class WorkflowDriver:
         if outcome is CommitOutcome.RESET:  # ready again at once, from the step it names
             worker.database.work_available.notify()
             raise Abort
+        if commit.dispatches or commit.withdrawn_tasks:
+            self._tasks_sent()
+        self.dispatches, self.settled_tasks, self.withdrawn_tasks = [], [], []
         if events:
             self._tell_relatives(ex, events)
             if worker.database.metrics is not None:
@@ -671,6 +767,10 @@ class WorkflowDriver:
         """The write of what the workflow decided, its state and the signals it consumed; the
         lease is extended, or given back with the time to wake it (``release``)."""
         status = ex.status
+        if self.dispatched:
+            for seq in [seq for seq in self.dispatched if not ex.has_activity(seq)]:
+                del self.dispatched[seq]  # withdrawn (or ended by a cancel): its task stops
+                self.withdrawn_tasks.append(seq)
         return Commit(
             workflow_id=ex.workflow_id,
             lease_epoch=self.claim.lease_epoch,
@@ -687,8 +787,20 @@ class WorkflowDriver:
             error=ex.error if status is WorkflowStatus.FAILED else None,
             continue_as_new=ex.continued_as_new,
             children=ex.started_children,
-            heartbeats=self.beats.stored,
+            # A routed attempt's heartbeats are written by the worker that ran it.
+            heartbeats=self.beats.stored or bool(self.dispatched),
+            dispatches=tuple(self.dispatches),
+            settled_tasks=tuple(self.settled_tasks),
+            withdrawn_tasks=tuple(self.withdrawn_tasks),
+            routed=bool(self.dispatched),
         )
+
+    def _tasks_sent(self) -> None:
+        """Activity tasks were dispatched (or asked to stop): this process's workers serving
+        their queues look for them at once (other processes hear PostgreSQL's announcement,
+        or look within their poll interval)."""
+        for worker in list(self.worker.database.workers):
+            worker.tasks.wake()
 
     @staticmethod
     def _wait_signals(ex: WorkflowExecution) -> tuple[str, ...]:
@@ -740,6 +852,16 @@ class WorkflowDriver:
                 worker.database.work_available.notify()
 
     def _park_time(self, ex: WorkflowExecution, now: float) -> float | None:
-        if self.worker.stopping and ex.activity_runs():
-            return now  # hand the unfinished activity to another worker at once
-        return ex.next_wakeup()
+        """When to wake the parked workflow: its next timer, timeout or retry. A routed
+        activity is none of these: its task wakes the workflow when it ends."""
+        dispatched = self.dispatched
+        if not dispatched:
+            if self.worker.stopping and ex.activity_runs():
+                return now  # hand the unfinished activity to another worker at once
+            return ex.next_wakeup()
+        local = [run for run in ex.activity_runs() if run.seq not in dispatched]
+        if self.worker.stopping and local:
+            return now
+        times = [at for _, at in ex.deadlines()]
+        times += [run.not_before for run in local if run.not_before > 0]
+        return min(times, default=None)

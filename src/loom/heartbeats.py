@@ -11,7 +11,8 @@ Heartbeats are written through :meth:`~loom.store.base.Store.record_heartbeat`, 
 attempt: the first at once, then at most once per :func:`write_interval`, always the latest;
 and, whatever the throttle, before a failed attempt's outcome is handed to the workflow, so
 its retry (here, or anywhere after a crash) starts from its last details. Each write is fenced
-by the lease epoch like a commit: a worker that lost its lease writes nothing, and learns so.
+by the lease epoch like a commit (a routed attempt's by its activity task's lease epoch): a worker
+that lost its lease writes nothing, and learns so.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from loom.outage import OUTAGE_ERRORS
 from loom.store.base import CommitOutcome, HeartbeatRow, Store
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from loom.lease import Interrupt
 
@@ -81,8 +82,12 @@ class HeartbeatKeeper:
         interrupt: Interrupt,
         now: Callable[[], float] = time.time,
         run_id: str | None = None,
+        record: Callable[[HeartbeatRow], Awaitable[CommitOutcome]] | None = None,
     ) -> None:
         self.store = store
+        self._record = record or functools.partial(store.record_heartbeat, workflow_id, lease_epoch)
+        """How a beat is written, fenced: by the workflow's lease (its driver), or by an
+        activity task's lease (a routed attempt: ``loom.activity_tasks``)."""
         self._now = now
         self.workflow_id = workflow_id
         self.run_id = run_id
@@ -195,7 +200,7 @@ class HeartbeatKeeper:
             row = HeartbeatRow(
                 control.seq, control.activity_name, control.attempt, beat.details, beat.at
             )
-            recorded = await self.store.record_heartbeat(self.workflow_id, self.lease_epoch, row)
+            recorded = await self._record(row)
         except OUTAGE_ERRORS as exc:  # logged once by the worker's outage log; kept for later
             log.debug("workflow %s: heartbeat not recorded: %s", self.workflow_id, exc)
             return False

@@ -10,6 +10,9 @@ Semantics worth knowing:
 * The copy is a snapshot: stop the workers of the source first. Leases are not copied; a
   workflow some worker held when it was copied becomes claimable on the target when that lease
   would have expired, exactly as if the worker had died (:attr:`TransferReport.leased`).
+* Activity tasks (activities routed to the workers of their queue, not yet recorded by their
+  workflow) are not copied: a workflow waiting for one would wait on the target. Let them
+  finish first (``loom queue list``: nothing waiting or running on their queues).
 * Running it again is safe: workflows already in the target with the same contents are skipped,
   so a copy that was interrupted is completed by running the same command again. A workflow id
   present in the target with *different* contents (the target was used meanwhile, or holds other

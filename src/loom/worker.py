@@ -38,6 +38,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from loom.activities import ActivityPool
+from loom.activity_tasks import TaskRunner
 from loom.cache import ExecutionCache
 from loom.clock import Clock
 from loom.core.history import Event, EventType
@@ -113,7 +114,10 @@ class Worker:
     for schedules changed by other processes every ``schedule_check_interval`` seconds.
     ``queues`` names the task queues this worker serves (None, the default: every queue); it
     takes work from them within each queue's limits, which live in the database. The limits
-    declared in code (``loom.queue``) are written there when the worker starts.
+    declared in code (``loom.queue``) are written there when the worker starts. An activity of
+    a queue it does not serve is sent to the workers serving that queue (an activity task),
+    and it runs those sent to its own queues, up to ``concurrency`` at once (see
+    :mod:`loom.activity_tasks`).
     ``retention`` (seconds or a timedelta; default None: keep everything) has the running worker
     delete, every minute and a few hundred per transaction, the finished workflows that ended
     longer ago than that (see :mod:`loom.retention`).
@@ -206,6 +210,9 @@ class Worker:
         self._outages = OutageLog(self.worker_id)
         self.writes = WriteHealth(self._outages)
         """Whether the database takes this worker's writes (shared by its drivers)."""
+        self.tasks = TaskRunner(self)
+        """The activities of its queues that workers of other queues dispatched (see
+        :mod:`loom.activity_tasks`): up to ``concurrency`` run at once, beside its workflows."""
         self._leases = LeaseKeeper(
             self.store,
             self.worker_id,
@@ -285,7 +292,7 @@ class Worker:
 
     async def _run(self) -> None:
         self._leases.ensure_running()
-        wake = self.database.work_available.notify
+        wake = self._work_elsewhere
         try:
             await self.store.listen(wake)
             await self.store.listen(self._changes_elsewhere, topic="changes")
@@ -335,6 +342,7 @@ class Worker:
     async def _drain(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.drain()
         if not self._held:
             await self._leases.stop()
 
@@ -393,6 +401,7 @@ class Worker:
             free = 1
         else:
             free = self.concurrency - len(self._tasks)
+            await self.tasks.poll()
         if free > 0:
             await self._declare_queues()
             claims = await self._claim(free)
@@ -433,7 +442,7 @@ class Worker:
             return
         if seen == self.database.work_available.version:
             # Nothing more to claim and no news: a test clock may jump to what is due next.
-            held = bool(self._tasks)
+            held = bool(self._tasks) or bool(self.tasks.running)
             if self.scheduler is not None and self.scheduler.next_due is not None:
                 # A schedule's next slot is a time to stop at too.
                 due = self.scheduler.next_due if due is None else min(due, self.scheduler.next_due)
@@ -447,6 +456,8 @@ class Worker:
     def _settled(self) -> bool:
         """Every workflow this worker drives waits on its running activities."""
         held = self._held
+        if self.tasks.running:
+            return False  # a routed activity runs here: time stands still for it too
         return len(held) == len(self._tasks) and all(d.settled for d in held.values())
 
     async def _skip_time(self, to: float) -> None:
@@ -483,6 +494,13 @@ class Worker:
         driver = self._held.get(workflow_id)
         return driver is not None and driver.cancel_activity(seq)
 
+    def outcome_arrived(self, workflow_id: str) -> None:
+        """A routed activity of ``workflow_id`` ended: if this worker holds it, it reads the
+        outcomes of its activity tasks again at once."""
+        driver = self._held.get(workflow_id)
+        if driver is not None:
+            driver.outcome_arrived()
+
     def signal_arrived(self, workflow_id: str) -> None:
         """A signal was buffered for ``workflow_id``: if this worker holds it, it reads its
         signals again at once (it may be waiting for one while its activities run)."""
@@ -499,6 +517,12 @@ class Worker:
     def _schedules_started(self, workflow_ids: list[str]) -> None:
         self.database.work_available.notify()
         self.database.workflow_changed.notify()
+
+    def _work_elsewhere(self) -> None:
+        """Another process announced ready work (PostgreSQL): look for it, and for activity
+        tasks it may have dispatched."""
+        self.tasks.heard()
+        self.database.work_available.notify()
 
     def _changes_elsewhere(self) -> None:
         """Another process changed some workflow (PostgreSQL announces it): one that waits for a

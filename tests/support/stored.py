@@ -30,7 +30,7 @@ async def stored_bytes(url: str) -> bytes:
             "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) AS name "
             "FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
         )
-        assert {"workflows", "activity_heartbeats", "workflow_tags"} <= {
+        assert {"workflows", "activity_heartbeats", "workflow_tags", "activity_tasks"} <= {
             t["name"].rsplit(".", 1)[-1] for t in tables
         }
         texts = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,22 @@ def worker(db: loom.Database, **options: Any) -> loom.Worker:
     options.setdefault("poll_interval", 0.05)
     options.setdefault("lease_seconds", 10)
     return loom.Worker(db, **options)
+
+
+def spawn_loom_worker(db_url: str, log: Path, cwd: Path, *options: str) -> subprocess.Popen[bytes]:
+    """A `loom worker -d DB_URL OPTIONS` process (the tests' modules importable), its stderr
+    appended to ``log``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LOOM_DATABASE_URL", "LOOM_MODULES")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
+    loom_command = Path(sys.executable).parent / "loom"
+    with log.open("a") as out:
+        return subprocess.Popen(
+            [str(loom_command), "worker", "-d", db_url, *options],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+        )
 
 
 def of_type(events: list[loom.Event], kind: EventType) -> list[loom.Event]:

@@ -182,6 +182,58 @@ class Commit:
     heartbeats: bool = True
     """False when no heartbeat of the workflow can be stored: its end then skips deleting
     them. True whenever that is not known for sure."""
+    dispatches: tuple[Dispatch, ...] = ()
+    """Activity tasks for workers of other queues, inserted with the events that schedule
+    them (a task already there is left as it is: dispatching again is harmless)."""
+    settled_tasks: tuple[tuple[int, int], ...] = ()
+    """(seq, attempt) of the done tasks whose outcomes ``events`` record: deleted with them."""
+    withdrawn_tasks: tuple[int, ...] = ()
+    """Seqs of routed activities the workflow no longer awaits: a task not running is deleted,
+    a running one is asked to stop."""
+    routed: bool = False
+    """The workflow awaits routed activities: a park with a done task among them makes it
+    ready at once, and its end deletes its tasks. (False costs those statements nothing.)"""
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """One attempt of an activity sent to the workers serving ``queue``: claimable from
+    ``ready_at`` (the attempt's retry time, or at once)."""
+
+    seq: int
+    attempt: int
+    activity: str
+    queue: str
+    ready_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityTask:
+    """An activity task leased to a worker serving its queue (see :class:`Dispatch`). Every
+    claim raises ``lease_epoch``: the completion and heartbeats of an earlier holder are
+    fenced out."""
+
+    workflow_id: str
+    seq: int
+    attempt: int
+    run_id: str | None
+    queue: str
+    activity: str
+    lease_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    """How a routed attempt ended, as its worker recorded it, for its workflow to record:
+    ``retry_at`` is the engine's retry decision, made where it ran (like a local attempt's)."""
+
+    seq: int
+    attempt: int
+    ok: bool
+    result: Any = None
+    error: dict[str, Any] | None = None
+    retry_at: float | None = None
+    worker: str | None = None
 
 
 class HeartbeatRow(NamedTuple):
@@ -602,6 +654,45 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def release_slot(self, workflow_id: str, seq: int) -> None:
         """Give back the slot of activity ``seq`` of ``workflow_id`` (none held: nothing)."""
+
+    # -- activity tasks: activities run by the workers serving their queue -------------------
+    @abc.abstractmethod
+    async def claim_tasks(
+        self,
+        owner: str,
+        activities: list[str],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        queues: Sequence[str] | None = None,
+    ) -> list[ActivityTask]:
+        """Lease up to ``limit`` due activity tasks of ``activities`` on ``queues`` (None:
+        any), smallest priority first, within each queue's limits (a task counts like a
+        workflow held on its queue); of running workflows only."""
+
+    @abc.abstractmethod
+    async def renew_tasks(
+        self, owner: str, tasks: Sequence[ActivityTask], lease_until: float
+    ) -> tuple[set[tuple[str, int, int]], set[tuple[str, int, int]]]:
+        """Extend the leases of ``tasks`` still held by ``owner``: (keys lost, keys whose stop
+        was asked), a key being (workflow_id, seq, attempt)."""
+
+    @abc.abstractmethod
+    async def complete_task(
+        self, task: ActivityTask, owner: str, outcome: TaskOutcome | None, now: float
+    ) -> bool:
+        """Record ``outcome`` (None: the attempt was stopped, the task goes) under the task's
+        lease, and make its workflow ready if it is parked. False when the lease moved on (or
+        the task went): nothing is written."""
+
+    @abc.abstractmethod
+    async def read_task_outcomes(self, workflow_id: str) -> list[TaskOutcome]:
+        """The outcomes of the workflow's done activity tasks, not yet recorded by it."""
+
+    @abc.abstractmethod
+    async def record_task_heartbeat(self, task: ActivityTask, beat: HeartbeatRow) -> CommitOutcome:
+        """Record a routed attempt's heartbeat, fenced by its task's lease (FENCED when lost;
+        CANCELED when its stop was asked)."""
 
     @abc.abstractmethod
     async def queue_limits(self) -> list[QueueLimits]:

@@ -29,6 +29,7 @@ from loom.schedule_spec import ScheduleSpec
 from loom.status import WorkflowStatus
 from loom.store.base import (
     ActivityHeartbeat,
+    ActivityTask,
     CancelOutcome,
     Claim,
     Commit,
@@ -44,6 +45,7 @@ from loom.store.base import (
     Signal,
     Store,
     StoreStats,
+    TaskOutcome,
     WorkflowDump,
     WorkflowRecord,
 )
@@ -359,6 +361,52 @@ class EncodedStore(Store):
 
     async def release_slot(self, workflow_id: str, seq: int) -> None:
         await self.inner.release_slot(workflow_id, seq)
+
+    # -- activity tasks: a routed attempt's outcome is a payload, its heartbeat's details too --
+    async def claim_tasks(
+        self,
+        owner: str,
+        activities: list[str],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        queues: Sequence[str] | None = None,
+    ) -> list[ActivityTask]:
+        return await self.inner.claim_tasks(owner, activities, limit, lease_seconds, now, queues)
+
+    async def renew_tasks(
+        self, owner: str, tasks: Sequence[ActivityTask], lease_until: float
+    ) -> tuple[set[tuple[str, int, int]], set[tuple[str, int, int]]]:
+        return await self.inner.renew_tasks(owner, tasks, lease_until)
+
+    async def complete_task(
+        self, task: ActivityTask, owner: str, outcome: TaskOutcome | None, now: float
+    ) -> bool:
+        if self.payloads.chain is not None and outcome is not None:
+            p = self.payloads
+            outcome = replace(
+                outcome,
+                result=None if outcome.result is None else p.value(outcome.result),
+                error=p.error(outcome.error),
+            )
+        return await self.inner.complete_task(task, owner, outcome, now)
+
+    async def read_task_outcomes(self, workflow_id: str) -> list[TaskOutcome]:
+        p = self.payloads
+        decoded = []
+        for outcome in await self.inner.read_task_outcomes(workflow_id):
+            try:
+                result, error = p.read_value(outcome.result), p.read_error(outcome.error)
+            except Unreadable as exc:
+                exc.where = f"the outcome of activity seq {outcome.seq}"
+                raise unreadable(exc, workflow_id) from None
+            decoded.append(replace(outcome, result=result, error=error))
+        return decoded
+
+    async def record_task_heartbeat(self, task: ActivityTask, beat: HeartbeatRow) -> CommitOutcome:
+        if self.payloads.chain is not None and beat.details is not None:
+            beat = beat._replace(details=self.payloads.json_text(beat.details))
+        return await self.inner.record_task_heartbeat(task, beat)
 
     async def stats(self, now: float) -> StoreStats:
         return await self.inner.stats(now)

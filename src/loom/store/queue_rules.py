@@ -13,7 +13,7 @@ on the queue is a start.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from loom.queues import QueueLimits, QueueStats, Rate
@@ -24,6 +24,23 @@ from loom.store.statements import Dialect, Op, Rule, rows, run
 CLAIMED_COLUMNS = (
     "id, name, version, lease_epoch, last_seq, cancel_requested, run_id, queue, reset_requested"
 )
+
+
+def on_queues(
+    d: Dialect,
+    where: str,
+    args: tuple[Any, ...],
+    queues: Sequence[str] | None,
+    exclude: Sequence[str],
+) -> tuple[str, tuple[Any, ...]]:
+    """``where`` (with ``args``), on ``queues`` (None: any but ``exclude``)."""
+    if queues is not None:
+        among, found = d.among("queue", queues)
+        return f"{among} AND {where}", (*found, *args)
+    if exclude:
+        among, found = d.among("queue", exclude)
+        return f"NOT ({among}) AND {where}", (*found, *args)
+    return where, args
 
 
 def due_statement(
@@ -39,13 +56,7 @@ def due_statement(
     with when each became due; row-locked, skipping rows another claimer holds (PostgreSQL).
     One queue reads index ``workflows_queue_ready`` in order; any queue,
     ``workflows_priority_ready``."""
-    where, args = kinds(d, names)
-    if queues is not None:
-        among, found = d.among("queue", queues)
-        where, args = f"{among} AND {where}", (*found, *args)
-    elif exclude:
-        among, found = d.among("queue", exclude)
-        where, args = f"NOT ({among}) AND {where}", (*found, *args)
+    where, args = on_queues(d, *kinds(d, names), queues, exclude)
     return rows(
         f"SELECT id, ready_at FROM workflows WHERE ready_at <= ? AND {where} "
         f"ORDER BY priority, ready_at LIMIT ?{d.skip_locked}",
@@ -88,6 +99,11 @@ def take(
 LIMIT_COLUMNS = "name, concurrency, rate_count, rate_period, window_start, window_count"
 
 
+Take = Callable[..., Rule[list[Row]]]
+"""What a claim leases, like :func:`take` (workflows) or :func:`take_tasks` (activity
+tasks): ``(d, owner, names, limit, lease_seconds, now, queues, exclude)``."""
+
+
 def claim(
     d: Dialect,
     owner: str,
@@ -96,10 +112,71 @@ def claim(
     lease_seconds: float,
     now: float,
     queues: Sequence[str] | None = None,
+    what: Take = take,
 ) -> Rule[list[Row]]:
-    """Lease up to ``limit`` due workflows (see :func:`take`) within the limits of
-    their queues. Several named queues are taken from in turn, each from its own index, the
-    queue that comes first moving with each claim (so none starves the others)."""
+    """Lease up to ``limit`` due workflows of ``names`` (see :func:`take`; ``what``
+    :func:`take_tasks`: activity tasks of the activities ``names``) within the limits of their
+    queues (see :func:`within_limits`): an activity task counts against its queue's
+    concurrency while leased, and its claim is a start in the rate window, like a workflow's."""
+
+    def some(n: int, on: Sequence[str] | None, exclude: Sequence[str]) -> Rule[list[Row]]:
+        rule: Rule[list[Row]] = what(d, owner, names, n, lease_seconds, now, on, exclude)
+        return rule
+
+    claimed: list[Row] = yield from within_limits(d, some, limit, now, queues)
+    return claimed
+
+
+def take_tasks(
+    d: Dialect,
+    owner: str,
+    activities: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    now: float,
+    queues: Sequence[str] | None,
+    exclude: Sequence[str] = (),
+) -> Rule[list[Row]]:
+    """Lease up to ``limit`` due tasks (``ready_at <= now``: ready, or a dead holder's lease ran
+    out) of running workflows, smallest priority first, then oldest due first, read from index
+    ``activity_tasks_claim``; row-locked, skipping rows another claimer holds (PostgreSQL)."""
+    where, args = on_queues(d, *d.among("activity", activities), queues, exclude)
+    due = yield rows(
+        "SELECT workflow_id, seq, attempt FROM activity_tasks t WHERE ready_at <= ? "
+        f"AND {where} AND cancel_requested = 0 AND EXISTS (SELECT 1 FROM workflows w "
+        "WHERE w.id = t.workflow_id AND w.status = 'RUNNING') "
+        f"ORDER BY priority, ready_at LIMIT ?{d.skip_locked}",
+        now,
+        *args,
+        limit,
+    )
+    leased: list[Row] = []
+    for r in due:
+        leased.extend(
+            (
+                yield rows(
+                    "UPDATE activity_tasks SET state = 'leased', lease_owner = ?, "
+                    "lease_epoch = lease_epoch + 1, ready_at = ?, lease_expires = ? "
+                    "WHERE workflow_id = ? AND seq = ? AND attempt = ? "
+                    "RETURNING workflow_id, seq, attempt, run_id, queue, activity, lease_epoch",
+                    owner,
+                    now + lease_seconds,
+                    now + lease_seconds,
+                    r["workflow_id"],
+                    r["seq"],
+                    r["attempt"],
+                )
+            )
+        )
+    return leased
+
+
+def within_limits(
+    d: Dialect, some: Take, limit: int, now: float, queues: Sequence[str] | None
+) -> Rule[list[Row]]:
+    """Take up to ``limit`` items with ``some`` within the limits of their queues. Several
+    named queues are taken from in turn, each from its own index, the queue that comes first
+    moving with each claim (so none starves the others)."""
     sql = f"SELECT {LIMIT_COLUMNS} FROM queues WHERE "
     sql += "(concurrency IS NOT NULL OR rate_count IS NOT NULL)"
     args: tuple[Any, ...] = ()
@@ -111,7 +188,7 @@ def claim(
     claimed: list[Row] = []
     order = _rotated(queues, now) if queues is not None else None
     if order is not None and len(order) == 1 and not by_name:
-        only: list[Row] = yield from take(d, owner, names, limit, lease_seconds, now, order)
+        only: list[Row] = yield from some(limit, order, ())
         return only
     for row in limited if order is None else [by_name[q] for q in order if q in by_name]:
         room = limit - len(claimed)
@@ -120,7 +197,7 @@ def claim(
         allowed, window = yield from _allowance(row, room, now)
         if allowed <= 0:
             continue
-        got = yield from take(d, owner, names, allowed, lease_seconds, now, [row["name"]])
+        got = yield from some(allowed, [row["name"]], ())
         claimed.extend(got)
         if got and window is not None:
             yield run(
@@ -132,16 +209,14 @@ def claim(
     if order is None:  # every queue: the unlimited ones in one statement
         room = limit - len(claimed)
         if room > 0:
-            claimed.extend(
-                (yield from take(d, owner, names, room, lease_seconds, now, None, list(by_name)))
-            )
+            claimed.extend((yield from some(room, None, list(by_name))))
         return claimed
     for q in order:
         room = limit - len(claimed)
         if room <= 0:
             break
         if q not in by_name:
-            claimed.extend((yield from take(d, owner, names, room, lease_seconds, now, [q])))
+            claimed.extend((yield from some(room, [q], ())))
     return claimed
 
 
@@ -171,20 +246,24 @@ def _allowance(row: Row, room: int, now: float) -> Rule[tuple[int, tuple[float, 
 
 
 def in_progress(queue: str, now: float) -> Rule[int]:
-    """What is in progress on ``queue``: its workflows held under a live lease, and the live
-    slots of activities running on it for workflows of other queues."""
-    [held] = yield rows(
-        "SELECT COUNT(*) AS n FROM workflows "
-        "WHERE queue = ? AND lease_owner IS NOT NULL AND ready_at > ?",
+    """What is in progress on ``queue``: its workflows held under a live lease, the live slots
+    of activities running on it for workflows of other queues, and its activity tasks leased
+    under a live lease. (One rule for every claim and slot: nothing counts twice or not at all.)
+    """
+    [busy] = yield rows(
+        "SELECT (SELECT COUNT(*) FROM workflows "
+        "WHERE queue = ? AND lease_owner IS NOT NULL AND ready_at > ?) "
+        "+ (SELECT COUNT(*) FROM activity_slots WHERE queue = ? AND lease_until > ?) "
+        "+ (SELECT COUNT(*) FROM activity_tasks "
+        "WHERE queue = ? AND state = 'leased' AND lease_expires > ?) AS n",
+        queue,
+        now,
+        queue,
+        now,
         queue,
         now,
     )
-    [slots] = yield rows(
-        "SELECT COUNT(*) AS n FROM activity_slots WHERE queue = ? AND lease_until > ?",
-        queue,
-        now,
-    )
-    return int(held["n"]) + int(slots["n"])
+    return int(busy["n"])
 
 
 def acquire_slot(
@@ -271,10 +350,22 @@ def queue_stats(d: Dialect, now: float) -> Rule[list[QueueStats]]:
         now,
     )
     slot_count = {r["queue"]: int(r["n"]) for r in slots}
+    # Activity tasks (``task_rules``) count in their queue's figures like its workflows.
+    tasks = yield rows(
+        "SELECT queue, "
+        "COUNT(CASE WHEN state = 'ready' AND ready_at <= ? THEN 1 END) AS depth, "
+        "MIN(CASE WHEN state = 'ready' AND ready_at <= ? THEN ready_at END) AS oldest, "
+        "COUNT(CASE WHEN state = 'leased' AND lease_expires > ? THEN 1 END) AS running "
+        "FROM activity_tasks WHERE state <> 'done' GROUP BY queue",
+        now,
+        now,
+        now,
+    )
+    task_count = {r["queue"]: r for r in tasks}
     by_name: dict[str, tuple[Row | None, Row | None]] = {}
     for r in work:
         by_name[r["queue"]] = (r, None)
-    for q in slot_count:
+    for q in (*slot_count, *task_count):
         by_name.setdefault(q, (None, None))
     for r in configured:
         by_name[r["name"]] = (by_name.get(r["name"], (None, None))[0], r)
@@ -282,7 +373,11 @@ def queue_stats(d: Dialect, now: float) -> Rule[list[QueueStats]]:
     for name in sorted(by_name):
         w, c = by_name[name]
         limits = limits_of(c) if c is not None else QueueLimits(name)
-        oldest = None if w is None else w["oldest"]
+        t = task_count.get(name)
+        oldest = min(
+            (float(x["oldest"]) for x in (w, t) if x is not None and x["oldest"] is not None),
+            default=None,
+        )
         in_window = 0
         rated = c is not None and c["rate_count"] is not None
         if rated and c is not None and now < float(c["window_start"]) + float(c["rate_period"]):
@@ -290,11 +385,12 @@ def queue_stats(d: Dialect, now: float) -> Rule[list[QueueStats]]:
         found.append(
             QueueStats(
                 name=name,
-                depth=0 if w is None else int(w["depth"]),
-                running=(0 if w is None else int(w["running"])) + slot_count.get(name, 0),
+                depth=sum(int(x["depth"]) for x in (w, t) if x is not None),
+                running=sum(int(x["running"]) for x in (w, t) if x is not None)
+                + slot_count.get(name, 0),
                 concurrency=limits.concurrency,
                 rate=limits.rate,
-                oldest_waiting_age=None if oldest is None else max(0.0, now - float(oldest)),
+                oldest_waiting_age=None if oldest is None else max(0.0, now - oldest),
                 started_in_window=in_window,
             )
         )

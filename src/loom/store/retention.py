@@ -6,8 +6,8 @@ never holds the database long: on PostgreSQL it skips the rows another transacti
 (``SKIP LOCKED``) and locks those it deletes, so a concurrent retry or reset of one of them
 waits and then finds it gone; on SQLite it is one more small write among the workers' commits.
 A workflow's row, its history, the histories of its earlier runs, its buffered signals, its
-activities' heartbeats and its tags go together (:data:`OWNED_TABLES`). Children are rows of
-their own: one is deleted only when it is finished and old too.
+activity tasks, its activities' heartbeats and its tags go together (:data:`OWNED_TABLES`).
+Children are rows of their own: one is deleted only when it is finished and old too.
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from loom.errors import ConfigurationError
 from loom.status import WorkflowStatus
 from loom.store.statements import Dialect, Rule, rows, run
 
-OWNED_TABLES = ("events", "run_events", "signals", "activity_heartbeats", "workflow_tags")
+OWNED_TABLES = (
+    "events",
+    "run_events",
+    "signals",
+    "activity_tasks",  # before the heartbeats: the order a routed heartbeat locks them in
+    "activity_heartbeats",
+    "workflow_tags",
+)
 """Every table whose rows belong to one workflow (by ``workflow_id``): a deleted workflow
 leaves none behind. A child is a ``workflows`` row of its own (``parent_id``), deleted only
 when it is finished and old itself."""

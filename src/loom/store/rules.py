@@ -28,6 +28,7 @@ from loom.core.history import CHILD_OUTCOME, Event, EventType, decided_before_ca
 from loom.errors import WorkflowAlreadyExistsError, WorkflowNotFoundError, WorkflowNotRunningError
 from loom.queues import DEFAULT_QUEUE
 from loom.status import WorkflowStatus
+from loom.store import task_rules
 from loom.store.base import (
     CancelOutcome,
     Commit,
@@ -61,6 +62,7 @@ from loom.store.statements import (
     many,
     rows,
     run,
+    wake_parked,
 )
 
 NEW_COLUMNS_BASE = (
@@ -149,6 +151,11 @@ def commit_batch(d: Dialect, batch: Sequence[Prepared]) -> Rule[list[tuple[Commi
         and p.commit.heartbeats
     ]
     if ended:  # one statement for the batch (canceled ones: in cancel_now)
+        for p, (outcome, _) in zip(batch, outcomes, strict=True):
+            # Its tasks go before its heartbeats: the order a routed attempt's heartbeat
+            # locks them in (``task_rules.heartbeat``), so the two never deadlock.
+            if p.commit.routed and outcome is CommitOutcome.OK and p.commit.workflow_id in ended:
+                yield from task_rules.drop(d, p.commit.workflow_id)
         where, args = d.among("workflow_id", ended)
         yield run(f"DELETE FROM activity_heartbeats WHERE {where}", *args)
     return outcomes
@@ -180,6 +187,10 @@ def commit_one(
     if c.consumed_signals:
         where, args = d.among("id", c.consumed_signals, "bigint")
         yield run(f"DELETE FROM signals WHERE {where}", *args)
+    if c.settled_tasks:  # their outcomes are among the events written: recorded once
+        yield task_rules.settle(c.workflow_id, c.settled_tasks)
+    if c.withdrawn_tasks:
+        yield from task_rules.drop(d, c.workflow_id, c.withdrawn_tasks)
     # Children start before the park below looks for buffered messages: a child whose id was
     # taken leaves its failure there, for the parent to take at once.
     woke = yield from children_of(d, c.workflow_id, c.events, now, written)
@@ -195,7 +206,9 @@ def commit_one(
             yield run("DELETE FROM signals WHERE workflow_id = ?", c.workflow_id)
     elif c.release:
         ready_at = c.ready_at
-        if c.wait_signals:  # one it waits for is buffered already: ready at once
+        if c.routed and ready_at != now and (yield task_rules.any_done(c.workflow_id)):
+            ready_at = now  # a routed activity ended while it was held (task_rules.complete)
+        if c.wait_signals and ready_at != now:  # one it waits for is buffered: ready at once
             where, args = d.among("name", c.wait_signals)
             if (
                 yield rows(
@@ -207,6 +220,8 @@ def commit_one(
                 ready_at = now
     else:
         ready_at, release = c.lease_until, False  # still held: ready again when the lease ends
+    if c.dispatches and c.status is WorkflowStatus.RUNNING:
+        yield task_rules.dispatch(c.workflow_id, c.dispatches, now)
     yield run(
         _RELEASE if release else _KEEP,
         c.status.value,
@@ -230,8 +245,8 @@ def commit_one(
             else:
                 outcome["error"] = c.error
             woke |= yield from child_ended(d, fence.parent_id, outcome, now)
-    if woke:
-        return CommitOutcome.OK, now  # a child started, or a parent or child was woken
+    if woke or c.dispatches:  # a child started, a parent or child was woken, or tasks sent
+        return CommitOutcome.OK, now
     return CommitOutcome.OK, ready_at if release else None
 
 
@@ -271,6 +286,7 @@ def cancel_now(
         workflow_id,
     )
     yield run("DELETE FROM signals WHERE workflow_id = ?", workflow_id)
+    yield from task_rules.drop(d, workflow_id)  # before the heartbeats: see commit_batch
     yield run("DELETE FROM activity_heartbeats WHERE workflow_id = ?", workflow_id)
     yield from children_of(d, workflow_id, decided, now, written)
     yield from parent_close(d, workflow_id, now, written)
@@ -304,7 +320,10 @@ def continue_as_new(
         wid,
     )
     yield run("DELETE FROM events WHERE workflow_id = ?", wid)
-    # The next run numbers its activities afresh: no heartbeat of this run may reach them.
+    # The next run numbers its activities afresh: no heartbeat or task of this run may reach
+    # them.
+    if c.routed:
+        yield from task_rules.drop(d, wid)
     yield run("DELETE FROM activity_heartbeats WHERE workflow_id = ?", wid)
     yield from parent_close(d, wid, now, written)
     run_id = new_run_id()
@@ -424,11 +443,7 @@ def child_ended(d: Dialect, parent_id: str, outcome: dict[str, Any], now: float)
     if not found or found[0]["status"] != WorkflowStatus.RUNNING:
         return False
     yield run(INSERT_SIGNAL, parent_id, CHILD_OUTCOME, dump(outcome), now)
-    row = found[0]
-    if row["lease_owner"] is None and (row["ready_at"] is None or row["ready_at"] > now):
-        yield run("UPDATE workflows SET ready_at = ? WHERE id = ?", now, parent_id)
-        return True
-    return False
+    return (yield from wake_parked(found[0], parent_id, now))
 
 
 def parent_close(d: Dialect, parent_id: str, now: float, written: list[EventRow]) -> Rule[bool]:
@@ -659,10 +674,7 @@ def send_signal(d: Dialect, workflow_id: str, name: str, data: str, now: float) 
     True when it was."""
     row = yield from running_row(d, workflow_id, "signal")
     yield run(INSERT_SIGNAL, workflow_id, name, data, now)
-    if row["lease_owner"] is None and (row["ready_at"] is None or row["ready_at"] > now):
-        yield run("UPDATE workflows SET ready_at = ? WHERE id = ?", now, workflow_id)
-        return True
-    return False
+    return (yield from wake_parked(row, workflow_id, now))
 
 
 def cancel(d: Dialect, workflow_id: str, reason: str | None, now: float) -> Rule[CancelOutcome]:
@@ -706,6 +718,8 @@ def retry(d: Dialect, workflow_id: str, now: float, resent: list[tuple[str, str]
     )
     # Signals the failed attempt consumed are delivered again, before those still buffered.
     yield from rebuffer(workflow_id, resent, now)
+    # A task left by a worker that gave up on it is not this resumption's to run.
+    yield from task_rules.drop(d, workflow_id)
 
 
 def rebuffer(workflow_id: str, resent: Sequence[tuple[str, str]], now: float) -> Rule[None]:
@@ -780,6 +794,7 @@ def reset_now(
         workflow_id,
     )
     yield from parent_close(d, workflow_id, now, written)
+    yield from task_rules.drop(d, workflow_id)  # the steps that awaited them are discarded
     yield run("DELETE FROM signals WHERE workflow_id = ? AND name = ?", workflow_id, CHILD_OUTCOME)
     yield from rebuffer(workflow_id, [(n, dump(p)) for n, p in request.resend], now)
 

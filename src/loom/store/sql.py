@@ -17,9 +17,10 @@ from loom.errors import DatabaseCorruptError, StoreError
 from loom.queues import QueueLimits, QueueStats
 from loom.schedule_spec import ScheduleSpec, run_prefix
 from loom.status import WorkflowStatus
-from loom.store import copying, queue_rules, retention, rules, schedule_rules
+from loom.store import copying, queue_rules, retention, rules, schedule_rules, task_rules
 from loom.store.base import (
     ActivityHeartbeat,
+    ActivityTask,
     CancelOutcome,
     Claim,
     CommitOutcome,
@@ -34,6 +35,7 @@ from loom.store.base import (
     Signal,
     Store,
     StoreStats,
+    TaskOutcome,
     WorkflowDump,
     WorkflowRecord,
 )
@@ -233,6 +235,63 @@ class SqlStore(Store):
             )
         )
         self._changed(work=True)  # a slot came back: work waiting for it may start
+
+    # -- activity tasks ---------------------------------------------------------------------
+    async def claim_tasks(
+        self,
+        owner: str,
+        activities: list[str],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        queues: Sequence[str] | None = None,
+    ) -> list[ActivityTask]:
+        if not activities or limit <= 0 or (queues is not None and not queues):
+            return []
+        rule = queue_rules.claim(
+            self.sql, owner, activities, limit, lease_seconds, now, queues, queue_rules.take_tasks
+        )
+        return [task_rules.task_of(r) for r in await self._transact(rule)]
+
+    async def renew_tasks(
+        self, owner: str, tasks: Sequence[ActivityTask], lease_until: float
+    ) -> tuple[set[tuple[str, int, int]], set[tuple[str, int, int]]]:
+        if not tasks:
+            return set(), set()
+
+        def renewal() -> Rule[tuple[set[tuple[str, int, int]], set[tuple[str, int, int]]]]:
+            lost, stop = set(), set()
+            for task in tasks:
+                held = yield task_rules.renew(task, owner, lease_until)
+                if not held:
+                    lost.add(task_rules.key_of(task))
+                elif held[0]["cancel_requested"]:
+                    stop.add(task_rules.key_of(task))
+            return lost, stop
+
+        return await self._transact(renewal())
+
+    async def complete_task(
+        self, task: ActivityTask, owner: str, outcome: TaskOutcome | None, now: float
+    ) -> bool:
+        data = None if outcome is None else task_rules.outcome_json(outcome)
+        written, woke = await self._transact(task_rules.complete(self.sql, task, owner, data, now))
+        if written:
+            self._changed(work=woke)
+        return written
+
+    async def read_task_outcomes(self, workflow_id: str) -> list[TaskOutcome]:
+        found = await self._rows(
+            "SELECT seq, attempt, outcome FROM activity_tasks "
+            "WHERE workflow_id = ? AND state = 'done' ORDER BY seq, attempt",
+            workflow_id,
+        )
+        return [task_rules.outcome_of(r) for r in found]
+
+    async def record_task_heartbeat(self, task: ActivityTask, beat: HeartbeatRow) -> CommitOutcome:
+        return await self._transact(
+            task_rules.heartbeat(self.sql, task, beat, rules.RECORD_HEARTBEAT)
+        )
 
     async def release(self, owner: str, workflow_ids: list[str], now: float) -> None:
         if not workflow_ids:

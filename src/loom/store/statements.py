@@ -83,5 +83,14 @@ class Dialect:
         return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
 
 
+def wake_parked(row: Any, workflow_id: str, now: float) -> Rule[bool]:
+    """Make the workflow of ``row`` (its ``lease_owner`` and ``ready_at``, read under its row
+    lock) ready at once if it is parked: leased to nobody and not due yet. True if it was."""
+    if row["lease_owner"] is None and (row["ready_at"] is None or row["ready_at"] > now):
+        yield run("UPDATE workflows SET ready_at = ? WHERE id = ?", now, workflow_id)
+        return True
+    return False
+
+
 def event_rows(workflow_id: str, events: Sequence[Event]) -> list[EventRow]:
     return [(workflow_id, e.seq, e.type.value, dump(e.payload), e.timestamp) for e in events]
