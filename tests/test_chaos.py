@@ -177,7 +177,17 @@ def test_chaos_short_form(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         assert r.chaos.kills > 0 and r.chaos.drained, summary
         covered = r.verdict.coverage
         assert covered["signal during a wait"] and covered["signal wait timed out"], covered
+        assert covered["routed activity (queue chaos-remote) completed"], covered
     assert not any(r.verdict.anomalies for r in results), f"{summary}\n{runner.details(results)}"
     if skipped and not pg.in_ci():  # under CI=true postgres_unavailable failed already
         pytest.skip(skipped)
     assert results[1].chaos.pg_restarts == 1
+
+
+async def test_the_checker_sees_wrong_tags_and_priorities(tmp_path: Path) -> None:
+    client, _, _, _ = await _reference(tmp_path)  # started with neither
+    async with loom.Database(f"sqlite:///{tmp_path / 'ref.db'}") as db:
+        verdict = await checker.check(db, [client], tmp_path / "executions")
+    wrong = [a for a in verdict.anomalies if a.kind == "start_options"]
+    assert [a.workflow_id for a in wrong] == ["reference"]
+    assert str(driver.tags_of(client)) in wrong[0].detail

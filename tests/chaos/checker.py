@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import loom
-from chaos.driver import Client
+from chaos.driver import Client, tags_of
 from chaos.plan import CHARGE_ATTEMPTS, expected_outcome, plan_for
 from chaos.plan import activity_labels as planned_labels
 from chaos.workload import log_path
@@ -72,7 +72,7 @@ def show(event: loom.Event) -> str:
 
 def label_of(event: loom.Event) -> str:
     name = event.payload.get("name")
-    if name == "chaos_work":
+    if name in ("chaos_work", "chaos_remote_work"):
         return str(event.payload["args"][2])
     return {"chaos_charge": "charge", "chaos_refund": "refund"}.get(str(name), str(name))
 
@@ -226,6 +226,8 @@ def _cover(
             coverage["signal wait withdrawn (lost a race)"] += 1
         elif e.type is EventType.ACTIVITY_FAILED:
             coverage["activity attempt failed"] += 1
+        if e.type is EventType.ACTIVITY_COMPLETED and e.payload.get("name") == "chaos_remote_work":
+            coverage["routed activity (queue chaos-remote) completed"] += 1
     if "compensated" in (events[-1].payload.get("state") or {}):
         coverage["compensated"] += 1
     if status is WorkflowStatus.CANCELED:
@@ -467,6 +469,16 @@ async def check(db: loom.Database, clients: list[Client], logdir: Path) -> Verdi
             described = await handle.describe()
         except loom.WorkflowNotFoundError:
             return None, []
+        tags, wanted = await handle.tags(), tags_of(client)
+        if (tags, described.priority) != (wanted, plan_for(client.seed).priority):
+            verdict.anomalies.append(
+                Anomaly(
+                    client.workflow_id,
+                    "start_options",
+                    f"tags {tags} priority {described.priority}, started with {wanted} "
+                    f"priority {plan_for(client.seed).priority}",
+                )
+            )
         return described, await handle.events()
 
     for chunk in range(0, len(clients), 50):
@@ -481,4 +493,37 @@ async def check(db: loom.Database, clients: list[Client], logdir: Path) -> Verdi
                 read_executions(logdir, client.workflow_id),
                 verdict,
             )
+    await _check_tags_and_queues(db, clients, summaries, verdict)
     return verdict
+
+
+async def _check_tags_and_queues(
+    db: loom.Database,
+    clients: list[Client],
+    summaries: dict[str, loom.WorkflowSummary],
+    verdict: Verdict,
+) -> None:
+    """A tag finds exactly the workflows started with it; and once every workflow has ended,
+    no queue holds work: every routed activity's task was deleted with its outcome."""
+    group = "3"
+    wanted = {
+        c.workflow_id
+        for c in clients
+        if c.workflow_id in summaries and tags_of(c)["chaos-group"] == group
+    }
+    listed = await db.list_workflows(limit=len(clients) + 10, tags={"chaos-group": group})
+    found = {s.workflow_id for s in listed}
+    if found != wanted:
+        verdict.anomalies.append(
+            Anomaly(
+                f"tag chaos-group={group}",
+                "tag_listing",
+                f"missing {sorted(wanted - found)[:5]}, extra {sorted(found - wanted)[:5]}",
+            )
+        )
+    if all(s.status is not WorkflowStatus.RUNNING for s in summaries.values()):
+        for queue in await db.queues():
+            if queue.depth:
+                verdict.anomalies.append(
+                    Anomaly(f"queue {queue.name}", "queue_left_work", f"depth {queue.depth}")
+                )

@@ -24,7 +24,7 @@ from typing import Any
 
 import loom
 from chaos.plan import plan_for, signal_value
-from chaos.workload import ChaosMixed
+from chaos.workload import REMOTE_QUEUE, ChaosMixed
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 SRC_DIR = TESTS_DIR.parent / "src"
@@ -114,7 +114,19 @@ class Workers:
         self.spawned = 0
         self.kills = 0
 
-    def spawn(self) -> tuple[subprocess.Popen[bytes], Path]:
+    def queues(self, index: int) -> list[str]:
+        """The queues the worker process at ``index`` serves. Activities of queue
+        "chaos-remote" are routed: a worker serving only "default" dispatches them as activity
+        tasks. With two processes: one serves "default" alone, the other both queues (it also
+        runs them itself); with four, one more of each, and the last serves "chaos-remote" alone
+        (it only claims tasks). A replacement keeps its index's queues, so every queue always
+        has a live worker, however the kills fall."""
+        roles = (["default"], ["default", REMOTE_QUEUE], ["default"], [REMOTE_QUEUE])
+        if self.options.processes < 2:
+            return ["default", REMOTE_QUEUE]
+        return roles[index % len(roles)]
+
+    def spawn(self, index: int) -> tuple[subprocess.Popen[bytes], Path]:
         env = {
             k: v for k, v in os.environ.items() if k not in ("LOOM_DATABASE_URL", "LOOM_MODULES")
         }
@@ -138,6 +150,7 @@ class Workers:
                     "0.1",
                     "--lease-seconds",
                     str(self.options.lease_seconds),
+                    *(arg for queue in self.queues(index) for arg in ("--queue", queue)),
                 ],
                 env=env,
                 cwd=self.options.workdir,
@@ -158,12 +171,12 @@ class Workers:
         for index, (proc, _) in enumerate(self.procs):
             if proc.poll() is not None:
                 _live.discard(proc)
-                self.procs[index] = self.spawn()
+                self.procs[index] = self.spawn(index)
                 exited += 1
         return exited
 
     async def start(self) -> None:
-        self.procs = [self.spawn() for _ in range(self.options.processes)]
+        self.procs = [self.spawn(index) for index in range(self.options.processes)]
         await self.wait_ready()
 
     async def wait_ready(self) -> None:
@@ -182,7 +195,7 @@ class Workers:
         index = rng.randrange(len(self.procs))
         proc, _ = self.procs[index]
         _kill_group(proc)  # no await between the kill and the spawn: never left half done
-        self.procs[index] = self.spawn()
+        self.procs[index] = self.spawn(index)
         self.kills += 1
 
     def cpu_seconds(self) -> dict[int, float]:
@@ -291,6 +304,8 @@ async def drive_one(
             },
             initial_state=client.initial,
             workflow_id=client.workflow_id,
+            tags=tags_of(client),
+            priority=plan.priority,
         )
         return "ok"
 
@@ -324,6 +339,11 @@ async def drive_one(
         for offset, kind, token in sorted(actions):
             await asyncio.sleep(max(0.0, began + offset - time.monotonic()))
             await act(kind, token)
+
+
+def tags_of(client: Client) -> dict[str, str]:
+    """The tags a workflow is started with (the checker finds each by them)."""
+    return {"chaos-seed": str(client.seed), "chaos-group": str(client.seed % 7)}
 
 
 async def _until(handle: loom.WorkflowHandle[Any], what: str, timeout: float) -> None:

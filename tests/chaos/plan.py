@@ -33,6 +33,8 @@ class Plan:
     signals: int  # distinct "go" signals the workflow collects
     signal_timeout: float  # the timeout of each wait for a "go" signal
     charge: str
+    remote: frozenset[str]  # chaos_work labels run on queue "chaos-remote" (routed, see driver)
+    priority: int  # of its start
 
     @property
     def work_labels(self) -> list[str]:
@@ -57,6 +59,8 @@ def plan_for(seed: int) -> Plan:
         signals=rng.choice((0, 1, 1, 2, 3)),
         signal_timeout=round(rng.uniform(0.2, 1.5), 3),
         charge=rng.choices(CHARGE_MODES, CHARGE_WEIGHTS)[0],
+        remote=frozenset(label for label in labels if rng.random() < 0.25),
+        priority=rng.choice((0, 0, 0, 1, -1)),
     )
 
 

@@ -5,7 +5,9 @@ once with ``asyncio.gather``; a durable timer and (for some seeds) a race betwee
 signal nobody sends and a timer, which the timer must win (the wait is withdrawn); a loop that
 collects the workflow's "go" signals, each wait with a timeout, until it holds every one of them;
 a charge that may fail for good and be compensated (or, for some seeds, fail the workflow); and
-a last activity and a child workflow that continues as new once. What it does is a pure
+a last activity and a child workflow that continues as new once. Some of its activities (a
+quarter of them, chosen by the seed) run on queue "chaos-remote", which only some worker
+processes serve (chaos.driver): the others dispatch them as activity tasks. What it does is a pure
 function of the seed in its input (chaos.plan), so the checker knows how it must end.
 
 Every activity execution appends ``start``/``end`` lines (with the process id and the time) to
@@ -61,13 +63,15 @@ def executions_before(logdir: str, workflow_id: str, label: str) -> int:
     return sum(1 for line in text.splitlines() if line.split()[:2] == ["start", label])
 
 
-@loom.activity(
-    name="chaos_work",
-    retry_count=WORK_ATTEMPTS - 1,
-    timeout_seconds=20,
-    retry_delay=0.05,
-    retry_backoff=1.5,
-)
+WORK_RETRIES: dict[str, Any] = {
+    "retry_count": WORK_ATTEMPTS - 1,
+    "timeout_seconds": 20,
+    "retry_delay": 0.05,
+    "retry_backoff": 1.5,
+}
+
+
+@loom.activity(name="chaos_work", **WORK_RETRIES)
 async def chaos_work(
     logdir: str, workflow_id: str, label: str, value: int, fail_first: int, delay_ms: int
 ) -> int:
@@ -79,6 +83,19 @@ async def chaos_work(
     if earlier < fail_first:
         raise Flaky(f"{label}: execution {earlier + 1} of {fail_first} planned failures")
     return mix(label, value)
+
+
+REMOTE_QUEUE = "chaos-remote"
+loom.queue(REMOTE_QUEUE, concurrency=6)
+
+
+@loom.activity(name="chaos_remote_work", queue=REMOTE_QUEUE, **WORK_RETRIES)
+async def chaos_remote_work(
+    logdir: str, workflow_id: str, label: str, value: int, fail_first: int, delay_ms: int
+) -> int:
+    """``chaos_work`` on queue "chaos-remote": a worker that does not serve it dispatches the
+    attempt as an activity task, which a worker of that queue claims and runs."""
+    return await chaos_work(logdir, workflow_id, label, value, fail_first, delay_ms)
 
 
 @loom.activity(
@@ -111,7 +128,7 @@ def chaos_refund(logdir: str, workflow_id: str, total: int) -> int:
 async def _work(ctx: Ctx, label: str, value: int) -> int:
     plan = plan_for(int(ctx.input["seed"]))
     return await ctx.activity(
-        chaos_work,
+        chaos_remote_work if label in plan.remote else chaos_work,
         ctx.input["logdir"],
         ctx.workflow_id,
         label,
