@@ -112,6 +112,7 @@ class WorkflowDriver:
     __slots__ = (
         "_releases",
         "awaits_signal",
+        "awaits_tasks",
         "beats",
         "began",
         "cancel_requested",
@@ -151,6 +152,9 @@ class WorkflowDriver:
         """Set when something arrives for it (a signal, a cancel) while it waits on activities."""
         self.awaits_signal = False
         """It waits for a signal while its activities run: another process's changes wake it."""
+        self.awaits_tasks = False
+        """It waits for routed activities while its own run: another process's changes (one
+        may have recorded a routed outcome) wake it."""
         self.consumed: list[int] = []
         """Ids of the signals delivered since the last write (the next write consumes them)."""
         self._releases: set[asyncio.Task[None]] = set()
@@ -551,17 +555,23 @@ class WorkflowDriver:
 
     async def _wait_for_progress(self, ex: WorkflowExecution) -> None:
         """Wait until an activity ends, a timer is due, or (when the workflow waits for one) a
-        signal may have arrived: at once when sent in this process, else within
-        ``signal_check_interval``."""
+        signal or a routed activity's outcome may have arrived: at once when it came from this
+        process, else within ``signal_check_interval`` (or at PostgreSQL's announcement of a
+        change), so code racing a routed activity against one of its own sees which ended
+        first."""
         clock = self.worker.clock
         wake = ex.next_wakeup()
         timeout = None if wake is None else clock.seconds_until(wake)
         waits_for_signal = bool(ex.signal_waits() or ex.child_waits())
-        if waits_for_signal:
+        waits_for_tasks = bool(self.dispatched) and any(
+            seq not in self.withdrawn and ex.has_activity(seq) for seq in self.dispatched
+        )
+        if waits_for_signal or waits_for_tasks:
             check = self.worker.signal_check_interval
             timeout = check if timeout is None else min(timeout, check)
         self.nudge.clear()
         self.awaits_signal = waits_for_signal
+        self.awaits_tasks = waits_for_tasks
         nudged = asyncio.get_running_loop().create_task(self.nudge.wait())
         self.settled = True
         clock.settling()
@@ -574,9 +584,11 @@ class WorkflowDriver:
         finally:
             self.settled = False
             nudged.cancel()
-            self.awaits_signal = False
+            self.awaits_signal = self.awaits_tasks = False
         if waits_for_signal:
             self.inbox = None  # look again: a signal may have come from another process
+        if waits_for_tasks:
+            self.outcomes_stale = True  # and so may a routed outcome
 
     def _deliver_outcomes(self, ex: WorkflowExecution) -> None:
         """Hand the workflow the outcome of every activity that finished (interrupted ones have

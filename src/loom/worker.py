@@ -526,10 +526,13 @@ class Worker:
 
     def _changes_elsewhere(self) -> None:
         """Another process changed some workflow (PostgreSQL announces it): one that waits for a
-        signal while its activities run reads its signals again, in case it was sent one."""
+        signal (or a routed activity) while its activities run reads its signals (or its
+        routed outcomes) again, in case one came."""
         for driver in self._held.values():
             if driver.awaits_signal:
                 driver.recheck_signals()
+            if driver.awaits_tasks:
+                driver.outcome_arrived()
 
     # -- driving one workflow ---------------------------------------------------------------
     async def _advance(self, claim: Claim) -> None:
