@@ -730,13 +730,27 @@ async def test_the_list_filters_by_tag_and_creation_time(
 
     for wid, team in (("tag-ops", "ops"), ("tag-dev", "dev")):
         await sqlite_db.start_workflow(
-            e2e_workflows.Echo, workflow_input=1, workflow_id=wid, tags={"team": team}
+            e2e_workflows.Echo,
+            workflow_input=1,
+            workflow_id=wid,
+            tags={"team": team, "region": "eu"},
+            queue="bulk",
+            priority=3,
         )
     app = create_app(database=sqlite_db, poll_interval=0.05)
     async with serve(app) as base:
         page = await browser.new_page()
-        await page.goto(base + "/")
+        # A workflow's page shows its queue, priority and tags; a tag finds those sharing it.
+        await page.goto(base + "/workflows/tag-ops")
+        summary = page.locator("#summary")
+        await expect(summary).to_contain_text("Queuebulk", timeout=TIMEOUT_MS)
+        await expect(summary).to_contain_text("Priority3")
+        await expect(summary).to_contain_text("region=eu")
+        await page.click("#summary a:text('team=ops')")
         rows = page.locator("#workflows tbody tr")
+        await expect(rows).to_have_count(1, timeout=TIMEOUT_MS)
+        await expect(rows.first).to_contain_text("tag-ops")
+        await page.goto(base + "/")
         await expect(rows).to_have_count(2, timeout=TIMEOUT_MS)
         await page.fill("#filter-tag", "team=ops")
         await page.click("#filters button[type=submit]")

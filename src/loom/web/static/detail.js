@@ -80,6 +80,23 @@ export function workflowPage() {
       ["Duration", seconds(wf.duration_seconds)],
       ["Events", String(wf.last_seq)],
     ];
+    items.push(["Queue", el("a", { href: "/queues", text: wf.queue || "default" })]);
+    if (wf.priority) items.push(["Priority", String(wf.priority)]);
+    const tags = Object.entries(wf.tags || {});
+    if (tags.length) {
+      // Each tag finds the workflows that share it.
+      items.push([
+        "Tags",
+        el(
+          "span",
+          { class: "tags" },
+          tags.map(function ([key, value]) {
+            const tag = key + "=" + value;
+            return el("a", { href: "/?" + new URLSearchParams({ tag: tag }), text: tag });
+          })
+        ),
+      ]);
+    }
     if (wf.cancel_requested) items.push(["Cancel", "requested"]);
     if (wf.parent_id) {
       items.push(["Parent", el("a", { href: workflowHref(wf.parent_id), text: wf.parent_id })]);
