@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from loom.activities import AttemptOutcome, run_attempt
+from loom.activity_context import AttemptControl
 from loom.core.history import EventType
 from loom.core.replay import ActivityRun
 from loom.driver import CANCELED, LEASE_LOST, base_exception_outcome
@@ -203,9 +204,7 @@ class TaskRunner:
         control = beats.control(run)
         if held.stopped is not None:
             return None
-        held.attempt = asyncio.get_running_loop().create_task(
-            run_attempt(run, worker.clock.now, worker.activity_pool, control)
-        )
+        held.attempt = asyncio.get_running_loop().create_task(self._guarded(run, control))
         try:
             outcome = await held.attempt
         except asyncio.CancelledError:
@@ -213,8 +212,6 @@ class TaskRunner:
                 raise  # this job itself was cancelled
             beats.drop(task.seq)
             return None
-        except BaseException as exc:  # sys.exit() in an activity fails the attempt
-            outcome = base_exception_outcome(exc)
         if outcome.ok:
             beats.succeeded(task.seq)
         else:
@@ -229,6 +226,23 @@ class TaskRunner:
             outcome.retry_at,
             worker.worker_id,
         )
+
+    async def _guarded(self, run: ActivityRun, control: AttemptControl) -> AttemptOutcome:
+        """The attempt, as a driver runs a local one: a BaseException it raises (``sys.exit()``,
+        a ``CancelledError`` of its own while nobody cancelled it) is the attempt's failure, not
+        retried. Caught inside the task that runs it: asyncio would carry a ``SystemExit``
+        ending a task out of the event loop, and an attempt that "cancels" itself would run
+        again at every lease's end, forever."""
+        worker = self.worker
+        try:
+            return await run_attempt(run, worker.clock.now, worker.activity_pool, control)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # stopped (the task lost or canceled), or the worker stops
+            return base_exception_outcome(exc)
+        except BaseException as exc:
+            return base_exception_outcome(exc)
 
     def _interrupted(self, held: _Held, workflow_id: str, *, lease_lost: bool) -> None:
         """A heartbeat's write found the task lost, or its stop asked."""
