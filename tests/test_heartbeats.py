@@ -27,7 +27,7 @@ import pytest
 import crashload
 import loom
 from loom import EventType
-from loom.core.replay import ActivityRun
+from loom.core.calls import ActivityRun
 from loom.definitions import activity_definition
 from loom.heartbeats import HeartbeatKeeper
 from loom.store.base import ActivityHeartbeat, CommitOutcome

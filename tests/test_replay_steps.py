@@ -11,7 +11,7 @@ import pytest
 
 from loom import Event, EventType, NonDeterminismError, WorkflowStatus
 from loom.core.history import INPUTS
-from loom.core.replay import plan_replay
+from loom.core.replay_plan import plan_replay
 from support.replay import (
     CARRIER_DOWN,
     ORDER,

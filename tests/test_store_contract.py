@@ -27,7 +27,7 @@ from loom.errors import (
 )
 from loom.payload_codecs import AesGcmCodec, CodecChain, CompressionCodec
 from loom.status import WorkflowStatus
-from loom.store import open_store
+from loom.store import open_store, start_rules
 from loom.store.base import (
     ActivityHeartbeat,
     CancelOutcome,
@@ -119,7 +119,7 @@ async def test_an_older_schema_is_upgraded_in_place(
 ) -> None:
     """A database made by an earlier release (first migration only) gets the later ones
     applied by ``migrate``, its workflows untouched."""
-    module = importlib.import_module("loom.store.rules")  # where the migration rule runs
+    module = importlib.import_module("loom.store.database_rules")  # where the migration rule runs
     every = migrations(backend)
     assert len(every) >= 2
     s = open_store(BACKENDS[backend](tmp_path))
@@ -138,7 +138,7 @@ async def test_an_older_schema_is_upgraded_in_place(
         def old_release() -> Any:
             yield run(
                 f"INSERT INTO workflows ({first_columns}) VALUES ({', '.join('?' * 10)})",
-                *module.new_values(new, first)[:10],
+                *start_rules.new_values(new, first)[:10],
             )
             yield events(event_rows("old-timer", [first]))
 

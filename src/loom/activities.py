@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from loom import codec
 from loom.activity_context import AttemptControl, Running
-from loom.core.replay import ActivityRun
+from loom.core.calls import ActivityRun
 from loom.errors import ActivityHeartbeatTimeoutError, PayloadError
 from loom.failures import describe_error, tail
 

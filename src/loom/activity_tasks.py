@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 
 from loom.activities import AttemptOutcome, run_attempt
 from loom.activity_context import AttemptControl
+from loom.core.calls import ActivityRun
 from loom.core.history import EventType
-from loom.core.replay import ActivityRun
 from loom.driver import CANCELED, LEASE_LOST, base_exception_outcome
 from loom.heartbeats import HeartbeatKeeper
 from loom.outage import OUTAGE_ERRORS

@@ -41,8 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 from loom.activities import AttemptOutcome, run_attempt
 from loom.activity_context import AttemptControl
+from loom.core.calls import ActivityRun
 from loom.core.history import CHILD_OUTCOME, EventType
-from loom.core.replay import ActivityRun, WorkflowExecution
+from loom.core.replay import WorkflowExecution
 from loom.failures import describe_error
 from loom.heartbeats import HeartbeatKeeper
 from loom.outage import OUTAGE_ERRORS, Backoff, OutageLog

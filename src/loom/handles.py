@@ -281,7 +281,7 @@ class WorkflowHandle(Generic[StateT]):
 
         That step starts afresh; signals its failed attempt had received are delivered again.
         """
-        from loom.core.replay import discarded_signals
+        from loom.core.replay_plan import discarded_signals
 
         history = await self.database.store.load_history(self.workflow_id)
         await self.database.store.retry(

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from loom.activity_context import AttemptControl, Beat
-from loom.core.replay import ActivityRun
+from loom.core.calls import ActivityRun
 from loom.outage import OUTAGE_ERRORS
 from loom.store.base import CommitOutcome, HeartbeatRow, Store
 

@@ -53,7 +53,7 @@ from loom.retention import Retention, period_seconds
 from loom.scheduler import Scheduler
 from loom.status import WorkflowStatus
 from loom.store.base import Claim, Commit, CommitOutcome
-from loom.store.rules import kind_key
+from loom.store.queue_rules import kind_key
 from loom.tasks import wait_ended
 
 if TYPE_CHECKING:

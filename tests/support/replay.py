@@ -17,8 +17,9 @@ from typing import Any
 
 import loom
 from loom import ActivityFailedError, Event, EventType, WorkflowStatus
+from loom.core.calls import ActivityRun
 from loom.core.history import INPUTS
-from loom.core.replay import ActivityRun, WorkflowExecution
+from loom.core.replay import WorkflowExecution
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
 T0 = 1_700_000_000.0

@@ -2,7 +2,7 @@
 
 ``handle.reset(to_step=...)`` restarts a workflow of any status from a named step. The plan is
 made here, from the history alone (pure: no I/O), and recorded by the store as a
-``WORKFLOW_RESET`` event that replay then honours (:func:`loom.core.replay.kept_events`): the
+``WORKFLOW_RESET`` event that replay then honours (:func:`loom.core.replay_plan.kept_events`): the
 steps before ``to_step`` keep their completed work and state changes, everything after the
 completion of the step before it is discarded, and the signals the discarded part consumed are
 buffered again, so the steps that run again receive them as the first run did.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loom.core.history import Event, EventType, apply_state
-from loom.core.replay import kept_events, reset_cut, signals_in
+from loom.core.replay_plan import kept_events, reset_cut, signals_in
 from loom.errors import UnknownStepError
 
 

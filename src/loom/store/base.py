@@ -504,7 +504,8 @@ class Store(abc.ABC):
         queue's current window).
 
         An entry is a workflow name (any version) or ``name + "\x1f" + version`` (that version
-        only: ``rules.kind_key``), as a worker that serves exactly the versions it has asks."""
+        only: ``queue_rules.kind_key``), as a worker that serves exactly the versions it has
+        asks."""
 
     @abc.abstractmethod
     async def load_history(

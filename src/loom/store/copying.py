@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from loom.errors import StoreError
 from loom.store.base import WorkflowDump
 from loom.store.common import COPY_COLUMNS, EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, workflow_dump
-from loom.store.rules import INSERT_SIGNAL
+from loom.store.signal_rules import INSERT_SIGNAL
 from loom.store.statements import Dialect, Rule, events, many, rows
 
 

@@ -27,11 +27,11 @@ import asyncpg  # type: ignore[import-untyped]
 
 from loom.core.history import Event
 from loom.errors import ConfigurationError, DatabaseUnavailableError, StoreError
-from loom.store import rules
+from loom.store import commit_rules, lease_rules, start_rules
 from loom.store.base import Commit, CommitOutcome, NewWorkflow, WorkflowRecord
+from loom.store.commit_rules import Prepared
 from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, dump, event, record
 from loom.store.pg_wakeups import CHANGES, WORK, Wakeups
-from loom.store.rules import Prepared
 from loom.store.sql import SqlStore
 from loom.store.statements import Dialect, Op, Rule
 
@@ -281,11 +281,12 @@ class PostgresStore(SqlStore):
         )
         tag_args = ([k for k, _ in new.tags], [v for _, v in new.tags]) if new.tags else ()
         created = await self._rows(
-            f"WITH w AS (INSERT INTO workflows ({rules.NEW_COLUMNS}) VALUES ({rules.NEW_MARKS}) "
+            f"WITH w AS (INSERT INTO workflows ({start_rules.NEW_COLUMNS}) "
+            f"VALUES ({start_rules.NEW_MARKS}) "
             f"ON CONFLICT (id) DO NOTHING RETURNING id){tagged}"
             "INSERT INTO events (workflow_id, seq, type, payload, created_at) "
             "SELECT id, ?, ?, ?, ? FROM w RETURNING workflow_id",
-            *rules.new_values(new, first),
+            *start_rules.new_values(new, first),
             *tag_args,
             first.seq,
             first.type.value,
@@ -307,12 +308,12 @@ class PostgresStore(SqlStore):
     ) -> tuple[list[Row], dict[str, Event], list[str]]:
         async with self._transaction() as conn:  # a limited queue's row stays locked till done
             claimed: list[Row] = await self._drive(conn, claim)
-        settled = [r for r in claimed if rules.requested(r)]
+        settled = [r for r in claimed if lease_rules.requested(r)]
         ended: list[str] = []
         if settled:
             # Leased to this claim, so nobody else runs them: finalised under that lease's
             # fence right after (should this process die first, the next claim does it).
-            ended = await self._transact(rules.settle_claimed(DIALECT, settled, now))
+            ended = await self._transact(lease_rules.settle_claimed(DIALECT, settled, now))
             self._changed(work=any(r["reset_requested"] is not None for r in settled))
         fresh = [r["id"] for r in claimed if r["last_seq"] == 1]
         started: dict[str, Event] = {}
@@ -367,7 +368,7 @@ class PostgresStore(SqlStore):
             self._flushing = None
 
     async def _commit_batch(self, batch: list[Prepared]) -> list[CommitOutcome]:
-        results = await self._transact(rules.commit_batch(DIALECT, batch))
+        results = await self._transact(commit_rules.commit_batch(DIALECT, batch))
         due = [
             at <= p.now + self.notify_horizon
             for p, (_, at) in zip(batch, results, strict=True)

@@ -1,5 +1,6 @@
 """The store's rules for task queues: the claim within a queue's limits, setting limits, and
-each queue's figures. Shared by both dialects, like ``rules``.
+each queue's figures. Shared by both dialects, like every ``*_rules``
+module.
 
 A claim reads the limited queues it may take from (``queues`` rows, locked, so two claimers of
 one limited queue take turns and each sees the other's leases); with none, it is the one
@@ -18,8 +19,34 @@ from typing import Any
 
 from loom.queues import QueueLimits, QueueStats, Rate
 from loom.store.common import Row
-from loom.store.rules import kinds
 from loom.store.statements import Dialect, Op, Rule, rows, run
+
+KIND_SEPARATOR = "\x1f"
+"""Between a workflow's name and version in a claim's ``names`` entry (``Order\x1f2``): a worker
+claims only the versions it has. (Names and versions never hold control characters.)"""
+
+
+def kind_key(name: str, version: str) -> str:
+    return f"{name}{KIND_SEPARATOR}{version}"
+
+
+def kinds(d: Dialect, names: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+    """The condition that a workflow is of one of ``names``: a plain name (any version) or a
+    :func:`kind_key` (that version only)."""
+    keys = [n for n in names if KIND_SEPARATOR in n]
+    plain = [n for n in names if KIND_SEPARATOR not in n]
+    parts: list[str] = []
+    args: list[Any] = []
+    if plain:
+        where, found = d.among("name", plain)
+        parts.append(where)
+        args.extend(found)
+    if keys:
+        where, found = d.among("(name || ? || version)", keys)
+        parts.append(where)
+        args.extend((KIND_SEPARATOR, *found))
+    return (parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"), tuple(args)
+
 
 CLAIMED_COLUMNS = (
     "id, name, version, lease_epoch, last_seq, cancel_requested, run_id, queue, reset_requested"
@@ -51,7 +78,7 @@ def due_statement(
     queues: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
 ) -> Op:
-    """Up to ``limit`` due workflows of ``names`` (see :func:`~loom.store.rules.kinds`) on
+    """Up to ``limit`` due workflows of ``names`` (see :func:`kinds`) on
     ``queues`` (None: any but ``exclude``), smallest priority first, then oldest due first,
     with when each became due; row-locked, skipping rows another claimer holds (PostgreSQL).
     One queue reads index ``workflows_queue_ready`` in order; any queue,

@@ -32,7 +32,7 @@ from loom.schedule_spec import (
     trigger_iso,
 )
 from loom.status import WorkflowStatus
-from loom.store import rules
+from loom.store import start_rules
 from loom.store.base import NewWorkflow, RunTarget, ScheduleRecord
 from loom.store.common import Row, dump
 from loom.store.statements import Dialect, EventRow, Rule, event_rows, events, rows, run
@@ -185,13 +185,13 @@ def start_run(
     )
     new = NewWorkflow(workflow_id, spec.workflow, version, spec.input, {}, now, queue=target.queue)
     inserted = yield rows(
-        f"INSERT INTO workflows ({rules.NEW_COLUMNS}) VALUES ({rules.NEW_MARKS}) "
+        f"INSERT INTO workflows ({start_rules.NEW_COLUMNS}) VALUES ({start_rules.NEW_MARKS}) "
         "ON CONFLICT (id) DO NOTHING RETURNING id",
-        *rules.new_values(new, first),
+        *start_rules.new_values(new, first),
     )
     if inserted:
         written.extend(event_rows(workflow_id, [first]))
-        yield run(rules.INSERT_TAG, workflow_id, SCHEDULE_TAG, spec.name)
+        yield run(start_rules.INSERT_TAG, workflow_id, SCHEDULE_TAG, spec.name)
     return bool(inserted)
 
 

@@ -1,7 +1,7 @@
-"""The store every SQL database shares: each operation of the contract runs a rule (``rules``,
-``copying``); a backend supplies only the plumbing: how a rule is run in a write transaction or
-read (:meth:`SqlStore._transact`, :meth:`SqlStore._read`), how a claim is run, how listeners are
-told, and its :class:`~loom.store.statements.Dialect`.
+"""The store every SQL database shares: each operation of the contract runs a rule (the ``*_rules``
+modules, ``copying``); a backend supplies only the plumbing: how a rule is run in a write
+transaction or read (:meth:`SqlStore._transact`, :meth:`SqlStore._read`), how a claim is run, how
+listeners are told, and its :class:`~loom.store.statements.Dialect`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,19 @@ from loom.errors import DatabaseCorruptError, StoreError
 from loom.queues import QueueLimits, QueueStats
 from loom.schedule_spec import ScheduleSpec, run_prefix
 from loom.status import WorkflowStatus
-from loom.store import copying, queue_rules, retention, rules, schedule_rules, task_rules
+from loom.store import (
+    cancel_rules,
+    copying,
+    database_rules,
+    lease_rules,
+    queue_rules,
+    reset_rules,
+    retention,
+    schedule_rules,
+    signal_rules,
+    start_rules,
+    task_rules,
+)
 from loom.store.base import (
     ActivityHeartbeat,
     ActivityTask,
@@ -68,9 +80,9 @@ class SqlStore(Store):
         self, claim: Rule[list[Row]], now: float
     ) -> tuple[list[Row], dict[str, Event], list[str]]:
         """Run ``claim`` (``queue_rules.claim``) in one write transaction, and
-        ``rules.settle_claimed`` on its rows with a cancel or reset requested; return the rows
-        leased (with ``ready_since``), the first event of those with no other, and the names of
-        the workflows ended as CANCELED instead."""
+        ``lease_rules.settle_claimed`` on its rows with a cancel or reset requested; return the
+        rows leased (with ``ready_since``), the first event of those with no other, and the names
+        of the workflows ended as CANCELED instead."""
 
     def _changed(self, work: bool = False) -> None:
         """A transaction changed some workflow (``work``: made one ready): tell who listens."""
@@ -92,7 +104,7 @@ class SqlStore(Store):
 
     # -- operations -----------------------------------------------------------------------
     async def migrate(self) -> list[str]:
-        return await self._transact(rules.migrate(self.sql))
+        return await self._transact(database_rules.migrate(self.sql))
 
     async def claim(
         self,
@@ -125,7 +137,7 @@ class SqlStore(Store):
                 r["queue"],
             )
             for r in claimed
-            if not rules.requested(r)
+            if not lease_rules.requested(r)
         ]
 
     async def load_history(
@@ -170,7 +182,7 @@ class SqlStore(Store):
         self, workflow_id: str, lease_epoch: int, beat: HeartbeatRow
     ) -> CommitOutcome:
         return await self._transact(
-            rules.record_heartbeat(self.sql, workflow_id, lease_epoch, beat)
+            lease_rules.record_heartbeat(self.sql, workflow_id, lease_epoch, beat)
         )
 
     async def read_heartbeats(self, workflow_id: str) -> list[ActivityHeartbeat]:
@@ -203,7 +215,7 @@ class SqlStore(Store):
 
     def _renewal(self, owner: str, workflow_ids: list[str], lease_until: float) -> Rule[list[Row]]:
         """Renew the leases, and the activity slots held under them (``queue_rules``)."""
-        held: list[Row] = yield rules.held(
+        held: list[Row] = yield lease_rules.held(
             self.sql, "ready_at = ?", lease_until, owner, workflow_ids
         )
         if held and self._slots_held:
@@ -290,13 +302,15 @@ class SqlStore(Store):
 
     async def record_task_heartbeat(self, task: ActivityTask, beat: HeartbeatRow) -> CommitOutcome:
         return await self._transact(
-            task_rules.heartbeat(self.sql, task, beat, rules.RECORD_HEARTBEAT)
+            task_rules.heartbeat(self.sql, task, beat, lease_rules.RECORD_HEARTBEAT)
         )
 
     async def release(self, owner: str, workflow_ids: list[str], now: float) -> None:
         if not workflow_ids:
             return
-        op = rules.held(self.sql, "lease_owner = NULL, ready_at = ?", now, owner, workflow_ids)
+        op = lease_rules.held(
+            self.sql, "lease_owner = NULL, ready_at = ?", now, owner, workflow_ids
+        )
         if await self._transact(one(op)):
             self._changed(work=True)
 
@@ -395,7 +409,7 @@ class SqlStore(Store):
             self._check_id(item.workflow_id)
         if not new:
             return 0
-        created = await self._transact(rules.create_many(self.sql, new, same_input))
+        created = await self._transact(start_rules.create_many(self.sql, new, same_input))
         if created:
             self._changed(work=True)
         return created
@@ -438,13 +452,13 @@ class SqlStore(Store):
     async def send_signal(self, workflow_id: str, name: str, payload: Any, now: float) -> None:
         self._check_id(workflow_id)
         woke = await self._transact(
-            rules.send_signal(self.sql, workflow_id, name, dump(payload), now)
+            signal_rules.send_signal(self.sql, workflow_id, name, dump(payload), now)
         )
         self._changed(work=woke)
 
     async def cancel(self, workflow_id: str, reason: str | None, now: float) -> CancelOutcome:
         self._check_id(workflow_id)
-        outcome = await self._transact(rules.cancel(self.sql, workflow_id, reason, now))
+        outcome = await self._transact(cancel_rules.cancel(self.sql, workflow_id, reason, now))
         self._changed()
         return outcome
 
@@ -453,19 +467,19 @@ class SqlStore(Store):
     ) -> None:
         self._check_id(workflow_id)
         resent = [(name, dump(payload)) for name, payload in resend]
-        await self._transact(rules.retry(self.sql, workflow_id, now, resent))
+        await self._transact(reset_rules.retry(self.sql, workflow_id, now, resent))
         self._changed(work=True)
 
     async def reset(self, workflow_id: str, request: ResetRequest, now: float) -> ResetOutcome:
         self._check_id(workflow_id)
-        outcome = await self._transact(rules.reset(self.sql, workflow_id, request, now))
+        outcome = await self._transact(reset_rules.reset(self.sql, workflow_id, request, now))
         self._changed(work=outcome is ResetOutcome.RESET)
         return outcome
 
     async def next_due(self, names: list[str], queues: Sequence[str] | None = None) -> float | None:
         if not names or (queues is not None and not queues):
             return None
-        where, args = rules.kinds(self.sql, names)
+        where, args = queue_rules.kinds(self.sql, names)
         if queues is not None:
             among, served = self.sql.among("queue", queues)
             where, args = f"{among} AND {where}", (*served, *args)
@@ -487,7 +501,7 @@ class SqlStore(Store):
         return await self._read(queue_rules.queue_stats(self.sql, now), snapshot=True)
 
     async def stats(self, now: float) -> StoreStats:
-        return await self._read(rules.stats(self.sql, now), snapshot=True)
+        return await self._read(database_rules.stats(self.sql, now), snapshot=True)
 
     # -- schedules ------------------------------------------------------------------------
     async def save_schedule(

@@ -28,10 +28,10 @@ from loom.errors import (
     DatabaseUnavailableError,
     StoreError,
 )
-from loom.store import rules
+from loom.store import commit_rules, lease_rules, start_rules
 from loom.store.base import Commit, CommitOutcome, NewWorkflow, WorkflowRecord
+from loom.store.commit_rules import Prepared
 from loom.store.common import EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, event, record
-from loom.store.rules import Prepared
 from loom.store.sql import SqlStore
 from loom.store.statements import Dialect, Op, Rule, event_rows, events, many, rows, run
 
@@ -318,10 +318,10 @@ class SqliteStore(SqlStore):
     ) -> tuple[list[Row], dict[str, Event], list[str]]:
         def write(conn: sqlite3.Connection) -> tuple[list[Row], dict[str, Event], list[str]]:
             claimed: list[Row] = self._drive(conn, claim)
-            settled = [r for r in claimed if rules.requested(r)]
+            settled = [r for r in claimed if lease_rules.requested(r)]
             ended: list[str] = []
             if settled:  # finalised in this same transaction
-                ended = self._drive(conn, rules.settle_claimed(DIALECT, settled, now))
+                ended = self._drive(conn, lease_rules.settle_claimed(DIALECT, settled, now))
             fresh = [r["id"] for r in claimed if r["last_seq"] == 1]
             started: dict[str, Event] = {}
             if fresh:
@@ -338,7 +338,7 @@ class SqliteStore(SqlStore):
     async def commit(self, commit: Commit, now: float) -> CommitOutcome:
         def write(conn: sqlite3.Connection) -> CommitOutcome:
             # Encoded here, on the store's thread, not on the event loop's.
-            rule = rules.commit_batch(DIALECT, [Prepared.of(commit, now)])
+            rule = commit_rules.commit_batch(DIALECT, [Prepared.of(commit, now)])
             [(outcome, _)] = self._drive(conn, rule)
             return outcome
 
@@ -351,12 +351,12 @@ def _create(new: NewWorkflow, first: Event) -> Rule[WorkflowRecord | None]:
     if found:
         return record(found[0])
     yield run(
-        f"INSERT INTO workflows ({rules.NEW_COLUMNS}) VALUES ({rules.NEW_MARKS})",
-        *rules.new_values(new, first),
+        f"INSERT INTO workflows ({start_rules.NEW_COLUMNS}) VALUES ({start_rules.NEW_MARKS})",
+        *start_rules.new_values(new, first),
     )
     yield events(event_rows(new.workflow_id, [first]))
     if new.tags:
-        yield many(rules.INSERT_TAG, [(new.workflow_id, k, v) for k, v in new.tags])
+        yield many(start_rules.INSERT_TAG, [(new.workflow_id, k, v) for k, v in new.tags])
     return None
 
 

@@ -1,8 +1,8 @@
 """The vocabulary of the store's rules: statements, and what each SQL dialect spells its way.
 
-A *rule* (``rules``, ``copying``) is a generator that yields the statements it needs, each an
-:data:`Op` written with ``?`` placeholders, and receives each statement's rows back, deciding
-from them what to write next. A rule never touches a connection, so the same rule runs on
+A *rule* (the ``*_rules`` modules, ``copying``) is a generator that yields the statements it needs,
+each an :data:`Op` written with ``?`` placeholders, and receives each statement's rows back,
+deciding from them what to write next. A rule never touches a connection, so the same rule runs on
 SQLite's dedicated thread with blocking calls and on PostgreSQL's pool with ``await``.
 """
 

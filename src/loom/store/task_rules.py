@@ -1,5 +1,5 @@
-"""The store's rules for activity tasks: activities dispatched to the workers serving their
-queue. Shared by both dialects, like ``rules``; the claim, which counts against the queues'
+"""The store's rules for activity tasks: activities dispatched to the workers serving their queue.
+Shared by both dialects, like every ``*_rules`` module; the claim, which counts against the queues'
 limits, is ``queue_rules.claim`` with ``queue_rules.take_tasks``.
 
 A task is one attempt, keyed (workflow_id, seq, attempt). Its life:
@@ -190,7 +190,7 @@ def complete(
 def heartbeat(
     d: Dialect, task: ActivityTask, beat: HeartbeatRow, upsert: str
 ) -> Rule[CommitOutcome]:
-    """Record a routed attempt's heartbeat (``upsert``: ``rules.RECORD_HEARTBEAT``), fenced by
+    """Record a routed attempt's heartbeat (``upsert``: ``lease_rules.RECORD_HEARTBEAT``), fenced by
     its task's lease epoch; CANCELED (written all the same) when its stop was asked. Only the
     task's row is locked, before the heartbeat's, the order a workflow's end deletes them in."""
     held = yield rows(
