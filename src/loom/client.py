@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from loom import codec, limits, retention, telemetry
+from loom.activity_view import ActivityRow as ActivityRow
 from loom.bulk import BulkResult as BulkResult
 from loom.clock import WALL_CLOCK, Clock
 from loom.core import workflow as workflow_module

@@ -28,6 +28,7 @@ from loom.cli.errors import CliError, describe
 from loom.cli.timeline import StepRun, failure_cause, place_heartbeats, step_runs
 from loom.client import (
     ActivityHeartbeat,
+    ActivityRow,
     Database,
     WorkflowRecord,
     WorkflowRun,
@@ -95,6 +96,7 @@ def inspect_command(
         list[WorkflowRun],
         dict[str, str],
         list[ActivityHeartbeat],
+        list[ActivityRow],
     ]:
         async with open_database(database, codec=codec) as db:
             handle = db.get_workflow(workflow_id)
@@ -104,9 +106,9 @@ def inspect_command(
             found = (record, await handle.events(), queries, kids, await handle.runs())
             running = record.status is WorkflowStatus.RUNNING
             beats = await handle.heartbeats() if running else []
-            return (*found, await handle.tags(), beats)
+            return (*found, await handle.tags(), beats, await handle.activities())
 
-    record, history, queries, children, runs_of_id, tags, heartbeats = run(fetch())
+    record, history, queries, children, runs_of_id, tags, heartbeats, activities = run(fetch())
     runs = step_runs(history, record.status)
     place_heartbeats(runs, heartbeats)
     error = record.error
@@ -133,6 +135,7 @@ def inspect_command(
         ]
         document["queries"] = queries if isinstance(queries, list) else None
         document["heartbeats"] = [_heartbeat_json(b) for b in heartbeats]
+        document["activities"] = [_activity_json(a) for a in activities]
         if traceback:
             document["failed_attempts"] = _failed_attempts(history)
         if events:
@@ -146,6 +149,8 @@ def inspect_command(
     _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
     if children:
         _section(out, f"Children ({len(children)})", _children_table(children))
+    if activities:
+        _section(out, f"Activities ({len(activities)})", _activities_table(activities))
     if len(runs_of_id) > 1:
         _section(out, f"Runs ({len(runs_of_id)})", _runs_table(runs_of_id))
     if heartbeats:
@@ -390,6 +395,32 @@ def _steps_table(runs: list[StepRun]) -> Table:
             render.duration(run_.duration),
             Text(run_.status, style=styles.get(run_.status, "")),
             render.text(", ".join(notes), style="dim"),
+        )
+    return table
+
+
+def _activity_json(row: ActivityRow) -> dict[str, Any]:
+    document = row.to_json()
+    document["scheduled_at"] = render.iso(row.scheduled_at)
+    for attempt in document["attempts"]:
+        attempt["at"] = render.iso(attempt["at"])
+    return document
+
+
+def _activities_table(rows: list[ActivityRow]) -> Table:
+    """Each activity call: its latest attempt, how it stands, and where it ran or runs."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("SEQ", "ACTIVITY", "STEP", "ATTEMPT", "STATUS", "WORKER"):
+        table.add_column(column, justify="right" if column in ("SEQ", "ATTEMPT") else "left")
+    styles = {"completed": "green", "failed": "red", "canceled": "yellow", "running": "cyan"}
+    for row in rows:
+        table.add_row(
+            str(row.seq),
+            render.text(row.activity),
+            render.text(row.step or "-"),
+            str(row.attempt),
+            Text(row.status, style=styles.get(row.status, "")),
+            render.text(row.where),
         )
     return table
 

@@ -267,6 +267,25 @@ class ActivityHeartbeat:
         return datetime.fromtimestamp(self.at, UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class TaskInFlight:
+    """An activity task of a workflow as an operator sees it: ``state`` ``ready`` (waiting for
+    a worker of ``queue``; claimable from ``ready_at``), ``leased`` (running on ``worker``
+    until ``lease_expires`` unless renewed) or ``done`` (its outcome not yet recorded by the
+    workflow; ``worker`` ran it)."""
+
+    workflow_id: str
+    seq: int
+    attempt: int
+    activity: str
+    queue: str
+    state: str
+    worker: str | None
+    ready_at: float | None
+    lease_expires: float | None
+    created_at: float
+
+
 class CommitOutcome(StrEnum):
     OK = "OK"
     FENCED = "FENCED"  # the lease moved on; nothing was written
@@ -688,6 +707,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def read_task_outcomes(self, workflow_id: str) -> list[TaskOutcome]:
         """The outcomes of the workflow's done activity tasks, not yet recorded by it."""
+
+    @abc.abstractmethod
+    async def read_tasks(self, workflow_id: str) -> list[TaskInFlight]:
+        """The activity tasks of ``workflow_id``, by seq and attempt: where its routed
+        activities stand (waiting for a worker, running on one, done)."""
 
     @abc.abstractmethod
     async def record_task_heartbeat(self, task: ActivityTask, beat: HeartbeatRow) -> CommitOutcome:
