@@ -313,7 +313,7 @@ class Database(ScheduleMethods):
         if stats is None:
             metrics.queues(None)
         else:  # an empty database still reports its default queue, at zero
-            metrics.queues(stats.by_queue or {DEFAULT_QUEUE: stats})
+            metrics.queues(stats.by_queue or {DEFAULT_QUEUE: stats}, stats.activity_tasks)
         return metrics.render()
 
     def serve_metrics(self, port: int = 9464, host: str = "127.0.0.1") -> MetricsServer:

@@ -332,6 +332,19 @@ class QueueTasks:
 
 
 @dataclass(frozen=True, slots=True)
+class ActivityTaskCounts:
+    """The activity tasks (routed activities) of one queue by state: ``ready`` (claimable now:
+    waiting for a worker of the queue, or its holder's lease ran out), ``sleeping`` (a retry
+    not due yet), ``leased`` (running on a worker) and ``done`` (its outcome waiting for its
+    workflow to record it)."""
+
+    ready: int
+    sleeping: int
+    leased: int
+    done: int
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     by_status: dict[str, int]
     ready: int
@@ -347,6 +360,8 @@ class StoreStats:
     extra: dict[str, Any] = field(default_factory=dict)
     by_queue: dict[str, QueueTasks] = field(default_factory=dict)
     """The same task counts per queue (the queues that hold a workflow)."""
+    activity_tasks: dict[str, ActivityTaskCounts] = field(default_factory=dict)
+    """The activity tasks per queue (the queues that hold one)."""
 
 
 class DumpedEvent(NamedTuple):
