@@ -226,9 +226,7 @@ class TaskRunner:
             telemetry.attempt_ended(span, outcome.error, outcome.retry_at)
         metrics = worker.database.metrics
         if metrics is not None:
-            metrics.activity_attempt(
-                task.activity, time.monotonic() - began, failed=not outcome.ok
-            )
+            metrics.activity_attempt(task.activity, time.monotonic() - began, failed=not outcome.ok)
         if outcome.ok:
             beats.succeeded(task.seq)
         else:

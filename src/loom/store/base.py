@@ -393,6 +393,24 @@ class DumpedHeartbeat(NamedTuple):
     beat_at: float
 
 
+class DumpedTask(NamedTuple):
+    """An activity task (``activity_tasks``) as a copy writes it: never leased (a task a worker
+    held is ready again when that lease would have run out, as if the worker had died: the
+    attempt runs again, at least once); ``outcome`` as stored, for a done one."""
+
+    seq: int
+    attempt: int
+    run_id: str | None
+    queue: str
+    priority: int
+    activity: str
+    state: str
+    ready_at: float | None
+    lease_epoch: int
+    outcome: str | None
+    created_at: float
+
+
 class DumpedSignal(NamedTuple):
     """One buffered signal as stored, without its id: a target numbers signals anew, in order."""
 
@@ -440,6 +458,10 @@ class WorkflowDump:
     """Its tags as (key, value) pairs, sorted."""
     heartbeats: tuple[DumpedHeartbeat, ...] = ()
     """The last heartbeats of its running activities, by seq."""
+    tasks: tuple[DumpedTask, ...] = ()
+    """Its activity tasks (routed activities in flight, or done and not yet recorded), by seq
+    and attempt, as a copy writes them (see :class:`DumpedTask`; one asked to stop is left
+    out: its workflow no longer awaits it)."""
 
     COPIED_FIELDS = (
         "workflow_id",
@@ -488,6 +510,8 @@ class WorkflowDump:
             found.append("tags")
         if self.heartbeats != other.heartbeats:
             found.append("heartbeats")
+        if self.tasks != other.tasks:
+            found.append(f"activity tasks ({len(self.tasks)} vs {len(other.tasks)})")
         return found
 
 
