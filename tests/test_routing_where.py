@@ -137,6 +137,7 @@ async def test_a_routed_attempt_in_flight_shows_where_it_stands(
             assert (row.status, row.worker, row.where) == ("running", "gpu-2", "running on gpu-2")
             shown = json.loads(await cli(db_url, "inspect", "w2", "--json"))
             assert shown["activities"][0]["where"] == "running on gpu-2"
+            assert shown["steps"][0]["in_flight"] == ["routing_hold running on gpu-2"]
             assert "running on gpu-2" in await cli(db_url, "inspect", "w2")
             async with api(db) as client:
                 answer = (await client.get("/api/workflows/w2/activities")).json()

@@ -25,7 +25,13 @@ from loom.cli.common import (
     run,
 )
 from loom.cli.errors import CliError, describe
-from loom.cli.timeline import StepRun, failure_cause, place_heartbeats, step_runs
+from loom.cli.timeline import (
+    StepRun,
+    failure_cause,
+    place_activities,
+    place_heartbeats,
+    step_runs,
+)
 from loom.client import (
     ActivityHeartbeat,
     ActivityRow,
@@ -111,6 +117,7 @@ def inspect_command(
     record, history, queries, children, runs_of_id, tags, heartbeats, activities = run(fetch())
     runs = step_runs(history, record.status)
     place_heartbeats(runs, heartbeats)
+    place_activities(runs, activities)
     error = record.error
     cause = failure_cause(history) if error and error.get("type") == "ActivityFailedError" else None
     if as_json:
@@ -388,6 +395,7 @@ def _steps_table(runs: list[StepRun]) -> Table:
         if run_.heartbeat is not None:
             ago = render.duration(max(0.0, time.time() - run_.heartbeat.at))
             notes.append(f"heartbeat {ago.strip()} ago")
+        notes.extend(run_.in_flight)
         table.add_row(
             str(run_.index + 1),
             render.text(run_.step),
