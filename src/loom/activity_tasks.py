@@ -202,9 +202,11 @@ class TaskRunner:
         held.beats = beats
         await beats.load()  # the details of the attempt before, wherever it ran
         control = beats.control(run)
-        if held.stopped is not None:
-            return None
         span = await self._span(task, scheduled.get("step"))
+        if held.stopped is not None:  # asked while it was being set up: it never began
+            if span is not None:
+                telemetry.attempt_ended(span, None, None, interrupted=True)
+            return None
         began = time.monotonic()
         try:
             with contextlib.nullcontext() if span is None else telemetry.current_span(span):
