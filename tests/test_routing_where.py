@@ -14,8 +14,10 @@ from typing import Any
 import httpx
 
 import loom
-from loom.core.history import EventType
+from loom.activity_view import activity_rows
+from loom.core.history import Event, EventType
 from loom.payload_codecs import AesGcmCodec, CodecChain
+from loom.store.base import TaskInFlight
 from loom.testing import Replayer
 from loom.web import create_app
 from routing_workload import Hold, Render, seen
@@ -148,3 +150,45 @@ async def test_a_routed_attempt_in_flight_shows_where_it_stands(
     [row] = await handle.activities()
     assert (row.status, row.where) == ("abandoned", "-")  # awaited when the workflow ended
     assert of_type(await handle.events(), EventType.ACTIVITY_COMPLETED) == []
+
+
+def test_activity_rows_read_old_histories_and_every_task_state() -> None:
+    """Pure: a history written before workers were recorded, a local retry awaited, and a
+    routed task done, leased, or leased by a worker whose lease ran out."""
+
+    def scheduled(seq: int, name: str) -> Event:
+        return Event(seq, EventType.ACTIVITY_SCHEDULED, {"name": name, "step": "s"}, 1.0)
+
+    def task(seq: int, state: str, worker: str | None, expires: float | None) -> TaskInFlight:
+        return TaskInFlight("w", seq, 1, f"a{seq}", "gpu", state, worker, None, expires, 1.0)
+
+    events = [
+        scheduled(1, "old"),
+        Event(2, EventType.ACTIVITY_COMPLETED, {"scheduled": 1, "attempt": 1, "result": 1}, 2.0),
+        scheduled(3, "retried"),
+        Event(
+            4,
+            EventType.ACTIVITY_FAILED,
+            {"scheduled": 3, "attempt": 1, "error": {"type": "E"}, "retry_at": 9.0, "worker": "c"},
+            3.0,
+        ),
+        scheduled(5, "a5"),
+        scheduled(6, "a6"),
+        scheduled(7, "a7"),
+    ]
+    tasks = [
+        task(5, "done", "g1", None),
+        task(6, "leased", "g2", 50.0),
+        task(7, "leased", "g3", 5.0),
+    ]
+    rows = activity_rows(events, tasks, running=True, now=10.0)
+    assert [(r.seq, r.status, r.attempt, r.worker, r.where) for r in rows] == [
+        (1, "completed", 1, None, "-"),  # no worker in the history: not known
+        (3, "pending", 2, "c", "runs where its workflow runs"),
+        (5, "done", 1, "g1", "ran on g1"),
+        (6, "running", 1, "g2", "running on g2"),
+        (7, "waiting", 1, None, "waiting for a worker of queue 'gpu'"),  # its holder died
+    ]
+    assert rows[1].attempts[0].error_type == "E"
+    ended = activity_rows(events, tasks, running=False, now=10.0)
+    assert [r.status for r in ended] == ["completed", "abandoned", "done", "abandoned", "abandoned"]

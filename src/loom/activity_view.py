@@ -10,6 +10,7 @@ worker holding its lease, or done there and waiting for its workflow to record i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,10 +91,16 @@ OUTCOMES = {EventType.ACTIVITY_COMPLETED: "completed", EventType.ACTIVITY_FAILED
 
 
 def activity_rows(
-    events: Sequence[Event], tasks: Sequence[TaskInFlight], *, running: bool
+    events: Sequence[Event],
+    tasks: Sequence[TaskInFlight],
+    *,
+    running: bool,
+    now: float | None = None,
 ) -> list[ActivityRow]:
     """The workflow's activities, by seq, from its history and its tasks (``running``: the
-    workflow still runs, so what it awaits is pending rather than abandoned)."""
+    workflow still runs, so what it awaits is pending rather than abandoned). A task whose
+    holder's lease ran out by ``now`` (a worker that died) waits for a worker again."""
+    now = time.time() if now is None else now
     rows: dict[int, ActivityRow] = {}
     for event in events:
         payload = event.payload
@@ -134,6 +141,9 @@ def activity_rows(
             continue
         row.attempt, row.queue, row.worker = task.attempt, task.queue, task.worker
         row.status = {"ready": "waiting", "leased": "running"}.get(task.state, task.state)
+        expired = task.lease_expires is not None and task.lease_expires <= now
+        if row.status == "running" and expired:
+            row.status, row.worker = "waiting", None
     if not running:
         for row in rows.values():
             if row.status in ("pending", "waiting", "running"):
