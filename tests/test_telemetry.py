@@ -18,6 +18,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
 
 import loom
 from loom import EventType
@@ -353,6 +354,7 @@ async def test_a_routed_attempt_is_traced_by_the_worker_that_runs_it(
         loom.Database(db_url, tracer_provider=gpu_provider) as gpu_db,
     ):
         await db.migrate_up()
+        metrics = gpu_db.enable_metrics()
         handle = await db.start_workflow(
             RenderOrder, workflow_input={"order": "routed"}, workflow_id="otel-routed"
         )
@@ -361,6 +363,15 @@ async def test_a_routed_attempt_is_traced_by_the_worker_that_runs_it(
             worker(gpu_db, queues=["otel-gpu"], worker_id="gpu-7"),
         ):
             state = await handle.result(timeout=15)
+        # Its attempts count in the metrics of the process that ran them.
+        counted = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(metrics.render().decode())
+            for sample in family.samples
+            if sample.labels.get("activity") == "otel_render"
+        }
+        assert counted["loom_activity_attempts_total"] == 2
+        assert counted["loom_activity_failures_total"] == 1
 
     [start] = [s for s in exporter.get_finished_spans() if s.name == "StartWorkflow:otel_Render"]
     assert "RunActivity:otel_render" not in {s.name for s in exporter.get_finished_spans()}
