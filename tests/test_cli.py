@@ -535,8 +535,12 @@ def test_inspect_draws_the_last_heartbeats_of_running_activities(
     crunch = next(line for line in text.splitlines() if line.split()[:2] == ["1", "crunch"])
     assert "running" in crunch and "heartbeat" in crunch and "ago" in crunch
     assert "Heartbeats (last of each activity)" in text
-    row = next(line for line in text.splitlines() if "cli_beating" in line)
+    beats_table = text.split("Heartbeats (last of each activity)", 1)[1]
+    row = next(line for line in beats_table.splitlines() if "cli_beating" in line)
     assert row.split()[:3] == [str(beat["seq"]), "cli_beating", "1"] and '"done":' in row
+    # The Activities table says where it runs: where its workflow runs (it is not routed).
+    activity = next(line for line in text.splitlines() if line.split()[:2] == ["3", "cli_beating"])
+    assert "pending" in activity and "runs where its workflow runs" in activity
 
     flag.touch()
     eventually_sync(

@@ -295,3 +295,35 @@ async def test_the_task_gauges_and_latency_are_per_queue(db: loom.Database) -> N
     count = "loom_task_latency_seconds_count"
     assert value(found, count, queue="met-emails", workflow="met_Mail") == 2
     assert value(found, count, queue="met-urgent", workflow="met_Mail") == 1
+
+
+async def test_routed_activity_tasks_have_their_own_gauge(db: loom.Database) -> None:
+    """A task waiting for a worker of its queue, then running on one; loom_tasks still counts
+    workflows only."""
+    from routing_workload import Hold, seen
+
+    db.enable_metrics()
+    seen.pop("met-hold", None)
+    handle = await db.start_workflow(Hold, workflow_id="met-hold", workflow_input={"seconds": 30})
+
+    async def gauge(state: str, queue: str = "gpu") -> float | None:
+        found = samples((await db.scrape_metrics()).decode())
+        return value(found, "loom_activity_tasks", queue=queue, state=state)
+
+    async with worker(db, queues=["default"]):
+        await eventually(lambda: _is(gauge("ready"), 1), 20, what="the task to be counted ready")
+        found = samples((await db.scrape_metrics()).decode())
+        assert value(found, "loom_activity_tasks", queue="gpu", state="leased") == 0
+        assert value(found, "loom_activity_tasks", queue="default", state="ready") == 0
+        assert value(found, "loom_tasks", queue="gpu", state="ready") is None  # no workflow
+        assert value(found, "loom_tasks", queue="default", state="waiting") == 1  # parked
+        async with worker(db, queues=["gpu"], lease_seconds=0.6):
+            await eventually(lambda: "started" in seen.get("met-hold", []), 20, what="a start")
+            assert await gauge("leased") == 1 and await gauge("ready") == 0
+            await handle.cancel("counted")
+            # Its queue then holds nothing: its series go, as a workflow queue's do.
+            await eventually(lambda: _is(gauge("leased"), None), 10, what="the task to go")
+
+
+async def _is(reading: Any, expected: float | None) -> bool:
+    return bool(await reading == expected)

@@ -118,6 +118,27 @@ async def test_a_completion_wakes_the_parked_workflow_and_is_delivered_once(
     assert record is not None and record.ready_at is None  # it waits for nothing more
 
 
+async def test_read_tasks_shows_where_each_routed_attempt_stands(store: Store) -> None:
+    """Waiting for a worker of its queue, running on its lease holder, then done by the worker
+    that ran it (until the workflow records the outcome); with a codec too (plain parts)."""
+    await dispatched(store, seqs=(2, 3))
+    assert await store.read_tasks("other") == []
+    waiting = await store.read_tasks("wf-1")
+    assert [(t.seq, t.attempt, t.activity, t.queue, t.state, t.worker) for t in waiting] == [
+        (2, 1, "render", "gpu", "ready", None),
+        (3, 1, "render", "gpu", "ready", None),
+    ]
+    assert waiting[0].ready_at == T0 and waiting[0].created_at == T0
+    [first, _] = await store.claim_tasks("gpu-1", ["render"], 5, LEASE, T0 + 1, GPU)
+    assert await store.complete_task(
+        first, "gpu-1", TaskOutcome(first.seq, 1, True, {"x": 1}, worker="gpu-1"), T0 + 2
+    )
+    done, running = await store.read_tasks("wf-1")
+    assert (done.seq, done.state, done.worker, done.ready_at) == (2, "done", "gpu-1", None)
+    assert (running.seq, running.state, running.worker) == (3, "leased", "gpu-1")
+    assert running.lease_expires == T0 + 1 + LEASE
+
+
 async def test_a_park_sees_a_task_done_while_the_workflow_was_held(store: Store) -> None:
     await create(store)
     [claim] = await store.claim("wf-worker", ["W"], 1, LEASE, T0)

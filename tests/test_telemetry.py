@@ -18,6 +18,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
 
 import loom
 from loom import EventType
@@ -321,3 +322,73 @@ def test_an_untraced_process_never_imports_opentelemetry_nor_makes_a_span(tmp_pa
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["2", "[]"]
+
+
+@loom.activity(name="otel_render", queue="otel-gpu", retry_count=1, retry_delay=0.01)
+def render(order: str) -> str:
+    """Routed to queue otel-gpu; fails its first attempt. The span current where it runs."""
+    attempts[order] += 1
+    if attempts[order] == 1:
+        raise RuntimeError("the gpu is warming up")
+    return f"{trace.get_current_span().get_span_context().span_id:016x}"
+
+
+@loom.workflow(name="otel_Render")
+class RenderOrder(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def draw(self, ctx: Ctx) -> None:
+        await ctx.state.set("span_seen", await ctx.activity(render, ctx.input["order"]))
+
+
+async def test_a_routed_attempt_is_traced_by_the_worker_that_runs_it(
+    db_url: str, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """The gpu worker traces with its own provider, as another process would: its attempts
+    are RunActivity spans in the workflow's trace, children of its start."""
+    attempts.pop("routed", None)  # of the run on the other backend
+    gpu_exporter = InMemorySpanExporter()
+    gpu_provider = TracerProvider()
+    gpu_provider.add_span_processor(SimpleSpanProcessor(gpu_exporter))
+    async with (
+        loom.Database(db_url, tracer_provider=provider) as db,
+        loom.Database(db_url, tracer_provider=gpu_provider) as gpu_db,
+    ):
+        await db.migrate_up()
+        metrics = gpu_db.enable_metrics()
+        handle = await db.start_workflow(
+            RenderOrder, workflow_input={"order": "routed"}, workflow_id="otel-routed"
+        )
+        async with (
+            worker(db, queues=["default"]),
+            worker(gpu_db, queues=["otel-gpu"], worker_id="gpu-7"),
+        ):
+            state = await handle.result(timeout=15)
+        # Its attempts count in the metrics of the process that ran them.
+        counted = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(metrics.render().decode())
+            for sample in family.samples
+            if sample.labels.get("activity") == "otel_render"
+        }
+        assert counted["loom_activity_attempts_total"] == 2
+        assert counted["loom_activity_failures_total"] == 1
+
+    [start] = [s for s in exporter.get_finished_spans() if s.name == "StartWorkflow:otel_Render"]
+    assert "RunActivity:otel_render" not in {s.name for s in exporter.get_finished_spans()}
+    first, second = sorted(
+        (s for s in gpu_exporter.get_finished_spans() if s.name == "RunActivity:otel_render"),
+        key=lambda s: s.attributes["loom.activity.attempt"] if s.attributes else 0,
+    )
+    for span in (first, second):
+        assert span.context is not None and start.context is not None
+        assert span.context.trace_id == start.context.trace_id
+        assert span.parent is not None and span.parent.span_id == start.context.span_id
+        assert span.attributes is not None
+        assert span.attributes["loom.worker.id"] == "gpu-7"
+        assert span.attributes["loom.activity.routed"] is True
+        assert span.attributes["loom.activity.queue"] == "otel-gpu"
+        assert span.attributes["loom.step"] == "draw"
+    assert first.attributes is not None and first.attributes["error.type"] == "RuntimeError"
+    assert first.status.status_code is trace.StatusCode.ERROR
+    assert second.attributes is not None and second.attributes["loom.activity.attempt"] == 2
+    assert state["span_seen"] == hex_id(second)  # current where the activity ran

@@ -28,6 +28,7 @@ import schedule_workflows
 import web_workflows  # its heartbeating workflow
 from loom.testing import Replayer
 from loom.web import create_app
+from routing_workload import Hold, seen
 from support import eventually, worker
 from support.pg import in_ci
 from webserver import serve
@@ -234,6 +235,35 @@ async def test_the_step_timeline_draws_the_last_heartbeat_of_a_running_activity(
             await page.close()
     finally:
         web_workflows.beating_released.set()
+
+
+async def test_the_workflow_page_shows_where_a_routed_activity_stands_and_ran(
+    sqlite_db: loom.Database, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    seen.pop("routed-1", None)
+    handle = await sqlite_db.start_workflow(
+        Hold, workflow_id="routed-1", workflow_input={"seconds": 1.5}
+    )
+    app = create_app(database=sqlite_db, poll_interval=0.05)
+    async with serve(app) as base, worker(sqlite_db, queues=["default"], worker_id="cpu-e2e"):
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(base + "/workflows/routed-1")
+        row = page.locator("#activities tbody tr")
+        waiting = "waiting for a worker of queue 'gpu'"
+        await expect(row).to_contain_text(waiting, timeout=TIMEOUT_MS)
+        note = page.locator('#steps li[data-step="run"] .where-note')
+        await expect(note).to_contain_text("routing_hold " + waiting)
+        await shot(page, "routed-waiting")
+        async with worker(sqlite_db, queues=["gpu"], worker_id="gpu-e2e"):
+            await expect(row).to_contain_text("running on gpu-e2e", timeout=TIMEOUT_MS)
+            await expect(note).to_contain_text("running on gpu-e2e")
+            await handle.result(timeout=15)
+        await expect(row).to_contain_text("ran on gpu-e2e", timeout=TIMEOUT_MS)
+        await expect(row.locator("td").nth(4)).to_have_text("completed")
+        await expect(page.locator(".where-note")).to_have_count(0)
+        await page.close()
 
 
 async def test_failed_workflow_shows_its_error_and_retries_from_the_page(

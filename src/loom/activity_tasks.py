@@ -25,8 +25,9 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from loom import telemetry
 from loom.activities import AttemptOutcome, run_attempt
 from loom.activity_context import AttemptControl
 from loom.core.calls import ActivityRun
@@ -202,16 +203,31 @@ class TaskRunner:
         held.beats = beats
         await beats.load()  # the details of the attempt before, wherever it ran
         control = beats.control(run)
-        if held.stopped is not None:
+        span = await self._span(task, scheduled.get("step"))
+        if held.stopped is not None:  # asked while it was being set up: it never began
+            if span is not None:
+                telemetry.attempt_ended(span, None, None, interrupted=True)
             return None
-        held.attempt = asyncio.get_running_loop().create_task(self._guarded(run, control))
+        began = time.monotonic()
         try:
+            with contextlib.nullcontext() if span is None else telemetry.current_span(span):
+                # Created inside: the attempt's task copies the context, its span current.
+                held.attempt = asyncio.get_running_loop().create_task(
+                    self._guarded(run, control)
+                )
             outcome = await held.attempt
         except asyncio.CancelledError:
+            if span is not None:
+                telemetry.attempt_ended(span, None, None, interrupted=True)
             if held.stopped is None:
                 raise  # this job itself was cancelled
             beats.drop(task.seq)
             return None
+        if span is not None:
+            telemetry.attempt_ended(span, outcome.error, outcome.retry_at)
+        metrics = worker.database.metrics
+        if metrics is not None:
+            metrics.activity_attempt(task.activity, time.monotonic() - began, failed=not outcome.ok)
         if outcome.ok:
             beats.succeeded(task.seq)
         else:
@@ -243,6 +259,27 @@ class TaskRunner:
             return base_exception_outcome(exc)
         except BaseException as exc:
             return base_exception_outcome(exc)
+
+    async def _span(self, task: ActivityTask, step: str | None) -> Any:
+        """The attempt's span when this database traces workflows (None otherwise): parented
+        to the context its workflow's start recorded, read from the history's first event."""
+        worker = self.worker
+        tracer = worker.database.tracing.tracer()
+        if tracer is None:
+            return None
+        first = await worker.store.load_history(task.workflow_id, 0, 1)
+        started = first[0].payload.get(telemetry.TRACE_KEY) if first else None
+        return telemetry.routed_attempt(
+            tracer,
+            started,
+            workflow_id=task.workflow_id,
+            run_id=task.run_id,
+            activity=task.activity,
+            attempt=task.attempt,
+            step=step,
+            queue=task.queue,
+            worker_id=worker.worker_id,
+        )
 
     def _interrupted(self, held: _Held, workflow_id: str, *, lease_lost: bool) -> None:
         """A heartbeat's write found the task lost, or its stop asked."""

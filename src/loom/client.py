@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from loom import codec, limits, retention, telemetry
+from loom.activity_view import ActivityRow as ActivityRow
 from loom.bulk import BulkResult as BulkResult
 from loom.clock import WALL_CLOCK, Clock
 from loom.core import workflow as workflow_module
@@ -312,7 +313,7 @@ class Database(ScheduleMethods):
         if stats is None:
             metrics.queues(None)
         else:  # an empty database still reports its default queue, at zero
-            metrics.queues(stats.by_queue or {DEFAULT_QUEUE: stats})
+            metrics.queues(stats.by_queue or {DEFAULT_QUEUE: stats}, stats.activity_tasks)
         return metrics.render()
 
     def serve_metrics(self, port: int = 9464, host: str = "127.0.0.1") -> MetricsServer:

@@ -427,10 +427,12 @@ class WorkflowDriver:
                 continue  # recorded already, or no longer awaited: the task only goes
             self.worker.stats.activities += 1
             if outcome.ok:
-                ex.activity_completed(outcome.seq, outcome.result, now)
+                ex.activity_completed(outcome.seq, outcome.result, now, outcome.worker)
             else:
                 assert outcome.error is not None
-                ex.activity_failed(outcome.seq, outcome.error, outcome.retry_at, now)
+                ex.activity_failed(
+                    outcome.seq, outcome.error, outcome.retry_at, now, outcome.worker
+                )
             delivered.add(outcome.seq)
         for seq, run in routed.items():
             # What it awaits is known from the claim on, so a withdrawal or an end in this
@@ -594,7 +596,7 @@ class WorkflowDriver:
     def _deliver_outcomes(self, ex: WorkflowExecution) -> None:
         """Hand the workflow the outcome of every activity that finished (interrupted ones have
         none: they run again later)."""
-        stats = self.worker.stats
+        stats, worker_id = self.worker.stats, self.worker.worker_id
         now = self.worker.clock.now
         for seq, task in list(self.running.items()):
             if not task.done():
@@ -607,10 +609,10 @@ class WorkflowDriver:
             outcome = task.result()
             stats.activities += 1
             if outcome.ok:
-                ex.activity_completed(seq, outcome.result, now())
+                ex.activity_completed(seq, outcome.result, now(), worker_id)
             else:
                 assert outcome.error is not None
-                ex.activity_failed(seq, outcome.error, outcome.retry_at, now())
+                ex.activity_failed(seq, outcome.error, outcome.retry_at, now(), worker_id)
 
     def _deliver_withdrawn(self, ex: WorkflowExecution) -> bool:
         """Hand the workflow the cancel of each activity :meth:`cancel_activity` withdrew and

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from loom import limits
+from loom.activity_view import ActivityRow, activity_rows
 from loom.core import history_file
 from loom.core.history import Event
 from loom.errors import (
@@ -175,6 +176,16 @@ class WorkflowHandle(Generic[StateT]):
         if not beats:
             await self._record(self.database._plain_parts)  # raises WorkflowNotFoundError
         return beats
+
+    async def activities(self) -> list[ActivityRow]:
+        """Its current run's activity calls, by seq: each recorded attempt with the worker
+        that ran it, and where the next one stands (waiting for a worker of its queue,
+        running on the worker holding its task, or where its workflow runs)."""
+        record = await self._record(self.database._plain_parts)
+        events = await self.database._plain_parts.load_history(self.workflow_id)
+        tasks = await self.database._plain_parts.read_tasks(self.workflow_id)
+        running = record.status is WorkflowStatus.RUNNING
+        return activity_rows(events, tasks, running=running)
 
     async def result(self, timeout: float | None = None) -> StateT:
         """Wait for the workflow to end and return its final state.

@@ -17,6 +17,8 @@ Names (each counter also has its ``_created`` sample, as prometheus-client write
 - ``loom_task_latency_seconds{queue,workflow}`` (histogram: ready to claimed);
 - ``loom_activity_duration_seconds{activity}`` (histogram: one attempt, start to outcome);
 - ``loom_tasks{queue,state}`` (gauge; state is ready, leased, sleeping or waiting),
+  ``loom_activity_tasks{queue,state}`` (gauge: routed activities, dispatched to the workers
+  of their queue; state is ready, sleeping, leased or done),
   ``loom_oldest_ready_task_age_seconds{queue}``, ``loom_database_up`` (0 when the last
   scrape could not read the database);
 - the ``process_*`` and ``python_*`` metrics of prometheus-client's default collectors.
@@ -37,12 +39,13 @@ from typing import TYPE_CHECKING, Any
 from loom.extras import require
 
 if TYPE_CHECKING:
-    from loom.store.base import QueueTasks, StoreStats
+    from loom.store.base import ActivityTaskCounts, QueueTasks, StoreStats
 
 log = logging.getLogger("loom.metrics")
 
 DEFAULT_QUEUE = "default"
 TASK_STATES = ("ready", "leased", "sleeping", "waiting")
+ACTIVITY_TASK_STATES = ("ready", "sleeping", "leased", "done")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 
@@ -92,6 +95,14 @@ class Metrics:
             ["queue", "state"],
             registry=registry,
         )
+        # Its own metric, not a label of loom_tasks: summing loom_tasks over its labels still
+        # counts workflows, and an activity task is one attempt of one activity.
+        self.activity_tasks = prom.Gauge(
+            "loom_activity_tasks",
+            "Activity tasks (activities routed to the workers of their queue) by state.",
+            ["queue", "state"],
+            registry=registry,
+        )
         self.oldest_ready = prom.Gauge(
             "loom_oldest_ready_task_age_seconds",
             "How long the oldest ready task has waited.",
@@ -127,12 +138,19 @@ class Metrics:
         if ready_since is not None:
             self.task_latency.labels(queue, workflow).observe(max(0.0, now - ready_since))
 
-    def queues(self, by_queue: Mapping[str, QueueTasks | StoreStats] | None) -> None:
+    def queues(
+        self,
+        by_queue: Mapping[str, QueueTasks | StoreStats] | None,
+        activity_tasks: Mapping[str, ActivityTaskCounts] | None = None,
+    ) -> None:
         """Set the gauges from the database's figures, one set per queue
-        (``StoreStats.by_queue``); None: the database could not be read, and the task
-        gauges are withdrawn rather than left stale. A queue no longer reported is dropped."""
+        (``StoreStats.by_queue``, ``StoreStats.activity_tasks``: each queue of either gets
+        both sets, at zero where it holds nothing); None: the database could not be read, and
+        the task gauges are withdrawn rather than left stale. A queue no longer reported is
+        dropped."""
         self.tasks.clear()
         self.oldest_ready.clear()
+        self.activity_tasks.clear()
         if by_queue is None:
             self.database_up.set(0)
             return
@@ -141,6 +159,12 @@ class Metrics:
             for state in TASK_STATES:
                 self.tasks.labels(queue, state).set(getattr(stats, state))
             self.oldest_ready.labels(queue).set(stats.oldest_ready_age or 0.0)
+        routed = activity_tasks or {}
+        for queue in (*by_queue, *(q for q in routed if q not in by_queue)):
+            counts = routed.get(queue)
+            for state in ACTIVITY_TASK_STATES:
+                value = 0 if counts is None else getattr(counts, state)
+                self.activity_tasks.labels(queue, state).set(value)
 
     def render(self) -> bytes:
         """Every metric in Prometheus's text format (``content_type``)."""

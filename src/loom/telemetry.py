@@ -14,10 +14,12 @@ however often the workflow was parked, crashed or taken over, because each worke
 from the history: a ``RunWorkflow:<name>`` span per run-through (a claim until the workflow
 parks or ends), a ``Step:<step>`` span per step within it, a ``RunActivity:<name>`` span per
 activity attempt (current while the activity runs, so its own instrumented calls nest under
-it), and ``Timer`` and ``SignalWait:<name>`` spans from the moment a wait began to the moment
-it ended. A child workflow's ``CHILD_WORKFLOW_STARTED`` decision records the context of the
-step that started it, which becomes its own start context; a run that continues as new keeps
-the context of the run it continues.
+it; one routed to a worker of its queue runs in that worker's process, its span a child of
+the context the workflow's start recorded, attributed ``loom.activity.routed``), and
+``Timer`` and ``SignalWait:<name>`` spans from the moment a wait began to the moment it ended.
+A child workflow's ``CHILD_WORKFLOW_STARTED`` decision records the context of the step that
+started it, which becomes its own start context; a run that continues as new keeps the
+context of the run it continues.
 
 Attributes: OpenTelemetry's semantic conventions where they have a name (``error.type``, the
 ``exception`` event), ``loom.*`` otherwise: ``loom.workflow.id``, ``loom.workflow.name``,
@@ -243,15 +245,8 @@ class RunTrace:
         *,
         interrupted: bool = False,
     ) -> None:
-        """End an attempt's span: its error, when it failed; ``interrupted`` when it was
-        stopped (a cancel, a lost lease, a withdrawal: it has no outcome)."""
-        if interrupted:
-            span.set_attribute("loom.activity.interrupted", True)
-        if error is not None:
-            self._failed(span, error)
-            if retry_at is not None:
-                span.set_attribute("loom.activity.retry_at", retry_at)
-        span.end()
+        """End an attempt's span (see :func:`attempt_ended`)."""
+        attempt_ended(span, error, retry_at, interrupted=interrupted)
 
     def waited(self, kind: EventType, name: str | None, since: float, *, timed_out: bool) -> None:
         """A timer fired, or a signal wait ended (``timed_out``: by its deadline): one span
@@ -309,14 +304,72 @@ class RunTrace:
 
     @staticmethod
     def _failed(span: Any, error: dict[str, Any]) -> None:
-        if span is None:
-            return
-        api = _api()
-        kind, message = str(error.get("type") or "Error"), str(error.get("message") or "")
-        span.set_attribute("error.type", kind)
-        event = {"exception.type": kind, "exception.message": message}
-        stacktrace = error.get("traceback")
-        if isinstance(stacktrace, str) and stacktrace:
-            event["exception.stacktrace"] = stacktrace
-        span.add_event("exception", event)
-        span.set_status(api.Status(api.StatusCode.ERROR, f"{kind}: {message}"[:1000]))
+        _failed(span, error)
+
+
+def routed_attempt(
+    tracer: Any,
+    started: Any,
+    *,
+    workflow_id: str,
+    run_id: str | None,
+    activity: str,
+    attempt: int,
+    step: str | None,
+    queue: str,
+    worker_id: str,
+) -> Any:
+    """The span of a routed attempt (an activity task run by a worker of its queue), begun
+    now: a ``RunActivity:<name>`` child of the context its workflow's start recorded
+    (``started``), the run-through that dispatched it having ended in another process (the
+    caller makes it current and ends it with :func:`attempt_ended`)."""
+    attributes: dict[str, Any] = {
+        "loom.workflow.id": workflow_id,
+        "loom.activity.name": activity,
+        "loom.activity.attempt": attempt,
+        "loom.activity.queue": queue,
+        "loom.activity.routed": True,
+        "loom.worker.id": worker_id,
+    }
+    if run_id is not None:
+        attributes["loom.run.id"] = run_id
+    if step is not None:
+        attributes["loom.step"] = step
+    return tracer.start_span(
+        f"RunActivity:{activity}",
+        context=parent_context(started),
+        kind=_api().SpanKind.CONSUMER,
+        attributes=attributes,
+    )
+
+
+def attempt_ended(
+    span: Any,
+    error: dict[str, Any] | None,
+    retry_at: float | None,
+    *,
+    interrupted: bool = False,
+) -> None:
+    """End an attempt's span: its error, when it failed; ``interrupted`` when it was stopped
+    (a cancel, a lost lease, a withdrawal: it has no outcome)."""
+    if interrupted:
+        span.set_attribute("loom.activity.interrupted", True)
+    if error is not None:
+        _failed(span, error)
+        if retry_at is not None:
+            span.set_attribute("loom.activity.retry_at", retry_at)
+    span.end()
+
+
+def _failed(span: Any, error: dict[str, Any]) -> None:
+    if span is None:
+        return
+    api = _api()
+    kind, message = str(error.get("type") or "Error"), str(error.get("message") or "")
+    span.set_attribute("error.type", kind)
+    event = {"exception.type": kind, "exception.message": message}
+    stacktrace = error.get("traceback")
+    if isinstance(stacktrace, str) and stacktrace:
+        event["exception.stacktrace"] = stacktrace
+    span.add_event("exception", event)
+    span.set_status(api.Status(api.StatusCode.ERROR, f"{kind}: {message}"[:1000]))

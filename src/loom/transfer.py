@@ -11,8 +11,11 @@ Semantics worth knowing:
   workflow some worker held when it was copied becomes claimable on the target when that lease
   would have expired, exactly as if the worker had died (:attr:`TransferReport.leased`).
 * Activity tasks (activities routed to the workers of their queue, not yet recorded by their
-  workflow) are not copied: a workflow waiting for one would wait on the target. Let them
-  finish first (``loom queue list``: nothing waiting or running on their queues).
+  workflow) are copied with their workflow: one waiting for a worker waits on the target; one
+  a worker was running is ready there when its lease would have run out, as if that worker
+  had died, and its attempt runs again (at least once, as any attempt whose worker dies); one
+  done, its outcome not yet recorded, keeps that outcome for its workflow. One asked to stop
+  (its workflow no longer awaits it) is left behind (:attr:`TransferReport.activity_tasks`).
 * Running it again is safe: workflows already in the target with the same contents are skipped,
   so a copy that was interrupted is completed by running the same command again. A workflow id
   present in the target with *different* contents (the target was used meanwhile, or holds other
@@ -63,6 +66,8 @@ class TransferReport:
     verified: bool = True
     schedules: int = 0
     """Schedules in the source, and (verified, definition and progress) in the target."""
+    activity_tasks: int = 0
+    """Activity tasks in the source, as copied, and (verified) in the target."""
 
 
 def display_url(url: str) -> str:
@@ -179,9 +184,7 @@ async def copy_database(
         limits = await source.queue_limits()
         for queue in limits:
             await target.set_queue(queue, time.time())
-        workflows, events, signals, leased, by_status = await _verify(
-            source, target, batch, source_name, target_name
-        )
+        verified = await _verify(source, target, batch, source_name, target_name)
         schedules = await source.list_schedules()
         if schedules != await target.list_schedules():
             raise _failed("the schedules differ", source_name, target_name)
@@ -190,15 +193,16 @@ async def copy_database(
     return TransferReport(
         source=source_name,
         target=target_name,
-        workflows=workflows,
+        workflows=verified.workflows,
         copied=copied,
         already_present=done - copied,
-        events=events,
-        signals=signals,
-        by_status=dict(sorted(by_status.items())),
-        leased=leased,
+        events=verified.events,
+        signals=verified.signals,
+        by_status=dict(sorted(verified.by_status.items())),
+        leased=verified.leased,
         migrations_applied=applied,
         schedules=len(schedules),
+        activity_tasks=verified.tasks,
     )
 
 
@@ -209,17 +213,29 @@ def _failed(detail: str, source_name: str, target_name: str) -> StoreError:
     )
 
 
+@dataclass(slots=True)
+class _Counts:
+    """What verification counted in the source (the same as in the target)."""
+
+    workflows: int = 0
+    events: int = 0
+    signals: int = 0
+    leased: int = 0
+    tasks: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
 async def _verify(
     source: Store, target: Store, batch: int, source_name: str, target_name: str
-) -> tuple[int, int, int, int, dict[str, int]]:
+) -> _Counts:
     """Walk both databases in id order side by side; every workflow must be the same."""
 
     def failed(detail: str) -> StoreError:
         return _failed(detail, source_name, target_name)
 
     mine, theirs = _pages(source, batch), _pages(target, batch)
-    workflows = events = signals = leased = 0
-    by_status: dict[str, int] = {}
+    counts = _Counts()
+    by_status = counts.by_status
     try:
         while True:
             a = await anext(mine, None)
@@ -236,15 +252,16 @@ async def _verify(
             differ = a.differences(b)
             if differ:
                 raise failed(f"workflow {a.workflow_id!r} differs: {', '.join(differ)}")
-            workflows += 1
-            events += len(a.events)
-            signals += len(a.signals)
-            leased += a.lease_owner is not None
+            counts.workflows += 1
+            counts.events += len(a.events)
+            counts.signals += len(a.signals)
+            counts.leased += a.lease_owner is not None
+            counts.tasks += len(a.tasks)
             by_status[a.status] = by_status.get(a.status, 0) + 1
     finally:
         await mine.aclose()
         await theirs.aclose()
-    return workflows, events, signals, leased, by_status
+    return counts
 
 
 __all__ = ["Progress", "TransferReport", "copy_database", "display_url"]

@@ -294,9 +294,11 @@ def deliver(ex: WorkflowExecution, event: Event) -> None:
     """Hand a recorded input to the execution the way a worker delivers it live."""
     p = event.payload
     if event.type is EventType.ACTIVITY_COMPLETED:
-        ex.activity_completed(p["scheduled"], p["result"], event.timestamp)
+        ex.activity_completed(p["scheduled"], p["result"], event.timestamp, p.get("worker"))
     elif event.type is EventType.ACTIVITY_FAILED:
-        ex.activity_failed(p["scheduled"], p["error"], p["retry_at"], event.timestamp)
+        ex.activity_failed(
+            p["scheduled"], p["error"], p["retry_at"], event.timestamp, p.get("worker")
+        )
     elif event.type is EventType.TIMER_FIRED:
         ex.fire_timer(p["scheduled"], event.timestamp)
     elif event.type is EventType.SIGNAL_RECEIVED:

@@ -25,9 +25,16 @@ from loom.cli.common import (
     run,
 )
 from loom.cli.errors import CliError, describe
-from loom.cli.timeline import StepRun, failure_cause, place_heartbeats, step_runs
+from loom.cli.timeline import (
+    StepRun,
+    failure_cause,
+    place_activities,
+    place_heartbeats,
+    step_runs,
+)
 from loom.client import (
     ActivityHeartbeat,
+    ActivityRow,
     Database,
     WorkflowRecord,
     WorkflowRun,
@@ -95,6 +102,7 @@ def inspect_command(
         list[WorkflowRun],
         dict[str, str],
         list[ActivityHeartbeat],
+        list[ActivityRow],
     ]:
         async with open_database(database, codec=codec) as db:
             handle = db.get_workflow(workflow_id)
@@ -104,11 +112,12 @@ def inspect_command(
             found = (record, await handle.events(), queries, kids, await handle.runs())
             running = record.status is WorkflowStatus.RUNNING
             beats = await handle.heartbeats() if running else []
-            return (*found, await handle.tags(), beats)
+            return (*found, await handle.tags(), beats, await handle.activities())
 
-    record, history, queries, children, runs_of_id, tags, heartbeats = run(fetch())
+    record, history, queries, children, runs_of_id, tags, heartbeats, activities = run(fetch())
     runs = step_runs(history, record.status)
     place_heartbeats(runs, heartbeats)
+    place_activities(runs, activities)
     error = record.error
     cause = failure_cause(history) if error and error.get("type") == "ActivityFailedError" else None
     if as_json:
@@ -133,6 +142,7 @@ def inspect_command(
         ]
         document["queries"] = queries if isinstance(queries, list) else None
         document["heartbeats"] = [_heartbeat_json(b) for b in heartbeats]
+        document["activities"] = [_activity_json(a) for a in activities]
         if traceback:
             document["failed_attempts"] = _failed_attempts(history)
         if events:
@@ -146,6 +156,8 @@ def inspect_command(
     _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
     if children:
         _section(out, f"Children ({len(children)})", _children_table(children))
+    if activities:
+        _section(out, f"Activities ({len(activities)})", _activities_table(activities))
     if len(runs_of_id) > 1:
         _section(out, f"Runs ({len(runs_of_id)})", _runs_table(runs_of_id))
     if heartbeats:
@@ -383,6 +395,7 @@ def _steps_table(runs: list[StepRun]) -> Table:
         if run_.heartbeat is not None:
             ago = render.duration(max(0.0, time.time() - run_.heartbeat.at))
             notes.append(f"heartbeat {ago.strip()} ago")
+        notes.extend(run_.in_flight)
         table.add_row(
             str(run_.index + 1),
             render.text(run_.step),
@@ -390,6 +403,32 @@ def _steps_table(runs: list[StepRun]) -> Table:
             render.duration(run_.duration),
             Text(run_.status, style=styles.get(run_.status, "")),
             render.text(", ".join(notes), style="dim"),
+        )
+    return table
+
+
+def _activity_json(row: ActivityRow) -> dict[str, Any]:
+    document = row.to_json()
+    document["scheduled_at"] = render.iso(row.scheduled_at)
+    for attempt in document["attempts"]:
+        attempt["at"] = render.iso(attempt["at"])
+    return document
+
+
+def _activities_table(rows: list[ActivityRow]) -> Table:
+    """Each activity call: its latest attempt, how it stands, and where it ran or runs."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("SEQ", "ACTIVITY", "STEP", "ATTEMPT", "STATUS", "WORKER"):
+        table.add_column(column, justify="right" if column in ("SEQ", "ATTEMPT") else "left")
+    styles = {"completed": "green", "failed": "red", "canceled": "yellow", "running": "cyan"}
+    for row in rows:
+        table.add_row(
+            str(row.seq),
+            render.text(row.activity),
+            render.text(row.step or "-"),
+            str(row.attempt),
+            Text(row.status, style=styles.get(row.status, "")),
+            render.text(row.where),
         )
     return table
 

@@ -37,8 +37,8 @@ def migrate_command(
     database, then verify that both hold the same. Stop the source's workers first.
 
     Running it again is safe: workflows already copied are skipped, so an interrupted copy is
-    completed by the same command. Leases are not copied: running workflows are picked up by
-    the target's workers.
+    completed by the same command. Leases are not copied: running workflows, and routed
+    activities in flight, are picked up by the target's workers.
     """
     bounded(batch, "--batch", 1, 100_000)
     source_url, target_url = database_url(source), database_url(target)
@@ -60,6 +60,7 @@ def migrate_command(
                 "schedules": report.schedules,
                 "by_status": report.by_status,
                 "leased": report.leased,
+                "activity_tasks": report.activity_tasks,
                 "migrations_applied": report.migrations_applied,
                 "verified": report.verified,
             }
@@ -99,6 +100,15 @@ def summary(report: TransferReport) -> list[tuple[str, str]]:
             "bold green",
         )
     )
+    if report.activity_tasks:
+        lines.append(
+            (
+                f"verified: both databases hold the same {report.activity_tasks} activity "
+                "task(s) (routed activities in flight; one a worker was running runs again "
+                "on the target once its lease would have expired)",
+                "bold green",
+            )
+        )
     if report.schedules:
         lines.append(
             (

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loom.cli.render import iso
-from loom.client import ActivityHeartbeat
+from loom.client import ActivityHeartbeat, ActivityRow
 from loom.core.history import Event, EventType
 from loom.status import WorkflowStatus
 
@@ -34,6 +34,8 @@ class StepRun:
     activity_seqs: list[int] = field(default_factory=list)
     heartbeat: ActivityHeartbeat | None = None
     """The latest heartbeat of its activities, while the workflow runs."""
+    in_flight: list[str] = field(default_factory=list)
+    """Where its routed activities in flight stand ("render running on gpu-1")."""
 
     @property
     def waiting(self) -> list[str]:
@@ -58,6 +60,7 @@ class StepRun:
             "signals_handled": self.signals_handled,
             "children": self.children,
             "last_heartbeat_at": None if self.heartbeat is None else iso(self.heartbeat.at),
+            "in_flight": self.in_flight,
         }
 
 
@@ -124,6 +127,16 @@ def place_heartbeats(runs: list[StepRun], heartbeats: list[ActivityHeartbeat]) -
         run = next((r for r in runs if beat.seq in r.activity_seqs), runs[-1] if runs else None)
         if run is not None and (run.heartbeat is None or beat.at > run.heartbeat.at):
             run.heartbeat = beat
+
+
+def place_activities(runs: list[StepRun], rows: list[ActivityRow]) -> None:
+    """Note on each step run where its routed activities in flight stand."""
+    for row in rows:
+        if row.status not in ("waiting", "running"):
+            continue
+        run = next((r for r in runs if row.seq in r.activity_seqs), None)
+        if run is not None:
+            run.in_flight.append(f"{row.activity} {row.where}")
 
 
 def failure_cause(events: list[Event]) -> dict[str, Any] | None:

@@ -30,35 +30,44 @@ class Inputs(Sandbox):
     each input runs the code under the sandbox's checks)."""
 
     # -- live deliveries (the worker) ----------------------------------------------------
-    def activity_completed(self, seq: int, result: Any, now: float) -> None:
+    def activity_completed(
+        self, seq: int, result: Any, now: float, worker: str | None = None
+    ) -> None:
+        """Deliver an attempt's result; ``worker``, the id of the worker that ran it, is kept
+        in the event for those who read the history (replay never reads it: histories
+        without it replay the same)."""
         run = self._pending[seq].run
         attempt = run.attempt if run else 1
-        self._deliver(
-            EventType.ACTIVITY_COMPLETED,
-            {
-                "scheduled": seq,
-                "name": run and run.definition.name,
-                "attempt": attempt,
-                "result": result,
-            },
-            now,
-        )
+        payload: dict[str, Any] = {
+            "scheduled": seq,
+            "name": run and run.definition.name,
+            "attempt": attempt,
+            "result": result,
+        }
+        if worker is not None:
+            payload["worker"] = worker
+        self._deliver(EventType.ACTIVITY_COMPLETED, payload, now)
 
     def activity_failed(
-        self, seq: int, error: dict[str, Any], retry_at: float | None, now: float
+        self,
+        seq: int,
+        error: dict[str, Any],
+        retry_at: float | None,
+        now: float,
+        worker: str | None = None,
     ) -> None:
+        """Deliver an attempt's failure (``worker``: see :meth:`activity_completed`)."""
         run = self._pending[seq].run
-        self._deliver(
-            EventType.ACTIVITY_FAILED,
-            {
-                "scheduled": seq,
-                "name": run and run.definition.name,
-                "attempt": run.attempt if run else 1,
-                "error": error,
-                "retry_at": retry_at,
-            },
-            now,
-        )
+        payload: dict[str, Any] = {
+            "scheduled": seq,
+            "name": run and run.definition.name,
+            "attempt": run.attempt if run else 1,
+            "error": error,
+            "retry_at": retry_at,
+        }
+        if worker is not None:
+            payload["worker"] = worker
+        self._deliver(EventType.ACTIVITY_FAILED, payload, now)
 
     def fire_timer(self, seq: int, now: float) -> None:
         self._deliver(EventType.TIMER_FIRED, {"scheduled": seq}, now)

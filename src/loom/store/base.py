@@ -267,6 +267,25 @@ class ActivityHeartbeat:
         return datetime.fromtimestamp(self.at, UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class TaskInFlight:
+    """An activity task of a workflow as an operator sees it: ``state`` ``ready`` (waiting for
+    a worker of ``queue``; claimable from ``ready_at``), ``leased`` (running on ``worker``
+    until ``lease_expires`` unless renewed) or ``done`` (its outcome not yet recorded by the
+    workflow; ``worker`` ran it)."""
+
+    workflow_id: str
+    seq: int
+    attempt: int
+    activity: str
+    queue: str
+    state: str
+    worker: str | None
+    ready_at: float | None
+    lease_expires: float | None
+    created_at: float
+
+
 class CommitOutcome(StrEnum):
     OK = "OK"
     FENCED = "FENCED"  # the lease moved on; nothing was written
@@ -313,6 +332,19 @@ class QueueTasks:
 
 
 @dataclass(frozen=True, slots=True)
+class ActivityTaskCounts:
+    """The activity tasks (routed activities) of one queue by state: ``ready`` (claimable now:
+    waiting for a worker of the queue, or its holder's lease ran out), ``sleeping`` (a retry
+    not due yet), ``leased`` (running on a worker) and ``done`` (its outcome waiting for its
+    workflow to record it)."""
+
+    ready: int
+    sleeping: int
+    leased: int
+    done: int
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     by_status: dict[str, int]
     ready: int
@@ -328,6 +360,8 @@ class StoreStats:
     extra: dict[str, Any] = field(default_factory=dict)
     by_queue: dict[str, QueueTasks] = field(default_factory=dict)
     """The same task counts per queue (the queues that hold a workflow)."""
+    activity_tasks: dict[str, ActivityTaskCounts] = field(default_factory=dict)
+    """The activity tasks per queue (the queues that hold one)."""
 
 
 class DumpedEvent(NamedTuple):
@@ -357,6 +391,24 @@ class DumpedHeartbeat(NamedTuple):
     attempt: int
     details: str | None
     beat_at: float
+
+
+class DumpedTask(NamedTuple):
+    """An activity task (``activity_tasks``) as a copy writes it: never leased (a task a worker
+    held is ready again when that lease would have run out, as if the worker had died: the
+    attempt runs again, at least once); ``outcome`` as stored, for a done one."""
+
+    seq: int
+    attempt: int
+    run_id: str | None
+    queue: str
+    priority: int
+    activity: str
+    state: str
+    ready_at: float | None
+    lease_epoch: int
+    outcome: str | None
+    created_at: float
 
 
 class DumpedSignal(NamedTuple):
@@ -406,6 +458,10 @@ class WorkflowDump:
     """Its tags as (key, value) pairs, sorted."""
     heartbeats: tuple[DumpedHeartbeat, ...] = ()
     """The last heartbeats of its running activities, by seq."""
+    tasks: tuple[DumpedTask, ...] = ()
+    """Its activity tasks (routed activities in flight, or done and not yet recorded), by seq
+    and attempt, as a copy writes them (see :class:`DumpedTask`; one asked to stop is left
+    out: its workflow no longer awaits it)."""
 
     COPIED_FIELDS = (
         "workflow_id",
@@ -454,6 +510,8 @@ class WorkflowDump:
             found.append("tags")
         if self.heartbeats != other.heartbeats:
             found.append("heartbeats")
+        if self.tasks != other.tasks:
+            found.append(f"activity tasks ({len(self.tasks)} vs {len(other.tasks)})")
         return found
 
 
@@ -689,6 +747,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def read_task_outcomes(self, workflow_id: str) -> list[TaskOutcome]:
         """The outcomes of the workflow's done activity tasks, not yet recorded by it."""
+
+    @abc.abstractmethod
+    async def read_tasks(self, workflow_id: str) -> list[TaskInFlight]:
+        """The activity tasks of ``workflow_id``, by seq and attempt: where its routed
+        activities stand (waiting for a worker, running on one, done)."""
 
     @abc.abstractmethod
     async def record_task_heartbeat(self, task: ActivityTask, beat: HeartbeatRow) -> CommitOutcome:

@@ -17,6 +17,7 @@ from loom.store.base import (
     DumpedHeartbeat,
     DumpedRunEvent,
     DumpedSignal,
+    DumpedTask,
     NewWorkflow,
     WorkflowDump,
     WorkflowRecord,
@@ -125,6 +126,7 @@ def workflow_dump(
     run_events: Sequence[Row] = (),
     tags: Sequence[Row] = (),
     heartbeats: Sequence[Row] = (),
+    tasks: Sequence[Row] = (),
 ) -> WorkflowDump:
     """A dump from a ``workflows`` row (:data:`WORKFLOW_COLUMNS`), its events in seq order and
     its buffered signals in id order, payloads kept as the stored text."""
@@ -172,6 +174,36 @@ def workflow_dump(
             )
             for h in heartbeats
         ),
+        tasks=tuple(t for t in (dumped_task(r) for r in tasks) if t is not None),
+    )
+
+
+TASK_DUMP_COLUMNS = (
+    "seq, attempt, run_id, queue, priority, activity, state, ready_at, lease_epoch, "
+    "cancel_requested, outcome, created_at"
+)
+"""The columns of an ``activity_tasks`` row :func:`dumped_task` reads."""
+
+
+def dumped_task(row: Row) -> DumpedTask | None:
+    """The task of ``row`` as a copy writes it (see :class:`DumpedTask`): a leased one is ready
+    when its lease would have run out (its ``ready_at``); one asked to stop, None (nothing
+    would run it: its holder was to delete it)."""
+    if row["cancel_requested"]:
+        return None
+    ready_at = row["ready_at"]
+    return DumpedTask(
+        int(row["seq"]),
+        int(row["attempt"]),
+        row["run_id"],
+        row["queue"],
+        int(row["priority"]),
+        row["activity"],
+        "ready" if row["state"] == "leased" else row["state"],
+        None if ready_at is None else float(ready_at),
+        int(row["lease_epoch"]),
+        row["outcome"],
+        float(row["created_at"]),
     )
 
 

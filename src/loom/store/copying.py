@@ -1,5 +1,6 @@
 """The rules of copying whole workflows between databases (``loom migrate``): a page out, a
-batch in (see ``statements``)."""
+batch in (see ``statements``). A workflow goes with everything stored for it: history, earlier
+runs, buffered signals, tags, heartbeats and activity tasks (see ``base.DumpedTask``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from collections.abc import Sequence
 
 from loom.errors import StoreError
 from loom.store.base import WorkflowDump
-from loom.store.common import COPY_COLUMNS, EVENT_COLUMNS, WORKFLOW_COLUMNS, Row, workflow_dump
+from loom.store.common import (
+    COPY_COLUMNS,
+    EVENT_COLUMNS,
+    TASK_DUMP_COLUMNS,
+    WORKFLOW_COLUMNS,
+    Row,
+    workflow_dump,
+)
 from loom.store.signal_rules import INSERT_SIGNAL
 from loom.store.statements import Dialect, Rule, events, many, rows
 
@@ -58,6 +66,15 @@ def read_dumps(d: Dialect, found: Sequence[Row]) -> Rule[list[WorkflowDump]]:
         )
     ):
         beats.setdefault(r["workflow_id"], []).append(r)
+    tasks: dict[str, list[Row]] = {}
+    for r in (
+        yield rows(
+            f"SELECT workflow_id, {TASK_DUMP_COLUMNS} FROM activity_tasks WHERE {where} "
+            "ORDER BY workflow_id, seq, attempt",
+            *args,
+        )
+    ):
+        tasks.setdefault(r["workflow_id"], []).append(r)
     return [
         workflow_dump(
             r,
@@ -66,6 +83,7 @@ def read_dumps(d: Dialect, found: Sequence[Row]) -> Rule[list[WorkflowDump]]:
             earlier.get(r["id"], []),
             tags.get(r["id"], []),
             beats.get(r["id"], []),
+            tasks.get(r["id"], []),
         )
         for r in found
     ]
@@ -128,5 +146,13 @@ def import_batch(d: Dialect, dumps: Sequence[WorkflowDump], where: str) -> Rule[
             "INSERT INTO activity_heartbeats (workflow_id, seq, activity, attempt, details, "
             "beat_at) VALUES (?, ?, ?, ?, ?, ?)",
             beats,
+        )
+    tasks = [(x.workflow_id, *t) for x in new for t in x.tasks]
+    if tasks:
+        yield many(
+            "INSERT INTO activity_tasks (workflow_id, seq, attempt, run_id, queue, priority, "
+            "activity, state, ready_at, lease_epoch, outcome, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            tasks,
         )
     return new

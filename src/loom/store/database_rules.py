@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from loom.status import WorkflowStatus
-from loom.store.base import QueueTasks, StoreStats
+from loom.store.base import ActivityTaskCounts, QueueTasks, StoreStats
 from loom.store.common import STATS_MINUTES, migrations, minute_buckets, split_sql
 from loom.store.statements import Dialect, Rule, rows, run
 
@@ -71,6 +71,16 @@ def stats(d: Dialect, now: float) -> Rule[StoreStats]:
         )
     )
     per_minute = ended[WorkflowStatus.COMPLETED]
+    tasks = yield rows(
+        "SELECT queue, COUNT(CASE WHEN state <> 'done' AND ready_at <= ? THEN 1 END) AS ready, "
+        "COUNT(CASE WHEN state = 'ready' AND ready_at > ? THEN 1 END) AS sleeping, "
+        "COUNT(CASE WHEN state = 'leased' AND lease_expires > ? THEN 1 END) AS leased, "
+        "COUNT(CASE WHEN state = 'done' THEN 1 END) AS done "
+        "FROM activity_tasks GROUP BY queue ORDER BY queue",
+        now,
+        now,
+        now,
+    )
     return StoreStats(
         by_status={str(r["status"]): int(r["n"]) for r in by_status},
         ready=sum(q.ready for q in by_queue.values()),
@@ -84,4 +94,10 @@ def stats(d: Dialect, now: float) -> Rule[StoreStats]:
         completed_per_minute=per_minute,
         failed_per_minute=ended[WorkflowStatus.FAILED],
         by_queue=by_queue,
+        activity_tasks={
+            str(r["queue"]): ActivityTaskCounts(
+                int(r["ready"]), int(r["sleeping"]), int(r["leased"]), int(r["done"])
+            )
+            for r in tasks
+        },
     )

@@ -45,6 +45,7 @@ from loom.store.base import (
     Signal,
     Store,
     StoreStats,
+    TaskInFlight,
     TaskOutcome,
     WorkflowDump,
     WorkflowRecord,
@@ -402,6 +403,9 @@ class EncodedStore(Store):
                 raise unreadable(exc, workflow_id) from None
             decoded.append(replace(outcome, result=result, error=error))
         return decoded
+
+    async def read_tasks(self, workflow_id: str) -> list[TaskInFlight]:
+        return await self.inner.read_tasks(workflow_id)  # nothing of a task's row is a payload
 
     async def record_task_heartbeat(self, task: ActivityTask, beat: HeartbeatRow) -> CommitOutcome:
         if self.payloads.chain is not None and beat.details is not None:

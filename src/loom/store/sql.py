@@ -47,6 +47,7 @@ from loom.store.base import (
     Signal,
     Store,
     StoreStats,
+    TaskInFlight,
     TaskOutcome,
     WorkflowDump,
     WorkflowRecord,
@@ -299,6 +300,16 @@ class SqlStore(Store):
             workflow_id,
         )
         return [task_rules.outcome_of(r) for r in found]
+
+    async def read_tasks(self, workflow_id: str) -> list[TaskInFlight]:
+        self._check_id(workflow_id)
+        found = await self._rows(
+            "SELECT seq, attempt, activity, queue, state, lease_owner, outcome, ready_at, "
+            "lease_expires, created_at FROM activity_tasks WHERE workflow_id = ? "
+            "ORDER BY seq, attempt",
+            workflow_id,
+        )
+        return [task_rules.in_flight(workflow_id, r) for r in found]
 
     async def record_task_heartbeat(self, task: ActivityTask, beat: HeartbeatRow) -> CommitOutcome:
         return await self._transact(

@@ -25,7 +25,14 @@ from typing import Any
 import orjson
 
 from loom.status import WorkflowStatus
-from loom.store.base import ActivityTask, CommitOutcome, Dispatch, HeartbeatRow, TaskOutcome
+from loom.store.base import (
+    ActivityTask,
+    CommitOutcome,
+    Dispatch,
+    HeartbeatRow,
+    TaskInFlight,
+    TaskOutcome,
+)
 from loom.store.common import Row, dump
 from loom.store.statements import Dialect, Op, Rule, many, rows, run, wake_parked
 
@@ -127,6 +134,26 @@ def outcome_json(outcome: TaskOutcome) -> str:
             "retry_at": outcome.retry_at,
             "worker": outcome.worker,
         }
+    )
+
+
+def in_flight(workflow_id: str, row: Row) -> TaskInFlight:
+    """What an operator sees of a task: a done one names the worker that ran it (kept in its
+    outcome, plain), a leased one its lease holder."""
+    worker = row["lease_owner"]
+    if row["state"] == "done" and row["outcome"] is not None:
+        worker = orjson.loads(row["outcome"]).get("worker")
+    return TaskInFlight(
+        workflow_id,
+        int(row["seq"]),
+        int(row["attempt"]),
+        row["activity"],
+        row["queue"],
+        row["state"],
+        worker,
+        row["ready_at"],
+        row["lease_expires"],
+        float(row["created_at"]),
     )
 
 

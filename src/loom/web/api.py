@@ -530,6 +530,21 @@ async def get_heartbeats(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
     return {"workflow_id": workflow_id, "heartbeats": [serialize.heartbeat(b) for b in beats]}
 
 
+@router.get(
+    "/workflows/{workflow_id:path}/activities",
+    tags=["workflows"],
+    summary="Its activity calls: each attempt, the worker that ran it, and where it stands",
+    description="From the current run's history (each recorded attempt names the worker that "
+    "ran it) and its activity tasks: a routed activity in flight is `waiting` for a worker of "
+    "its `queue`, or `running` on the `worker` holding its task.",
+    response_model=models.Activities,
+    responses=ONE_WORKFLOW,
+)
+async def get_activities(workflow_id: WorkflowId, db: DB) -> dict[str, Any]:
+    rows = await db.get_workflow(workflow_id).activities()
+    return {"workflow_id": workflow_id, "activities": [serialize.activity(r) for r in rows]}
+
+
 @router.post(
     "/workflows/{workflow_id:path}/signal",
     tags=["workflows"],

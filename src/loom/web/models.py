@@ -124,6 +124,39 @@ class Heartbeats(_Open):
     heartbeats: list[Heartbeat]
 
 
+class ActivityAttempt(_Open):
+    attempt: int
+    outcome: str = Field(description="completed or failed")
+    worker: str | None = Field(
+        description="The id of the worker that ran it (null in histories written before it "
+        "was recorded)"
+    )
+    at: str = Field(description="When its outcome was recorded, ISO 8601, UTC")
+    error_type: str | None
+
+
+class Activity(_Open):
+    seq: int = Field(description="The seq of the activity's ACTIVITY_SCHEDULED event")
+    activity: str
+    step: str | None
+    scheduled_at: str = Field(description="ISO 8601, UTC")
+    status: str = Field(
+        description="completed, failed, canceled, pending (runs where its workflow runs), "
+        "waiting (routed: no worker of its queue has claimed it yet), running (routed: on "
+        "`worker`), done (routed: ended on `worker`, not recorded yet) or abandoned"
+    )
+    attempt: int = Field(description="The latest attempt")
+    worker: str | None = Field(description="Where the latest attempt ran or runs, when known")
+    queue: str | None = Field(description="The queue its routed attempt was sent to")
+    where: str = Field(description="The same, in words")
+    attempts: list[ActivityAttempt]
+
+
+class Activities(_Open):
+    workflow_id: str
+    activities: list[Activity]
+
+
 class SignalAccepted(_Open):
     workflow_id: str
     signal: str

@@ -6,7 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
-from loom.client import ActivityHeartbeat, StoreStats, WorkflowRecord, WorkflowRun
+from loom.client import ActivityHeartbeat, ActivityRow, StoreStats, WorkflowRecord, WorkflowRun
 from loom.core.history import Event
 from loom.queues import QueueStats
 from loom.status import WorkflowStatus
@@ -88,6 +88,14 @@ def heartbeat(beat: ActivityHeartbeat) -> dict[str, Any]:
         "sent_at": _iso(beat.at),
         "timestamp": beat.at,
     }
+
+
+def activity(row: ActivityRow) -> dict[str, Any]:
+    document = row.to_json()
+    document["scheduled_at"] = _iso(row.scheduled_at)
+    for attempt in document["attempts"]:
+        attempt["at"] = _iso(attempt["at"])
+    return document
 
 
 def stats(value: StoreStats) -> dict[str, Any]:

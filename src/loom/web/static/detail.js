@@ -4,7 +4,8 @@
 // The history follows the workflow's event stream (each message one event, in order). Input,
 // state and error are not all in the events, so a new event has the workflow read again, once
 // per burst; an answer older than the newest request is dropped. Heartbeats are not events:
-// while the workflow runs they are read every second and drawn on the step timeline.
+// while the workflow runs they are read every second and drawn on the step timeline, with where
+// its activities run (a routed one: waiting for a worker of its queue, or the worker running it).
 
 import {
   api,
@@ -62,9 +63,11 @@ export function workflowPage() {
   let lastSeq = 0;
   let current = null;
   let heartbeats = [];
+  let activities = [];
   const events = [];
   const reads = newestOnly();
   const beatReads = newestOnly();
+  const activityReads = newestOnly();
   document.title = "Loom: " + workflowId;
   byId("workflow-id").textContent = workflowId;
 
@@ -116,6 +119,7 @@ export function workflowPage() {
     byId("reset-send").disabled = wf.reset_requested === true;
     renderSteps(wf);
     renderResetSteps();
+    loadActivities();
     loadChildren();
     loadRuns();
   }
@@ -291,9 +295,58 @@ export function workflowPage() {
     }
   }
 
+  async function loadActivities() {
+    // Each activity call, the worker each attempt ran on, and where one in flight stands.
+    try {
+      const answer = await activityReads(function (signal) {
+        return api(workflowApi(workflowId, "/activities"), { signal: signal });
+      });
+      if (answer === null) return;
+      activities = answer.value.activities || [];
+      renderActivities();
+      if (current) renderSteps(current);
+    } catch (err) {
+      byId("load-error").textContent = err.message;
+    }
+  }
+
+  function renderActivities() {
+    byId("activities-section").hidden = activities.length === 0;
+    byId("activities").tBodies[0].replaceChildren(
+      ...activities.map(function (a) {
+        const ran = a.attempts
+          .map(function (t) {
+            return "attempt " + t.attempt + " " + t.outcome + " on " + (t.worker || "?");
+          })
+          .join("; ");
+        return el("tr", { "data-seq": String(a.seq), class: "activity-" + a.status }, [
+          el("td", { text: String(a.seq) }),
+          el("td", { text: a.activity }),
+          el("td", { text: a.step || "-" }),
+          el("td", { text: String(a.attempt) }),
+          el("td", { text: a.status }),
+          el("td", { text: a.where, title: ran }),
+        ]);
+      })
+    );
+  }
+
+  function stepWhere(wf) {
+    // step name -> where its routed activities in flight stand, while the workflow runs.
+    const where = {};
+    if (wf.status !== "RUNNING") return where;
+    for (const a of activities) {
+      if ((a.status === "waiting" || a.status === "running") && a.step) {
+        (where[a.step] = where[a.step] || []).push(a.activity + " " + a.where);
+      }
+    }
+    return where;
+  }
+
   function renderSteps(wf) {
     const times = stepTimes();
     const beats = wf.status === "RUNNING" ? stepBeats(wf) : {};
+    const where = stepWhere(wf);
     const names = definition
       ? definition.steps.map(function (s) {
           return s.name;
@@ -328,6 +381,9 @@ export function workflowPage() {
         const ago = seconds(Math.max(0, Date.now() / 1000 - beat.timestamp));
         const text = " — heartbeat of " + beat.activity + " " + ago + " ago";
         parts.push(el("span", { class: "beat-note", text: text }));
+      }
+      if (where[name]) {
+        parts.push(el("span", { class: "where-note", text: " — " + where[name].join(", ") }));
       }
       return el("li", { class: "step step-" + phase, "data-step": name }, parts);
     });
@@ -404,7 +460,7 @@ export function workflowPage() {
   const refresh = debounce(loadWorkflow, 200);
   setInterval(async function () {
     if (!current || current.status !== "RUNNING") return;
-    await loadHeartbeats();
+    await Promise.all([loadHeartbeats(), loadActivities()]);
     if (current) renderSteps(current);
   }, 1000);
 
