@@ -111,6 +111,38 @@ async def test_bad_values_fail_before_anything_is_written(db: loom.Database) -> 
     assert await db.start_workflows([]) == []
 
 
+@pytest.mark.parametrize(
+    ("bad", "error", "fragment"),
+    [
+        (StartRequest(Item, {"n": 1}, "p", priority=2**63), loom.ConfigurationError, "priority"),
+        (StartRequest(Item, {"n": math.inf}, "inf"), loom.PayloadError, "input"),
+        (StartRequest(Item, {"n": 1}, "t", tags={"k": "\x00"}), loom.LoomError, "tag 'k'"),
+        (StartRequest(Item, {"n": 1}, "q", queue="a\nb"), loom.LoomError, "queue name"),
+        (StartRequest(Item, {"n": 2}, "item-3"), WorkflowAlreadyExistsError, "twice in this batch"),
+        ("item-900", loom.ConfigurationError, "not a str"),
+    ],
+)
+async def test_a_bad_item_deep_in_a_batch_is_named_and_nothing_is_written(
+    db: loom.Database, bad: Any, error: type[Exception], fragment: str
+) -> None:
+    batch = [StartRequest(Item, {"n": 1}, f"item-{n}") for n in range(1000)]
+    batch[900] = bad
+    with pytest.raises(error, match=f"^start_workflows item 900: .*{fragment}") as raised:
+        await db.start_workflows(batch)
+    if isinstance(raised.value, WorkflowAlreadyExistsError):
+        assert raised.value.workflow_id == "item-3"  # the error's fields are kept
+    assert await stored_ids(db) == []
+
+
+async def test_a_batch_is_a_list_of_requests(db: loom.Database) -> None:
+    for wrong in (StartRequest(Item, {"n": 1}, "one"), "abc", {"workflow": Item}, 7):
+        with pytest.raises(loom.ConfigurationError, match="takes a list of"):
+            await db.start_workflows(wrong)  # type: ignore[arg-type]
+    made = await db.start_workflows(StartRequest(Item, {"n": n}, f"g{n}") for n in range(3))
+    assert [h.workflow_id for h in made] == ["g0", "g1", "g2"]
+    assert await stored_ids(db) == ["g0", "g1", "g2"]
+
+
 async def test_unicode_ids_and_a_generated_id_per_request(db: loom.Database) -> None:
     handles = await db.start_workflows(
         [StartRequest(Item, {"n": 1}, "заказ-№1 🚚"), StartRequest(Item, {"n": 2})]

@@ -118,6 +118,14 @@ def registry() -> Iterator[loom.Registry]:
         ({"every": "1s", "catch_up_limit": 1001}, "catch_up_limit"),
         ({"every": "1s", "catch_up_limit": True}, "catch_up_limit"),
         ({"every": "1s", "catch_up_limit": math.nan}, "catch_up_limit"),
+        # Drawn anew at each reading: every pass and every worker would see other slots.
+        ({"cron": "R R R R R"}, "field 'R' is drawn at random"),
+        ({"cron": "r/5 * * * *"}, "field 'r/5' is drawn at random"),
+        ({"cron": "R(1-5) 0 * * *"}, "drawn at random"),
+        ({"cron": "0 0 * * * R"}, "drawn at random"),
+        ({"cron": "@reboot"}, "not valid"),
+        # Each machine's own zone: workers in other zones would fire at other times.
+        ({"cron": "0 9 * * *", "timezone": "localtime"}, "each machine's own zone"),
     ],
 )
 def test_a_definition_that_cannot_be_computed_is_refused_with_its_reason(
@@ -125,6 +133,14 @@ def test_a_definition_that_cannot_be_computed_is_refused_with_its_reason(
 ) -> None:
     with pytest.raises(InvalidScheduleError, match=fragment.replace("(", r"\(")):
         loom.schedule("bad", Tick, registry=loom.Registry(), **options)
+
+
+def test_month_and_day_names_are_not_taken_for_drawn_fields() -> None:
+    spec = loom.schedule("named", Tick, cron="0 9 * MAR,APR FRI", registry=loom.Registry())
+    assert spec.timing.cron == "0 9 * MAR,APR FRI"
+    slots = spec.timing.upcoming(datetime(2027, 1, 1, tzinfo=UTC).timestamp(), 3)
+    assert slots == spec.timing.upcoming(datetime(2027, 1, 1, tzinfo=UTC).timestamp(), 3)
+    assert all(datetime.fromtimestamp(t, UTC).strftime("%b %a") in {"Mar Fri"} for t in slots)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,6 +34,7 @@ from loom.definitions import Registry, WorkflowDefinition, default_registry, wor
 from loom.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
+    LoomError,
     StoreError,
     UnknownWorkflowTypeError,
     WorkflowAlreadyExistsError,
@@ -386,7 +387,7 @@ class Database(ScheduleMethods):
             definition, workflow_input, initial_state, workflow_id, tags, queue, priority
         )
 
-    async def start_workflows(self, requests: Sequence[StartRequest]) -> list[WorkflowHandle[Any]]:
+    async def start_workflows(self, requests: Iterable[StartRequest]) -> list[WorkflowHandle[Any]]:
         """Start every workflow of ``requests`` in one transaction: all of them or none, for
         the batch job that enqueues many at once. Returns their handles, in order.
 
@@ -396,35 +397,52 @@ class Database(ScheduleMethods):
         ``WorkflowAlreadyExistsError`` naming it, and nothing is written. Inputs are encoded
         (``PayloadError``) before anything is written.
         """
+        if isinstance(requests, StartRequest | str | bytes | Mapping) or not isinstance(
+            requests, Iterable
+        ):
+            raise ConfigurationError(
+                "start_workflows takes a list of loom.StartRequest, got a "
+                f"{type(requests).__name__}"
+            )
         now = self.clock.now()
         prepared: dict[str, tuple[NewWorkflow, Event]] = {}
         handles: list[WorkflowHandle[Any]] = []
         for position, request in enumerate(requests):
-            if not isinstance(request, StartRequest):
-                raise ConfigurationError(
-                    f"start_workflows takes loom.StartRequest items; item {position} is a "
-                    f"{type(request).__name__}"
-                )
-            definition = workflow_definition(request.workflow)
-            new, first = self._prepare(
-                definition,
-                request.input,
-                request.initial_state,
-                request.workflow_id,
-                now,
-                request.tags,
-                request.queue,
-                request.priority,
-            )
-            twin = prepared.setdefault(new.workflow_id, (new, first))[0]
-            if twin.name != new.name or canonical(twin.input) != canonical(new.input):
-                raise WorkflowAlreadyExistsError(
-                    new.workflow_id, "twice in this batch, with different workflows or inputs"
-                )
-            handles.append(WorkflowHandle(self, new.workflow_id, definition.cls))
+            try:
+                new, first, cls = self._prepare_request(request, now)
+                twin = prepared.setdefault(new.workflow_id, (new, first))[0]
+                if twin.name != new.name or canonical(twin.input) != canonical(new.input):
+                    raise WorkflowAlreadyExistsError(
+                        new.workflow_id, "twice in this batch, with different workflows or inputs"
+                    )
+            except LoomError as exc:
+                # Which of thousands of requests is wrong: the error keeps its type and fields.
+                exc.args = (f"start_workflows item {position}: {exc}",)
+                raise
+            handles.append(WorkflowHandle(self, new.workflow_id, cls))
         if prepared and await self.store.create_workflows(list(prepared.values())):
             self.work_available.notify()
         return handles
+
+    def _prepare_request(
+        self, request: StartRequest, now: float
+    ) -> tuple[NewWorkflow, Event, type[Workflow[Any, Any]]]:
+        if not isinstance(request, StartRequest):
+            raise ConfigurationError(
+                f"start_workflows takes loom.StartRequest items, not a {type(request).__name__}"
+            )
+        definition = workflow_definition(request.workflow)
+        new, first = self._prepare(
+            definition,
+            request.input,
+            request.initial_state,
+            request.workflow_id,
+            now,
+            request.tags,
+            request.queue,
+            request.priority,
+        )
+        return new, first, definition.cls
 
     async def _start(
         self,

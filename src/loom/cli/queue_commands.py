@@ -3,6 +3,7 @@ obeyed by every worker from its next claim; and the table of queues ``loom stats
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import typer
@@ -74,12 +75,12 @@ def set_command(
 def _concurrency(text: str | None) -> int | None:
     if text is None or text == NONE:
         return None
-    try:
-        return int(text)
-    except ValueError:
+    if re.fullmatch("-?[0-9]{1,20}", text) is None:
+        # int() would take "1_000", " 7 " and other scripts' digits too
         raise CliError(
-            f"--concurrency {text!r}: give a whole number >= 1, or 'none' for no limit"
-        ) from None
+            f"--concurrency {text[:40]!r}: give a whole number >= 1, or 'none' for no limit"
+        )
+    return int(text)
 
 
 @queue_app.command("list")
