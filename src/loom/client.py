@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -720,16 +720,31 @@ class Database(ScheduleMethods):
 
     # -- task queues ----------------------------------------------------------------------------
     async def set_queue(
-        self, name: str, *, concurrency: int | None = None, rate: str | Rate | None = None
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        rate: str | Rate | None = None,
+        keep: Collection[str] = (),
     ) -> QueueLimits:
         """Store the limits of queue ``name`` (None: no limit), for every worker of this
         database from its next claim on: at most ``concurrency`` of its items in progress at
-        once, at most ``rate`` (``"100/m"``) starts per period. Bad values raise a typed error
-        and store nothing."""
-        limits = QueueLimits.of(name, concurrency, rate)
-        await self.store.set_queue(limits, time.time())
+        once, at most ``rate`` (``"100/m"``) starts per period. The limits named in ``keep``
+        (``"concurrency"``, ``"rate"``) stay as stored, whatever another process changes
+        meanwhile (``loom queue set`` changes one limit so). Bad values raise a typed error and
+        store nothing. Returns the limits now stored."""
+        if isinstance(keep, str) or not set(keep) <= {"concurrency", "rate"}:
+            raise ConfigurationError(
+                f"keep names limits to leave as stored: 'concurrency', 'rate'; got {keep!r}"
+            )
+        limits = QueueLimits.of(
+            name,
+            None if "concurrency" in keep else concurrency,
+            None if "rate" in keep else rate,
+        )
+        stored = await self.store.set_queue(limits, time.time(), tuple(keep))
         self.work_available.notify()
-        return limits
+        return stored
 
     async def queue_limits(self) -> list[QueueLimits]:
         """The limits stored for each queue."""

@@ -52,13 +52,11 @@ def set_command(
         raise CliError(str(exc)) from None
 
     async def store() -> QueueLimits:
+        # The limit not given is kept by the database itself, not read here and written back:
+        # two of these commands at once, setting different limits, both hold.
+        keep = [k for k, given in (("concurrency", concurrency), ("rate", rate)) if given is None]
         async with open_database(database) as db:
-            stored = {q.name: q for q in await db.queue_limits()}.get(name, QueueLimits(name))
-            return await db.set_queue(
-                name,
-                concurrency=stored.concurrency if concurrency is None else count,
-                rate=stored.rate if rate is None else starts,
-            )
+            return await db.set_queue(name, concurrency=count, rate=starts, keep=keep)
 
     limits = run(store())
     if as_json:
