@@ -69,6 +69,7 @@ async def finished(db: loom.Database, ids: list[str], timeout: float = 30) -> li
         ({"rate": Rate(1, True)}, loom.ConfigurationError, "period"),
         ({"name": ""}, loom.LoomError, "queue name"),
         ({"name": "a\nb"}, loom.LoomError, "queue name"),
+        ({"name": ".."}, loom.LoomError, "queue name '..' cannot be addressed in a URL"),
     ],
 )
 def test_bad_limits_are_refused_with_what_is_wrong(

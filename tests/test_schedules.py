@@ -153,6 +153,8 @@ def test_month_and_day_names_are_not_taken_for_drawn_fields() -> None:
         ("esc\x1b[31m", "control character"),
         ("x" * 151, "the limit is 150"),
         ("\ud800", "lone surrogate"),
+        ("..", "cannot be addressed in a URL"),
+        (".", "cannot be addressed in a URL"),
     ],
 )
 def test_a_schedule_name_follows_the_name_rule(name: str, fragment: str) -> None:
