@@ -426,6 +426,54 @@ async def test_a_concurrency_limit_holds_across_worker_processes(
     assert {h["pid"] for h in held} <= {p.pid for p in procs}
 
 
+@pytest.mark.processes
+@pytest.mark.slow
+async def test_the_store_never_counts_more_in_progress_than_the_limit_nor_starts_above_the_rate(
+    db: loom.Database, db_url: str, tmp_path: Path
+) -> None:
+    """Two `loom worker` processes on queue "emails", at most 2 at once and 4 starts a second:
+    what the database counts in progress, sampled all along, never passes 2; no second holds
+    more starts than two windows allow, and 16 starts take at least three windows."""
+    await db.set_queue("emails", concurrency=2, rate="4/s")
+    logs = [tmp_path / f"worker{n}.log" for n in range(2)]
+    procs = [spawn_worker(db_url, log, tmp_path) for log in logs]
+    try:
+
+        async def ready() -> bool:
+            for p, log in zip(procs, logs, strict=True):
+                if p.poll() is not None:
+                    pytest.fail(f"worker exited with {p.returncode}:\n{log.read_text()}")
+            return all("ready on" in log.read_text() for log in logs)
+
+        await eventually(ready, 30, what="both workers to be ready")
+        ids = [f"m{i}" for i in range(16)]
+        for wid in ids:
+            await db.start_workflow(Send, workflow_id=wid, workflow_input={"seconds": 0.2})
+        counted: list[int] = []
+
+        async def sample() -> None:
+            while True:
+                [emails] = [q for q in await db.queues() if q.name == "emails"]
+                counted.append(emails.running)
+                await asyncio.sleep(0.01)
+
+        sampler = asyncio.ensure_future(sample())
+        try:
+            held = await finished(db, ids, timeout=60)
+        finally:
+            sampler.cancel()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert len(counted) > 20 and max(counted) <= 2
+    assert most_at_once([(h["start"], h["end"]) for h in held]) <= 2
+    starts = sorted(h["start"] for h in held)
+    assert max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts) <= 8
+    assert starts[-1] - starts[0] >= 3.0 - 0.1
+    assert {h["pid"] for h in held} <= {p.pid for p in procs}
+
+
 def test_the_workload_counts_overlaps() -> None:
     assert most_at_once([(0, 1), (1, 2), (0.5, 1.5)]) == 2
     assert most_at_once([]) == 0
