@@ -315,6 +315,14 @@ async def test_create_list_describe_and_the_errors_of_a_create(db: loom.Database
             await small.create_schedule("big", Tick, every="1s", input="x" * 200)
     with pytest.raises(loom.ScheduleNotFoundError, match="no schedule named 'missing'"):
         await db.describe_schedule("missing")
+    # "no" is a true value: it would create the schedule paused.
+    with pytest.raises(InvalidScheduleError, match="paused must be True or False, got 'no'"):
+        await db.create_schedule("odd", Tick, every="1s", paused="no")  # type: ignore[arg-type]
+    for counts in ({"runs": 1.5}, {"runs": "3"}, {"upcoming": True}, {"upcoming": math.nan}):
+        with pytest.raises(loom.ConfigurationError, match="must be a whole number"):
+            await db.describe_schedule("every-5m", **counts)  # type: ignore[arg-type]
+    huge = await db.describe_schedule("every-5m", upcoming=2**70, runs=2**70)
+    assert len(huge.upcoming) == 100
     assert [s.name for s in await db.list_schedules()] == ["every-5m", "nightly-report"]
     assert (await db.get_schedule("every-5m")).every == "5m"  # the failed create changed nothing
 
