@@ -169,6 +169,43 @@ async def test_two_overlapping_bulk_starts_at_once_create_each_workflow_once(
     assert [len(h) for h in histories] == [1, 1, 1]
 
 
+async def test_a_bulk_start_racing_a_single_start_of_one_of_its_ids_is_all_or_nothing(
+    db: loom.Database, db_url: str
+) -> None:
+    async with loom.Database(db_url) as other:
+        for n in range(20):
+            same = n % 2 == 0  # the same input: both succeed; else exactly one of them fails
+
+            async def single(n: int = n) -> str:
+                try:
+                    await other.start_workflow(Item, workflow_id=f"x{n}", workflow_input={"n": 1})
+                except WorkflowAlreadyExistsError:
+                    return "lost"
+                return "ok"
+
+            async def bulk(n: int = n, same: bool = same) -> str:
+                batch = [
+                    StartRequest(Item, {"n": 1 if same else 2}, f"x{n}"),
+                    StartRequest(Item, {"n": 3}, f"y{n}"),
+                ]
+                try:
+                    await db.start_workflows(batch)
+                except WorkflowAlreadyExistsError:
+                    return "lost"
+                return "ok"
+
+            outcomes = await asyncio.gather(single(), bulk())
+            stored = await db.find_workflow(f"x{n}")
+            assert stored is not None
+            if same:
+                assert outcomes == ["ok", "ok"]
+            else:
+                assert sorted(outcomes) == ["lost", "ok"]
+                assert stored.input == {"n": 1 if outcomes[0] == "ok" else 2}
+            assert (await db.find_workflow(f"y{n}") is None) == (outcomes[1] == "lost")
+            assert len(await db.history(f"x{n}")) == 1
+
+
 async def test_tags_are_stored_with_each_workflow_of_a_batch(db: loom.Database) -> None:
     await db.start_workflows(
         [
