@@ -135,6 +135,14 @@ def test_a_definition_that_cannot_be_computed_is_refused_with_its_reason(
         loom.schedule("bad", Tick, registry=loom.Registry(), **options)
 
 
+def test_a_date_decades_ahead_is_a_slot_not_a_date_that_never_comes() -> None:
+    spec = loom.schedule("once", Tick, cron="0 0 1 1 * 0 2090", registry=loom.Registry())
+    after = datetime(2026, 12, 2, tzinfo=UTC).timestamp()
+    assert spec.timing.next_after(after) == datetime(2090, 1, 1, tzinfo=UTC).timestamp()
+    with pytest.raises(InvalidScheduleError, match="never fires"):
+        loom.schedule("past", Tick, cron="0 0 1 1 * 0 2020", registry=loom.Registry())
+
+
 def test_month_and_day_names_are_not_taken_for_drawn_fields() -> None:
     spec = loom.schedule("named", Tick, cron="0 9 * MAR,APR FRI", registry=loom.Registry())
     assert spec.timing.cron == "0 9 * MAR,APR FRI"

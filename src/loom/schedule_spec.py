@@ -35,6 +35,10 @@ MAX_INTERVAL = 3650 * 86400
 MAX_SPEC_LENGTH = 200
 """The longest cron expression or timezone name accepted."""
 
+CRON_HORIZON_YEARS = 100
+"""How far croniter looks for a cron expression's next or previous date (its own default, 50
+years, would call a date in 2080 none: ``0 0 1 1 * 0 2080`` would be refused as never firing)."""
+
 MAX_CATCH_UP_LIMIT = 1000
 """The most slots one catch-up may start (``catch_up="all"``)."""
 
@@ -185,7 +189,8 @@ class Timing:
 
     def _cron(self, t: float) -> Any:
         assert self.cron is not None
-        return croniter(self.cron, datetime.fromtimestamp(t, zone(self.timezone)))
+        start = datetime.fromtimestamp(t, zone(self.timezone))
+        return croniter(self.cron, start, max_years_between_matches=CRON_HORIZON_YEARS)
 
     def _repeat(self, found: datetime) -> bool:
         """Whether ``found`` is the second occurrence of a wall-clock time the clocks went back
