@@ -19,13 +19,13 @@ DEFAULT_QUEUE = "default"
 """The queue of a workflow or activity that names none."""
 
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*([smhd])\s*$")
 
 MAX_LIMIT = 2**31 - 1
 """The largest concurrency or rate count: both databases store them as 32-bit integers."""
 
 RATE_PERIODS = (0.001, 3650 * 86400.0)
 """The shortest and longest rate period, in seconds: a millisecond to ten years."""
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*([smhd])\s*$")
 
 
 def check_queue(name: object) -> str:
