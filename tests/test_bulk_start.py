@@ -111,6 +111,38 @@ async def test_bad_values_fail_before_anything_is_written(db: loom.Database) -> 
     assert await db.start_workflows([]) == []
 
 
+@pytest.mark.parametrize(
+    ("bad", "error", "fragment"),
+    [
+        (StartRequest(Item, {"n": 1}, "p", priority=2**63), loom.ConfigurationError, "priority"),
+        (StartRequest(Item, {"n": math.inf}, "inf"), loom.PayloadError, "input"),
+        (StartRequest(Item, {"n": 1}, "t", tags={"k": "\x00"}), loom.LoomError, "tag 'k'"),
+        (StartRequest(Item, {"n": 1}, "q", queue="a\nb"), loom.LoomError, "queue name"),
+        (StartRequest(Item, {"n": 2}, "item-3"), WorkflowAlreadyExistsError, "twice in this batch"),
+        ("item-900", loom.ConfigurationError, "not a str"),
+    ],
+)
+async def test_a_bad_item_deep_in_a_batch_is_named_and_nothing_is_written(
+    db: loom.Database, bad: Any, error: type[Exception], fragment: str
+) -> None:
+    batch = [StartRequest(Item, {"n": 1}, f"item-{n}") for n in range(1000)]
+    batch[900] = bad
+    with pytest.raises(error, match=f"^start_workflows item 900: .*{fragment}") as raised:
+        await db.start_workflows(batch)
+    if isinstance(raised.value, WorkflowAlreadyExistsError):
+        assert raised.value.workflow_id == "item-3"  # the error's fields are kept
+    assert await stored_ids(db) == []
+
+
+async def test_a_batch_is_a_list_of_requests(db: loom.Database) -> None:
+    for wrong in (StartRequest(Item, {"n": 1}, "one"), "abc", {"workflow": Item}, 7):
+        with pytest.raises(loom.ConfigurationError, match="takes a list of"):
+            await db.start_workflows(wrong)  # type: ignore[arg-type]
+    made = await db.start_workflows(StartRequest(Item, {"n": n}, f"g{n}") for n in range(3))
+    assert [h.workflow_id for h in made] == ["g0", "g1", "g2"]
+    assert await stored_ids(db) == ["g0", "g1", "g2"]
+
+
 async def test_unicode_ids_and_a_generated_id_per_request(db: loom.Database) -> None:
     handles = await db.start_workflows(
         [StartRequest(Item, {"n": 1}, "заказ-№1 🚚"), StartRequest(Item, {"n": 2})]
@@ -135,6 +167,43 @@ async def test_two_overlapping_bulk_starts_at_once_create_each_workflow_once(
     assert len(await stored_ids(db)) == 500
     histories = [await db.history(f"shared-{n}") for n in (0, 250, 499)]
     assert [len(h) for h in histories] == [1, 1, 1]
+
+
+async def test_a_bulk_start_racing_a_single_start_of_one_of_its_ids_is_all_or_nothing(
+    db: loom.Database, db_url: str
+) -> None:
+    async with loom.Database(db_url) as other:
+        for n in range(20):
+            same = n % 2 == 0  # the same input: both succeed; else exactly one of them fails
+
+            async def single(n: int = n) -> str:
+                try:
+                    await other.start_workflow(Item, workflow_id=f"x{n}", workflow_input={"n": 1})
+                except WorkflowAlreadyExistsError:
+                    return "lost"
+                return "ok"
+
+            async def bulk(n: int = n, same: bool = same) -> str:
+                batch = [
+                    StartRequest(Item, {"n": 1 if same else 2}, f"x{n}"),
+                    StartRequest(Item, {"n": 3}, f"y{n}"),
+                ]
+                try:
+                    await db.start_workflows(batch)
+                except WorkflowAlreadyExistsError:
+                    return "lost"
+                return "ok"
+
+            outcomes = await asyncio.gather(single(), bulk())
+            stored = await db.find_workflow(f"x{n}")
+            assert stored is not None
+            if same:
+                assert outcomes == ["ok", "ok"]
+            else:
+                assert sorted(outcomes) == ["lost", "ok"]
+                assert stored.input == {"n": 1 if outcomes[0] == "ok" else 2}
+            assert (await db.find_workflow(f"y{n}") is None) == (outcomes[1] == "lost")
+            assert len(await db.history(f"x{n}")) == 1
 
 
 async def test_tags_are_stored_with_each_workflow_of_a_batch(db: loom.Database) -> None:

@@ -30,6 +30,9 @@ BAD_IDS = {
     "lone surrogate": "a\ud800b",
     "too long": "x" * 201,
     "empty": "",
+    # A browser reads them as steps along the path, even spelled %2E: no page can address them.
+    "dot": ".",
+    "dots": "..",
 }
 
 

@@ -433,7 +433,7 @@ async def test_an_inherited_query_runs_the_subclass_code(db: loom.Database) -> N
         ("@loom.query\ndef q(self, ctx):\n    yield 1", "not yield"),
         ("@loom.query\nasync def q(self, ctx):\n    yield 1", "not yield"),
         ("@loom.query(name='a/b')\ndef q(self, ctx): pass", "URL path segment"),
-        ("@loom.query(name='..')\ndef q(self, ctx): pass", "URL path segment"),
+        ("@loom.query(name='..')\ndef q(self, ctx): pass", "cannot be addressed in a URL"),
         ("@loom.query(name='a\\x00')\ndef q(self, ctx): pass", "control character"),
         ("@loom.query(name='')\ndef q(self, ctx): pass", "query name"),
         ("@loom.query\n@loom.step\nasync def q(self, ctx): pass", "both a step and a query"),

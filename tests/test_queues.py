@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 
 import loom
 import queue_workload
+from loom.queues import Rate
 from loom.store.queue_rules import due_statement
 from loom.store.sql import SqlStore
 from queue_workload import Fetch, Report, Send, most_at_once
@@ -50,8 +52,24 @@ async def finished(db: loom.Database, ids: list[str], timeout: float = 30) -> li
         ({"concurrency": True}, loom.ConfigurationError, "concurrency"),
         ({"rate": "fast"}, loom.ConfigurationError, "rate 'fast' is not a rate"),
         ({"rate": "0/m"}, loom.ConfigurationError, "at least 1 start"),
+        # Both databases store the limits as 32-bit integers.
+        ({"concurrency": 2**31}, loom.ConfigurationError, "<= 2147483647"),
+        ({"concurrency": 2**63}, loom.ConfigurationError, "<= 2147483647"),
+        ({"rate": "2147483648/s"}, loom.ConfigurationError, "count must be a whole number"),
+        ({"rate": "99999999999999999999/m"}, loom.ConfigurationError, "from 1 to 2147483647"),
+        ({"rate": Rate(1.5, 1.0)}, loom.ConfigurationError, "count must be a whole"),
+        ({"rate": Rate("5", 1.0)}, loom.ConfigurationError, "count must be a whole"),  # type: ignore[arg-type]
+        # A window that never ends, or ends before the next claim: no rate either way.
+        ({"rate": "1/0s"}, loom.ConfigurationError, "period must be from 0.001 seconds"),
+        ({"rate": "1/" + "9" * 400 + "d"}, loom.ConfigurationError, "rate 1/infs: the period"),
+        ({"rate": "1/0.0000001s"}, loom.ConfigurationError, "to 3650 days"),
+        ({"rate": "1/9999d"}, loom.ConfigurationError, "to 3650 days"),
+        ({"rate": Rate(1, math.inf)}, loom.ConfigurationError, "period"),
+        ({"rate": Rate(1, math.nan)}, loom.ConfigurationError, "period"),
+        ({"rate": Rate(1, True)}, loom.ConfigurationError, "period"),
         ({"name": ""}, loom.LoomError, "queue name"),
         ({"name": "a\nb"}, loom.LoomError, "queue name"),
+        ({"name": ".."}, loom.LoomError, "queue name '..' cannot be addressed in a URL"),
     ],
 )
 def test_bad_limits_are_refused_with_what_is_wrong(
@@ -60,6 +78,16 @@ def test_bad_limits_are_refused_with_what_is_wrong(
     name = options.pop("name", "q")
     with pytest.raises(error, match=message):
         loom.queue(name, registry=loom.Registry(), **options)
+
+
+async def test_limits_out_of_range_store_nothing_on_either_database(db: loom.Database) -> None:
+    await db.set_queue("emails", concurrency=2**31 - 1, rate="2147483647/d")
+    kept = await db.queue_limits()
+    for options in ({"concurrency": 2**31}, {"concurrency": 2**70}, {"rate": "2147483648/s"}):
+        with pytest.raises(loom.ConfigurationError, match="2147483647"):
+            await db.set_queue("emails", **options)  # type: ignore[arg-type]
+    assert await db.queue_limits() == kept
+    assert kept[0].rate == Rate(2**31 - 1, 86400.0)
 
 
 def test_rates_read_as_starts_per_period() -> None:
@@ -333,6 +361,17 @@ async def test_the_api_lists_and_sets_queues(db: loom.Database) -> None:
         assert emails["oldest_waiting_age_seconds"] >= 0
         bad = await http.put("/api/queues/emails", json={"rate": "soon"})
         assert bad.status_code == 422 and "not a rate" in bad.json()["error"]
+        for body, fragment in (
+            ({"concurrency": 2**31}, "<= 2147483647"),
+            ({"concurrency": 2**70}, "<= 2147483647"),
+            ({"concurrency": 0}, "concurrency must be a whole number >= 1"),
+            ({"concurrency": True}, "valid integer"),
+            ({"rate": "2147483648/s"}, "count must be a whole number"),
+            ({"rate": "1/" + "9" * 45 + "d"}, "period must be from"),
+        ):
+            bad = await http.put("/api/queues/emails", json=body)
+            assert bad.status_code == 422 and fragment in bad.json()["error"], bad.text
+        assert await db.queue_limits() == [loom.QueueLimits("emails", 3, Rate(10, 1.0))]
         started = await http.post(
             "/api/workflows",
             json={"name": "queue_Send", "id": "a2", "queue": "bulk", "priority": 4},
@@ -384,6 +423,54 @@ async def test_a_concurrency_limit_holds_across_worker_processes(
             p.kill()
             p.wait()
     assert most_at_once([(h["start"], h["end"]) for h in held]) <= 2
+    assert {h["pid"] for h in held} <= {p.pid for p in procs}
+
+
+@pytest.mark.processes
+@pytest.mark.slow
+async def test_the_store_never_counts_more_in_progress_than_the_limit_nor_starts_above_the_rate(
+    db: loom.Database, db_url: str, tmp_path: Path
+) -> None:
+    """Two `loom worker` processes on queue "emails", at most 2 at once and 4 starts a second:
+    what the database counts in progress, sampled all along, never passes 2; no second holds
+    more starts than two windows allow, and 16 starts take at least three windows."""
+    await db.set_queue("emails", concurrency=2, rate="4/s")
+    logs = [tmp_path / f"worker{n}.log" for n in range(2)]
+    procs = [spawn_worker(db_url, log, tmp_path) for log in logs]
+    try:
+
+        async def ready() -> bool:
+            for p, log in zip(procs, logs, strict=True):
+                if p.poll() is not None:
+                    pytest.fail(f"worker exited with {p.returncode}:\n{log.read_text()}")
+            return all("ready on" in log.read_text() for log in logs)
+
+        await eventually(ready, 30, what="both workers to be ready")
+        ids = [f"m{i}" for i in range(16)]
+        for wid in ids:
+            await db.start_workflow(Send, workflow_id=wid, workflow_input={"seconds": 0.2})
+        counted: list[int] = []
+
+        async def sample() -> None:
+            while True:
+                [emails] = [q for q in await db.queues() if q.name == "emails"]
+                counted.append(emails.running)
+                await asyncio.sleep(0.01)
+
+        sampler = asyncio.ensure_future(sample())
+        try:
+            held = await finished(db, ids, timeout=60)
+        finally:
+            sampler.cancel()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert len(counted) > 20 and max(counted) <= 2
+    assert most_at_once([(h["start"], h["end"]) for h in held]) <= 2
+    starts = sorted(h["start"] for h in held)
+    assert max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts) <= 8
+    assert starts[-1] - starts[0] >= 3.0 - 0.1
     assert {h["pid"] for h in held} <= {p.pid for p in procs}
 
 

@@ -118,6 +118,14 @@ def registry() -> Iterator[loom.Registry]:
         ({"every": "1s", "catch_up_limit": 1001}, "catch_up_limit"),
         ({"every": "1s", "catch_up_limit": True}, "catch_up_limit"),
         ({"every": "1s", "catch_up_limit": math.nan}, "catch_up_limit"),
+        # Drawn anew at each reading: every pass and every worker would see other slots.
+        ({"cron": "R R R R R"}, "field 'R' is drawn at random"),
+        ({"cron": "r/5 * * * *"}, "field 'r/5' is drawn at random"),
+        ({"cron": "R(1-5) 0 * * *"}, "drawn at random"),
+        ({"cron": "0 0 * * * R"}, "drawn at random"),
+        ({"cron": "@reboot"}, "not valid"),
+        # Each machine's own zone: workers in other zones would fire at other times.
+        ({"cron": "0 9 * * *", "timezone": "localtime"}, "each machine's own zone"),
     ],
 )
 def test_a_definition_that_cannot_be_computed_is_refused_with_its_reason(
@@ -125,6 +133,22 @@ def test_a_definition_that_cannot_be_computed_is_refused_with_its_reason(
 ) -> None:
     with pytest.raises(InvalidScheduleError, match=fragment.replace("(", r"\(")):
         loom.schedule("bad", Tick, registry=loom.Registry(), **options)
+
+
+def test_a_date_decades_ahead_is_a_slot_not_a_date_that_never_comes() -> None:
+    spec = loom.schedule("once", Tick, cron="0 0 1 1 * 0 2090", registry=loom.Registry())
+    after = datetime(2026, 12, 2, tzinfo=UTC).timestamp()
+    assert spec.timing.next_after(after) == datetime(2090, 1, 1, tzinfo=UTC).timestamp()
+    with pytest.raises(InvalidScheduleError, match="never fires"):
+        loom.schedule("past", Tick, cron="0 0 1 1 * 0 2020", registry=loom.Registry())
+
+
+def test_month_and_day_names_are_not_taken_for_drawn_fields() -> None:
+    spec = loom.schedule("named", Tick, cron="0 9 * MAR,APR FRI", registry=loom.Registry())
+    assert spec.timing.cron == "0 9 * MAR,APR FRI"
+    slots = spec.timing.upcoming(datetime(2027, 1, 1, tzinfo=UTC).timestamp(), 3)
+    assert slots == spec.timing.upcoming(datetime(2027, 1, 1, tzinfo=UTC).timestamp(), 3)
+    assert all(datetime.fromtimestamp(t, UTC).strftime("%b %a") in {"Mar Fri"} for t in slots)
 
 
 @pytest.mark.parametrize(
@@ -137,6 +161,8 @@ def test_a_definition_that_cannot_be_computed_is_refused_with_its_reason(
         ("esc\x1b[31m", "control character"),
         ("x" * 151, "the limit is 150"),
         ("\ud800", "lone surrogate"),
+        ("..", "cannot be addressed in a URL"),
+        (".", "cannot be addressed in a URL"),
     ],
 )
 def test_a_schedule_name_follows_the_name_rule(name: str, fragment: str) -> None:
@@ -297,6 +323,14 @@ async def test_create_list_describe_and_the_errors_of_a_create(db: loom.Database
             await small.create_schedule("big", Tick, every="1s", input="x" * 200)
     with pytest.raises(loom.ScheduleNotFoundError, match="no schedule named 'missing'"):
         await db.describe_schedule("missing")
+    # "no" is a true value: it would create the schedule paused.
+    with pytest.raises(InvalidScheduleError, match="paused must be True or False, got 'no'"):
+        await db.create_schedule("odd", Tick, every="1s", paused="no")  # type: ignore[arg-type]
+    for counts in ({"runs": 1.5}, {"runs": "3"}, {"upcoming": True}, {"upcoming": math.nan}):
+        with pytest.raises(loom.ConfigurationError, match="must be a whole number"):
+            await db.describe_schedule("every-5m", **counts)  # type: ignore[arg-type]
+    huge = await db.describe_schedule("every-5m", upcoming=2**70, runs=2**70)
+    assert len(huge.upcoming) == 100
     assert [s.name for s in await db.list_schedules()] == ["every-5m", "nightly-report"]
     assert (await db.get_schedule("every-5m")).every == "5m"  # the failed create changed nothing
 

@@ -689,6 +689,21 @@ async def test_queue_limits_are_stored_replaced_and_cleared(store: Store) -> Non
     assert names == ["bulk", "emails"]
 
 
+async def test_a_queue_limit_kept_is_left_as_stored_by_the_same_statement(store: Store) -> None:
+    from loom.queues import QueueLimits, Rate
+
+    # A new queue: what is kept is not stored yet (no limit).
+    new = await store.set_queue(QueueLimits.of("emails", concurrency=3), T0, keep=["rate"])
+    assert new == QueueLimits("emails", 3, None)
+    # Two changes of different limits, each keeping the other's: both hold.
+    await store.set_queue(QueueLimits.of("emails", rate="10/s"), T0, keep=["concurrency"])
+    both = await store.set_queue(QueueLimits.of("emails", concurrency=7), T0, keep=["rate"])
+    assert both == QueueLimits("emails", 7, Rate(10, 1.0))
+    assert await store.queue_limits() == [both]
+    assert await store.set_queue(QueueLimits.of("emails"), T0, keep=["concurrency", "rate"]) == both
+    assert await store.set_queue(QueueLimits.of("emails"), T0) == QueueLimits("emails")
+
+
 async def test_an_activity_slot_counts_against_its_queue_until_released_or_expired(
     store: Store,
 ) -> None:

@@ -212,9 +212,7 @@ class TaskRunner:
         try:
             with contextlib.nullcontext() if span is None else telemetry.current_span(span):
                 # Created inside: the attempt's task copies the context, its span current.
-                held.attempt = asyncio.get_running_loop().create_task(
-                    self._guarded(run, control)
-                )
+                held.attempt = asyncio.get_running_loop().create_task(self._guarded(run, control))
             outcome = await held.attempt
         except asyncio.CancelledError:
             if span is not None:

@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +35,7 @@ from loom.definitions import Registry, WorkflowDefinition, default_registry, wor
 from loom.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
+    LoomError,
     StoreError,
     UnknownWorkflowTypeError,
     WorkflowAlreadyExistsError,
@@ -387,7 +388,7 @@ class Database(ScheduleMethods):
             definition, workflow_input, initial_state, workflow_id, tags, queue, priority
         )
 
-    async def start_workflows(self, requests: Sequence[StartRequest]) -> list[WorkflowHandle[Any]]:
+    async def start_workflows(self, requests: Iterable[StartRequest]) -> list[WorkflowHandle[Any]]:
         """Start every workflow of ``requests`` in one transaction: all of them or none, for
         the batch job that enqueues many at once. Returns their handles, in order.
 
@@ -397,35 +398,52 @@ class Database(ScheduleMethods):
         ``WorkflowAlreadyExistsError`` naming it, and nothing is written. Inputs are encoded
         (``PayloadError``) before anything is written.
         """
+        if isinstance(requests, StartRequest | str | bytes | Mapping) or not isinstance(
+            requests, Iterable
+        ):
+            raise ConfigurationError(
+                "start_workflows takes a list of loom.StartRequest, got a "
+                f"{type(requests).__name__}"
+            )
         now = self.clock.now()
         prepared: dict[str, tuple[NewWorkflow, Event]] = {}
         handles: list[WorkflowHandle[Any]] = []
         for position, request in enumerate(requests):
-            if not isinstance(request, StartRequest):
-                raise ConfigurationError(
-                    f"start_workflows takes loom.StartRequest items; item {position} is a "
-                    f"{type(request).__name__}"
-                )
-            definition = workflow_definition(request.workflow)
-            new, first = self._prepare(
-                definition,
-                request.input,
-                request.initial_state,
-                request.workflow_id,
-                now,
-                request.tags,
-                request.queue,
-                request.priority,
-            )
-            twin = prepared.setdefault(new.workflow_id, (new, first))[0]
-            if twin.name != new.name or canonical(twin.input) != canonical(new.input):
-                raise WorkflowAlreadyExistsError(
-                    new.workflow_id, "twice in this batch, with different workflows or inputs"
-                )
-            handles.append(WorkflowHandle(self, new.workflow_id, definition.cls))
+            try:
+                new, first, cls = self._prepare_request(request, now)
+                twin = prepared.setdefault(new.workflow_id, (new, first))[0]
+                if twin.name != new.name or canonical(twin.input) != canonical(new.input):
+                    raise WorkflowAlreadyExistsError(
+                        new.workflow_id, "twice in this batch, with different workflows or inputs"
+                    )
+            except LoomError as exc:
+                # Which of thousands of requests is wrong: the error keeps its type and fields.
+                exc.args = (f"start_workflows item {position}: {exc}",)
+                raise
+            handles.append(WorkflowHandle(self, new.workflow_id, cls))
         if prepared and await self.store.create_workflows(list(prepared.values())):
             self.work_available.notify()
         return handles
+
+    def _prepare_request(
+        self, request: StartRequest, now: float
+    ) -> tuple[NewWorkflow, Event, type[Workflow[Any, Any]]]:
+        if not isinstance(request, StartRequest):
+            raise ConfigurationError(
+                f"start_workflows takes loom.StartRequest items, not a {type(request).__name__}"
+            )
+        definition = workflow_definition(request.workflow)
+        new, first = self._prepare(
+            definition,
+            request.input,
+            request.initial_state,
+            request.workflow_id,
+            now,
+            request.tags,
+            request.queue,
+            request.priority,
+        )
+        return new, first, definition.cls
 
     async def _start(
         self,
@@ -703,16 +721,31 @@ class Database(ScheduleMethods):
 
     # -- task queues ----------------------------------------------------------------------------
     async def set_queue(
-        self, name: str, *, concurrency: int | None = None, rate: str | Rate | None = None
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        rate: str | Rate | None = None,
+        keep: Collection[str] = (),
     ) -> QueueLimits:
         """Store the limits of queue ``name`` (None: no limit), for every worker of this
         database from its next claim on: at most ``concurrency`` of its items in progress at
-        once, at most ``rate`` (``"100/m"``) starts per period. Bad values raise a typed error
-        and store nothing."""
-        limits = QueueLimits.of(name, concurrency, rate)
-        await self.store.set_queue(limits, time.time())
+        once, at most ``rate`` (``"100/m"``) starts per period. The limits named in ``keep``
+        (``"concurrency"``, ``"rate"``) stay as stored, whatever another process changes
+        meanwhile (``loom queue set`` changes one limit so). Bad values raise a typed error and
+        store nothing. Returns the limits now stored."""
+        if isinstance(keep, str) or not set(keep) <= {"concurrency", "rate"}:
+            raise ConfigurationError(
+                f"keep names limits to leave as stored: 'concurrency', 'rate'; got {keep!r}"
+            )
+        limits = QueueLimits.of(
+            name,
+            None if "concurrency" in keep else concurrency,
+            None if "rate" in keep else rate,
+        )
+        stored = await self.store.set_queue(limits, time.time(), tuple(keep))
         self.work_available.notify()
-        return limits
+        return stored
 
     async def queue_limits(self) -> list[QueueLimits]:
         """The limits stored for each queue."""

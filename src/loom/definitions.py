@@ -382,10 +382,10 @@ def _make_query(fn: Any, name: str | None, description: str | None) -> Any:
         limits.check_id(query_name, "query name")
     except InvalidIdError as exc:
         raise DefinitionError(f"query {where}: {exc}") from None
-    if "/" in query_name or query_name in (".", ".."):
+    if "/" in query_name:  # "." and "..": the id rule
         raise DefinitionError(
             f"query {where}: the name {query_name!r} cannot be a URL path segment "
-            "(/api/workflows/ID/query/NAME); use no '/' and not '.' or '..'"
+            "(/api/workflows/ID/query/NAME); use no '/'"
         )
     after_ctx = params[2:]  # positional parameters come first: self and ctx
     taken = {p.name for p in after_ctx}

@@ -337,8 +337,8 @@ class InvalidIdError(LoomError, ValueError):
     """A workflow id or a name (workflow, signal) breaks the rule every entry point applies.
 
     The rule (see :mod:`loom.limits`): a non-empty string of at most 200 characters, with no
-    control characters and no lone surrogates, so every id can be stored by both backends,
-    printed safely and addressed in a URL.
+    control characters and no lone surrogates, not ``.`` nor ``..``, so every id can be stored by
+    both backends, printed safely and addressed in a URL.
     """
 
 

@@ -6,7 +6,8 @@ entry point accepts, every other can read, print and address:
 * a workflow id, a workflow name or a signal name is a non-empty string of at most
   :data:`MAX_ID_LENGTH` characters, with no control character (C0, DEL, C1: they would corrupt
   a terminal or a log line, and PostgreSQL refuses NUL) and no lone surrogate (it cannot be
-  encoded as UTF-8, so no database can store it);
+  encoded as UTF-8, so no database can store it), and is not ``.`` or ``..`` (a browser takes
+  those for steps along a URL's path, even spelled ``%2E``, so no page could address it);
 * a payload (a workflow's input, its initial state, a signal's payload) is at most
   ``max_payload_bytes`` bytes as JSON (default :data:`DEFAULT_MAX_PAYLOAD_BYTES`), checked
   before anything is stored.
@@ -46,6 +47,8 @@ def problem(value: Any, what: str = "workflow id") -> str | None:
         )
     bad = _NOT_PRINTABLE.search(value)  # one scan in C: ids are checked on every start
     if bad is None:
+        if value in (".", ".."):
+            return f"{what} {value!r} cannot be addressed in a URL; use other characters too"
         return None
     index, code = bad.start(), ord(bad.group())
     if code < 0xD800:

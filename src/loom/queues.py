@@ -8,6 +8,7 @@ worker process obeys the same ones; this module only says what a valid limit is,
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -19,6 +20,12 @@ DEFAULT_QUEUE = "default"
 
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*([smhd])\s*$")
+
+MAX_LIMIT = 2**31 - 1
+"""The largest concurrency or rate count: both databases store them as 32-bit integers."""
+
+RATE_PERIODS = (0.001, 3650 * 86400.0)
+"""The shortest and longest rate period, in seconds: a millisecond to ten years."""
 
 
 def check_queue(name: object) -> str:
@@ -56,13 +63,33 @@ def parse_rate(text: str | Rate) -> Rate:
     return check_rate(Rate(int(count), period))
 
 
+def _whole(value: object, low: int, high: int) -> bool:
+    """Whether ``value`` is an int (not a bool) from ``low`` to ``high``."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def check_rate(rate: Rate) -> Rate:
-    if rate.count < 1 or not rate.period > 0:
+    """``rate`` if its count and period are ones both databases store and a claim can count
+    with; else :class:`~loom.errors.ConfigurationError` naming what is wrong."""
+    count, period = rate.count, rate.period
+    number = isinstance(period, int | float) and not isinstance(period, bool)
+    shown = f"{count!r}/{period:g}s" if number else f"{count!r}/{period!r}"
+    if not _whole(count, 1, MAX_LIMIT):
         raise ConfigurationError(
-            f"rate {rate.count}/{rate.period:g}s must allow at least 1 start in a period "
-            "longer than 0 seconds"
+            f"rate {shown}: the count must be a whole number from 1 to {MAX_LIMIT} (at least "
+            "1 start in a period)"
         )
-    return rate
+    low, high = RATE_PERIODS
+    if (
+        isinstance(period, bool)
+        or not isinstance(period, int | float)
+        or not math.isfinite(period)
+        or not low <= period <= high
+    ):
+        raise ConfigurationError(
+            f"rate {shown}: the period must be from {low:g} seconds to {high / 86400:g} days"
+        )
+    return Rate(count, float(period))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +108,10 @@ class QueueLimits:
     ) -> QueueLimits:
         """Validated limits: a bad name, concurrency or rate raises a typed error naming it."""
         check_queue(name)
-        if concurrency is not None and (
-            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
-        ):
+        if concurrency is not None and not _whole(concurrency, 1, MAX_LIMIT):
             raise ConfigurationError(
-                f"queue {name!r}: concurrency must be a whole number >= 1 (or None for no "
-                f"limit), got {concurrency!r}"
+                f"queue {name!r}: concurrency must be a whole number >= 1 and <= {MAX_LIMIT} "
+                f"(or None for no limit), got {concurrency!r}"
             )
         return cls(name, concurrency, None if rate is None else parse_rate(rate))
 

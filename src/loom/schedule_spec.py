@@ -35,12 +35,22 @@ MAX_INTERVAL = 3650 * 86400
 MAX_SPEC_LENGTH = 200
 """The longest cron expression or timezone name accepted."""
 
+CRON_HORIZON_YEARS = 100
+"""How far croniter looks for a cron expression's next or previous date (its own default, 50
+years, would call a date in 2080 none: ``0 0 1 1 * 0 2080`` would be refused as never firing)."""
+
 MAX_CATCH_UP_LIMIT = 1000
 """The most slots one catch-up may start (``catch_up="all"``)."""
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _EVERY = re.compile(r"(?:(\d{1,9})([smhd]))+")
 _PART = re.compile(r"(\d{1,9})([smhd])")
+_DRAWN = re.compile(r"[hr](\(\d+-\d+\))?(/\d+)?", re.ASCII | re.IGNORECASE)
+"""A cron field croniter draws at random (``R``) or from a hash (``H``) each time it reads the
+expression: every worker, and every pass, would compute other slots."""
+MACHINE_ZONES = frozenset({"localtime"})
+"""Timezone names that mean the zone of the machine reading them, which differs between the
+workers (and the dashboard) of one database."""
 
 
 class Overlap(StrEnum):
@@ -141,6 +151,11 @@ class Timing:
             raise InvalidScheduleError("a schedule needs exactly one of cron=... and every=...")
         tz = "UTC" if timezone is None else timezone
         zone(tz)
+        if tz in MACHINE_ZONES:
+            raise InvalidScheduleError(
+                f"timezone {tz!r} is each machine's own zone, so workers could disagree on the "
+                "slots; name the zone, such as 'Europe/Paris' or 'UTC'"
+            )
         if every is not None:
             if tz != "UTC":
                 raise InvalidScheduleError(
@@ -150,7 +165,15 @@ class Timing:
             return cls(every=parse_every(every))
         if not isinstance(cron, str) or not cron.strip() or len(cron) > MAX_SPEC_LENGTH:
             raise InvalidScheduleError(f"cron expression {str(cron)[:60]!r} is not valid")
-        timing = cls(cron=" ".join(cron.split()), timezone=tz)
+        fields = cron.split()
+        timing = cls(cron=" ".join(fields), timezone=tz)
+        drawn = [f for f in fields if _DRAWN.fullmatch(f)]
+        if drawn:
+            raise InvalidScheduleError(
+                f"cron expression {cron[:60]!r} is not valid: its field {drawn[0]!r} is drawn "
+                "at random or hashed anew at each reading, so the slots would change from one "
+                "pass to the next; write the value"
+            )
         try:
             croniter(timing.cron, datetime(2000, 1, 1, tzinfo=UTC))
         except Exception as exc:
@@ -166,7 +189,8 @@ class Timing:
 
     def _cron(self, t: float) -> Any:
         assert self.cron is not None
-        return croniter(self.cron, datetime.fromtimestamp(t, zone(self.timezone)))
+        start = datetime.fromtimestamp(t, zone(self.timezone))
+        return croniter(self.cron, start, max_years_between_matches=CRON_HORIZON_YEARS)
 
     def _repeat(self, found: datetime) -> bool:
         """Whether ``found`` is the second occurrence of a wall-clock time the clocks went back

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from loom.clock import Clock
 from loom.definitions import Registry
-from loom.errors import ScheduleNotFoundError
+from loom.errors import ConfigurationError, InvalidScheduleError, ScheduleNotFoundError
 from loom.schedule_spec import every_text
 from loom.scheduling import check_name, make_spec
 from loom.store.base import RunTarget, ScheduleRecord, Store, WorkflowRecord
@@ -23,6 +23,14 @@ from loom.store.base import RunTarget, ScheduleRecord, Store, WorkflowRecord
 if TYPE_CHECKING:
     from loom.client import Notifier, WorkflowHandle
     from loom.worker import Worker
+
+
+def _count(value: Any, what: str, high: int) -> int:
+    """``value`` as a count from 0 to ``high`` (more is ``high``); a value that is no whole
+    number raises ``ConfigurationError`` (a database would refuse it, or take 1.5 as 2)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{what} must be a whole number, got {value!r}")
+    return max(0, min(value, high))
 
 
 def _at(timestamp: float | None) -> datetime | None:
@@ -137,6 +145,8 @@ class ScheduleMethods:
         (default) or ``all`` (at most ``catch_up_limit`` slots). Raises
         ``InvalidScheduleError``, ``UnknownWorkflowTypeError`` or
         ``ScheduleAlreadyExistsError``; nothing is stored then."""
+        if not isinstance(paused, bool):
+            raise InvalidScheduleError(f"paused must be True or False, got {paused!r}")
         spec = make_spec(
             name,
             workflow,
@@ -151,7 +161,7 @@ class ScheduleMethods:
         )
         if isinstance(workflow, str):  # a name: refuse a typo (UnknownWorkflowTypeError)
             self.registry.workflow(spec.workflow)
-        record = await self.store.save_schedule(spec, self.clock.now(), paused=bool(paused))
+        record = await self.store.save_schedule(spec, self.clock.now(), paused=paused)
         self._schedules_changed()
         return ScheduleInfo.of(record)
 
@@ -184,12 +194,13 @@ class ScheduleMethods:
     ) -> ScheduleDescription:
         """The schedule, its next ``upcoming`` run times from now on (none while paused) and
         its latest ``runs`` runs."""
+        upcoming, runs = _count(upcoming, "upcoming", 100), _count(runs, "runs", 1000)
         record = await self._schedule(name)
         times: list[float] = []
         if not record.paused and record.next_at is not None:
             after = max(record.next_at, self.clock.now())
-            times = record.spec.timing.upcoming(after, max(0, min(upcoming, 100)))
-        recent = await self._shown.schedule_runs(record.spec.name, max(0, min(runs, 1000)))
+            times = record.spec.timing.upcoming(after, upcoming)
+        recent = await self._shown.schedule_runs(record.spec.name, runs)
         # The page is the latest by id; a trigger's id (to the millisecond) sorts before the
         # slot of the same second, so the page is shown in the order the runs began.
         recent.sort(key=lambda r: (r.created, r.workflow_id), reverse=True)

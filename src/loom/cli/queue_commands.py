@@ -3,6 +3,7 @@ obeyed by every worker from its next claim; and the table of queues ``loom stats
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import typer
@@ -51,13 +52,11 @@ def set_command(
         raise CliError(str(exc)) from None
 
     async def store() -> QueueLimits:
+        # The limit not given is kept by the database itself, not read here and written back:
+        # two of these commands at once, setting different limits, both hold.
+        keep = [k for k, given in (("concurrency", concurrency), ("rate", rate)) if given is None]
         async with open_database(database) as db:
-            stored = {q.name: q for q in await db.queue_limits()}.get(name, QueueLimits(name))
-            return await db.set_queue(
-                name,
-                concurrency=stored.concurrency if concurrency is None else count,
-                rate=stored.rate if rate is None else starts,
-            )
+            return await db.set_queue(name, concurrency=count, rate=starts, keep=keep)
 
     limits = run(store())
     if as_json:
@@ -74,12 +73,12 @@ def set_command(
 def _concurrency(text: str | None) -> int | None:
     if text is None or text == NONE:
         return None
-    try:
-        return int(text)
-    except ValueError:
+    if re.fullmatch("-?[0-9]{1,20}", text) is None:
+        # int() would take "1_000", " 7 " and other scripts' digits too
         raise CliError(
-            f"--concurrency {text!r}: give a whole number >= 1, or 'none' for no limit"
-        ) from None
+            f"--concurrency {text[:40]!r}: give a whole number >= 1, or 'none' for no limit"
+        )
+    return int(text)
 
 
 @queue_app.command("list")

@@ -15,7 +15,7 @@ older epoch is rejected, so a worker that lost its lease can never record anythi
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -698,9 +698,13 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def set_queue(self, limits: QueueLimits, now: float) -> None:
-        """Store the limits of a queue (replacing those it had; None: no limit). Every worker
-        reads them in its next claim."""
+    async def set_queue(
+        self, limits: QueueLimits, now: float, keep: Collection[str] = ()
+    ) -> QueueLimits:
+        """Store the limits of a queue (replacing those it had; None: no limit), but for those
+        named in ``keep`` (``"concurrency"``, ``"rate"``), left as stored, in the same
+        statement: a change of one limit never undoes another made meanwhile. Returns the
+        limits now stored. Every worker reads them in its next claim."""
 
     @abc.abstractmethod
     async def acquire_slot(

@@ -18,7 +18,7 @@ placeholder) instead of envelopes posing as values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -346,8 +346,10 @@ class EncodedStore(Store):
         return await self.inner.next_due(names, queues)
 
     # Queue names and limits are plain lookup keys, never payloads: passed through as they are.
-    async def set_queue(self, limits: QueueLimits, now: float) -> None:
-        await self.inner.set_queue(limits, now)
+    async def set_queue(
+        self, limits: QueueLimits, now: float, keep: Collection[str] = ()
+    ) -> QueueLimits:
+        return await self.inner.set_queue(limits, now, keep)
 
     async def queue_limits(self) -> list[QueueLimits]:
         return await self.inner.queue_limits()

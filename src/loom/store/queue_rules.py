@@ -14,7 +14,7 @@ on the queue is a start.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from loom.queues import QueueLimits, QueueStats, Rate
@@ -335,20 +335,35 @@ def acquire_slot(
     return True
 
 
-def set_queue(limits: QueueLimits, now: float) -> Rule[None]:
-    """Store ``limits`` (a queue with none keeps its row: the dashboard lists it)."""
+KEPT_COLUMNS = {"concurrency": ("concurrency",), "rate": ("rate_count", "rate_period")}
+"""The columns of each limit a ``set_queue`` may keep as stored."""
+
+
+def set_queue(limits: QueueLimits, now: float, keep: Collection[str] = ()) -> Rule[QueueLimits]:
+    """Store ``limits`` but for the limits named in ``keep`` (a queue with none keeps its row:
+    the dashboard lists it), in one upsert, so two changes of different limits both hold;
+    the limits stored."""
+    unknown = set(keep) - set(KEPT_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown limits to keep: {sorted(unknown)}")
     rate = limits.rate
-    yield run(
+    values = {
+        "concurrency": limits.concurrency,
+        "rate_count": None if rate is None else rate.count,
+        "rate_period": None if rate is None else rate.period,
+    }
+    kept = {column for limit in keep for column in KEPT_COLUMNS[limit]}
+    changed = [c for c in values if c not in kept]
+    assigned = "".join(f"{c} = excluded.{c}, " for c in changed)
+    [row] = yield rows(
         "INSERT INTO queues (name, concurrency, rate_count, rate_period, updated_at) "
-        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
-        "concurrency = excluded.concurrency, rate_count = excluded.rate_count, "
-        "rate_period = excluded.rate_period, updated_at = excluded.updated_at",
+        f"VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET {assigned}"
+        f"updated_at = excluded.updated_at RETURNING {LIMIT_COLUMNS}",
         limits.name,
-        limits.concurrency,
-        None if rate is None else rate.count,
-        None if rate is None else rate.period,
+        *(None if c in kept else v for c, v in values.items()),
         now,
     )
+    return limits_of(row)
 
 
 def limits_of(row: Row) -> QueueLimits:

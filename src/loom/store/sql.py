@@ -7,7 +7,7 @@ listeners are told, and its :class:`~loom.store.statements.Dialect`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -500,8 +500,10 @@ class SqlStore(Store):
         )
         return found[0]["due"] if found else None
 
-    async def set_queue(self, limits: QueueLimits, now: float) -> None:
-        await self._transact(queue_rules.set_queue(limits, now))
+    async def set_queue(
+        self, limits: QueueLimits, now: float, keep: Collection[str] = ()
+    ) -> QueueLimits:
+        return await self._transact(queue_rules.set_queue(limits, now, keep))
         self._changed(work=True)  # a raised limit may let waiting work start
 
     async def queue_limits(self) -> list[QueueLimits]:

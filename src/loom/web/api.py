@@ -144,7 +144,9 @@ class QueueRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     concurrency: int | None = Field(
-        default=None, ge=1, description="At most this many in progress at once; null: no limit."
+        default=None,
+        strict=True,  # true is not 1
+        description="At most this many in progress at once; null: no limit.",
     )
     rate: str | None = Field(
         default=None,
