@@ -37,6 +37,8 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Coroutine
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from loom.activities import AttemptOutcome, run_attempt
@@ -103,6 +105,14 @@ class WriteHealth:
         self._backoff.succeeded()
 
 
+def _any_done(running: dict[int, asyncio.Task[AttemptOutcome]]) -> bool:
+    # Not any() over a generator: this runs on every turn of every workflow.
+    for task in running.values():  # noqa: SIM110
+        if task.done():
+            return True
+    return False
+
+
 class WorkflowDriver:
     """Drives one workflow its worker claimed, while the worker holds its lease.
 
@@ -139,7 +149,9 @@ class WorkflowDriver:
         self.claim = claim
         self.running: dict[int, asyncio.Task[AttemptOutcome]] = {}
         """Its activities running now, by seq."""
-        self.queued: set[int] = set()
+        # The sets below are empty for nearly every workflow: each starts as the shared empty
+        # frozenset and is replaced (not changed in place) on the rare change.
+        self.queued: AbstractSet[int] = frozenset()
         """Those of ``running`` (by seq) that wait for their queue to let them start."""
         self.cancel_requested = False
         self.lease_lost = False
@@ -147,13 +159,14 @@ class WorkflowDriver:
         """Its buffered signals as last read (less those delivered since); None: read them again."""
         self.waits_seen: frozenset[int] = frozenset()
         """The signal waits (by seq) the inbox was read for: a new wait reads it again."""
-        self.nudge = asyncio.Event()
-        """Set when something arrives for it (a signal, a cancel) while it waits on activities."""
+        self.nudge: asyncio.Event | None = None
+        """Set when something arrives for it (a signal, a cancel) while it waits on activities
+        (made by its first wait: news before then is seen without it)."""
         self.awaits_signal = False
         """It waits for a signal while its activities run: another process's changes wake it."""
         self.consumed: list[int] = []
         """Ids of the signals delivered since the last write (the next write consumes them)."""
-        self._releases: set[asyncio.Task[None]] = set()
+        self._releases: set[asyncio.Task[None]] | None = None
         """Slot releases in flight (kept referenced until done)."""
         self.settled = False
         """It waits on its running activities: nothing of it moves until one ends, something
@@ -161,7 +174,7 @@ class WorkflowDriver:
         self.began = time.time()
         self.trace: RunTrace | None = None
         """The spans of this run-through, when the database traces workflows."""
-        self.withdrawn: set[int] = set()
+        self.withdrawn: AbstractSet[int] = frozenset()
         """Activities (by seq) canceled by :meth:`cancel_activity`, whose cancel the workflow
         has not been handed yet."""
         self.dispatched: dict[int, int] = {}
@@ -188,6 +201,11 @@ class WorkflowDriver:
         )
 
     # -- news from outside ----------------------------------------------------------------
+    def wake(self) -> None:
+        """Something arrived for it: end its wait on activities, if it waits."""
+        if self.nudge is not None:
+            self.nudge.set()
+
     def interrupt(self, *, lease_lost: bool) -> None:
         """A cancel was requested (or the lease is lost): running activities are interrupted;
         the next write, which the store turns into the cancellation, ends the workflow."""
@@ -196,7 +214,7 @@ class WorkflowDriver:
         self.beats.cancel_all(LEASE_LOST if lease_lost else CANCELED)
         for task in self.running.values():
             task.cancel()
-        self.nudge.set()
+        self.wake()
 
     def cancel_activity(self, seq: int) -> bool:
         """Cancel activity ``seq`` (the seq of its ACTIVITY_SCHEDULED event) for the workflow's
@@ -209,12 +227,12 @@ class WorkflowDriver:
         attempt ends (an async one may clean up first), the workflow is handed a failure that
         is not retried (``ACTIVITY_FAILED`` with an ``ActivityCancelledError``), whatever the
         attempt returned."""
-        self.withdrawn.add(seq)
+        self.withdrawn = {*self.withdrawn, seq}
         self.beats.cancel(seq, "canceled by its workflow")
         task = self.running.get(seq)
         if task is not None:
             task.cancel()
-        self.nudge.set()
+        self.wake()
         return task is not None
 
     def worker_stopping(self) -> None:
@@ -230,12 +248,12 @@ class WorkflowDriver:
         """A routed activity of this workflow ended (in this process): read the outcomes of its
         activity tasks again at once."""
         self.outcomes_stale = True
-        self.nudge.set()
+        self.wake()
 
     def recheck_signals(self) -> None:
         """A signal may have been buffered for it: read its signals again at once."""
         self.inbox = None
-        self.nudge.set()
+        self.wake()
 
     def cancel_activities(self) -> None:
         """Interrupt whatever still runs: the workflow leaves this worker."""
@@ -300,15 +318,16 @@ class WorkflowDriver:
         return self.trace
 
     # -- driving --------------------------------------------------------------------------
-    async def drive(self, ex: WorkflowExecution) -> None:
+    def drive(self, ex: WorkflowExecution) -> Coroutine[Any, Any, None]:
         """Run the workflow until it has nothing to do now, then park it (or record its end),
         within a span of its run-through when the database traces workflows."""
-        trace = self.trace
-        if trace is None:
+        if self.trace is None:  # the coroutine itself: no layer of its own for each workflow
             if ex.log_fields:
                 ex.log_fields = {}
-            await self._drive(ex)
-            return
+            return self._drive(ex)
+        return self._drive_traced(ex, self.trace)
+
+    async def _drive_traced(self, ex: WorkflowExecution, trace: RunTrace) -> None:
         trace.resume(ex.current_step, ex.new_events)
         ex.log_fields = trace.log_fields()
         try:
@@ -352,7 +371,7 @@ class WorkflowDriver:
                 await asyncio.wait(
                     running.values(), timeout=left, return_when=asyncio.FIRST_COMPLETED
                 )
-            if not any(task.done() for task in running.values()):
+            if not _any_done(running):
                 # Pause: what the workflow decided so far becomes durable before it waits any
                 # longer; this write also learns of a cancel request or a lost lease.
                 last_write = await self._checkpoint(ex)
@@ -446,9 +465,12 @@ class WorkflowDriver:
         if not self.beats.loaded:
             await self.beats.load()  # what earlier runs recorded, for their next attempt
         loop = asyncio.get_running_loop()
+        # Neither timed nor spanned: one coroutine less per attempt.
+        plain = self.trace is None and self.worker.database.metrics is None
         for run in due:
             control = self.beats.control(run)
-            self.running[run.seq] = loop.create_task(self._attempt(run, control))
+            attempt = self._outcome(run, control) if plain else self._attempt(run, control)
+            self.running[run.seq] = loop.create_task(attempt)
 
     async def _attempt(self, run: ActivityRun, control: AttemptControl) -> AttemptOutcome:
         """One attempt, in its own task: timed for the metrics and spanned for the trace when
@@ -518,7 +540,7 @@ class WorkflowDriver:
         first (:meth:`worker_stopping` cuts the wait short)."""
         worker = self.worker
         pause = 0.01
-        self.queued.add(seq)
+        self.queued = {*self.queued, seq}
         try:
             while not worker.stopping:
                 if await worker.store.acquire_slot(
@@ -534,7 +556,7 @@ class WorkflowDriver:
                 pause = min(pause * 2, worker.poll_interval)
             return False
         finally:
-            self.queued.discard(seq)
+            self.queued = self.queued - {seq}
 
     def _give_back(self, seq: int) -> None:
         """Release the slot of activity ``seq`` without holding up its outcome; should that
@@ -546,6 +568,8 @@ class WorkflowDriver:
                 await store.release_slot(wid, seq)
 
         task = asyncio.get_running_loop().create_task(release())
+        if self._releases is None:
+            self._releases = set()
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
@@ -560,7 +584,10 @@ class WorkflowDriver:
         if waits_for_signal:
             check = self.worker.signal_check_interval
             timeout = check if timeout is None else min(timeout, check)
-        self.nudge.clear()
+        if self.nudge is None:
+            self.nudge = asyncio.Event()
+        else:
+            self.nudge.clear()
         self.awaits_signal = waits_for_signal
         nudged = asyncio.get_running_loop().create_task(self.nudge.wait())
         self.settled = True
@@ -608,8 +635,8 @@ class WorkflowDriver:
         if not gone:
             return False
         pending = {run.seq: run for run in ex.activity_runs()}
+        self.withdrawn = self.withdrawn - set(gone)
         for seq in gone:
-            self.withdrawn.discard(seq)
             run = pending.get(seq)
             if run is not None:
                 error = {
@@ -749,7 +776,12 @@ class WorkflowDriver:
             raise Abort
         if commit.dispatches or commit.withdrawn_tasks:
             self._tasks_sent()
-        self.dispatches, self.settled_tasks, self.withdrawn_tasks = [], [], []
+        if self.dispatches:
+            self.dispatches = []
+        if self.settled_tasks:
+            self.settled_tasks = []
+        if self.withdrawn_tasks:
+            self.withdrawn_tasks = []
         if events:
             self._tell_relatives(ex, events)
             if worker.database.metrics is not None:

@@ -98,8 +98,11 @@ class HeartbeatKeeper:
         self._stored = not first_claim
         self.known: dict[int, tuple[str, str]] = {}
         """The latest details (JSON text) of each activity, by seq, with the activity's name."""
+        self._controls: dict[int, AttemptControl] = {}
+        """The attempts running now, by seq."""
         self._writers: dict[int, _Writer] = {}
-        self._warned: set[int] = set()
+        """The heartbeat writes of those of them that beat."""
+        self._warned: frozenset[int] = frozenset()
         """Activities whose heartbeats the database refused (warned about once)."""
 
     @property
@@ -129,9 +132,11 @@ class HeartbeatKeeper:
         """The control of a new attempt of ``run``, with the activity's last known details.
 
         Details recorded under another activity's name at that seq (a run whose scheduling was
-        never written, replayed with other inputs) are not handed over."""
+        never written, replayed with other inputs) are not handed over. Its writer is made at
+        its first beat: most attempts never beat."""
         definition = run.definition
-        name, details = self.known.get(run.seq, (definition.name, None))
+        known = self.known.get(run.seq)
+        same = known is not None and known[0] == definition.name
         control = AttemptControl(
             workflow_id=self.workflow_id,
             run_id=self.run_id,
@@ -141,33 +146,37 @@ class HeartbeatKeeper:
             attempt=run.attempt,
             timeout=definition.timeout_seconds,
             heartbeat_timeout=definition.heartbeat_timeout,
-            previous_details=details if name == definition.name else None,
+            previous_details=known[1] if known is not None and same else None,
             max_bytes=self.max_bytes,
-            on_beat=functools.partial(self._beaten, run.seq),
+            listener=self,
             loop=asyncio.get_running_loop(),
             now=self._now,
         )
-        self._writers[run.seq] = _Writer(control, write_interval(definition.heartbeat_timeout))
+        self._controls[run.seq] = control
         return control
 
     # -- cancelling -----------------------------------------------------------------------
     def cancel(self, seq: int, reason: str) -> None:
         """Cancel the attempt of ``seq`` running now, if any (``is_cancelled()``, ``heartbeat()``
         raises); interrupting its task is the driver's job."""
-        writer = self._writers.get(seq)
-        if writer is not None:
-            writer.control.cancel(reason)
+        control = self._controls.get(seq)
+        if control is not None:
+            control.cancel(reason)
 
     def cancel_all(self, reason: str) -> None:
-        for seq in list(self._writers):
-            self.cancel(seq, reason)
+        for control in list(self._controls.values()):
+            control.cancel(reason)
 
     # -- writing --------------------------------------------------------------------------
-    def _beaten(self, seq: int, control: AttemptControl) -> None:
+    def beaten(self, control: AttemptControl) -> None:
         """An attempt beat (on the event loop): write now, or when the throttle allows."""
-        writer = self._writers.get(seq)
-        if writer is None or writer.control is not control or writer.closed:
+        seq = control.seq
+        if self._controls.get(seq) is not control:
             return  # that attempt is over (a task it left behind beats on): nothing to record
+        writer = self._writers.get(seq)
+        if writer is None:
+            interval = write_interval(control.heartbeat_timeout)
+            writer = self._writers[seq] = _Writer(control, interval)
         if writer.task is not None or writer.timer is not None:
             return  # a write is pending already: it will take the latest beat
         delay = writer.next_at - time.monotonic()
@@ -191,7 +200,7 @@ class HeartbeatKeeper:
             writer.task = None
             writer.next_at = time.monotonic() + writer.interval
             if not writer.closed and writer.control.has_unwritten():
-                self._beaten(writer.control.seq, writer.control)
+                self.beaten(writer.control)
 
     async def _write(self, control: AttemptControl, beat: Beat) -> bool:
         """Write one beat; False when it could not be written (the database refused it)."""
@@ -207,7 +216,7 @@ class HeartbeatKeeper:
         except Exception as exc:  # the database refused it: kept, and tried again later
             if control.seq in self._warned:
                 return False
-            self._warned.add(control.seq)
+            self._warned |= {control.seq}
             log.warning(
                 "workflow %s: the heartbeats of activity %r (seq %d) cannot be recorded: %s",
                 self.workflow_id,
@@ -224,15 +233,16 @@ class HeartbeatKeeper:
     async def finish(self, seq: int, *, failed: bool) -> None:
         """The attempt of ``seq`` ended; ``failed``: its latest beat is written now (after the
         write in flight, if any), so the next attempt, wherever it runs, starts from it."""
+        control = self._controls.get(seq)
         writer = self._close(seq)
-        if writer is None or not failed:
+        if control is None or not failed:
             return
-        if writer.task is not None:
+        if writer is not None and writer.task is not None:
             with contextlib.suppress(Exception):
                 await writer.task
-        beat = writer.control.take_unwritten()
+        beat = control.take_unwritten()
         if beat is not None:
-            await self._write(writer.control, beat)
+            await self._write(control, beat)
 
     def succeeded(self, seq: int) -> None:
         """The attempt of ``seq`` succeeded: :meth:`finish` without a failure, which writes
@@ -247,10 +257,14 @@ class HeartbeatKeeper:
 
     def close(self) -> None:
         """The workflow leaves this worker: stop writing for every attempt."""
-        for seq in list(self._writers):
+        for seq in list(self._controls):
             self.drop(seq)
 
     def _close(self, seq: int) -> _Writer | None:
+        """Forget the attempt of ``seq`` (keeping its latest details); its writer, if it beat."""
+        control = self._controls.pop(seq, None)
+        if control is not None and control.details is not None:
+            self.known[seq] = (control.activity_name, control.details)
         writer = self._writers.pop(seq, None)
         if writer is None:
             return None
@@ -258,7 +272,4 @@ class HeartbeatKeeper:
         if writer.timer is not None:
             writer.timer.cancel()
             writer.timer = None
-        control = writer.control
-        if control.details is not None:
-            self.known[seq] = (control.activity_name, control.details)
         return writer
