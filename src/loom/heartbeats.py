@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -85,9 +84,9 @@ class HeartbeatKeeper:
         record: Callable[[HeartbeatRow], Awaitable[CommitOutcome]] | None = None,
     ) -> None:
         self.store = store
-        self._record = record or functools.partial(store.record_heartbeat, workflow_id, lease_epoch)
-        """How a beat is written, fenced: by the workflow's lease (its driver), or by an
-        activity task's lease (a routed attempt: ``loom.activity_tasks``)."""
+        self._record = record
+        """How a beat is written, fenced: by an activity task's lease (a routed attempt:
+        ``loom.activity_tasks``); None: by the workflow's lease (its driver)."""
         self._now = now
         self.workflow_id = workflow_id
         self.run_id = run_id
@@ -209,7 +208,12 @@ class HeartbeatKeeper:
             row = HeartbeatRow(
                 control.seq, control.activity_name, control.attempt, beat.details, beat.at
             )
-            recorded = await self._record(row)
+            if self._record is None:
+                recorded = await self.store.record_heartbeat(
+                    self.workflow_id, self.lease_epoch, row
+                )
+            else:
+                recorded = await self._record(row)
         except OUTAGE_ERRORS as exc:  # logged once by the worker's outage log; kept for later
             log.debug("workflow %s: heartbeat not recorded: %s", self.workflow_id, exc)
             return False
