@@ -346,10 +346,16 @@ class WorkflowDriver:
         while not ex.finished and not self.cancel_requested:
             if running:
                 self._stop_withdrawn(ex)
+            # The awaits are guarded: a workflow of activities only has nothing to read here, and
+            # makes no coroutine for it on every turn.
             if (
                 self._deliver_withdrawn(ex)
-                or await self._deliver_task_outcomes(ex)
-                or await self._deliver_inputs(ex)
+                or (
+                    self.outcomes_stale
+                    and worker.queues is not None
+                    and await self._deliver_task_outcomes(ex)
+                )
+                or (ex.awaits_inputs() and await self._deliver_inputs(ex))
             ):
                 continue
             due = self._due_activities(ex)
@@ -580,7 +586,7 @@ class WorkflowDriver:
         clock = self.worker.clock
         wake = ex.next_wakeup()
         timeout = None if wake is None else clock.seconds_until(wake)
-        waits_for_signal = bool(ex.signal_waits() or ex.child_waits())
+        waits_for_signal = ex.awaits_inputs() and bool(ex.signal_waits() or ex.child_waits())
         if waits_for_signal:
             check = self.worker.signal_check_interval
             timeout = check if timeout is None else min(timeout, check)
@@ -838,6 +844,8 @@ class WorkflowDriver:
     def _wait_signals(ex: WorkflowExecution) -> tuple[str, ...]:
         """The buffered messages that make the parked workflow ready: the signals it waits for
         and, while it awaits children, their ends."""
+        if not ex.awaits_inputs():
+            return ()
         names = {name for _, name in ex.signal_waits()}
         if ex.child_waits():
             names.add(CHILD_OUTCOME)
