@@ -70,6 +70,23 @@ class HeartbeatKeeper:
     left this worker: its lease moved on (``lease_lost``), or it was canceled or its cancel was
     requested."""
 
+    __slots__ = (  # one is made for every claim
+        "_controls",
+        "_interrupt",
+        "_loaded",
+        "_now",
+        "_record",
+        "_stored",
+        "_warned",
+        "_writers",
+        "known",
+        "lease_epoch",
+        "max_bytes",
+        "run_id",
+        "store",
+        "workflow_id",
+    )
+
     def __init__(
         self,
         store: Store,
@@ -99,8 +116,8 @@ class HeartbeatKeeper:
         """The latest details (JSON text) of each activity, by seq, with the activity's name."""
         self._controls: dict[int, AttemptControl] = {}
         """The attempts running now, by seq."""
-        self._writers: dict[int, _Writer] = {}
-        """The heartbeat writes of those of them that beat."""
+        self._writers: dict[int, _Writer] | None = None
+        """The heartbeat writes of those of them that beat (made at the first beat)."""
         self._warned: frozenset[int] = frozenset()
         """Activities whose heartbeats the database refused (warned about once)."""
 
@@ -172,6 +189,8 @@ class HeartbeatKeeper:
         seq = control.seq
         if self._controls.get(seq) is not control:
             return  # that attempt is over (a task it left behind beats on): nothing to record
+        if self._writers is None:
+            self._writers = {}
         writer = self._writers.get(seq)
         if writer is None:
             interval = write_interval(control.heartbeat_timeout)
@@ -269,7 +288,7 @@ class HeartbeatKeeper:
         control = self._controls.pop(seq, None)
         if control is not None and control.details is not None:
             self.known[seq] = (control.activity_name, control.details)
-        writer = self._writers.pop(seq, None)
+        writer = None if self._writers is None else self._writers.pop(seq, None)
         if writer is None:
             return None
         writer.closed = True
