@@ -39,7 +39,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from loom.activities import AttemptOutcome, run_attempt
 from loom.activity_context import AttemptControl
@@ -55,6 +55,8 @@ from loom.telemetry import TRACE_KEY, RunTrace, current_span
 if TYPE_CHECKING:
     from loom.core.history import Event
     from loom.worker import Worker
+
+T = TypeVar("T")
 
 CHILD_DECISIONS = frozenset({EventType.CHILD_WORKFLOW_STARTED, EventType.CHILD_WORKFLOW_CANCELED})
 
@@ -103,6 +105,14 @@ class WriteHealth:
     def recovered(self) -> None:
         self.failing = False
         self._backoff.succeeded()
+
+
+def _appended(items: list[T] | tuple[()], item: T) -> list[T]:
+    """``items`` with ``item`` added: a list from the first item on."""
+    if isinstance(items, list):
+        items.append(item)
+        return items
+    return [item]
 
 
 def _any_done(running: dict[int, asyncio.Task[AttemptOutcome]]) -> bool:
@@ -164,7 +174,8 @@ class WorkflowDriver:
         (made by its first wait: news before then is seen without it)."""
         self.awaits_signal = False
         """It waits for a signal while its activities run: another process's changes wake it."""
-        self.consumed: list[int] = []
+        # The lists below stay the empty tuple until their first item: most drivers add none.
+        self.consumed: list[int] | tuple[()] = ()
         """Ids of the signals delivered since the last write (the next write consumes them)."""
         self._releases: set[asyncio.Task[None]] | None = None
         """Slot releases in flight (kept referenced until done)."""
@@ -180,12 +191,12 @@ class WorkflowDriver:
         self.dispatched: dict[int, int] = {}
         """Routed activities awaited (seq: the attempt dispatched in this claim): those of a
         queue this worker does not serve run on a worker that does (``loom.activity_tasks``)."""
-        self.dispatches: list[Dispatch] = []
+        self.dispatches: list[Dispatch] | tuple[()] = ()
         """Activity tasks for the next write to insert."""
-        self.settled_tasks: list[tuple[int, int]] = []
+        self.settled_tasks: list[tuple[int, int]] | tuple[()] = ()
         """(seq, attempt) of the done tasks whose outcomes were delivered since the last write:
         the write that records them deletes them."""
-        self.withdrawn_tasks: list[int] = []
+        self.withdrawn_tasks: list[int] | tuple[()] = ()
         """Routed activities no longer awaited since the last write: their tasks are stopped."""
         self.outcomes_stale = True
         """Routed outcomes may have arrived since the last read (every claim reads them once)."""
@@ -421,7 +432,8 @@ class WorkflowDriver:
             return
         self.dispatched[run.seq] = run.attempt
         name, queue = run.definition.name, run.definition.queue or self.claim.queue
-        self.dispatches.append(Dispatch(run.seq, run.attempt, name, queue, run.not_before or now))
+        dispatch = Dispatch(run.seq, run.attempt, name, queue, run.not_before or now)
+        self.dispatches = _appended(self.dispatches, dispatch)
 
     async def _deliver_task_outcomes(self, ex: WorkflowExecution) -> bool:
         """Hand the workflow the outcomes of its routed activities that ended, as a local
@@ -441,7 +453,7 @@ class WorkflowDriver:
         delivered: set[int] = set()
         now = self.worker.clock.now()
         for outcome in await self.worker.store.read_task_outcomes(ex.workflow_id):
-            self.settled_tasks.append((outcome.seq, outcome.attempt))
+            self.settled_tasks = _appended(self.settled_tasks, (outcome.seq, outcome.attempt))
             run = routed.get(outcome.seq)
             if run is None or run.attempt != outcome.attempt or outcome.seq in self.withdrawn:
                 continue  # recorded already, or no longer awaited: the task only goes
@@ -686,7 +698,7 @@ class WorkflowDriver:
         else:
             assert self.inbox is not None
             self.inbox.remove(signal)
-            self.consumed.append(signal.id)
+            self.consumed = _appended(self.consumed, signal.id)
             if signal.name == CHILD_OUTCOME:
                 ex.child_finished(seq, signal.payload, now)
             else:
@@ -732,13 +744,13 @@ class WorkflowDriver:
                     found.append((s.sent_at, 0, seq, s))
                 else:
                     self.inbox.remove(s)
-                    self.consumed.append(s.id)
+                    self.consumed = _appended(self.consumed, s.id)
 
     # -- writes ---------------------------------------------------------------------------
     async def _checkpoint(self, ex: WorkflowExecution) -> float:
         """Write what the workflow decided so far (it keeps its lease); when, monotonic."""
         await self._commit(ex, release=False)
-        self.consumed.clear()
+        self.consumed = ()
         return time.monotonic()
 
     async def _commit(self, ex: WorkflowExecution, *, release: bool) -> None:
@@ -782,12 +794,7 @@ class WorkflowDriver:
             raise Abort
         if commit.dispatches or commit.withdrawn_tasks:
             self._tasks_sent()
-        if self.dispatches:
-            self.dispatches = []
-        if self.settled_tasks:
-            self.settled_tasks = []
-        if self.withdrawn_tasks:
-            self.withdrawn_tasks = []
+        self.dispatches, self.settled_tasks, self.withdrawn_tasks = (), (), ()
         if events:
             self._tell_relatives(ex, events)
             if worker.database.metrics is not None:
@@ -808,7 +815,7 @@ class WorkflowDriver:
         if self.dispatched:
             for seq in [seq for seq in self.dispatched if not ex.has_activity(seq)]:
                 del self.dispatched[seq]  # withdrawn (or ended by a cancel): its task stops
-                self.withdrawn_tasks.append(seq)
+                self.withdrawn_tasks = _appended(self.withdrawn_tasks, seq)
         return Commit(
             workflow_id=ex.workflow_id,
             lease_epoch=self.claim.lease_epoch,
