@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+NO_SEQS: frozenset[int] = frozenset()
+"""The one empty set of seqs every driver starts with (``frozenset()`` makes a new object)."""
+
 CHILD_DECISIONS = frozenset({EventType.CHILD_WORKFLOW_STARTED, EventType.CHILD_WORKFLOW_CANCELED})
 
 # The driver is part of the worker: its messages go where the worker's go.
@@ -159,15 +162,15 @@ class WorkflowDriver:
         self.claim = claim
         self.running: dict[int, asyncio.Task[AttemptOutcome]] = {}
         """Its activities running now, by seq."""
-        # The sets below are empty for nearly every workflow: each starts as the shared empty
-        # frozenset and is replaced (not changed in place) on the rare change.
-        self.queued: AbstractSet[int] = frozenset()
+        # The sets below are empty for nearly every workflow: each starts as NO_SEQS and is
+        # replaced (not changed in place) on the rare change.
+        self.queued: AbstractSet[int] = NO_SEQS
         """Those of ``running`` (by seq) that wait for their queue to let them start."""
         self.cancel_requested = False
         self.lease_lost = False
         self.inbox: list[Signal] | None = None
         """Its buffered signals as last read (less those delivered since); None: read them again."""
-        self.waits_seen: frozenset[int] = frozenset()
+        self.waits_seen: frozenset[int] = NO_SEQS
         """The signal waits (by seq) the inbox was read for: a new wait reads it again."""
         self.nudge: asyncio.Event | None = None
         """Set when something arrives for it (a signal, a cancel) while it waits on activities
@@ -185,7 +188,7 @@ class WorkflowDriver:
         self.began = time.time()
         self.trace: RunTrace | None = None
         """The spans of this run-through, when the database traces workflows."""
-        self.withdrawn: AbstractSet[int] = frozenset()
+        self.withdrawn: AbstractSet[int] = NO_SEQS
         """Activities (by seq) canceled by :meth:`cancel_activity`, whose cancel the workflow
         has not been handed yet."""
         self.dispatched: dict[int, int] = {}

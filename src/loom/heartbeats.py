@@ -63,6 +63,9 @@ class _Writer:
     closed: bool = False
 
 
+_NONE_WARNED: frozenset[int] = frozenset()  # shared: ``frozenset()`` makes a new object
+
+
 class HeartbeatKeeper:
     """The heartbeats of one claimed workflow's attempts (see the module's docstring).
 
@@ -118,7 +121,7 @@ class HeartbeatKeeper:
         """The attempts running now, by seq."""
         self._writers: dict[int, _Writer] | None = None
         """The heartbeat writes of those of them that beat (made at the first beat)."""
-        self._warned: frozenset[int] = frozenset()
+        self._warned: frozenset[int] = _NONE_WARNED
         """Activities whose heartbeats the database refused (warned about once)."""
 
     @property
