@@ -405,6 +405,46 @@ async def test_an_attempt_that_stops_heartbeating_fails_long_before_its_timeout(
     assert cleanup[key] == {"cancelled": True, "reason": error["message"]}
 
 
+@loom.activity(name="hb_overrun", timeout_seconds=0.3, retry_count=1, retry_delay=0)
+async def hb_overrun(key: str) -> str:
+    info = loom.activity_info()
+    if info.attempt == 1:
+        try:
+            await asyncio.sleep(30)  # runs past its timeout_seconds (no heartbeat_timeout)
+        except asyncio.CancelledError:
+            try:
+                loom.heartbeat()
+            except loom.ActivityCancelledError as exc:
+                cleanup[key] = {"cancelled": info.is_cancelled(), "reason": exc.reason}
+            raise
+    return "second attempt"
+
+
+@loom.workflow(name="hb_Overrun")
+class HbOverrun(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def run(self, ctx: Ctx) -> None:
+        await ctx.state.set("result", await ctx.activity(hb_overrun, ctx.input["key"]))
+
+
+async def test_an_async_attempt_past_its_timeout_is_cancelled_then_interrupted(
+    db: loom.Database, key: str
+) -> None:
+    handle = await db.start_workflow(HbOverrun, workflow_input={"key": key})
+    async with worker(db):
+        state = await handle.result(timeout=10)
+
+    assert state == {"result": "second attempt"}
+    [failed] = of_type(await handle.events(), EventType.ACTIVITY_FAILED)
+    error = failed.payload["error"]
+    assert error["type"] == "TimeoutError"
+    assert error["message"] == "timed out after 0.3 s"
+    assert failed.payload["retry_at"] is not None
+    assert "asyncio.sleep(30)" in error["traceback"]  # where it was when time ran out
+    # As with a heartbeat timeout: is_cancelled() was true and heartbeat() raised, with why.
+    assert cleanup[key] == {"cancelled": True, "reason": "timed out after 0.3 s"}
+
+
 @loom.activity(name="hb_steady", heartbeat_timeout=0.2, timeout_seconds=30)
 async def hb_steady(beats: int) -> int:
     for _ in range(beats):

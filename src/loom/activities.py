@@ -178,7 +178,7 @@ class _Clocks:
         that it sees ``is_cancelled()`` while it stops), else None."""
         now = time.monotonic()
         if self.timeout is not None and now >= self.began + self.timeout:
-            found = _AttemptTimeout(f"timed out after {self.timeout} s", None)
+            found = _AttemptTimeout(_timed_out(self.timeout), None)
         elif (
             self.heartbeat_timeout is not None
             and now >= self._silent_since() + self.heartbeat_timeout
@@ -282,8 +282,25 @@ async def _call(run: ActivityRun, pool: ActivityPool, control: AttemptControl) -
 
         return await _in_thread(pool, call, timeout, control)
     with Running(control):
-        if timeout is None and control.heartbeat_timeout is None:
-            return await fn(*args, **kwargs)  # no clock can end it: nothing to watch
+        if control.heartbeat_timeout is None:
+            if timeout is None:
+                return await fn(*args, **kwargs)  # no clock can end it: nothing to watch
+            # One clock, which no heartbeat moves: a plain timer ends it (cancelling the
+            # attempt first, as a _Watch does), with no watch or clocks to make.
+            try:
+                async with asyncio.timeout(None) as limit:
+                    timer = asyncio.get_running_loop().call_later(
+                        timeout, _time_out, control, limit, timeout
+                    )
+                    try:
+                        return await fn(*args, **kwargs)
+                    finally:
+                        timer.cancel()
+            except TimeoutError as exc:
+                if not limit.expired():
+                    raise  # raised by the activity itself (only the timer expires ``limit``)
+                where = exc.__cause__.__traceback__ if exc.__cause__ is not None else None
+                raise _AttemptTimeout(_timed_out(timeout), _timed_out_at(where)) from None
         clocks = _Clocks(control, timeout, time.monotonic())
         try:
             async with asyncio.timeout(None) as limit:
@@ -299,6 +316,15 @@ async def _call(run: ActivityRun, pool: ActivityPool, control: AttemptControl) -
             where = exc.__cause__.__traceback__ if exc.__cause__ is not None else None
             watch.expired.where = _timed_out_at(where)
             raise watch.expired from None
+
+
+def _timed_out(timeout: float) -> str:
+    return f"timed out after {timeout} s"
+
+
+def _time_out(control: AttemptControl, limit: asyncio.Timeout, timeout: float) -> None:
+    control.cancel(_timed_out(timeout))
+    limit.reschedule(asyncio.get_running_loop().time())  # interrupt it now
 
 
 class _Watch:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -96,23 +96,33 @@ class ActivityInfo:
         )
 
 
+class BeatListener(Protocol):
+    """Who hears of an attempt's heartbeats (the worker's ``loom.heartbeats.HeartbeatKeeper``)."""
+
+    def beaten(self, control: AttemptControl) -> None: ...
+
+
+_LOCK = threading.Lock()
+"""Guards every attempt's beat and cancel state: held for a few assignments at a time, and
+never while calling out, so one lock for all costs less than one made per attempt."""
+
+
 class AttemptControl:
     """The worker's handle on one attempt: what it is, its latest heartbeat, its cancellation.
 
     Thread-safe: a sync activity beats from its own thread while the worker reads and cancels
-    from the event loop. ``on_beat(control)`` is called on ``loop`` after each heartbeat (with
-    the control: a callback closing over it would make a reference cycle, and every finished
-    attempt would wait for the garbage collector)."""
+    from the event loop. ``listener.beaten(control)`` is called on ``loop`` after each heartbeat
+    (a listener rather than a callback: an attempt's control then needs no closure or bound
+    method of its own)."""
 
     __slots__ = (  # one is made for every attempt
         "__weakref__",
         "_info",
-        "_lock",
+        "_listener",
         "_loop",
         "_max_bytes",
         "_notified",
         "_now",
-        "_on_beat",
         "_reason",
         "_unwritten",
         "activity_name",
@@ -144,7 +154,7 @@ class AttemptControl:
         heartbeat_timeout: float | None,
         previous_details: str | None = None,
         max_bytes: int = limits.DEFAULT_MAX_PAYLOAD_BYTES,
-        on_beat: Callable[[AttemptControl], None] | None = None,
+        listener: BeatListener | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
@@ -161,9 +171,8 @@ class AttemptControl:
         self.heartbeat_timeout = heartbeat_timeout
         self.previous_details = previous_details
         self._max_bytes = max_bytes
-        self._on_beat = on_beat
+        self._listener = listener
         self._loop = loop
-        self._lock = threading.Lock()
         self._reason: str | None = None
         self._unwritten: Beat | None = None
         self._notified = False
@@ -206,7 +215,7 @@ class AttemptControl:
             limits.check_size(data, self._max_bytes, what)
             text = data.decode()
         beat = Beat(text, self._now())
-        with self._lock:
+        with _LOCK:
             self.last_beat = time.monotonic()
             self.beats += 1
             self._unwritten = beat
@@ -218,10 +227,10 @@ class AttemptControl:
                 self._loop.call_soon_threadsafe(self._beaten)
 
     def _beaten(self) -> None:
-        with self._lock:
+        with _LOCK:
             self._notified = False
-        if self._on_beat is not None:
-            self._on_beat(self)
+        if self._listener is not None:
+            self._listener.beaten(self)
 
     # -- the worker's side ----------------------------------------------------------------
     @property
@@ -236,14 +245,14 @@ class AttemptControl:
     def cancel(self, reason: str) -> None:
         """Cancel the attempt (the first reason given is kept): ``is_cancelled()`` turns true and
         its next heartbeat raises. Interrupting an async attempt is the caller's job."""
-        with self._lock:
+        with _LOCK:
             if self._reason is None:
                 self._reason = reason
 
     def take_unwritten(self) -> Beat | None:
         """The latest beat not yet taken (to be written), with the latest details known; None
         when there is none."""
-        with self._lock:
+        with _LOCK:
             beat, self._unwritten = self._unwritten, None
             if beat is not None and beat.details is None and self.details is not None:
                 beat = Beat(self.details, beat.at)
@@ -252,7 +261,7 @@ class AttemptControl:
     def put_back(self, beat: Beat) -> None:
         """``beat`` (taken) could not be written: the next write takes it, unless a newer beat
         came meanwhile."""
-        with self._lock:
+        with _LOCK:
             if self._unwritten is None:
                 self._unwritten = beat
 

@@ -37,7 +37,9 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from loom.activities import AttemptOutcome, run_attempt
 from loom.activity_context import AttemptControl
@@ -54,6 +56,11 @@ from loom.telemetry import TRACE_KEY, RunTrace, current_span
 if TYPE_CHECKING:
     from loom.core.history import Event
     from loom.worker import Worker
+
+T = TypeVar("T")
+
+NO_SEQS: frozenset[int] = frozenset()
+"""The one empty set of seqs every driver starts with (``frozenset()`` makes a new object)."""
 
 CHILD_DECISIONS = frozenset({EventType.CHILD_WORKFLOW_STARTED, EventType.CHILD_WORKFLOW_CANCELED})
 
@@ -104,6 +111,22 @@ class WriteHealth:
         self._backoff.succeeded()
 
 
+def _appended(items: list[T] | tuple[()], item: T) -> list[T]:
+    """``items`` with ``item`` added: a list from the first item on."""
+    if isinstance(items, list):
+        items.append(item)
+        return items
+    return [item]
+
+
+def _any_done(running: dict[int, asyncio.Task[AttemptOutcome]]) -> bool:
+    # Not any() over a generator: this runs on every turn of every workflow.
+    for task in running.values():  # noqa: SIM110
+        if task.done():
+            return True
+    return False
+
+
 class WorkflowDriver:
     """Drives one workflow its worker claimed, while the worker holds its lease.
 
@@ -141,24 +164,28 @@ class WorkflowDriver:
         self.claim = claim
         self.running: dict[int, asyncio.Task[AttemptOutcome]] = {}
         """Its activities running now, by seq."""
-        self.queued: set[int] = set()
+        # The sets below are empty for nearly every workflow: each starts as NO_SEQS and is
+        # replaced (not changed in place) on the rare change.
+        self.queued: AbstractSet[int] = NO_SEQS
         """Those of ``running`` (by seq) that wait for their queue to let them start."""
         self.cancel_requested = False
         self.lease_lost = False
         self.inbox: list[Signal] | None = None
         """Its buffered signals as last read (less those delivered since); None: read them again."""
-        self.waits_seen: frozenset[int] = frozenset()
+        self.waits_seen: frozenset[int] = NO_SEQS
         """The signal waits (by seq) the inbox was read for: a new wait reads it again."""
-        self.nudge = asyncio.Event()
-        """Set when something arrives for it (a signal, a cancel) while it waits on activities."""
+        self.nudge: asyncio.Event | None = None
+        """Set when something arrives for it (a signal, a cancel) while it waits on activities
+        (made by its first wait: news before then is seen without it)."""
         self.awaits_signal = False
         """It waits for a signal while its activities run: another process's changes wake it."""
         self.awaits_tasks = False
         """It waits for routed activities while its own run: another process's changes (one
         may have recorded a routed outcome) wake it."""
-        self.consumed: list[int] = []
+        # The lists below stay the empty tuple until their first item: most drivers add none.
+        self.consumed: list[int] | tuple[()] = ()
         """Ids of the signals delivered since the last write (the next write consumes them)."""
-        self._releases: set[asyncio.Task[None]] = set()
+        self._releases: set[asyncio.Task[None]] | None = None
         """Slot releases in flight (kept referenced until done)."""
         self.settled = False
         """It waits on its running activities: nothing of it moves until one ends, something
@@ -166,18 +193,18 @@ class WorkflowDriver:
         self.began = time.time()
         self.trace: RunTrace | None = None
         """The spans of this run-through, when the database traces workflows."""
-        self.withdrawn: set[int] = set()
+        self.withdrawn: AbstractSet[int] = NO_SEQS
         """Activities (by seq) canceled by :meth:`cancel_activity`, whose cancel the workflow
         has not been handed yet."""
         self.dispatched: dict[int, int] = {}
         """Routed activities awaited (seq: the attempt dispatched in this claim): those of a
         queue this worker does not serve run on a worker that does (``loom.activity_tasks``)."""
-        self.dispatches: list[Dispatch] = []
+        self.dispatches: list[Dispatch] | tuple[()] = ()
         """Activity tasks for the next write to insert."""
-        self.settled_tasks: list[tuple[int, int]] = []
+        self.settled_tasks: list[tuple[int, int]] | tuple[()] = ()
         """(seq, attempt) of the done tasks whose outcomes were delivered since the last write:
         the write that records them deletes them."""
-        self.withdrawn_tasks: list[int] = []
+        self.withdrawn_tasks: list[int] | tuple[()] = ()
         """Routed activities no longer awaited since the last write: their tasks are stopped."""
         self.outcomes_stale = True
         """Routed outcomes may have arrived since the last read (every claim reads them once)."""
@@ -193,6 +220,11 @@ class WorkflowDriver:
         )
 
     # -- news from outside ----------------------------------------------------------------
+    def wake(self) -> None:
+        """Something arrived for it: end its wait on activities, if it waits."""
+        if self.nudge is not None:
+            self.nudge.set()
+
     def interrupt(self, *, lease_lost: bool) -> None:
         """A cancel was requested (or the lease is lost): running activities are interrupted;
         the next write, which the store turns into the cancellation, ends the workflow."""
@@ -201,7 +233,7 @@ class WorkflowDriver:
         self.beats.cancel_all(LEASE_LOST if lease_lost else CANCELED)
         for task in self.running.values():
             task.cancel()
-        self.nudge.set()
+        self.wake()
 
     def cancel_activity(self, seq: int) -> bool:
         """Cancel activity ``seq`` (the seq of its ACTIVITY_SCHEDULED event) for the workflow's
@@ -214,12 +246,12 @@ class WorkflowDriver:
         attempt ends (an async one may clean up first), the workflow is handed a failure that
         is not retried (``ACTIVITY_FAILED`` with an ``ActivityCancelledError``), whatever the
         attempt returned."""
-        self.withdrawn.add(seq)
+        self.withdrawn = {*self.withdrawn, seq}
         self.beats.cancel(seq, "canceled by its workflow")
         task = self.running.get(seq)
         if task is not None:
             task.cancel()
-        self.nudge.set()
+        self.wake()
         return task is not None
 
     def worker_stopping(self) -> None:
@@ -235,12 +267,12 @@ class WorkflowDriver:
         """A routed activity of this workflow ended (in this process): read the outcomes of its
         activity tasks again at once."""
         self.outcomes_stale = True
-        self.nudge.set()
+        self.wake()
 
     def recheck_signals(self) -> None:
         """A signal may have been buffered for it: read its signals again at once."""
         self.inbox = None
-        self.nudge.set()
+        self.wake()
 
     def cancel_activities(self) -> None:
         """Interrupt whatever still runs: the workflow leaves this worker."""
@@ -305,15 +337,16 @@ class WorkflowDriver:
         return self.trace
 
     # -- driving --------------------------------------------------------------------------
-    async def drive(self, ex: WorkflowExecution) -> None:
+    def drive(self, ex: WorkflowExecution) -> Coroutine[Any, Any, None]:
         """Run the workflow until it has nothing to do now, then park it (or record its end),
         within a span of its run-through when the database traces workflows."""
-        trace = self.trace
-        if trace is None:
+        if self.trace is None:  # the coroutine itself: no layer of its own for each workflow
             if ex.log_fields:
                 ex.log_fields = {}
-            await self._drive(ex)
-            return
+            return self._drive(ex)
+        return self._drive_traced(ex, self.trace)
+
+    async def _drive_traced(self, ex: WorkflowExecution, trace: RunTrace) -> None:
         trace.resume(ex.current_step, ex.new_events)
         ex.log_fields = trace.log_fields()
         try:
@@ -332,10 +365,16 @@ class WorkflowDriver:
         while not ex.finished and not self.cancel_requested:
             if running:
                 self._stop_withdrawn(ex)
+            # The awaits are guarded: a workflow of activities only has nothing to read here, and
+            # makes no coroutine for it on every turn.
             if (
                 self._deliver_withdrawn(ex)
-                or await self._deliver_task_outcomes(ex)
-                or await self._deliver_inputs(ex)
+                or (
+                    self.outcomes_stale
+                    and worker.queues is not None
+                    and await self._deliver_task_outcomes(ex)
+                )
+                or (ex.awaits_inputs() and await self._deliver_inputs(ex))
             ):
                 continue
             due = self._due_activities(ex)
@@ -357,7 +396,7 @@ class WorkflowDriver:
                 await asyncio.wait(
                     running.values(), timeout=left, return_when=asyncio.FIRST_COMPLETED
                 )
-            if not any(task.done() for task in running.values()):
+            if not _any_done(running):
                 # Pause: what the workflow decided so far becomes durable before it waits any
                 # longer; this write also learns of a cancel request or a lost lease.
                 last_write = await self._checkpoint(ex)
@@ -401,7 +440,8 @@ class WorkflowDriver:
             return
         self.dispatched[run.seq] = run.attempt
         name, queue = run.definition.name, run.definition.queue or self.claim.queue
-        self.dispatches.append(Dispatch(run.seq, run.attempt, name, queue, run.not_before or now))
+        dispatch = Dispatch(run.seq, run.attempt, name, queue, run.not_before or now)
+        self.dispatches = _appended(self.dispatches, dispatch)
 
     async def _deliver_task_outcomes(self, ex: WorkflowExecution) -> bool:
         """Hand the workflow the outcomes of its routed activities that ended, as a local
@@ -421,7 +461,7 @@ class WorkflowDriver:
         delivered: set[int] = set()
         now = self.worker.clock.now()
         for outcome in await self.worker.store.read_task_outcomes(ex.workflow_id):
-            self.settled_tasks.append((outcome.seq, outcome.attempt))
+            self.settled_tasks = _appended(self.settled_tasks, (outcome.seq, outcome.attempt))
             run = routed.get(outcome.seq)
             if run is None or run.attempt != outcome.attempt or outcome.seq in self.withdrawn:
                 continue  # recorded already, or no longer awaited: the task only goes
@@ -453,9 +493,12 @@ class WorkflowDriver:
         if not self.beats.loaded:
             await self.beats.load()  # what earlier runs recorded, for their next attempt
         loop = asyncio.get_running_loop()
+        # Neither timed nor spanned: one coroutine less per attempt.
+        plain = self.trace is None and self.worker.database.metrics is None
         for run in due:
             control = self.beats.control(run)
-            self.running[run.seq] = loop.create_task(self._attempt(run, control))
+            attempt = self._outcome(run, control) if plain else self._attempt(run, control)
+            self.running[run.seq] = loop.create_task(attempt)
 
     async def _attempt(self, run: ActivityRun, control: AttemptControl) -> AttemptOutcome:
         """One attempt, in its own task: timed for the metrics and spanned for the trace when
@@ -525,7 +568,7 @@ class WorkflowDriver:
         first (:meth:`worker_stopping` cuts the wait short)."""
         worker = self.worker
         pause = 0.01
-        self.queued.add(seq)
+        self.queued = {*self.queued, seq}
         try:
             while not worker.stopping:
                 if await worker.store.acquire_slot(
@@ -541,7 +584,7 @@ class WorkflowDriver:
                 pause = min(pause * 2, worker.poll_interval)
             return False
         finally:
-            self.queued.discard(seq)
+            self.queued = self.queued - {seq}
 
     def _give_back(self, seq: int) -> None:
         """Release the slot of activity ``seq`` without holding up its outcome; should that
@@ -553,6 +596,8 @@ class WorkflowDriver:
                 await store.release_slot(wid, seq)
 
         task = asyncio.get_running_loop().create_task(release())
+        if self._releases is None:
+            self._releases = set()
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
@@ -565,14 +610,17 @@ class WorkflowDriver:
         clock = self.worker.clock
         wake = ex.next_wakeup()
         timeout = None if wake is None else clock.seconds_until(wake)
-        waits_for_signal = bool(ex.signal_waits() or ex.child_waits())
+        waits_for_signal = ex.awaits_inputs() and bool(ex.signal_waits() or ex.child_waits())
         waits_for_tasks = bool(self.dispatched) and any(
             seq not in self.withdrawn and ex.has_activity(seq) for seq in self.dispatched
         )
         if waits_for_signal or waits_for_tasks:
             check = self.worker.signal_check_interval
             timeout = check if timeout is None else min(timeout, check)
-        self.nudge.clear()
+        if self.nudge is None:
+            self.nudge = asyncio.Event()
+        else:
+            self.nudge.clear()
         self.awaits_signal = waits_for_signal
         self.awaits_tasks = waits_for_tasks
         nudged = asyncio.get_running_loop().create_task(self.nudge.wait())
@@ -623,8 +671,8 @@ class WorkflowDriver:
         if not gone:
             return False
         pending = {run.seq: run for run in ex.activity_runs()}
+        self.withdrawn = self.withdrawn - set(gone)
         for seq in gone:
-            self.withdrawn.discard(seq)
             run = pending.get(seq)
             if run is not None:
                 error = {
@@ -668,7 +716,7 @@ class WorkflowDriver:
         else:
             assert self.inbox is not None
             self.inbox.remove(signal)
-            self.consumed.append(signal.id)
+            self.consumed = _appended(self.consumed, signal.id)
             if signal.name == CHILD_OUTCOME:
                 ex.child_finished(seq, signal.payload, now)
             else:
@@ -714,13 +762,13 @@ class WorkflowDriver:
                     found.append((s.sent_at, 0, seq, s))
                 else:
                     self.inbox.remove(s)
-                    self.consumed.append(s.id)
+                    self.consumed = _appended(self.consumed, s.id)
 
     # -- writes ---------------------------------------------------------------------------
     async def _checkpoint(self, ex: WorkflowExecution) -> float:
         """Write what the workflow decided so far (it keeps its lease); when, monotonic."""
         await self._commit(ex, release=False)
-        self.consumed.clear()
+        self.consumed = ()
         return time.monotonic()
 
     async def _commit(self, ex: WorkflowExecution, *, release: bool) -> None:
@@ -764,7 +812,7 @@ class WorkflowDriver:
             raise Abort
         if commit.dispatches or commit.withdrawn_tasks:
             self._tasks_sent()
-        self.dispatches, self.settled_tasks, self.withdrawn_tasks = [], [], []
+        self.dispatches, self.settled_tasks, self.withdrawn_tasks = (), (), ()
         if events:
             self._tell_relatives(ex, events)
             if worker.database.metrics is not None:
@@ -785,7 +833,7 @@ class WorkflowDriver:
         if self.dispatched:
             for seq in [seq for seq in self.dispatched if not ex.has_activity(seq)]:
                 del self.dispatched[seq]  # withdrawn (or ended by a cancel): its task stops
-                self.withdrawn_tasks.append(seq)
+                self.withdrawn_tasks = _appended(self.withdrawn_tasks, seq)
         return Commit(
             workflow_id=ex.workflow_id,
             lease_epoch=self.claim.lease_epoch,
@@ -821,6 +869,8 @@ class WorkflowDriver:
     def _wait_signals(ex: WorkflowExecution) -> tuple[str, ...]:
         """The buffered messages that make the parked workflow ready: the signals it waits for
         and, while it awaits children, their ends."""
+        if not ex.awaits_inputs():
+            return ()
         names = {name for _, name in ex.signal_waits()}
         if ex.child_waits():
             names.add(CHILD_OUTCOME)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -64,12 +63,32 @@ class _Writer:
     closed: bool = False
 
 
+_NONE_WARNED: frozenset[int] = frozenset()  # shared: ``frozenset()`` makes a new object
+
+
 class HeartbeatKeeper:
     """The heartbeats of one claimed workflow's attempts (see the module's docstring).
 
     ``interrupt(workflow_id, lease_lost=...)`` is called when a write finds that the workflow
     left this worker: its lease moved on (``lease_lost``), or it was canceled or its cancel was
     requested."""
+
+    __slots__ = (  # one is made for every claim
+        "_controls",
+        "_interrupt",
+        "_loaded",
+        "_now",
+        "_record",
+        "_stored",
+        "_warned",
+        "_writers",
+        "known",
+        "lease_epoch",
+        "max_bytes",
+        "run_id",
+        "store",
+        "workflow_id",
+    )
 
     def __init__(
         self,
@@ -85,9 +104,9 @@ class HeartbeatKeeper:
         record: Callable[[HeartbeatRow], Awaitable[CommitOutcome]] | None = None,
     ) -> None:
         self.store = store
-        self._record = record or functools.partial(store.record_heartbeat, workflow_id, lease_epoch)
-        """How a beat is written, fenced: by the workflow's lease (its driver), or by an
-        activity task's lease (a routed attempt: ``loom.activity_tasks``)."""
+        self._record = record
+        """How a beat is written, fenced: by an activity task's lease (a routed attempt:
+        ``loom.activity_tasks``); None: by the workflow's lease (its driver)."""
         self._now = now
         self.workflow_id = workflow_id
         self.run_id = run_id
@@ -98,8 +117,11 @@ class HeartbeatKeeper:
         self._stored = not first_claim
         self.known: dict[int, tuple[str, str]] = {}
         """The latest details (JSON text) of each activity, by seq, with the activity's name."""
-        self._writers: dict[int, _Writer] = {}
-        self._warned: set[int] = set()
+        self._controls: dict[int, AttemptControl] = {}
+        """The attempts running now, by seq."""
+        self._writers: dict[int, _Writer] | None = None
+        """The heartbeat writes of those of them that beat (made at the first beat)."""
+        self._warned: frozenset[int] = _NONE_WARNED
         """Activities whose heartbeats the database refused (warned about once)."""
 
     @property
@@ -129,9 +151,11 @@ class HeartbeatKeeper:
         """The control of a new attempt of ``run``, with the activity's last known details.
 
         Details recorded under another activity's name at that seq (a run whose scheduling was
-        never written, replayed with other inputs) are not handed over."""
+        never written, replayed with other inputs) are not handed over. Its writer is made at
+        its first beat: most attempts never beat."""
         definition = run.definition
-        name, details = self.known.get(run.seq, (definition.name, None))
+        known = self.known.get(run.seq)
+        same = known is not None and known[0] == definition.name
         control = AttemptControl(
             workflow_id=self.workflow_id,
             run_id=self.run_id,
@@ -141,33 +165,39 @@ class HeartbeatKeeper:
             attempt=run.attempt,
             timeout=definition.timeout_seconds,
             heartbeat_timeout=definition.heartbeat_timeout,
-            previous_details=details if name == definition.name else None,
+            previous_details=known[1] if known is not None and same else None,
             max_bytes=self.max_bytes,
-            on_beat=functools.partial(self._beaten, run.seq),
+            listener=self,
             loop=asyncio.get_running_loop(),
             now=self._now,
         )
-        self._writers[run.seq] = _Writer(control, write_interval(definition.heartbeat_timeout))
+        self._controls[run.seq] = control
         return control
 
     # -- cancelling -----------------------------------------------------------------------
     def cancel(self, seq: int, reason: str) -> None:
         """Cancel the attempt of ``seq`` running now, if any (``is_cancelled()``, ``heartbeat()``
         raises); interrupting its task is the driver's job."""
-        writer = self._writers.get(seq)
-        if writer is not None:
-            writer.control.cancel(reason)
+        control = self._controls.get(seq)
+        if control is not None:
+            control.cancel(reason)
 
     def cancel_all(self, reason: str) -> None:
-        for seq in list(self._writers):
-            self.cancel(seq, reason)
+        for control in list(self._controls.values()):
+            control.cancel(reason)
 
     # -- writing --------------------------------------------------------------------------
-    def _beaten(self, seq: int, control: AttemptControl) -> None:
+    def beaten(self, control: AttemptControl) -> None:
         """An attempt beat (on the event loop): write now, or when the throttle allows."""
-        writer = self._writers.get(seq)
-        if writer is None or writer.control is not control or writer.closed:
+        seq = control.seq
+        if self._controls.get(seq) is not control:
             return  # that attempt is over (a task it left behind beats on): nothing to record
+        if self._writers is None:
+            self._writers = {}
+        writer = self._writers.get(seq)
+        if writer is None:
+            interval = write_interval(control.heartbeat_timeout)
+            writer = self._writers[seq] = _Writer(control, interval)
         if writer.task is not None or writer.timer is not None:
             return  # a write is pending already: it will take the latest beat
         delay = writer.next_at - time.monotonic()
@@ -191,7 +221,7 @@ class HeartbeatKeeper:
             writer.task = None
             writer.next_at = time.monotonic() + writer.interval
             if not writer.closed and writer.control.has_unwritten():
-                self._beaten(writer.control.seq, writer.control)
+                self.beaten(writer.control)
 
     async def _write(self, control: AttemptControl, beat: Beat) -> bool:
         """Write one beat; False when it could not be written (the database refused it)."""
@@ -200,14 +230,19 @@ class HeartbeatKeeper:
             row = HeartbeatRow(
                 control.seq, control.activity_name, control.attempt, beat.details, beat.at
             )
-            recorded = await self._record(row)
+            if self._record is None:
+                recorded = await self.store.record_heartbeat(
+                    self.workflow_id, self.lease_epoch, row
+                )
+            else:
+                recorded = await self._record(row)
         except OUTAGE_ERRORS as exc:  # logged once by the worker's outage log; kept for later
             log.debug("workflow %s: heartbeat not recorded: %s", self.workflow_id, exc)
             return False
         except Exception as exc:  # the database refused it: kept, and tried again later
             if control.seq in self._warned:
                 return False
-            self._warned.add(control.seq)
+            self._warned |= {control.seq}
             log.warning(
                 "workflow %s: the heartbeats of activity %r (seq %d) cannot be recorded: %s",
                 self.workflow_id,
@@ -224,15 +259,16 @@ class HeartbeatKeeper:
     async def finish(self, seq: int, *, failed: bool) -> None:
         """The attempt of ``seq`` ended; ``failed``: its latest beat is written now (after the
         write in flight, if any), so the next attempt, wherever it runs, starts from it."""
+        control = self._controls.get(seq)
         writer = self._close(seq)
-        if writer is None or not failed:
+        if control is None or not failed:
             return
-        if writer.task is not None:
+        if writer is not None and writer.task is not None:
             with contextlib.suppress(Exception):
                 await writer.task
-        beat = writer.control.take_unwritten()
+        beat = control.take_unwritten()
         if beat is not None:
-            await self._write(writer.control, beat)
+            await self._write(control, beat)
 
     def succeeded(self, seq: int) -> None:
         """The attempt of ``seq`` succeeded: :meth:`finish` without a failure, which writes
@@ -247,18 +283,19 @@ class HeartbeatKeeper:
 
     def close(self) -> None:
         """The workflow leaves this worker: stop writing for every attempt."""
-        for seq in list(self._writers):
+        for seq in list(self._controls):
             self.drop(seq)
 
     def _close(self, seq: int) -> _Writer | None:
-        writer = self._writers.pop(seq, None)
+        """Forget the attempt of ``seq`` (keeping its latest details); its writer, if it beat."""
+        control = self._controls.pop(seq, None)
+        if control is not None and control.details is not None:
+            self.known[seq] = (control.activity_name, control.details)
+        writer = None if self._writers is None else self._writers.pop(seq, None)
         if writer is None:
             return None
         writer.closed = True
         if writer.timer is not None:
             writer.timer.cancel()
             writer.timer = None
-        control = writer.control
-        if control.details is not None:
-            self.known[seq] = (control.activity_name, control.details)
         return writer

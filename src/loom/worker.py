@@ -469,7 +469,7 @@ class Worker:
         if self.scheduler is not None:
             self.scheduler.wake()
         for driver in self._held.values():
-            driver.nudge.set()
+            driver.wake()
         self.database.work_available.notify()
 
     def interrupt(self, workflow_id: str, *, lease_lost: bool = False) -> None:

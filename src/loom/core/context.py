@@ -249,9 +249,12 @@ class WorkflowContext(Generic[InputT, StateT]):
             "step": self._execution.current_step,
         }
         event = self._execution.decide(EventType.ACTIVITY_SCHEDULED, payload)
-        result = await self._withdrawable(
-            event, self._execution.schedule_activity(event, definition)
-        )
+        # What _withdrawable does, inline: one coroutine less for every activity.
+        try:
+            result = await self._execution.schedule_activity(event, definition)
+        except asyncio.CancelledError:
+            self._execution.withdraw(event)
+            raise
         returned = f"the result of activity {definition.name!r}"
         # A private copy: the recorded result must not change if the step edits what it got.
         return codec.convert(thaw(result), definition.return_annotation, what=returned)

@@ -195,6 +195,17 @@ class WorkflowExecution(Inputs, Decisions):
         """The children the code awaits: child workflow id -> seq of its start."""
         return {p.child_id: seq for seq, p in self._pending.items() if p.child_id is not None}
 
+    def awaits_inputs(self) -> bool:
+        """Whether an input can be delivered to it: something other than an activity is pending
+        (a timer, a signal wait, a child) or a ``@loom.signal`` handler takes signals. When
+        not, :meth:`deadlines`, :meth:`signal_waits` and :meth:`child_waits` are all empty."""
+        if self.definition.signal_handlers and not self.finished:
+            return True
+        for pending in self._pending.values():  # noqa: SIM110 (no generator: every turn runs it)
+            if pending.run is None:
+                return True
+        return False
+
     def has_activity(self, seq: int) -> bool:
         """Whether the activity scheduled at ``seq`` is still awaited (not withdrawn)."""
         pending = self._pending.get(seq)

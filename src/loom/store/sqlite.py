@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -219,8 +219,10 @@ class SqliteStore(SqlStore):
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
-    async def _transact(self, rule: Rule[T]) -> T:
-        return await self._batched(functools.partial(self._drive, rule=rule))
+    def _transact(self, rule: Rule[T]) -> Coroutine[Any, Any, T]:
+        # Plain functions handing on the coroutine (here and in commit, create_workflow): a
+        # coroutine per layer on every write is work the event loop does for nothing.
+        return self._batched(functools.partial(self._drive, rule=rule))
 
     async def _read(self, rule: Rule[T], *, snapshot: bool = False) -> T:
         def read() -> T:
@@ -310,8 +312,10 @@ class SqliteStore(SqlStore):
 
         return await self._run(read)
 
-    async def create_workflow(self, new: NewWorkflow, first: Event) -> WorkflowRecord | None:
-        return await self._transact(_create(new, first))
+    def create_workflow(
+        self, new: NewWorkflow, first: Event
+    ) -> Coroutine[Any, Any, WorkflowRecord | None]:
+        return self._transact(_create(new, first))
 
     async def _lease(
         self, claim: Rule[list[Row]], now: float
@@ -335,14 +339,14 @@ class SqliteStore(SqlStore):
 
         return await self._batched(write)
 
-    async def commit(self, commit: Commit, now: float) -> CommitOutcome:
-        def write(conn: sqlite3.Connection) -> CommitOutcome:
-            # Encoded here, on the store's thread, not on the event loop's.
-            rule = commit_rules.commit_batch(DIALECT, [Prepared.of(commit, now)])
-            [(outcome, _)] = self._drive(conn, rule)
-            return outcome
+    def commit(self, commit: Commit, now: float) -> Coroutine[Any, Any, CommitOutcome]:
+        return self._batched(functools.partial(self._commit_one, commit, now))
 
-        return await self._batched(write)
+    def _commit_one(self, commit: Commit, now: float, conn: sqlite3.Connection) -> CommitOutcome:
+        # Encoded here, on the store's thread, not on the event loop's.
+        rule = commit_rules.commit_batch(DIALECT, [Prepared.of(commit, now)])
+        [(outcome, _)] = self._drive(conn, rule)
+        return outcome
 
 
 def _create(new: NewWorkflow, first: Event) -> Rule[WorkflowRecord | None]:
