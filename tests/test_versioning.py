@@ -167,6 +167,64 @@ async def test_replay_checks_every_version_and_names_a_missing_one(db: loom.Data
     assert second.ok
 
 
+def ship_v1(registry: Registry) -> type[loom.Workflow[Any, Any]]:
+    @loom.workflow(name="ver_Ship", version="1", registry=registry)
+    class ShipV1(loom.Workflow[dict[str, Any], dict[str, Any]]):
+        @loom.step
+        async def pack(self, ctx: Ctx) -> None:
+            await ctx.state.set("packed", True)
+
+        @loom.step
+        async def send(self, ctx: Ctx) -> None:
+            await ctx.state.set("sent", await ctx.wait_for_signal("go"))
+
+    return ShipV1
+
+
+def ship_v2(registry: Registry) -> type[loom.Workflow[Any, Any]]:
+    """Version 2 has a step where version 1 had ``send``."""
+
+    @loom.workflow(name="ver_Ship", version="2", registry=registry)
+    class ShipV2(loom.Workflow[dict[str, Any], dict[str, Any]]):
+        @loom.step
+        async def pack(self, ctx: Ctx) -> None:
+            await ctx.state.set("packed", True)
+
+        @loom.step
+        async def weigh(self, ctx: Ctx) -> None:
+            await ctx.state.set("weighed", True)
+
+        @loom.step
+        async def send(self, ctx: Ctx) -> None:
+            await ctx.state.set("sent", await ctx.wait_for_signal("go"))
+
+    return ShipV2
+
+
+SHIP_V1, SHIP_V2, SHIP_BOTH = Registry(), Registry(), Registry()
+ShipV1 = ship_v1(SHIP_V1)
+ship_v2(SHIP_V2), ship_v1(SHIP_BOTH), ship_v2(SHIP_BOTH)
+
+
+@pytest.mark.parametrize("client", [SHIP_BOTH, SHIP_V2], ids=["both versions", "newest only"])
+async def test_a_run_is_reset_to_the_steps_of_its_own_version(
+    db: loom.Database, client: Registry
+) -> None:
+    """A client that has a newer version with other steps resets a run of an older one by the
+    steps of that run's version (or of its history, when it lacks that version)."""
+    run = await db.start_workflow(ShipV1)
+    async with worker(db, registry=SHIP_V1):
+        await eventually(lambda: _waits(run))
+    with pytest.raises(loom.UnknownStepError, match="'pack', 'send'"):
+        await db.reset_workflow(run.workflow_id, "weigh", registry=client)
+    outcome = await db.reset_workflow(run.workflow_id, "send", registry=client)
+    assert outcome is loom.ResetOutcome.RESET
+    async with worker(db, registry=SHIP_V1):
+        await eventually(lambda: _waits(run))
+        await run.signal("go", "again")
+        assert await run.result(timeout=10) == {"packed": True, "sent": "again"}
+
+
 def test_versions_order_by_their_numbers() -> None:
     ordered = sorted(["1.10", "1.9", "2", "1.0.0", "1", "10"], key=version_key)
     assert ordered == ["1", "1.0.0", "1.9", "1.10", "2", "10"]

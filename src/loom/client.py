@@ -799,8 +799,13 @@ class Database(ScheduleMethods):
             record = await self.store.get_workflow(workflow_id)
             if record is None:
                 raise WorkflowNotFoundError(workflow_id)
-            try:
-                steps = [s.name for s in (registry or self.registry).workflow(record.name).steps]
+            try:  # its own version's steps: another version's may differ in name and order
+                steps = [
+                    s.name
+                    for s in (registry or self.registry)
+                    .workflow(record.name, workflow_id, record.version)
+                    .steps
+                ]
             except UnknownWorkflowTypeError:
                 steps = None  # the history alone names the steps reached
             history = await self.store.load_history(workflow_id)
