@@ -107,6 +107,8 @@ async def test_gc_by_status_and_age_in_batches(db: loom.Database) -> None:
     await run_all(db, {f"ok-{n}": None for n in range(5)} | {"bad": "fail", "open": "wait"})
     assert await db.count_finished(timedelta(days=1)) == 0  # all ended just now
     assert await db.count_finished(0.000001, ["completed"]) == 5
+    # Measured from an earlier moment, before any of them ended: none.
+    assert await db.delete_finished(0.000001, now=time.time() - 3600) == 0
     assert await db.delete_finished(0.000001, ["COMPLETED"], batch=2) == 5
     assert await ids(db) == ["bad", "open"]
     assert await db.delete_finished(0.000001) == 1
@@ -120,6 +122,9 @@ async def test_gc_refuses_running_workflows_and_odd_periods(db: loom.Database) -
     for period in (0, -1, math.nan, math.inf, "30d", True, 1e12):
         with pytest.raises(ConfigurationError):
             await db.delete_finished(period)  # type: ignore[arg-type]
+    for now in (math.nan, math.inf, "now", True):
+        with pytest.raises(ConfigurationError, match="epoch time"):
+            await db.count_finished(60, now=now)  # type: ignore[arg-type]
     for batch in (0, -5, 10_001, 2.5):
         with pytest.raises(ConfigurationError):
             await db.delete_finished(60, batch=batch)  # type: ignore[arg-type]

@@ -600,10 +600,13 @@ class Database(ScheduleMethods):
         self,
         older_than: float | timedelta,
         statuses: Sequence[WorkflowStatus | str] | None = None,
+        *,
+        now: float | None = None,
     ) -> int:
         """How many finished workflows (of ``statuses``, default all: COMPLETED, FAILED,
-        CANCELED) ended more than ``older_than`` (seconds or a timedelta) ago."""
-        before = self.clock.now() - retention.period_seconds(older_than, "older_than")
+        CANCELED) ended more than ``older_than`` (seconds or a timedelta) before ``now`` (an
+        epoch time; default: now)."""
+        before = self._cutoff(older_than, now)
         return await self.store.count_finished(before, retention.finished_statuses(statuses))
 
     async def delete_finished(
@@ -612,18 +615,29 @@ class Database(ScheduleMethods):
         statuses: Sequence[WorkflowStatus | str] | None = None,
         *,
         batch: int = retention.BATCH,
+        now: float | None = None,
     ) -> int:
         """Delete the finished workflows :meth:`count_finished` counts, with their histories,
         earlier runs and buffered signals, ``batch`` per short transaction with a pause
-        between (see :mod:`loom.retention`); return how many were deleted."""
+        between (see :mod:`loom.retention`); return how many were deleted. Given the ``now``
+        of a count, it deletes no workflow that ended after that count: what was counted (and
+        confirmed) is the most it deletes."""
         if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 10_000:
             raise ConfigurationError(f"batch must be from 1 to 10000, got {batch!r}")
-        before = self.clock.now() - retention.period_seconds(older_than, "older_than")
+        before = self._cutoff(older_than, now)
         statuses = retention.finished_statuses(statuses)
         deleted = await retention.sweep(self.store, before, statuses, batch=batch)
         if deleted:
             self.workflow_changed.notify()
         return deleted
+
+    def _cutoff(self, older_than: float | timedelta, now: float | None) -> float:
+        period = retention.period_seconds(older_than, "older_than")
+        if now is None:
+            return self.clock.now() - period
+        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+            raise ConfigurationError(f"now must be an epoch time in seconds, got {now!r}")
+        return now - period
 
     async def list_records(
         self,
