@@ -252,6 +252,7 @@ def test_bulk_cancel_retry_and_reset_by_filter_with_two_worker_processes(
             [str(LOOM), *args], env=env, cwd=cwd, capture_output=True, text=True
         )
         assert_one_line_error(result, message)
+        assert result.returncode == 2, (args, result.returncode)  # a usage error, every one
 
     canceled = ok_json(
         answered(
