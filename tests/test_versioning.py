@@ -148,6 +148,49 @@ async def test_patched_keeps_old_histories_on_the_old_path_and_new_runs_on_the_n
     assert [r.ok for r in reports] == [True, True], [r.problem for r in reports]
 
 
+TWO_PATCHES, ONE_RETIRED = Registry(), Registry()
+
+
+@loom.workflow(name="ver_Invoice", registry=TWO_PATCHES)
+class InvoiceTwoPatches(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def bill(self, ctx: Ctx) -> None:
+        taxed, receipt = ctx.patched("tax"), ctx.patched("receipt")  # recorded side by side
+        await ctx.state.set("taxed", taxed)
+        if receipt:
+            await ctx.state.set("receipt", True)
+        await ctx.state.set("note", await ctx.wait_for_signal("go"))
+
+
+@loom.workflow(name="ver_Invoice", registry=ONE_RETIRED)
+class InvoiceOneRetired(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """ "tax" had no old run left: its call is gone, its path is the only one."""
+
+    @loom.step
+    async def bill(self, ctx: Ctx) -> None:
+        receipt = ctx.patched("receipt")
+        await ctx.state.set("taxed", True)
+        if receipt:
+            await ctx.state.set("receipt", True)
+        await ctx.state.set("note", await ctx.wait_for_signal("go"))
+
+
+async def test_a_patch_retired_beside_another_leaves_the_other_on_its_path(
+    db: loom.Database,
+) -> None:
+    run = await db.start_workflow(InvoiceTwoPatches)
+    async with worker(db, registry=TWO_PATCHES):
+        await eventually(lambda: _waits(run))
+    patches = [e.payload["patch_id"] for e in of_type(await run.events(), EventType.PATCH_APPLIED)]
+    assert patches == ["tax", "receipt"]
+    db.registry = ONE_RETIRED
+    [report] = await db.check_replay([run.workflow_id])
+    assert report.ok, report.problem
+    async with worker(db, registry=ONE_RETIRED, cache_size=0):
+        await run.signal("go", "paid")
+        assert await run.result(timeout=10) == {"taxed": True, "receipt": True, "note": "paid"}
+
+
 async def test_replay_checks_every_version_and_names_a_missing_one(db: loom.Database) -> None:
     one = await db.start_workflow(OrderV1, workflow_input={"amount": 1})
     two = await db.start_workflow(OrderV2, workflow_input={"amount": 1})

@@ -540,13 +540,16 @@ class WorkflowExecution:
         if known is not None:
             return known
         if self._stream:
-            upcoming = self._stream[0]
-            took = (
-                upcoming.type is EventType.PATCH_APPLIED
-                and upcoming.payload.get("patch_id") == patch_id
-            )
-            if took:
-                self._stream.popleft()
+            # Among the markers recorded here, not only the first: the ones before it may be of
+            # patches whose calls were removed since (retired), and are passed over later.
+            took = False
+            for index, upcoming in enumerate(self._stream):
+                if upcoming.type is not EventType.PATCH_APPLIED:
+                    break
+                if upcoming.payload.get("patch_id") == patch_id:
+                    del self._stream[index]
+                    took = True
+                    break
         else:
             self.decide(EventType.PATCH_APPLIED, {"patch_id": patch_id})
             took = True
