@@ -301,6 +301,29 @@ async def test_without_the_class_the_history_names_the_steps_it_can_reset_to(
         assert (await handle.result(timeout=10))["log"] == rw.STEPS
 
 
+async def test_without_the_class_a_reset_or_retry_not_yet_run_can_be_reset_to_its_step(
+    db: loom.Database, db_url: str, wid: str
+) -> None:
+    """A reset or retry that no worker has run yet names the step the workflow runs next: a
+    client without the class can reset it to that step again (its history has no start of it
+    since), as it could before."""
+    reset = await order_in(db, wid, WorkflowStatus.COMPLETED)
+    failed = await order_in(db, f"{wid}-f", WorkflowStatus.FAILED)
+    charged, reserved, shipped = calls(failed.workflow_id)
+    await failed.retry()
+    async with loom.Database(db_url, registry=loom.Registry()) as bare:
+        assert await bare.get_workflow(wid).reset("reserve") is ResetOutcome.RESET
+        assert await bare.get_workflow(wid).reset("reserve") is ResetOutcome.RESET
+        with pytest.raises(UnknownStepError, match=r"it can be reset to: 'charge', 'reserve'$"):
+            await bare.get_workflow(wid).reset("ship")
+        assert await bare.get_workflow(failed.workflow_id).reset("ship") is ResetOutcome.RESET
+    async with worker(db):
+        assert (await reset.result(timeout=10))["log"] == rw.STEPS
+        assert (await failed.result(timeout=10))["log"] == rw.STEPS
+    assert calls(wid) == [1, 2, 2]
+    assert calls(failed.workflow_id) == [charged, reserved, shipped + 1]
+
+
 async def test_a_reset_cancels_the_children_of_the_discarded_steps(
     db: loom.Database, wid: str
 ) -> None:
