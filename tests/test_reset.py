@@ -446,3 +446,10 @@ async def test_bulk_start_and_reset_with_encrypted_payloads(db_url: str, wid: st
         raw = await plain.store.inner.load_history(f"{wid}-0")
         [stored] = [e for e in raw if e.type is EventType.WORKFLOW_RESET]
         assert "a secret reason" not in str(stored.payload)
+
+
+async def test_a_bulk_reset_given_an_id_twice_resets_it_once(db: loom.Database, wid: str) -> None:
+    handle = await order_in(db, wid, WorkflowStatus.COMPLETED)
+    results = await db.bulk_action("reset", [wid, "no-such-workflow", wid], to_step="ship")
+    assert [(r.workflow_id, r.ok) for r in results] == [(wid, True), ("no-such-workflow", False)]
+    assert len(of_type(await handle.events(), EventType.WORKFLOW_RESET)) == 1
