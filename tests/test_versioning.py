@@ -191,6 +191,62 @@ async def test_a_patch_retired_beside_another_leaves_the_other_on_its_path(
         assert await run.result(timeout=10) == {"taxed": True, "receipt": True, "note": "paid"}
 
 
+BEFORE_MEMO, AFTER_MEMO = Registry(), Registry()
+
+
+@loom.workflow(name="ver_Memo", registry=BEFORE_MEMO)
+class MemoBefore(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def first(self, ctx: Ctx) -> None:
+        await ctx.state.set("first", await ctx.wait_for_signal("a"))
+
+    @loom.step
+    async def second(self, ctx: Ctx) -> None:
+        await ctx.state.set("second", await ctx.wait_for_signal("b"))
+
+
+@loom.workflow(name="ver_Memo", registry=AFTER_MEMO)
+class MemoAfter(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """Asks the same patch in both steps."""
+
+    @loom.step
+    async def first(self, ctx: Ctx) -> None:
+        patched = ctx.patched("memo")
+        await ctx.state.set("first", [await ctx.wait_for_signal("a"), patched])
+
+    @loom.step
+    async def second(self, ctx: Ctx) -> None:
+        got = await ctx.wait_for_signal("b")
+        await ctx.state.set("second", [got, ctx.patched("memo")])
+
+
+@pytest.mark.parametrize("cache_size", [1000, 0], ids=["cached", "replayed"])
+async def test_a_patch_asked_again_in_a_later_step_answers_alike_with_or_without_the_cache(
+    db: loom.Database, cache_size: int
+) -> None:
+    """A step that began before the change answers False; a later step answers as the history
+    it writes says, whether the worker kept the workflow in memory or replays it without the
+    steps that completed (which replay does not run, so what they were answered is unknown)."""
+    run = await db.start_workflow(MemoBefore)
+    async with worker(db, registry=BEFORE_MEMO):
+        await eventually(lambda: _waits(run))
+    async with worker(db, registry=AFTER_MEMO, cache_size=cache_size):
+        await run.signal("a", "A")
+        await eventually(lambda: _waits_for(run, "b"))
+        await run.signal("b", "B")
+        final = await run.result(timeout=10)
+    assert final == {"first": ["A", False], "second": ["B", True]}
+    db.registry = AFTER_MEMO
+    [report] = await db.check_replay([run.workflow_id])
+    assert report.ok, report.problem
+
+
+async def _waits_for(handle: loom.WorkflowHandle[Any], name: str) -> bool:
+    record = await handle.describe()
+    waiting = of_type(await handle.events(), EventType.SIGNAL_WAIT_STARTED)
+    return bool(waiting) and waiting[-1].payload.get("name") == name and not record.leased
+
+
 async def test_replay_checks_every_version_and_names_a_missing_one(db: loom.Database) -> None:
     one = await db.start_workflow(OrderV1, workflow_input={"amount": 1})
     two = await db.start_workflow(OrderV2, workflow_input={"amount": 1})

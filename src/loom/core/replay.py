@@ -534,8 +534,8 @@ class WorkflowExecution:
 
     def patched(self, patch_id: str) -> bool:
         """Whether the code takes the new path of ``patch_id`` (see ``ctx.patched``): True live
-        (recorded as PATCH_APPLIED), and on replay only where the history recorded it. The
-        answer holds for the rest of the run."""
+        (recorded as PATCH_APPLIED), and on replay only where the history recorded it. True
+        holds for the rest of the run; False for the rest of the step."""
         known = self._patches.get(patch_id)
         if known is not None:
             return known
@@ -584,6 +584,10 @@ class WorkflowExecution:
                 self.current_step = step.name
                 started = self.decide(EventType.STEP_STARTED, {"step": step.name, "index": index})
                 self._rng_seed, self._rng = f"{self.workflow_id}:{index}:{started.seq}", None
+                # The patches a completed step took are in its history; those it did not take
+                # are not, and a replay that skips it cannot know them: each step asks anew,
+                # whether this execution ran the steps before or skipped them.
+                self._patches = {patch: True for patch, took in self._patches.items() if took}
                 # A new instance per step: attributes are not a channel between steps, with or
                 # without the worker's cache (steps share only ctx.state).
                 self._loop.take_tasks()
