@@ -293,3 +293,32 @@ async def test_gc_racing_workers_and_signals_deletes_only_what_had_ended(
 async def _ended_or_gone(db: loom.Database, workflow_id: str) -> bool:
     record = await db.find_workflow(workflow_id)
     return record is None or record.status is WorkflowStatus.COMPLETED
+
+
+@pytest.mark.parametrize("action", ["reset", "check", "check all", "export"])
+async def test_an_action_racing_the_deletion_of_its_workflow_finds_it_gone(
+    db: loom.Database, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    """The workflow is deleted between an action's reading of it and of its history: the
+    action says it is not found (as it would a moment later), not that its history does not
+    replay; a replay check of every workflow passes over it."""
+    await run_all(db, {"done": None})
+    read = db.store.get_workflow
+
+    async def read_then_deleted(workflow_id: str) -> Any:
+        record = await read(workflow_id)
+        await db.delete_finished(0.000001)
+        return record
+
+    monkeypatch.setattr(db.store, "get_workflow", read_then_deleted)
+    handle = db.get_workflow("done")
+    if action == "check all":
+        assert await db.check_replay() == []
+        return
+    with pytest.raises(loom.WorkflowNotFoundError):
+        if action == "reset":
+            await handle.reset("work")
+        elif action == "check":
+            await db.check_replay(["done"])
+        else:
+            await handle.export_history()

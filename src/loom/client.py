@@ -822,7 +822,7 @@ class Database(ScheduleMethods):
                 ]
             except UnknownWorkflowTypeError:
                 steps = None  # the history alone names the steps reached
-            history = await self.store.load_history(workflow_id)
+            history = await self._history_of(workflow_id)
             plan = plan_reset(workflow_id, record.name, history, to_step, steps)
             request = ResetRequest(
                 plan.to_step, plan.index, plan.state, tuple(plan.resend), plan.last_seq, reason
@@ -851,13 +851,28 @@ class Database(ScheduleMethods):
         Reports, for each workflow (all of them when ``workflow_ids`` is None), whether the
         current code reproduces its history: a determinism check to run before deploying.
         """
+        listed = workflow_ids is None
         if workflow_ids is None:
             records = await self._plain_parts.list_workflows(limit=limit or 1_000_000)
             workflow_ids = [r.workflow_id for r in records]
         reports = []
         for wid in workflow_ids:
-            reports.append(await self._check_one(wid))
+            try:
+                reports.append(await self._check_one(wid))
+            except WorkflowNotFoundError:
+                if not listed:
+                    raise
+                # deleted since it was listed (retention): nothing of it is left to check
         return reports
+
+    async def _history_of(self, workflow_id: str) -> list[Event]:
+        """The history of a workflow whose record was just read. Every stored workflow has
+        one, so none means it was deleted in between (retention): ``WorkflowNotFoundError``,
+        not a history that fails to replay."""
+        history = await self.store.load_history(workflow_id)
+        if not history:
+            raise WorkflowNotFoundError(workflow_id)
+        return history
 
     async def _check_one(self, workflow_id: str) -> ReplayReport:
         from loom.core.verify import verify
@@ -865,7 +880,7 @@ class Database(ScheduleMethods):
         record = await self.store.get_workflow(workflow_id)
         if record is None:
             raise WorkflowNotFoundError(workflow_id)
-        history = await self.store.load_history(workflow_id)
+        history = await self._history_of(workflow_id)
         try:
             definition = self.registry.workflow(record.name, workflow_id, record.version)
         except UnknownWorkflowTypeError as exc:

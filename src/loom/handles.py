@@ -127,6 +127,8 @@ class WorkflowHandle(Generic[StateT]):
                 )
         else:
             events = await strict.load_history(self.workflow_id)
+            if not events:  # deleted since its record was read (retention)
+                raise WorkflowNotFoundError(self.workflow_id)
             run_id = record.run_id
         # Read after the record: the events may have moved on since, and they say it last.
         ending = history_file.ENDINGS.get(events[-1].type, WorkflowStatus.RUNNING)
