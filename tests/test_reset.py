@@ -15,6 +15,7 @@ import loom
 import reset_workflows as rw
 from loom import EventType, ResetOutcome, UnknownStepError, WorkflowStatus
 from loom.core.replay import WorkflowExecution
+from loom.store.base import CommitOutcome, HeartbeatRow
 from support import eventually, of_type, worker
 
 
@@ -236,6 +237,33 @@ async def test_a_reset_waiting_for_a_dead_worker_happens_at_the_next_claim(
     assert final["log"] == rw.STEPS
     kinds = [e.type for e in await handle.events()][:3]
     assert kinds == [EventType.WORKFLOW_STARTED, EventType.WORKFLOW_RESET, EventType.STEP_STARTED]
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["requested", "at once"])
+async def test_a_reset_leaves_no_heartbeat_of_the_activities_it_discarded(
+    db: loom.Database, wid: str, held: bool
+) -> None:
+    """The activities of the steps a reset discards will not resume, and those of the kept
+    steps completed: none of their last heartbeats is shown as if it still ran."""
+    handle = await db.start_workflow(rw.Order, workflow_id=wid)
+    now = time.time()
+    [claim] = await db.store.claim("dead-worker", ["reset_Order"], 1, 0.5, now)
+    beat = HeartbeatRow(3, "reset_work", 1, '{"done": 0.5}', now)
+    assert await db.store.record_heartbeat(wid, claim.lease_epoch, beat) is CommitOutcome.OK
+    assert [b.details for b in await handle.heartbeats()] == [{"done": 0.5}]
+    if not held:
+        await eventually(lambda: _past(now + 0.5), what="the dead worker's lease over")
+    outcome = await handle.reset("charge")
+    assert outcome is (ResetOutcome.REQUESTED if held else ResetOutcome.RESET)
+    if held:  # the next claim, once the dead worker's lease is over, carries it out
+        await eventually(lambda: _past(now + 0.5), what="the dead worker's lease over")
+        await db.store.claim("next-worker", ["reset_Order"], 1, 10.0, time.time())
+    assert of_type(await handle.events(), EventType.WORKFLOW_RESET)
+    assert await handle.heartbeats() == []
+
+
+async def _past(moment: float) -> bool:
+    return time.time() > moment
 
 
 async def test_a_cancel_after_a_reset_request_wins_and_a_reset_after_a_cancel_request_too(

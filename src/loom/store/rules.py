@@ -795,6 +795,9 @@ def reset_now(
     )
     yield from parent_close(d, workflow_id, now, written)
     yield from task_rules.drop(d, workflow_id)  # the steps that awaited them are discarded
+    # The kept steps' activities completed and the discarded ones' will not resume: no
+    # heartbeat of the workflow is of use (tasks first: see commit_batch).
+    yield run("DELETE FROM activity_heartbeats WHERE workflow_id = ?", workflow_id)
     yield run("DELETE FROM signals WHERE workflow_id = ? AND name = ?", workflow_id, CHILD_OUTCOME)
     yield from rebuffer(workflow_id, [(n, dump(p)) for n, p in request.resend], now)
 
