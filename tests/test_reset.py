@@ -449,6 +449,46 @@ async def test_a_continued_workflow_is_reset_within_its_current_run(
     assert [e.payload["to_step"] for e in resets] == ["notify", "bill"]
 
 
+async def test_a_reset_planned_on_a_run_that_continued_as_new_is_planned_again(
+    db: loom.Database, wid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workflow continues as new between the reading of its history and the reset, and its
+    new run reaches the same length: the reset is planned again on the new run (its signals,
+    its state), not applied to it as planned on the old one."""
+    handle = await db.start_workflow(rw.Rounds, workflow_id=wid)
+    async with worker(db):
+        await eventually(lambda: waiting_for(handle, "next"), what="the first run waiting")
+        await handle.signal("next", "A")
+        await eventually(lambda: waiting_for(handle, "more"), what="the first run's second step")
+        stale = (await db.store.get_workflow(wid), await db.store.load_history(wid))
+        await handle.signal("more", 1)
+        await eventually(lambda: _new_run_waits(handle, "next"), what="the second run waiting")
+        await handle.signal("next", "B")
+        await eventually(lambda: _new_run_waits(handle, "more"), what="its second step")
+    assert (await handle.describe()).last_seq == stale[1][-1].seq  # the same length
+    reads = {"record": [stale[0]], "history": [stale[1]]}
+    get_workflow, load_history = db.store.get_workflow, db.store.load_history
+
+    async def record_read_before(workflow_id: str) -> Any:
+        return reads["record"].pop() if reads["record"] else await get_workflow(workflow_id)
+
+    async def history_read_before(workflow_id: str) -> Any:
+        return reads["history"].pop() if reads["history"] else await load_history(workflow_id)
+
+    monkeypatch.setattr(db.store, "get_workflow", record_read_before)
+    monkeypatch.setattr(db.store, "load_history", history_read_before)
+    assert await handle.reset("first") is ResetOutcome.RESET
+    monkeypatch.undo()
+    assert [(s.name, s.payload) for s in await db.store.read_signals(wid)] == [("next", "B")]
+    [reset] = of_type(await handle.events(), EventType.WORKFLOW_RESET)
+    assert reset.payload == {"to_step": "first", "index": 0}
+    assert len(await handle.runs()) == 2
+
+
+async def _new_run_waits(handle: loom.WorkflowHandle[Any], signal: str) -> bool:
+    return len(await handle.runs()) == 2 and await waiting_for(handle, signal)
+
+
 async def test_bulk_start_and_reset_with_encrypted_payloads(db_url: str, wid: str) -> None:
     """Under a payload codec (a fresh nonce per encoding), a batch started again is still
     idempotent, and a reset's state, re-sent signals and reason are stored encoded."""

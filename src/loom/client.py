@@ -825,7 +825,13 @@ class Database(ScheduleMethods):
             history = await self._history_of(workflow_id)
             plan = plan_reset(workflow_id, record.name, history, to_step, steps)
             request = ResetRequest(
-                plan.to_step, plan.index, plan.state, tuple(plan.resend), plan.last_seq, reason
+                plan.to_step,
+                plan.index,
+                plan.state,
+                tuple(plan.resend),
+                plan.last_seq,
+                reason,
+                record.run_id,  # read before the history: a run that moved on since is seen
             )
             try:
                 outcome = await self.store.reset(workflow_id, request, self.clock.now())
