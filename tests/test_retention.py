@@ -232,15 +232,22 @@ async def test_a_deleted_workflow_leaves_no_row_in_any_table(db: loom.Database) 
             "plain",
         )
     )
+    # ... and a queue slot its activity held when its worker died (it expires; it must go too).
+    await store._transact(
+        _one(
+            "INSERT INTO activity_slots (workflow_id, seq, queue, owner, lease_until) "
+            "VALUES (?, 3, 'gpu', 'dead-worker', 0)",
+            "plain",
+        )
+    )
     await db.start_workflow(
         Job, workflow_input={"mode": "wait"}, workflow_id="alive", tags={"gc": "yes"}
     )
     tables = await store._read(_tables_with_workflow_rows(postgres))
-    assert {"events", "run_events", "signals", "activity_heartbeats", "workflow_tags"} <= set(
-        tables
-    )
+    owned = {"events", "run_events", "signals", "activity_heartbeats", "activity_slots"}
+    assert owned | {"workflow_tags"} <= set(tables)
     before = await store._read(_rows_of(tables, list(old)))
-    assert all(before[t] for t in ("events", "run_events", "signals", "activity_heartbeats"))
+    assert all(before[t] for t in owned)
     assert before["workflow_tags"] == 8
 
     assert await db.delete_finished(0.000001, batch=3) == 4
