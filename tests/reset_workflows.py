@@ -126,3 +126,19 @@ class Renewal(loom.Workflow[dict[str, Any], dict[str, Any]]):
     @loom.step
     async def notify(self, ctx: Ctx) -> None:
         await ctx.state.set("notify", await ctx.activity(work, ctx.workflow_id, "notify"))
+
+
+@loom.workflow(name="reset_Rounds")
+class Rounds(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """Takes a ``next`` signal, waits for ``more``, and continues as new once: both runs write
+    histories of the same length."""
+
+    @loom.step
+    async def first(self, ctx: Ctx) -> None:
+        await ctx.state.set("got", await ctx.wait_for_signal("next"))
+
+    @loom.step
+    async def second(self, ctx: Ctx) -> None:
+        await ctx.wait_for_signal("more")
+        if not (ctx.input or {}).get("round"):
+            await ctx.continue_as_new({"round": 1})

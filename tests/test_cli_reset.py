@@ -5,6 +5,7 @@ processes sharing one SQLite file, and bulk starts (``db.start_workflows``) run 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -251,6 +252,7 @@ def test_bulk_cancel_retry_and_reset_by_filter_with_two_worker_processes(
             [str(LOOM), *args], env=env, cwd=cwd, capture_output=True, text=True
         )
         assert_one_line_error(result, message)
+        assert result.returncode == 2, (args, result.returncode)  # a usage error, every one
 
     canceled = ok_json(
         answered(
@@ -441,3 +443,51 @@ def test_bulk_start_gc_and_retention_with_two_worker_processes(
         return [w.workflow_id for w in await db.list_workflows(limit=-1)]
 
     assert with_db(url, remaining) == ["open"]
+
+
+def test_gc_deletes_no_workflow_that_ended_after_its_count(setup: dict[str, Any]) -> None:
+    """The age is measured from the count the operator confirmed: a workflow that ends while
+    the question waits, and is old enough by the answer, was not in the number asked about, and
+    stays."""
+    url, env, cwd = setup["url"], setup["env"], setup["cwd"]
+
+    def ended_now(wid: str) -> None:
+        async def end(db: loom.Database) -> None:
+            handle = await db.start_workflow(
+                cli_workflows.Approval, workflow_input={"who": "bo"}, workflow_id=wid
+            )
+            await handle.cancel("not needed")
+
+        with_db(url, end)
+
+    def older_than_a_second(db: loom.Database) -> Any:
+        return db.count_finished(1)
+
+    ended_now("old")
+    eventually_sync(lambda: with_db(url, older_than_a_second) == 1, WAIT, what="old aged")
+    gc = subprocess.Popen(
+        [str(LOOM), "gc", "--older-than", "1s"],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert gc.stderr is not None and gc.stdin is not None
+        question = ""
+        while "[y/N]" not in question:  # the question ends without a newline
+            chunk = os.read(gc.stderr.fileno(), 1024).decode()
+            assert chunk, f"gc ended before asking: {question}"
+            question += chunk
+        assert "delete 1 finished workflows" in question
+        ended_now("young")
+        eventually_sync(lambda: with_db(url, older_than_a_second) == 2, WAIT, what="young aged")
+        out, _ = gc.communicate("y\n", timeout=WAIT)
+    finally:
+        if gc.poll() is None:
+            gc.kill()
+    assert gc.returncode == 0, out
+    assert "deleted 1 finished workflows" in out
+    assert statuses(url, ["old", "young"]) == {"old": None, "young": "CANCELED"}

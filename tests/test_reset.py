@@ -15,6 +15,7 @@ import loom
 import reset_workflows as rw
 from loom import EventType, ResetOutcome, UnknownStepError, WorkflowStatus
 from loom.core.replay import WorkflowExecution
+from loom.store.base import CommitOutcome, HeartbeatRow
 from support import eventually, of_type, worker
 
 
@@ -238,6 +239,33 @@ async def test_a_reset_waiting_for_a_dead_worker_happens_at_the_next_claim(
     assert kinds == [EventType.WORKFLOW_STARTED, EventType.WORKFLOW_RESET, EventType.STEP_STARTED]
 
 
+@pytest.mark.parametrize("held", [True, False], ids=["requested", "at once"])
+async def test_a_reset_leaves_no_heartbeat_of_the_activities_it_discarded(
+    db: loom.Database, wid: str, held: bool
+) -> None:
+    """The activities of the steps a reset discards will not resume, and those of the kept
+    steps completed: none of their last heartbeats is shown as if it still ran."""
+    handle = await db.start_workflow(rw.Order, workflow_id=wid)
+    now = time.time()
+    [claim] = await db.store.claim("dead-worker", ["reset_Order"], 1, 0.5, now)
+    beat = HeartbeatRow(3, "reset_work", 1, '{"done": 0.5}', now)
+    assert await db.store.record_heartbeat(wid, claim.lease_epoch, beat) is CommitOutcome.OK
+    assert [b.details for b in await handle.heartbeats()] == [{"done": 0.5}]
+    if not held:
+        await eventually(lambda: _past(now + 0.5), what="the dead worker's lease over")
+    outcome = await handle.reset("charge")
+    assert outcome is (ResetOutcome.REQUESTED if held else ResetOutcome.RESET)
+    if held:  # the next claim, once the dead worker's lease is over, carries it out
+        await eventually(lambda: _past(now + 0.5), what="the dead worker's lease over")
+        await db.store.claim("next-worker", ["reset_Order"], 1, 10.0, time.time())
+    assert of_type(await handle.events(), EventType.WORKFLOW_RESET)
+    assert await handle.heartbeats() == []
+
+
+async def _past(moment: float) -> bool:
+    return time.time() > moment
+
+
 async def test_a_cancel_after_a_reset_request_wins_and_a_reset_after_a_cancel_request_too(
     db: loom.Database, wid: str
 ) -> None:
@@ -299,6 +327,29 @@ async def test_without_the_class_the_history_names_the_steps_it_can_reset_to(
         assert await bare.get_workflow(wid).reset("ship") is ResetOutcome.RESET
     async with worker(db):
         assert (await handle.result(timeout=10))["log"] == rw.STEPS
+
+
+async def test_without_the_class_a_reset_or_retry_not_yet_run_can_be_reset_to_its_step(
+    db: loom.Database, db_url: str, wid: str
+) -> None:
+    """A reset or retry that no worker has run yet names the step the workflow runs next: a
+    client without the class can reset it to that step again (its history has no start of it
+    since), as it could before."""
+    reset = await order_in(db, wid, WorkflowStatus.COMPLETED)
+    failed = await order_in(db, f"{wid}-f", WorkflowStatus.FAILED)
+    charged, reserved, shipped = calls(failed.workflow_id)
+    await failed.retry()
+    async with loom.Database(db_url, registry=loom.Registry()) as bare:
+        assert await bare.get_workflow(wid).reset("reserve") is ResetOutcome.RESET
+        assert await bare.get_workflow(wid).reset("reserve") is ResetOutcome.RESET
+        with pytest.raises(UnknownStepError, match=r"it can be reset to: 'charge', 'reserve'$"):
+            await bare.get_workflow(wid).reset("ship")
+        assert await bare.get_workflow(failed.workflow_id).reset("ship") is ResetOutcome.RESET
+    async with worker(db):
+        assert (await reset.result(timeout=10))["log"] == rw.STEPS
+        assert (await failed.result(timeout=10))["log"] == rw.STEPS
+    assert calls(wid) == [1, 2, 2]
+    assert calls(failed.workflow_id) == [charged, reserved, shipped + 1]
 
 
 async def test_a_reset_cancels_the_children_of_the_discarded_steps(
@@ -398,6 +449,46 @@ async def test_a_continued_workflow_is_reset_within_its_current_run(
     assert [e.payload["to_step"] for e in resets] == ["notify", "bill"]
 
 
+async def test_a_reset_planned_on_a_run_that_continued_as_new_is_planned_again(
+    db: loom.Database, wid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workflow continues as new between the reading of its history and the reset, and its
+    new run reaches the same length: the reset is planned again on the new run (its signals,
+    its state), not applied to it as planned on the old one."""
+    handle = await db.start_workflow(rw.Rounds, workflow_id=wid)
+    async with worker(db):
+        await eventually(lambda: waiting_for(handle, "next"), what="the first run waiting")
+        await handle.signal("next", "A")
+        await eventually(lambda: waiting_for(handle, "more"), what="the first run's second step")
+        stale = (await db.store.get_workflow(wid), await db.store.load_history(wid))
+        await handle.signal("more", 1)
+        await eventually(lambda: _new_run_waits(handle, "next"), what="the second run waiting")
+        await handle.signal("next", "B")
+        await eventually(lambda: _new_run_waits(handle, "more"), what="its second step")
+    assert (await handle.describe()).last_seq == stale[1][-1].seq  # the same length
+    reads = {"record": [stale[0]], "history": [stale[1]]}
+    get_workflow, load_history = db.store.get_workflow, db.store.load_history
+
+    async def record_read_before(workflow_id: str) -> Any:
+        return reads["record"].pop() if reads["record"] else await get_workflow(workflow_id)
+
+    async def history_read_before(workflow_id: str) -> Any:
+        return reads["history"].pop() if reads["history"] else await load_history(workflow_id)
+
+    monkeypatch.setattr(db.store, "get_workflow", record_read_before)
+    monkeypatch.setattr(db.store, "load_history", history_read_before)
+    assert await handle.reset("first") is ResetOutcome.RESET
+    monkeypatch.undo()
+    assert [(s.name, s.payload) for s in await db.store.read_signals(wid)] == [("next", "B")]
+    [reset] = of_type(await handle.events(), EventType.WORKFLOW_RESET)
+    assert reset.payload == {"to_step": "first", "index": 0}
+    assert len(await handle.runs()) == 2
+
+
+async def _new_run_waits(handle: loom.WorkflowHandle[Any], signal: str) -> bool:
+    return len(await handle.runs()) == 2 and await waiting_for(handle, signal)
+
+
 async def test_bulk_start_and_reset_with_encrypted_payloads(db_url: str, wid: str) -> None:
     """Under a payload codec (a fresh nonce per encoding), a batch started again is still
     idempotent, and a reset's state, re-sent signals and reason are stored encoded."""
@@ -423,3 +514,10 @@ async def test_bulk_start_and_reset_with_encrypted_payloads(db_url: str, wid: st
         raw = await plain.store.inner.load_history(f"{wid}-0")
         [stored] = [e for e in raw if e.type is EventType.WORKFLOW_RESET]
         assert "a secret reason" not in str(stored.payload)
+
+
+async def test_a_bulk_reset_given_an_id_twice_resets_it_once(db: loom.Database, wid: str) -> None:
+    handle = await order_in(db, wid, WorkflowStatus.COMPLETED)
+    results = await db.bulk_action("reset", [wid, "no-such-workflow", wid], to_step="ship")
+    assert [(r.workflow_id, r.ok) for r in results] == [(wid, True), ("no-such-workflow", False)]
+    assert len(of_type(await handle.events(), EventType.WORKFLOW_RESET)) == 1

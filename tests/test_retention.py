@@ -107,6 +107,8 @@ async def test_gc_by_status_and_age_in_batches(db: loom.Database) -> None:
     await run_all(db, {f"ok-{n}": None for n in range(5)} | {"bad": "fail", "open": "wait"})
     assert await db.count_finished(timedelta(days=1)) == 0  # all ended just now
     assert await db.count_finished(0.000001, ["completed"]) == 5
+    # Measured from an earlier moment, before any of them ended: none.
+    assert await db.delete_finished(0.000001, now=time.time() - 3600) == 0
     assert await db.delete_finished(0.000001, ["COMPLETED"], batch=2) == 5
     assert await ids(db) == ["bad", "open"]
     assert await db.delete_finished(0.000001) == 1
@@ -120,6 +122,9 @@ async def test_gc_refuses_running_workflows_and_odd_periods(db: loom.Database) -
     for period in (0, -1, math.nan, math.inf, "30d", True, 1e12):
         with pytest.raises(ConfigurationError):
             await db.delete_finished(period)  # type: ignore[arg-type]
+    for now in (math.nan, math.inf, "now", True):
+        with pytest.raises(ConfigurationError, match="epoch time"):
+            await db.count_finished(60, now=now)  # type: ignore[arg-type]
     for batch in (0, -5, 10_001, 2.5):
         with pytest.raises(ConfigurationError):
             await db.delete_finished(60, batch=batch)  # type: ignore[arg-type]
@@ -227,15 +232,22 @@ async def test_a_deleted_workflow_leaves_no_row_in_any_table(db: loom.Database) 
             "plain",
         )
     )
+    # ... and a queue slot its activity held when its worker died (it expires; it must go too).
+    await store._transact(
+        _one(
+            "INSERT INTO activity_slots (workflow_id, seq, queue, owner, lease_until) "
+            "VALUES (?, 3, 'gpu', 'dead-worker', 0)",
+            "plain",
+        )
+    )
     await db.start_workflow(
         Job, workflow_input={"mode": "wait"}, workflow_id="alive", tags={"gc": "yes"}
     )
     tables = await store._read(_tables_with_workflow_rows(postgres))
-    assert {"events", "run_events", "signals", "activity_heartbeats", "workflow_tags"} <= set(
-        tables
-    )
+    owned = {"events", "run_events", "signals", "activity_heartbeats", "activity_slots"}
+    assert owned | {"workflow_tags"} <= set(tables)
     before = await store._read(_rows_of(tables, list(old)))
-    assert all(before[t] for t in ("events", "run_events", "signals", "activity_heartbeats"))
+    assert all(before[t] for t in owned)
     assert before["workflow_tags"] == 8
 
     assert await db.delete_finished(0.000001, batch=3) == 4
@@ -288,3 +300,32 @@ async def test_gc_racing_workers_and_signals_deletes_only_what_had_ended(
 async def _ended_or_gone(db: loom.Database, workflow_id: str) -> bool:
     record = await db.find_workflow(workflow_id)
     return record is None or record.status is WorkflowStatus.COMPLETED
+
+
+@pytest.mark.parametrize("action", ["reset", "check", "check all", "export"])
+async def test_an_action_racing_the_deletion_of_its_workflow_finds_it_gone(
+    db: loom.Database, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    """The workflow is deleted between an action's reading of it and of its history: the
+    action says it is not found (as it would a moment later), not that its history does not
+    replay; a replay check of every workflow passes over it."""
+    await run_all(db, {"done": None})
+    read = db.store.get_workflow
+
+    async def read_then_deleted(workflow_id: str) -> Any:
+        record = await read(workflow_id)
+        await db.delete_finished(0.000001)
+        return record
+
+    monkeypatch.setattr(db.store, "get_workflow", read_then_deleted)
+    handle = db.get_workflow("done")
+    if action == "check all":
+        assert await db.check_replay() == []
+        return
+    with pytest.raises(loom.WorkflowNotFoundError):
+        if action == "reset":
+            await handle.reset("work")
+        elif action == "check":
+            await db.check_replay(["done"])
+        else:
+            await handle.export_history()

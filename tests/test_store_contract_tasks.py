@@ -225,8 +225,14 @@ async def test_a_workflow_that_ends_takes_its_tasks_with_it(store: Store, end: s
         assert await store.commit(commit, T0 + 1) is CommitOutcome.OK
     assert await store.claim_tasks("gpu-2", ["render"], 5, LEASE, T0 + LEASE + 2, GPU) == []
     assert await store.renew_tasks("gpu-1", [task], T0 + 5) == (set(), {("wf-1", task.seq, 1)})
+    # The attempt still beats until it stops: told to stop, and nothing is kept of the beat
+    # (a workflow that ended has no heartbeats).
+    beat = HeartbeatRow(task.seq, "render", 1, '{"at": 5}', T0 + 5)
+    assert await store.record_task_heartbeat(task, beat) is CommitOutcome.CANCELED
+    assert await store.read_heartbeats("wf-1") == []
     assert await store.complete_task(task, "gpu-1", TaskOutcome(task.seq, 1, True, 1), T0 + 5)
     assert await store.read_task_outcomes("wf-1") == []
+    assert await store.read_heartbeats("wf-1") == []
 
 
 async def test_a_queue_limit_counts_leased_tasks_with_its_workflows(store: Store) -> None:

@@ -148,6 +148,105 @@ async def test_patched_keeps_old_histories_on_the_old_path_and_new_runs_on_the_n
     assert [r.ok for r in reports] == [True, True], [r.problem for r in reports]
 
 
+TWO_PATCHES, ONE_RETIRED = Registry(), Registry()
+
+
+@loom.workflow(name="ver_Invoice", registry=TWO_PATCHES)
+class InvoiceTwoPatches(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def bill(self, ctx: Ctx) -> None:
+        taxed, receipt = ctx.patched("tax"), ctx.patched("receipt")  # recorded side by side
+        await ctx.state.set("taxed", taxed)
+        if receipt:
+            await ctx.state.set("receipt", True)
+        await ctx.state.set("note", await ctx.wait_for_signal("go"))
+
+
+@loom.workflow(name="ver_Invoice", registry=ONE_RETIRED)
+class InvoiceOneRetired(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """ "tax" had no old run left: its call is gone, its path is the only one."""
+
+    @loom.step
+    async def bill(self, ctx: Ctx) -> None:
+        receipt = ctx.patched("receipt")
+        await ctx.state.set("taxed", True)
+        if receipt:
+            await ctx.state.set("receipt", True)
+        await ctx.state.set("note", await ctx.wait_for_signal("go"))
+
+
+async def test_a_patch_retired_beside_another_leaves_the_other_on_its_path(
+    db: loom.Database,
+) -> None:
+    run = await db.start_workflow(InvoiceTwoPatches)
+    async with worker(db, registry=TWO_PATCHES):
+        await eventually(lambda: _waits(run))
+    patches = [e.payload["patch_id"] for e in of_type(await run.events(), EventType.PATCH_APPLIED)]
+    assert patches == ["tax", "receipt"]
+    db.registry = ONE_RETIRED
+    [report] = await db.check_replay([run.workflow_id])
+    assert report.ok, report.problem
+    async with worker(db, registry=ONE_RETIRED, cache_size=0):
+        await run.signal("go", "paid")
+        assert await run.result(timeout=10) == {"taxed": True, "receipt": True, "note": "paid"}
+
+
+BEFORE_MEMO, AFTER_MEMO = Registry(), Registry()
+
+
+@loom.workflow(name="ver_Memo", registry=BEFORE_MEMO)
+class MemoBefore(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def first(self, ctx: Ctx) -> None:
+        await ctx.state.set("first", await ctx.wait_for_signal("a"))
+
+    @loom.step
+    async def second(self, ctx: Ctx) -> None:
+        await ctx.state.set("second", await ctx.wait_for_signal("b"))
+
+
+@loom.workflow(name="ver_Memo", registry=AFTER_MEMO)
+class MemoAfter(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    """Asks the same patch in both steps."""
+
+    @loom.step
+    async def first(self, ctx: Ctx) -> None:
+        patched = ctx.patched("memo")
+        await ctx.state.set("first", [await ctx.wait_for_signal("a"), patched])
+
+    @loom.step
+    async def second(self, ctx: Ctx) -> None:
+        got = await ctx.wait_for_signal("b")
+        await ctx.state.set("second", [got, ctx.patched("memo")])
+
+
+@pytest.mark.parametrize("cache_size", [1000, 0], ids=["cached", "replayed"])
+async def test_a_patch_asked_again_in_a_later_step_answers_alike_with_or_without_the_cache(
+    db: loom.Database, cache_size: int
+) -> None:
+    """A step that began before the change answers False; a later step answers as the history
+    it writes says, whether the worker kept the workflow in memory or replays it without the
+    steps that completed (which replay does not run, so what they were answered is unknown)."""
+    run = await db.start_workflow(MemoBefore)
+    async with worker(db, registry=BEFORE_MEMO):
+        await eventually(lambda: _waits(run))
+    async with worker(db, registry=AFTER_MEMO, cache_size=cache_size):
+        await run.signal("a", "A")
+        await eventually(lambda: _waits_for(run, "b"))
+        await run.signal("b", "B")
+        final = await run.result(timeout=10)
+    assert final == {"first": ["A", False], "second": ["B", True]}
+    db.registry = AFTER_MEMO
+    [report] = await db.check_replay([run.workflow_id])
+    assert report.ok, report.problem
+
+
+async def _waits_for(handle: loom.WorkflowHandle[Any], name: str) -> bool:
+    record = await handle.describe()
+    waiting = of_type(await handle.events(), EventType.SIGNAL_WAIT_STARTED)
+    return bool(waiting) and waiting[-1].payload.get("name") == name and not record.leased
+
+
 async def test_replay_checks_every_version_and_names_a_missing_one(db: loom.Database) -> None:
     one = await db.start_workflow(OrderV1, workflow_input={"amount": 1})
     two = await db.start_workflow(OrderV2, workflow_input={"amount": 1})
@@ -165,6 +264,64 @@ async def test_replay_checks_every_version_and_names_a_missing_one(db: loom.Data
         first.problem or ""
     )
     assert second.ok
+
+
+def ship_v1(registry: Registry) -> type[loom.Workflow[Any, Any]]:
+    @loom.workflow(name="ver_Ship", version="1", registry=registry)
+    class ShipV1(loom.Workflow[dict[str, Any], dict[str, Any]]):
+        @loom.step
+        async def pack(self, ctx: Ctx) -> None:
+            await ctx.state.set("packed", True)
+
+        @loom.step
+        async def send(self, ctx: Ctx) -> None:
+            await ctx.state.set("sent", await ctx.wait_for_signal("go"))
+
+    return ShipV1
+
+
+def ship_v2(registry: Registry) -> type[loom.Workflow[Any, Any]]:
+    """Version 2 has a step where version 1 had ``send``."""
+
+    @loom.workflow(name="ver_Ship", version="2", registry=registry)
+    class ShipV2(loom.Workflow[dict[str, Any], dict[str, Any]]):
+        @loom.step
+        async def pack(self, ctx: Ctx) -> None:
+            await ctx.state.set("packed", True)
+
+        @loom.step
+        async def weigh(self, ctx: Ctx) -> None:
+            await ctx.state.set("weighed", True)
+
+        @loom.step
+        async def send(self, ctx: Ctx) -> None:
+            await ctx.state.set("sent", await ctx.wait_for_signal("go"))
+
+    return ShipV2
+
+
+SHIP_V1, SHIP_V2, SHIP_BOTH = Registry(), Registry(), Registry()
+ShipV1 = ship_v1(SHIP_V1)
+ship_v2(SHIP_V2), ship_v1(SHIP_BOTH), ship_v2(SHIP_BOTH)
+
+
+@pytest.mark.parametrize("client", [SHIP_BOTH, SHIP_V2], ids=["both versions", "newest only"])
+async def test_a_run_is_reset_to_the_steps_of_its_own_version(
+    db: loom.Database, client: Registry
+) -> None:
+    """A client that has a newer version with other steps resets a run of an older one by the
+    steps of that run's version (or of its history, when it lacks that version)."""
+    run = await db.start_workflow(ShipV1)
+    async with worker(db, registry=SHIP_V1):
+        await eventually(lambda: _waits(run))
+    with pytest.raises(loom.UnknownStepError, match="'pack', 'send'"):
+        await db.reset_workflow(run.workflow_id, "weigh", registry=client)
+    outcome = await db.reset_workflow(run.workflow_id, "send", registry=client)
+    assert outcome is loom.ResetOutcome.RESET
+    async with worker(db, registry=SHIP_V1):
+        await eventually(lambda: _waits(run))
+        await run.signal("go", "again")
+        assert await run.result(timeout=10) == {"packed": True, "sent": "again"}
 
 
 def test_versions_order_by_their_numbers() -> None:

@@ -13,7 +13,7 @@ import pytest
 import loom
 import reset_workflows as rw
 from loom import WorkflowStatus
-from loom.web import create_app
+from loom.web import api, create_app
 from support import eventually, worker
 
 
@@ -198,3 +198,29 @@ async def test_a_bulk_filter_selects_by_tag_and_creation_time_as_the_list_does(
     assert await db.get_workflow(f"{wid}-c").status() is WorkflowStatus.RUNNING
     for bad in ({"tags": ["no-equals"]}, {"created_after": -1}):
         error_of(await client.post("/api/bulk/cancel", json={"filter": bad}), 422)
+
+
+async def test_a_bulk_action_by_filter_acts_only_on_the_count_confirmed(
+    db: loom.Database, client: httpx.AsyncClient, wid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workflow that starts between the preview and the action changes the selection: the
+    action confirmed for the preview's count does nothing, and says so."""
+    selected = {"status": "RUNNING", "name": "reset_Order"}
+    for n in range(2):
+        await db.start_workflow(rw.Order, workflow_id=f"{wid}-{n}")
+    counted = await client.post("/api/bulk/cancel", json={"filter": selected, "preview": True})
+    confirmed = counted.json()["matched"]
+    assert confirmed == 2
+    await db.start_workflow(rw.Order, workflow_id=f"{wid}-late")
+    stale = await client.post("/api/bulk/cancel", json={"filter": selected, "expected": confirmed})
+    assert "now 3 workflow(s), not the 2 confirmed" in error_of(stale, 409)
+    for n in ("0", "1", "late"):
+        assert await db.get_workflow(f"{wid}-{n}").status() is WorkflowStatus.RUNNING
+
+    monkeypatch.setattr(api, "BULK_MOST", 2)
+    too_many = await client.post("/api/bulk/cancel", json={"filter": selected, "expected": 3})
+    assert "selects 3 workflows, more than the 2" in error_of(too_many, 422)
+    monkeypatch.undo()
+    done = await client.post("/api/bulk/cancel", json={"filter": selected, "expected": 3})
+    assert done.json()["succeeded"] == 3
+    error_of(await client.post("/api/bulk/cancel", json={"ids": ["a"], "expected": -1}), 422)

@@ -41,7 +41,9 @@ async def act_on_each(
     to_step: str | None = None,
     registry: Registry | None = None,
 ) -> list[BulkResult]:
-    """Apply ``action`` to each of ``workflow_ids`` (a few at a time); the results in order."""
+    """Apply ``action`` to each of ``workflow_ids`` (a few at a time); the results in order,
+    one per workflow: an id given twice is acted on once (a reset, say, is not done twice)."""
+    workflow_ids = list(dict.fromkeys(workflow_ids))
     if action not in ACTIONS:
         raise ConfigurationError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
     if action == "reset" and to_step is None:

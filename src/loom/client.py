@@ -619,10 +619,13 @@ class Database(ScheduleMethods):
         self,
         older_than: float | timedelta,
         statuses: Sequence[WorkflowStatus | str] | None = None,
+        *,
+        now: float | None = None,
     ) -> int:
         """How many finished workflows (of ``statuses``, default all: COMPLETED, FAILED,
-        CANCELED) ended more than ``older_than`` (seconds or a timedelta) ago."""
-        before = self.clock.now() - retention.period_seconds(older_than, "older_than")
+        CANCELED) ended more than ``older_than`` (seconds or a timedelta) before ``now`` (an
+        epoch time; default: now)."""
+        before = self._cutoff(older_than, now)
         return await self.store.count_finished(before, retention.finished_statuses(statuses))
 
     async def delete_finished(
@@ -631,18 +634,29 @@ class Database(ScheduleMethods):
         statuses: Sequence[WorkflowStatus | str] | None = None,
         *,
         batch: int = retention.BATCH,
+        now: float | None = None,
     ) -> int:
         """Delete the finished workflows :meth:`count_finished` counts, with their histories,
         earlier runs and buffered signals, ``batch`` per short transaction with a pause
-        between (see :mod:`loom.retention`); return how many were deleted."""
+        between (see :mod:`loom.retention`); return how many were deleted. Given the ``now``
+        of a count, it deletes no workflow that ended after that count: what was counted (and
+        confirmed) is the most it deletes."""
         if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 10_000:
             raise ConfigurationError(f"batch must be from 1 to 10000, got {batch!r}")
-        before = self.clock.now() - retention.period_seconds(older_than, "older_than")
+        before = self._cutoff(older_than, now)
         statuses = retention.finished_statuses(statuses)
         deleted = await retention.sweep(self.store, before, statuses, batch=batch)
         if deleted:
             self.workflow_changed.notify()
         return deleted
+
+    def _cutoff(self, older_than: float | timedelta, now: float | None) -> float:
+        period = retention.period_seconds(older_than, "older_than")
+        if now is None:
+            return self.clock.now() - period
+        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+            raise ConfigurationError(f"now must be an epoch time in seconds, got {now!r}")
+        return now - period
 
     async def list_records(
         self,
@@ -833,14 +847,25 @@ class Database(ScheduleMethods):
             record = await self.store.get_workflow(workflow_id)
             if record is None:
                 raise WorkflowNotFoundError(workflow_id)
-            try:
-                steps = [s.name for s in (registry or self.registry).workflow(record.name).steps]
+            try:  # its own version's steps: another version's may differ in name and order
+                steps = [
+                    s.name
+                    for s in (registry or self.registry)
+                    .workflow(record.name, workflow_id, record.version)
+                    .steps
+                ]
             except UnknownWorkflowTypeError:
                 steps = None  # the history alone names the steps reached
-            history = await self.store.load_history(workflow_id)
+            history = await self._history_of(workflow_id)
             plan = plan_reset(workflow_id, record.name, history, to_step, steps)
             request = ResetRequest(
-                plan.to_step, plan.index, plan.state, tuple(plan.resend), plan.last_seq, reason
+                plan.to_step,
+                plan.index,
+                plan.state,
+                tuple(plan.resend),
+                plan.last_seq,
+                reason,
+                record.run_id,  # read before the history: a run that moved on since is seen
             )
             try:
                 outcome = await self.store.reset(workflow_id, request, self.clock.now())
@@ -866,13 +891,28 @@ class Database(ScheduleMethods):
         Reports, for each workflow (all of them when ``workflow_ids`` is None), whether the
         current code reproduces its history: a determinism check to run before deploying.
         """
+        listed = workflow_ids is None
         if workflow_ids is None:
             records = await self._plain_parts.list_workflows(limit=limit or 1_000_000)
             workflow_ids = [r.workflow_id for r in records]
         reports = []
         for wid in workflow_ids:
-            reports.append(await self._check_one(wid))
+            try:
+                reports.append(await self._check_one(wid))
+            except WorkflowNotFoundError:
+                if not listed:
+                    raise
+                # deleted since it was listed (retention): nothing of it is left to check
         return reports
+
+    async def _history_of(self, workflow_id: str) -> list[Event]:
+        """The history of a workflow whose record was just read. Every stored workflow has
+        one, so none means it was deleted in between (retention): ``WorkflowNotFoundError``,
+        not a history that fails to replay."""
+        history = await self.store.load_history(workflow_id)
+        if not history:
+            raise WorkflowNotFoundError(workflow_id)
+        return history
 
     async def _check_one(self, workflow_id: str) -> ReplayReport:
         from loom.core.verify import verify
@@ -880,7 +920,7 @@ class Database(ScheduleMethods):
         record = await self.store.get_workflow(workflow_id)
         if record is None:
             raise WorkflowNotFoundError(workflow_id)
-        history = await self.store.load_history(workflow_id)
+        history = await self._history_of(workflow_id)
         try:
             definition = self.registry.workflow(record.name, workflow_id, record.version)
         except UnknownWorkflowTypeError as exc:

@@ -128,6 +128,8 @@ class WorkflowHandle(Generic[StateT]):
                 )
         else:
             events = await strict.load_history(self.workflow_id)
+            if not events:  # deleted since its record was read (retention)
+                raise WorkflowNotFoundError(self.workflow_id)
             run_id = record.run_id
         # Read after the record: the events may have moved on since, and they say it last.
         ending = history_file.ENDINGS.get(events[-1].type, WorkflowStatus.RUNNING)
@@ -170,8 +172,9 @@ class WorkflowHandle(Generic[StateT]):
     async def heartbeats(self) -> list[ActivityHeartbeat]:
         """The last heartbeat of each of its activities that sent one (``loom.heartbeat``), by
         seq: which attempt sent it, when, and the last details sent. Kept while the workflow
-        runs; a workflow that ended has none. Their details are decoded like every payload
-        (``PayloadDecodeError``, or the placeholder: ``Database(placeholders=True)``)."""
+        runs; a workflow that ended, or was just reset, has none. Their details are decoded
+        like every payload (``PayloadDecodeError``, or the placeholder:
+        ``Database(placeholders=True)``)."""
         beats = await self.database._shown.read_heartbeats(self.workflow_id)
         if not beats:
             await self._record(self.database._plain_parts)  # raises WorkflowNotFoundError

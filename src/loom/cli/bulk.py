@@ -22,6 +22,7 @@ from loom.cli import render
 from loom.cli.common import open_database, parse_duration, run
 from loom.cli.errors import CliError
 from loom.client import BulkResult, Database, status_of
+from loom.errors import LoomError
 from loom.status import WorkflowStatus
 
 StatusFilter = Annotated[
@@ -54,8 +55,11 @@ class Selection:
         self, action: str, status: str | None, name: str | None, since: str | None
     ) -> None:
         self.action = action
-        self.status = status_of(status)
-        self.name = None if name is None else limits.check_id(name, "workflow name")
+        try:  # a filter the command line got wrong is a usage error, as a bad duration is
+            self.status = status_of(status)
+            self.name = None if name is None else limits.check_id(name, "workflow name")
+        except LoomError as exc:
+            raise CliError(str(exc), exit_code=2) from None
         self.since = None if since is None else parse_duration(since, "--since")
         self.since_text = since
         only = {"cancel": WorkflowStatus.RUNNING, "retry": WorkflowStatus.FAILED}.get(action)

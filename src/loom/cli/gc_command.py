@@ -6,6 +6,7 @@ batches, each its own short transaction, so running workers are never held up fo
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -54,9 +55,13 @@ def gc_command(
     which = "/".join(s.value for s in chosen)
     what = f"finished workflows ({which}) that ended more than {older_than.strip()} ago"
 
+    # The age is measured from the moment of the count, for the deletion too: a workflow that
+    # ends (or ages past the period) while the question waits was not confirmed, and stays.
+    counted_at = time.time()
+
     async def count() -> int:
         async with open_database(database) as db:
-            return await db.count_finished(seconds, chosen)
+            return await db.count_finished(seconds, chosen, now=counted_at)
 
     found = run(count())
     if not found:
@@ -70,7 +75,7 @@ def gc_command(
 
     async def delete() -> int:
         async with open_database(database) as db:
-            return await db.delete_finished(seconds, chosen, batch=batch)
+            return await db.delete_finished(seconds, chosen, batch=batch, now=counted_at)
 
     deleted = run(delete())
     if as_json:

@@ -218,6 +218,9 @@ class WorkflowContext(Generic[InputT, StateT]):
                 await ctx.activity(send_receipt, order)   # new code
             # else: the old path, for runs that started before the change
 
+        True holds for the rest of the run; False (an old history) for the rest of the step: a
+        later step asks again, and takes the new path once it runs live.
+
         Once no run of the old code is left, remove the ``else`` branch and keep the call (or
         remove it too: its recorded PATCH_APPLIED events are passed over).
         """

@@ -117,19 +117,22 @@ class Decisions(ExecutionState):
 
     def patched(self, patch_id: str) -> bool:
         """Whether the code takes the new path of ``patch_id`` (see ``ctx.patched``): True live
-        (recorded as PATCH_APPLIED), and on replay only where the history recorded it. The
-        answer holds for the rest of the run."""
+        (recorded as PATCH_APPLIED), and on replay only where the history recorded it. True
+        holds for the rest of the run; False for the rest of the step."""
         known = self._patches.get(patch_id)
         if known is not None:
             return known
         if self._stream:
-            upcoming = self._stream[0]
-            took = (
-                upcoming.type is EventType.PATCH_APPLIED
-                and upcoming.payload.get("patch_id") == patch_id
-            )
-            if took:
-                self._stream.popleft()
+            # Among the markers recorded here, not only the first: the ones before it may be of
+            # patches whose calls were removed since (retired), and are passed over later.
+            took = False
+            for index, upcoming in enumerate(self._stream):
+                if upcoming.type is not EventType.PATCH_APPLIED:
+                    break
+                if upcoming.payload.get("patch_id") == patch_id:
+                    del self._stream[index]
+                    took = True
+                    break
         else:
             self.decide(EventType.PATCH_APPLIED, {"patch_id": patch_id})
             took = True

@@ -245,6 +245,10 @@ class WorkflowExecution(Inputs, Decisions):
                 self.current_step = step.name
                 started = self.decide(EventType.STEP_STARTED, {"step": step.name, "index": index})
                 self._rng_seed, self._rng = f"{self.workflow_id}:{index}:{started.seq}", None
+                # The patches a completed step took are in its history; those it did not take
+                # are not, and a replay that skips it cannot know them: each step asks anew,
+                # whether this execution ran the steps before or skipped them.
+                self._patches = {patch: True for patch, took in self._patches.items() if took}
                 # A new instance per step: attributes are not a channel between steps, with or
                 # without the worker's cache (steps share only ctx.state).
                 self._loop.take_tasks()

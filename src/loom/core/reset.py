@@ -58,6 +58,8 @@ def plan_reset(
         elif event.type is EventType.STEP_STARTED:
             following = (int(event.payload.get("index", 0)), str(event.payload.get("step")))
     next_index = len(reachable)
+    if following is None:
+        following = _step_restarted(history, next_index)
     if steps is not None and next_index < len(steps):
         following = (next_index, steps[next_index])
     if following is not None and following[0] == next_index:
@@ -73,3 +75,16 @@ def plan_reset(
     for event in kept[:cut]:
         apply_state(state, event)
     return ResetPlan(to_step, index, state, signals_in(kept[cut:]), history[-1].seq)
+
+
+def _step_restarted(history: Sequence[Event], next_index: int) -> tuple[int, str] | None:
+    """The step a reset or retry that has not run yet restarts from: its own events were
+    discarded, the marker alone names it (the class, which lists the steps, may not be here)."""
+    for event in reversed(history):
+        if event.type is EventType.WORKFLOW_RESET:
+            return int(event.payload.get("index", 0)), str(event.payload.get("to_step"))
+        if event.type is EventType.WORKFLOW_RETRIED and event.payload.get("step"):
+            return next_index, str(event.payload["step"])
+        if event.type in (EventType.STEP_STARTED, EventType.STEP_COMPLETED):
+            return None  # the workflow ran on since: its steps name themselves
+    return None

@@ -299,13 +299,15 @@ class ResetOutcome(StrEnum):
 
 
 class HistoryMoved(Exception):
-    """The history grew since a reset was planned from it; nothing was written."""
+    """The history grew, or its run continued as new, since a reset was planned from it;
+    nothing was written."""
 
 
 @dataclass(frozen=True, slots=True)
 class ResetRequest:
     """A reset as planned from the history (``loom.core.reset.ResetPlan``): it applies only if
-    the history still ends at ``last_seq``."""
+    the history still ends at ``last_seq`` in the run ``run_id`` (a run continued as new
+    begins its history again, and may reach the same length)."""
 
     to_step: str
     index: int
@@ -313,6 +315,7 @@ class ResetRequest:
     resend: tuple[tuple[str, Any], ...]
     last_seq: int
     reason: str | None = None
+    run_id: str | None = None
 
 
 class CancelOutcome(StrEnum):

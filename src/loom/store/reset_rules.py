@@ -58,13 +58,15 @@ def reset(d: Dialect, workflow_id: str, request: ResetRequest, now: float) -> Ru
     """Reset at once, unless a worker holds a live lease: then request it, for that worker's
     next write (or lease renewal, or the next claim should it die) to carry out."""
     found = yield rows(
-        f"SELECT status, lease_owner, ready_at, last_seq FROM workflows WHERE id = ?{d.lock}",
+        "SELECT status, lease_owner, ready_at, last_seq, run_id FROM workflows "
+        f"WHERE id = ?{d.lock}",
         workflow_id,
     )
     if not found:
         raise WorkflowNotFoundError(workflow_id)
     row = found[0]
-    if row["last_seq"] != request.last_seq:
+    moved = request.run_id is not None and row["run_id"] != request.run_id
+    if moved or row["last_seq"] != request.last_seq:
         raise HistoryMoved(workflow_id)
     held = row["lease_owner"] is not None and row["ready_at"] is not None and row["ready_at"] > now
     if row["status"] == WorkflowStatus.RUNNING and held:
@@ -114,5 +116,8 @@ def reset_now(
     )
     yield from parent_close(d, workflow_id, now, written)
     yield from task_rules.drop(d, workflow_id)  # the steps that awaited them are discarded
+    # The kept steps' activities completed and the discarded ones' will not resume: no
+    # heartbeat of the workflow is of use (tasks first: see commit_batch).
+    yield run("DELETE FROM activity_heartbeats WHERE workflow_id = ?", workflow_id)
     yield run("DELETE FROM signals WHERE workflow_id = ? AND name = ?", workflow_id, CHILD_OUTCOME)
     yield from rebuffer(workflow_id, [(n, dump(p)) for n, p in request.resend], now)

@@ -6,7 +6,8 @@ never holds the database long: on PostgreSQL it skips the rows another transacti
 (``SKIP LOCKED``) and locks those it deletes, so a concurrent retry or reset of one of them
 waits and then finds it gone; on SQLite it is one more small write among the workers' commits.
 A workflow's row, its history, the histories of its earlier runs, its buffered signals, its
-activity tasks, its activities' heartbeats and its tags go together (:data:`OWNED_TABLES`).
+activity tasks, its activities' heartbeats and queue slots, and its tags go together
+(:data:`OWNED_TABLES`).
 Children are rows of their own: one is deleted only when it is finished and old too.
 """
 
@@ -24,6 +25,7 @@ OWNED_TABLES = (
     "signals",
     "activity_tasks",  # before the heartbeats: the order a routed heartbeat locks them in
     "activity_heartbeats",
+    "activity_slots",  # a slot left by a worker that died expires, but is a row all the same
     "workflow_tags",
 )
 """Every table whose rows belong to one workflow (by ``workflow_id``): a deleted workflow

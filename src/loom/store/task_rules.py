@@ -217,9 +217,11 @@ def complete(
 def heartbeat(
     d: Dialect, task: ActivityTask, beat: HeartbeatRow, upsert: str
 ) -> Rule[CommitOutcome]:
-    """Record a routed attempt's heartbeat (``upsert``: ``lease_rules.RECORD_HEARTBEAT``), fenced by
-    its task's lease epoch; CANCELED (written all the same) when its stop was asked. Only the
-    task's row is locked, before the heartbeat's, the order a workflow's end deletes them in."""
+    """Record a routed attempt's heartbeat (``upsert``: ``lease_rules.RECORD_HEARTBEAT``),
+    fenced by its task's lease epoch; CANCELED, and not written, when its stop was asked: its
+    workflow no longer awaits it (it ended, was reset or gave it up), so its details would serve
+    no retry and would outlive the end that deleted its heartbeats. Only the task's row is
+    locked, before the heartbeat's, the order a workflow's end deletes them in."""
     held = yield rows(
         "SELECT cancel_requested FROM activity_tasks "
         f"WHERE {TASK_KEY} AND lease_epoch = ? AND state = 'leased'{d.lock}",
@@ -228,5 +230,7 @@ def heartbeat(
     )
     if not held:
         return CommitOutcome.FENCED
+    if held[0]["cancel_requested"]:
+        return CommitOutcome.CANCELED
     yield run(upsert, task.workflow_id, *beat)
-    return CommitOutcome.CANCELED if held[0]["cancel_requested"] else CommitOutcome.OK
+    return CommitOutcome.OK

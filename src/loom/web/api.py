@@ -23,7 +23,7 @@ import re
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -222,17 +222,29 @@ class BulkFilter(BaseModel):
         return _checked(value or None, "filter")
 
 
+BULK_MOST = 10_000
+"""The most workflows one bulk request acts on, by ids or by a filter: each is acted on in
+turn while the request waits, so a larger selection is acted on in parts."""
+
+
 class BulkRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ids: list[str] | None = Field(
-        default=None, max_length=10_000, description="The workflows to act on (or a filter)."
+        default=None, max_length=BULK_MOST, description="The workflows to act on (or a filter)."
     )
     filter: BulkFilter | None = Field(
         default=None, description="Act on every workflow it selects (or give ids)."
     )
     preview: bool = Field(
         default=False, description="Only count what the filter or ids select; act on none."
+    )
+    expected: int | None = Field(
+        default=None,
+        ge=0,
+        le=BULK_MOST,
+        description="How many workflows were confirmed (the preview's `matched`): when the "
+        "selection is now another number, nothing is done (409).",
     )
     reason: str | None = Field(default=None, max_length=2000, description="cancel, reset: why")
     to_step: str | None = Field(
@@ -620,9 +632,11 @@ async def reset_workflow(
     description="The workflows are `ids`, or those `filter` selects (every one, not a page). "
     "With `preview`, only their number is returned. Otherwise each is acted on as its own "
     "action would (`reason` for cancel and reset, `to_step` for reset), and `results` says "
-    "what became of each: its outcome, or the error that stopped it (the others go on).",
+    "what became of each: its outcome, or the error that stopped it (the others go on). "
+    "With `expected` (the preview's count, as confirmed), a selection that has grown or "
+    "shrunk since is a 409 and nothing is done. At most 10,000 workflows per request.",
     response_model=models.BulkOutcome,
-    responses=_errors(413, 415),
+    responses=_errors(409, 413, 415),
 )
 async def bulk_action(
     action: Annotated[str, Path(pattern="^(cancel|retry|reset)$")],
@@ -652,6 +666,20 @@ async def bulk_action(
         chosen = list(dict.fromkeys(body.ids or []))
     if body.preview:
         return {"action": action, "matched": len(chosen), "preview": True}
+    # What is acted on is what was confirmed: a filter matches more (or fewer) workflows as
+    # they start and end, so a count that moved since the preview acts on none.
+    if body.expected is not None and len(chosen) != body.expected:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"the selection is now {len(chosen)} workflow(s), not the {body.expected} "
+            "confirmed; nothing was done: count again and confirm",
+        )
+    if len(chosen) > BULK_MOST:
+        raise ConfigurationError(
+            f"the filter selects {len(chosen)} workflows, more than the {BULK_MOST} one "
+            "request acts on; nothing was done: narrow it (by creation time, say) and act "
+            "in parts"
+        )
     results = await db.bulk_action(
         action, chosen, reason=body.reason, to_step=body.to_step, registry=reg
     )

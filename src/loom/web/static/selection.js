@@ -103,8 +103,12 @@ export function bulkSelection(appliedFilter, acted) {
       showResult(ACTIONS[action] + ": not sent (not confirmed).", false);
       return;
     }
+    // The count confirmed goes along: the server acts on none if the filter now matches
+    // another number of workflows.
     const body =
-      allMatching !== null ? { filter: allMatching.filter } : { ids: Array.from(picked) };
+      allMatching !== null
+        ? { filter: allMatching.filter, expected: allMatching.count }
+        : { ids: Array.from(picked) };
     if (action === "reset") body.to_step = step;
     try {
       const result = await api("/api/bulk/" + action, { method: "POST", json: body });
@@ -119,6 +123,7 @@ export function bulkSelection(appliedFilter, acted) {
       acted();
     } catch (err) {
       showResult(ACTIONS[action] + " failed: " + err.message, true);
+      if (allMatching !== null) clear(); // its count is stale: select again to count again
     }
   }
 
