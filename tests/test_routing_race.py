@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import loom
+from support import eventually
 from support.workers import worker
 
 Ctx = loom.WorkflowContext[dict[str, Any], dict[str, Any]]
@@ -65,3 +66,55 @@ async def test_a_routed_outcome_reaches_a_workflow_busy_with_a_local_activity(
     assert state["first"] == "remote"
     kinds = [e.type for e in await handle.events()]
     assert kinds.count(loom.EventType.ACTIVITY_COMPLETED) == 1
+
+
+ran: list[str] = []
+
+
+@loom.activity(name="race_remote_record", queue="race-remote")
+async def remote_record(key: str) -> str:
+    ran.append(key)
+    return key
+
+
+@loom.workflow(name="race_Remote")
+class Remote(loom.Workflow[dict[str, Any], dict[str, Any]]):
+    @loom.step
+    async def call(self, ctx: Ctx) -> None:
+        await ctx.state.set("got", await ctx.activity(remote_record, ctx.input["key"]))
+
+
+async def test_a_cancel_between_a_tasks_claim_and_its_start_means_it_never_begins(
+    db: loom.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker of the task sets its attempt up after claiming it (it reads the history, the
+    heartbeats); a cancel that becomes final meanwhile is seen before the attempt begins."""
+    key = f"claimed-then-canceled-{db.url[:6]}"
+    handle = await db.start_workflow(Remote, workflow_input={"key": key})
+    async with loom.Database(db.url) as remote_db:
+        real = remote_db.store.load_history
+        outcomes: list[loom.CancelOutcome] = []
+
+        async def cancel_first(workflow_id: str, *args: Any, **kwargs: Any) -> Any:
+            if workflow_id == handle.workflow_id and not outcomes:
+                outcomes.append(await handle.cancel("while its task was being set up"))
+            return await real(workflow_id, *args, **kwargs)
+
+        async with worker(db, queues=["default"]):
+
+            async def dispatched() -> bool:
+                return any(q.name == "race-remote" and q.depth for q in await db.queues())
+
+            await eventually(dispatched, 20, what="the task to be dispatched")
+        monkeypatch.setattr(remote_db.store, "load_history", cancel_first)
+        async with worker(remote_db, queues=["race-remote"]) as remote:
+            await eventually(lambda: bool(outcomes), 20, what="the claim")
+
+            async def settled() -> bool:
+                return not remote.tasks.running
+
+            await eventually(settled, 20, what="the task to be let go")
+    assert outcomes == [loom.CancelOutcome.CANCELED]
+    assert key not in ran
+    assert (await handle.describe()).status is loom.WorkflowStatus.CANCELED
+    assert not [q for q in await db.queues() if q.name == "race-remote" and (q.depth or q.running)]

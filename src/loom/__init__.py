@@ -10,6 +10,7 @@ from importlib import metadata as _metadata
 from loom.activity_context import ActivityInfo, activity_info, heartbeat
 from loom.client import (
     ActivityHeartbeat,
+    CancelOutcome,
     Database,
     ReplayReport,
     ResetOutcome,
@@ -96,6 +97,7 @@ __all__ = [
     "ActivityHeartbeatTimeoutError",
     "ActivityInfo",
     "AesGcmCodec",
+    "CancelOutcome",
     "ChildWorkflowFailedError",
     "CodecChain",
     "CompressionCodec",

@@ -204,6 +204,7 @@ class TaskRunner:
         await beats.load()  # the details of the attempt before, wherever it ran
         control = beats.control(run)
         span = await self._span(task, scheduled.get("step"))
+        await self._still_wanted(held)
         if held.stopped is not None:  # asked while it was being set up: it never began
             if span is not None:
                 telemetry.attempt_ended(span, None, None, interrupted=True)
@@ -240,6 +241,21 @@ class TaskRunner:
             outcome.retry_at,
             worker.worker_id,
         )
+
+    async def _still_wanted(self, held: _Held) -> None:
+        """Renew the task's lease just before its attempt begins, and stop it there if its lease
+        moved on or its stop was asked since the claim. This write takes the task's row as the
+        cancel, reset or withdrawal that drops it does, so one that committed first is seen:
+        no attempt begins once its workflow's cancel is final (a claim alone would not do:
+        setting the attempt up takes a while)."""
+        worker, key = self.worker, key_of(held.task)
+        lost, stop = await worker.store.renew_tasks(
+            worker.worker_id, [held.task], worker.clock.now() + worker.lease_seconds
+        )
+        if key in lost:
+            held.stop(LEASE_LOST, lost=True)
+        elif key in stop:
+            held.stop(CANCELED, lost=False)
 
     async def _guarded(self, run: ActivityRun, control: AttemptControl) -> AttemptOutcome:
         """The attempt, as a driver runs a local one: a BaseException it raises (``sys.exit()``,
