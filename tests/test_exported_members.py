@@ -17,6 +17,7 @@ EXPORTED = [
     "ActivityHeartbeatTimeoutError",
     "ActivityInfo",
     "AesGcmCodec",
+    "CancelOutcome",
     "ChildWorkflowFailedError",
     "CodecChain",
     "CompressionCodec",
