@@ -132,7 +132,11 @@ async def test_a_routed_attempt_in_flight_shows_where_it_stands(
             None,
             "waiting for a worker of queue 'gpu'",
         )
-        assert "waiting for a worker of queue 'gpu'" in await cli(db_url, "inspect", "w2")
+        shown_text = await cli(db_url, "inspect", "w2")
+        assert "waiting for a worker of queue 'gpu'" in shown_text
+        # Parked with nothing due, it waits for its routed activity, not for a signal.
+        assert "waiting for activity routing_hold" in shown_text
+        assert "waiting for a signal" not in shown_text
         async with worker(db, queues=["gpu"], worker_id="gpu-2"):
             await eventually(lambda: "started" in seen.get("w2", []), 20, what="the attempt")
             [row] = await handle.activities()
@@ -192,3 +196,27 @@ def test_activity_rows_read_old_histories_and_every_task_state() -> None:
     assert rows[1].attempts[0].error_type == "E"
     ended = activity_rows(events, tasks, running=False, now=10.0)
     assert [r.status for r in ended] == ["completed", "abandoned", "done", "abandoned", "abandoned"]
+
+
+def test_inspect_says_what_a_parked_workflow_waits_for() -> None:
+    from datetime import UTC, datetime
+
+    from loom.activity_view import ActivityRow
+    from loom.cli.inspect_command import _awaited
+
+    now = datetime.now(UTC)
+
+    def child(status: loom.WorkflowStatus) -> loom.WorkflowSummary:
+        return loom.WorkflowSummary("c", "Child", "1", status, None, now, now, "p")
+
+    routed = ActivityRow(5, "render", "run", 0.0, status="waiting", queue="gpu")
+    local_done = ActivityRow(3, "prepare", "run", 0.0, status="completed", worker="cpu-1")
+    assert _awaited([local_done, routed], []) == (
+        "waiting for activity render (waiting for a worker of queue 'gpu')"
+    )
+    assert _awaited([local_done], [child(loom.WorkflowStatus.RUNNING)]) == (
+        "waiting for 1 child workflow(s)"
+    )
+    assert _awaited([local_done], [child(loom.WorkflowStatus.COMPLETED)]) == (
+        "waiting for a signal"
+    )

@@ -150,7 +150,7 @@ def inspect_command(
         render.emit_json(document)
         return
     out = render.console()
-    _print_header(out, record, queries, tags)
+    _print_header(out, record, queries, tags, _awaited(activities, children))
     _section(out, "Input", _json_block(record.input))
     _section(out, "State", _json_block(record.state))
     _section(out, "Steps", _steps_table(runs) if runs else Text("no step has started yet"))
@@ -269,7 +269,11 @@ def _queries_line(queries: list[str] | str) -> str:
 
 
 def _print_header(
-    out: Console, record: WorkflowRecord, queries: list[str] | str, tags: dict[str, str]
+    out: Console,
+    record: WorkflowRecord,
+    queries: list[str] | str,
+    tags: dict[str, str],
+    awaited: str,
 ) -> None:
     title = Text.assemble(
         ("Workflow ", "bold"),
@@ -289,7 +293,7 @@ def _print_header(
     grid.add_row("queue", render.text(f"{record.queue} (priority {record.priority})"))
     grid.add_row("current step", render.text(record.current_step or "-"))
     if record.status is WorkflowStatus.RUNNING:
-        grid.add_row("scheduling", _scheduling(record))
+        grid.add_row("scheduling", _scheduling(record, awaited))
     grid.add_row("created", render.local_time(record.created))
     grid.add_row("updated", render.local_time(record.updated))
     lifetime = render.lifetime(record.status, record.created, record.updated)
@@ -298,8 +302,21 @@ def _print_header(
     out.print(Padding(grid, (0, 0, 0, 2), expand=False))
 
 
-def _scheduling(record: WorkflowRecord) -> str:
-    """Where a running workflow stands with the workers."""
+def _awaited(activities: list[ActivityRow], children: list[WorkflowSummary]) -> str:
+    """What a parked workflow with nothing due waits for: a routed activity (where it stands),
+    a child still running, or else a signal."""
+    routed = [a for a in activities if a.status in ("waiting", "running", "done")]
+    if routed:
+        return "waiting for " + "; ".join(f"activity {a.activity} ({a.where})" for a in routed)
+    running = [c for c in children if c.status is WorkflowStatus.RUNNING]
+    if running:
+        return f"waiting for {len(running)} child workflow(s)"
+    return "waiting for a signal"
+
+
+def _scheduling(record: WorkflowRecord, awaited: str) -> str:
+    """Where a running workflow stands with the workers (``awaited``: what it waits for when
+    parked with nothing due)."""
     if record.cancel_requested:
         return "cancel requested; stops at its worker's next write"
     now = time.time()
@@ -311,7 +328,7 @@ def _scheduling(record: WorkflowRecord) -> str:
     if record.leased:
         return f"being run by a worker (lease until {render.local_time(record.ready_at)})"
     if record.ready_at is None:
-        return "waiting for a signal"
+        return awaited
     if record.ready_at <= now:
         return "ready: the next free worker runs it"
     return f"sleeping until {render.local_time(record.ready_at)}"
