@@ -29,8 +29,7 @@ import web_workflows  # its heartbeating workflow
 from loom.testing import Replayer
 from loom.web import create_app
 from routing_workload import Hold, seen
-from support import eventually, worker
-from support.pg import in_ci
+from support import eventually, pg, worker
 from webserver import serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -55,20 +54,13 @@ XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 TIMEOUT_MS = 8000
 
 
-def _unavailable(reason: str) -> None:
-    message = f"BROWSER TESTS NOT RUN: {reason}"
-    if not in_ci():
-        pytest.skip(message)
-    pytest.fail(message)  # CI provides the browser: its absence there is a failure
-
-
 def _require_browser() -> None:
     try:
         import playwright.async_api  # noqa: F401
     except ImportError:
-        _unavailable("the playwright package is not installed (pip install playwright)")
+        pg.unavailable("browser tests: the playwright package (pip install playwright)")
     if not os.access(CHROMIUM, os.X_OK):
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+        pg.unavailable(f"browser tests: {CHROMIUM} is missing (apt-get install chromium)")
 
 
 @pytest.fixture
