@@ -850,12 +850,24 @@ class WorkflowDriver:
             error=ex.error if status is WorkflowStatus.FAILED else None,
             continue_as_new=ex.continued_as_new,
             children=ex.started_children,
-            # A routed attempt's heartbeats are written by the worker that ran it.
-            heartbeats=self.beats.stored or bool(self.dispatched),
+            # A routed attempt's heartbeats are written by the worker that ran it; and a worker
+            # of chosen queues cannot know whether one that routes differently dispatched
+            # tasks for this workflow in an earlier claim: its end drops them all.
+            heartbeats=self.beats.stored or bool(self.dispatched) or self._may_route,
             dispatches=tuple(self.dispatches),
             settled_tasks=tuple(self.settled_tasks),
             withdrawn_tasks=tuple(self.withdrawn_tasks),
-            routed=bool(self.dispatched),
+            routed=bool(self.dispatched) or self._may_route,
+        )
+
+    @property
+    def _may_route(self) -> bool:
+        """Its workflow may have activity tasks from an earlier claim: workers of chosen queues
+        route activities that name a queue (a worker of every queue never does, nor does a
+        registry whose activities name none: they pay nothing for routing)."""
+        worker = self.worker
+        return worker.queues is not None and any(
+            a.queue is not None for a in worker.registry.activities()
         )
 
     def _tasks_sent(self) -> None:
